@@ -1,0 +1,157 @@
+"""The backend contract: a few coarse operations where the time goes.
+
+Every backend implements the same small interface.  :class:`hal.backends.numpy.NumpyBackend`
+is the *specification*: every other backend is tested against it, and most subclass it and
+override only the operations they accelerate (a BLAS backend overrides the matrix products, the
+multiprocessing backend shards the batched OMP encode across workers, ...).
+
+Conventions (shared with :mod:`tinydl`): samples are rows.  A batch ``X`` has shape
+``(n, m)``; a dictionary ``D`` holds its atoms as rows, shape ``(l, m)``; codes have shape
+``(n, l)`` dense or ``(n, k)`` compact (indices and values).  The TinyDL paper writes the same
+objects with samples as columns: its ``A`` (m x n) is our ``X.T``, its ``D`` (m x l) is our
+``D.T`` and its ``C`` (l x n) is our dense codes transposed.
+
+Hot paths follow TensorFlow Lite Micro's split: ``prepare_*`` checks shapes and allocates every
+buffer once; the operations themselves then accept those buffers (``out=`` / ``ws=``) and
+allocate nothing on the dense path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "OMPWorkspace", "OMPResult"]
+
+
+class BackendError(RuntimeError):
+    """A backend failed while running an operation (a kernel build, a worker that died...)."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot run on this machine; the message says why."""
+
+
+@dataclass
+class OMPWorkspace:
+    """Buffers for :meth:`Backend.omp_encode`, sized by :meth:`Backend.prepare_omp`.
+
+    ``block`` is the number of rows every matrix product runs on.  Rows are copied into
+    fixed-size, zero-padded blocks so that a sample's code does not depend on which other
+    samples share its batch: BLAS picks different kernels (and rounding) for different row
+    counts, and the streaming transform promises bit-identical results however a stream is
+    split into batches.
+    """
+
+    batch: int
+    m: int
+    l: int
+    k: int
+    dtype: np.dtype
+    block: int
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the workspace's buffers."""
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def fits(self, n: int, m: int, l: int, k: int, dtype) -> bool:
+        """Whether this workspace can serve a call with these shapes."""
+        return (n <= self.batch and m == self.m and l == self.l and k <= self.k
+                and np.dtype(dtype) == self.dtype)
+
+
+@dataclass
+class OMPResult:
+    """Compact OMP codes for a batch.
+
+    Attributes
+    ----------
+    indices : ndarray of shape (n, k), int32
+        Chosen atoms in selection order; ``-1`` pads samples that stopped early.
+    values : ndarray of shape (n, k)
+        Coefficients matching ``indices`` (0 where padded).
+    n_nonzero : ndarray of shape (n,), int32
+        Number of atoms each sample used.
+    residual_sq : ndarray of shape (n,)
+        Squared residual norm ``||x - codes @ D||^2`` of each sample.
+    """
+
+    indices: np.ndarray
+    values: np.ndarray
+    n_nonzero: np.ndarray
+    residual_sq: np.ndarray
+
+
+class Backend:
+    """The contract.  Subclasses set :attr:`name` and implement the operations.
+
+    Operations
+    ----------
+    matmul(a, b, out=None)
+        ``a @ b`` for 2-D arrays.
+    correlate(X, D, out=None)
+        ``X @ D.T``: the correlation of a batch (n, m) with a dictionary (l, m), shape (n, l).
+    omp_encode(X, D, G, k, tol=None, ws=None)
+        Batch-OMP of every row of ``X`` over ``D`` (Gram ``G = D @ D.T``), an :class:`OMPResult`.
+    dense_forward(X, W, b, out=None)
+        ``X @ W + b``: a dense layer, X (n, p), W (p, q), b (q,).
+    gather_matmul(indices, values, W, out=None)
+        The k-sparse product ``codes @ W`` from compact codes: ``out[i] = sum_t values[i, t] *
+        W[indices[i, t]]`` (padding indices ``-1`` contribute nothing).
+    """
+
+    #: registry name of the backend
+    name: str = "abstract"
+    #: whether results are bit-identical to the NumPy reference (else see :attr:`rtol`)
+    bit_identical: bool = False
+    #: relative tolerance against the NumPy reference, per dtype
+    rtol: Dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
+
+    def __init__(self, **options: Any) -> None:
+        self.options = dict(options)
+
+    # -- availability -------------------------------------------------------------------
+    @classmethod
+    def probe(cls) -> Optional[str]:
+        """Return ``None`` if the backend can run here, else a one-line reason why not.
+
+        Must not raise, and should be cheap: :func:`hal.available_backends` calls it for every
+        registered backend.
+        """
+        return None
+
+    # -- the contract -------------------------------------------------------------------
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None):
+        raise NotImplementedError(f"backend {self.name!r} needs matmul")
+
+    def correlate(self, X: np.ndarray, D: np.ndarray, out: Optional[np.ndarray] = None):
+        raise NotImplementedError(f"backend {self.name!r} needs correlate")
+
+    def prepare_omp(self, batch: int, m: int, l: int, k: int, dtype) -> OMPWorkspace:
+        raise NotImplementedError(f"backend {self.name!r} needs prepare_omp")
+
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+        raise NotImplementedError(f"backend {self.name!r} needs omp_encode")
+
+    def dense_forward(self, X, W, b=None, out=None):
+        raise NotImplementedError(f"backend {self.name!r} needs dense_forward")
+
+    def gather_matmul(self, indices, values, W, out=None):
+        raise NotImplementedError(f"backend {self.name!r} needs gather_matmul")
+
+    # -- life cycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Release resources (worker processes, device contexts).  Idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"<{type(self).__name__} {self.name}{(' ' + opts) if opts else ''}>"

@@ -1,0 +1,84 @@
+"""Input checks shared by every estimator: errors name the problem with numbers."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["check_array", "check_int", "check_float", "SUPPORTED_DTYPES"]
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=None):
+    """Validate a sample matrix and return it as a C-contiguous float array.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    dtype : {None, float32, float64}
+        Target dtype.  ``None`` keeps float32/float64 and converts integer and bool input to
+        float64; float16 is converted to float32 (its 11-bit mantissa is too coarse to compute
+        in, but its values are exact in float32).
+    n_features : int, optional
+        Required number of columns (e.g. what the estimator was fitted on).
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input.
+    ValueError
+        For the wrong number of dimensions, empty input, NaN or Inf, or the wrong number of
+        features.  The message says which and where.
+    """
+    arr = np.asarray(X)
+    if arr.dtype.kind in "OSUVc" or arr.dtype.kind == "M" or arr.dtype.kind == "m":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        hint = " (reshape a single sample with x.reshape(1, -1))" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}{hint}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}")
+    if dtype is None:
+        if arr.dtype in SUPPORTED_DTYPES:
+            dtype = arr.dtype
+        elif arr.dtype == np.float16:
+            dtype = np.float32
+        else:
+            dtype = np.float64
+    dtype = np.dtype(dtype)
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if n_features is not None and ndim == 2 and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, expected {n_features}")
+    if arr.size and not np.isfinite(arr).all():
+        bad = ~np.isfinite(arr)
+        first = np.argwhere(bad)[0]
+        raise ValueError(f"{name} contains {int(bad.sum())} NaN or Inf value(s); the first "
+                         f"at index {tuple(int(i) for i in first)}")
+    return arr
+
+
+def check_int(value, name, low=None, high=None):
+    """Return ``value`` as int, or raise naming the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        rng = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ValueError(f"{name} must be in {rng}, got {value}")
+    return value
+
+
+def check_float(value, name, low=None, high=None, allow_none=False):
+    """Return ``value`` as float, or raise naming the allowed (closed) range."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (low is not None and value < low) or \
+            (high is not None and value > high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
