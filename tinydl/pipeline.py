@@ -1,0 +1,329 @@
+"""The TinyDL learner: streaming transform -> bounded code window -> network.
+
+The paper's training phase (Section III): each arriving sample goes through Algorithm 2 (it
+joins the dictionary or is OMP-coded); codes are kept in a window of the last ``window``
+samples; every ``n_batch`` samples the network is updated on that window.  The execution phase
+projects a sample with the learned dictionary (OMP) and runs the network.
+
+Determinism: the same seed and the same stream give the same model however the stream is cut
+into ``partial_fit`` calls, because retraining happens at fixed sample counts (multiples of
+``n_batch``), never at call boundaries.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from ._validation import check_array, check_int
+from .io import atomic_write_text, load_npz, save_npz
+
+__all__ = ["TinyDLClassifier"]
+
+_STATE_KIND = "tinydl-learner"
+
+
+class TinyDLClassifier:
+    """Learn a classifier on a stream with TinyDL (transform, code window, network).
+
+    Parameters
+    ----------
+    l, k, alpha : int, int, float
+        Dictionary size, non-zeros per code and the projection-error threshold of Algorithm 2.
+    hidden_layer_sizes : tuple of int
+        The network on the codes (input width ``l``).
+    window : int
+        Codes kept for retraining (the paper's stored ``n``).
+    n_batch : int
+        Retrain every ``n_batch`` samples.
+    epochs_per_update : int
+        Passes over the window at each retraining.
+    standardize : bool
+        Per-feature standardization before the transform (a departure from the paper; see
+        :class:`tinydl.transform.StreamingDictionary`).
+    dropout, loss, learning_rate, momentum, batch_size : network training settings
+        Defaults follow the paper: SGD with momentum, L2 loss.
+    seed : int
+    dtype : {"float32", "float64"}
+    backend : str or hal.Backend, optional
+
+    Attributes
+    ----------
+    transform_ : StreamingDictionary
+    network_ : MLPClassifier
+    classes_ : ndarray of shape (n_classes,)
+    n_samples_seen_ : int
+    n_updates_ : int
+    """
+
+    def __init__(self, l=100, k=20, alpha=0.3, hidden_layer_sizes=(64, 32), window=2048,
+                 n_batch=256, epochs_per_update=5, standardize=True, dropout=0.0, loss="l2",
+                 learning_rate=0.05, momentum=0.9, batch_size=32, seed=0, dtype="float32",
+                 backend=None):
+        self.l = l
+        self.k = k
+        self.alpha = alpha
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.window = window
+        self.n_batch = n_batch
+        self.epochs_per_update = epochs_per_update
+        self.standardize = standardize
+        self.dropout = dropout
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.seed = seed
+        self.dtype = dtype
+        self.backend = backend
+
+    # -- construction -------------------------------------------------------------------
+    def _init(self, n_features, classes):
+        from .nn import MLPClassifier
+        from .transform import StreamingDictionary
+        check_int(self.window, "window", low=1)
+        check_int(self.n_batch, "n_batch", low=1)
+        check_int(self.epochs_per_update, "epochs_per_update", low=1)
+        self.transform_ = StreamingDictionary(l=self.l, k=self.k, alpha=self.alpha,
+                                              standardize=self.standardize, dtype=self.dtype,
+                                              backend=self.backend)
+        self.network_ = MLPClassifier(hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+                                      dropout=self.dropout, loss=self.loss,
+                                      learning_rate=self.learning_rate, momentum=self.momentum,
+                                      batch_size=self.batch_size, epochs=1, seed=self.seed,
+                                      dtype=self.dtype, backend=self.backend)
+        self.classes_ = np.unique(np.asarray(classes))
+        self.n_features_in_ = int(n_features)
+        dt = np.dtype(self.dtype)
+        self.codes_window_ = np.zeros((int(self.window), int(self.l)), dt)
+        self.labels_window_ = np.zeros(int(self.window), np.int64)
+        self.window_fill_ = 0      # valid entries in the window
+        self.window_head_ = 0      # next slot to write (ring buffer)
+        self.n_samples_seen_ = 0
+        self.n_updates_ = 0
+
+    def _window_view(self):
+        """The window's codes and labels in arrival order (oldest first)."""
+        n, h = self.window_fill_, self.window_head_
+        if n < self.window:
+            return self.codes_window_[:n], self.labels_window_[:n]
+        order = np.r_[h:self.window, 0:h]
+        return self.codes_window_[order], self.labels_window_[order]
+
+    def _push(self, codes, labels):
+        for start in range(0, len(codes), self.window):
+            c = codes[start:start + self.window]
+            y = labels[start:start + self.window]
+            n = len(c)
+            first = min(n, self.window - self.window_head_)
+            self.codes_window_[self.window_head_:self.window_head_ + first] = c[:first]
+            self.labels_window_[self.window_head_:self.window_head_ + first] = y[:first]
+            rest = n - first
+            if rest:
+                self.codes_window_[:rest] = c[first:]
+                self.labels_window_[:rest] = y[first:]
+            self.window_head_ = (self.window_head_ + n) % self.window
+            self.window_fill_ = min(self.window, self.window_fill_ + n)
+
+    def _retrain(self):
+        codes, labels = self._window_view()
+        for _ in range(int(self.epochs_per_update)):
+            self.network_.partial_fit(codes, labels, classes=self.classes_)
+        self.n_updates_ += 1
+
+    # -- estimator API ------------------------------------------------------------------
+    def partial_fit(self, X, y, classes=None):
+        """Stream a batch: transform it, store its codes, retrain at every ``n_batch`` mark.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like, required on the first call
+        """
+        first = not hasattr(self, "transform_")
+        X = check_array(X, "X", dtype=self.dtype,
+                        n_features=None if first else self.n_features_in_)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(f"y must be 1-D with one label per sample: X has {len(X)} rows, "
+                             f"y has shape {y.shape}")
+        if first:
+            if classes is None:
+                raise ValueError("classes must be given on the first call to partial_fit")
+            self._init(X.shape[1], classes)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y holds {unknown.size} label(s) outside classes "
+                             f"{self.classes_.tolist()}: {unknown[:5].tolist()}")
+        pos = 0
+        while pos < len(X):
+            # cut the batch at the next retraining mark so that retraining happens at fixed
+            # sample counts whatever the batch sizes
+            to_mark = self.n_batch - (self.n_samples_seen_ % self.n_batch)
+            end = min(len(X), pos + to_mark)
+            codes = self.transform_.partial_fit_transform(X[pos:end])
+            self._push(codes, y[pos:end])
+            self.n_samples_seen_ += end - pos
+            if self.n_samples_seen_ % self.n_batch == 0:
+                self._retrain()
+            pos = end
+        return self
+
+    def fit(self, X, y):
+        """Reset, then stream ``X`` in order; a final update covers a partial last block."""
+        for attr in ("transform_", "network_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        y = np.asarray(y)
+        self.partial_fit(X, y, classes=np.unique(y))
+        if self.n_samples_seen_ % self.n_batch:
+            self._retrain()
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "network_") or self.n_updates_ == 0:
+            raise ValueError("this TinyDLClassifier has not been trained yet: call fit, or "
+                             f"partial_fit with at least n_batch={self.n_batch} samples")
+
+    def transform(self, X):
+        """Codes of ``X`` on the learned dictionary, shape (n_samples, l)."""
+        self._check_fitted()
+        return self.transform_.transform(X)
+
+    def predict_proba(self, X):
+        self._check_fitted()
+        return self.network_.predict_proba(self.transform_.transform(X))
+
+    def predict(self, X):
+        self._check_fitted()
+        return self.network_.predict(self.transform_.transform(X))
+
+    def score(self, X, y):
+        """Mean accuracy on ``(X, y)``."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    @property
+    def n_params_(self) -> int:
+        """Parameters of the network on the codes."""
+        return int(self.network_.n_params_)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def save(self, directory):
+        """Checkpoint the whole state into ``directory``.
+
+        Each checkpoint is written to a fresh sub-directory ``ckpt-<samples>`` (transform,
+        network and learner state as ``.npz``), then the file ``LATEST`` is replaced atomically
+        to point at it, and older checkpoints are removed.  A crash at any point leaves the
+        previous checkpoint intact and ``LATEST`` naming a complete one.
+        """
+        self._check_started()
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        name = f"ckpt-{self.n_samples_seen_:012d}"
+        target = os.path.join(directory, name)
+        os.makedirs(target, exist_ok=True)
+        self.transform_.save(os.path.join(target, "transform.npz"))
+        self.network_.save(os.path.join(target, "network.npz"))
+        params = {k: np.array(repr(v)) for k, v in self.get_params().items()}
+        save_npz(os.path.join(target, "learner.npz"), dict(
+            codes_window=self.codes_window_, labels_window=self.labels_window_,
+            window_fill=np.int64(self.window_fill_), window_head=np.int64(self.window_head_),
+            n_samples_seen=np.int64(self.n_samples_seen_), n_updates=np.int64(self.n_updates_),
+            classes=self.classes_, n_features=np.int64(self.n_features_in_),
+            **{f"param_{k}": v for k, v in params.items()}), kind=_STATE_KIND)
+        atomic_write_text(os.path.join(directory, "LATEST"), name + "\n")
+        for entry in os.listdir(directory):
+            if entry.startswith("ckpt-") and entry != name:
+                _rmtree(os.path.join(directory, entry))
+        return target
+
+    def _check_started(self):
+        if not hasattr(self, "transform_"):
+            raise ValueError("nothing to save: this TinyDLClassifier has seen no data")
+
+    @classmethod
+    def load(cls, directory, backend=None):
+        """Resume from the checkpoint that ``directory/LATEST`` names."""
+        from .io import ModelFileError
+        from .nn import MLPClassifier
+        from .transform import StreamingDictionary
+        directory = os.fspath(directory)
+        try:
+            with open(os.path.join(directory, "LATEST")) as fh:
+                name = fh.read().strip()
+        except OSError as exc:
+            raise ModelFileError(f"no checkpoint in {directory}: {exc.strerror}") from None
+        if not name.startswith("ckpt-") or os.sep in name or "/" in name:
+            raise ModelFileError(f"{directory}/LATEST names {name!r}, not a checkpoint")
+        target = os.path.join(directory, name)
+        st = load_npz(os.path.join(target, "learner.npz"), _STATE_KIND,
+                      required=("codes_window", "labels_window", "window_fill", "window_head",
+                                "n_samples_seen", "n_updates", "classes", "n_features"))
+        params = {}
+        for key, val in st.items():
+            if key.startswith("param_"):
+                params[key[6:]] = _literal(str(val))
+        self = cls(**params)
+        if backend is not None:
+            self.backend = backend
+        self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"))
+        self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"))
+        self.codes_window_ = st["codes_window"]
+        self.labels_window_ = st["labels_window"]
+        self.window_fill_ = int(st["window_fill"])
+        self.window_head_ = int(st["window_head"])
+        self.n_samples_seen_ = int(st["n_samples_seen"])
+        self.n_updates_ = int(st["n_updates"])
+        self.classes_ = st["classes"]
+        self.n_features_in_ = int(st["n_features"])
+        if self.codes_window_.shape != (self.window, self.l):
+            raise ModelFileError(f"{target}: code window has shape {self.codes_window_.shape}, "
+                                 f"expected {(self.window, self.l)}")
+        return self
+
+    def get_params(self, deep=False):
+        return {k: getattr(self, k) for k in (
+            "l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
+            "standardize", "dropout", "loss", "learning_rate", "momentum", "batch_size", "seed",
+            "dtype")}
+
+    def set_params(self, **params):
+        for key, value in params.items():
+            if key not in self.get_params() and key != "backend":
+                raise ValueError(f"unknown parameter {key!r}")
+            setattr(self, key, value)
+        return self
+
+
+def _literal(text):
+    """Parse a parameter saved with repr(): numbers, strings, None, booleans, tuples of ints.
+
+    A tiny parser on purpose: no eval of file contents.
+    """
+    text = text.strip()
+    if text in ("None", "True", "False"):
+        return {"None": None, "True": True, "False": False}[text]
+    if text[:1] in "'\"" and text[-1:] == text[:1]:
+        return text[1:-1]
+    if text[:1] in "([" and text[-1:] in ")]":
+        inner = [p.strip() for p in text[1:-1].split(",") if p.strip()]
+        return tuple(_literal(p) for p in inner)
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"cannot read saved parameter {text!r}") from None
+
+
+def _rmtree(path):
+    for root, dirs, files in os.walk(path, topdown=False):
+        for f in files:
+            os.unlink(os.path.join(root, f))
+        for d in dirs:
+            os.rmdir(os.path.join(root, d))
+    os.rmdir(path)
