@@ -1,0 +1,91 @@
+"""Dataset loaders: the bundled set, .npz/.npy/CSV, and clear errors for damaged files."""
+import numpy as np
+import pytest
+
+from tinydl.data import DataError, load_dataset
+
+
+def test_bundled_digits_is_real_and_split():
+    ds = load_dataset("digits")
+    assert ds.X_train.shape == (1258, 64) and ds.X_test.shape == (539, 64)
+    assert set(np.unique(ds.y_train)) == set(range(10)) == set(np.unique(ds.y_test))
+    # pixel counts of 4x4 blocks: integers 0..16
+    assert ds.X_train.min() == 0 and ds.X_train.max() == 16
+    assert np.array_equal(ds.X_train, np.round(ds.X_train))
+
+
+def test_npz_variants(tmp_path):
+    X = np.arange(12.0).reshape(4, 3)
+    y = np.array([0, 1, 0, 1])
+    np.savez(tmp_path / "a.npz", X=X, y=y)
+    ds = load_dataset(str(tmp_path / "a.npz"))
+    assert np.array_equal(ds.X_train, X) and np.array_equal(ds.y_train, y) and ds.X_test is None
+    # Daily and Sports layout: (n, 125, 45) flattened to (n, 5625)
+    np.savez(tmp_path / "b.npz", X_train=np.zeros((2, 5, 3)) + 1, y_train=[0, 1],
+             X_test=np.ones((1, 5, 3)), y_test=[1])
+    ds = load_dataset(str(tmp_path / "b.npz"))
+    assert ds.X_train.shape == (2, 15) and ds.X_test.shape == (1, 15)
+
+
+def test_csv_with_header_and_label_column(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("f1,f2,label\n1,2,0\n3,4,1\n")
+    ds = load_dataset(str(p))
+    assert np.array_equal(ds.X_train, [[1, 2], [3, 4]]) and np.array_equal(ds.y_train, [0, 1])
+    ds = load_dataset(str(p), label_column=0)
+    assert np.array_equal(ds.y_train, [1, 3])
+
+
+@pytest.mark.parametrize("setup,match", [
+    (lambda p: open(p, "wb").write(b"PK\x03\x04garbage"), "not a readable .npz"),
+    (lambda p: np.savez(p, foo=np.zeros(3)), "expected X_train"),
+    (lambda p: np.savez(p, X=np.array([[1.0, np.nan]]), y=[0]), "NaN"),
+    (lambda p: np.savez(p, X=np.zeros((3, 2)), y=[0, 1]), "2 labels for 3 samples"),
+    (lambda p: np.savez(p, X_train=np.zeros((2, 2)), y_train=[0, 1],
+                        X_test=np.zeros((1, 3)), y_test=[0]), "3 features"),
+    (lambda p: np.savez(p, X=np.zeros((0, 2)), y=np.zeros(0)), "empty"),
+    (lambda p: np.savez(p, X=np.array([["a", "b"]]), y=[0]), "expected numbers"),
+])
+def test_bad_npz_files(tmp_path, setup, match):
+    p = tmp_path / "bad.npz"
+    setup(str(p))
+    with pytest.raises(DataError, match=match):
+        load_dataset(str(p))
+
+
+def test_truncated_npz(tmp_path):
+    p = tmp_path / "t.npz"
+    np.savez(p, X=np.random.rand(50, 4), y=np.zeros(50))
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError):
+        load_dataset(str(p))
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path):
+    p = tmp_path / "o.npz"
+    np.savez(p, X=np.array([[1, 2]], dtype=object), y=[0])
+    with pytest.raises(DataError):
+        load_dataset(str(p))
+
+
+@pytest.mark.parametrize("text,match", [
+    ("1,2,0\n3,4\n", "row 2 has 2 columns"),
+    ("1,2,0\n1,x,0\n", "non-numeric"),
+    ("", "empty"),
+    ("1,2,0.5\n", "non-integer labels"),
+])
+def test_bad_csv(tmp_path, text, match):
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    with pytest.raises(DataError, match=match):
+        load_dataset(str(p))
+
+
+def test_missing_and_unknown(tmp_path):
+    with pytest.raises(DataError, match="no such data file"):
+        load_dataset(str(tmp_path / "nope.npz"))
+    p = tmp_path / "x.parquet"
+    p.write_bytes(b"1")
+    with pytest.raises(DataError, match="unknown data format"):
+        load_dataset(str(p))
