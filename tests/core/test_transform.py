@@ -133,28 +133,28 @@ def split_points(draw, n):
     return [0] + sorted(cuts) + [n]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), data=st.data(),
-       dtype=st.sampled_from([np.float32, np.float64]),
-       block=st.sampled_from([1, 3, 64]), alpha=st.sampled_from([0.0, 0.2, 0.45]),
+       dtype=st.sampled_from([np.float32, np.float64]), n=st.integers(2, 150),
+       block=st.sampled_from([1, 3, 16, 64]), alpha=st.sampled_from([0.0, 0.2, 0.45]),
        l=st.integers(1, 12), k=st.integers(1, 5))
-def test_batches_identical_to_one_at_a_time(seed, data, dtype, block, alpha, l, k):
-    X = subspace_stream(seed, n=50, m=11, rank=5, dtype=dtype)
-    X[data.draw(st.integers(0, 49))] = 0  # a zero sample somewhere in the stream
-    cuts = data.draw(split_points(50))
+def test_batches_identical_to_one_at_a_time(seed, data, dtype, n, block, alpha, l, k):
+    X = subspace_stream(seed, n=n, m=11, rank=5, dtype=dtype)
+    X[data.draw(st.integers(0, n - 1))] = 0  # a zero sample somewhere in the stream
+    cuts = data.draw(split_points(n))
     whole = StreamingDictionary(l=l, k=k, alpha=alpha, block=block)
     ref = whole.fit_transform(X)
     split = StreamingDictionary(l=l, k=k, alpha=alpha, block=block)
     parts = [split.partial_fit_transform(X[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
     single = StreamingDictionary(l=l, k=k, alpha=alpha, block=block)
-    ones = [single.partial_fit_transform(X[i:i + 1]) for i in range(50)]
+    ones = [single.partial_fit_transform(X[i:i + 1]) for i in range(n)]
     assert np.array_equal(np.concatenate(parts), ref)
     assert np.array_equal(np.concatenate(ones), ref)
     assert_same_state(state_of(split), state_of(whole))
     assert_same_state(state_of(single), state_of(whole))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), data=st.data(), n_std=st.integers(1, 40))
 def test_standardized_stream_identical_across_splits(seed, data, n_std):
     X = subspace_stream(seed, n=60, m=9, rank=4) * np.linspace(0.1, 50, 9) + 3
