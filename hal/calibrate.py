@@ -345,7 +345,9 @@ def calibrate(tag: str = "this-host", name: Optional[str] = None, quick: bool = 
         if problem:
             report["skipped"][bname] = f"failed the check against numpy: {problem}"
             continue
-        specs.append(BackendSpec(bname, float(np.median(overheads)), tuple(rows), "measured",
+        # a value that survives the file's microseconds unchanged (see DeviceProfile.to_toml)
+        ovh_s = float(f"{float(np.median(overheads)) * 1e6:.12g}") * 1e-6
+        specs.append(BackendSpec(bname, ovh_s, tuple(rows), "measured",
                                  "tinydl calibrate: matmul timed per size class; vector "
                                  "figures are numpy's elementwise ops"))
     if not specs:

@@ -464,7 +464,9 @@ def _to_toml(p: DeviceProfile) -> str:
     _section(lines, "training_model", [("calls_per_layer", tm.calls_per_layer),
                                        ("source", tm.source), ("note", tm.note)])
     for b in p.backends:
-        _section(lines, f"backends.{b.name}", [("call_overhead_us", b.call_overhead_s * 1e6),
+        # 12 digits: seconds -> microseconds must not add a rounding tail (12.000000000000002)
+        us = float(f"{b.call_overhead_s * 1e6:.12g}")
+        _section(lines, f"backends.{b.name}", [("call_overhead_us", us),
                                                ("source", b.source), ("note", b.note)])
         by_dtype: Dict[str, Dict[str, Dict[str, float]]] = {}
         for dt, op, sc, v in b.gflops:
