@@ -16,7 +16,7 @@ How a batch stays identical to one sample at a time (bit for bit, with one BLAS 
 * ``Wp`` comes from an orthonormal basis ``Q`` of span(D) (one Gram-Schmidt step, done twice,
   per new atom): ``Wp^2 = 1 - ||Q a||^2 / ||a||^2``, or the explicit residual
   ``||a - Q^T Q a||^2 / ||a||^2`` where that difference cancels (``Wp < 0.1``).  It is computed
-  ``block`` rows at a time in a fixed-size zero-padded buffer, so each row's value depends only
+  ``min(block, 16)`` rows at a time in a fixed-size zero-padded buffer, so each row's value depends only
   on that row and the basis at its time;
 * the batch is scanned one block at a time; the rows before the first one that must join D are
   coded together by Batch-OMP (whose products also run on fixed-size blocks), the joining row is
@@ -42,6 +42,9 @@ __all__ = ["StreamingDictionary", "NotFittedError"]
 
 _KIND = "transform"
 _VERSION = 1
+#: most rows per projection-error product: the scan restarts after every new atom, so a long
+#: block wastes work while D fills (measured at m=5625, l=100: 16 rows cost 0.6x of 64)
+_SCAN_ROWS = 16
 #: below this Wp^2 the cheap formula 1 - |Qa|^2/|a|^2 loses digits: use the explicit residual
 _REFINE_WP2 = 1e-2
 _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
@@ -90,7 +93,8 @@ class StreamingDictionary:
     backend : str or hal.Backend, optional
         Where matrix products and OMP run (default: :func:`hal.get_backend`).
     block : int, default=64
-        Rows per matrix product in the projection-error test (see the module docstring).
+        Rows per matrix product (see the module docstring): the backend's OMP products run on
+        ``block`` rows, the projection-error test on ``min(block, 16)``.
 
     Attributes
     ----------
@@ -210,11 +214,12 @@ class StreamingDictionary:
         l, m, blk, dt = self._D.shape[0], self.n_features_in_, self._fit_params["block"], \
             self.dtype_
         # fixed-size buffers for the projection-error test, allocated once
-        self._xblk = np.zeros((blk, m), dt)
-        self._rblk = np.empty((blk, m), dt)
-        self._pflat = np.empty(blk * l, dt)
-        self._aa = np.empty(blk, dt)
-        self._pp = np.empty(blk, dt)
+        scan = min(blk, _SCAN_ROWS)
+        self._xblk = np.zeros((scan, m), dt)
+        self._rblk = np.empty((scan, m), dt)
+        self._pflat = np.empty(scan * l, dt)
+        self._aa = np.empty(scan, dt)
+        self._pp = np.empty(scan, dt)
         self._avec = np.empty(m, dt)
         self._uvec = np.empty(m, dt)
         self._ws = None
@@ -374,7 +379,7 @@ class StreamingDictionary:
     # -- Algorithm 2 on a validated, standardized batch ---------------------------------------
     def _run(self, rows: np.ndarray, p: Dict[str, Any]):
         n = rows.shape[0]
-        l, blk = p["l"], p["block"]
+        l, blk = p["l"], self._xblk.shape[0]
         thr = max(p["alpha"], _wp_floor(self.dtype_))
         kc = min(p["k"], l)
         idx = np.full((n, kc), -1, np.int32)
