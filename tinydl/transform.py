@@ -13,8 +13,8 @@ dictionary ``(l, m)`` the paper's ``D.T``, dense codes ``(n, l)`` the paper's ``
 
 How a batch stays identical to one sample at a time (bit for bit, with one BLAS thread):
 
-* ``Wp`` comes from an orthonormal basis ``Q`` of span(D) (one Gram-Schmidt step, done twice,
-  per new atom): ``Wp^2 = 1 - ||Q a||^2 / ||a||^2``, or the explicit residual
+* ``Wp`` comes from an orthonormal basis ``Q`` of span(D) (one Gram-Schmidt step, done
+  twice, per new atom): ``Wp^2 = 1 - ||Q a||^2 / ||a||^2``, or the explicit residual
   ``||a - Q^T Q a||^2 / ||a||^2`` where that difference cancels (``Wp < 0.1``).  It is computed
   ``min(block, 16)`` rows at a time in a fixed-size zero-padded buffer, so each row's value depends only
   on that row and the basis at its time;
@@ -28,7 +28,7 @@ How a batch stays identical to one sample at a time (bit for bit, with one BLAS 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
@@ -36,7 +36,7 @@ import hal
 
 from ._validation import SUPPORTED_DTYPES, check_array, check_float, check_int
 from .io import ModelFileError, load_npz, save_npz
-from .omp import SparseCodes, codes_to_dense
+from .omp import SparseCodes
 
 __all__ = ["StreamingDictionary", "NotFittedError"]
 
