@@ -16,8 +16,8 @@ How a batch stays identical to one sample at a time (bit for bit, with one BLAS 
 * ``Wp`` comes from an orthonormal basis ``Q`` of span(D) (one Gram-Schmidt step, done
   twice, per new atom): ``Wp^2 = 1 - ||Q a||^2 / ||a||^2``, or the explicit residual
   ``||a - Q^T Q a||^2 / ||a||^2`` where that difference cancels (``Wp < 0.1``).  It is computed
-  ``min(block, 16)`` rows at a time in a fixed-size zero-padded buffer, so each row's value depends only
-  on that row and the basis at its time;
+  ``min(block, 16)`` rows at a time in a fixed-size zero-padded buffer, so each row's value
+  depends only on that row and the basis at its time;
 * the batch is scanned one block at a time; the rows before the first one that must join D are
   coded together by Batch-OMP (whose products also run on fixed-size blocks), the joining row is
   added, and the scan restarts right after it (the rest of that block is recomputed against the
