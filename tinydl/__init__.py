@@ -8,8 +8,9 @@ Heavy operations run through the hardware abstraction layer :mod:`hal`.
 """
 from .io import ModelFileError, load_npz, save_npz
 from .omp import SparseCodes, codes_to_dense, omp
+from .transform import NotFittedError, StreamingDictionary
 
 __version__ = "0.1.0"
 
-__all__ = ["omp", "SparseCodes", "codes_to_dense", "ModelFileError", "save_npz", "load_npz",
+__all__ = ["omp", "SparseCodes", "codes_to_dense", "StreamingDictionary", "NotFittedError", "ModelFileError", "save_npz", "load_npz",
            "__version__"]
