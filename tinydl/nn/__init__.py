@@ -1,0 +1,19 @@
+"""A pure-NumPy deep-network trainer whose heavy operations run through :mod:`hal`.
+
+Layers are explicit forward/backward pairs (:mod:`.layers`), parameters live in one flat
+buffer (:mod:`.network`), SGD with momentum and Adam update it (:mod:`.optim`) on the L2 or
+cross-entropy loss (:mod:`.losses`), and :class:`MLPClassifier` / :class:`CNNClassifier` wrap it
+all with scikit-learn's conventions (:mod:`.classifier`).
+"""
+from .classifier import (CNNClassifier, DataConversionWarning, DivergenceError, MLPClassifier,
+                         NetworkClassifier, NotFittedError)
+from .layers import (Conv1D, Conv2D, Dense, Dropout, MaxPool1D, MaxPool2D, ReLU, Sigmoid,
+                     SparseBatch, Tanh)
+from .losses import CrossEntropyLoss, L2Loss
+from .network import Network
+from .optim import SGD, Adam
+
+__all__ = ["MLPClassifier", "CNNClassifier", "NetworkClassifier", "DivergenceError",
+           "NotFittedError", "DataConversionWarning", "Network", "Dense", "ReLU", "Tanh",
+           "Sigmoid", "Dropout", "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "SparseBatch",
+           "CrossEntropyLoss", "L2Loss", "SGD", "Adam"]

@@ -1,0 +1,532 @@
+"""Layers as explicit forward/backward pairs (no autograd graph).
+
+Every layer follows the same life cycle (TFLite Micro's prepare/eval split):
+
+* ``build(in_shape)`` -> per-sample output shape; ``param_shapes()`` names the parameters,
+  which :class:`~tinydl.nn.network.Network` then places in one flat buffer and hands back as
+  views through ``bind(params, grads)``;
+* ``prepare(batch, dtype, rng)`` allocates every buffer the layer needs for up to ``batch``
+  samples and returns them (so the network can count their bytes before training);
+* ``forward(x, train)`` and ``backward(dy, need_dx)`` then work on slices of those buffers.
+  ``forward`` caches what ``backward`` needs (said in each layer).  ``backward`` *adds nothing*:
+  it overwrites the layer's gradient views, and may overwrite ``dy`` (it belongs to the layer
+  after it and is dead once consumed).
+
+Shapes: a batch is ``(n, *shape)``; images are channels-first ``(C, H, W)`` and 1-D signals
+``(C, L)``, as in PyTorch, so weights map one-to-one onto ``torch.nn.Conv2d``/``Linear``
+(``Dense`` stores ``W`` as ``(in, out)``, the transpose of ``Linear.weight``).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = ["Layer", "Dense", "ReLU", "Tanh", "Sigmoid", "Dropout", "Conv2D", "Conv1D",
+           "MaxPool2D", "MaxPool1D", "SparseBatch", "LAYERS", "layer_from_config"]
+
+
+class SparseBatch:
+    """A mini-batch of compact codes: ``indices`` (n, k) int (``-1`` pads) and ``values``
+    (n, k); ``dense_idx`` is ``indices`` with padding redirected to column ``n_atoms`` (a
+    dummy column), which lets the codes be scattered without masks."""
+
+    __slots__ = ("indices", "values", "dense_idx", "n_atoms")
+
+    def __init__(self, indices, values, dense_idx, n_atoms):
+        self.indices, self.values, self.dense_idx, self.n_atoms = (indices, values, dense_idx,
+                                                                   n_atoms)
+
+    def __len__(self):
+        return self.indices.shape[0]
+
+
+class Layer:
+    """Base class: a layer without parameters that passes its input through."""
+
+    kind = "layer"
+
+    def __init__(self):
+        self.in_shape: Tuple[int, ...] = ()
+        self.out_shape: Tuple[int, ...] = ()
+        self.backend = None
+        self.p: Dict[str, np.ndarray] = {}
+        self.g: Dict[str, np.ndarray] = {}
+        self.ws: Dict[str, np.ndarray] = {}
+
+    def config(self) -> dict:
+        """Constructor arguments, JSON-serialisable (used by save/load)."""
+        return {}
+
+    def build(self, in_shape):
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = self.in_shape
+        return self.out_shape
+
+    def param_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
+        return []
+
+    def init_params(self, rng) -> None:
+        """Fill ``self.p`` (views into the flat buffer); PyTorch's default initialisation."""
+
+    def bind(self, params, grads) -> None:
+        self.p, self.g = params, grads
+
+    def prepare(self, batch, dtype, rng=None) -> Dict[str, np.ndarray]:
+        self.ws = {}
+        return self.ws
+
+    def forward(self, x, train=False):
+        return x
+
+    def backward(self, dy, need_dx=True):
+        return dy
+
+
+class Dense(Layer):
+    """``y = x @ W + b``, W (in, out), b (out,).  Caches its input ``x`` for ``dW = x.T dy``.
+
+    A :class:`SparseBatch` input takes the sparse product ``backend.gather_matmul`` (the k
+    rows of W each code names) when ``sparse_product="gather"``, or is scattered into a dense
+    workspace and multiplied when ``"dense"``; the backward pass always uses the scattered
+    codes (``dW = codes.T @ dy``, one GEMM).
+    """
+
+    kind = "dense"
+
+    def __init__(self, units: int):
+        super().__init__()
+        self.units = int(units)
+        self.sparse_product = "dense"
+        self._x = None
+
+    def config(self):
+        return {"units": self.units}
+
+    def build(self, in_shape):
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.n_in = int(np.prod(self.in_shape))
+        self.out_shape = (self.units,)
+        return self.out_shape
+
+    def param_shapes(self):
+        return [("W", (self.n_in, self.units)), ("b", (self.units,))]
+
+    def init_params(self, rng):
+        bound = 1.0 / np.sqrt(self.n_in)  # torch.nn.Linear: U(-1/sqrt(in), 1/sqrt(in))
+        self.p["W"][...] = rng.uniform(-bound, bound, self.p["W"].shape)
+        self.p["b"][...] = rng.uniform(-bound, bound, self.units)
+
+    def prepare(self, batch, dtype, rng=None):
+        self.ws = {"y": np.empty((batch, self.units), dtype),
+                   "dx": np.empty((batch, self.n_in), dtype)}
+        if self.sparse_input:
+            # codes scattered here (one dummy column absorbs the -1 padding)
+            self.ws["codes"] = np.zeros((batch, self.n_in + 1), dtype)
+        return self.ws
+
+    sparse_input = False
+
+    def _scatter(self, sb: SparseBatch):
+        n = len(sb)
+        dense = self.ws["codes"][:n]
+        dense.fill(0)
+        np.put_along_axis(dense, sb.dense_idx, sb.values, axis=1)
+        return dense[:, :self.n_in]
+
+    def forward(self, x, train=False):
+        be = self.backend
+        if isinstance(x, SparseBatch):
+            n = len(x)
+            y = self.ws["y"][:n]
+            if self.sparse_product == "gather":
+                be.gather_matmul(x.indices, x.values, self.p["W"], out=y)
+                y += self.p["b"]
+                self._x = x
+            else:
+                self._x = self._scatter(x)
+                be.dense_forward(self._x, self.p["W"], self.p["b"], out=y)
+            return y
+        n = x.shape[0]
+        x2 = x.reshape(n, self.n_in)
+        y = self.ws["y"][:n]
+        be.dense_forward(x2, self.p["W"], self.p["b"], out=y)
+        self._x = x2
+        return y
+
+    def backward(self, dy, need_dx=True):
+        be = self.backend
+        x = self._x
+        if isinstance(x, SparseBatch):
+            x = self._scatter(x)
+        be.matmul(x.T, dy, out=self.g["W"])
+        np.sum(dy, axis=0, out=self.g["b"])
+        if not need_dx:
+            return None
+        n = dy.shape[0]
+        dx = self.ws["dx"][:n]
+        be.matmul(dy, self.p["W"].T, out=dx)
+        return dx.reshape((n,) + self.in_shape)
+
+
+class _Activation(Layer):
+    """Element-wise activation.  Caches its output ``y``; the derivative is written from it."""
+
+    def prepare(self, batch, dtype, rng=None):
+        self.ws = {"y": np.empty((batch,) + self.out_shape, dtype)}
+        return self.ws
+
+    def forward(self, x, train=False):
+        y = self.ws["y"][:x.shape[0]]
+        self._f(x, y)
+        self._y = y
+        return y
+
+
+class ReLU(_Activation):
+    kind = "relu"
+
+    def prepare(self, batch, dtype, rng=None):
+        super().prepare(batch, dtype)
+        self.ws["mask"] = np.empty((batch,) + self.out_shape, bool)
+        return self.ws
+
+    def _f(self, x, y):
+        np.maximum(x, 0, out=y)
+
+    def backward(self, dy, need_dx=True):
+        # zero where the unit was off; copyto with where= needs no casting buffer, unlike a
+        # product with the boolean mask
+        off = self.ws["mask"][:dy.shape[0]]
+        np.less_equal(self._y, 0, out=off)
+        np.copyto(dy, 0, where=off)
+        return dy
+
+
+class Tanh(_Activation):
+    kind = "tanh"
+
+    def _f(self, x, y):
+        np.tanh(x, out=y)
+
+    def backward(self, dy, need_dx=True):
+        # d tanh = 1 - y^2, applied as dy - dy*y*y without a temporary
+        y = self._y
+        t = self.ws["y"][:dy.shape[0]]  # y is dead after this: reuse it
+        np.multiply(y, y, out=t)
+        np.multiply(t, dy, out=t)
+        np.subtract(dy, t, out=dy)
+        return dy
+
+
+class Sigmoid(_Activation):
+    kind = "sigmoid"
+
+    def _f(self, x, y):
+        # 1 / (1 + exp(-x)) through tanh: no overflow warning for large |x|
+        np.multiply(x, 0.5, out=y)
+        np.tanh(y, out=y)
+        y += 1
+        y *= 0.5
+
+    def backward(self, dy, need_dx=True):
+        y = self._y
+        np.multiply(dy, y, out=dy)
+        np.subtract(1, y, out=y)  # y is dead after this
+        np.multiply(dy, y, out=dy)
+        return dy
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the
+    rest by ``1 / (1 - rate)``; the identity at inference.  Caches the kept mask."""
+
+    kind = "dropout"
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = float(rate)
+
+    def config(self):
+        return {"rate": self.rate}
+
+    def prepare(self, batch, dtype, rng=None):
+        shape = (batch,) + self.out_shape
+        self.rng = rng
+        self.ws = {"y": np.empty(shape, dtype), "keep": np.empty(shape, dtype)}
+        return self.ws
+
+    def forward(self, x, train=False):
+        if not train or self.rate == 0.0:
+            self._active = False
+            return x
+        n = x.shape[0]
+        keep, y = self.ws["keep"][:n], self.ws["y"][:n]
+        # keep = [u >= rate] / (1 - rate) for u ~ U[0, 1), in float arithmetic only (floor of
+        # u + 1 - rate): no boolean mask, so no casting buffer in the products
+        self.rng.random(out=keep, dtype=keep.dtype)
+        keep += 1.0 - self.rate
+        np.floor(keep, out=keep)
+        keep *= 1.0 / (1.0 - self.rate)
+        np.multiply(x, keep, out=y)
+        self._active = True
+        return y
+
+    def backward(self, dy, need_dx=True):
+        if self._active:
+            np.multiply(dy, self.ws["keep"][:dy.shape[0]], out=dy)
+        return dy
+
+
+def _windows(xp, kh, kw, stride):
+    """Strided view (n, C, Ho, Wo, kh, kw) of the windows of ``xp`` (n, C, H, W)."""
+    n, c, h, w = xp.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    s0, s1, s2, s3 = xp.strides
+    return as_strided(xp, (n, c, ho, wo, kh, kw),
+                      (s0, s1, s2 * stride, s3 * stride, s2, s3), writeable=False)
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as ``torch.nn.Conv2d``) by im2col and one GEMM.
+
+    Input (C, H, W), output (F, Ho, Wo); weight (F, C, kh, kw), bias (F,).  Caches the
+    im2col matrix (n*Ho*Wo, C*kh*kw) for ``dW = dy.T @ cols``.
+    """
+
+    kind = "conv2d"
+
+    def __init__(self, filters: int, kernel_size, stride: int = 1, padding: int = 0):
+        super().__init__()
+        self.filters = int(filters)
+        ks = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+        self.kernel_size = (int(ks[0]), int(ks[1]))
+        self.stride, self.padding = int(stride), int(padding)
+
+    def config(self):
+        return {"filters": self.filters, "kernel_size": list(self.kernel_size),
+                "stride": self.stride, "padding": self.padding}
+
+    def _geometry(self, in_shape):
+        """(C, H, W) of the input image and the (rows, columns) padding."""
+        if len(in_shape) != 3:
+            raise ValueError(f"conv2d needs input (channels, height, width), got {in_shape}")
+        return tuple(in_shape), (self.padding, self.padding)
+
+    def build(self, in_shape):
+        self.in_shape = tuple(int(s) for s in in_shape)
+        (c, h, w), (ph, pw) = self._geometry(self.in_shape)
+        kh, kw = self.kernel_size
+        hp, wp = h + 2 * ph, w + 2 * pw
+        if hp < kh or wp < kw or self.stride < 1:
+            raise ValueError(f"{self.kind}: kernel {self.kernel_size} (stride {self.stride}) "
+                             f"does not fit the padded input {(hp, wp)} (input {self.in_shape})")
+        self.c, self.h, self.w, self.ph, self.pw = c, h, w, ph, pw
+        self.ho, self.wo = (hp - kh) // self.stride + 1, (wp - kw) // self.stride + 1
+        self.out_shape = self._out_shape()
+        return self.out_shape
+
+    def _out_shape(self):
+        return (self.filters, self.ho, self.wo)
+
+    def param_shapes(self):
+        return [("W", (self.filters, self.c) + self.kernel_size), ("b", (self.filters,))]
+
+    def init_params(self, rng):
+        fan_in = self.c * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1.0 / np.sqrt(fan_in)  # torch's default (kaiming_uniform with a=sqrt(5))
+        self.p["W"][...] = rng.uniform(-bound, bound, self.p["W"].shape)
+        self.p["b"][...] = rng.uniform(-bound, bound, self.filters)
+
+    def prepare(self, batch, dtype, rng=None):
+        kh, kw = self.kernel_size
+        rows, ckk = batch * self.ho * self.wo, self.c * kh * kw
+        # backward reuses "ym" for dy in (n, Ho, Wo, F) order, "cols" for d(cols) (the cached
+        # cols are dead once dW is computed) and "xp" for the padded input gradient
+        self.ws = {"cols": np.empty((rows, ckk), dtype),
+                   "ym": np.empty((rows, self.filters), dtype),
+                   "y": np.empty((batch, self.filters, self.ho, self.wo), dtype),
+                   "xp": np.zeros((batch, self.c, self.h + 2 * self.ph, self.w + 2 * self.pw),
+                                  dtype)}
+        if self.ph or self.pw:  # the input gradient, cut out of the padded one
+            self.ws["dx"] = np.empty((batch, self.c, self.h, self.w), dtype)
+        return self.ws
+
+    def forward(self, x, train=False):
+        n = x.shape[0]
+        kh, kw = self.kernel_size
+        ph, pw = self.ph, self.pw
+        xp = self.ws["xp"][:n]
+        if ph or pw:
+            xp.fill(0)  # the border may hold the last backward's gradients
+        xp[:, :, ph:ph + self.h, pw:pw + self.w] = x.reshape((n, self.c, self.h, self.w))
+        rows = n * self.ho * self.wo
+        cols = self.ws["cols"][:rows]
+        np.copyto(cols.reshape(n, self.ho, self.wo, self.c, kh, kw),
+                  _windows(xp, kh, kw, self.stride).transpose(0, 2, 3, 1, 4, 5))
+        ym = self.ws["ym"][:rows]
+        self.backend.matmul(cols, self.p["W"].reshape(self.filters, -1).T, out=ym)
+        y = self.ws["y"][:n]
+        np.copyto(y, ym.reshape(n, self.ho, self.wo, self.filters).transpose(0, 3, 1, 2))
+        y += self.p["b"][:, None, None]
+        self._n = n
+        return y.reshape((n,) + self.out_shape)
+
+    def backward(self, dy, need_dx=True):
+        n = self._n
+        kh, kw = self.kernel_size
+        s, ph, pw = self.stride, self.ph, self.pw
+        rows = n * self.ho * self.wo
+        dy4 = dy.reshape(n, self.filters, self.ho, self.wo)
+        dym = self.ws["ym"][:rows]
+        np.copyto(dym.reshape(n, self.ho, self.wo, self.filters), dy4.transpose(0, 2, 3, 1))
+        cols = self.ws["cols"][:rows]
+        be = self.backend
+        be.matmul(dym.T, cols, out=self.g["W"].reshape(self.filters, -1))
+        np.sum(dy4, axis=(0, 2, 3), out=self.g["b"])
+        if not need_dx:
+            return None
+        be.matmul(dym, self.p["W"].reshape(self.filters, -1), out=cols)  # d(cols)
+        dc = cols.reshape(n, self.ho, self.wo, self.c, kh, kw)
+        # col2im: sum every window's gradient back onto the (padded) input
+        dxp = self.ws["xp"][:n]
+        dxp.fill(0)
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, :, i:i + s * (self.ho - 1) + 1:s, j:j + s * (self.wo - 1) + 1:s] += \
+                    dc[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+        dx = dxp[:, :, ph:ph + self.h, pw:pw + self.w]
+        if ph or pw:  # a contiguous gradient for the layer before
+            out = self.ws["dx"][:n]
+            np.copyto(out, dx)
+            dx = out
+        return dx.reshape((n,) + self.in_shape)
+
+
+class Conv1D(Conv2D):
+    """1-D convolution (as ``torch.nn.Conv1d``): input (C, L), weight (F, C, k), output
+    (F, Lo).  Runs as a :class:`Conv2D` with a (1, k) kernel over a (C, 1, L) image."""
+
+    kind = "conv1d"
+
+    def __init__(self, filters: int, kernel_size: int, stride: int = 1, padding: int = 0):
+        super().__init__(filters, (1, int(np.ravel(kernel_size)[-1])), stride, padding)
+
+    def config(self):
+        return {"filters": self.filters, "kernel_size": self.kernel_size[1],
+                "stride": self.stride, "padding": self.padding}
+
+    def _geometry(self, in_shape):
+        if len(in_shape) != 2:
+            raise ValueError(f"conv1d needs input (channels, length), got {in_shape}")
+        return (in_shape[0], 1, in_shape[1]), (0, self.padding)
+
+    def _out_shape(self):
+        return (self.filters, self.wo)
+
+    def param_shapes(self):
+        return [("W", (self.filters, self.c, self.kernel_size[1])), ("b", (self.filters,))]
+
+
+class MaxPool2D(Layer):
+    """Max pooling over (kh, kw) windows with stride ``stride`` (default: the window), no
+    padding, as ``torch.nn.MaxPool2d``.  Caches the arg-max of each window."""
+
+    kind = "maxpool2d"
+
+    def __init__(self, pool_size, stride: Optional[int] = None):
+        super().__init__()
+        ps = (pool_size, pool_size) if np.isscalar(pool_size) else pool_size
+        self.pool_size = (int(ps[0]), int(ps[1]))
+        self.stride = int(stride) if stride is not None else self.pool_size[1]
+
+    def config(self):
+        return {"pool_size": list(self.pool_size), "stride": self.stride}
+
+    def _img_shape(self, in_shape):
+        return tuple(in_shape)
+
+    def build(self, in_shape):
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.c, self.h, self.w = self._img_shape(self.in_shape)
+        kh, kw = self.pool_size
+        if self.h < kh or self.w < kw:
+            raise ValueError(f"{self.kind}: window {self.pool_size} is larger than the input "
+                             f"{self.in_shape}")
+        self.ho, self.wo = (self.h - kh) // self.stride + 1, (self.w - kw) // self.stride + 1
+        self.out_shape = self._out_shape()
+        return self.out_shape
+
+    def _out_shape(self):
+        return (self.c, self.ho, self.wo)
+
+    def prepare(self, batch, dtype, rng=None):
+        kk = self.pool_size[0] * self.pool_size[1]
+        win = (batch, self.c, self.ho, self.wo, kk)
+        self.ws = {"win": np.empty(win, dtype), "arg": np.empty(win[:4], np.intp),
+                   "y": np.empty(win[:4], dtype),
+                   "dx": np.empty((batch, self.c, self.h, self.w), dtype)}
+        return self.ws
+
+    def forward(self, x, train=False):
+        n = x.shape[0]
+        kh, kw = self.pool_size
+        x4 = x.reshape(n, self.c, self.h, self.w)
+        win = self.ws["win"][:n]
+        np.copyto(win.reshape(n, self.c, self.ho, self.wo, kh, kw),
+                  _windows(x4, kh, kw, self.stride))
+        y = self.ws["y"][:n]
+        np.max(win, axis=4, out=y)
+        if train:
+            np.argmax(win, axis=4, out=self.ws["arg"][:n])
+        self._n = n
+        return y.reshape((n,) + self.out_shape)
+
+    def backward(self, dy, need_dx=True):
+        n = self._n
+        kh, kw = self.pool_size
+        s = self.stride
+        win = self.ws["win"][:n]  # dead after forward: it holds the window gradients now
+        win.fill(0)
+        np.put_along_axis(win, self.ws["arg"][:n, ..., None],
+                          dy.reshape(n, self.c, self.ho, self.wo, 1), axis=4)
+        dw = win.reshape(n, self.c, self.ho, self.wo, kh, kw)
+        dx = self.ws["dx"][:n]
+        dx.fill(0)
+        for i in range(kh):
+            for j in range(kw):
+                dx[:, :, i:i + s * (self.ho - 1) + 1:s, j:j + s * (self.wo - 1) + 1:s] += \
+                    dw[..., i, j]
+        return dx.reshape((n,) + self.in_shape)
+
+
+class MaxPool1D(MaxPool2D):
+    """Max pooling over 1-D signals (C, L), as ``torch.nn.MaxPool1d``."""
+
+    kind = "maxpool1d"
+
+    def __init__(self, pool_size: int, stride: Optional[int] = None):
+        super().__init__((1, int(np.ravel(pool_size)[-1])), stride)
+
+    def config(self):
+        return {"pool_size": self.pool_size[1], "stride": self.stride}
+
+    def _img_shape(self, in_shape):
+        if len(in_shape) != 2:
+            raise ValueError(f"maxpool1d needs input (channels, length), got {in_shape}")
+        return (in_shape[0], 1, in_shape[1])
+
+    def _out_shape(self):
+        return (self.c, self.wo)
+
+
+LAYERS = {cls.kind: cls for cls in (Dense, ReLU, Tanh, Sigmoid, Dropout, Conv2D, Conv1D,
+                                    MaxPool2D, MaxPool1D)}
+
+
+def layer_from_config(kind: str, config: dict) -> Layer:
+    """Rebuild a layer from ``(kind, config())`` (as stored by save)."""
+    if kind not in LAYERS:
+        raise ValueError(f"unknown layer kind {kind!r}; known: {', '.join(sorted(LAYERS))}")
+    return LAYERS[kind](**config)

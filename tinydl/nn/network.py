@@ -1,0 +1,176 @@
+"""A feed-forward network: layers in order, one flat parameter buffer, workspaces per batch.
+
+All parameters live in one allocation (``params``, and ``grads`` beside it) with named views
+per layer, so ``n_params`` is exact before training and the optimizer updates the whole model
+with a handful of vector operations.  :meth:`Network.prepare` allocates every activation and
+workspace buffer for a batch size once; :meth:`forward` / :meth:`backward` then allocate no
+array data on the dense path.  :meth:`workspace_bytes` predicts those buffers' size for any
+batch size without allocating them.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+import hal
+
+from .layers import Dense, Layer, SparseBatch
+
+__all__ = ["Network"]
+
+
+class Network:
+    """Layers applied in order to samples of shape ``input_shape``.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+    input_shape : tuple of int
+        Shape of one sample, e.g. ``(520,)`` or ``(1, 8, 8)`` (channels first).
+    dtype : {"float32", "float64"}
+    backend : str or hal.Backend, optional
+        Runs every matrix product (forward and backward); default the NumPy reference.
+    seed : int
+        Seeds the weight initialisation.
+    """
+
+    def __init__(self, layers: Sequence[Layer], input_shape, dtype="float32", backend=None,
+                 seed=0):
+        self.layers: List[Layer] = list(layers)
+        if not self.layers:
+            raise ValueError("a network needs at least one layer, got 0")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.dtype = np.dtype(dtype)
+        self.backend = hal.get_backend(backend if backend is not None else "numpy")
+        shape = self.input_shape
+        specs = []
+        for layer in self.layers:
+            shape = layer.build(shape)
+            layer.backend = self.backend
+            specs.append(layer.param_shapes())
+        self.output_shape = shape
+        self.n_params = int(sum(int(np.prod(s)) for spec in specs for _, s in spec))
+        self.params = np.zeros(self.n_params, self.dtype)
+        self.grads = np.zeros(self.n_params, self.dtype)
+        self._views = []
+        off = 0
+        for layer, spec in zip(self.layers, specs):
+            p, g = {}, {}
+            for name, s in spec:
+                size = int(np.prod(s))
+                p[name] = self.params[off:off + size].reshape(s)
+                g[name] = self.grads[off:off + size].reshape(s)
+                off += size
+            layer.bind(p, g)
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.init_params(rng)
+        self.rng = np.random.default_rng(rng.integers(2 ** 63))  # dropout's stream
+        self.batch = 0
+        self.sparse_input = False
+        self.ws_nbytes = 0
+
+    # -- buffers ----------------------------------------------------------------------
+    def prepare(self, batch: int, sparse_input: bool = False) -> int:
+        """Allocate every layer's buffers for up to ``batch`` samples; returns their bytes."""
+        first = self.layers[0]
+        if sparse_input and not isinstance(first, Dense):
+            raise ValueError(f"compact codes need a dense first layer, got {first.kind!r}")
+        if isinstance(first, Dense):
+            first.sparse_input = bool(sparse_input)
+        total = 0
+        for layer in self.layers:
+            total += sum(a.nbytes for a in layer.prepare(batch, self.dtype, self.rng).values())
+        self.batch, self.sparse_input, self.ws_nbytes = int(batch), bool(sparse_input), total
+        return total
+
+    def ensure(self, batch: int, sparse_input: bool = False) -> None:
+        if batch > self.batch or bool(sparse_input) and not self.sparse_input:
+            self.prepare(max(batch, self.batch), sparse_input or self.sparse_input)
+
+    def workspace_bytes(self, batch: int, sparse_input: bool = False) -> int:
+        """Bytes :meth:`prepare` allocates for ``batch`` (linear in it: measured at sizes 1
+        and 2 on a shadow copy, then extrapolated; nothing of size ``batch`` is allocated)."""
+        def at(b):
+            total = 0
+            for layer in self.layers:
+                saved = layer.ws
+                if isinstance(layer, Dense) and layer is self.layers[0]:
+                    flag, layer.sparse_input = layer.sparse_input, bool(sparse_input)
+                total += sum(a.nbytes for a in layer.prepare(b, self.dtype, self.rng).values())
+                if isinstance(layer, Dense) and layer is self.layers[0]:
+                    layer.sparse_input = flag
+                layer.ws = saved
+            return total
+        one, two = at(1), at(2)
+        return one + (two - one) * (int(batch) - 1)
+
+    # -- passes -----------------------------------------------------------------------
+    def forward(self, x, train: bool = False):
+        """Outputs for a batch ``x`` (n, *input_shape) or a :class:`SparseBatch`, n <= batch.
+        The result is a view of a workspace: copy it to keep it past the next call."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dout) -> None:
+        """Write every parameter gradient into ``grads`` from ``dout`` = dL/d(outputs)."""
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            dout = layers[i].backward(dout, need_dx=i > 0)
+
+    def choose_sparse_product(self, sb: SparseBatch, repeats: int = 5) -> str:
+        """Time the first layer's two products on ``sb`` and keep the faster (validate, then
+        time: both give the same result up to rounding)."""
+        first = self.layers[0]
+        best = {}
+        for mode in ("gather", "dense"):
+            first.sparse_product = mode
+            first.forward(sb)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                first.forward(sb)
+            best[mode] = time.perf_counter() - t0
+        first.sparse_product = min(best, key=best.get)
+        return first.sparse_product
+
+    # -- copies (copy.deepcopy, and pickle in third-party tools such as joblib) ---------------
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        layers = []
+        for layer in self.layers:  # views would come back as independent arrays: drop them
+            c = copy.copy(layer)
+            c.__dict__ = {k: v for k, v in layer.__dict__.items()
+                          if not isinstance(v, (np.ndarray, SparseBatch, dict))}
+            c.p, c.g, c.ws = {}, {}, {}
+            layers.append(c)
+        state["layers"] = layers
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.params = np.array(self.params, copy=True)
+        self.grads = np.zeros_like(self.params)
+        off = 0
+        for layer in self.layers:
+            p, g = {}, {}
+            for name, s in layer.param_shapes():
+                size = int(np.prod(s))
+                p[name] = self.params[off:off + size].reshape(s)
+                g[name] = self.grads[off:off + size].reshape(s)
+                off += size
+            layer.bind(p, g)
+        self.batch = 0  # workspaces are rebuilt on first use
+
+    # -- accounting -------------------------------------------------------------------
+    @property
+    def param_bytes(self) -> int:
+        return self.params.nbytes
+
+    def summary(self) -> List[Dict]:
+        """One row per layer: kind, output shape, parameter count."""
+        return [{"kind": la.kind, "output_shape": la.out_shape,
+                 "n_params": int(sum(v.size for v in la.p.values()))} for la in self.layers]

@@ -1,0 +1,96 @@
+"""Optimizers over the flat parameter buffer: one vector operation per update term.
+
+Both follow PyTorch's update rules exactly (so identical initial weights and batches give the
+same weights up to rounding):
+
+* SGD with momentum ``mu`` (the TinyDL paper's): ``v = mu v + g``; ``p -= lr v``.
+* Adam: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
+  ``p -= (lr / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``.
+
+``step(p, g)`` uses ``g`` as scratch (it is recomputed by the next backward pass), so SGD holds
+one extra buffer and Adam three; :meth:`Optimizer.state_bytes` says so before training.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adam", "OPTIMIZERS"]
+
+
+class Optimizer:
+    name = "abstract"
+    n_buffers = 0
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = float(learning_rate)
+        self.state: Dict[str, np.ndarray] = {}
+        self.t = 0
+
+    def prepare(self, n_params: int, dtype) -> Dict[str, np.ndarray]:
+        """Allocate the state once (zeros); calling it again keeps existing state."""
+        for name in self.buffer_names:
+            if name not in self.state or self.state[name].shape != (n_params,):
+                self.state[name] = np.zeros(n_params, dtype)
+        return self.state
+
+    @classmethod
+    def state_bytes(cls, n_params: int, itemsize: int) -> int:
+        return len(cls.buffer_names) * n_params * itemsize
+
+    buffer_names: tuple = ()
+
+    def step(self, p, g):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    name = "sgd"
+    buffer_names = ("velocity",)
+
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.9):
+        super().__init__(learning_rate)
+        self.momentum = float(momentum)
+
+    def step(self, p, g):
+        v = self.state["velocity"]
+        if self.momentum:
+            v *= self.momentum
+            v += g
+        else:
+            np.copyto(v, g)
+        np.multiply(v, self.learning_rate, out=g)
+        p -= g
+        self.t += 1
+
+
+class Adam(Optimizer):
+    name = "adam"
+    buffer_names = ("m", "v", "tmp")
+
+    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8):
+        super().__init__(learning_rate)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def step(self, p, g):
+        m, v, tmp = self.state["m"], self.state["v"], self.state["tmp"]
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v *= b2
+        v += tmp
+        m *= b1
+        g *= 1 - b1
+        m += g
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / np.sqrt(1 - b2 ** self.t)
+        tmp += self.eps
+        np.divide(m, tmp, out=g)
+        g *= self.learning_rate / (1 - b1 ** self.t)
+        p -= g
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
