@@ -12,6 +12,7 @@ one extra buffer and Adam three; :meth:`Optimizer.state_bytes` says so before tr
 """
 from __future__ import annotations
 
+import math
 from typing import Dict
 
 import numpy as np
@@ -86,7 +87,7 @@ class Adam(Optimizer):
         g *= 1 - b1
         m += g
         np.sqrt(v, out=tmp)
-        tmp *= 1.0 / np.sqrt(1 - b2 ** self.t)
+        tmp *= 1.0 / math.sqrt(1 - b2 ** self.t)  # a Python float: no float64 upcast
         tmp += self.eps
         np.divide(m, tmp, out=g)
         g *= self.learning_rate / (1 - b1 ** self.t)
