@@ -46,8 +46,9 @@ class Progress:
         self.stream = stream or sys.stderr
         self.width = width
 
-    def step(self, label: str = "") -> None:
-        self.done = min(self.done + 1, self.total)
+    def step(self, label: str = "", to: Optional[int] = None) -> None:
+        """Advance one step (or to step ``to``) and redraw."""
+        self.done = min(self.done + 1 if to is None else max(to, self.done), self.total)
         if self.enabled:
             fill = self.width * self.done // self.total
             bar = "#" * fill + "." * (self.width - fill)
@@ -132,7 +133,7 @@ def measure_matmul(be, dtype, quick: bool = False) -> Tuple[float, Dict[str, flo
     """``(call_overhead_s, {size_class: GFLOP/s})`` of ``be.matmul``."""
     dt = np.dtype(dtype)
     rng = np.random.default_rng(1)
-    mt = 0.02 if quick else 0.15
+    mt = 0.02 if quick else 0.3
     t1 = np.ones((1, 2), dt), np.ones((2, 1), dt)
     overhead = time_call(lambda: be.matmul(*t1), min_time=mt / 2)
     out = {}
@@ -150,7 +151,7 @@ def measure_vector(dtype, quick: bool = False) -> Dict[str, float]:
     class, net of the call's fixed cost: the kind of work in OMP's iterations and in an
     optimizer's update."""
     dt = np.dtype(dtype)
-    mt = 0.02 if quick else 0.1
+    mt = 0.02 if quick else 0.2
     one = np.ones(1, dt)
     overhead = time_call(lambda: np.subtract(one, one, out=one), min_time=mt / 2)
     out = {}
@@ -316,14 +317,14 @@ def calibrate(tag: str = "this-host", name: Optional[str] = None, quick: bool = 
     vec = {dt: measure_vector(dt, quick) for dt in dtypes}
     bar.step("vector throughput")
     specs: List[BackendSpec] = []
-    for bname in names:
+    for i, bname in enumerate(names):
+        if i:  # a skipped backend still moves the bar by its share
+            bar.step(f"{names[i - 1]} done", to=2 + i * len(dtypes))
         ok, why = avail.get(bname, (False, "not registered"))
         if bname == "null":
             ok, why = False, "the null backend counts work and runs nothing: not timed"
         if not ok:
             report["skipped"][bname] = why
-            for _ in dtypes:
-                bar.step(f"{bname}: skipped")
             continue
         try:
             be = hal.get_backend(bname)
@@ -351,6 +352,7 @@ def calibrate(tag: str = "this-host", name: Optional[str] = None, quick: bool = 
         specs.append(BackendSpec(bname, ovh_s, tuple(rows), "measured",
                                  "tinydl calibrate: matmul timed per size class; vector "
                                  "figures are numpy's elementwise ops"))
+    bar.step("backends done", to=2 + len(names) * len(dtypes))
     if not specs:
         raise ValueError(f"no backend could be calibrated: {report['skipped']}")
     measured = {s.name for s in specs}
