@@ -187,6 +187,7 @@ def _parity(layers, tmodel, in_shape, n_classes, loss_name, torch, dtype="float6
         t = rng.integers(0, n_classes, batch)
         out = net.forward(x, train=True)
         _, g = loss(out, t)
+        g *= opt.grad_scale  # SGD takes lr * gradient
         net.backward(g)
         opt.step(net.params, net.grads)
         topt.zero_grad()

@@ -333,8 +333,12 @@ class NetworkClassifier:
                 loss, dout = loss_fn(out.reshape(nb, -1), yb)
                 if not np.isfinite(loss):
                     self._diverged(f"loss {loss}", epoch, s)
+                if opt.grad_scale != 1.0:
+                    dout *= opt.grad_scale  # SGD takes lr * gradient (see optim.SGD)
                 net.backward(dout)
-                if not np.isfinite(np.dot(grads, grads)):
+                # every gradient flows through the bias gradients (sums of each layer's dy):
+                # checking them is cheap where a pass over all parameters is not
+                if not net.bias_grads_finite():
                     self._diverged("a non-finite gradient", epoch, s)
                 opt.step(params, grads)
                 total += loss * nb

@@ -122,6 +122,15 @@ class Network:
         for i in range(len(layers) - 1, -1, -1):
             dout = layers[i].backward(dout, need_dx=i > 0)
 
+    def bias_grads_finite(self) -> bool:
+        """Whether every layer's bias gradient (the batch sum of its output gradient) is
+        finite: a NaN or Inf anywhere in the backward pass shows up there."""
+        for layer in self.layers:
+            gb = layer.g.get("b")
+            if gb is not None and not np.isfinite(np.dot(gb, gb)):
+                return False
+        return True
+
     def choose_sparse_product(self, sb: SparseBatch, repeats: int = 5) -> str:
         """Time the first layer's two products on ``sb`` and keep the faster (validate, then
         time: both give the same result up to rounding)."""
