@@ -1,25 +1,34 @@
 """The NumPy backend: the specification every other backend is tested against.
 
 Batch-OMP (Rubinstein, Zibulevsky and Elad, 2008) vectorized across samples: all samples of a
-batch advance one OMP iteration at a time.  The per-sample state is the QR factorization of the
-chosen atoms, kept in coefficient space so that nothing of size m is touched after the first
+chunk advance one OMP iteration at a time.  The per-sample state is a QR factorization of the
+chosen atoms kept in coefficient space, so nothing of size m is touched after the first
 correlation:
 
-* ``c = X @ D.T`` (n, l): correlations of each sample's residual with every atom (one GEMM; on
-  the paper's sizes this is ~96% of the FLOPs),
-* ``U[:, s] = D @ q_s`` (n, k, l): correlations of every atom with the s-th orthonormal direction
-  ``q_s`` of the chosen atoms' span,
-* ``R`` (n, k, k): the triangular factor with ``D_I.T = Q R`` (``R.T R`` is the Cholesky
-  factorization of the chosen atoms' Gram matrix, grown one row per iteration: this *is* the
-  progressive Cholesky of Batch-OMP, written as R = L.T),
-* ``z`` (n, k): the residual's coordinates on the ``q_s``.
+* ``c = X @ D.T`` (n, l): each residual's correlation with every atom (one GEMM on fixed
+  ``block``-row blocks; on the paper's sizes it is ~96% of the FLOPs);
+* ``Y[s]`` (n, l): ``b_s * D q_s``, the correlations of every atom with the s-th orthonormal
+  direction ``q_s`` of the chosen atoms' span, pre-scaled by that step's coefficient
+  ``b_s = c_j / d_s^2`` so that the residual update is a plain ``c -= Y[s]``;
+* the triangular factor ``R`` of ``D_I.T = Q R`` (``R.T R`` is the Cholesky factor of the
+  chosen atoms' Gram matrix grown one row per iteration: Batch-OMP's progressive Cholesky)
+  is kept implicitly in the gathered ``u_s = Y[s][j_t]`` and the scales.
 
-Iteration t picks ``j = argmax |c|`` and computes ``w = R[:t, t] = U[:, :t, j]`` (the new
-atom's coordinates on the old directions), ``d = sqrt(G[j, j] - |w|^2)``, the new direction's
-correlations ``U_t = (G[j] - w @ U[:, :t]) / d`` and coordinate ``z_t = c_j / d``, then
-``c -= z_t U_t``.  The coefficients are ``R^-1 z`` (one batched back substitution at the end),
-and the squared residual is ``|x|^2 - |z|^2``.  Every step costs O(t l) per sample, the same
-as Batch-OMP's ``G_I gamma`` update.
+Iteration t picks ``j = argmax |c|``, gathers ``u_s = Y[s][j]`` (s < t), gets
+``d^2 = G[j, j] - sum_s rho_s u_s^2`` (``rho_s = 1 / z_s^2``, ``z_s`` the residual's
+coordinate on ``q_s``), ``b = c_j / d^2`` and the new scaled direction
+``Y[t] = b (G[j] - sum_s rho_s u_s Y[s])`` - one small matrix-vector product per sample
+(a batched ``np.matmul``) whose coefficient vector already holds ``b`` - then
+``c -= Y[t]``.  Each step costs O(t l) per sample, as Batch-OMP's ``G_I gamma`` update.  The
+coefficients come from one batched back substitution at the end, and the squared residual is
+``|x|^2 - sum_t z_t^2``.
+
+Performance notes (measured, see ``benchmarks/transform.py``): per-call overhead of NumPy is
+~0.5-5 us, so samples advance in chunks; a chunk's ``Y`` is sized to stay in a core's L2
+cache (:attr:`NumpyBackend.cache_bytes`), because reading ``Y`` from L3 on every iteration
+cost more than the extra Python overhead of smaller chunks.  Every array the inner loop
+touches is laid out so that each NumPy call runs one long contiguous inner loop (broadcasting
+a per-row scalar over (n, l) costs ~4x a contiguous pass).
 """
 from __future__ import annotations
 
@@ -56,11 +65,15 @@ class NumpyBackend(Backend):
         single-threaded BLAS; multi-threaded BLAS partitions work by size and may round
         differently).
     batch : int, default=256
-        Samples that advance through the OMP iterations together (bounds the workspace).
+        Most samples that advance through the OMP iterations together (bounds the
+        workspace).  Fewer are used when their state would not fit :attr:`cache_bytes`.
     """
 
     name = "numpy"
     bit_identical = True
+    #: bytes of per-chunk iteration state (the scaled directions ``Y``) meant to stay in one
+    #: core's L2 cache; chunks are a multiple of ``block`` rows that fits (at least ``block``)
+    cache_bytes: int = 5 * 2 ** 19
 
     def __init__(self, block: int = 64, batch: int = 256, **options) -> None:
         super().__init__(block=_check_block(block), batch=_check_block(batch), **options)
@@ -93,30 +106,42 @@ class NumpyBackend(Backend):
         return out
 
     # -- Batch-OMP ----------------------------------------------------------------------
+    def _chunk_rows(self, batch: int, l: int, k: int, itemsize: int) -> int:
+        """Samples per chunk: at most ``batch``, and a multiple of ``block`` whose ``Y``
+        ((k + 1) * l values per sample) fits :attr:`cache_bytes` (never below ``block``)."""
+        per_sample = (k + 1) * l * itemsize
+        fit = max(1, int(self.cache_bytes // per_sample) // self.block) * self.block
+        return max(1, min(batch, fit))
+
     def prepare_omp(self, batch, m, l, k, dtype) -> OMPWorkspace:
-        """Allocate every buffer :meth:`omp_encode` needs for up to ``batch`` samples."""
+        """Allocate every buffer :meth:`omp_encode` needs for chunks of up to ``batch``
+        samples (fewer if their state would not fit :attr:`cache_bytes`)."""
         dtype = np.dtype(dtype)
         batch = int(min(batch, self.batch)) if batch else self.batch
-        batch = max(batch, 1)
         k = int(min(k, l))
+        kk = max(k, 1)
+        batch = self._chunk_rows(max(batch, 1), l, kk, dtype.itemsize)
         blk = self.block
         a = {
             "corr": np.empty((batch, l), dtype),
             "abs": np.empty((batch, l), dtype),
-            "pen": np.empty((batch, l), dtype),
-            "tmp": np.empty((batch, l), dtype),
-            "U": np.empty((batch, max(k, 1), l), dtype),
-            "R": np.zeros((batch, max(k, 1), max(k, 1)), dtype),
-            "z": np.empty((batch, max(k, 1)), dtype),
-            "xx": np.empty(batch, dtype),
-            "resid": np.empty(batch, dtype),
-            "limit": np.empty(batch, dtype),
-            "j": np.empty(batch, np.intp),
-            "active": np.empty(batch, bool),
-            "ok": np.empty(batch, bool),
+            # slot 0: the rows G[j] of this iteration; slot s + 1: the scaled direction Y[s]
+            "Y": np.empty((kk + 1, batch, l), dtype),
+            "coef": np.zeros((kk + 1, batch), dtype),   # this iteration's combination of Y
+            "u": np.zeros((kk, kk, batch), dtype),      # u[t, s] = Y[s][j_t]
+            "ru": np.zeros((kk, batch), dtype),
+            "b": np.zeros((kk, batch), dtype),          # b_t = c_j / d_t^2 (0: not taken)
+            "cj": np.zeros((kk, batch), dtype),
+            "nrho": np.zeros((kk, batch), dtype),       # -1 / z_t^2
+            "gamma": np.zeros((kk, batch), dtype),
+            "j": np.zeros((kk, batch), np.intp),
             "pad_in": np.empty((blk, m), dtype),
             "pad_out": np.empty((blk, l), dtype),
         }
+        if dtype == np.float32:
+            # X @ D.T on a contiguous copy of D.T: measured ~1.3x faster for float32 GEMMs on
+            # OpenBLAS (no gain in float64); refreshed on every call, so D may change
+            a["DT"] = np.empty((m, l), dtype)
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
@@ -147,6 +172,11 @@ class NumpyBackend(Backend):
         if ws is None or not ws.fits(min(n, ws.batch) if ws else n, m, l, k, dtype) \
                 or ws.block != self.block:
             ws = self.prepare_omp(min(n, self.batch), m, l, k, dtype)
+        DT = ws.arrays.get("DT")
+        if DT is not None:
+            np.copyto(DT, D.T)
+        else:
+            DT = D.T
         indices = np.full((n, k), -1, np.int32)
         values = np.zeros((n, k), dtype)
         nnz = np.zeros(n, np.int32)
@@ -154,7 +184,7 @@ class NumpyBackend(Backend):
         dependent = 0
         for s in range(0, n, ws.batch):
             e = min(n, s + ws.batch)
-            dependent += self._omp_chunk(X[s:e], D, G, k, tol, ws, indices[s:e],
+            dependent += self._omp_chunk(X[s:e], DT, G, k, tol, ws, indices[s:e],
                                          values[s:e], nnz[s:e], resid[s:e])
         if dependent:
             warnings.warn(
@@ -163,83 +193,110 @@ class NumpyBackend(Backend):
                 LinearDependenceWarning, stacklevel=3)
         return OMPResult(indices, values, nnz, resid)
 
-    def _omp_chunk(self, X, D, G, k, tol, ws, idx, val, nnz, resid_out) -> int:
+    def _omp_chunk(self, X, DT, G, k, tol, ws, idx, val, nnz, resid_out) -> int:
+        """Code the n <= ws.batch rows of ``X``; returns how many hit a dependent atom."""
         n = X.shape[0]
         A = ws.arrays
+        l = ws.l
+        dt = X.dtype
+        eps = np.finfo(dt).eps
         c = A["corr"][:n]
+        cf = c.reshape(-1)
         absc = A["abs"][:n]
-        U = A["U"][:n]
-        R = A["R"][:n]
-        z = A["z"][:n]
-        xx = A["xx"][:n]
-        resid = A["resid"][:n]
-        limit = A["limit"][:n]
-        j = A["j"][:n]
-        active = A["active"][:n]
-        ok = A["ok"][:n]
-        rows = np.arange(n)
-        gdiag = np.diagonal(G)
-        tiny = np.finfo(X.dtype).eps
-        pen = A["pen"][:n]  # 0 for atoms still free, -inf for chosen ones
-        tmp = A["tmp"][:n]
+        Yall = A["Y"]
+        Y = Yall[:, :n]
+        Yflat = Yall.reshape(Yall.shape[0], -1)  # Y[s][i, j] is Yflat[s, i * l + j]
+        YT = Y.transpose(1, 0, 2)                # per sample: (k + 1, l), rows Y[s]
+        coef = A["coef"][:, :n]
+        coefT = coef.T[:, None, :]               # per sample: (1, k + 1)
+        U, RU = A["u"][:, :, :n], A["ru"][:, :n]
+        B, CJ, NRHO, J = A["b"][:, :n], A["cj"][:, :n], A["nrho"][:, :n], A["j"][:, :n]
+        gdiag = np.ascontiguousarray(np.diagonal(G))
+        tinyg = gdiag * eps  # d^2 below eps G_jj: the atom lies in the span of the chosen
+        rowoff = np.arange(n) * l
+        fj = np.empty(n, np.intp)
+        d2 = np.empty(n, dt)
 
-        self._rows_matmul(X, D.T, c, A["pad_in"], A["pad_out"])
-        np.einsum("ij,ij->i", X, X, out=xx)
-        resid[:] = xx
-        if tol is None:
-            limit[:] = 0
-        else:
-            np.multiply(xx, float(tol) ** 2, out=limit)
-        R[:] = 0
-        z[:] = 0
-        pen[:] = 0
-        # a zero sample, or one already within tolerance, takes no atom
-        np.greater(resid, limit, out=active)
-        active &= xx > 0
+        self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"])
+        xx = np.einsum("ij,ij->i", X, X)
+        # a correlation below sqrt(eps) |x| is rounding noise: no warning when it stops a sample
+        noise = xx * eps
+        active = xx > 0  # an all-zero sample takes no atom
+        if tol is not None:
+            resid = xx.copy()
+            limit = xx * dt.type(float(tol) ** 2)
+            active &= resid > limit
+        U[:] = 0
+        B[:] = 0
+        CJ[:] = 0
+        NRHO[:] = 0
         dependent = 0
+        T = 0
         for t in range(k):
             if not active.any():
                 break
+            T = t + 1
             np.abs(c, out=absc)
-            absc += pen  # chosen atoms have c ~ 0 up to rounding: never pick one twice
+            j = J[t]
             np.argmax(absc, axis=1, out=j)
-            cj = c[rows, j]
-            pen[rows, j] = -np.inf
-            w = U[rows, :t, j]  # (n, t): the new atom's coordinates on the old directions
-            gj = gdiag[j]
-            d2 = gj - np.einsum("ij,ij->i", w, w)
-            np.greater(d2, tiny * gj, out=ok)
-            dependent += int(np.count_nonzero(active & ~ok & (cj != 0)))
-            ok &= active
-            ok &= cj != 0
-            # stopped samples get d = inf: their new direction, coordinate and R entry vanish
-            d = np.sqrt(np.where(ok, d2, np.inf))
-            zt = cj / d
-            # U_t = (G[j] - w @ U[:, :t]) / d  -- the new direction's atom correlations
-            Ut = U[:, t]
-            np.take(G, j, axis=0, out=Ut, mode="clip")
+            np.add(rowoff, j, out=fj)
+            cj = CJ[t]
+            cf.take(fj, out=cj)
+            gj = gdiag.take(j)
             if t:
-                np.matmul(w[:, None, :], U[:, :t], out=tmp[:, None, :])
-                Ut -= tmp
-            Ut /= d[:, None]
-            np.multiply(Ut, zt[:, None], out=tmp)
-            c -= tmp
-            R[:, :t, t] = w
-            R[:, t, t] = d
-            z[:, t] = zt
-            idx[:, t] = np.where(ok, j, -1)
-            nnz += ok
-            resid -= zt * zt
-            np.maximum(resid, 0, out=resid)
-            active &= ok
-            active &= resid > limit
-        # coefficients: solve R gamma = z by back substitution, all samples at once
-        kk = int(nnz.max()) if n else 0
-        for t in range(kk - 1, -1, -1):
-            acc = z[:, t] - np.einsum("ij,ij->i", R[:, t, t + 1:kk], val[:, t + 1:kk])
-            val[:, t] = acc / R[:, t, t]
-        val[idx < 0] = 0
-        resid_out[:] = resid
+                u = U[t, :t]
+                Yflat[1:t + 1].take(fj, axis=1, out=u)
+                ru = RU[:t]
+                np.multiply(NRHO[:t], u, out=ru)                     # -rho_s u_s
+                np.add(gj, np.einsum("ij,ij->j", ru, u), out=d2)     # d^2 = G_jj - |w|^2
+            else:
+                d2[:] = gj
+            tg = tinyg.take(j)
+            ok = d2 > tg
+            ok &= active
+            bt = B[t]
+            np.divide(cj, d2, out=bt, where=ok)
+            # a zero correlation (residual orthogonal to every atom) also stops a sample
+            ok = bt != 0
+            if not ok.all():
+                dependent += int(np.count_nonzero(active & (d2 <= tg) & (cj * cj > noise)))
+            coef[0] = bt
+            Yt = Y[t + 1]
+            if t:
+                np.multiply(RU[:t], bt, out=coef[1:t + 1])
+                np.take(G, j, axis=0, out=Y[0])
+                # Y[t] = b (G[j] - sum_s rho_s u_s Y[s]), one matrix-vector product per sample
+                np.matmul(coefT[:, :, :t + 1], YT[:, :t + 1], out=Yt[:, None, :])
+            else:
+                np.take(G, j, axis=0, out=Yt)
+                Yt *= bt[:, None]
+            c -= Yt
+            # the chosen atom's correlation is 0 up to rounding: make it exact, so that it is
+            # picked again only when every correlation is rounding noise (d^2 ~ 0 stops it)
+            cf[fj] = 0
+            np.divide(d2, cj * cj, out=NRHO[t], where=ok)
+            np.negative(NRHO[t], out=NRHO[t])
+            if tol is not None:
+                resid -= bt * cj  # |z_t|^2 = c_j^2 / d^2
+                ok &= resid > limit
+            active = ok
+        # coefficients by back substitution on R gamma = z, all samples at once:
+        # gamma_t = b_t - (1 / c_j(t)) sum_{s > t} u[s, t] gamma_s
+        taken = B[:T] != 0
+        gam = A["gamma"][:T, :n]
+        gam[:] = 0
+        acc = np.empty(n, dt)
+        for t in range(T - 1, -1, -1):
+            if t < T - 1:
+                np.einsum("ij,ij->j", U[t + 1:T, t], gam[t + 1:T], out=acc)
+                np.divide(acc, CJ[t], out=acc, where=taken[t])
+                np.subtract(B[t], acc, out=gam[t], where=taken[t])
+            else:
+                gam[t] = B[t]
+        val[:, :T] = gam.T
+        idx[:, :T] = np.where(taken.T, J[:T].T, -1)
+        nnz[:] = taken.sum(axis=0)
+        np.maximum(xx - np.einsum("ij,ij->j", B[:T], CJ[:T]), 0, out=resid_out)
         return dependent
 
     # -- dense layers -------------------------------------------------------------------
