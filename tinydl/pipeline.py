@@ -59,7 +59,7 @@ class TinyDLClassifier:
 
     def __init__(self, l=100, k=20, alpha=0.3, hidden_layer_sizes=(64, 32), window=2048,
                  n_batch=256, epochs_per_update=5, standardize=True, dropout=0.0, loss="l2",
-                 learning_rate=0.05, momentum=0.9, batch_size=32, seed=0, dtype="float32",
+                 learning_rate=0.01, momentum=0.9, batch_size=32, seed=0, dtype="float32",
                  backend=None):
         self.l = l
         self.k = k
@@ -102,6 +102,8 @@ class TinyDLClassifier:
         self.window_head_ = 0      # next slot to write (ring buffer)
         self.n_samples_seen_ = 0
         self.n_updates_ = 0
+        self._pending_X = np.zeros((0, int(n_features)), dt)
+        self._pending_y = np.zeros(0, np.int64)
 
     def _window_view(self):
         """The window's codes and labels in arrival order (oldest first)."""
@@ -157,14 +159,24 @@ class TinyDLClassifier:
         if unknown.size:
             raise ValueError(f"y holds {unknown.size} label(s) outside classes "
                              f"{self.classes_.tolist()}: {unknown[:5].tolist()}")
+        if self.standardize and getattr(self.transform_, "mean_", None) is None:
+            # the transform fixes its standardization from the first n_standardize samples:
+            # hold raw samples until that many have arrived (bounded: n_standardize x m)
+            X = np.concatenate([self._pending_X, X])
+            y = np.concatenate([self._pending_y, y])
+            need = int(self.transform_.n_standardize)
+            if len(X) < need:
+                self._pending_X, self._pending_y = X, y
+                return self
+            self._pending_X, self._pending_y = X[:0], y[:0]
+        codes = self.transform_.partial_fit_transform(X)
         pos = 0
         while pos < len(X):
-            # cut the batch at the next retraining mark so that retraining happens at fixed
-            # sample counts whatever the batch sizes
+            # cut at the next retraining mark so that retraining happens at fixed sample
+            # counts whatever the batch sizes
             to_mark = self.n_batch - (self.n_samples_seen_ % self.n_batch)
             end = min(len(X), pos + to_mark)
-            codes = self.transform_.partial_fit_transform(X[pos:end])
-            self._push(codes, y[pos:end])
+            self._push(codes[pos:end], y[pos:end])
             self.n_samples_seen_ += end - pos
             if self.n_samples_seen_ % self.n_batch == 0:
                 self._retrain()
@@ -178,6 +190,11 @@ class TinyDLClassifier:
                 delattr(self, attr)
         y = np.asarray(y)
         self.partial_fit(X, y, classes=np.unique(y))
+        if len(self._pending_X):  # a stream shorter than n_standardize: use what there is
+            self.transform_.set_params(n_standardize=len(self._pending_X))
+            Xp, yp = self._pending_X, self._pending_y
+            self._pending_X, self._pending_y = Xp[:0], yp[:0]
+            self.partial_fit(Xp, yp)
         if self.n_samples_seen_ % self.n_batch:
             self._retrain()
         return self
@@ -224,14 +241,22 @@ class TinyDLClassifier:
         name = f"ckpt-{self.n_samples_seen_:012d}"
         target = os.path.join(directory, name)
         os.makedirs(target, exist_ok=True)
-        self.transform_.save(os.path.join(target, "transform.npz"))
-        self.network_.save(os.path.join(target, "network.npz"))
+        # parts that have seen no data yet (the transform holds its first n_standardize
+        # samples back; the network trains at the first n_batch mark) are rebuilt on load
+        has_transform = getattr(self.transform_, "n_samples_seen_", 0) > 0
+        has_network = hasattr(self.network_, "classes_")
+        if has_transform:
+            self.transform_.save(os.path.join(target, "transform.npz"))
+        if has_network:
+            self.network_.save(os.path.join(target, "network.npz"))
         params = {k: np.array(repr(v)) for k, v in self.get_params().items()}
         save_npz(os.path.join(target, "learner.npz"), dict(
             codes_window=self.codes_window_, labels_window=self.labels_window_,
             window_fill=np.int64(self.window_fill_), window_head=np.int64(self.window_head_),
             n_samples_seen=np.int64(self.n_samples_seen_), n_updates=np.int64(self.n_updates_),
             classes=self.classes_, n_features=np.int64(self.n_features_in_),
+            pending_X=self._pending_X, pending_y=self._pending_y,
+            has_transform=np.int64(has_transform), has_network=np.int64(has_network),
             **{f"param_{k}": v for k, v in params.items()}), kind=_STATE_KIND)
         atomic_write_text(os.path.join(directory, "LATEST"), name + "\n")
         for entry in os.listdir(directory):
@@ -260,7 +285,8 @@ class TinyDLClassifier:
         target = os.path.join(directory, name)
         st = load_npz(os.path.join(target, "learner.npz"), _STATE_KIND,
                       required=("codes_window", "labels_window", "window_fill", "window_head",
-                                "n_samples_seen", "n_updates", "classes", "n_features"))
+                                "n_samples_seen", "n_updates", "classes", "n_features",
+                                "pending_X", "pending_y"))
         params = {}
         for key, val in st.items():
             if key.startswith("param_"):
@@ -268,8 +294,11 @@ class TinyDLClassifier:
         self = cls(**params)
         if backend is not None:
             self.backend = backend
-        self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"))
-        self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"))
+        self._init(int(st["n_features"]), st["classes"])
+        if int(st.get("has_transform", 1)):
+            self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"))
+        if int(st.get("has_network", 1)):
+            self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"))
         self.codes_window_ = st["codes_window"]
         self.labels_window_ = st["labels_window"]
         self.window_fill_ = int(st["window_fill"])
@@ -278,6 +307,7 @@ class TinyDLClassifier:
         self.n_updates_ = int(st["n_updates"])
         self.classes_ = st["classes"]
         self.n_features_in_ = int(st["n_features"])
+        self._pending_X, self._pending_y = st["pending_X"], st["pending_y"]
         if self.codes_window_.shape != (self.window, self.l):
             raise ModelFileError(f"{target}: code window has shape {self.codes_window_.shape}, "
                                  f"expected {(self.window, self.l)}")

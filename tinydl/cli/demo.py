@@ -91,7 +91,7 @@ def run(args):
     plan = dict(l=l, k=k, alpha=args.alpha, hidden_layer_sizes=hidden, window=args.window,
                 n_batch=args.n_batch, epochs_per_update=args.epochs, dtype="float32")
     tiny = TinyDLClassifier(**plan, seed=args.seed, backend=args.backend, standardize=True)
-    raw_net = MLPClassifier(hidden_layer_sizes=raw_hidden, loss="l2", learning_rate=0.05,
+    raw_net = MLPClassifier(hidden_layer_sizes=raw_hidden, loss="l2", learning_rate=0.01,
                             momentum=0.9, batch_size=32, epochs=1, seed=args.seed,
                             dtype="float32", backend=args.backend)
     # the raw network standardizes with the same first-batch statistics TinyDL uses
