@@ -120,7 +120,8 @@ class NumpyBackend(Backend):
         batch = int(min(batch, self.batch)) if batch else self.batch
         k = int(min(k, l))
         kk = max(k, 1)
-        batch = self._chunk_rows(max(batch, 1), l, kk, dtype.itemsize)
+        # at least 2 rows: a lone sample is coded as a pair (see omp_encode)
+        batch = max(2, self._chunk_rows(max(batch, 1), l, kk, dtype.itemsize))
         blk = self.block
         a = {
             "corr": np.empty((batch, l), dtype),
@@ -184,6 +185,17 @@ class NumpyBackend(Backend):
         dependent = 0
         for s in range(0, n, ws.batch):
             e = min(n, s + ws.batch)
+            if e - s == 1:
+                # NumPy reduces a (t, 1) array along its now-contiguous axis with pairwise
+                # summation, (t, n >= 2) ones row by row: code a lone sample as a pair so that
+                # its result is bit-identical to the same sample in any larger batch
+                pi, pv = np.full((2, k), -1, np.int32), np.zeros((2, k), dtype)
+                pn, pr = np.zeros(2, np.int32), np.empty(2, dtype)
+                dep = self._omp_chunk(np.concatenate([X[s:e], X[s:e]]), DT, G, k, tol, ws,
+                                      pi, pv, pn, pr)
+                indices[s], values[s], nnz[s], resid[s] = pi[0], pv[0], pn[0], pr[0]
+                dependent += dep // 2
+                continue
             dependent += self._omp_chunk(X[s:e], DT, G, k, tol, ws, indices[s:e],
                                          values[s:e], nnz[s:e], resid[s:e])
         if dependent:
