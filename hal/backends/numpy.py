@@ -224,15 +224,17 @@ class NumpyBackend(Backend):
         U, RU = A["u"][:, :, :n], A["ru"][:, :n]
         B, CJ, NRHO, J = A["b"][:, :n], A["cj"][:, :n], A["nrho"][:, :n], A["j"][:, :n]
         gdiag = np.ascontiguousarray(np.diagonal(G))
-        tinyg = gdiag * eps  # d^2 below eps G_jj: the atom lies in the span of the chosen
+        # d^2 = G_jj - |w|^2 is exact to ~k eps G_jj: below a few times that, the atom lies
+        # in the span of the chosen ones (an atom picked twice lands here too)
+        tinyg = gdiag * (16 * max(k, 1) * eps)
         rowoff = np.arange(n) * l
         fj = np.empty(n, np.intp)
         d2 = np.empty(n, dt)
 
         self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"])
         xx = np.einsum("ij,ij->i", X, X)
-        # a correlation below sqrt(eps) |x| is rounding noise: no warning when it stops a sample
-        noise = xx * eps
+        # |x|^2 - sum z^2 is exact to ~k eps |x|^2: a residual below that is rounding noise
+        noise = xx * (4 * max(k, 1) * eps)
         active = xx > 0  # an all-zero sample takes no atom
         if tol is not None:
             resid = xx.copy()
@@ -271,7 +273,11 @@ class NumpyBackend(Backend):
             # a zero correlation (residual orthogonal to every atom) also stops a sample
             ok = bt != 0
             if not ok.all():
-                dependent += int(np.count_nonzero(active & (d2 <= tg) & (cj * cj > noise)))
+                # warn only where a residual is left: once x is represented (residual at
+                # rounding level) every correlation is noise and stopping is the right answer
+                left = resid if tol is not None else \
+                    xx - np.einsum("ij,ij->j", B[:t], CJ[:t])
+                dependent += int(np.count_nonzero(active & (d2 <= tg) & (left > noise)))
             coef[0] = bt
             Yt = Y[t + 1]
             if t:
