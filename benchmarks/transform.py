@@ -1,0 +1,244 @@
+"""OMP coding and the streaming transform against their peers, one BLAS thread, one run.
+
+For (m, l, k) = (5625, 100, 20), (617, 200, 10), (520, 100, 20) in float32 and float64, on
+the same samples: tinydl's ``omp`` (Gram computed inside), scikit-learn's
+``orthogonal_mp_gram`` (its precompute ``D @ D.T`` and ``D @ X.T`` inside the timed region),
+the literal Algorithm 1 of the paper (per sample, least squares with an explicit inverse each
+iteration; timed on a few samples, it is slow) and SPAMS ``spams.omp`` in float64 (when
+``spams-bin`` is installed; its float32 path is unreliable, so every case is compared with
+SPAMS float64 on the float64 copy of the same data).  The floor is the FLOPs of the D^T X
+product (2 m l per sample) at the GFLOP/s of that very product on all samples in one call,
+measured in this run (a square 1024 GEMM's rate is printed too: a stricter, shape-free peak).
+
+Also the whole streaming transform (``StreamingDictionary.partial_fit_transform``: Wp test and
+coding, at the paper's m=5625, l=100, k=20) against plain ``omp`` of the same samples on the
+final dictionary.
+
+    python benchmarks/transform.py [--json PATH] [--quick]
+
+Data: ``../shared/data`` (or ``$TINYDL_DATA``) when it holds a file with m features that
+``tinydl.data.load_dataset`` reads; otherwise synthetic data (a rank-200 mixture plus noise,
+dictionary atoms = unit-normalized samples, as TinyDL builds them), with a note printed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._common import (blas_threads, fmt, print_table, time_call,  # noqa: E402
+                                write_json)
+
+import argparse  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from tinydl.omp import omp  # noqa: E402
+
+CASES = [(5625, 100, 20), (617, 200, 10), (520, 100, 20)]
+
+
+def paper_omp(a, Dp, k):
+    """Algorithm 1 as written: Dp (m x l) atoms as columns, least squares each iteration via
+    the explicit (D^T D)^-1."""
+    r = a.copy()
+    support = []
+    code = np.zeros(Dp.shape[1], a.dtype)
+    for _ in range(k):
+        support.append(int(np.argmax(np.abs(Dp.T @ r))))
+        DL = Dp[:, support]
+        c = np.linalg.inv(DL.T @ DL) @ DL.T @ r
+        r = r - DL @ c
+        code[support] += c
+    return code
+
+
+def data_dir():
+    env = os.environ.get("TINYDL_DATA")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for cand in ([env] if env else []) + [os.path.join(os.path.dirname(here), "shared", "data")]:
+        if cand and os.path.isdir(cand):
+            return cand
+    return None
+
+
+def real_samples(m, n):
+    """Up to n rows with m features from the shared data folder, or None."""
+    d = data_dir()
+    if d is None:
+        return None, None
+    from tinydl.data import DataError, load_dataset
+
+    for root, _, files in os.walk(d):
+        for f in sorted(files):
+            if os.path.splitext(f)[1].lower() not in (".npz", ".npy", ".csv"):
+                continue
+            try:
+                ds = load_dataset(os.path.join(root, f))
+            except (DataError, ValueError, OSError):
+                continue
+            if ds.n_features == m and ds.X_train.shape[0] >= 2:
+                X = np.asarray(ds.X_train, np.float64)[:n]
+                sd = X.std(axis=0)
+                X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1)
+                return X, os.path.join(root, f)
+    return None, None
+
+
+def synthetic(m, n, rng):
+    rank = 200
+    Z = rng.standard_normal((n, rank))
+    W = rng.standard_normal((rank, m)) / np.sqrt(rank)
+    return Z @ W + 0.3 * rng.standard_normal((n, m))
+
+
+def dictionary_from(X, l, rng):
+    D = X[rng.choice(X.shape[0], l, replace=False)].copy()
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    return D
+
+
+def bench_case(m, l, k, X64, D64, n_peer, n_naive, repeat, spams):
+    rows = {}
+    # the floor's GFLOP/s: this product on all samples in one call, and a square GEMM
+    rng = np.random.default_rng(1)
+    for dt in (np.float32, np.float64):
+        X, D = X64.astype(dt), D64.astype(dt)
+        n = X.shape[0]
+        prod = time_call(lambda: X @ D.T, repeat)
+        sq = rng.standard_normal((1024, 1024)).astype(dt)
+        sqt = time_call(lambda: sq @ sq, 3)
+        rate = 2.0 * n * m * l / prod
+        floor_us = 2.0 * m * l / rate * 1e6
+        t_ours = time_call(lambda: omp(X, D, k), repeat) / n * 1e6
+
+        from sklearn.linear_model import orthogonal_mp_gram
+
+        Xs = X[:n_peer]
+
+        def sk():
+            G = D @ D.T
+            Xy = D @ Xs.T
+            return orthogonal_mp_gram(G, Xy, n_nonzero_coefs=k)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t_sk = time_call(sk, max(1, repeat // 2)) / n_peer * 1e6
+            ref = sk().T
+        ours_peer = omp(Xs, D, k)
+        agree_sk = float(np.mean((ours_peer != 0) == (ref != 0)))
+
+        Xn = X[:n_naive]
+        t_naive = time_call(lambda: [paper_omp(x, D.T, k) for x in Xn], 1, warmup=0) \
+            / n_naive * 1e6
+
+        t_spams = None
+        if spams is not None:
+            Xf = np.asfortranarray(X64.T)
+            Df = np.asfortranarray(D64.T)
+            t_spams = time_call(lambda: spams.omp(Xf, Df, L=k, numThreads=1),
+                                max(1, repeat // 2)) / X64.shape[0] * 1e6
+        rows[f"{m}-{l}-{k}-{np.dtype(dt).name}"] = {
+            "tinydl_us": t_ours, "sklearn_us": t_sk, "naive_us": t_naive,
+            "spams_us": t_spams, "floor_us": floor_us,
+            "_gflops": rate / 1e9, "_sq_gflops": 2.0 * 1024 ** 3 / sqt / 1e9,
+            "_agree": agree_sk}
+    return rows
+
+
+def bench_streaming(X, repeat):
+    try:
+        from tinydl.transform import StreamingDictionary
+    except ImportError:
+        print("streaming: tinydl.transform not available")
+        return None
+    l, k, alpha = 100, 20, 0.3
+
+    def stream():
+        return StreamingDictionary(l=l, k=k, alpha=alpha).partial_fit_transform(X)
+
+    t_stream = time_call(stream, repeat)
+    sd = StreamingDictionary(l=l, k=k, alpha=alpha)
+    sd.partial_fit_transform(X)
+    D = np.asarray(sd.dictionary_, X.dtype)
+    t_omp = time_call(lambda: omp(X, D, k), repeat)
+    n = X.shape[0]
+    print(f"streaming: {n} samples, m={X.shape[1]}, dictionary filled to "
+          f"{D.shape[0]} atoms, dtype {X.dtype}")
+    return {"streaming_us": t_stream / n * 1e6, "omp_us": t_omp / n * 1e6}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    args = ap.parse_args(argv)
+    n = 256 if args.quick else 1024
+    n_peer = 64 if args.quick else 256
+    repeat = 3 if args.quick else 5
+    try:
+        import spams
+    except ImportError:
+        spams = None
+        print("note: spams not installed (pip install spams-bin): spams_us is null")
+    print(f"BLAS threads: {blas_threads()}; {n} samples per case (peers: sklearn "
+          f"{n_peer}, Algorithm 1 a few)")
+    rng = np.random.default_rng(0)
+    results = {}
+    table = []
+    for m, l, k in CASES:
+        X, src = real_samples(m, n + l)
+        if X is None or X.shape[0] < n + l:
+            print(f"note: no real data with m={m} (../shared/data absent or without it): "
+                  "synthetic rank-200 mixture plus noise")
+            X = synthetic(m, n + l, rng)
+        else:
+            print(f"data for m={m}: {src}")
+        # atoms are other samples than the coded ones (a coded sample equal to an atom would
+        # leave a zero residual, which Algorithm 1's explicit inverse cannot handle)
+        D = dictionary_from(X[n:], l, rng)
+        X = X[:n]
+        n_naive = 4 if m > 2000 else 16
+        if args.quick:
+            n_naive = max(2, n_naive // 4)
+        rows = bench_case(m, l, k, X, D, n_peer, n_naive, repeat, spams)
+        for key, r in rows.items():
+            t = r["tinydl_us"]
+            table.append([key, fmt(t), fmt(r["sklearn_us"]), fmt(r["sklearn_us"] / t, 1) + "x",
+                          fmt(r["naive_us"], 0), fmt(r["naive_us"] / t, 0) + "x",
+                          fmt(r["spams_us"]),
+                          "-" if r["spams_us"] is None else fmt(r["spams_us"] / t, 2) + "x",
+                          fmt(r["floor_us"]), fmt(t / r["floor_us"], 2) + "x",
+                          fmt(r["_gflops"], 0), fmt(r["_sq_gflops"], 0), fmt(r["_agree"], 4)])
+            results[key] = {kk: v for kk, v in r.items() if not kk.startswith("_")}
+    print()
+    print_table(["case (m-l-k-dtype)", "tinydl us", "sklearn us", "sk/tinydl", "Alg.1 us",
+                 "Alg.1/tinydl", "spams64 us", "spams/tinydl", "floor us", "tinydl/floor",
+                 "GFLOP/s", "sq GFLOP/s", "support agree sk"], table)
+    print("\n(us per sample; ratios > 1x for peers mean tinydl is faster; tinydl/floor is how "
+          "far above the D^T X product at this run's rate for it; 'support agree sk' is the "
+          "fraction of code entries whose zero pattern matches scikit-learn's)")
+
+    m, l, k = CASES[0]
+    ns = 512 if args.quick else 2048
+    Xs, _ = real_samples(m, ns)
+    if Xs is None:
+        Xs = synthetic(m, ns, rng)
+    print()
+    results["streaming"] = bench_streaming(Xs.astype(np.float32), repeat)
+    if results["streaming"] is not None:
+        s = results["streaming"]
+        print_table(["streaming (5625-100-20-float32)", "us/sample"],
+                    [["partial_fit_transform (Wp test + coding)", fmt(s["streaming_us"])],
+                     ["omp on the final dictionary", fmt(s["omp_us"])],
+                     ["ratio", fmt(s["streaming_us"] / s["omp_us"], 2) + "x"]])
+    if args.json:
+        write_json(args.json, results)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
