@@ -115,8 +115,9 @@ def test_nonzeros_and_orthogonal_residual(prob):
         assert len(set(chosen)) == len(chosen)       # no atom twice
         # the residual is orthogonal to every chosen atom (relative to |x|)
         assert np.all(np.abs(D64[chosen] @ R[i]) <= 200 * eps * max(xnorm[i], 1e-30))
-    np.testing.assert_allclose(rsq, (R ** 2).sum(axis=1), rtol=1e3 * eps,
-                               atol=1e3 * eps * float(np.max(xnorm ** 2)))
+    # |x|^2 - sum_t z_t^2 loses ~cond(D_I) eps |x|^2 (random square dictionaries are
+    # ill-conditioned): compare per sample, relative to |x|^2
+    assert np.all(np.abs(rsq - (R ** 2).sum(axis=1)) <= 1e4 * eps * xnorm ** 2)
 
 
 @given(st.integers(0, 2 ** 32 - 1), st.integers(1, 3), st.sampled_from([np.float32, np.float64]))
