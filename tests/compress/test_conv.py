@@ -1,0 +1,71 @@
+"""Separated kernels reproduce the convolution's output; separations that don't pay are refused."""
+import numpy as np
+import pytest
+
+from tinydl.compress import (CompressedModel, FactorizationCostError, cross_channel_max_rank,
+                             kernel_max_rank, separate_cross_channel, separate_kernels)
+from tinydl.compress.model import make_layer
+
+
+def _conv_out(layers, x):
+    return CompressedModel(layers, x.shape[1:]).forward_range(x)
+
+
+def _rank1_kernels(f, c, kh, kw, r, rng):
+    return sum(np.einsum("fci,fcj->fcij", rng.standard_normal((f, c, kh)),
+                         rng.standard_normal((f, c, kw))) for _ in range(r)).astype(np.float32)
+
+
+def test_conv_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    W, b = rng.standard_normal((5, 3, 3, 3)).astype(np.float32), rng.standard_normal(5)
+    x = rng.standard_normal((2, 3, 9, 7)).astype(np.float32)
+    y = _conv_out([make_layer("conv", W=W, b=b.astype(np.float32), stride=[2, 1],
+                              padding=[1, 1])], x)
+    ref = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(W),
+                                     torch.tensor(b.astype(np.float32)), stride=(2, 1),
+                                     padding=1).numpy()
+    np.testing.assert_allclose(y, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,r,stride", [(3, 1, (1, 1)), (5, 2, (2, 2)), (7, 3, (1, 2))])
+def test_kernel_separation_reproduces_conv(k, r, stride):
+    rng = np.random.default_rng(k)
+    W = _rank1_kernels(6, 4, k, k, r, rng)  # kernels of rank r: separation is exact
+    b = rng.standard_normal(6).astype(np.float32)
+    x = rng.standard_normal((3, 4, 11, 10)).astype(np.float32)
+    pad = (k // 2, k // 2)
+    ref = _conv_out([make_layer("conv", W=W, b=b, stride=list(stride), padding=list(pad))], x)
+    sep = separate_kernels(W, b, r, stride, pad)
+    got = _conv_out([sep], x)
+    np.testing.assert_allclose(got, ref, atol=1e-4 * np.abs(ref).max())
+    assert sep.nbytes - b.nbytes < W.nbytes
+
+
+def test_cross_channel_reproduces_conv_and_truncates_gracefully():
+    rng = np.random.default_rng(1)
+    M = rng.standard_normal((4 * 3, 5)) @ rng.standard_normal((5, 8 * 3))  # rank 5
+    W = M.reshape(4, 3, 8, 3).transpose(2, 0, 1, 3).astype(np.float32).copy()
+    b = rng.standard_normal(8).astype(np.float32)
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    ref = _conv_out([make_layer("conv", W=W, b=b, stride=[1, 1], padding=[1, 1])], x)
+    got = _conv_out(separate_cross_channel(W, b, 5, padding=(1, 1)), x)
+    np.testing.assert_allclose(got, ref, atol=1e-4 * np.abs(ref).max())
+    err = [np.linalg.norm(_conv_out(separate_cross_channel(W, b, K, padding=(1, 1)), x) - ref)
+           for K in (1, 3, 5)]
+    assert err[0] > err[1] > err[2]
+
+
+def test_separations_that_do_not_pay_are_refused():
+    W = np.ones((8, 4, 3, 3), np.float32)
+    b = np.zeros(8, np.float32)
+    assert kernel_max_rank(3, 3) == 1 and kernel_max_rank(5, 5) == 2
+    with pytest.raises(FactorizationCostError, match=r"rank 2 per 3x3 kernel would cost 12 "
+                       r"multiply-adds .* not fewer than the original 9"):
+        separate_kernels(W, b, 2)
+    kmax = cross_channel_max_rank(8, 4, 3, 3)  # 288 / 36 = 8 -> 7
+    assert kmax == 7
+    separate_cross_channel(W, b, kmax)
+    with pytest.raises(FactorizationCostError, match=r"rank 8 would cost 288 parameters"):
+        separate_cross_channel(W, b, 8)

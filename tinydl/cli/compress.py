@@ -1,0 +1,70 @@
+"""``tinydl compress``: compress a trained network for inference, without retraining."""
+from __future__ import annotations
+
+import os
+
+HELP = "compress a trained model (SparseSep: SVD, sparse dictionary, kernel separation)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="a tinydl classifier (.npz, from fit/save), a compressed model "
+                             "(.npz) or an ONNX MLP/CNN (.onnx)")
+    parser.add_argument("--data", required=True, metavar="VAL.npz",
+                        help="validation data: X_val, y_val (or X, y; or X_test, y_test)")
+    parser.add_argument("--max-accuracy-loss", type=float, default=0.01, metavar="FRACTION",
+                        help="allowed drop in validation accuracy, as a fraction "
+                             "(0.01 = 1 point; default 0.01)")
+    parser.add_argument("--method", choices=("svd", "sparse"), default="svd",
+                        help="dense layers by SVD only, or also by sparse dictionary")
+    parser.add_argument("--weights-only", action="store_true",
+                        help="fit factorizations to W alone (default: to the layers' outputs "
+                             "on the validation inputs)")
+    parser.add_argument("--profile", metavar="TAG", help="device profile for the targets, "
+                        "e.g. cortex-m3")
+    parser.add_argument("--max-memory", type=int, metavar="BYTES",
+                        help="bytes the compressed weights may take")
+    parser.add_argument("--max-time", type=float, metavar="SECONDS",
+                        help="seconds per sample predicted on --profile")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.{npz,onnx}")
+
+
+def _load_val(path):
+    import numpy as np
+    from ..io import ModelFileError
+    if not os.path.isfile(path):
+        raise OSError(f"no such data file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            for xk, yk in (("X_val", "y_val"), ("X", "y"), ("X_test", "y_test")):
+                if xk in files and yk in files:
+                    return z[xk], z[yk]
+    except (ValueError, OSError) as exc:
+        raise ModelFileError(f"{path} is not a readable .npz ({exc})") from None
+    raise ValueError(f"{path} holds {sorted(files)}; expected X_val and y_val (or X, y)")
+
+
+def run(args) -> int:
+    from ..compress import compress_model, export_onnx, load_any_model, save_model
+    from . import CommandError, emit_json
+    out_ext = os.path.splitext(args.output)[1].lower()
+    if out_ext not in (".npz", ".onnx"):
+        raise CommandError(f"output must end in .npz or .onnx, got {args.output!r}")
+    model = load_any_model(args.model)
+    X, y = _load_val(args.data)
+    cm, rep = compress_model(model, X, y, args.max_accuracy_loss, method=args.method,
+                             data_aware=not args.weights_only, profile=args.profile,
+                             max_memory=args.max_memory, max_time=args.max_time)
+    if out_ext == ".onnx":
+        export_onnx(cm, args.output)
+    else:
+        save_model(cm, args.output)
+    if args.json is not None:
+        d = rep.to_dict()
+        d["output"] = args.output
+        emit_json(d, args.json)
+    else:
+        print(rep.text())
+        print(f"wrote {args.output}")
+    return 0
