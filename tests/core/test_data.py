@@ -89,3 +89,11 @@ def test_missing_and_unknown(tmp_path):
     p.write_bytes(b"1")
     with pytest.raises(DataError, match="unknown data format"):
         load_dataset(str(p))
+
+
+def test_npz_records_sample_shape_and_new_fields_default(tmp_path):
+    np.savez(tmp_path / "s.npz", X=np.ones((3, 5, 2)), y=[0, 1, 0])
+    ds = load_dataset(str(tmp_path / "s.npz"))
+    assert ds.sample_shape == (5, 2) and ds.X_train.shape == (3, 10)
+    d2 = load_dataset("digits")
+    assert d2.sample_shape is None and d2.application == "" and d2.groups is None
