@@ -17,6 +17,7 @@ and the calls are fitted by ``tinydl calibrate`` on a grid of (m, l, k).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -63,7 +64,9 @@ class Prediction:
         return float(sum(s for n, s in self.breakdown if n == name))
 
 
+@functools.lru_cache(maxsize=64)
 def _dtype(dtype) -> Tuple[str, int]:
+    # cached: the customizer prices thousands of configurations
     dt = np.dtype(dtype)
     if dt.name not in ("float32", "float64"):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")

@@ -12,6 +12,7 @@ by ``os.pathsep``), the source checkout's ``platforms/`` next to the ``hal`` pac
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -111,6 +112,7 @@ class BackendSpec:
     source: str = "modeled"
     note: str = ""
 
+    @functools.lru_cache(maxsize=8192)  # noqa: B019 - frozen, hashable, few instances
     def throughput(self, op: str, dtype: str, flops_per_call: Optional[float] = None) -> float:
         """GFLOP/s for a call of ``flops_per_call`` FLOPs (for ``vector`` ops: elements per
         call), log-interpolated between the size classes and clamped outside them.  float64 falls back to half the float32 figure and

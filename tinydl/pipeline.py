@@ -47,11 +47,22 @@ class TinyDLClassifier:
     seed : int
     dtype : {"float32", "float64"}
     backend : str or hal.Backend, optional
+    checkpoint_dir : str, optional
+        Where :meth:`partial_fit` checkpoints the whole state (see :meth:`save`).
+    checkpoint_every : int, optional
+        Checkpoint after every ``checkpoint_every`` samples (at exact sample counts, however
+        the stream is cut into calls), when ``checkpoint_dir`` is set.
 
     Attributes
     ----------
     transform_ : StreamingDictionary
     network_ : MLPClassifier
+        Trained on compact codes (``k`` indices and values per sample) through a gather
+        over the ``k`` rows of its first layer (``sparse_product="gather"``, fixed so that
+        the model does not depend on a timing).
+    codes_indices_, codes_values_ : ndarray of shape (window, k)
+        The code window, a ring buffer in compact form (the paper's ``l*n`` dense codes take
+        ``l / (k * (1 + 4 / itemsize))`` times more).
     classes_ : ndarray of shape (n_classes,)
     n_samples_seen_ : int
     n_updates_ : int
@@ -60,7 +71,7 @@ class TinyDLClassifier:
     def __init__(self, l=100, k=20, alpha=0.3, hidden_layer_sizes=(64, 32), window=2048,
                  n_batch=256, epochs_per_update=5, standardize=True, dropout=0.0, loss="l2",
                  learning_rate=0.01, momentum=0.9, batch_size=32, seed=0, dtype="float32",
-                 backend=None):
+                 backend=None, checkpoint_dir=None, checkpoint_every=None):
         self.l = l
         self.k = k
         self.alpha = alpha
@@ -77,6 +88,8 @@ class TinyDLClassifier:
         self.seed = seed
         self.dtype = dtype
         self.backend = backend
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
 
     # -- construction -------------------------------------------------------------------
     def _init(self, n_features, classes):
@@ -85,6 +98,8 @@ class TinyDLClassifier:
         check_int(self.window, "window", low=1)
         check_int(self.n_batch, "n_batch", low=1)
         check_int(self.epochs_per_update, "epochs_per_update", low=1)
+        if self.checkpoint_every is not None:
+            check_int(self.checkpoint_every, "checkpoint_every", low=1)
         self.transform_ = StreamingDictionary(l=self.l, k=self.k, alpha=self.alpha,
                                               standardize=self.standardize, dtype=self.dtype,
                                               backend=self.backend)
@@ -92,38 +107,55 @@ class TinyDLClassifier:
                                       dropout=self.dropout, loss=self.loss,
                                       learning_rate=self.learning_rate, momentum=self.momentum,
                                       batch_size=self.batch_size, epochs=1, seed=self.seed,
-                                      dtype=self.dtype, backend=self.backend)
+                                      dtype=self.dtype, backend=self.backend,
+                                      sparse_product="gather")
         self.classes_ = np.unique(np.asarray(classes))
         self.n_features_in_ = int(n_features)
         dt = np.dtype(self.dtype)
-        self.codes_window_ = np.zeros((int(self.window), int(self.l)), dt)
+        kk = min(int(self.k), int(self.l))
+        self.codes_indices_ = np.full((int(self.window), kk), -1, np.int32)
+        self.codes_values_ = np.zeros((int(self.window), kk), dt)
         self.labels_window_ = np.zeros(int(self.window), np.int64)
         self.window_fill_ = 0      # valid entries in the window
         self.window_head_ = 0      # next slot to write (ring buffer)
         self.n_samples_seen_ = 0
         self.n_updates_ = 0
+        self.finished_at_ = -1     # n_samples_seen_ when finish() last ran
         self._pending_X = np.zeros((0, int(n_features)), dt)
         self._pending_y = np.zeros(0, np.int64)
 
+    def _clear_pending(self):
+        # fresh empty arrays: an empty view would keep the held rows' memory alive
+        self._pending_X = np.zeros((0, self.n_features_in_), np.dtype(self.dtype))
+        self._pending_y = np.zeros(0, np.int64)
+
     def _window_view(self):
-        """The window's codes and labels in arrival order (oldest first)."""
+        """The window's codes (compact) and labels in arrival order (oldest first)."""
+        from .omp import SparseCodes
         n, h = self.window_fill_, self.window_head_
         if n < self.window:
-            return self.codes_window_[:n], self.labels_window_[:n]
-        order = np.r_[h:self.window, 0:h]
-        return self.codes_window_[order], self.labels_window_[order]
+            sl = slice(0, n)
+        else:
+            sl = np.r_[h:self.window, 0:h]
+        return (SparseCodes(self.codes_indices_[sl], self.codes_values_[sl], int(self.l)),
+                self.labels_window_[sl])
 
     def _push(self, codes, labels):
-        for start in range(0, len(codes), self.window):
-            c = codes[start:start + self.window]
+        idx_all, val_all = codes
+        for start in range(0, len(labels), self.window):
+            ci = idx_all[start:start + self.window]
+            cv = val_all[start:start + self.window]
             y = labels[start:start + self.window]
-            n = len(c)
-            first = min(n, self.window - self.window_head_)
-            self.codes_window_[self.window_head_:self.window_head_ + first] = c[:first]
-            self.labels_window_[self.window_head_:self.window_head_ + first] = y[:first]
+            n = len(y)
+            h = self.window_head_
+            first = min(n, self.window - h)
+            self.codes_indices_[h:h + first] = ci[:first]
+            self.codes_values_[h:h + first] = cv[:first]
+            self.labels_window_[h:h + first] = y[:first]
             rest = n - first
             if rest:
-                self.codes_window_[:rest] = c[first:]
+                self.codes_indices_[:rest] = ci[first:]
+                self.codes_values_[:rest] = cv[first:]
                 self.labels_window_[:rest] = y[first:]
             self.window_head_ = (self.window_head_ + n) % self.window
             self.window_fill_ = min(self.window, self.window_fill_ + n)
@@ -162,24 +194,41 @@ class TinyDLClassifier:
         if self.standardize and getattr(self.transform_, "mean_", None) is None:
             # the transform fixes its standardization from the first n_standardize samples:
             # hold raw samples until that many have arrived (bounded: n_standardize x m)
-            X = np.concatenate([self._pending_X, X])
-            y = np.concatenate([self._pending_y, y])
+            if len(self._pending_X):
+                X = np.concatenate([self._pending_X, X])
+                y = np.concatenate([self._pending_y, y])
             need = int(self.transform_.n_standardize)
             if len(X) < need:
-                self._pending_X, self._pending_y = X, y
+                # a copy: the caller may reuse its buffer for the next chunk
+                self._pending_X, self._pending_y = np.array(X), np.array(y)
                 return self
-            self._pending_X, self._pending_y = X[:0], y[:0]
-        codes = self.transform_.partial_fit_transform(X)
-        pos = 0
+            self._clear_pending()
+        every = self.checkpoint_every if self.checkpoint_dir is not None else None
+        pos = coded = seg = 0   # rows pushed; rows transformed; first row of the codes held
+        idx = val = None
         while pos < len(X):
-            # cut at the next retraining mark so that retraining happens at fixed sample
-            # counts whatever the batch sizes
-            to_mark = self.n_batch - (self.n_samples_seen_ % self.n_batch)
+            # cut at the next retraining (and checkpoint) mark so that both happen at fixed
+            # sample counts whatever the batch sizes
+            seen = self.n_samples_seen_
+            to_mark = self.n_batch - seen % self.n_batch
+            if every:
+                to_mark = min(to_mark, every - seen % every)
             end = min(len(X), pos + to_mark)
-            self._push(codes[pos:end], y[pos:end])
+            if end > coded:
+                # transform only up to the mark, so that a checkpoint there holds a transform
+                # that has seen exactly the samples before it (the batch that fixes the
+                # standardization statistics must hold n_standardize rows, though)
+                stop = end
+                if self.standardize and getattr(self.transform_, "mean_", None) is None:
+                    stop = max(end, min(len(X), coded + int(self.transform_.n_standardize)))
+                codes = self.transform_.partial_fit_transform(X[coded:stop], dense=False)
+                idx, val, seg, coded = codes.indices, codes.values, coded, stop
+            self._push((idx[pos - seg:end - seg], val[pos - seg:end - seg]), y[pos:end])
             self.n_samples_seen_ += end - pos
             if self.n_samples_seen_ % self.n_batch == 0:
                 self._retrain()
+            if every and self.n_samples_seen_ % every == 0 and coded == end:
+                self.save(self.checkpoint_dir)
             pos = end
         return self
 
@@ -190,14 +239,31 @@ class TinyDLClassifier:
                 delattr(self, attr)
         y = np.asarray(y)
         self.partial_fit(X, y, classes=np.unique(y))
-        if len(self._pending_X):  # a stream shorter than n_standardize: use what there is
+        return self.finish()
+
+    def finish(self):
+        """End of the stream: code any samples still held for the standardization
+        statistics (a stream shorter than ``n_standardize``) and update the network on the
+        samples that arrived since the last ``n_batch`` mark.  Returns ``self``."""
+        if not hasattr(self, "transform_"):
+            raise ValueError("nothing to finish: this TinyDLClassifier has seen no data")
+        if self.finished_at_ == self.n_samples_consumed_:
+            return self  # already finished at this point of the stream (a resumed run)
+        if len(self._pending_X):
             self.transform_.set_params(n_standardize=len(self._pending_X))
             Xp, yp = self._pending_X, self._pending_y
-            self._pending_X, self._pending_y = Xp[:0], yp[:0]
+            self._clear_pending()
             self.partial_fit(Xp, yp)
         if self.n_samples_seen_ % self.n_batch:
             self._retrain()
+        self.finished_at_ = self.n_samples_seen_
         return self
+
+    @property
+    def n_samples_consumed_(self) -> int:
+        """Samples taken from the stream: coded ones plus those held for the
+        standardization statistics (where a resumed stream continues)."""
+        return int(self.n_samples_seen_ + len(self._pending_X))
 
     def _check_fitted(self):
         if not hasattr(self, "network_") or self.n_updates_ == 0:
@@ -251,9 +317,11 @@ class TinyDLClassifier:
             self.network_.save(os.path.join(target, "network.npz"))
         params = {k: np.array(repr(v)) for k, v in self.get_params().items()}
         save_npz(os.path.join(target, "learner.npz"), dict(
-            codes_window=self.codes_window_, labels_window=self.labels_window_,
+            codes_indices=self.codes_indices_, codes_values=self.codes_values_,
+            labels_window=self.labels_window_,
             window_fill=np.int64(self.window_fill_), window_head=np.int64(self.window_head_),
             n_samples_seen=np.int64(self.n_samples_seen_), n_updates=np.int64(self.n_updates_),
+            finished_at=np.int64(self.finished_at_),
             classes=self.classes_, n_features=np.int64(self.n_features_in_),
             pending_X=self._pending_X, pending_y=self._pending_y,
             has_transform=np.int64(has_transform), has_network=np.int64(has_network),
@@ -284,7 +352,7 @@ class TinyDLClassifier:
             raise ModelFileError(f"{directory}/LATEST names {name!r}, not a checkpoint")
         target = os.path.join(directory, name)
         st = load_npz(os.path.join(target, "learner.npz"), _STATE_KIND,
-                      required=("codes_window", "labels_window", "window_fill", "window_head",
+                      required=("codes_indices", "codes_values", "labels_window", "window_fill", "window_head",
                                 "n_samples_seen", "n_updates", "classes", "n_features",
                                 "pending_X", "pending_y"))
         params = {}
@@ -299,18 +367,26 @@ class TinyDLClassifier:
             self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"))
         if int(st.get("has_network", 1)):
             self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"))
-        self.codes_window_ = st["codes_window"]
+        self.codes_indices_ = st["codes_indices"]
+        self.codes_values_ = st["codes_values"]
         self.labels_window_ = st["labels_window"]
         self.window_fill_ = int(st["window_fill"])
         self.window_head_ = int(st["window_head"])
         self.n_samples_seen_ = int(st["n_samples_seen"])
         self.n_updates_ = int(st["n_updates"])
+        self.finished_at_ = int(st.get("finished_at", -1))
         self.classes_ = st["classes"]
         self.n_features_in_ = int(st["n_features"])
         self._pending_X, self._pending_y = st["pending_X"], st["pending_y"]
-        if self.codes_window_.shape != (self.window, self.l):
-            raise ModelFileError(f"{target}: code window has shape {self.codes_window_.shape}, "
-                                 f"expected {(self.window, self.l)}")
+        want = (self.window, min(self.k, self.l))
+        for name in ("codes_indices_", "codes_values_"):
+            got = getattr(self, name).shape
+            if got != want:
+                raise ModelFileError(f"{target}: {name.rstrip('_')} has shape {got}, "
+                                     f"expected {want} (window, k)")
+        if self.labels_window_.shape != (self.window,):
+            raise ModelFileError(f"{target}: labels_window has shape "
+                                 f"{self.labels_window_.shape}, expected ({self.window},)")
         return self
 
     def get_params(self, deep=False):

@@ -49,9 +49,18 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``tinydl fit: error: ...``), exit status 2, like every
+    other refusal; ``--help`` shows the usage."""
+
+    def error(self, message):
+        msg = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {msg} (see {self.prog} --help)\n")
+
+
 def _build_parser(available: List[str]) -> argparse.ArgumentParser:
     from .. import __version__
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tinydl",
         description="Deep learning on small devices: streaming sparse coding (TinyDL), "
                     "compression without retraining (SparseSep), and a hardware abstraction "

@@ -1,0 +1,140 @@
+"""The customizer: plans fit their budgets on every training profile, infeasible budgets name
+the smallest that works, the footprint formula matches the learner's measured peak, and plans
+round-trip through JSON."""
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tinydl.customize import BudgetInfeasible, load_plan, plan, plan_footprint
+
+PROFILES = ("jetson-tk1", "raspberry-pi-4", "x86-64-host")
+MEMORY = (None, 64 * 2 ** 20, 4 * 2 ** 20, 256 * 2 ** 10)
+TIME = (None, 100e-6, 2e-6)
+RATE = (None, 200.0)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("m,n_classes", [(520, 13), (5625, 19)])
+def test_every_plan_on_the_grid_fits_its_budget(profile, m, n_classes):
+    feasible = infeasible = 0
+    for mem, t, rate in itertools.product(MEMORY, TIME, RATE):
+        try:
+            p = plan(m, n_classes, profile, memory_bytes=mem, time_per_sample=t, rate_hz=rate)
+        except BudgetInfeasible as exc:
+            infeasible += 1
+            msg = str(exc)
+            assert "needs at least" in msg, msg
+            # the smallest memory it names does work (with the other budgets as given)
+            if "memory" in exc.needs:
+                need = int(exc.needs["memory"])
+                assert need > mem and f"{need:,} bytes" in msg
+                p = plan(m, n_classes, profile, memory_bytes=need, time_per_sample=t,
+                         rate_hz=rate)
+                assert p.footprint_bytes <= need
+            continue
+        feasible += 1
+        if mem is not None:
+            assert p.footprint_bytes <= mem
+            assert p.paper_bytes <= p.footprint_bytes
+        if t is not None:
+            assert p.transform_seconds <= t
+        if rate is not None:
+            assert p.seconds_per_sample <= 1.0 / rate
+        assert p.footprint_bytes == p.footprint["total"]
+        assert p.l <= m and 1 <= p.k <= p.l
+    assert feasible and infeasible  # the grid spans both sides
+
+
+def test_paper_memory_formula():
+    p = plan(5625, 19, "x86-64-host")
+    n_params = sum(a * b + b for a, b in zip((p.l,) + p.hidden_layer_sizes,
+                                             p.hidden_layer_sizes + (19,)))
+    assert p.paper_bytes == 4 * (5625 * p.l + p.l * p.window + n_params)
+    assert (p.l, p.k) == (100, 20)  # the paper's setting when nothing binds
+
+
+def test_more_budget_never_gives_less_capacity():
+    small = plan(520, 13, "raspberry-pi-4", memory_bytes=4 * 2 ** 20)
+    large = plan(520, 13, "raspberry-pi-4", memory_bytes=64 * 2 ** 20)
+    assert (large.l, large.k, large.window) >= (small.l, small.k, small.window)
+
+
+def test_inference_only_profile_and_bad_budgets_are_refused():
+    with pytest.raises(ValueError, match="inference-only"):
+        plan(100, 5, "cortex-m3")
+    with pytest.raises(ValueError, match="memory_bytes"):
+        plan(100, 5, memory_bytes=-1)
+    with pytest.raises(ValueError, match="target_error"):
+        plan(100, 5, target_error=1.5, X=np.ones((100, 100)))
+    with pytest.raises(ValueError, match="needs data"):
+        plan(100, 5, target_error=0.2)
+    with pytest.raises(ValueError, match="NaN|finite"):
+        X = np.ones((100, 100))
+        X[3, 3] = np.nan
+        plan(100, 5, target_error=0.2, X=X)
+
+
+def test_error_customization_tunes_k_to_the_target():
+    rng = np.random.default_rng(0)
+    B = rng.standard_normal((30, 200))
+    X = rng.standard_normal((2000, 30)) @ B + 0.05 * rng.standard_normal((2000, 200))
+    loose = plan(200, 4, target_error=0.5, X=X)
+    tight = plan(200, 4, target_error=0.1, X=X)
+    assert loose.error <= 0.5 and tight.error <= 0.1
+    assert tight.k >= loose.k
+    assert "error" in tight.explain()
+    with pytest.raises(BudgetInfeasible, match="error needs at least"):
+        plan(200, 4, target_error=1e-6, X=X, memory_bytes=4 * 2 ** 20)
+
+
+def test_explain_lists_candidates_and_reason():
+    p = plan(520, 13, "raspberry-pi-4", memory_bytes=8 * 2 ** 20, rate_hz=200)
+    text = p.explain()
+    assert f"weighed {len(p.candidates)} candidates" in text
+    assert "why this plan" in text and "rejected" in text
+
+
+def test_plan_roundtrip(tmp_path):
+    p = plan(520, 13, "jetson-tk1", memory_bytes=16 * 2 ** 20)
+    path = tmp_path / "plan.json"
+    p.save(path)
+    q = load_plan(path)
+    assert q.learner_params() == p.learner_params()
+    assert q.footprint_bytes == p.footprint_bytes
+    (tmp_path / "bad.json").write_text('{"l": 10}')
+    with pytest.raises(ValueError, match="lacks"):
+        load_plan(tmp_path / "bad.json")
+    (tmp_path / "bad2.json").write_text("{nope")
+    with pytest.raises(ValueError, match="not a plan"):
+        load_plan(tmp_path / "bad2.json")
+
+
+@pytest.mark.parametrize("chunk", [256, 64])
+def test_footprint_matches_the_learners_measured_peak(chunk):
+    """The formula against tracemalloc's peak while a learner streams (m large enough that
+    the arrays, not Python's own objects, dominate)."""
+    m, C = 1500, 5
+    p = plan(m, C, "x86-64-host", chunk=chunk, memory_bytes=64 * 2 ** 20)
+    rng = np.random.default_rng(0)
+    B = rng.standard_normal((20, m)).astype(np.float32)
+    X = (rng.standard_normal((1800, 20)).astype(np.float32) @ B)
+    y = rng.integers(0, C, len(X))
+    learner = p.learner()
+    learner.transform_ = None  # noqa: the learner builds its parts on the first call
+    del learner.transform_
+    tracemalloc.start()
+    try:
+        for s in range(0, len(X), p.chunk):
+            xb = X[s:s + p.chunk].copy()  # the chunk a stream reader would hand over
+            learner.partial_fit(xb, y[s:s + p.chunk], classes=np.arange(C))
+            del xb
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    fp = plan_footprint(m, C, p.l, p.k, p.hidden_layer_sizes, p.window, chunk=p.chunk)
+    assert fp["total"] == p.footprint_bytes
+    assert 0.85 * fp["total"] <= peak <= 1.15 * fp["total"], (peak, fp)

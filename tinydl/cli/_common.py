@@ -1,0 +1,122 @@
+"""Arguments shared by ``tinydl plan`` and ``tinydl fit``: the budget, with units."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+
+from . import CommandError
+
+_SIZE = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 10 ** 6, "mb": 10 ** 6, "g": 10 ** 9,
+         "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
+_TIME = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_ENERGY = {"": 1.0, "j": 1.0, "mj": 1e-3, "uj": 1e-6, "µj": 1e-6, "nj": 1e-9}
+
+
+def _parse(text, units, what, example):
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-zµ]*)\s*", str(text))
+    if not m or m.group(2).lower() not in units:
+        raise argparse.ArgumentTypeError(f"cannot read {what} {text!r}: give a number with an optional unit "
+                           f"({', '.join(u for u in units if u)}), e.g. {example}")
+    value = float(m.group(1)) * units[m.group(2).lower()]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{what} must be positive, got {text!r}")
+    return value
+
+
+def parse_bytes(text):
+    return int(_parse(text, _SIZE, "a memory size", "2MiB or 500kB"))
+
+
+def parse_seconds(text):
+    return _parse(text, _TIME, "a time", "100us or 2ms")
+
+
+def parse_joules(text):
+    return _parse(text, _ENERGY, "an energy", "50uJ")
+
+
+def add_budget_arguments(p, profile_default="x86-64-host"):
+    g = p.add_argument_group("budget (the customizer picks l, k, alpha, the network and the "
+                             "window to fit it)")
+    g.add_argument("--profile", default=profile_default, metavar="TAG",
+                   help=f"device profile: a tag from `tinydl devices` or a .toml path "
+                        f"(default: {profile_default})")
+    g.add_argument("--memory", type=parse_bytes, metavar="SIZE",
+                   help="memory budget, e.g. 4MiB (default: the profile's capacity)")
+    g.add_argument("--time-per-sample", type=parse_seconds, metavar="T",
+                   help="per-sample transform time budget, e.g. 200us")
+    g.add_argument("--rate", type=float, metavar="HZ",
+                   help="sample arrival rate: transform plus updates must keep up")
+    g.add_argument("--energy", type=parse_joules, metavar="J",
+                   help="energy per streamed sample, e.g. 500uJ")
+    g.add_argument("--target-error", type=float, metavar="E",
+                   help="mean relative reconstruction error to reach; k and alpha are tuned "
+                        "on ~5%% of the data")
+    g.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+
+
+def tuning_rows(stream, fraction=0.05, cap=2000):
+    """Every ``1/fraction``-th row of the stream (at least 64, at most ``cap``): a sample of
+    the whole file, not its first rows (files are often grouped by class or place)."""
+    import numpy as np
+    n = stream.n_samples
+    want = int(min(n, max(64, min(cap, round(fraction * n)))))
+    step = max(1, n // want)
+    rows = []
+    for s, X, _ in stream.chunks(4096, dtype=np.float64):
+        first = (-s) % step
+        rows.append(X[first::step])
+    X = np.concatenate(rows)[:want]
+    return X
+
+
+def make_plan(args, m, n_classes, X=None):
+    from ..customize import plan
+    if args.target_error is not None and X is None:
+        raise CommandError("--target-error needs --data (k and alpha are tuned on ~5% of it)")
+    if args.rate is not None and args.rate <= 0:
+        raise CommandError(f"--rate must be positive, got {args.rate}")
+    return plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
+                time_per_sample=args.time_per_sample, rate_hz=args.rate,
+                energy_per_sample=args.energy, target_error=args.target_error, X=X,
+                dtype=args.dtype, backend=None)
+
+
+class Progress:
+    """A one-line progress bar with an ETA on standard error (a line per 10% when standard
+    error is not a terminal)."""
+
+    def __init__(self, total, label, enabled=True):
+        self.total, self.label, self.enabled = max(int(total), 1), label, enabled
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+        self.next_pct = 10
+
+    def update(self, done):
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        frac = min(1.0, done / self.total)
+        if self.tty and now - self.last < 0.2 and done < self.total:
+            return
+        if not self.tty and frac * 100 < self.next_pct and done < self.total:
+            return
+        self.last = now
+        el = now - self.t0
+        eta = el / frac - el if frac > 0 else float("nan")
+        bar = "#" * int(30 * frac)
+        line = (f"{self.label} [{bar:<30}] {done}/{self.total} {100 * frac:5.1f}% "
+                f"elapsed {el:6.1f}s ETA {eta:6.1f}s")
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+            while self.next_pct <= frac * 100:
+                self.next_pct += 10
+
+    def close(self):
+        if self.enabled and self.tty:
+            print(file=sys.stderr, flush=True)

@@ -1,0 +1,200 @@
+"""``tinydl fit``: stream a data file through TinyDL (Algorithm 2, code window, network
+updates), checkpointing as it goes; ``--resume`` continues a killed run exactly.
+
+The file is read ``--chunk`` rows at a time (memory-mapped ``.npy`` and uncompressed
+``.npz``; CSV a block of lines at a time), so memory does not grow with the stream.  The
+model directory holds the checkpoints (``ckpt-<samples>/`` and ``LATEST``) and the plan
+(``plan.json``); the last checkpoint *is* the model (``tinydl evaluate`` / ``predict``).
+
+Under ``mpiexec -n N`` (or with ``--mpi``) every rank reads the same chunks and the learner
+shards the work (:mod:`tinydl.distributed`); only rank 0 prints and writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from ._common import Progress, add_budget_arguments, make_plan, tuning_rows
+
+HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
+
+_OVERRIDES = ("l", "k", "alpha", "window", "n_batch", "epochs_per_update")
+
+
+def add_arguments(p):
+    p.add_argument("data", metavar="DATA", help="training data: .npz (X_train, y_train or X, "
+                   "y), .npy (with --labels) or .csv (label in the last column)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
+                   help="directory for the checkpoints and the model")
+    p.add_argument("--labels", metavar="PATH", help="labels .npy for a .npy of features")
+    p.add_argument("--label-column", type=int, metavar="N", help="CSV label column "
+                   "(default: last)")
+    p.add_argument("--plan", metavar="PLAN.json", help="a plan from `tinydl plan -o`")
+    add_budget_arguments(p)
+    o = p.add_argument_group("overrides (take precedence over the plan)")
+    o.add_argument("--l", type=int, help="dictionary atoms")
+    o.add_argument("--k", type=int, help="non-zeros per code")
+    o.add_argument("--alpha", type=float, help="projection-error threshold")
+    o.add_argument("--hidden", metavar="H1,H2", help="hidden layer sizes, e.g. 64,32")
+    o.add_argument("--window", type=int, help="codes kept for retraining")
+    o.add_argument("--n-batch", dest="n_batch", type=int, help="retrain every N samples")
+    o.add_argument("--epochs", dest="epochs_per_update", type=int, help="epochs per update")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", metavar="NAME", help="HAL backend (default: automatic)")
+    p.add_argument("--chunk", type=int, metavar="ROWS", help="rows read at a time "
+                   "(default: the plan's)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="checkpoint every N samples (default: 16 x n_batch)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from MODEL_DIR's last checkpoint")
+    p.add_argument("--limit", type=int, metavar="N", help="stream only the first N samples")
+    p.add_argument("--mpi", action="store_true",
+                   help="shard the work over MPI ranks (automatic under mpiexec -n N>1)")
+    p.add_argument("--trace-memory", action="store_true",
+                   help="measure the peak memory (tracemalloc) and report it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _learner_class(args):
+    from ..pipeline import TinyDLClassifier
+    use_mpi = args.mpi
+    if not use_mpi:
+        try:
+            from ..distributed import under_mpi
+            use_mpi = under_mpi()
+        except ImportError:
+            use_mpi = False
+    if use_mpi:
+        from ..distributed import MPITinyDLClassifier
+        return MPITinyDLClassifier
+    return TinyDLClassifier
+
+
+def _hidden(text):
+    from . import CommandError
+    try:
+        sizes = tuple(int(t) for t in str(text).split(",") if t.strip())
+    except ValueError:
+        raise CommandError(f"--hidden must be comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise CommandError(f"--hidden must list positive layer sizes, got {text!r}")
+    return sizes
+
+
+def run(args):
+    from . import CommandError, emit_json
+    from ..customize import load_plan
+    from ..stream import open_stream
+
+    if args.trace_memory:
+        # import (and build the backend) first: the measure is the run's data, not the
+        # code objects of modules imported along the way
+        import tracemalloc
+        import hal
+        import hal.cost  # noqa: F401
+        from .. import customize, pipeline, transform  # noqa: F401
+        hal.get_backend(args.backend)
+        tracemalloc.start()
+    for name in ("chunk", "checkpoint_every", "limit"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.backend:
+        import hal
+        hal.select_backend(args.backend)  # an unknown or unavailable backend fails here
+    st = open_stream(args.data, labels=args.labels, label_column=args.label_column)
+    classes = np.unique(st.y)
+    if classes.size < 2:
+        raise CommandError(f"{args.data}: the labels hold {classes.size} class; need >= 2")
+    n_total = st.n_samples if args.limit is None else min(args.limit, st.n_samples)
+    out = args.output
+    has_ckpt = os.path.exists(os.path.join(out, "LATEST"))
+    if has_ckpt and not args.resume:
+        raise CommandError(f"{out} already holds a checkpoint; pass --resume to continue it, "
+                           "or choose another directory")
+    Learner = _learner_class(args)
+    plan = None
+    if args.resume and has_ckpt:
+        learner = Learner.load(out, backend=args.backend)
+        if learner.n_features_in_ != st.n_features:
+            raise CommandError(f"{out} was trained on {learner.n_features_in_} features; "
+                               f"{args.data} has {st.n_features}")
+        extra = np.setdiff1d(classes, learner.classes_)
+        if extra.size:
+            raise CommandError(f"{args.data} has classes {extra[:5].tolist()} that the "
+                               f"checkpoint in {out} does not know")
+    else:
+        if args.plan:
+            plan = load_plan(args.plan)
+            if plan.m != st.n_features:
+                raise CommandError(f"the plan {args.plan} is for m={plan.m} features; "
+                                   f"{args.data} has {st.n_features}")
+        else:
+            X = tuning_rows(st) if args.target_error is not None else None
+            plan = make_plan(args, st.n_features, int(classes.size), X)
+        # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
+        plan = dataclasses.replace(plan, candidates=())
+        params = plan.learner_params()
+        params["dtype"] = args.dtype if args.plan is None else plan.dtype
+        for name in _OVERRIDES:
+            v = getattr(args, name)
+            if v is not None:
+                params[name] = v
+        if args.hidden:
+            params["hidden_layer_sizes"] = _hidden(args.hidden)
+        learner = Learner(**params, seed=args.seed, backend=args.backend)
+        os.makedirs(out, exist_ok=True)
+    every = args.checkpoint_every or 16 * int(learner.n_batch)
+    learner.checkpoint_dir, learner.checkpoint_every = out, every
+    rank = int(getattr(learner, "rank", 0))
+    if plan is not None and rank == 0:
+        plan.save(os.path.join(out, "plan.json"))
+    chunk = args.chunk or (plan.chunk if plan is not None else 256)
+    start = learner.n_samples_consumed_ if hasattr(learner, "transform_") else 0
+    if start == 0:
+        st.validate(chunk, learner.dtype)  # a bad row stops the run before anything is learned
+    prog = Progress(n_total, "fit", enabled=not args.quiet and rank == 0)
+    t0 = time.perf_counter()
+    dtype = learner.dtype
+    for s, X, y in st.chunks(chunk, start, n_total, dtype=dtype):
+        learner.partial_fit(X, y, classes=classes)
+        prog.update(s + len(X))
+        del X, y  # else this chunk stays alive while the generator reads the next one
+    learner.finish()
+    path = learner.save(out)
+    seconds = time.perf_counter() - t0
+    prog.close()
+    result = dict(model=out, checkpoint=path, samples=int(learner.n_samples_seen_),
+                  streamed_now=int(n_total - start), resumed_from=int(start),
+                  seconds=seconds, n_atoms=int(learner.transform_.n_atoms_),
+                  n_updates=int(learner.n_updates_), n_params=int(learner.n_params_),
+                  params=learner.get_params())
+    result["params"]["hidden_layer_sizes"] = list(result["params"]["hidden_layer_sizes"])
+    if plan is not None:
+        result["plan"] = plan.to_dict()
+    if args.trace_memory:
+        import tracemalloc
+        result["peak_traced_bytes"] = int(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    if rank != 0:
+        return 0
+    if args.json:
+        emit_json(result, args.json)
+        if args.json == "-":
+            return 0
+    if start:
+        print(f"resumed at sample {start}")
+    print(f"fit: {result['streamed_now']} samples in {seconds:.2f} s "
+          f"({result['streamed_now'] / max(seconds, 1e-9):,.0f} samples/s); dictionary "
+          f"{result['n_atoms']}/{learner.l} atoms, {result['n_updates']} network updates, "
+          f"{result['n_params']} parameters")
+    if args.trace_memory:
+        line = f"peak memory (tracemalloc): {result['peak_traced_bytes']:,} bytes"
+        if plan is not None:
+            line += f"; plan predicted {plan.footprint_bytes:,}"
+        print(line)
+    print(f"model: {out} (tinydl evaluate {out} --data TEST)")
+    return 0

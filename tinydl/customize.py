@@ -1,0 +1,644 @@
+"""The TinyDL customizer: choose l, k, alpha, the network, the window and the schedule for a
+platform and a budget (the paper's Section III-C).
+
+Three customizations, as in the paper:
+
+* **memory**: the paper's formula ``m*l + l*n + |param|`` values (dictionary, stored codes,
+  network) must fit the memory budget; :class:`Plan` also gives the *real* footprint of
+  :class:`~tinydl.pipeline.TinyDLClassifier` (compact codes of ``k`` indices and values
+  instead of ``l`` dense values, the orthonormal basis and Gram matrix, workspaces, the
+  network's gradients and momentum, the chunk being read), and that is what is checked;
+* **runtime**: the per-sample transform time predicted by the HAL cost model
+  (:func:`hal.cost.predict_transform`) must fit ``time_per_sample``; with an arrival
+  ``rate_hz`` the transform *plus* the network updates (amortised over ``n_batch`` samples)
+  must keep up with the stream;
+* **error**: given a sample of the data (about 5%, as the paper), ``k`` (and ``alpha``) are
+  tuned so that the mean relative reconstruction error ``||a - D c|| / ||a||`` of the sample
+  meets ``target_error``.
+
+Among the candidates that fit, the plan with the most capacity wins (more atoms, then more
+non-zeros, a longer window, a larger network), capped at the paper's setting (``l = 100``,
+``k = 20``); with an error target the *cheapest* plan that meets it wins (the paper tunes
+``k`` down to the error target).  :meth:`Plan.explain` lists what was weighed.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load_plan"]
+
+#: candidate ladders (the paper's setting, l = 100 and k = 20, is on them)
+L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
+K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
+WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
+HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128, 64))
+ALPHA_LADDER = (0.1, 0.3, 0.5)
+#: the paper's setting: no more capacity than this is chosen without data saying so
+L_CAP, K_CAP, WINDOW_CAP = 100, 20, 2048
+
+#: the learner's fixed settings a plan does not tune (TinyDLClassifier's defaults)
+EPOCHS_PER_UPDATE = 5
+BATCH_SIZE = 32
+N_STANDARDIZE = 256
+CHUNK = 256
+
+
+class BudgetInfeasible(ValueError):
+    """No candidate fits the budget; the message names the smallest budget that would work.
+
+    Attributes
+    ----------
+    smallest : dict
+        The smallest ``memory_bytes``, ``time_per_sample`` (seconds), ``seconds_per_sample``
+        (with updates) and ``energy_per_sample`` (joules) any candidate reaches.
+    needs : dict
+        For each budget that ruled candidates out (``memory``, ``time``, ``rate``,
+        ``energy``, ``error``): the least it would have to allow for some candidate to fit
+        with the other budgets as given (bytes, seconds per sample, joules, error); absent
+        where relaxing it alone is not enough.
+    """
+
+    def __init__(self, message, smallest=None, needs=None):
+        super().__init__(message)
+        self.smallest = dict(smallest or {})
+        self.needs = dict(needs or {})
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the user allows.
+
+    Parameters
+    ----------
+    memory_bytes : int, optional
+        Default: the profile's memory capacity.
+    time_per_sample : float, optional
+        Seconds the transform may take per sample (the paper's runtime constraint).
+    rate_hz : float, optional
+        Sample arrival rate: transform and amortised updates must keep up with it.
+    energy_per_sample : float, optional
+        Joules per streamed sample (transform and amortised updates).
+    target_error : float, optional
+        Mean relative reconstruction error of the tuning sample, in (0, 1).
+    """
+
+    memory_bytes: Optional[int] = None
+    time_per_sample: Optional[float] = None
+    rate_hz: Optional[float] = None
+    energy_per_sample: Optional[float] = None
+    target_error: Optional[float] = None
+
+    def check(self) -> "Budget":
+        for name in ("memory_bytes", "time_per_sample", "rate_hz", "energy_per_sample"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)) or v <= 0:
+                raise ValueError(f"budget {name} must be a positive finite number, got {v!r}")
+        if self.target_error is not None and not 0 < float(self.target_error) < 1:
+            raise ValueError(f"target_error must lie in (0, 1), got {self.target_error!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration the customizer priced."""
+
+    l: int
+    k: int
+    alpha: float
+    hidden_layer_sizes: Tuple[int, ...]
+    window: int
+    n_batch: int
+    paper_bytes: int
+    footprint_bytes: int
+    transform_seconds: float          # per sample
+    update_seconds: float             # one network update (epochs_per_update passes)
+    seconds_per_sample: float         # transform + update / n_batch
+    energy_per_sample: float          # joules
+    n_params: int
+    chunk: int = CHUNK                # rows read and transformed at a time
+    error: Optional[float] = None     # tuned reconstruction error, when data was given
+    rejected: str = ""                # why it does not fit ("" when it does)
+
+    def label(self) -> str:
+        net = "-".join(map(str, (self.l,) + tuple(self.hidden_layer_sizes)))
+        return (f"l={self.l} k={self.k} alpha={self.alpha:g} net={net}-C window={self.window} "
+                f"n_batch={self.n_batch} chunk={self.chunk}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The customizer's choice and its predicted costs.
+
+    Attributes
+    ----------
+    l, k, alpha, hidden_layer_sizes, window, n_batch, epochs_per_update, batch_size
+        The learner's settings (:class:`~tinydl.pipeline.TinyDLClassifier` parameters).
+    chunk : int
+        Rows to read and transform at a time (``tinydl fit --chunk``): the largest of 256,
+        128, 64, 32, 16 whose transient arrays fit the memory budget.
+    backend, dtype : str
+    m, n_classes : int
+    profile : str
+        The profile's tag.
+    paper_bytes : int
+        The paper's memory, ``(m*l + l*n + |param|) * itemsize``.
+    footprint_bytes : int
+        The real peak footprint of the learner (see :func:`plan_footprint`).
+    footprint : dict
+        Its parts.
+    transform_seconds : float
+        Predicted transform time per sample.
+    update_seconds : float
+        Predicted time of one network update (``epochs_per_update`` passes over the window).
+    seconds_per_sample : float
+        ``transform_seconds + update_seconds / n_batch``.
+    energy_per_sample : float
+        Predicted joules per streamed sample; ``energy_source`` says how it was obtained.
+    budget : Budget
+    candidates : tuple of Candidate
+        Every configuration weighed (for :meth:`explain`).
+    reason : str
+        Why this plan won.
+    """
+
+    l: int
+    k: int
+    alpha: float
+    hidden_layer_sizes: Tuple[int, ...]
+    window: int
+    n_batch: int
+    epochs_per_update: int
+    batch_size: int
+    chunk: int
+    backend: str
+    dtype: str
+    m: int
+    n_classes: int
+    profile: str
+    paper_bytes: int
+    footprint_bytes: int
+    footprint: Dict[str, int]
+    transform_seconds: float
+    update_seconds: float
+    seconds_per_sample: float
+    energy_per_sample: float
+    energy_source: str
+    budget: Budget
+    error: Optional[float] = None
+    reason: str = ""
+    candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
+
+    # -- use ------------------------------------------------------------------------------
+    def learner_params(self) -> Dict:
+        """Keyword arguments for :class:`~tinydl.pipeline.TinyDLClassifier`."""
+        return dict(l=self.l, k=self.k, alpha=self.alpha,
+                    hidden_layer_sizes=tuple(self.hidden_layer_sizes), window=self.window,
+                    n_batch=self.n_batch, epochs_per_update=self.epochs_per_update,
+                    batch_size=self.batch_size, dtype=self.dtype)
+
+    def learner(self, seed: int = 0, backend=None, **overrides):
+        """A fresh :class:`~tinydl.pipeline.TinyDLClassifier` with this plan's settings."""
+        from .pipeline import TinyDLClassifier
+        params = dict(self.learner_params(), seed=seed, backend=backend, **overrides)
+        return TinyDLClassifier(**params)
+
+    def to_dict(self) -> Dict:
+        d = asdict(self)
+        d.pop("candidates")
+        d["hidden_layer_sizes"] = list(self.hidden_layer_sizes)
+        d["budget"] = {k: v for k, v in asdict(self.budget).items() if v is not None}
+        return d
+
+    def save(self, path) -> None:
+        """Write the plan as JSON (atomically); :func:`load_plan` reads it back."""
+        from .io import atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    # -- reporting -------------------------------------------------------------------------
+    def summary(self) -> str:
+        net = "-".join(map(str, (self.m, self.l) + tuple(self.hidden_layer_sizes) +
+                           (self.n_classes,)))
+        lines = [
+            f"plan for {self.profile} ({self.backend}, {self.dtype}): l={self.l} atoms, "
+            f"k={self.k} non-zeros, alpha={self.alpha:g}",
+            f"  network {net} (transform m->l, then the DNN on the codes), window "
+            f"{self.window} samples, retrain every {self.n_batch} x {self.epochs_per_update} "
+            f"epochs",
+            f"  memory: paper formula (m*l + l*n + |param|) {_fmt_bytes(self.paper_bytes)}; "
+            f"real footprint {_fmt_bytes(self.footprint_bytes)}"
+            + (f" of {_fmt_bytes(self.budget.memory_bytes)}" if self.budget.memory_bytes
+               else ""),
+            f"  time: transform {self.transform_seconds * 1e6:.1f} us/sample, update "
+            f"{self.update_seconds * 1e3:.1f} ms, {self.seconds_per_sample * 1e6:.1f} "
+            f"us/sample with updates"
+            + (f" (budget {self.budget.time_per_sample * 1e6:.1f} us transform)"
+               if self.budget.time_per_sample else "")
+            + (f" (arrivals every {1e6 / self.budget.rate_hz:.1f} us)"
+               if self.budget.rate_hz else ""),
+            f"  energy: {self.energy_per_sample * 1e6:.2f} uJ/sample ({self.energy_source})",
+        ]
+        if self.error is not None:
+            lines.append(f"  reconstruction error on the tuning sample: {self.error:.4f}"
+                         + (f" (target {self.budget.target_error})"
+                            if self.budget.target_error else ""))
+        return "\n".join(lines)
+
+    def explain(self, top: int = 12) -> str:
+        """The candidates weighed, why each was rejected, and why this plan won."""
+        fits = [c for c in self.candidates if not c.rejected]
+        out = [self.summary(), "", f"weighed {len(self.candidates)} candidates; "
+               f"{len(fits)} fit the budget"]
+        reasons: Dict[str, int] = {}
+        for c in self.candidates:
+            if c.rejected:
+                key = c.rejected.split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+        for key, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            out.append(f"  rejected {count}: {key}")
+        out.append(f"why this plan: {self.reason}")
+        ranked = sorted(fits, key=_rank_key(self.budget.target_error is not None))
+        if ranked:
+            out.append(f"best {min(top, len(ranked))} that fit (winner first):")
+            out.append(f"  {'candidate':<58}{'memory':>10}{'us/sample':>11}{'uJ/sample':>11}"
+                       + ("  error" if self.error is not None else ""))
+            for c in ranked[:top]:
+                out.append(f"  {c.label():<58}{_fmt_bytes(c.footprint_bytes):>10}"
+                           f"{c.transform_seconds * 1e6:>11.1f}"
+                           f"{c.energy_per_sample * 1e6:>11.2f}"
+                           + (f"  {c.error:.4f}" if c.error is not None else ""))
+        return "\n".join(out)
+
+
+def load_plan(path) -> Plan:
+    """Read a plan written by :meth:`Plan.save` (or ``tinydl plan --json``)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(1 << 20)
+        d = json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise OSError(f"cannot read plan {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a plan (JSON): {exc}") from None
+    if isinstance(d, dict) and isinstance(d.get("plan"), dict):
+        d = d["plan"]
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a plan is a JSON object, got {type(d).__name__}")
+    need = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "m", "n_classes")
+    missing = [k for k in need if k not in d]
+    if missing:
+        raise ValueError(f"{path}: the plan lacks {', '.join(missing)}")
+    budget = Budget(**{k: v for k, v in (d.get("budget") or {}).items()
+                       if k in Budget.__dataclass_fields__})
+    kw = {name: d[name] for name in Plan.__dataclass_fields__
+          if name in d and name not in ("candidates", "budget")}
+    kw["hidden_layer_sizes"] = tuple(int(h) for h in d["hidden_layer_sizes"])
+    defaults = dict(epochs_per_update=EPOCHS_PER_UPDATE, batch_size=BATCH_SIZE, chunk=CHUNK,
+                    backend="numpy", dtype="float32", profile="x86-64-host", paper_bytes=0,
+                    footprint_bytes=0, footprint={}, transform_seconds=0.0, update_seconds=0.0,
+                    seconds_per_sample=0.0, energy_per_sample=0.0, energy_source="unknown")
+    for k, v in defaults.items():
+        kw.setdefault(k, v)
+    for name in ("l", "k", "window", "n_batch", "m", "n_classes", "epochs_per_update",
+                 "batch_size", "chunk"):
+        v = kw[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{path}: plan {name} must be a positive integer, got {v!r}")
+    if not isinstance(kw["alpha"], (int, float)) or not 0 <= kw["alpha"] <= 1:
+        raise ValueError(f"{path}: plan alpha must lie in [0, 1], got {kw['alpha']!r}")
+    return Plan(budget=budget, **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# the footprint
+# ---------------------------------------------------------------------------------------
+def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequence[int],
+                   window: int, dtype="float32", batch_size: int = BATCH_SIZE,
+                   chunk: int = CHUNK, n_standardize: int = N_STANDARDIZE,
+                   block: int = 64, omp_batch: int = 256,
+                   cache_bytes: int = 5 * 2 ** 19) -> Dict[str, int]:
+    """Peak bytes a :class:`~tinydl.pipeline.TinyDLClassifier` holds while streaming.
+
+    The parts mirror the learner's allocations: the transform's state (atoms ``D``, the
+    orthonormal basis ``Q``, the Gram matrix, the standardization statistics, the
+    projection-error scratch), the OMP workspace (:meth:`hal.Backend.prepare_omp`), the
+    compact code window (``k`` int32 indices and ``k`` values per sample, one int64 label),
+    the network's parameters, gradients, momentum and training buffers
+    (:meth:`tinydl.nn.MLPClassifier.footprint`), and the transient arrays of one chunk of
+    ``chunk`` rows (the rows read and converted, their standardized copy, their codes).
+    While the first ``n_standardize`` samples are held back, the held rows count instead of
+    the window copy made at retraining (the larger of the two phases is taken).
+
+    Returns
+    -------
+    dict
+        Bytes per part and ``total``.
+    """
+    it = np.dtype(dtype).itemsize
+    lb = max(int(l), 2)
+    kk = max(min(int(k), int(l)), 1)
+    scan = min(block, 16)
+    transform = it * (2 * lb * m + lb * lb + 2 * m          # D, Q, G, mean, scale
+                      + 2 * scan * m + scan * lb + 2 * scan + 2 * m)  # Wp scratch
+    # OMP workspace (NumpyBackend.prepare_omp): chunk rows whose Y fits the cache
+    per = (kk + 1) * lb * it
+    rows = max(1, int(cache_bytes // per) // block) * block
+    b = max(2, min(omp_batch, rows))
+    omp = it * (2 * b * lb + (kk + 1) * b * lb + (kk + 1) * b + kk * kk * b + 5 * kk * b
+                + block * m + block * lb + m * lb) + 8 * kk * b
+    code = 4 + it
+    window_b = int(window) * (kk * code + 8)
+    network = _network_bytes(int(l), kk, tuple(int(h) for h in hidden_layer_sizes),
+                             int(window), int(n_classes), np.dtype(dtype).name,
+                             int(batch_size))
+    read = it * chunk * m                      # the rows read from the file, converted
+    # Two phases hold different things; the peak is the larger.
+    # (a) fixing the standardization: the rows the learner holds back until n_standardize
+    # have arrived (and their concatenation with the next chunk), the transform's buffer of
+    # those rows, and the float64 temporaries of their mean and deviation; no OMP
+    # workspace, window or network exists yet.
+    held = 0 if chunk >= n_standardize else it * m * (2 * (n_standardize - 1) + chunk)
+    stats = read + held + it * n_standardize * m + 8 * n_standardize * m
+    # (b) streaming: everything allocated, plus one chunk's read rows, its standardized
+    # copy and codes, and the ordered copy of the window made at each retraining.
+    rows = max(chunk, n_standardize)  # the first coded batch is at least n_standardize
+    stream = read + it * rows * m + 2 * rows * kk * code + window_b
+    steady = transform + omp + window_b + network
+    transient = max(stats + transform - steady, stream)
+    fp = {"transform": int(transform), "omp_workspace": int(omp), "window": int(window_b),
+          "network": network, "transient": int(transient)}
+    fp["total"] = int(sum(fp.values()))
+    return fp
+
+
+@functools.lru_cache(maxsize=4096)
+def _network_bytes(l, k, hidden, window, n_classes, dtype, batch_size) -> int:
+    """The network's training footprint on compact codes
+    (:meth:`tinydl.nn.MLPClassifier.footprint`), cached: the search asks for it often."""
+    from .nn import MLPClassifier
+    net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype)
+    return int(net.footprint(batch_size, l, n_classes, n_samples=window, sparse_k=k)["total"])
+
+
+# ---------------------------------------------------------------------------------------
+# the search
+# ---------------------------------------------------------------------------------------
+def _n_params(sizes: Sequence[int]) -> int:
+    return int(sum(p * q + q for p, q in zip(sizes[:-1], sizes[1:])))
+
+
+def _default_n_batch(window: int) -> int:
+    # retrain four times per window turnover, within [32, 512] samples
+    return int(min(512, max(32, window // 4)))
+
+
+def _rank_key(with_target: bool):
+    if with_target:
+        # cheapest that meets the target: time, then memory
+        return lambda c: (c.seconds_per_sample, c.footprint_bytes, -c.window)
+    # most capacity within the paper's setting
+    return lambda c: (c.l > L_CAP, -c.l, c.k > K_CAP, -c.k, c.window > WINDOW_CAP, -c.window,
+                      -c.n_params, -c.chunk, c.footprint_bytes, c.alpha != 0.3)
+
+
+def _tune_errors(X, ls, ks, alphas, dtype, seed) -> Dict[Tuple[int, int, float], float]:
+    """Mean relative reconstruction error of the tuning rows for each (l, k, alpha)."""
+    from .transform import StreamingDictionary
+    out = {}
+    X = np.asarray(X)
+    for l in ls:
+        for a in alphas:
+            for k in ks:
+                if k > l:
+                    continue
+                sd = StreamingDictionary(l=l, k=k, alpha=a, standardize=True,
+                                         n_standardize=min(N_STANDARDIZE, len(X)), dtype=dtype)
+                codes = sd.fit_transform(X, dense=False)
+                Z = sd._standardized(np.asarray(X, dtype=sd.dtype_))
+                R = sd.reconstruct(codes)
+                num = np.linalg.norm(Z - R, axis=1)
+                den = np.linalg.norm(Z, axis=1)
+                live = den > 0
+                out[(l, k, a)] = float(np.mean(num[live] / den[live])) if live.any() else 0.0
+    return out
+
+
+def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[int] = None,
+         time_per_sample: Optional[float] = None, rate_hz: Optional[float] = None,
+         energy_per_sample: Optional[float] = None, target_error: Optional[float] = None,
+         X=None, dtype: str = "float32", backend: Optional[str] = None,
+         tune_fraction: float = 0.05, seed: int = 0, chunk: int = CHUNK,
+         l_choices: Optional[Sequence[int]] = None,
+         k_choices: Optional[Sequence[int]] = None,
+         window_choices: Optional[Sequence[int]] = None,
+         hidden_choices: Optional[Sequence[Sequence[int]]] = None) -> Plan:
+    """Choose a TinyDL configuration for ``m`` features and ``n_classes`` classes.
+
+    Parameters
+    ----------
+    m, n_classes : int
+    profile : str or DeviceProfile
+        A training-capable platform profile (``tinydl devices`` lists them).
+    memory_bytes, time_per_sample, rate_hz, energy_per_sample, target_error
+        The budget (see :class:`Budget`); memory defaults to the profile's capacity.
+    X : array-like of shape (n_samples, m), optional
+        Data for the error customization: the first ``tune_fraction`` of its rows (at least
+        64, at most 2,000) tune ``k`` and ``alpha``.  Required with ``target_error``.
+    dtype : {"float32", "float64"}
+    backend : str, optional
+        Default: the profile's first preferred backend.
+    chunk : int
+        Rows read at a time while streaming (the transient memory).
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    BudgetInfeasible
+        When nothing fits; the message names the smallest budget that would.
+    ValueError
+        For bad arguments (non-positive sizes or budgets, an inference-only profile).
+    """
+    from hal.cost import choose_backend, predict_training_epoch, predict_transform
+    from hal.profile import DeviceProfile, load_profile
+    from ._validation import check_array, check_int
+
+    m = check_int(m, "m", low=1)
+    n_classes = check_int(n_classes, "n_classes", low=2)
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    if not prof.training:
+        raise ValueError(f"profile {prof.tag!r} is inference-only (training = false): TinyDL "
+                         "cannot learn on it; plan on a training profile and compress the "
+                         "trained model for it (tinydl compress)")
+    dt = np.dtype(dtype)
+    if dt.name not in ("float32", "float64"):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    budget = Budget(memory_bytes, time_per_sample, rate_hz, energy_per_sample,
+                    target_error).check()
+    mem_cap = int(memory_bytes) if memory_bytes is not None else prof.memory.capacity_bytes
+    be = choose_backend(prof, backend)
+
+    ls = sorted({min(int(v), m) for v in (l_choices or L_LADDER) if v >= 2})
+    ks = sorted({int(v) for v in (k_choices or K_LADDER) if v >= 1})
+    windows = sorted({int(v) for v in (window_choices or WINDOW_LADDER)})
+    hiddens = [tuple(int(u) for u in h) for h in (hidden_choices or HIDDEN_LADDER)]
+    chunks = [c for c in (256, 128, 64, 32, 16) if c <= chunk] or [int(chunk)]
+    alphas = (0.3,)
+    errors: Dict = {}
+    if target_error is not None:
+        if X is None:
+            raise ValueError("target_error needs data: pass X (the customizer tunes k and "
+                             "alpha on about 5% of it, as the paper does)")
+    if X is not None:
+        X = check_array(X, "X", dtype=dt.name, n_features=m)
+        n_tune = int(min(len(X), max(64, min(2000, round(tune_fraction * len(X))))))
+        alphas = ALPHA_LADDER
+        errors = _tune_errors(X[:n_tune], ls, ks, alphas, dt.name, seed)
+
+    cands: List[Candidate] = []
+    tcache: Dict = {}
+    ucache: Dict = {}
+    for l in ls:
+        for k in ks:
+            if k >= l and not (k == l == min(ls)):
+                continue
+            for window in windows:
+                nb = _default_n_batch(window)
+                for hidden in hiddens:
+                    sizes = (l,) + hidden + (n_classes,)
+                    key = (sizes, window, k)
+                    if key not in ucache:
+                        up = predict_training_epoch(prof, sizes, window, BATCH_SIZE, dt.name,
+                                                    be, sparse_input_k=k)
+                        ucache[key] = (EPOCHS_PER_UPDATE * up.seconds,
+                                       EPOCHS_PER_UPDATE * up.joules)
+                    u_s, u_j = ucache[key]
+                    npar = _n_params(sizes)
+                    paper = dt.itemsize * (m * l + l * window + npar)
+                    # the largest chunk (fastest transform) whose transient fits the memory
+                    for ch in chunks:
+                        fp = plan_footprint(m, n_classes, l, k, hidden, window, dt.name,
+                                            chunk=ch)["total"]
+                        if fp <= mem_cap:
+                            break
+                    if (l, k, ch) not in tcache:
+                        tp = predict_transform(prof, m, l, k, ch, dt.name, be)
+                        tcache[(l, k, ch)] = (tp.seconds / ch, tp.joules / ch)
+                    t_s, t_j = tcache[(l, k, ch)]
+                    per = t_s + u_s / nb
+                    joules = t_j + u_j / nb
+                    for a in alphas:
+                        err = errors.get((l, k, a))
+                        why = []
+                        if fp > mem_cap:
+                            why.append(f"memory: footprint {fp:,} B > {mem_cap:,} B")
+                        if time_per_sample is not None and t_s > time_per_sample:
+                            why.append(f"time: transform {t_s * 1e6:.1f} us/sample > "
+                                       f"{time_per_sample * 1e6:.1f} us")
+                        if rate_hz is not None and per > 1.0 / rate_hz:
+                            why.append(f"rate: {per * 1e6:.1f} us/sample with updates > "
+                                       f"{1e6 / rate_hz:.1f} us between arrivals")
+                        if energy_per_sample is not None and joules > energy_per_sample:
+                            why.append(f"energy: {joules * 1e6:.2f} uJ/sample > "
+                                       f"{energy_per_sample * 1e6:.2f} uJ")
+                        if target_error is not None and err is not None and err > target_error:
+                            why.append(f"error: {err:.4f} > target {target_error}")
+                        cands.append(Candidate(l, k, a, hidden, window, nb, int(paper),
+                                               int(fp), t_s, u_s, per, joules, npar, ch, err,
+                                               "; ".join(why)))
+    fits = [c for c in cands if not c.rejected]
+    if not fits:
+        raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
+    best = min(fits, key=_rank_key(target_error is not None))
+    if target_error is not None:
+        reason = (f"the cheapest of {len(fits)} candidates whose reconstruction error on the "
+                  f"tuning sample ({best.error:.4f}) meets the target {target_error}: "
+                  f"{best.seconds_per_sample * 1e6:.1f} us/sample, "
+                  f"{_fmt_bytes(best.footprint_bytes)}")
+    else:
+        reason = (f"the most capacity (atoms, then non-zeros, window, network) among {len(fits)} "
+                  f"candidates that fit, capped at the paper's l={L_CAP}, k={K_CAP}, "
+                  f"window={WINDOW_CAP}; ties go to the smaller footprint")
+    fp = plan_footprint(m, n_classes, best.l, best.k, best.hidden_layer_sizes, best.window,
+                        dt.name, chunk=best.chunk)
+    src = prof.power.measured_with
+    energy_source = ("modeled from the profile's power figures" if src == "model"
+                     else f"profile power measured with {src}")
+    return Plan(l=best.l, k=best.k, alpha=best.alpha,
+                hidden_layer_sizes=tuple(best.hidden_layer_sizes), window=best.window,
+                n_batch=best.n_batch, epochs_per_update=EPOCHS_PER_UPDATE,
+                batch_size=BATCH_SIZE, chunk=best.chunk, backend=be, dtype=dt.name, m=m, n_classes=n_classes,
+                profile=prof.tag, paper_bytes=best.paper_bytes,
+                footprint_bytes=best.footprint_bytes, footprint=fp,
+                transform_seconds=best.transform_seconds, update_seconds=best.update_seconds,
+                seconds_per_sample=best.seconds_per_sample,
+                energy_per_sample=best.energy_per_sample, energy_source=energy_source,
+                budget=budget, error=best.error, reason=reason, candidates=tuple(cands))
+
+
+def _infeasible_message(cands, budget, mem_cap, tag):
+    smallest = {
+        "memory_bytes": min(c.footprint_bytes for c in cands),
+        "time_per_sample": min(c.transform_seconds for c in cands),
+        "seconds_per_sample": min(c.seconds_per_sample for c in cands),
+        "energy_per_sample": min(c.energy_per_sample for c in cands),
+    }
+    parts = []
+    needs = {}
+
+    def ok_except(c, dim):
+        # rejected for `dim` alone (or not at all)
+        return all(p.startswith(dim) for p in c.rejected.split("; ") if p)
+
+    for dim, attr, fmt in (
+            ("memory", "footprint_bytes", lambda v: f"{v:,} bytes"),
+            ("time", "transform_seconds", lambda v: f"{v * 1e6:.1f} us/sample"),
+            ("rate", "seconds_per_sample",
+             lambda v: f"{v * 1e6:.1f} us/sample (arrivals at {1.0 / v:,.0f} Hz at most)"),
+            ("energy", "energy_per_sample", lambda v: f"{v * 1e6:.2f} uJ/sample"),
+            ("error", "error", lambda v: f"{v:.4f}")):
+        hit = [c for c in cands if any(p.startswith(dim) for p in c.rejected.split("; "))]
+        if not hit:
+            continue
+        pool = [c for c in cands if ok_except(c, dim) and getattr(c, attr) is not None]
+        if pool:
+            c = min(pool, key=lambda c: getattr(c, attr))
+            needs[dim] = getattr(c, attr)
+            parts.append(f"{dim} needs at least {fmt(getattr(c, attr))} ({c.label()})")
+        elif len(hit) == len(cands):
+            # this budget alone rules out everything
+            v = min(getattr(c, attr) for c in cands if getattr(c, attr) is not None)
+            parts.append(f"{dim} needs at least {fmt(v)} even with the other budgets "
+                         "relaxed")
+    given = [f"memory {mem_cap:,} bytes"]
+    if budget.time_per_sample is not None:
+        given.append(f"transform {budget.time_per_sample * 1e6:g} us/sample")
+    if budget.rate_hz is not None:
+        given.append(f"rate {budget.rate_hz:g} Hz")
+    if budget.energy_per_sample is not None:
+        given.append(f"energy {budget.energy_per_sample * 1e6:g} uJ/sample")
+    if budget.target_error is not None:
+        given.append(f"error {budget.target_error}")
+    msg = (f"no plan fits the budget on {tag} ({', '.join(given)}) among {len(cands)} "
+           f"candidates: " + "; ".join(parts or ["every candidate breaks more than one "
+                                                 "budget"]))
+    return msg, smallest, needs
+
+
+def _fmt_bytes(n) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
