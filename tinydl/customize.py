@@ -395,9 +395,13 @@ def _n_params(sizes: Sequence[int]) -> int:
     return int(sum(p * q + q for p, q in zip(sizes[:-1], sizes[1:])))
 
 
-def _default_n_batch(window: int) -> int:
-    # retrain four times per window turnover, within [32, 512] samples
-    return int(min(512, max(32, window // 4)))
+def _default_n_batch(window: int, n_samples: Optional[int] = None) -> int:
+    # retrain four times per window turnover, within [32, 512] samples, and (for a stream of
+    # known length) at least 10 times over the stream
+    nb = min(512, max(32, window // 4))
+    if n_samples:
+        nb = min(nb, max(16, n_samples // 10))
+    return int(nb)
 
 
 def _rank_key(with_target: bool):
@@ -436,6 +440,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
          energy_per_sample: Optional[float] = None, target_error: Optional[float] = None,
          X=None, dtype: str = "float32", backend: Optional[str] = None,
          tune_fraction: float = 0.05, seed: int = 0, chunk: int = CHUNK,
+         n_samples: Optional[int] = None,
          l_choices: Optional[Sequence[int]] = None,
          k_choices: Optional[Sequence[int]] = None,
          window_choices: Optional[Sequence[int]] = None,
@@ -457,6 +462,9 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         Default: the profile's first preferred backend.
     chunk : int
         Rows read at a time while streaming (the transient memory).
+    n_samples : int, optional
+        The stream's length, when known: windows longer than the stream are not weighed and
+        ``n_batch`` gives at least 10 updates over it.
 
     Returns
     -------
@@ -491,6 +499,9 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     ls = sorted({min(int(v), m) for v in (l_choices or L_LADDER) if v >= 2})
     ks = sorted({int(v) for v in (k_choices or K_LADDER) if v >= 1})
     windows = sorted({int(v) for v in (window_choices or WINDOW_LADDER)})
+    if n_samples is not None:
+        n_samples = check_int(n_samples, "n_samples", low=1)
+        windows = [w for w in windows if w <= n_samples] or windows[:1]
     hiddens = [tuple(int(u) for u in h) for h in (hidden_choices or HIDDEN_LADDER)]
     chunks = [c for c in (256, 128, 64, 32, 16) if c <= chunk] or [int(chunk)]
     alphas = (0.3,)
@@ -513,7 +524,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
             if k >= l and not (k == l == min(ls)):
                 continue
             for window in windows:
-                nb = _default_n_batch(window)
+                nb = _default_n_batch(window, n_samples)
                 for hidden in hiddens:
                     sizes = (l,) + hidden + (n_classes,)
                     key = (sizes, window, k)

@@ -214,6 +214,8 @@ class TinyDLClassifier:
             if every:
                 to_mark = min(to_mark, every - seen % every)
             end = min(len(X), pos + to_mark)
+            if pos < coded < end:
+                end = coded  # first the rest of the rows already coded (not at a mark)
             if end > coded:
                 # transform only up to the mark, so that a checkpoint there holds a transform
                 # that has seen exactly the samples before it (the batch that fixes the
@@ -223,7 +225,8 @@ class TinyDLClassifier:
                     stop = max(end, min(len(X), coded + int(self.transform_.n_standardize)))
                 codes = self.transform_.partial_fit_transform(X[coded:stop], dense=False)
                 idx, val, seg, coded = codes.indices, codes.values, coded, stop
-            self._push((idx[pos - seg:end - seg], val[pos - seg:end - seg]), y[pos:end])
+            self._push((idx[pos - seg:end - seg], val[pos - seg:end - seg] * self._code_scale),
+                       y[pos:end])
             self.n_samples_seen_ += end - pos
             if self.n_samples_seen_ % self.n_batch == 0:
                 self._retrain()
@@ -275,13 +278,26 @@ class TinyDLClassifier:
         self._check_fitted()
         return self.transform_.transform(X)
 
+    @property
+    def _code_scale(self):
+        # A sample coded on unit-norm atoms has coefficients of the size of its norm, about
+        # sqrt(m) after standardization, concentrated on k inputs: fed as they are, SGD at the
+        # raw network's learning rate diverges as m grows.  The network sees the codes times
+        # sqrt(k / m), about unit size per non-zero whatever m (a fixed, saved-free scaling).
+        return np.dtype(self.dtype).type(np.sqrt(min(self.k, self.l) / self.n_features_in_))
+
+    def _network_input(self, X):
+        from .omp import SparseCodes
+        c = self.transform_.transform(X, dense=False)
+        return SparseCodes(c.indices, c.values * self._code_scale, c.n_atoms)
+
     def predict_proba(self, X):
         self._check_fitted()
-        return self.network_.predict_proba(self.transform_.transform(X))
+        return self.network_.predict_proba(self._network_input(X))
 
     def predict(self, X):
         self._check_fitted()
-        return self.network_.predict(self.transform_.transform(X))
+        return self.network_.predict(self._network_input(X))
 
     def score(self, X, y):
         """Mean accuracy on ``(X, y)``."""

@@ -72,7 +72,7 @@ def tuning_rows(stream, fraction=0.05, cap=2000):
     return X
 
 
-def make_plan(args, m, n_classes, X=None):
+def make_plan(args, m, n_classes, X=None, n_samples=None):
     from ..customize import plan
     if args.target_error is not None and X is None:
         raise CommandError("--target-error needs --data (k and alpha are tuned on ~5% of it)")
@@ -81,7 +81,7 @@ def make_plan(args, m, n_classes, X=None):
     return plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
                 time_per_sample=args.time_per_sample, rate_hz=args.rate,
                 energy_per_sample=args.energy, target_error=args.target_error, X=X,
-                dtype=args.dtype, backend=None)
+                dtype=args.dtype, backend=None, n_samples=n_samples)
 
 
 class Progress:

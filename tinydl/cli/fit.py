@@ -134,7 +134,7 @@ def run(args):
                                    f"{args.data} has {st.n_features}")
         else:
             X = tuning_rows(st) if args.target_error is not None else None
-            plan = make_plan(args, st.n_features, int(classes.size), X)
+            plan = make_plan(args, st.n_features, int(classes.size), X, n_samples=n_total)
         # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
         plan = dataclasses.replace(plan, candidates=())
         params = plan.learner_params()
