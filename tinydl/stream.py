@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 import struct
 import zipfile
+import zlib
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
+
+from .io import check_npy_file, check_npz
 
 __all__ = ["Stream", "open_stream"]
 
@@ -162,7 +166,7 @@ def _npz_member(path, zf: zipfile.ZipFile, name: str):
         if dtype.hasobject:
             raise ValueError(f"{path}: {name} holds Python objects (refused: no pickle)")
         offset = fh.tell()
-    n_bytes = int(np.prod(shape)) * dtype.itemsize
+    n_bytes = math.prod(int(d) for d in shape) * dtype.itemsize  # Python ints: no overflow
     if offset + n_bytes > os.path.getsize(path):
         raise ValueError(f"{path}: {name} is truncated ({shape} {dtype} needs {n_bytes} "
                          "bytes past its header)")
@@ -177,7 +181,7 @@ def open_stream(path, split: str = "train", labels: Optional[str] = None,
     Parameters
     ----------
     path : str
-        ``.npz``, ``.npy`` or ``.csv``.
+        ``.npz``, ``.npy`` or ``.csv``, or the name of a bundled dataset (``digits``).
     split : {"train", "test", "any"}
         Which members of an ``.npz`` to read (``any``: the test split, else ``X``, else the
         training split).
@@ -197,7 +201,11 @@ def open_stream(path, split: str = "train", labels: Optional[str] = None,
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such data file: {path}")
+        from .data import BUNDLED, bundled_path
+        if path in BUNDLED:  # a bundled dataset by name, e.g. "digits"
+            path = bundled_path(path)
+        else:
+            raise FileNotFoundError(f"no such data file: {path}")
     ext = os.path.splitext(path)[1].lower()
     y = None
     if ext == ".npz":
@@ -206,6 +214,11 @@ def open_stream(path, split: str = "train", labels: Optional[str] = None,
         except (zipfile.BadZipFile, OSError) as exc:
             raise ValueError(f"{path} is not a readable .npz: {exc}") from None
         with zf:
+            from .data import MAX_DATA_BYTES
+            try:  # every member's declared size, before anything is mapped or allocated
+                check_npz(zf, path, MAX_DATA_BYTES)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                raise ValueError(f"{path}: corrupt or truncated: {exc}") from None
             names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
             for xk, yk in _KEYS[split]:
                 if xk in names:
@@ -218,19 +231,21 @@ def open_stream(path, split: str = "train", labels: Optional[str] = None,
                 X = _features_ok(_npz_member(path, zf, xk + ".npy"), path, xk)
                 if yk in names:
                     y = _labels(_npz_member(path, zf, yk + ".npy"), X.shape[0], path, yk)
-            except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
                 raise ValueError(f"{path}: corrupt or truncated: {exc}") from None
         if y is None and need_labels:
             raise ValueError(f"{path} has {xk} but no {yk}: labels are needed")
         return Stream(path, X, y)
     if ext == ".npy":
         try:
+            check_npy_file(path)  # the declared shape against the file's size
             X = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:
             raise ValueError(f"{path} is not a readable .npy: {exc}") from None
         X = _features_ok(X, path, "the array")
         if labels is not None:
             try:
+                check_npy_file(labels)
                 yy = np.load(labels, allow_pickle=False)
             except ValueError as exc:
                 raise ValueError(f"{labels} is not a readable .npy: {exc}") from None
