@@ -5,7 +5,8 @@ and 512: training samples/s (SGD with momentum, L2 loss, same shuffled mini-batc
 and batch-256 inference latency (the bare network call: tinydl ``Network.forward`` on its
 workspaces, PyTorch ``model(x)`` under ``inference_mode``).  Also compact codes (l=100, k=20)
 through the first layer (64 units, batch 32): ``backend.gather_matmul`` against the dense
-product on the scattered codes, and the footprint reported before a run against
+product on the scattered codes, forward and weight gradients (a training step's work; the
+JSON's first-layer figures), forward alone printed too, and the footprint reported before a run against
 tracemalloc's peak during it.
 
     python benchmarks/train.py [--json PATH] [--quick]
@@ -130,13 +131,23 @@ def main(argv=None):
     net = Network([Dense(units)], (l,), "float32", be)
     net.prepare(batch, sparse_input=True)
     first = net.layers[0]
+    dy = rng.standard_normal((batch, units)).astype(np.float32)
+
+    def step():  # what a training step runs: forward, then the weight gradients (no dx)
+        first.forward(sb, train=True)
+        first.backward(dy.copy(), need_dx=False)
+
     first.sparse_product = "gather"
-    t_sparse = best_of(lambda: first.forward(sb), reps, 200) * 1e6
+    t_sparse = best_of(step, reps, 200) * 1e6
+    t_sparse_fwd = best_of(lambda: first.forward(sb), reps, 200) * 1e6
     first.sparse_product = "dense"
-    t_dense = best_of(lambda: first.forward(sb), reps, 200) * 1e6
-    print(f"\nfirst layer on codes l={l}, k={k}, {units} units, batch {batch}: gather "
-          f"{t_sparse:.1f} us, scatter + dense {t_dense:.1f} us (sparse / dense "
-          f"{t_sparse / t_dense:.2f}); 'auto' picks {net.choose_sparse_product(sb)}")
+    t_dense = best_of(step, reps, 200) * 1e6
+    t_dense_fwd = best_of(lambda: first.forward(sb), reps, 200) * 1e6
+    print(f"\nfirst layer on codes l={l}, k={k}, {units} units, batch {batch}, forward + "
+          f"backward: gather {t_sparse:.1f} us, scatter + dense {t_dense:.1f} us (sparse / "
+          f"dense {t_sparse / t_dense:.2f}); forward only: {t_sparse_fwd:.1f} us vs "
+          f"{t_dense_fwd:.1f} us ({t_sparse_fwd / t_dense_fwd:.2f}); 'auto' picks "
+          f"{net.choose_sparse_product(sb)}")
 
     # footprint in advance against the measured peak
     print(f"\n{'footprint':28} {'reported':>10} {'peak':>10} {'peak/rep':>8}")

@@ -87,22 +87,31 @@ class NumpyBackend(Backend):
     def correlate(self, X, D, out=None):
         return self.matmul(X, D.T, out=out)
 
-    def _rows_matmul(self, A, B, out, pad_in, pad_out):
+    def _rows_matmul(self, A, B, out, pad_in, pad_out, sq=None):
         """``out[:] = A @ B`` computed ``self.block`` rows at a time.
 
         ``pad_in`` (block, p) and ``pad_out`` (block, q) hold the zero-padded last block.
+        ``sq`` (n,), if given, receives each row's ``|A_i|^2``, computed on each block right
+        after its product, while the block is still in cache (a separate pass over a wide
+        ``A`` read it from memory again: ~10% of OMP's time at m=5625).
         """
         n = A.shape[0]
         blk = self.block
         full = n - n % blk
         for s in range(0, full, blk):
-            self.matmul(A[s:s + blk], B, out=out[s:s + blk])
+            a = A[s:s + blk]
+            self.matmul(a, B, out=out[s:s + blk])
+            if sq is not None:
+                np.einsum("ij,ij->i", a, a, out=sq[s:s + blk])
         if full < n:
             r = n - full
             pad_in[:r] = A[full:]
             pad_in[r:] = 0
             self.matmul(pad_in, B, out=pad_out)
             out[full:] = pad_out[:r]
+            if sq is not None:
+                a = A[full:]
+                np.einsum("ij,ij->i", a, a, out=sq[full:])
         return out
 
     # -- Batch-OMP ----------------------------------------------------------------------
@@ -136,6 +145,12 @@ class NumpyBackend(Backend):
             "nrho": np.zeros((kk, batch), dtype),       # -1 / z_t^2
             "gamma": np.zeros((kk, batch), dtype),
             "j": np.zeros((kk, batch), np.intp),
+            "fj": np.zeros(batch, np.intp),
+            "rowoff": np.arange(batch, dtype=np.intp) * l,  # row starts in the flat (n, l)
+            "vec": np.zeros((4, batch), dtype),         # d^2, G_jj, tiny * G_jj, scratch
+            "ok": np.zeros(batch, bool),
+            "act": np.zeros(batch, bool),
+            "xx": np.zeros(batch, dtype),               # |x|^2 per sample
             "pad_in": np.empty((blk, m), dtype),
             "pad_out": np.empty((blk, l), dtype),
         }
@@ -205,7 +220,7 @@ class NumpyBackend(Backend):
                 LinearDependenceWarning, stacklevel=3)
         return OMPResult(indices, values, nnz, resid)
 
-    def _omp_chunk(self, X, DT, G, k, tol, ws, idx, val, nnz, resid_out) -> int:
+    def _omp_chunk(self, X, DT, G, k, tol, ws, idx, val, nnz, resid_out, corr=None) -> int:
         """Code the n <= ws.batch rows of ``X``; returns how many hit a dependent atom."""
         n = X.shape[0]
         A = ws.arrays
@@ -226,26 +241,35 @@ class NumpyBackend(Backend):
         gdiag = np.ascontiguousarray(np.diagonal(G))
         # d^2 = G_jj - |w|^2 is exact to ~k eps G_jj: below a few times that, the atom lies
         # in the span of the chosen ones (an atom picked twice lands here too)
-        tinyg = gdiag * (16 * max(k, 1) * eps)
-        rowoff = np.arange(n) * l
-        fj = np.empty(n, np.intp)
-        d2 = np.empty(n, dt)
+        tiny = dt.type(16 * max(k, 1) * eps)
+        rowoff = A["rowoff"][:n]
+        fj = A["fj"][:n]
+        d2, gj, tg, tmp = A["vec"][:, :n]
+        ok = A["ok"][:n]
 
-        self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"])
-        xx = np.einsum("ij,ij->i", X, X)
+        xx = A["xx"][:n]
+        if corr is None:
+            self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"], sq=xx)
+        else:
+            np.copyto(c, corr)
+            np.einsum("ij,ij->i", X, X, out=xx)
         # |x|^2 - sum z^2 is exact to ~k eps |x|^2: a residual below that is rounding noise
         noise = xx * (4 * max(k, 1) * eps)
-        active = xx > 0  # an all-zero sample takes no atom
+        active = A["act"][:n]
+        np.greater(xx, 0, out=active)  # an all-zero sample takes no atom
         if tol is not None:
             resid = xx.copy()
             limit = xx * dt.type(float(tol) ** 2)
             active &= resid > limit
-        U[:] = 0
+        # U needs no clearing: iteration t writes U[t, :t] for every sample, and the back
+        # substitution reads only entries written in this chunk
         B[:] = 0
         CJ[:] = 0
         NRHO[:] = 0
         dependent = 0
         T = 0
+        # every take below uses mode="clip": the indices are in range by construction, and
+        # the default mode="raise" copies through a buffer when out= is given (~3x slower)
         for t in range(k):
             if not active.any():
                 break
@@ -255,49 +279,51 @@ class NumpyBackend(Backend):
             np.argmax(absc, axis=1, out=j)
             np.add(rowoff, j, out=fj)
             cj = CJ[t]
-            cf.take(fj, out=cj)
-            gj = gdiag.take(j)
+            np.take(cf, fj, out=cj, mode="clip")
+            np.take(gdiag, j, out=gj, mode="clip")
             if t:
                 u = U[t, :t]
-                Yflat[1:t + 1].take(fj, axis=1, out=u)
+                np.take(Yflat[1:t + 1], fj, axis=1, out=u, mode="clip")
                 ru = RU[:t]
                 np.multiply(NRHO[:t], u, out=ru)                     # -rho_s u_s
-                np.add(gj, np.einsum("ij,ij->j", ru, u), out=d2)     # d^2 = G_jj - |w|^2
+                np.einsum("ij,ij->j", ru, u, out=d2)
+                d2 += gj                                             # d^2 = G_jj - |w|^2
             else:
-                d2[:] = gj
-            tg = tinyg.take(j)
-            ok = d2 > tg
+                np.copyto(d2, gj)
+            np.multiply(gj, tiny, out=tg)
+            np.greater(d2, tg, out=ok)
             ok &= active
             bt = B[t]
             np.divide(cj, d2, out=bt, where=ok)
             # a zero correlation (residual orthogonal to every atom) also stops a sample
-            ok = bt != 0
+            np.not_equal(bt, 0, out=ok)
             if not ok.all():
                 # warn only where a residual is left: once x is represented (residual at
                 # rounding level) every correlation is noise and stopping is the right answer
                 left = resid if tol is not None else \
                     xx - np.einsum("ij,ij->j", B[:t], CJ[:t])
                 dependent += int(np.count_nonzero(active & (d2 <= tg) & (left > noise)))
-            coef[0] = bt
             Yt = Y[t + 1]
             if t:
+                np.copyto(coef[0], bt)
                 np.multiply(RU[:t], bt, out=coef[1:t + 1])
-                np.take(G, j, axis=0, out=Y[0])
+                np.take(G, j, axis=0, out=Y[0], mode="clip")
                 # Y[t] = b (G[j] - sum_s rho_s u_s Y[s]), one matrix-vector product per sample
                 np.matmul(coefT[:, :, :t + 1], YT[:, :t + 1], out=Yt[:, None, :])
             else:
-                np.take(G, j, axis=0, out=Yt)
+                np.take(G, j, axis=0, out=Yt, mode="clip")
                 Yt *= bt[:, None]
             c -= Yt
             # the chosen atom's correlation is 0 up to rounding: make it exact, so that it is
             # picked again only when every correlation is rounding noise (d^2 ~ 0 stops it)
-            cf[fj] = 0
-            np.divide(d2, cj * cj, out=NRHO[t], where=ok)
+            np.put(cf, fj, 0, mode="clip")
+            np.multiply(cj, cj, out=tmp)
+            np.divide(d2, tmp, out=NRHO[t], where=ok)
             np.negative(NRHO[t], out=NRHO[t])
             if tol is not None:
                 resid -= bt * cj  # |z_t|^2 = c_j^2 / d^2
                 ok &= resid > limit
-            active = ok
+            np.copyto(active, ok)
         # coefficients by back substitution on R gamma = z, all samples at once:
         # gamma_t = b_t - (1 / c_j(t)) sum_{s > t} u[s, t] gamma_s
         taken = B[:T] != 0
@@ -325,16 +351,37 @@ class NumpyBackend(Backend):
         return out
 
     def gather_matmul(self, indices, values, W, out=None):
+        """``out[i] = sum_t values[i, t] * W[indices[i, t]]`` (index ``-1``: nothing).
+
+        One gather of the ``n k`` rows of W and one batched ``(1, k) @ (k, q)`` product per
+        sample (a Python loop over the ``k`` slots cost ~6-10x more).  Each sample's row is
+        computed on its own, so results do not depend on the batch split.
+        """
         n, k = indices.shape
+        q = W.shape[1]
+        dt = np.result_type(values, W)
         if out is None:
-            out = np.zeros((n, W.shape[1]), np.result_type(values, W))
+            out = np.empty((n, q), dt)
+        if n == 0 or k == 0 or q == 0:
+            out[...] = 0
+            return out
+        # the padding's index is clipped to row 0 and its value zeroed: it adds 0 * W[0]
+        v = np.where(indices >= 0, values, 0).astype(dt, copy=False)
+        W = W.astype(dt, copy=False)
+        rows = self._gather_scratch(n * k, q, dt)
+        np.take(W, indices.reshape(-1), axis=0, out=rows, mode="clip")
+        if out.dtype == dt:
+            np.matmul(v[:, None, :], rows.reshape(n, k, q), out=out[:, None, :])
         else:
-            out[:] = 0
-        for t in range(k):
-            col = indices[:, t]
-            live = col >= 0
-            if live.all():
-                out += values[:, t, None] * W[col]
-            elif live.any():
-                out[live] += values[live, t, None] * W[col[live]]
+            out[...] = np.matmul(v[:, None, :], rows.reshape(n, k, q))[:, 0]
         return out
+
+    def _gather_scratch(self, rows, q, dt):
+        """A reused (rows, q) buffer: a fresh one per call of this size (~160 KB at the
+        trainer's sizes) comes from mmap and costs page faults every mini-batch."""
+        buf = getattr(self, "_gbuf", None)
+        need = rows * q
+        if buf is None or buf.dtype != dt or buf.size < need:
+            buf = np.empty(max(need, 1), dt)
+            self._gbuf = buf
+        return buf[:need].reshape(rows, q)
