@@ -39,6 +39,10 @@ DTYPES = ("float32", "float64")
 POWER_SOURCES = ("model", "rapl", "ina3221", "battery", "meter-csv")
 
 
+#: refuse profile files larger than this (bytes) before reading them
+MAX_PROFILE_BYTES = 1 << 20
+
+
 class ProfileError(ValueError):
     """A profile is absent, unreadable or breaks the schema; the message names the file and
     the key."""
@@ -260,8 +264,11 @@ def _value(fname: str, full: str, v: Any, kind: str):
     elif kind in ("int+", "int>0"):
         bad = isinstance(v, bool) or not isinstance(v, int) or v < (1 if kind == "int>0" else 0)
     elif kind in ("num+", "num>0"):
-        bad = (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-               or v < 0 or (kind == "num>0" and v == 0))
+        try:  # an integer too large for a float is refused like an infinite one
+            bad = (isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not math.isfinite(v) or v < 0 or (kind == "num>0" and v == 0))
+        except OverflowError:
+            bad = True
         if not bad:
             v = float(v)
     elif kind == "strlist":
@@ -411,12 +418,19 @@ def load_profile(tag_or_path) -> DeviceProfile:
         path = found[spec]
     tomllib = _toml_module()
     try:
+        size = os.path.getsize(path)
+        if size > MAX_PROFILE_BYTES:  # checked before reading: a profile is a few KiB
+            raise ProfileError(f"{path} is {size} bytes, above the limit of "
+                               f"{MAX_PROFILE_BYTES} for a profile")
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested hundreds deep
+        raise ProfileError(f"{path} is not a usable profile: values nested too deeply") \
+            from None
     return parse_profile(data, path)
 
 

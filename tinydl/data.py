@@ -10,10 +10,13 @@ import csv
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+
+from .io import check_npy_file, check_npz
 
 __all__ = ["Dataset", "DataError", "load_dataset", "bundled_path", "BUNDLED", "load_dsa_folder",
            "load_ujiindoorloc", "load_isolet", "load_real", "split_dataset", "guess_application",
@@ -71,9 +74,9 @@ def _as_features(arr, path, key):
     arr = np.asarray(arr)
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{path}: {key} has dtype {arr.dtype}; expected numbers")
-    if arr.ndim == 1:
-        raise DataError(f"{path}: {key} is 1-D (shape {arr.shape}); expected (n_samples, "
-                        "n_features)")
+    if arr.ndim < 2:
+        raise DataError(f"{path}: {key} is {arr.ndim}-D (shape {arr.shape}); expected "
+                        "(n_samples, n_features)")
     if arr.ndim > 2:  # e.g. Daily and Sports: (n, 125, 45) time x channels
         arr = arr.reshape(arr.shape[0], -1)
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -102,6 +105,8 @@ def _as_labels(arr, n, path, key):
 
 def _load_npz(path):
     try:
+        with zipfile.ZipFile(path) as zf:
+            check_npz(zf, path, MAX_DATA_BYTES)  # declared sizes are checked before anything is allocated
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)
             if {"X_train", "y_train"} <= files:
@@ -129,13 +134,14 @@ def _load_npz(path):
                             "(and X_test, y_test) or X (and y)")
     except DataError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") \
             from None
 
 
 def _load_npy(path):
     try:
+        check_npy_file(path)  # declared shape against the file's size, before mapping it
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npy file ({exc})") from None
@@ -147,9 +153,12 @@ def _load_csv(path, label_column):
 
     A header row is detected (a first row that does not parse as numbers) and skipped.
     """
-    with open(path, "r", newline="") as fh:
-        text = fh.read()
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        with open(path, "r", newline="", encoding="utf-8") as fh:
+            text = fh.read()
+        rows = list(csv.reader(io.StringIO(text)))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a CSV of numbers ({type(exc).__name__}: {exc})") from None
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     if not rows:
         raise DataError(f"{path} is empty")

@@ -12,19 +12,24 @@ Every model, transform and checkpoint goes through :func:`save_npz` / :func:`loa
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 import zipfile
+import zlib
 from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
 __all__ = ["ModelFileError", "save_npz", "load_npz", "atomic_write_bytes", "atomic_write_text",
-           "FORMAT_KEY", "MAX_FILE_BYTES"]
+           "FORMAT_KEY", "MAX_FILE_BYTES", "read_npy_header", "check_npz", "check_npy_file"]
 
 FORMAT_KEY = "__tinydl_format__"
 #: refuse to open model files larger than this (bytes); a defence against hostile files
 MAX_FILE_BYTES = int(os.environ.get("TINYDL_MAX_FILE_BYTES", 8 * 2 ** 30))
+#: refuse a ``.npz`` whose members would take more than this (bytes) once decompressed: a
+#: small deflated file may declare gigabytes (a zip bomb); checked before anything is read
+MAX_ARRAY_BYTES = int(os.environ.get("TINYDL_MAX_ARRAY_BYTES", MAX_FILE_BYTES))
 
 
 class ModelFileError(ValueError):
@@ -64,19 +69,25 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:  # name the file in the error
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc} (the "
+                          "previous file, if any, is intact)") from exc
         raise
     try:  # make the rename itself durable
         dfd = os.open(directory, os.O_RDONLY)
@@ -91,6 +102,77 @@ def atomic_write_bytes(path, data: bytes) -> None:
 def atomic_write_text(path, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_npy_header(fh, where: str = "array"):
+    """Parse the header of a ``.npy`` stream positioned at its start, without reading data.
+
+    Returns ``(shape, fortran_order, dtype, nbytes)``, ``nbytes`` computed with Python
+    integers (no overflow).  Raises :class:`ModelFileError` for a damaged header, a negative
+    dimension, an object dtype (it would need pickle) or a dtype without a fixed size.
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except Exception as exc:  # a hostile header: SyntaxError, tokenize.TokenError, ...
+        raise ModelFileError(f"{where}: damaged .npy header ({type(exc).__name__}: "
+                             f"{exc})") from None
+    if dtype.hasobject:
+        raise ModelFileError(f"{where}: holds Python objects (dtype {dtype}); refused, it "
+                             "would need pickle")
+    if any(int(d) < 0 for d in shape):
+        raise ModelFileError(f"{where}: negative dimension in shape {tuple(shape)}")
+    nbytes = math.prod(int(d) for d in shape) * dtype.itemsize
+    return tuple(int(d) for d in shape), bool(fortran), dtype, nbytes
+
+
+def check_npz(zf: "zipfile.ZipFile", where: str, limit: Optional[int] = None) -> None:
+    """Check every member of an open ``.npz`` *before* any array is allocated.
+
+    Every member must be a ``.npy`` whose header parses, whose declared size (shape x
+    itemsize) fits in the bytes the member holds, and all members together must fit in
+    ``limit`` bytes (default :data:`MAX_ARRAY_BYTES`).  Raises :class:`ModelFileError`.
+    """
+    limit = MAX_ARRAY_BYTES if limit is None else int(limit)
+    seen, total = set(), 0
+    for info in zf.infolist():
+        name = info.filename
+        if not name.endswith(".npy"):
+            raise ModelFileError(f"{where}: member {name!r} is not a .npy array")
+        if name in seen:
+            raise ModelFileError(f"{where}: member {name!r} appears twice")
+        seen.add(name)
+        total += info.file_size
+        if total > limit:
+            raise ModelFileError(f"{where}: members decompress to more than {limit} bytes "
+                                 f"(member {name!r} declares {info.file_size}); refused "
+                                 "(set TINYDL_MAX_ARRAY_BYTES to raise the limit)")
+        with zf.open(info) as fh:
+            shape, _, dtype, nbytes = read_npy_header(fh, f"{where}: member {name!r}")
+            held = info.file_size - fh.tell()
+        if nbytes > held:
+            raise ModelFileError(f"{where}: member {name!r} declares shape {shape} of {dtype} "
+                                 f"({nbytes} bytes) but holds {held} bytes of data")
+
+
+def check_npy_file(path) -> tuple:
+    """:func:`read_npy_header` on a ``.npy`` file, also checking its declared size against
+    the bytes the file holds; returns ``(shape, fortran_order, dtype, data_offset)``."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        shape, fortran, dtype, nbytes = read_npy_header(fh, path)
+        offset = fh.tell()
+    if nbytes > size - offset:
+        raise ModelFileError(f"{path}: declares shape {shape} of {dtype} ({nbytes} bytes) but "
+                             f"holds {size - offset} bytes of data")
+    return shape, fortran, dtype, offset
 
 
 def load_npz(path, kind: str, required: Iterable[str] = (),
@@ -114,9 +196,17 @@ def load_npz(path, kind: str, required: Iterable[str] = (),
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            try:  # sizes are checked before any array is allocated
+                check_npz(zf, path)
+            except ModelFileError as exc:
+                raise ModelFileError(f"{path} is not a readable .npz file: "
+                                     f"{str(exc).replace(path + ': ', '', 1)}") from None
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             data = {name: z[name] for name in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
             NotImplementedError, RuntimeError) as exc:
         raise ModelFileError(f"{path} is not a readable .npz file "
                              f"({type(exc).__name__}: {exc})") from None

@@ -312,7 +312,8 @@ class TinyDLClassifier:
     def save(self, directory):
         """Checkpoint the whole state into ``directory``.
 
-        Each checkpoint is written to a fresh sub-directory ``ckpt-<samples>`` (transform,
+        Each checkpoint is written to a fresh sub-directory ``ckpt-<samples>`` (or
+        ``ckpt-<samples>-1`` when ``LATEST`` already names ``ckpt-<samples>``) (transform,
         network and learner state as ``.npz``), then the file ``LATEST`` is replaced atomically
         to point at it, and older checkpoints are removed.  A crash at any point leaves the
         previous checkpoint intact and ``LATEST`` naming a complete one.
@@ -321,7 +322,18 @@ class TinyDLClassifier:
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
         name = f"ckpt-{self.n_samples_seen_:012d}"
+        try:
+            with open(os.path.join(directory, "LATEST")) as fh:
+                current = fh.read().strip()
+        except (OSError, ValueError):
+            current = None
+        if name == current:
+            # never rewrite the checkpoint LATEST names in place (e.g. after finish() at the
+            # same sample count): a crash midway would leave it a mix of old and new files
+            name += "-1"
         target = os.path.join(directory, name)
+        if os.path.isdir(target):  # a partial checkpoint of a run killed midway
+            _rmtree(target)
         os.makedirs(target, exist_ok=True)
         # parts that have seen no data yet (the transform holds its first n_standardize
         # samples back; the network trains at the first n_batch mark) are rebuilt on load

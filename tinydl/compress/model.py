@@ -430,7 +430,7 @@ class CompressedModel:
         n_out = _flat(self.output_shape)
         self.classes = np.arange(n_out) if classes is None else np.asarray(classes)
         if self.classes.shape != (n_out,):
-            raise ValueError(f"{self.classes.shape[0]} class labels for {n_out} outputs")
+            raise ValueError(f"class labels of shape {self.classes.shape} for {n_out} outputs")
 
     def build(self):
         shape = self.input_shape
@@ -585,7 +585,7 @@ def model_from_arrays(meta: dict, get, classes, path="file") -> CompressedModel:
         layers = [CLayer(d["kind"], {name: get(f"L{i}.{name}") for name in d["arrays"]},
                          d["cfg"]) for i, d in enumerate(meta["layers"])]
         return CompressedModel(layers, meta["input_shape"], classes)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ModelFileError(f"{path}: malformed compressed model ({exc})") from None
 
 

@@ -22,6 +22,7 @@ not allocations).
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tracemalloc
@@ -30,7 +31,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..io import FORMAT_KEY, ModelFileError
+from ..io import FORMAT_KEY, ModelFileError, read_npy_header
 from .model import FILE_KIND, CLayer, CompressedModel, model_from_arrays
 
 __all__ = ["SparseRuntime", "npz_members", "predict_peak_bytes"]
@@ -51,6 +52,7 @@ def npz_members(path) -> Dict[str, Tuple[int, tuple, np.dtype, bool]]:
     path = os.fspath(path)
     out = {}
     try:
+        size = os.path.getsize(path)
         with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
             for info in zf.infolist():
                 if not info.filename.endswith(".npy"):
@@ -63,13 +65,14 @@ def npz_members(path) -> Dict[str, Tuple[int, tuple, np.dtype, bool]]:
                 if hdr[0] != b"PK\x03\x04":
                     raise ModelFileError(f"{path}: bad zip header for {info.filename}")
                 fh.seek(info.header_offset + _LOCAL_HEADER.size + hdr[9] + hdr[10])
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-                else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-                if dtype.hasobject:
-                    raise ModelFileError(f"{path}: member {info.filename} holds objects")
+                shape, fortran, dtype, nbytes = read_npy_header(
+                    fh, f"{path}: member {info.filename}")
+                held = info.header_offset + info.compress_size + _LOCAL_HEADER.size + hdr[9] \
+                    + hdr[10] - fh.tell()
+                if nbytes > held or fh.tell() + nbytes > size:
+                    raise ModelFileError(f"{path}: member {info.filename} declares shape "
+                                         f"{shape} of {dtype} ({nbytes} bytes) but holds "
+                                         f"{max(held, 0)} bytes of data")
                 out[info.filename[:-4]] = (fh.tell(), tuple(shape), dtype, bool(fortran))
     except (zipfile.BadZipFile, OSError, ValueError, struct.error) as exc:
         if isinstance(exc, ModelFileError):
@@ -156,10 +159,10 @@ class SparseRuntime:
             off, shape, dtype, fortran = self._members[name]
         except KeyError:
             raise ModelFileError(f"{self.path} lacks array {name!r}") from None
-        if dtype.kind == "U" or int(np.prod(shape)) == 0:  # strings and empties: just read
+        if dtype.kind == "U" or math.prod(shape) == 0:  # strings and empties: just read
             with open(self.path, "rb") as fh:
                 fh.seek(off)
-                count = int(np.prod(shape))
+                count = math.prod(shape)
                 a = np.frombuffer(fh.read(count * dtype.itemsize), dtype, count)
             return a.reshape(shape, order="F" if fortran else "C")
         return np.memmap(self.path, dtype=dtype, mode="r", offset=off, shape=shape,
