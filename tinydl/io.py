@@ -237,3 +237,26 @@ def scalar(data: Mapping[str, np.ndarray], key: str, path: Optional[str] = None,
         raise ModelFileError(f"{path or 'file'}: {key!r} should be a scalar of kind {kind!r}, "
                              f"got shape {arr.shape} dtype {arr.dtype}")
     return arr.item()
+
+
+def array_digest(arrays) -> str:
+    """SHA-256 over named arrays (names, dtypes, shapes and bytes, in name order): what a
+    model file stores to detect corruption that still parses."""
+    import hashlib
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes() if a.dtype.kind != "U" else str(a).encode())
+    return h.hexdigest()
+
+
+def save_png(fig, path, dpi: int = 120) -> str:
+    """Render a matplotlib figure to PNG and write it atomically; close the figure."""
+    import io as _io
+    import matplotlib.pyplot as plt
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -690,8 +690,7 @@ def plot_noise(result: dict, path: str) -> Optional[str]:
         import matplotlib.ticker  # noqa: F401
     except ImportError:
         return None
-    import io
-    from .io import atomic_write_bytes
+    from .io import save_png
     fig, ax = plt.subplots(figsize=(6.5, 4))
     colors = ["C0", "C1", "C2", "C3", "C4"]
     for i, row in enumerate(result["noise"]["rows"]):
@@ -711,8 +710,4 @@ def plot_noise(result: dict, path: str) -> Optional[str]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path, dpi=110)

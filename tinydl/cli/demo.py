@@ -238,10 +238,5 @@ def _plot(curve, path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    from ..io import atomic_write_bytes
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    from ..io import save_png
+    return save_png(fig, path, dpi=120)

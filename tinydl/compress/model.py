@@ -25,14 +25,13 @@ memory-mapped one layer at a time (:mod:`.runtime`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..io import ModelFileError, load_npz, save_npz
+from ..io import ModelFileError, array_digest, load_npz, save_npz
 
 __all__ = ["CLayer", "CompressedModel", "from_network", "save_model", "load_model",
            "load_any_model", "FILE_KIND", "make_layer"]
@@ -554,13 +553,7 @@ def from_network(network, classes=None) -> CompressedModel:
 
 
 # -- files -------------------------------------------------------------------------------------
-def _digest(arrays) -> str:
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes() if a.dtype.kind != "U" else str(a).encode())
-    return h.hexdigest()
+_digest = array_digest
 
 
 def model_meta(model: CompressedModel) -> dict:
