@@ -29,6 +29,7 @@ ALL = ("matmul", "correlate", "dense_forward", "gather_matmul", "omp_encode")
 TOLERANCES = {
     "numpy": (ALL, {"float32": 0.0, "float64": 0.0}),
     "multiprocessing": (("omp_encode", "gather_matmul"), {"float32": 1e-5, "float64": 1e-13}),
+    "mpi": (("omp_encode", "gather_matmul"), {"float32": 1e-5, "float64": 1e-13}),
     "blas": ((), {"float32": 1e-5, "float64": 1e-13}),
     "opencl": ((), {"float32": 1e-5, "float64": 1e-13}),
 }

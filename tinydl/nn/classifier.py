@@ -294,8 +294,16 @@ class NetworkClassifier:
             self._bufkey = key
         return self._bufs
 
+    #: Optional data-parallel hook (set by :mod:`tinydl.distributed`); ``None`` costs nothing.
+    #: An object with ``select(rows) -> rows`` (this process's share of a mini-batch's rows)
+    #: and ``reduce(grads, loss, nb) -> (loss, nb)`` (called after backward, before the
+    #: optimizer step: combines the shares' gradients in place and returns the whole
+    #: mini-batch's mean loss and size), so every process takes the same step.
+    _grad_hook = None
+
     def _train(self, data, yenc, n, sparse, epochs):
         net = self.network_
+        hook = self._grad_hook
         b = self.batch_size
         net.ensure(b, sparse)
         ws = getattr(self.loss_fn_, "ws", None)
@@ -314,6 +322,8 @@ class NetworkClassifier:
             total = 0.0
             for s in range(0, n, b):
                 rows = order[s:s + b]
+                if hook is not None:
+                    rows = hook.select(rows)
                 nb = rows.shape[0]
                 yb = bufs["y"][:nb]
                 np.take(yenc, rows, out=yb)
@@ -336,6 +346,8 @@ class NetworkClassifier:
                 if opt.grad_scale != 1.0:
                     dout *= opt.grad_scale  # SGD takes lr * gradient (see optim.SGD)
                 net.backward(dout)
+                if hook is not None:
+                    loss, nb = hook.reduce(grads, loss, nb)
                 # every gradient flows through the bias gradients (sums of each layer's dy):
                 # checking them is cheap where a pass over all parameters is not
                 if not net.bias_grads_finite():
