@@ -10,6 +10,7 @@ No pickle anywhere: every file is written from bytes or through the library's wr
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import random
@@ -26,6 +27,8 @@ TYPED_ERRORS = (ValueError, TypeError, OSError)
 
 #: a reader may allocate at most this much (tracemalloc peak) beyond 8x the input size
 ALLOC_SLACK = 64 * 2 ** 20
+
+HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 
 KINDS = ("model_npz", "compressed_npz", "transform_npz", "checkpoint", "profile_toml",
          "data_npz", "data_npy", "data_csv", "onnx")
@@ -98,9 +101,10 @@ def make_seeds(root) -> dict:
             fh.write(",".join(f"{v:.5g}" for v in row) + f",{lab}\n")
     seeds["data_csv"].append(p)
 
-    p = os.path.join(root, "model.onnx")
-    export_onnx(cm, p)
-    seeds["onnx"].append(p)
+    if HAVE_ONNX:  # the onnx extra is optional: without it there is no ONNX seed to mutate
+        p = os.path.join(root, "model.onnx")
+        export_onnx(cm, p)
+        seeds["onnx"].append(p)
     return seeds
 
 

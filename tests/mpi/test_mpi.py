@@ -192,10 +192,6 @@ CLI_ARGS = ["--l", "24", "--k", "5", "--hidden", "16", "--window", "1024", "--n-
             "--epochs", "8", "--chunk", "100", "--checkpoint-every", "256", "--quiet"]
 
 
-def _cli_ok():
-    return (REPO / "tinydl" / "cli" / "fit.py").exists()
-
-
 def _rank_worker_pids(rank, mark):
     """Pids of the processes doing rank ``rank``'s work in the job marked ``mark``: those whose
     environment holds the mark and PMI_RANK=rank and whose parent does too (the supervised
@@ -221,7 +217,6 @@ def _rank_worker_pids(rank, mark):
 
 
 @need_mpi
-@pytest.mark.skipif(not _cli_ok(), reason="tinydl/cli/fit.py is not there yet")
 def test_cli_fit_two_ranks_matches_one_process(tmp_path):
     from tinydl.pipeline import TinyDLClassifier
     data = _cli_data(tmp_path)
@@ -242,7 +237,6 @@ def test_cli_fit_two_ranks_matches_one_process(tmp_path):
 
 
 @need_mpi
-@pytest.mark.skipif(not _cli_ok(), reason="tinydl/cli/fit.py is not there yet")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_cli_fit_killed_rank_then_resume(tmp_path):
     from tinydl.pipeline import TinyDLClassifier
