@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import math
 import os
 import struct
 import zipfile
@@ -24,7 +23,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from .io import check_npy_file, check_npz
+from .io import check_npy_file, check_npz, read_npy_header
 
 __all__ = ["Stream", "open_stream"]
 
@@ -118,16 +117,10 @@ def _parse_csv(lines, width, first_row, path, header):
 
 
 def _labels(y, n, path, key):
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"{path}: {key} has shape {y.shape}, expected ({n},) (one label per "
-                         "row of the features)")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"{path}: {key} holds non-integer or non-finite labels")
-        y = y.astype(np.int64)
-    elif y.dtype.kind not in "iub":
-        raise ValueError(f"{path}: {key} must hold integer class labels, got dtype {y.dtype}")
+    from .data import DataError, _as_labels
+    y = _as_labels(y, n, path, key)
+    if y.dtype.kind not in "iub":  # text labels load for the data API, not for a stream
+        raise DataError(f"{path}: {key} must hold integer class labels, got dtype {y.dtype}")
     return y
 
 
@@ -154,19 +147,10 @@ def _npz_member(path, zf: zipfile.ZipFile, name: str):
             raise ValueError(f"{path}: corrupt zip entry {name}")
         n_name, n_extra = struct.unpack("<HH", local[26:30])
         fh.seek(info.header_offset + 30 + n_name + n_extra)
-        fmt = np.lib.format
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-        else:  # a format NumPy has no public header reader for: read the member whole
-            with zf.open(name) as member:
-                return fmt.read_array(member, allow_pickle=False)
-        if dtype.hasobject:
-            raise ValueError(f"{path}: {name} holds Python objects (refused: no pickle)")
+        # check_npz has parsed every member's header already; this finds where the data
+        # starts (a damaged or pickled member still fails here, typed)
+        shape, fortran, dtype, n_bytes = read_npy_header(fh, f"{path}: {name}")
         offset = fh.tell()
-    n_bytes = math.prod(int(d) for d in shape) * dtype.itemsize  # Python ints: no overflow
     if offset + n_bytes > os.path.getsize(path):
         raise ValueError(f"{path}: {name} is truncated ({shape} {dtype} needs {n_bytes} "
                          "bytes past its header)")

@@ -32,13 +32,13 @@ def load_model(path, backend=None):
     return model
 
 
-def read_all(args, need_labels):
+def read_all(args, need_labels, dtype):
     from ..stream import open_stream
     st = open_stream(args.data, split="test" if need_labels else "any",
                      labels=getattr(args, "labels", None),
                      label_column=getattr(args, "label_column", None),
                      need_labels=need_labels)
-    parts = [X for _, X, _ in st.chunks(8192, dtype=np.float64)]
+    parts = [X for _, X, _ in st.chunks(8192, dtype=dtype)]
     X = np.concatenate(parts)
     return X, st.y
 
@@ -46,11 +46,10 @@ def read_all(args, need_labels):
 def run(args):
     from . import CommandError, emit_json
     model = load_model(args.model, args.backend)
-    X, y = read_all(args, need_labels=True)
+    X, y = read_all(args, need_labels=True, dtype=model.dtype)
     if X.shape[1] != model.n_features_in_:
         raise CommandError(f"{args.data} has {X.shape[1]} features; the model was trained on "
                            f"{model.n_features_in_}")
-    X = X.astype(model.dtype)
     unknown = np.setdiff1d(np.unique(y), model.classes_)
     t0 = time.perf_counter()
     pred = model.predict(X)

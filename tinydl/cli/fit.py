@@ -59,18 +59,10 @@ def add_arguments(p):
 
 
 def _learner_class(args):
+    from ..distributed import MPITinyDLClassifier, under_mpi
     from ..pipeline import TinyDLClassifier
-    use_mpi = args.mpi
-    if not use_mpi:
-        try:
-            from ..distributed import under_mpi
-            use_mpi = under_mpi()
-        except ImportError:
-            use_mpi = False
-    if use_mpi:
-        from ..distributed import MPITinyDLClassifier
-        return MPITinyDLClassifier
-    return TinyDLClassifier
+    # under_mpi() reads the environment only; mpi4py is imported by the MPI learner itself
+    return MPITinyDLClassifier if args.mpi or under_mpi() else TinyDLClassifier
 
 
 def _hidden(text):

@@ -26,11 +26,10 @@ def run(args):
     from . import CommandError, emit_json
     from ..io import atomic_write_bytes, atomic_write_text
     model = load_model(args.model, args.backend)
-    X, _ = read_all(args, need_labels=False)
+    X, _ = read_all(args, need_labels=False, dtype=model.dtype)
     if X.shape[1] != model.n_features_in_:
         raise CommandError(f"{args.data} has {X.shape[1]} features; the model was trained on "
                            f"{model.n_features_in_}")
-    X = X.astype(model.dtype)
     out = model.predict_proba(X) if args.proba else model.predict(X)
     if args.output:
         ext = os.path.splitext(args.output)[1].lower()
