@@ -36,9 +36,9 @@
     signal S``, exits non-zero, and mpiexec stops the others;
   - an uncaught exception on one rank: ``tinydl: MPI rank R of N failed: ...`` then
     ``MPI_Abort``;
-  - a rank that stops answering (a board lost, a process stuck): its peers wait at most
-    ``TINYDL_MPI_TIMEOUT`` seconds (default 30) in any collective, then name the ranks that do
-    not answer a liveness check and abort.
+  - a rank that stops answering (a board lost, a process stuck): the job stops within
+    ``TINYDL_MPI_TIMEOUT`` seconds (default 30) of the last progress: its peers wait, then
+    name the ranks that do not answer a liveness check and abort.
 
   Checkpoints (``save``) are written by rank 0 only; ``load`` reads them on rank 0 and
   broadcasts the files, so the boards need no shared file system.
@@ -115,7 +115,10 @@ def supervise() -> bool:
     parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.environ["_TINYDL_MPI_SUPERVISED"] = "1"
+    # the child's waits (hal.backends.mpi.MPIComm.wait) check that this process is still its
+    # parent: PR_SET_PDEATHSIG alone is not enough where the launcher kills the supervisor
+    # while the kernel or a sandbox does not deliver the death signal
+    os.environ["_TINYDL_MPI_SUPERVISED"] = str(parent)
     pid = os.fork()
     if pid == 0:
         # die with the supervisor: mpiexec's clean-up kills the processes it started

@@ -112,6 +112,22 @@ def _import_mpi():
     return MPI
 
 
+def _exit_if_orphaned(rank, size) -> None:
+    """Exit at once when this rank's supervisor (:func:`tinydl.distributed.supervise`) is gone.
+
+    The launcher stops a job by killing the processes it started, which are the supervisors;
+    their children die with them through ``PR_SET_PDEATHSIG``, and this check covers a child
+    that outlives its supervisor anyway (a kernel or sandbox that does not deliver the death
+    signal): it would otherwise wait out the timeout in its next collective.
+    """
+    sup = os.environ.get("_TINYDL_MPI_SUPERVISED", "")
+    if sup.isdigit() and int(sup) > 1 and os.getppid() != int(sup):
+        sys.stderr.write(f"tinydl: MPI rank {rank} of {size}: the job is stopping (this rank's "
+                         f"supervisor, pid {sup}, is gone); exiting\n")
+        sys.stderr.flush()
+        os._exit(143)
+
+
 class MPIComm:
     """A communicator whose collectives have a deadline and name lost peers.
 
@@ -132,6 +148,10 @@ class MPIComm:
         self.timeout = default_timeout() if timeout is None else float(timeout)
         if not self.timeout > 0:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        # The timeout bounds the whole stop: ``_patience`` s without progress, then at most
+        # ``_grace`` s for the liveness check, then MPI_Abort (about a second to take effect).
+        self._grace = min(5.0, max(0.5, self.timeout / 4))
+        self._patience = max(0.5, self.timeout - self._grace - 1.0)
         self.seq = 0                       # collectives started: reported to liveness checks
         self._pong = np.zeros(1, np.int64)
         self._ping = np.zeros(1, np.int64)
@@ -158,7 +178,8 @@ class MPIComm:
             now = time.monotonic()
             if spins % 64 == 0:
                 self._serve_pings()
-                if now - t0 > self.timeout:
+                _exit_if_orphaned(self.rank, self.size)
+                if now - t0 > self._patience:
                     self._lost(what, now - t0)
             # A non-blocking collective advances only inside MPI calls on every rank, in
             # several message steps: a rank that sleeps between polls delays its peers at
@@ -188,7 +209,7 @@ class MPIComm:
         recvs = {p: self.comm.Irecv([answers[p], MPI.INT64_T], source=p, tag=_PONG)
                  for p in peers}
         t0 = time.monotonic()
-        grace = min(5.0, max(1.0, self.timeout / 4))
+        grace = self._grace
         while time.monotonic() - t0 < grace and not all(r.Test() for r in recvs.values()):
             self._serve_pings()
             time.sleep(0.005)
