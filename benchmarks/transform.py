@@ -14,7 +14,11 @@ Also the whole streaming transform (``StreamingDictionary.partial_fit_transform`
 coding, at the paper's m=5625, l=100, k=20) against plain ``omp`` of the same samples on the
 final dictionary.
 
-    python benchmarks/transform.py [--json PATH] [--quick]
+tinydl runs on ``--backend`` (default: the first of ``native``, ``blas``, ``numpy`` that can
+run here, the x86-64-host profile's preference); the NumPy reference backend's time is
+printed beside it (``tinydl_numpy_us``), and each JSON row names the backend.
+
+    python benchmarks/transform.py [--json PATH] [--quick] [--backend NAME]
 
 Data: ``../shared/data`` (or ``$TINYDL_DATA``) when it holds a file with m features that
 ``tinydl.data.load_dataset`` reads; otherwise synthetic data (a rank-200 mixture plus noise,
@@ -100,7 +104,7 @@ def dictionary_from(X, l, rng):
     return D
 
 
-def bench_case(m, l, k, X64, D64, n_peer, n_naive, repeat, spams):
+def bench_case(m, l, k, X64, D64, n_peer, n_naive, repeat, spams, backend):
     rows = {}
     # the floor's GFLOP/s: this product on all samples in one call, and a square GEMM
     rng = np.random.default_rng(1)
@@ -112,7 +116,9 @@ def bench_case(m, l, k, X64, D64, n_peer, n_naive, repeat, spams):
         sqt = time_call(lambda: sq @ sq, 3)
         rate = 2.0 * n * m * l / prod
         floor_us = 2.0 * m * l / rate * 1e6
-        t_ours = time_call(lambda: omp(X, D, k), repeat) / n * 1e6
+        t_ours = time_call(lambda: omp(X, D, k, backend=backend), repeat) / n * 1e6
+        t_np = t_ours if backend.name == "numpy" else \
+            time_call(lambda: omp(X, D, k, backend="numpy"), repeat) / n * 1e6
 
         from sklearn.linear_model import orthogonal_mp_gram
 
@@ -127,7 +133,7 @@ def bench_case(m, l, k, X64, D64, n_peer, n_naive, repeat, spams):
             warnings.simplefilter("ignore")
             t_sk = time_call(sk, max(1, repeat // 2)) / n_peer * 1e6
             ref = sk().T
-        ours_peer = omp(Xs, D, k)
+        ours_peer = omp(Xs, D, k, backend=backend)
         agree_sk = float(np.mean((ours_peer != 0) == (ref != 0)))
 
         Xn = X[:n_naive]
@@ -143,12 +149,13 @@ def bench_case(m, l, k, X64, D64, n_peer, n_naive, repeat, spams):
         rows[f"{m}-{l}-{k}-{np.dtype(dt).name}"] = {
             "tinydl_us": t_ours, "sklearn_us": t_sk, "naive_us": t_naive,
             "spams_us": t_spams, "floor_us": floor_us,
+            "backend": backend.name, "tinydl_numpy_us": t_np,
             "_gflops": rate / 1e9, "_sq_gflops": 2.0 * 1024 ** 3 / sqt / 1e9,
             "_agree": agree_sk}
     return rows
 
 
-def bench_streaming(X, repeat):
+def bench_streaming(X, repeat, backend):
     try:
         from tinydl.transform import StreamingDictionary
     except ImportError:
@@ -157,24 +164,31 @@ def bench_streaming(X, repeat):
     l, k, alpha = 100, 20, 0.3
 
     def stream():
-        return StreamingDictionary(l=l, k=k, alpha=alpha).partial_fit_transform(X)
+        return StreamingDictionary(l=l, k=k, alpha=alpha,
+                                   backend=backend).partial_fit_transform(X)
 
     t_stream = time_call(stream, repeat)
-    sd = StreamingDictionary(l=l, k=k, alpha=alpha)
+    sd = StreamingDictionary(l=l, k=k, alpha=alpha, backend=backend)
     sd.partial_fit_transform(X)
     D = np.asarray(sd.dictionary_, X.dtype)
-    t_omp = time_call(lambda: omp(X, D, k), repeat)
+    t_omp = time_call(lambda: omp(X, D, k, backend=backend), repeat)
     n = X.shape[0]
     print(f"streaming: {n} samples, m={X.shape[1]}, dictionary filled to "
           f"{D.shape[0]} atoms, dtype {X.dtype}")
-    return {"streaming_us": t_stream / n * 1e6, "omp_us": t_omp / n * 1e6}
+    return {"streaming_us": t_stream / n * 1e6, "omp_us": t_omp / n * 1e6,
+            "backend": backend.name}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    ap.add_argument("--backend", help="tinydl's HAL backend (default: the first of native, "
+                    "blas, numpy that can run here, as the x86-64-host profile prefers)")
     args = ap.parse_args(argv)
+    import hal
+    name = args.backend or hal.select_backend(None, ["native", "blas", "numpy"])[0]
+    backend = hal.get_backend(name)
     n = 256 if args.quick else 1024
     n_peer = 64 if args.quick else 256
     repeat = 3 if args.quick else 5
@@ -184,7 +198,8 @@ def main(argv=None) -> int:
         spams = None
         print("note: spams not installed (pip install spams-bin): spams_us is null")
     print(f"BLAS threads: {blas_threads()}; {n} samples per case (peers: sklearn "
-          f"{n_peer}, Algorithm 1 a few)")
+          f"{n_peer}, Algorithm 1 a few); tinydl backend: {backend.name} (the NumPy "
+          "reference's time in the last column)")
     rng = np.random.default_rng(0)
     results = {}
     table = []
@@ -203,7 +218,7 @@ def main(argv=None) -> int:
         n_naive = 4 if m > 2000 else 16
         if args.quick:
             n_naive = max(2, n_naive // 4)
-        rows = bench_case(m, l, k, X, D, n_peer, n_naive, repeat, spams)
+        rows = bench_case(m, l, k, X, D, n_peer, n_naive, repeat, spams, backend)
         for key, r in rows.items():
             t = r["tinydl_us"]
             table.append([key, fmt(t), fmt(r["sklearn_us"]), fmt(r["sklearn_us"] / t, 1) + "x",
@@ -211,12 +226,13 @@ def main(argv=None) -> int:
                           fmt(r["spams_us"]),
                           "-" if r["spams_us"] is None else fmt(r["spams_us"] / t, 2) + "x",
                           fmt(r["floor_us"]), fmt(t / r["floor_us"], 2) + "x",
-                          fmt(r["_gflops"], 0), fmt(r["_sq_gflops"], 0), fmt(r["_agree"], 4)])
+                          fmt(r["_gflops"], 0), fmt(r["_sq_gflops"], 0), fmt(r["_agree"], 4),
+                          fmt(r["tinydl_numpy_us"])])
             results[key] = {kk: v for kk, v in r.items() if not kk.startswith("_")}
     print()
     print_table(["case (m-l-k-dtype)", "tinydl us", "sklearn us", "sk/tinydl", "Alg.1 us",
                  "Alg.1/tinydl", "spams64 us", "spams/tinydl", "floor us", "tinydl/floor",
-                 "GFLOP/s", "sq GFLOP/s", "support agree sk"], table)
+                 "GFLOP/s", "sq GFLOP/s", "support agree sk", "numpy-backend us"], table)
     print("\n(us per sample; ratios > 1x for peers mean tinydl is faster; tinydl/floor is how "
           "far above the D^T X product at this run's rate for it; 'support agree sk' is the "
           "fraction of code entries whose zero pattern matches scikit-learn's)")
@@ -227,7 +243,7 @@ def main(argv=None) -> int:
     if Xs is None:
         Xs = synthetic(m, ns, rng)
     print()
-    results["streaming"] = bench_streaming(Xs.astype(np.float32), repeat)
+    results["streaming"] = bench_streaming(Xs.astype(np.float32), repeat, backend)
     if results["streaming"] is not None:
         s = results["streaming"]
         print_table(["streaming (5625-100-20-float32)", "us/sample"],

@@ -25,6 +25,7 @@ __all__ = ["Backend", "BackendError", "BackendUnavailable", "OMPResult", "OMPWor
 BACKENDS: Dict[str, str] = {
     "numpy": "hal.backends.numpy:NumpyBackend",
     "blas": "hal.backends.blas:BlasBackend",
+    "native": "hal.backends.native:NativeBackend",
     "opencl": "hal.backends.opencl:OpenCLBackend",
     "multiprocessing": "hal.backends.multiprocessing:MultiprocessingBackend",
     "mpi": "hal.backends.mpi:MPIBackend",

@@ -4,6 +4,8 @@
   bit-identity properties the streaming transform promises (see hal.backends.numpy).
 * ``shared_data`` finds ``../shared/data`` (or ``$TINYDL_DATA``) and skips with a clear reason
   when it is absent.
+* ``each_omp_backend`` runs a module once per OMP backend (``pytestmark =
+  pytest.mark.usefixtures("each_omp_backend")``).
 """
 import os
 
@@ -41,3 +43,25 @@ def shared_data():
     if d is None:
         pytest.skip("real datasets absent: neither $TINYDL_DATA nor ../shared/data exists")
     return d
+
+
+@pytest.fixture(scope="module", params=["numpy", "native"])
+def each_omp_backend(request):
+    """The NumPy specification, then the native backend (C kernels) where they build.
+
+    Sets ``TINYDL_BACKEND``, which ``hal.get_backend()`` reads, so code that picks its backend
+    by default (``tinydl.omp``, the streaming transform) runs on each.  Module scope, so that
+    hypothesis tests may use it.
+    """
+    import hal
+    if request.param != "numpy":
+        ok, why = hal.available_backends()[request.param]
+        if not ok:
+            pytest.skip(f"backend {request.param!r} unavailable: {why}")
+    old = os.environ.get("TINYDL_BACKEND")
+    os.environ["TINYDL_BACKEND"] = request.param
+    yield request.param
+    if old is None:
+        os.environ.pop("TINYDL_BACKEND", None)
+    else:
+        os.environ["TINYDL_BACKEND"] = old

@@ -328,7 +328,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     """Peak bytes a :class:`~tinydl.pipeline.TinyDLClassifier` holds while streaming.
 
     The parts mirror the learner's allocations: the transform's state (atoms ``D``, the
-    orthonormal basis ``Q``, the Gram matrix, the standardization statistics, the
+    orthonormal basis ``Q``, the Gram matrix, the factor ``L`` of ``D = L Q``, the standardization statistics, the
     projection-error scratch), the OMP workspace (:meth:`hal.Backend.prepare_omp`), the
     compact code window (``k`` int32 indices and ``k`` values per sample, one int64 label),
     the network's parameters, gradients, momentum and training buffers
@@ -346,7 +346,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     lb = max(int(l), 2)
     kk = max(min(int(k), int(l)), 1)
     scan = min(block, 16)
-    transform = it * (2 * lb * m + lb * lb + 2 * m          # D, Q, G, mean, scale
+    transform = it * (2 * lb * m + 2 * lb * lb + 2 * m      # D, Q, G, L, mean, scale
                       + 2 * scan * m + scan * lb + 2 * scan + 2 * m)  # Wp scratch
     # OMP workspace (NumpyBackend.prepare_omp): chunk rows whose Y fits the cache
     per = (kk + 1) * lb * it

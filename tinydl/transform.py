@@ -208,6 +208,9 @@ class StreamingDictionary:
         self._D = np.zeros((lb, m), dtype)   # atoms as rows, unit norm
         self._Q = np.zeros((lb, m), dtype)   # orthonormal basis of span(D), same order
         self._G = np.zeros((lb, lb), dtype)  # D D^T for Batch-OMP
+        # D = L Q: row i of L holds atom i's coordinates on the basis (lower triangular);
+        # a new atom's Gram row is L[:n, :n] @ L[n, :n], O(l^2) instead of a pass over D
+        self._L = np.zeros((lb, lb), dtype)
         self.mean_ = None
         self.scale_ = None
         # rows waiting for the standardization statistics (None once they are fixed)
@@ -246,6 +249,7 @@ class StreamingDictionary:
                "n_samples_seen_": np.array(self.n_samples_seen_),
                "n_atoms_": np.array(n),
                "D": self._D[:n].copy(), "Q": self._Q[:n].copy(), "G": self._G[:n, :n].copy(),
+               "L": self._L[:n, :n].copy(),
                "has_stats": np.array(int(self.mean_ is not None)),
                "pending": (self._pending[:self._n_pending].copy() if self._pending is not None
                            else np.zeros((0, self.n_features_in_), self.dtype_)),
@@ -481,17 +485,24 @@ class StreamingDictionary:
         np.divide(v, norm, out=d)
         u = self._uvec
         u[:] = d
+        Ln = self._L[n]
         if n:
             Qn = self._Q[:n]
             h = Qn @ u if proj is None else proj / norm
             u -= h @ Qn
             if np.dot(u, u) < 0.5 * np.dot(d, d):
-                u -= (Qn @ u) @ Qn
-            g = self._D[:n] @ d
+                h2 = Qn @ u
+                u -= h2 @ Qn
+                h = h + h2
+            Ln[:n] = h  # d = h Q[:n] + |u| q_n
+            # D[:n] d = L[:n, :n] (Q[:n] d) = L[:n, :n] h: the Gram row without reading D
+            g = self._L[:n, :n] @ Ln[:n]
             self._G[n, :n] = g
             self._G[:n, n] = g
         self._G[n, n] = np.dot(d, d)
-        np.divide(u, np.sqrt(np.dot(u, u)), out=self._Q[n])
+        unorm = np.sqrt(np.dot(u, u))
+        Ln[n] = unorm
+        np.divide(u, unorm, out=self._Q[n])
         self.n_atoms_ = n + 1
         return norm
 
@@ -631,6 +642,14 @@ class StreamingDictionary:
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
         est._D[:n], est._Q[:n], est._G[:n, :n] = arrs["D"], arrs["Q"], arrs["G"]
+        if "L" in data:
+            a = data["L"]
+            if a.shape != (n, n) or a.dtype != dt or not np.isfinite(a).all():
+                raise ValueError(f"L should be finite {dt} of shape {(n, n)}, got "
+                                 f"{a.dtype} {a.shape}")
+            est._L[:n, :n] = a
+        else:  # written before L was kept: D = L Q with Q orthonormal gives L = D Q^T
+            est._L[:n, :n] = np.tril(arrs["D"] @ arrs["Q"].T)
         est.n_atoms_ = n
         if "since_join" in data:  # absent from files written before it existed
             est._since_join = min(max(int(num("since_join")), 0), _SMALL_SCAN)

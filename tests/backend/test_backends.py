@@ -8,6 +8,7 @@ backend         bit-identical ops            others, float32       others, float
 numpy           all (the reference)          -                     -
 multiprocessing omp_encode, gather_matmul    1e-5 * (|A| @ |B|)    1e-13 * (|A| @ |B|)
 blas            none                         1e-5 * (|A| @ |B|)    1e-13 * (|A| @ |B|)
+native          none                         1e-5 * (|A| @ |B|)    1e-13 * (|A| @ |B|)
 opencl          none                         1e-5 * (|A| @ |B|)    1e-13 * (|A| @ |B|)
 =============== ============================ ===================== =====================
 
@@ -31,6 +32,7 @@ TOLERANCES = {
     "multiprocessing": (("omp_encode", "gather_matmul"), {"float32": 1e-5, "float64": 1e-13}),
     "mpi": (("omp_encode", "gather_matmul"), {"float32": 1e-5, "float64": 1e-13}),
     "blas": ((), {"float32": 1e-5, "float64": 1e-13}),
+    "native": ((), {"float32": 1e-5, "float64": 1e-13}),
     "opencl": ((), {"float32": 1e-5, "float64": 1e-13}),
 }
 OMP_RTOL = {"float32": 1e-4, "float64": 1e-10}

@@ -1,8 +1,11 @@
-"""Batch-OMP (``tinydl.omp`` on the NumPy backend) against independent references.
+"""Batch-OMP (``tinydl.omp``) against independent references, on the NumPy backend (the
+specification) and on the native backend (C kernels) where it can be built.
 
 References kept here: a literal transcription of the TinyDL paper's Algorithm 1 (one sample at
 a time, a least-squares problem each iteration solved with the explicit ``(D^T D)^-1`` the
-paper writes), scikit-learn's ``orthogonal_mp_gram`` and ``numpy.linalg.lstsq``.
+paper writes), scikit-learn's ``orthogonal_mp_gram`` and ``numpy.linalg.lstsq``.  Every test
+runs once per backend (``each_omp_backend`` in tests/conftest.py sets ``TINYDL_BACKEND``,
+which ``omp`` reads).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from tinydl.omp import SparseCodes, codes_to_dense, omp
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("each_omp_backend")
 
 
 # -- references -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The streaming transform (TinyDL Algorithm 2) against a literal transcription of the paper."""
+"""The streaming transform (TinyDL Algorithm 2) against a literal transcription of the paper,
+on the NumPy backend and on the native one."""
 from __future__ import annotations
 
 import inspect
@@ -17,6 +18,9 @@ from tinydl.transform import NotFittedError, StreamingDictionary
 hyp = pytest.importorskip("hypothesis", reason="hypothesis is not installed")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+# every test once on the NumPy backend and once on the native one (see tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("each_omp_backend")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
