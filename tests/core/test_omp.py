@@ -322,3 +322,13 @@ def test_precomputed_gram_is_used():
 def test_bad_input_raises(X, D, k, kw, exc, match):
     with pytest.raises(exc, match=match):
         omp(X, D, k, **kw)
+
+
+def test_finite_values_whose_sum_overflows_are_accepted():
+    # check_array tests finiteness by a sum; an overflowing sum of finite values is not NaN
+    from tinydl._validation import check_array
+    big = np.full((3, 4), np.finfo(np.float32).max, np.float32)
+    assert check_array(big, "X") is not None
+    big[1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"1 NaN or Inf value\(s\); the first at index \(1, 2\)"):
+        check_array(big, "X")
