@@ -1,4 +1,8 @@
-"""Trainer benchmark: tinydl (NumPy through the HAL) against PyTorch CPU, one thread each.
+"""Trainer benchmark: tinydl (through the HAL) against PyTorch CPU, one thread each.
+
+tinydl runs on the first backend of ``native``, ``blas``, ``numpy`` that can run here
+(``hal.select_backend``; ``TINYDL_BACKEND`` or ``--backend NAME`` decide instead); the
+printout and the JSON (``backend``) say which.
 
 For the [100, 64, 32, 19] ("small") and [5625, 1024, 512, 19] ("large") MLPs at batch 32, 128
 and 512: training samples/s (SGD with momentum, L2 loss, same shuffled mini-batches), batch-1
@@ -9,7 +13,7 @@ product on the scattered codes, forward and weight gradients (a training step's 
 JSON's first-layer figures), forward alone printed too, and the footprint reported before a run against
 tracemalloc's peak during it.
 
-    python benchmarks/train.py [--json PATH] [--quick]
+    python benchmarks/train.py [--json PATH] [--quick] [--backend NAME]
 """
 import os
 import sys
@@ -31,6 +35,8 @@ from tinydl.nn.layers import Dense, SparseBatch  # noqa: E402
 from tinydl.nn.network import Network  # noqa: E402
 
 NETS = {"small": [100, 64, 32, 19], "large": [5625, 1024, 512, 19]}
+#: tinydl's backend, first that can run here (a missing one is skipped)
+PREFERENCES = ["native", "blas", "numpy"]
 
 
 def best_of(f, repeats, inner):
@@ -44,9 +50,9 @@ def best_of(f, repeats, inner):
     return best
 
 
-def tinydl_train(sizes, batch, X, y, repeats):
+def tinydl_train(sizes, batch, X, y, repeats, backend):
     clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), batch_size=batch, epochs=1,
-                        learning_rate=1e-3, momentum=0.9, loss="l2")
+                        learning_rate=1e-3, momentum=0.9, loss="l2", backend=backend)
     clf.partial_fit(X[:batch], y[:batch], classes=np.arange(sizes[-1]))
     t = best_of(lambda: clf.partial_fit(X, y), repeats, 1)
     return len(y) / t, clf
@@ -79,7 +85,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    ap.add_argument("--backend", metavar="NAME",
+                    help=f"tinydl's backend (default: the first of {', '.join(PREFERENCES)} "
+                         "that can run here)")
     args = ap.parse_args(argv)
+    be_name, decisions = hal.select_backend(args.backend, preferences=PREFERENCES)
+    be = hal.get_backend(be_name)
+    print(f"tinydl backend: {be_name} ("
+          + "; ".join(f"{n}: {why}" for n, why in decisions) + ")")
     try:
         import torch
         torch.set_num_threads(1)
@@ -96,7 +109,7 @@ def main(argv=None):
         X = rng.standard_normal((n, sizes[0])).astype(np.float32)
         y = rng.integers(0, sizes[-1], n)
         for batch in (32, 128, 512):
-            t_sps, clf = tinydl_train(sizes, batch, X, y, reps)
+            t_sps, clf = tinydl_train(sizes, batch, X, y, reps, be)
             net = clf.network_
             net.ensure(256)
             x1, x256 = X[:1].copy(), X[:256].copy()
@@ -123,7 +136,6 @@ def main(argv=None):
     print("(ratios: tinydl / torch; training wants >= 1, latency <= 0.5 on the small net)")
 
     # compact codes through the first layer
-    be = hal.get_backend("numpy")
     l, k, units, batch = 100, 20, 64, 32
     idx = np.stack([rng.choice(l, k, replace=False) for _ in range(batch)]).astype(np.int32)
     vals = rng.standard_normal((batch, k)).astype(np.float32)
@@ -156,7 +168,8 @@ def main(argv=None):
         X = rng.standard_normal((n, sizes[0])).astype(np.float32)
         y = rng.integers(0, sizes[-1], n)
         clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), batch_size=batch,
-                            optimizer=opt, epochs=1, dropout=0.1, learning_rate=1e-3)
+                            optimizer=opt, epochs=1, dropout=0.1, learning_rate=1e-3,
+                            backend=be)
         fp = clf.footprint(batch, sizes[0], sizes[-1], n_samples=n)
         tracemalloc.start()
         clf.fit(X, y)
@@ -165,7 +178,8 @@ def main(argv=None):
         print(f"{str(sizes) + ' b' + str(batch) + ' ' + opt:28} {fp['total']:10d} {peak:10d} "
               f"{peak / fp['total']:8.3f}")
 
-    result = {"rows": rows, "sparse_first_layer_us": t_sparse, "dense_first_layer_us": t_dense}
+    result = {"backend": be_name, "rows": rows, "sparse_first_layer_us": t_sparse,
+              "dense_first_layer_us": t_dense}
     if args.json:
         from tinydl.io import atomic_write_text
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

@@ -98,6 +98,10 @@ class Backend:
         Batch-OMP of every row of ``X`` over ``D`` (Gram ``G = D @ D.T``), an :class:`OMPResult`.
     dense_forward(X, W, b, out=None)
         ``X @ W + b``: a dense layer, X (n, p), W (p, q), b (q,).
+    gemm(a, b, out, alpha=1.0, beta=0.0)
+        ``out[...] = alpha * (a @ b) + beta * out`` in place (BLAS's ``?gemm``); the trainer's
+        fused momentum-SGD update accumulates weight gradients straight into the velocity
+        with it (see :attr:`fused_gemm`).
     gather_matmul(indices, values, W, out=None)
         The k-sparse product ``codes @ W`` from compact codes: ``out[i] = sum_t values[i, t] *
         W[indices[i, t]]`` (padding indices ``-1`` contribute nothing).
@@ -109,6 +113,10 @@ class Backend:
     bit_identical: bool = False
     #: relative tolerance against the NumPy reference, per dtype
     rtol: Dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
+    #: whether :meth:`gemm` runs as one in-place BLAS call (reading and writing ``out`` once,
+    #: no temporary): only then does the trainer fold the weight gradients into the
+    #: optimizer's velocity (a reference :meth:`gemm` that allocates would be no gain)
+    fused_gemm: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)
@@ -141,6 +149,33 @@ class Backend:
 
     def gather_matmul(self, indices, values, W, out=None):
         raise NotImplementedError(f"backend {self.name!r} needs gather_matmul")
+
+    def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0,
+             beta: float = 0.0) -> np.ndarray:
+        """General matrix product accumulated in place: ``out[...] = alpha * (a @ b) + beta *
+        out``.
+
+        Parameters
+        ----------
+        a : ndarray of shape (m, k)
+        b : ndarray of shape (k, n)
+            Any strides (transposed views included); same float dtype as ``out``.
+        out : ndarray of shape (m, n)
+            Read (unless ``beta`` is 0: then, as in BLAS, its old contents, NaN included, are
+            ignored) and overwritten.
+        alpha, beta : float
+
+        Returns
+        -------
+        out : ndarray of shape (m, n)
+            The ``out`` given.
+
+        Raises
+        ------
+        ValueError
+            If the shapes do not match.
+        """
+        raise NotImplementedError(f"backend {self.name!r} needs gemm")
 
     # -- life cycle ---------------------------------------------------------------------
     def close(self) -> None:

@@ -55,7 +55,10 @@ def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=N
     # NaN and Inf propagate through a sum: one reduction pass, where isfinite(X).all() writes
     # a boolean array the size of X (2x slower at m=5625).  A sum that overflows (finite
     # values near the dtype's maximum) falls through to the exact check.
-    if arr.size and not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
+    if arr.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = arr.sum()
+    if arr.size and not np.isfinite(total) and not np.isfinite(arr).all():
         bad = ~np.isfinite(arr)
         first = np.argwhere(bad)[0]
         raise ValueError(f"{name} contains {int(bad.sum())} NaN or Inf value(s); the first "

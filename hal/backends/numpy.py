@@ -350,6 +350,26 @@ class NumpyBackend(Backend):
             out += b
         return out
 
+    def gemm(self, a, b, out, alpha=1.0, beta=0.0):
+        """``out[...] = alpha * (a @ b) + beta * out`` in place; a (m, k), b (k, n), out
+        (m, n).  The reference allocates the product; the rounding is that of the separate
+        steps ``t = a @ b; t *= alpha; out *= beta; out += t`` (``beta == 0``: ``out`` is not
+        read, as in BLAS)."""
+        if a.ndim != 2 or b.ndim != 2 or out.ndim != 2 or a.shape[1] != b.shape[0] \
+                or out.shape != (a.shape[0], b.shape[1]):
+            raise ValueError(f"gemm needs a (m, k), b (k, n) and out (m, n), got {a.shape}, "
+                             f"{b.shape} and {out.shape}")
+        prod = self.matmul(a, b)
+        if alpha != 1.0:
+            prod *= alpha
+        if beta == 0.0:
+            np.copyto(out, prod, casting="same_kind")
+        else:
+            if beta != 1.0:
+                out *= beta
+            out += prod
+        return out
+
     def gather_matmul(self, indices, values, W, out=None):
         """``out[i] = sum_t values[i, t] * W[indices[i, t]]`` (index ``-1``: nothing).
 

@@ -24,7 +24,7 @@ from .layers import (Conv1D, Conv2D, Dense, Dropout, MaxPool1D, MaxPool2D, ReLU,
                      SparseBatch, Tanh, layer_from_config)
 from .losses import LOSSES, softmax
 from .network import Network
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, SGD
 
 __all__ = ["NetworkClassifier", "MLPClassifier", "CNNClassifier", "DivergenceError",
            "NotFittedError", "DataConversionWarning"]
@@ -317,6 +317,7 @@ class NetworkClassifier:
         first = net.layers[0]
         if sparse and isinstance(first, Dense) and self.sparse_product != "auto":
             first.sparse_product = self.sparse_product
+        fused = self._fused_step(net, opt, hook)
         for epoch in range(epochs):
             rng.shuffle(order)
             total = 0.0
@@ -326,36 +327,55 @@ class NetworkClassifier:
                     rows = hook.select(rows)
                 nb = rows.shape[0]
                 yb = bufs["y"][:nb]
-                np.take(yenc, rows, out=yb)
+                # mode="clip" (rows are valid): with out= and the default mode="raise",
+                # NumPy gathers into a temporary of the batch's size and copies it over
+                np.take(yenc, rows, out=yb, mode="clip")
                 if sparse:
                     idx, val, didx = bufs["idx"][:nb], bufs["val"][:nb], bufs["didx"][:nb]
-                    np.take(data[0], rows, axis=0, out=idx)
-                    np.take(data[1], rows, axis=0, out=val)
-                    np.take(data[2], rows, axis=0, out=didx)
+                    np.take(data[0], rows, axis=0, out=idx, mode="clip")
+                    np.take(data[1], rows, axis=0, out=val, mode="clip")
+                    np.take(data[2], rows, axis=0, out=didx, mode="clip")
                     xb = SparseBatch(idx, val, didx, data[3])
                     if self.sparse_product == "auto" and not getattr(self, "_sp_chosen", False):
                         net.choose_sparse_product(xb)
                         self._sp_chosen = True
                 else:
                     xb = bufs["X"][:nb]
-                    np.take(data.reshape((n,) + net.input_shape), rows, axis=0, out=xb)
+                    np.take(data.reshape((n,) + net.input_shape), rows, axis=0, out=xb,
+                            mode="clip")
                 out = net.forward(xb, train=True)
                 loss, dout = loss_fn(out.reshape(nb, -1), yb)
                 if not np.isfinite(loss):
                     self._diverged(f"loss {loss}", epoch, s)
                 if opt.grad_scale != 1.0:
                     dout *= opt.grad_scale  # SGD takes lr * gradient (see optim.SGD)
-                net.backward(dout)
+                # fused: the large weights' gradient GEMMs are left pending (their operands
+                # kept) and run only after the check below, straight into the velocity
+                net.backward(dout, defer_weights=fused)
                 if hook is not None:
                     loss, nb = hook.reduce(grads, loss, nb)
                 # every gradient flows through the bias gradients (sums of each layer's dy):
                 # checking them is cheap where a pass over all parameters is not
                 if not net.bias_grads_finite():
+                    if fused:
+                        net.discard_weight_grads()
                     self._diverged("a non-finite gradient", epoch, s)
-                opt.step(params, grads)
+                if fused:
+                    opt.step_deferred(params, grads, net)
+                else:
+                    opt.step(params, grads)
                 total += loss * nb
                 self.t_ += 1
             self.loss_curve_.append(total / n)
+
+    @staticmethod
+    def _fused_step(net, opt, hook) -> bool:
+        """Whether to train with the fused momentum-SGD step (``SGD.step_deferred``): SGD
+        with momentum, no data-parallel hook (it all-reduces plain gradients), a backend
+        whose ``gemm`` is one in-place BLAS call, and weights large enough to gain."""
+        return (hook is None and isinstance(opt, SGD) and opt.momentum > 0
+                and getattr(net.backend, "fused_gemm", False)
+                and net.deferred_weights() > 0)
 
     def _diverged(self, what, epoch, start):
         raise DivergenceError(

@@ -9,6 +9,14 @@ same weights up to rounding):
 
 ``step(p, g)`` uses ``g`` as scratch (it is recomputed by the next backward pass), so SGD holds
 one extra buffer and Adam three; :meth:`Optimizer.state_bytes` says so before training.
+
+SGD with momentum also has a fused step, :meth:`SGD.step_deferred`: the weight-gradient GEMMs
+of the large weights, left pending by ``Network.backward(dout, defer_weights=True)``, run after
+the trainer's divergence check and accumulate straight into the velocity (``u_W = mu u_W +
+x^T (lr dy)``, one GEMM with ``beta = mu``), then ``p -= u``.  For those weights the gradient
+buffer is never written nor read again: the GEMM's write of ``g`` and the two vector passes
+``u *= mu; u += g`` (five array streams) are gone, the GEMM scaling ``u`` by ``mu`` instead
+(~2.5 ms a step less on the benchmark's 6.3M-weight MLP, measured).
 """
 from __future__ import annotations
 
@@ -74,6 +82,32 @@ class SGD(Optimizer):
             u += g
             p -= u
         else:
+            p -= g
+        self.t += 1
+
+    def step_deferred(self, p, g, net):
+        """:meth:`step` after ``net.backward(dout, defer_weights=True)``: the same update (up
+        to the GEMM's rounding), with the deferred weight gradients accumulated straight
+        into the velocity (``g`` holds the others, already times ``learning_rate``).
+
+        Parameters
+        ----------
+        p, g : ndarray of shape (n_params,)
+            ``net.params`` and ``net.grads``.
+        net : Network
+            Holds the pending weight-gradient GEMMs (:meth:`Network.flush_weight_grads`).
+        """
+        mu = self.momentum
+        if mu:
+            u = self.state["velocity"]
+            for s, e in net.eager_ranges():
+                us = u[s:e]
+                us *= mu
+                us += g[s:e]
+            net.flush_weight_grads(u, beta=mu)
+            p -= u
+        else:
+            net.flush_weight_grads(g, beta=0.0)
             p -= g
         self.t += 1
 
