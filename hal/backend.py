@@ -105,6 +105,9 @@ class Backend:
     gather_matmul(indices, values, W, out=None)
         The k-sparse product ``codes @ W`` from compact codes: ``out[i] = sum_t values[i, t] *
         W[indices[i, t]]`` (padding indices ``-1`` contribute nothing).
+    scatter_matmul(indices, values, dy, out, beta=0.0)
+        Its transpose, the first layer's weight gradient from compact codes: ``out[...] =
+        beta * out + codes.T @ dy``, out (rows, q), dy (n, q).
     """
 
     #: registry name of the backend
@@ -149,6 +152,14 @@ class Backend:
 
     def gather_matmul(self, indices, values, W, out=None):
         raise NotImplementedError(f"backend {self.name!r} needs gather_matmul")
+
+    #: whether :meth:`scatter_matmul` is a direct k-sparse kernel (the trainer then uses it
+    #: for the gathered first layer's weight gradient instead of scattering the codes into a
+    #: dense matrix for one GEMM)
+    sparse_kernels: bool = False
+
+    def scatter_matmul(self, indices, values, dy, out, beta=0.0):
+        raise NotImplementedError(f"backend {self.name!r} needs scatter_matmul")
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0,
              beta: float = 0.0) -> np.ndarray:

@@ -158,10 +158,21 @@ long omp_SFX(long n, long l, long k, const REAL *corr, const REAL *xx, const REA
     return dependent;
 }
 
-/* out[i, :] = sum_t val[i, t] * W[idx[i, t], :] (idx < 0: nothing); W is (rows, q). */
-void gather_SFX(long n, long k, long q, const int *idx, const REAL *val, const REAL *W,
-                REAL *out)
+/* 0 if every index lies in [-1, rows), else 1 + the flat position of the first that does
+   not (checked before anything is read or written through them) */
+static long bad_index_SFX(long nk, const int *idx, long rows)
 {
+    for (long p = 0; p < nk; p++)
+        if (idx[p] < -1 || idx[p] >= rows) return p + 1;
+    return 0;
+}
+
+/* out[i, :] = sum_t val[i, t] * W[idx[i, t], :] (idx < 0: nothing); W is (rows, q). */
+long gather_SFX(long n, long k, long q, long rows, const int *idx, const REAL *val,
+                const REAL *W, REAL *out)
+{
+    long bad = bad_index_SFX(n * k, idx, rows);
+    if (bad) return bad;
     for (long i = 0; i < n; i++) {
         REAL *o = out + i * q;
         for (long c = 0; c < q; c++) o[c] = 0;
@@ -173,13 +184,16 @@ void gather_SFX(long n, long k, long q, const int *idx, const REAL *val, const R
             for (long c = 0; c < q; c++) o[c] += a * Wr[c];
         }
     }
+    return 0;
 }
 
 /* out = beta * out + sum_i sum_t val[i, t] * outer(e_idx[i, t], dy[i, :]): the transposed
    k-sparse product codes^T @ dy, out (rows, q), dy (n, q).  beta is 0 or 1 (or any value). */
-void scatter_SFX(long n, long k, long q, long rows, const int *idx, const REAL *val,
+long scatter_SFX(long n, long k, long q, long rows, const int *idx, const REAL *val,
                  const REAL *dy, REAL beta, REAL *out)
 {
+    long bad = bad_index_SFX(n * k, idx, rows);
+    if (bad) return bad;
     if (beta == 0) { for (long c = 0; c < rows * q; c++) out[c] = 0; }
     else if (beta != 1) { for (long c = 0; c < rows * q; c++) out[c] *= beta; }
     for (long i = 0; i < n; i++) {
@@ -192,6 +206,7 @@ void scatter_SFX(long n, long k, long q, long rows, const int *idx, const REAL *
             for (long c = 0; c < q; c++) o[c] += a * g[c];
         }
     }
+    return 0;
 }
 """
 
@@ -214,11 +229,12 @@ long omp_f32(long, long, long, const float *, const float *, const float *, floa
              float *, int *, float *, int *, float *);
 long omp_f64(long, long, long, const double *, const double *, const double *, double, double,
              double *, int *, double *, int *, double *);
-void gather_f32(long, long, long, const int *, const float *, const float *, float *);
-void gather_f64(long, long, long, const int *, const double *, const double *, double *);
-void scatter_f32(long, long, long, long, const int *, const float *, const float *, float,
+long gather_f32(long, long, long, long, const int *, const float *, const float *, float *);
+long gather_f64(long, long, long, long, const int *, const double *, const double *,
+                double *);
+long scatter_f32(long, long, long, long, const int *, const float *, const float *, float,
                  float *);
-void scatter_f64(long, long, long, long, const int *, const double *, const double *, double,
+long scatter_f64(long, long, long, long, const int *, const double *, const double *, double,
                  double *);
 """
 
@@ -327,8 +343,21 @@ def _load():
         return _LIB
 
 
-def _ptr(ffi, ctype, a: np.ndarray):
-    return ffi.cast(ctype, a.__array_interface__["data"][0])
+def _bad_index(idx: np.ndarray, pos: int, rows: int) -> IndexError:
+    """The error for a kernel's report of an index outside [-1, rows) (nothing was written)."""
+    i, t = divmod(pos - 1, idx.shape[1])
+    return IndexError(f"code indices must lie in [-1, {rows}), got {int(idx[i, t])} at "
+                      f"({i}, {t})")
+
+
+_CTYPES = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
+           np.dtype(np.int32): "int[]"}
+
+
+def _ptr(ffi, _ctype, a: np.ndarray):
+    """A C pointer into a C-contiguous array (``from_buffer``: ~4x cheaper than casting
+    ``__array_interface__``'s address, which matters for the trainer's small products)."""
+    return ffi.from_buffer(_CTYPES[a.dtype], a)
 
 
 class NativeBackend(BlasBackend):
@@ -352,6 +381,7 @@ class NativeBackend(BlasBackend):
 
     name = "native"
     bit_identical = False
+    sparse_kernels = True
     rtol = {"float32": 1e-5, "float64": 1e-13}
 
     def __init__(self, block: int = 128, batch: int = 256, threads: Optional[int] = None,
@@ -362,16 +392,10 @@ class NativeBackend(BlasBackend):
             raise BackendUnavailable(f"backend 'native' cannot run: {_ERROR}")
         self._nffi, self._nlib, self.kernel_path = lib
 
-    #: products of fewer multiply-adds go to ``numpy.matmul``: a cffi call with its layout
-    #: checks costs ~7 us, more than a (1, 5625) x (5625, 50) product itself (measured);
-    #: the choice depends only on the shapes, so a given product always takes the same path
+    #: products up to this many multiply-adds go to ``numpy.matmul`` (see BlasBackend): a
+    #: (1, 5625) x (5625, 50) projection-error product took 28 us through cffi and 15 us
+    #: through NumPy (measured); the choice depends only on the shapes
     small_product = 1 << 22
-
-    def matmul(self, a, b, out=None):
-        if a.ndim == 2 and b.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] \
-                < self.small_product:
-            return np.matmul(a, b, out=out)
-        return super().matmul(a, b, out=out)
 
     @classmethod
     def probe(cls) -> Optional[str]:
@@ -437,16 +461,17 @@ class NativeBackend(BlasBackend):
 
     # -- k-sparse products --------------------------------------------------------------
     def _sparse_args(self, indices, values, W):
-        dt = np.result_type(values, W)
+        dt = W.dtype
+        if not (indices.dtype == np.int32 and values.dtype == dt and indices.flags.c_contiguous
+                and values.flags.c_contiguous and W.flags.c_contiguous):  # the trainer's case
+            dt = np.result_type(values, W)
+            indices = np.ascontiguousarray(indices, dtype=np.int32)
+            values = np.ascontiguousarray(values, dtype=dt)
+            W = np.ascontiguousarray(W, dtype=dt)
         if dt not in (np.float32, np.float64) or indices.ndim != 2 \
                 or values.shape != indices.shape or W.ndim != 2:
             return None
-        idx = np.ascontiguousarray(indices, dtype=np.int32)
-        val = np.ascontiguousarray(values, dtype=dt)
-        W = np.ascontiguousarray(W, dtype=dt)
-        if idx.size and int(idx.max()) >= W.shape[0]:
-            raise IndexError(f"code index {int(idx.max())} out of range for {W.shape[0]} rows")
-        return dt, idx, val, W
+        return dt, indices, values, W
 
     def gather_matmul(self, indices, values, W, out=None):
         args = self._sparse_args(indices, values, W)
@@ -461,8 +486,10 @@ class NativeBackend(BlasBackend):
         dst = out if direct else np.empty((n, q), dt)
         ffi, lib = self._nffi, self._nlib
         fn, ct = (lib.gather_f32, "float *") if dt == np.float32 else (lib.gather_f64, "double *")
-        fn(n, k, q, _ptr(ffi, "int *", idx), _ptr(ffi, ct, val), _ptr(ffi, ct, W),
-           _ptr(ffi, ct, dst))
+        bad = fn(n, k, q, W.shape[0], _ptr(ffi, "int *", idx), _ptr(ffi, ct, val),
+                 _ptr(ffi, ct, W), _ptr(ffi, ct, dst))
+        if bad:
+            raise _bad_index(idx, bad, W.shape[0])
         if not direct:
             out[...] = dst
         return out
@@ -478,6 +505,8 @@ class NativeBackend(BlasBackend):
         ffi, lib = self._nffi, self._nlib
         fn, ct = (lib.scatter_f32, "float *") if dt == np.float32 else \
             (lib.scatter_f64, "double *")
-        fn(n, k, dy.shape[1], out.shape[0], _ptr(ffi, "int *", idx), _ptr(ffi, ct, val),
-           _ptr(ffi, ct, dy), float(beta), _ptr(ffi, ct, out))
+        bad = fn(n, k, dy.shape[1], out.shape[0], _ptr(ffi, "int *", idx), _ptr(ffi, ct, val),
+                 _ptr(ffi, ct, dy), float(beta), _ptr(ffi, ct, out))
+        if bad:
+            raise _bad_index(idx, bad, out.shape[0])
         return out

@@ -396,6 +396,30 @@ class NumpyBackend(Backend):
             out[...] = np.matmul(v[:, None, :], rows.reshape(n, k, q))[:, 0]
         return out
 
+    def scatter_matmul(self, indices, values, dy, out, beta=0.0):
+        """``out[...] = beta * out + codes.T @ dy``: the transpose of :meth:`gather_matmul`
+        (the weight gradient of a layer fed compact codes), indices/values (n, k), dy (n, q),
+        out (rows, q).  The reference scatters the codes into a dense (n, rows) matrix and
+        runs one product (it allocates)."""
+        n, k = indices.shape
+        rows = out.shape[0]
+        if indices.size and (int(indices.max()) >= rows or int(indices.min()) < -1):
+            raise IndexError(f"code indices must lie in [-1, {rows}), got "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+        dense = np.zeros((n, rows + 1), out.dtype)  # column `rows` absorbs the -1 padding
+        # add.at: an index repeated within a sample adds up, as in gather_matmul
+        np.add.at(dense, (np.repeat(np.arange(n), k),
+                          np.where(indices >= 0, indices, rows).reshape(-1)),
+                  values.astype(out.dtype, copy=False).reshape(-1))
+        prod = self.matmul(dense[:, :rows].T, dy.astype(out.dtype, copy=False))
+        if beta == 0.0:
+            out[...] = prod
+        else:
+            if beta != 1.0:
+                out *= beta
+            out += prod
+        return out
+
     def _gather_scratch(self, rows, q, dt):
         """A reused (rows, q) buffer: a fresh one per call of this size (~160 KB at the
         trainer's sizes) comes from mmap and costs page faults every mini-batch."""

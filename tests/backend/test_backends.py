@@ -25,7 +25,7 @@ import pytest
 import hal
 from hal.backends.numpy import NumpyBackend
 
-ALL = ("matmul", "correlate", "dense_forward", "gather_matmul", "omp_encode")
+ALL = ("matmul", "correlate", "dense_forward", "gather_matmul", "scatter_matmul", "omp_encode")
 # backend -> (ops bit-identical to numpy, rtol of the others per dtype)
 TOLERANCES = {
     "numpy": (ALL, {"float32": 0.0, "float64": 0.0}),
@@ -159,6 +159,40 @@ def test_gather_matmul(backend, dtype, n, k, rows, q, reference):
     bound = np.abs(dense) @ np.abs(W).astype(np.float64)
     np.testing.assert_array_less(np.abs(ref - indep), 1e-5 * bound + 1e-30)
     _check(backend, backend.gather_matmul(idx, vals, W), ref, bound, dtype, "gather_matmul")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.9])
+@pytest.mark.parametrize("n,k,rows,q", [(1, 1, 1, 1), (5, 3, 7, 9), (67, 4, 50, 33),
+                                        (130, 6, 20, 100)])
+def test_scatter_matmul(backend, dtype, n, k, rows, q, beta, reference):
+    """The transposed k-sparse product (the first layer's weight gradient from codes)."""
+    if not hasattr(type(backend), "scatter_matmul") or \
+            type(backend).scatter_matmul is hal.Backend.scatter_matmul:
+        pytest.skip(f"backend {backend.name!r} has no scatter_matmul (the trainer scatters)")
+    rng = np.random.default_rng(n * k + rows + q)
+    idx = rng.integers(0, rows, (n, k)).astype(np.int32)
+    idx[rng.random((n, k)) < 0.25] = -1
+    vals = rng.standard_normal((n, k)).astype(dtype)
+    dy = rng.standard_normal((n, q)).astype(dtype)
+    start = rng.standard_normal((rows, q)).astype(dtype)
+    dense = np.zeros((n, rows))
+    for i in range(n):
+        for t in range(k):
+            if idx[i, t] >= 0:
+                dense[i, idx[i, t]] += vals[i, t]
+    indep = beta * start.astype(np.float64) + dense.T @ dy.astype(np.float64)
+    ref = reference.scatter_matmul(idx, vals, dy, start.copy(), beta=beta)
+    bound = np.abs(dense.T) @ np.abs(dy).astype(np.float64) + np.abs(start)
+    np.testing.assert_array_less(np.abs(ref - indep), 1e-5 * bound + 1e-30)
+    out = start.copy()
+    got = backend.scatter_matmul(idx, vals, dy, out, beta=beta)
+    assert got is out
+    _check(backend, got, ref, bound, dtype, "scatter_matmul")
+    bad = idx.copy()
+    bad[0, 0] = rows  # out of range: refused, not written past the end
+    with pytest.raises(IndexError, match="code indices must lie in"):
+        backend.scatter_matmul(bad, vals, dy, start.copy())
 
 
 def _sparse_data(n, m, l, k, dtype, seed):

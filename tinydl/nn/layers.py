@@ -110,8 +110,9 @@ class Dense(Layer):
 
     A :class:`SparseBatch` input takes the sparse product ``backend.gather_matmul`` (the k
     rows of W each code names) when ``sparse_product="gather"``, or is scattered into a dense
-    workspace and multiplied when ``"dense"``; the backward pass always uses the scattered
-    codes (``dW = codes.T @ dy``, one GEMM).
+    workspace and multiplied when ``"dense"``.  The backward pass takes ``dW = codes.T @ dy``
+    from the compact codes (``backend.scatter_matmul``) where the backend has direct k-sparse
+    kernels (:attr:`hal.Backend.sparse_kernels`), else from the scattered codes (one GEMM).
     """
 
     kind = "dense"
@@ -195,12 +196,16 @@ class Dense(Layer):
         untouched until it is consumed."""
         be = self.backend
         x = self._x
-        if isinstance(x, SparseBatch):
-            x = self._scatter(x)
-        if defer_weight_grad:
-            self._pending = (x.T, dy)
+        if isinstance(x, SparseBatch) and be.sparse_kernels and not defer_weight_grad:
+            # dW = codes.T @ dy straight from the compact codes (n k q multiply-adds)
+            be.scatter_matmul(x.indices, x.values, dy, self.g["W"])
         else:
-            be.matmul(x.T, dy, out=self.g["W"])
+            if isinstance(x, SparseBatch):
+                x = self._scatter(x)
+            if defer_weight_grad:
+                self._pending = (x.T, dy)
+            else:
+                be.matmul(x.T, dy, out=self.g["W"])
         np.sum(dy, axis=0, out=self.g["b"])
         if not need_dx:
             return None

@@ -230,17 +230,23 @@ class Network:
         return True
 
     def choose_sparse_product(self, sb: SparseBatch, repeats: int = 5) -> str:
-        """Time the first layer's two products on ``sb`` and keep the faster (validate, then
-        time: both give the same result up to rounding)."""
+        """Time the first layer's forward and weight-gradient products on ``sb`` both ways and
+        keep the faster (both give the same result up to rounding).  The gradients are
+        written to a copy: the layer's own are left as they were."""
         first = self.layers[0]
         best = {}
+        saved = first.g["W"].copy(), first.g["b"].copy()
+        dy = np.zeros((len(sb), first.units), self.dtype)
         for mode in ("gather", "dense"):
             first.sparse_product = mode
-            first.forward(sb)
+            first.forward(sb, train=True)
+            first.backward(dy, need_dx=False)
             t0 = time.perf_counter()
             for _ in range(repeats):
-                first.forward(sb)
+                first.forward(sb, train=True)
+                first.backward(dy, need_dx=False)
             best[mode] = time.perf_counter() - t0
+        first.g["W"][...], first.g["b"][...] = saved
         first.sparse_product = min(best, key=best.get)
         return first.sparse_product
 
