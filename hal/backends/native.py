@@ -425,8 +425,6 @@ class NativeBackend(BlasBackend):
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
-        if X.dtype not in (np.float32, np.float64):
-            return super().omp_encode(X, D, G, k, tol=tol, ws=ws)
         if ws is not None and "scratch" not in ws.arrays:
             ws = None  # a NumPy backend's workspace
         return super().omp_encode(X, D, G, k, tol=tol, ws=ws)
@@ -436,13 +434,7 @@ class NativeBackend(BlasBackend):
         A = ws.arrays
         l = ws.l
         dt = X.dtype
-        c = A["corr"][:n]
-        xx = A["xx"][:n]
-        if corr is None:
-            self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"], sq=xx)
-        else:
-            np.copyto(c, corr)
-            np.einsum("ij,ij->i", X, X, out=xx)
+        c, xx = self._chunk_correlations(X, DT, A, corr)
         G = np.ascontiguousarray(G, dtype=dt)
         ffi, lib = self._nffi, self._nlib
         if dt == np.float32:

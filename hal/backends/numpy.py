@@ -220,6 +220,19 @@ class NumpyBackend(Backend):
                 LinearDependenceWarning, stacklevel=3)
         return OMPResult(indices, values, nnz, resid)
 
+    def _chunk_correlations(self, X, DT, A, corr=None):
+        """A chunk's correlations ``c = X @ D.T`` (fixed-size row blocks; or ``corr`` given)
+        and squared norms ``|x|^2``, written into the workspace arrays ``A["corr"]`` and
+        ``A["xx"]``; returns those ``(n, l)`` and ``(n,)`` views."""
+        n = X.shape[0]
+        c, xx = A["corr"][:n], A["xx"][:n]
+        if corr is None:
+            self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"], sq=xx)
+        else:
+            np.copyto(c, corr)
+            np.einsum("ij,ij->i", X, X, out=xx)
+        return c, xx
+
     def _omp_chunk(self, X, DT, G, k, tol, ws, idx, val, nnz, resid_out, corr=None) -> int:
         """Code the n <= ws.batch rows of ``X``; returns how many hit a dependent atom."""
         n = X.shape[0]
@@ -247,12 +260,7 @@ class NumpyBackend(Backend):
         d2, gj, tg, tmp = A["vec"][:, :n]
         ok = A["ok"][:n]
 
-        xx = A["xx"][:n]
-        if corr is None:
-            self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"], sq=xx)
-        else:
-            np.copyto(c, corr)
-            np.einsum("ij,ij->i", X, X, out=xx)
+        xx = self._chunk_correlations(X, DT, A, corr)[1]
         # |x|^2 - sum z^2 is exact to ~k eps |x|^2: a residual below that is rounding noise
         noise = xx * (4 * max(k, 1) * eps)
         active = A["act"][:n]

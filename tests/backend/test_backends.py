@@ -139,21 +139,29 @@ def test_dense_forward(backend, dtype, shape, reference):
     _check(backend, out, reference.dense_forward(X, Wt, b), bound, dtype, "dense_forward")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n,k,rows,q", [(1, 1, 1, 1), (5, 3, 7, 9), (67, 4, 50, 33),
-                                        (130, 6, 20, 100)])
-def test_gather_matmul(backend, dtype, n, k, rows, q, reference):
-    rng = np.random.default_rng(n + k + rows + q)
+def _compact_codes(rng, n, k, rows, dtype):
+    """Random compact codes (a quarter padded with -1, repeats allowed) and the same codes
+    as a dense float64 (n, rows) matrix, built by an independent per-entry loop; the padding's
+    values are left random (they must contribute nothing)."""
     idx = rng.integers(0, rows, (n, k)).astype(np.int32)
-    idx[rng.random((n, k)) < 0.25] = -1  # padding contributes nothing
+    idx[rng.random((n, k)) < 0.25] = -1
     vals = rng.standard_normal((n, k)).astype(dtype)
-    vals[idx < 0] = 0
-    W = rng.standard_normal((rows, q)).astype(dtype)
     dense = np.zeros((n, rows))
     for i in range(n):
         for t in range(k):
             if idx[i, t] >= 0:
                 dense[i, idx[i, t]] += vals[i, t]
+    return idx, vals, dense
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,rows,q", [(1, 1, 1, 1), (5, 3, 7, 9), (67, 4, 50, 33),
+                                        (130, 6, 20, 100)])
+def test_gather_matmul(backend, dtype, n, k, rows, q, reference):
+    rng = np.random.default_rng(n + k + rows + q)
+    idx, vals, dense = _compact_codes(rng, n, k, rows, dtype)
+    vals[idx < 0] = 0
+    W = rng.standard_normal((rows, q)).astype(dtype)
     indep = dense @ W.astype(np.float64)  # an independent reference: dense codes @ W
     ref = reference.gather_matmul(idx, vals, W)
     bound = np.abs(dense) @ np.abs(W).astype(np.float64)
@@ -171,16 +179,9 @@ def test_scatter_matmul(backend, dtype, n, k, rows, q, beta, reference):
             type(backend).scatter_matmul is hal.Backend.scatter_matmul:
         pytest.skip(f"backend {backend.name!r} has no scatter_matmul (the trainer scatters)")
     rng = np.random.default_rng(n * k + rows + q)
-    idx = rng.integers(0, rows, (n, k)).astype(np.int32)
-    idx[rng.random((n, k)) < 0.25] = -1
-    vals = rng.standard_normal((n, k)).astype(dtype)
+    idx, vals, dense = _compact_codes(rng, n, k, rows, dtype)
     dy = rng.standard_normal((n, q)).astype(dtype)
     start = rng.standard_normal((rows, q)).astype(dtype)
-    dense = np.zeros((n, rows))
-    for i in range(n):
-        for t in range(k):
-            if idx[i, t] >= 0:
-                dense[i, idx[i, t]] += vals[i, t]
     indep = beta * start.astype(np.float64) + dense.T @ dy.astype(np.float64)
     ref = reference.scatter_matmul(idx, vals, dy, start.copy(), beta=beta)
     bound = np.abs(dense.T) @ np.abs(dy).astype(np.float64) + np.abs(start)
