@@ -108,6 +108,8 @@ class Backend:
     scatter_matmul(indices, values, dy, out, beta=0.0)
         Its transpose, the first layer's weight gradient from compact codes: ``out[...] =
         beta * out + codes.T @ dy``, out (rows, q), dy (n, q).
+    prepare_basis(D, Q, L, G)
+        Optional (:attr:`basis_kernels`): the streaming transform's joins in one kernel.
     """
 
     #: registry name of the backend
@@ -160,6 +162,17 @@ class Backend:
 
     def scatter_matmul(self, indices, values, dy, out, beta=0.0):
         raise NotImplementedError(f"backend {self.name!r} needs scatter_matmul")
+
+    #: whether :meth:`prepare_basis` exists: kernels for the streaming transform's joins (the
+    #: Gram-Schmidt append of an atom fused with the next row's projection-error test; one
+    #: pass over the basis per join instead of two).  Their specification is
+    #: ``tinydl.transform.StreamingDictionary._add_atom`` and ``_wp_block``, which every
+    #: other backend runs
+    basis_kernels: bool = False
+
+    def prepare_basis(self, D, Q, L, G):
+        """Bind the streaming transform's basis arrays; see :attr:`basis_kernels`."""
+        raise NotImplementedError(f"backend {self.name!r} has no basis kernels")
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0,
              beta: float = 0.0) -> np.ndarray:

@@ -24,9 +24,18 @@ How a batch stays identical to one sample at a time (bit for bit, with one BLAS 
   new basis rather than updated incrementally);
 * once D holds ``l`` atoms nothing can join and no Wp is computed: the rest of the stream is
   plain Batch-OMP.
+
+On a backend with ``basis_kernels`` (``native``), a join and the test of the row right after
+it run as one kernel call: the atom's Gram-Schmidt pass over Q also computes that row's
+projections (one pass per join instead of two), and that row's Wp test computes each
+projection as a dot product in a fixed order of its own, so a separate call (the row opening
+the next batch) gives the same bits.  This replaces :meth:`StreamingDictionary._add_atom` and
+the one-row scans there; the Python code is their specification and runs on every other
+backend.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Dict
 
@@ -237,6 +246,11 @@ class StreamingDictionary:
         self._ws_n = -1
         self._Gn = None
         self._be = hal.get_backend(self.backend, block=blk)
+        # the join kernels, bound to the state arrays (None: the Python specification below)
+        self._bws = (self._be.prepare_basis(self._D, self._Q, self._L, self._G)
+                     if getattr(self._be, "basis_kernels", False) else None)
+        # (|x|^2, |Q x|^2) of the row after the last join, from the join's kernel call
+        self._next_wp = None
 
     def _state_arrays(self) -> Dict[str, np.ndarray]:
         """Every array and scalar of the fitted state (what :meth:`save` writes)."""
@@ -392,6 +406,8 @@ class StreamingDictionary:
     # -- Algorithm 2 on a validated, standardized batch ---------------------------------------
     def _run(self, rows: np.ndarray, p: Dict[str, Any]):
         n = rows.shape[0]
+        rows = np.ascontiguousarray(rows)
+        self._next_wp = None
         l, blk = p["l"], self._xblk.shape[0]
         thr = max(p["alpha"], _wp_floor(self.dtype_))
         kc = min(p["k"], l)
@@ -407,6 +423,13 @@ class StreamingDictionary:
                 small = self._since_join < _SMALL_SCAN
                 if small:  # just after a join: another join is likely, scan few rows
                     e = min(n, pos + _SMALL_SCAN - self._since_join)
+                    if e == pos + 1 and self._bws is not None and self.n_atoms_:
+                        if self._wp_one(rows[pos]) > thr:  # one row: no arrays
+                            join, proj = pos, self._bws.p[:self.n_atoms_]
+                            break
+                        self._since_join = min(self._since_join + 1, _SMALL_SCAN)
+                        pos = e
+                        continue
                     wp = self._wp_block(rows[pos:e], self._xsmall)
                 else:
                     e = min(n, pos + blk)
@@ -424,7 +447,11 @@ class StreamingDictionary:
             if join < 0:
                 break
             idx[join, 0] = self.n_atoms_
-            val[join, 0] = self._add_atom(rows[join], proj)
+            if self._bws is None:
+                val[join, 0] = self._add_atom(rows[join], proj)
+            else:
+                val[join, 0] = self._add_atom_kernel(rows[join], proj,
+                                                     rows[join + 1] if join + 1 < n else None)
             self._since_join = 0
             pos = join + 1
         return idx, val
@@ -459,6 +486,38 @@ class StreamingDictionary:
                 wp2 = np.where(refine, rr / aa[:r], wp2)
         wp2 = np.where(live, np.clip(wp2, 0, 1), 0)
         return np.sqrt(wp2)
+
+    def _wp_one(self, a: np.ndarray) -> float:
+        """Wp of the one row ``a`` right after a join with the basis kernels (D not empty):
+        from the join's own call when it saw this row, else from one ``wp_row`` call, which
+        gives the same bits.  Its projections are left in ``self._bws.p[:n_atoms_]``."""
+        n = self.n_atoms_
+        if self._next_wp is not None:
+            xx, pp = self._next_wp
+            self._next_wp = None
+        else:
+            xx, pp = self._bws.wp_row(n, a)
+        xx, pp = float(xx), float(pp)
+        if not xx > 0:
+            return 0.0
+        wp2 = 1 - pp / xx
+        if wp2 < _REFINE_WP2:  # the explicit residual, as in _wp_block
+            xb = self._xsmall
+            xb[0] = a
+            rec = self._be.matmul(self._bws.p[:n].reshape(1, n), self._Q[:n],
+                                  out=self._rblk[:1])
+            np.subtract(xb, rec, out=rec)
+            wp2 = float(np.dot(rec[0], rec[0])) / xx
+        return math.sqrt(min(max(wp2, 0.0), 1.0))
+
+    def _add_atom_kernel(self, a: np.ndarray, proj, x_next) -> float:
+        """:meth:`_add_atom` in the backend's join kernel; with ``x_next`` (the next row of
+        this batch) it also leaves that row's projection-error inputs for :meth:`_wp_one`."""
+        n = self.n_atoms_
+        norm, _, xx, pp = self._bws.append(n, a, proj, x_next)
+        self.n_atoms_ = n + 1
+        self._next_wp = None if x_next is None else (xx, pp)
+        return norm
 
     def _proj_row(self, r: int):
         """``Q a`` of row ``r`` of the last :meth:`_wp_block` (None while D is empty)."""

@@ -7,6 +7,13 @@ one C loop per sample, and the k-sparse first-layer products of the trainer
 (``gather_matmul`` and its transpose) are too.  Every matrix product still goes through the
 BLAS backend (OpenBLAS through cffi), which this backend extends.
 
+The streaming transform's joins have kernels too (:meth:`NativeBackend.prepare_basis`): the
+Gram-Schmidt append of an atom (its rows of D, Q, L and G) in one call, whose pass over the
+basis Q also computes the next row's projections for its Wp test.  Their projections are dot
+products in a fixed order of their own (vectors of VBYTES, a fixed reduction tree), so the
+fused result equals a separate call's bit for bit and the transform keeps its batch-split
+identity; their specification is the transform's Python code (``_add_atom``, ``_wp_block``).
+
 Building.  The C source below is compiled on first use with the system C compiler (``cc``,
 or ``$CC``) into a shared library that cffi loads in ABI mode: no Python headers are needed,
 only a compiler.  The library is cached under ``$TINYDL_CACHE`` (default
@@ -208,11 +215,237 @@ long scatter_SFX(long n, long k, long q, long rows, const int *idx, const REAL *
     }
     return 0;
 }
+
+/* Projections on orthonormal rows, with an optional Gram-Schmidt update in the same pass:
+   p[j] = Q[j] . x (if x), and u -= h[j] Q[j] (if u), for j = 0 .. n-1, Q (n, m) row-major.
+   Each p[j] is an independent dot product in a fixed order (4 vectors of VL lanes over the
+   row, the tail zero-padded into the same vectors, a fixed reduction tree) that depends on
+   nothing but Q[j] and x: not on n, on the other rows, on the pointers' alignment or on
+   whether u is updated.  The streaming transform relies on this: the projection of the row
+   after a joining one comes out of the joining row's Gram-Schmidt pass bit for bit as a
+   separate call would give it, whatever the batch split.  Rows go in pairs (x and u are
+   read once per pair); u's update depends on n only. */
+typedef REAL VEC_SFX __attribute__((vector_size(VBYTES)));
+
+static inline VEC_SFX vload_SFX(const REAL *p)
+{
+    VEC_SFX v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vstore_SFX(REAL *p, VEC_SFX v) { __builtin_memcpy(p, &v, sizeof v); }
+
+/* one step of 4 VL values at t: the dots of rows 0..R-1 with x, and u -= sum_r h_r q_r (in
+   the order of r) */
+#define PASS_STEP_SFX(LQ, LOADX, LOADU, STOREU)                                            \
+    for (int c = 0; c < 4; c++) {                                                         \
+        VEC_SFX qv[4];                                                                    \
+        for (int r = 0; r < R; r++) qv[r] = LQ(r, c);                                     \
+        if (dox) {                                                                        \
+            VEC_SFX xv = LOADX(c);                                                        \
+            for (int r = 0; r < R; r++) A[r][c] += qv[r] * xv;                            \
+        }                                                                                 \
+        if (dou) {                                                                        \
+            VEC_SFX uv = LOADU(c);                                                        \
+            for (int r = 0; r < R; r++) uv = uv - hh[r] * qv[r];                          \
+            STOREU(c, uv);                                                                \
+        }                                                                                 \
+    }
+
+/* R <= 4 rows q[0..R-1] over the columns [t0, t1) (t1 == m: the row's tail, zero-padded into
+   a whole step); their 4 accumulators each live in acc between calls.  A row's dot sees the
+   same operations in the same order whatever R is. */
+static inline __attribute__((always_inline)) void
+pass_SFX(long t0, long t1, const REAL *const *q, const REAL *x, REAL *u, const REAL *hh,
+         VEC_SFX (*acc)[4], const int R, const int dox, const int dou)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    long t = t0;
+    /* the accumulators in registers for the whole chunk (through memory, each step would
+       wait on a store-to-load forwarding) */
+    VEC_SFX A[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 4; c++) A[r][c] = acc[r][c];
+#define LQ(r, c) vload_SFX(q[r] + t + (c) * VL)
+#define LX(c) vload_SFX(x + t + (c) * VL)
+#define LU(c) vload_SFX(u + t + (c) * VL)
+#define SU(c, v) vstore_SFX(u + t + (c) * VL, v)
+    for (; t + 4 * VL <= t1; t += 4 * VL) {
+        PASS_STEP_SFX(LQ, LX, LU, SU)
+    }
+    if (t < t1) {  /* the tail of the row (t1 == m), zero-padded */
+        REAL tq[4][4 * VL], tx[4 * VL], tu[4 * VL];
+        const long rem = t1 - t;
+        __builtin_memset(tq, 0, sizeof tq);
+        __builtin_memset(tx, 0, sizeof tx);
+        __builtin_memset(tu, 0, sizeof tu);
+        for (int r = 0; r < R; r++) __builtin_memcpy(tq[r], q[r] + t, rem * sizeof(REAL));
+        if (dox) __builtin_memcpy(tx, x + t, rem * sizeof(REAL));
+        if (dou) __builtin_memcpy(tu, u + t, rem * sizeof(REAL));
+#define TQ(r, c) vload_SFX(tq[r] + (c) * VL)
+#define TX(c) vload_SFX(tx + (c) * VL)
+#define TU(c) vload_SFX(tu + (c) * VL)
+#define TSU(c, v) vstore_SFX(tu + (c) * VL, v)
+        PASS_STEP_SFX(TQ, TX, TU, TSU)
+        if (dou) __builtin_memcpy(u + t, tu, rem * sizeof(REAL));
+#undef TQ
+#undef TX
+#undef TU
+#undef TSU
+    }
+#undef LQ
+#undef LX
+#undef LU
+#undef SU
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = A[r][c];
+}
+
+static inline REAL reduce_SFX(const VEC_SFX *acc)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    VEC_SFX a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    REAL lanes[VL];
+    __builtin_memcpy(lanes, &a, sizeof a);
+    for (int w = VL / 2; w >= 1; w /= 2)   /* a fixed pairwise tree */
+        for (int i = 0; i < w; i++) lanes[i] += lanes[i + w];
+    return lanes[0];
+}
+
+/* rows [j0, j0 + g) of Q (g <= PGROUP) over the whole row, in column chunks of PCHUNK bytes:
+   each chunk of x and u stays in L1 while every row of the group passes over it, so Q is read
+   once and x, u once per group.  Rows go 4 at a time (x and u read once per 4), the last
+   g % 4 together. */
+#define GROUP_CALL_SFX(RR)                                                                \
+    do {                                                                                  \
+        if (dox && dou) pass_SFX(t0, t1, qs, x, u, hh, acc + j, RR, 1, 1);                \
+        else if (dox) pass_SFX(t0, t1, qs, x, u, hh, acc + j, RR, 1, 0);                  \
+        else pass_SFX(t0, t1, qs, x, u, hh, acc + j, RR, 0, 1);                           \
+    } while (0)
+
+static void group_SFX(long g, long m, const REAL *Q, const REAL *x, REAL *p, const REAL *h,
+                      REAL *u, const int dox, const int dou)
+{
+    enum { CH = PCHUNK / (int)sizeof(REAL) };
+    VEC_SFX acc[PGROUP][4];
+    __builtin_memset(acc, 0, sizeof acc);
+    for (long t0 = 0; t0 < m; t0 += CH) {
+        const long t1 = t0 + CH < m ? t0 + CH : m;
+        for (long j = 0; j < g; j += 4) {
+            const long R = g - j < 4 ? g - j : 4;
+            const REAL *qs[4];
+            REAL hh[4] = {0, 0, 0, 0};
+            for (long r = 0; r < R; r++) {
+                qs[r] = Q + (j + r) * m;
+                if (dou) hh[r] = h[j + r];
+            }
+            switch (R) {
+            case 4: GROUP_CALL_SFX(4); break;
+            case 3: GROUP_CALL_SFX(3); break;
+            case 2: GROUP_CALL_SFX(2); break;
+            default: GROUP_CALL_SFX(1); break;
+            }
+        }
+    }
+    if (dox)
+        for (long j = 0; j < g; j++) p[j] = reduce_SFX(acc[j]);
+}
+
+void project_SFX(long n, long m, const REAL *Q, const REAL *x, REAL *p, const REAL *h,
+                 REAL *u)
+{
+    if (!x && !u) return;
+    for (long j0 = 0; j0 < n; j0 += PGROUP) {
+        const long g = n - j0 < PGROUP ? n - j0 : PGROUP;
+        group_SFX(g, m, Q + j0 * m, x, x ? p + j0 : 0, u ? h + j0 : 0, u, x != 0, u != 0);
+    }
+}
+
+/* a dot product in project's fixed order */
+static REAL dot_SFX(long m, const REAL *a, const REAL *b)
+{
+    REAL r;
+    group_SFX(1, m, a, b, &r, 0, 0, 1, 0);
+    return r;
+}
+
+static REAL sumsq_SFX(long n, const REAL *p)
+{
+    REAL s = 0;
+    for (long j = 0; j < n; j++) s += p[j] * p[j];
+    return s;
+}
+
+/* The projection-error inputs of one row x against the basis Q[:n]: p = Q[:n] x, and
+   out2 = (|x|^2, |p|^2); the caller forms Wp^2 = 1 - |p|^2 / |x|^2. */
+void wp_row_SFX(long n, long m, const REAL *Q, const REAL *x, REAL *p, REAL *out2)
+{
+    if (n) project_SFX(n, m, Q, x, p, 0, 0);
+    out2[0] = dot_SFX(m, x, x);
+    out2[1] = sumsq_SFX(n, p);
+}
+
+/* Append the atom a / |a| as row n of D (lb x m), its new direction as row n of Q, and
+   its rows of L (D = L Q, lb x lb) and of G = D D^T (lb x lb): the Gram-Schmidt step of
+   tinydl/transform.py's StreamingDictionary._add_atom (the specification), with
+   re-orthogonalization when the first step removed more than half of |d|^2.
+   proj: Q[:n] a from the atom's projection-error test, or NULL.  x: the next row of the
+   stream or NULL; if given, its projections on Q[:n + 1] go to p (the first n from the same
+   pass over Q as the update) and out[1], out[2] get what wp_row would give for it, bit for
+   bit.  out[0] = |a|.  ws: 2 m + 2 lb values.  Returns 1 if it re-orthogonalized. */
+long append_SFX(long n, long m, long lb, const REAL *a, const REAL *proj, const REAL *x,
+                REAL *D, REAL *Q, REAL *L, REAL *G, REAL *p, REAL *out, REAL *ws)
+{
+    REAL *u = ws, *h = ws + m, *h2 = h + lb;
+    const REAL norm = SQRT(dot_SFX(m, a, a));
+    REAL *d = D + n * m;
+    for (long t = 0; t < m; t++) {
+        d[t] = a[t] / norm;
+        u[t] = d[t];
+    }
+    long reorth = 0;
+    const REAL dd = dot_SFX(m, d, d);
+    if (n) {
+        if (proj) for (long j = 0; j < n; j++) h[j] = proj[j] / norm;
+        else project_SFX(n, m, Q, u, h, 0, 0);
+        project_SFX(n, m, Q, x, x ? p : 0, h, u);
+        if (dot_SFX(m, u, u) < (REAL)0.5 * dd) {
+            project_SFX(n, m, Q, u, h2, 0, 0);
+            project_SFX(n, m, Q, 0, 0, h2, u);
+            for (long j = 0; j < n; j++) h[j] += h2[j];
+            reorth = 1;
+        }
+        REAL *Ln = L + n * lb;
+        for (long j = 0; j < n; j++) Ln[j] = h[j];
+        for (long i = 0; i < n; i++) {   /* D[:n] d = L[:n, :n] h (L lower triangular) */
+            REAL g = 0;
+            for (long j = 0; j <= i; j++) g += L[i * lb + j] * h[j];
+            G[n * lb + i] = g;
+            G[i * lb + n] = g;
+        }
+    }
+    G[n * lb + n] = dd;
+    const REAL unorm = SQRT(dot_SFX(m, u, u));
+    L[n * lb + n] = unorm;
+    REAL *q = Q + n * m;
+    for (long t = 0; t < m; t++) q[t] = u[t] / unorm;
+    out[0] = norm;
+    if (x) {
+        p[n] = dot_SFX(m, q, x);
+        out[1] = dot_SFX(m, x, x);
+        out[2] = sumsq_SFX(n + 1, p);
+    }
+    return reorth;
+}
 """
 
 
 def _source() -> str:
-    head = "#include <math.h>\n#include <stdint.h>\n"
+    # VBYTES: the basis kernels' vector width (32: AVX2, two NEON registers); PCHUNK: their
+    # column chunk in bytes (x and u chunks stay in L1); PGROUP: rows per group (even)
+    head = ("#include <math.h>\n#include <stdint.h>\n"
+            "#define VBYTES 32\n#define PCHUNK 8192\n#define PGROUP 64\n")
     parts = [head]
     # QB: columns per register block of the direction update (4 AVX2 registers)
     for real, sfx, sqrt, uint, mask, qb in (
@@ -236,6 +469,15 @@ long scatter_f32(long, long, long, long, const int *, const float *, const float
                  float *);
 long scatter_f64(long, long, long, long, const int *, const double *, const double *, double,
                  double *);
+void project_f32(long, long, const float *, const float *, float *, const float *, float *);
+void project_f64(long, long, const double *, const double *, double *, const double *,
+                 double *);
+void wp_row_f32(long, long, const float *, const float *, float *, float *);
+void wp_row_f64(long, long, const double *, const double *, double *, double *);
+long append_f32(long, long, long, const float *, const float *, const float *, float *, float *,
+                float *, float *, float *, float *, float *);
+long append_f64(long, long, long, const double *, const double *, const double *, double *,
+                double *, double *, double *, double *, double *, double *);
 """
 
 # -O3 vectorizes the inner loops; no -ffast-math: the kernels must keep IEEE semantics
@@ -360,6 +602,62 @@ def _ptr(ffi, _ctype, a: np.ndarray):
     return ffi.from_buffer(_CTYPES[a.dtype], a)
 
 
+class BasisWorkspace:
+    """The streaming transform's state bound for the basis kernels (pointers made once: the
+    per-join calls pass only the rows that change).
+
+    Methods
+    -------
+    wp_row(n, x) -> (xx, pp)
+        ``p = Q[:n] x`` into :attr:`p`, and ``|x|^2``, ``|p|^2``.
+    append(n, a, proj, x) -> (norm, reorth, xx, pp)
+        The Gram-Schmidt append of atom ``a`` as row ``n`` (see the C source); if ``x`` (the
+        next row) is given, :attr:`p` and ``xx, pp`` are what ``wp_row(n + 1, x)`` would give,
+        bit for bit.
+    """
+
+    def __init__(self, ffi, lib, D, Q, L, G):
+        dt = D.dtype
+        lb, m = D.shape
+        self.dtype, self.m, self.lb = dt, m, lb
+        self._arrays = (D, Q, L, G)  # keep the memory the pointers point into alive
+        self.p = np.zeros(lb, dt)
+        self._out = np.zeros(3, dt)
+        self._ws = np.zeros(2 * m + 2 * lb, dt)
+        sfx, self._ct = ("f32", "float *") if dt == np.float32 else ("f64", "double *")
+        self._ffi = ffi
+        self._wp_row = getattr(lib, "wp_row_" + sfx)
+        self._append = getattr(lib, "append_" + sfx)
+        ptr = lambda a: _ptr(ffi, self._ct, a)  # noqa: E731
+        self._D, self._Q, self._L, self._G = ptr(D), ptr(Q), ptr(L), ptr(G)
+        self._pp, self._outp, self._wsp = ptr(self.p), ptr(self._out), ptr(self._ws)
+
+    def _row(self, a):
+        if a.dtype != self.dtype or a.shape != (self.m,) or not a.flags.c_contiguous:
+            raise ValueError(f"basis kernels need a C-contiguous {self.dtype} row of "
+                             f"{self.m} values, got {a.dtype} {a.shape}")
+        return _ptr(self._ffi, self._ct, a)
+
+    def wp_row(self, n: int, x: np.ndarray):
+        self._wp_row(n, self.m, self._Q, self._row(x), self._pp, self._outp)
+        return self._out[0], self._out[1]
+
+    def append(self, n: int, a: np.ndarray, proj=None, x=None):
+        if not 0 <= n < self.lb:
+            raise ValueError(f"atom {n} does not fit the {self.lb} rows of the basis")
+        null = self._ffi.NULL
+        if proj is not None:
+            proj = np.ascontiguousarray(proj, self.dtype)
+            if proj.shape != (n,):
+                raise ValueError(f"proj should have {n} values, got {proj.shape}")
+        reorth = self._append(n, self.m, self.lb, self._row(a),
+                              null if proj is None else _ptr(self._ffi, self._ct, proj),
+                              null if x is None else self._row(x), self._D, self._Q, self._L,
+                              self._G, self._pp, self._outp, self._wsp)
+        out = self._out
+        return out[0], bool(reorth), out[1], out[2]
+
+
 class NativeBackend(BlasBackend):
     """BLAS backend plus C kernels for Batch-OMP's iterations and the k-sparse products.
 
@@ -450,6 +748,46 @@ class NativeBackend(BlasBackend):
                       float(np.finfo(dt).eps), _ptr(ffi, ct, A["scratch"]),
                       _ptr(ffi, "int *", idx), _ptr(ffi, ct, val), _ptr(ffi, "int *", nnz),
                       _ptr(ffi, ct, resid_out)))
+
+    # -- the streaming transform's basis (its joins) -----------------------------------
+    basis_kernels = True
+
+    def prepare_basis(self, D, Q, L, G) -> "BasisWorkspace":
+        """Bind the transform's state arrays (D and Q (lb, m), L and G (lb, lb); C-contiguous,
+        one float dtype, kept for the workspace's life) and allocate the kernels' scratch."""
+        dt = D.dtype
+        lb, m = D.shape
+        for name, a, shape in (("D", D, (lb, m)), ("Q", Q, (lb, m)), ("L", L, (lb, lb)),
+                               ("G", G, (lb, lb))):
+            if a.dtype != dt or a.shape != shape or not a.flags.c_contiguous \
+                    or dt not in (np.float32, np.float64):
+                raise ValueError(f"prepare_basis: {name} should be C-contiguous {dt} of shape "
+                                 f"{shape}, got {a.dtype} {a.shape}")
+        return BasisWorkspace(self._nffi, self._nlib, D, Q, L, G)
+
+    def project(self, Q, x, out, h=None, u=None):
+        """``out[:] = Q @ x`` and ``u -= h @ Q`` in one pass over Q (the basis kernels'
+        primitive; each ``out[j]`` is a dot product in a fixed order of its own,
+        bit-identical whatever the number of rows and whether ``u`` is updated)."""
+        dt = Q.dtype
+        arrays = [a for a in (Q, x, out, h, u) if a is not None]
+        if dt not in (np.float32, np.float64) or Q.ndim != 2 or any(
+                a.dtype != dt or not a.flags.c_contiguous for a in arrays) \
+                or (x is None) != (out is None) or (u is None) != (h is None):
+            raise ValueError("project needs C-contiguous float32 or float64 arrays of one "
+                             "dtype, x with out and u with h")
+        n, m = Q.shape
+        if (x is not None and (x.shape != (m,) or out.shape != (n,))) or \
+                (u is not None and (u.shape != (m,) or h.shape != (n,))):
+            raise ValueError(f"project needs Q (n, m), x and u (m,), out and h (n,); got Q "
+                             f"{Q.shape}")
+        ffi, lib = self._nffi, self._nlib
+        fn, ct = (lib.project_f32, "float *") if dt == np.float32 else \
+            (lib.project_f64, "double *")
+        null = ffi.NULL
+        fn(n, m, _ptr(ffi, ct, Q), null if x is None else _ptr(ffi, ct, x),
+           null if out is None else _ptr(ffi, ct, out), null if h is None else _ptr(ffi, ct, h),
+           null if u is None else _ptr(ffi, ct, u))
 
     # -- k-sparse products --------------------------------------------------------------
     def _sparse_args(self, indices, values, W):

@@ -158,6 +158,26 @@ def test_batches_identical_to_one_at_a_time(seed, data, dtype, n, block, alpha, 
     assert_same_state(state_of(single), state_of(whole))
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), data=st.data(),
+       dtype=st.sampled_from([np.float32, np.float64]), m=st.sampled_from([37, 300, 2100]),
+       n=st.integers(2, 40), l=st.integers(1, 30))
+def test_batches_identical_with_runs_of_joins(seed, data, dtype, m, n, l):
+    """Long rows (the native join kernels' vector steps, tails and column chunks) and full-rank
+    noise, so that row after row joins D and batches often end or start right after a join."""
+    X = np.random.default_rng(seed).standard_normal((n, m)).astype(dtype)
+    cuts = data.draw(split_points(n))
+    whole = StreamingDictionary(l=l, k=3, alpha=0.3)
+    ref = whole.fit_transform(X)
+    split = StreamingDictionary(l=l, k=3, alpha=0.3)
+    parts = [split.partial_fit_transform(X[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    assert np.array_equal(np.concatenate(parts), ref)
+    assert_same_state(state_of(split), state_of(whole))
+    assert whole.n_atoms_ == min(n, l)
+    if whole._be.name == "native":  # the join kernels are what runs there
+        assert whole._bws is not None
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), data=st.data(), n_std=st.integers(1, 40))
 def test_standardized_stream_identical_across_splits(seed, data, n_std):
