@@ -163,6 +163,14 @@ class Backend:
     def scatter_matmul(self, indices, values, dy, out, beta=0.0):
         raise NotImplementedError(f"backend {self.name!r} needs scatter_matmul")
 
+    def prepare_sparse_layer(self, W, b, y, gW, gb) -> "SparseLayerPlan":
+        """A dense layer fed compact codes, bound to its parameter, output and gradient arrays:
+        ``plan.forward(indices, values)`` gives ``y[:n] = codes @ W + b`` and
+        ``plan.backward(indices, values, dy)`` sets ``gW = codes.T @ dy``, ``gb = dy.sum(0)``.
+        This one is :meth:`gather_matmul` and :meth:`scatter_matmul` plus the bias (the
+        specification); backends may bind the arrays once for fewer per-call costs."""
+        return SparseLayerPlan(self, W, b, y, gW, gb)
+
     #: whether :meth:`prepare_basis` exists: kernels for the streaming transform's joins (the
     #: Gram-Schmidt append of an atom fused with the next row's projection-error test; one
     #: pass over the basis per join instead of two).  Their specification is
@@ -214,3 +222,20 @@ class Backend:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"<{type(self).__name__} {self.name}{(' ' + opts) if opts else ''}>"
+
+
+class SparseLayerPlan:
+    """The specification of :meth:`Backend.prepare_sparse_layer`."""
+
+    def __init__(self, backend, W, b, y, gW, gb):
+        self.backend, self.W, self.b, self.y, self.gW, self.gb = backend, W, b, y, gW, gb
+
+    def forward(self, indices, values):
+        n = indices.shape[0]
+        y = self.backend.gather_matmul(indices, values, self.W, out=self.y[:n])
+        y += self.b
+        return y
+
+    def backward(self, indices, values, dy):
+        self.backend.scatter_matmul(indices, values, dy, self.gW)
+        np.sum(dy, axis=0, out=self.gb)

@@ -216,6 +216,29 @@ long scatter_SFX(long n, long k, long q, long rows, const int *idx, const REAL *
     return 0;
 }
 
+/* A dense layer fed compact codes, forward: out[i] = b + sum_t val[i, t] W[idx[i, t]] */
+long layer_fwd_SFX(long n, long k, long q, long rows, const int *idx, const REAL *val,
+                   const REAL *W, const REAL *b, REAL *out)
+{
+    long bad = gather_SFX(n, k, q, rows, idx, val, W, out);
+    if (bad) return bad;
+    for (long i = 0; i < n; i++)
+        for (long c = 0; c < q; c++) out[i * q + c] += b[c];
+    return 0;
+}
+
+/* ... and backward: gW = codes^T dy, gb = sum_i dy[i] (rows in order) */
+long layer_bwd_SFX(long n, long k, long q, long rows, const int *idx, const REAL *val,
+                   const REAL *dy, REAL *gW, REAL *gb)
+{
+    long bad = scatter_SFX(n, k, q, rows, idx, val, dy, 0, gW);
+    if (bad) return bad;
+    for (long c = 0; c < q; c++) gb[c] = 0;
+    for (long i = 0; i < n; i++)
+        for (long c = 0; c < q; c++) gb[c] += dy[i * q + c];
+    return 0;
+}
+
 /* Projections on orthonormal rows, with an optional Gram-Schmidt update in the same pass:
    p[j] = Q[j] . x (if x), and u -= h[j] Q[j] (if u), for j = 0 .. n-1, Q (n, m) row-major.
    Each p[j] is an independent dot product in a fixed order (4 vectors of VL lanes over the
@@ -472,6 +495,14 @@ long scatter_f64(long, long, long, long, const int *, const double *, const doub
 void project_f32(long, long, const float *, const float *, float *, const float *, float *);
 void project_f64(long, long, const double *, const double *, double *, const double *,
                  double *);
+long layer_fwd_f32(long, long, long, long, const int *, const float *, const float *,
+                   const float *, float *);
+long layer_fwd_f64(long, long, long, long, const int *, const double *, const double *,
+                   const double *, double *);
+long layer_bwd_f32(long, long, long, long, const int *, const float *, const float *, float *,
+                   float *);
+long layer_bwd_f64(long, long, long, long, const int *, const double *, const double *,
+                   double *, double *);
 void wp_row_f32(long, long, const float *, const float *, float *, float *);
 void wp_row_f64(long, long, const double *, const double *, double *, double *);
 long append_f32(long, long, long, const float *, const float *, const float *, float *, float *,
@@ -600,6 +631,70 @@ def _ptr(ffi, _ctype, a: np.ndarray):
     """A C pointer into a C-contiguous array (``from_buffer``: ~4x cheaper than casting
     ``__array_interface__``'s address, which matters for the trainer's small products)."""
     return ffi.from_buffer(_CTYPES[a.dtype], a)
+
+
+class SparseLayerPlan:
+    """A dense layer fed compact codes, bound to its arrays (W (rows, q), b (q,), the output
+    workspace y (batch, q) and the gradients gW, gb): forward and backward are one kernel call
+    each, with pointers made once (the per-call cost of a cffi call with fresh pointers was
+    most of these small products' time).  Results within the backend's ``rtol`` of
+    :class:`hal.backend.SparseLayerPlan` (the bias is added in another order)."""
+
+    def __init__(self, ffi, lib, W, b, y, gW, gb):
+        dt = W.dtype
+        rows, q = W.shape
+        for name, a, shape in (("b", b, (q,)), ("gW", gW, (rows, q)), ("gb", gb, (q,))):
+            if a.shape != shape:
+                raise ValueError(f"sparse layer: {name} should have shape {shape}, got "
+                                 f"{a.shape}")
+        if y.ndim != 2 or y.shape[1] != q:
+            raise ValueError(f"sparse layer: y should be (batch, {q}), got {y.shape}")
+        for name, a in (("W", W), ("b", b), ("y", y), ("gW", gW), ("gb", gb)):
+            if a.dtype != dt or not a.flags.c_contiguous or dt not in (np.float32, np.float64):
+                raise ValueError(f"sparse layer: {name} should be C-contiguous float32 or "
+                                 f"float64 like W, got {a.dtype}")
+        self.W, self.b, self.y, self.gW, self.gb = W, b, y, gW, gb
+        self.dtype, self.rows, self.q = dt, rows, q
+        sfx, ct = ("f32", "float *") if dt == np.float32 else ("f64", "double *")
+        self._ffi, self._ct = ffi, ct
+        self._fwd, self._bwd = getattr(lib, "layer_fwd_" + sfx), getattr(lib, "layer_bwd_" + sfx)
+        self._Wp, self._bp, self._yp, self._gWp, self._gbp = (
+            _ptr(ffi, ct, a) for a in (W, b, y, gW, gb))
+
+    def _codes(self, indices, values):
+        if indices.dtype != np.int32 or values.dtype != self.dtype \
+                or not indices.flags.c_contiguous or not values.flags.c_contiguous:
+            indices = np.ascontiguousarray(indices, dtype=np.int32)
+            values = np.ascontiguousarray(values, dtype=self.dtype)
+        if indices.ndim != 2 or values.shape != indices.shape:
+            raise ValueError(f"codes: indices and values should be (n, k) alike, got "
+                             f"{indices.shape} and {values.shape}")
+        return indices, values, _ptr(self._ffi, "int *", indices), _ptr(self._ffi, self._ct,
+                                                                        values)
+
+    def forward(self, indices, values):
+        """``y[:n] = codes @ W + b``; returns that view."""
+        idx, val, ip, vp = self._codes(indices, values)
+        n, k = idx.shape
+        if n > self.y.shape[0]:
+            raise ValueError(f"batch of {n} rows, the workspace holds {self.y.shape[0]}")
+        bad = self._fwd(n, k, self.q, self.rows, ip, vp, self._Wp, self._bp, self._yp)
+        if bad:
+            raise _bad_index(idx, bad, self.rows)
+        return self.y[:n]
+
+    def backward(self, indices, values, dy):
+        """``gW = codes.T @ dy``, ``gb = dy.sum(0)``."""
+        idx, val, ip, vp = self._codes(indices, values)
+        n, k = idx.shape
+        if dy.dtype != self.dtype or not dy.flags.c_contiguous:
+            dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        if dy.shape != (n, self.q):
+            raise ValueError(f"dy should be ({n}, {self.q}), got {dy.shape}")
+        bad = self._bwd(n, k, self.q, self.rows, ip, vp, _ptr(self._ffi, self._ct, dy),
+                        self._gWp, self._gbp)
+        if bad:
+            raise _bad_index(idx, bad, self.rows)
 
 
 class BasisWorkspace:
@@ -790,6 +885,11 @@ class NativeBackend(BlasBackend):
            null if u is None else _ptr(ffi, ct, u))
 
     # -- k-sparse products --------------------------------------------------------------
+    def prepare_sparse_layer(self, W, b, y, gW, gb):
+        """A dense layer fed compact codes in one kernel call per pass (see
+        :class:`SparseLayerPlan`)."""
+        return SparseLayerPlan(self._nffi, self._nlib, W, b, y, gW, gb)
+
     def _sparse_args(self, indices, values, W):
         dt = W.dtype
         if not (indices.dtype == np.int32 and values.dtype == dt and indices.flags.c_contiguous

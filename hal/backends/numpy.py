@@ -393,6 +393,10 @@ class NumpyBackend(Backend):
         if n == 0 or k == 0 or q == 0:
             out[...] = 0
             return out
+        rows_w = W.shape[0]
+        if int(indices.max()) >= rows_w or int(indices.min()) < -1:
+            raise IndexError(f"code indices must lie in [-1, {rows_w}), got "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
         # the padding's index is clipped to row 0 and its value zeroed: it adds 0 * W[0]
         v = np.where(indices >= 0, values, 0).astype(dt, copy=False)
         W = W.astype(dt, copy=False)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import hal
+from hal.backend import BackendError
 from hal.backends.numpy import NumpyBackend
 
 ALL = ("matmul", "correlate", "dense_forward", "gather_matmul", "scatter_matmul", "omp_encode")
@@ -194,6 +195,40 @@ def test_scatter_matmul(backend, dtype, n, k, rows, q, beta, reference):
     bad[0, 0] = rows  # out of range: refused, not written past the end
     with pytest.raises(IndexError, match="code indices must lie in"):
         backend.scatter_matmul(bad, vals, dy, start.copy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,rows,q", [(1, 1, 1, 1), (32, 20, 100, 64), (7, 5, 9, 33)])
+def test_sparse_layer_plan(backend, dtype, n, k, rows, q):
+    """prepare_sparse_layer: a dense layer fed codes, forward and backward, against float64
+    products of the dense codes; the workspace and gradients given are the ones written."""
+    rng = np.random.default_rng(n + k + rows + q)
+    idx, vals, dense = _compact_codes(rng, n, k, rows, dtype)
+    W = rng.standard_normal((rows, q)).astype(dtype)
+    b = rng.standard_normal(q).astype(dtype)
+    y, gW, gb = np.empty((n + 3, q), dtype), np.full((rows, q), np.nan, dtype), \
+        np.full(q, np.nan, dtype)
+    plan = backend.prepare_sparse_layer(W, b, y, gW, gb)
+    got = plan.forward(idx, vals)
+    assert got.shape == (n, q) and np.shares_memory(got, y)
+    ref = dense @ W.astype(np.float64) + b
+    bound = np.abs(dense) @ np.abs(W).astype(np.float64) + np.abs(b)
+    _, rtol = _tol(backend, dtype, "gather_matmul")
+    assert np.all(np.abs(got - ref) <= max(rtol, 1e-6 if dtype == np.float32 else 1e-14)
+                  * 4 * bound + 1e-30)
+    dy = rng.standard_normal((n, q)).astype(dtype)
+    plan.backward(idx, vals, dy)
+    ref_w = dense.T @ dy.astype(np.float64)
+    bound_w = np.abs(dense.T) @ np.abs(dy).astype(np.float64)
+    tol = max(rtol, 1e-6 if dtype == np.float32 else 1e-14) * 4
+    assert np.all(np.abs(gW - ref_w) <= tol * bound_w + 1e-30)
+    assert np.all(np.abs(gb - dy.astype(np.float64).sum(0))
+                  <= tol * np.abs(dy).astype(np.float64).sum(0) + 1e-30)
+    bad = idx.copy()
+    bad[-1, 0] = rows
+    # (OpenCL says ValueError, a worker's IndexError comes back as BackendError)
+    with pytest.raises((IndexError, ValueError, BackendError), match="must lie in"):
+        plan.forward(bad, vals)
 
 
 def _sparse_data(n, m, l, k, dtype, seed):

@@ -156,6 +156,18 @@ class Dense(Layer):
 
     sparse_input = False
 
+    def _sparse_plan(self):
+        """The backend's sparse-layer plan for the current arrays (made again if the
+        parameters, gradients, workspace or backend were rebound)."""
+        plan = getattr(self, "_plan", None)
+        if plan is None or plan[0] is not self.backend or plan[1] is not self.p["W"] \
+                or plan[2] is not self.g.get("W") or plan[3] is not self.ws["y"]:
+            made = self.backend.prepare_sparse_layer(self.p["W"], self.p["b"], self.ws["y"],
+                                                     self.g["W"], self.g["b"])
+            plan = self._plan = (self.backend, self.p["W"], self.g.get("W"), self.ws["y"],
+                                 made)
+        return plan[4]
+
     def _scatter(self, sb: SparseBatch):
         n = len(sb)
         dense = self.ws["codes"][:n]
@@ -176,8 +188,7 @@ class Dense(Layer):
             n = len(x)
             y = self.ws["y"][:n]
             if self.sparse_product == "gather":
-                be.gather_matmul(x.indices, x.values, self.p["W"], out=y)
-                y += self.p["b"]
+                self._sparse_plan().forward(x.indices, x.values)
                 self._x = x
             else:
                 self._x = self._scatter(x)
@@ -197,8 +208,8 @@ class Dense(Layer):
         be = self.backend
         x = self._x
         if isinstance(x, SparseBatch) and be.sparse_kernels and not defer_weight_grad:
-            # dW = codes.T @ dy straight from the compact codes (n k q multiply-adds)
-            be.scatter_matmul(x.indices, x.values, dy, self.g["W"])
+            # dW = codes.T @ dy straight from the compact codes (n k q multiply-adds), and db
+            self._sparse_plan().backward(x.indices, x.values, dy)
         else:
             if isinstance(x, SparseBatch):
                 x = self._scatter(x)
@@ -206,7 +217,7 @@ class Dense(Layer):
                 self._pending = (x.T, dy)
             else:
                 be.matmul(x.T, dy, out=self.g["W"])
-        np.sum(dy, axis=0, out=self.g["b"])
+            np.sum(dy, axis=0, out=self.g["b"])
         if not need_dx:
             return None
         n = dy.shape[0]
