@@ -239,3 +239,11 @@ class SparseLayerPlan:
     def backward(self, indices, values, dy):
         self.backend.scatter_matmul(indices, values, dy, self.gW)
         np.sum(dy, axis=0, out=self.gb)
+
+
+def check_code_indices(indices: np.ndarray, rows: int) -> None:
+    """Raise IndexError unless every compact-code index lies in ``[-1, rows)`` (``-1`` pads):
+    the one message every backend's k-sparse products give, before anything is written."""
+    if indices.size and (int(indices.max()) >= rows or int(indices.min()) < -1):
+        raise IndexError(f"code indices must lie in [-1, {rows}), got "
+                         f"[{int(indices.min())}, {int(indices.max())}]")

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..backend import BackendError, OMPResult
+from ..backend import BackendError, OMPResult, check_code_indices
 from .numpy import NumpyBackend, _check_block
 
 __all__ = ["MultiprocessingBackend", "default_start_method"]
@@ -358,6 +358,7 @@ class MultiprocessingBackend(NumpyBackend):
         return _deliver(res["out"], out)
 
     def gather_matmul(self, indices, values, W, out=None):
+        check_code_indices(indices, W.shape[0])  # here, not as a worker's BackendError
         if self._local(indices.shape[0]):
             return super().gather_matmul(indices, values, W, out=out)
         res, _ = self._run("gather_matmul", indices.shape[0],

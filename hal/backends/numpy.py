@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..backend import Backend, OMPResult, OMPWorkspace
+from ..backend import Backend, OMPResult, OMPWorkspace, check_code_indices
 
 __all__ = ["NumpyBackend", "LinearDependenceWarning"]
 
@@ -393,10 +393,7 @@ class NumpyBackend(Backend):
         if n == 0 or k == 0 or q == 0:
             out[...] = 0
             return out
-        rows_w = W.shape[0]
-        if int(indices.max()) >= rows_w or int(indices.min()) < -1:
-            raise IndexError(f"code indices must lie in [-1, {rows_w}), got "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        check_code_indices(indices, W.shape[0])
         # the padding's index is clipped to row 0 and its value zeroed: it adds 0 * W[0]
         v = np.where(indices >= 0, values, 0).astype(dt, copy=False)
         W = W.astype(dt, copy=False)
@@ -415,9 +412,7 @@ class NumpyBackend(Backend):
         runs one product (it allocates)."""
         n, k = indices.shape
         rows = out.shape[0]
-        if indices.size and (int(indices.max()) >= rows or int(indices.min()) < -1):
-            raise IndexError(f"code indices must lie in [-1, {rows}), got "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        check_code_indices(indices, rows)
         dense = np.zeros((n, rows + 1), out.dtype)  # column `rows` absorbs the -1 padding
         # add.at: an index repeated within a sample adds up, as in gather_matmul
         np.add.at(dense, (np.repeat(np.arange(n), k),

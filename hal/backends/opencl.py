@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..backend import BackendError, BackendUnavailable, OMPResult
+from ..backend import BackendError, BackendUnavailable, OMPResult, check_code_indices
 from .numpy import NumpyBackend
 
 __all__ = ["OpenCLBackend", "list_devices", "select_device", "KERNEL_SOURCE"]
@@ -349,10 +349,7 @@ class OpenCLBackend(NumpyBackend):
             return super().gather_matmul(indices, values, W, out=out)
         n, k = indices.shape
         q = W.shape[1]
-        if indices.size and (int(indices.max()) >= W.shape[0] or int(indices.min()) < -1):
-            raise ValueError(f"indices must lie in [-1, {W.shape[0] - 1}] (W has "
-                             f"{W.shape[0]} rows), got [{int(indices.min())}, "
-                             f"{int(indices.max())}]")
+        check_code_indices(indices, W.shape[0])
         if out is None:
             out = np.empty((n, q), W.dtype)
         elif out.shape != (n, q):
