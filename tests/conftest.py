@@ -6,6 +6,10 @@
   when it is absent.
 * ``each_omp_backend`` runs a module once per OMP backend (``pytestmark =
   pytest.mark.usefixtures("each_omp_backend")``).
+* ``require_backend(name)`` (a fixture returning :func:`backend_or_skip`): a backend that cannot
+  run here is a skip naming why, or a failure where ``TINYDL_REQUIRE_<NAME>=1`` - CI sets it
+  for the backends it installs (opencl, native, blas), so a missing library or compiler cannot
+  pass as a skip there.
 """
 import os
 
@@ -45,6 +49,22 @@ def shared_data():
     return d
 
 
+def backend_or_skip(name: str) -> None:
+    """Skip (or, with ``TINYDL_REQUIRE_<NAME>=1``, fail) unless backend ``name`` can run here."""
+    import hal
+    ok, why = hal.available_backends()[name]
+    if not ok:
+        flag = f"TINYDL_REQUIRE_{name.upper()}"
+        if os.environ.get(flag) == "1":
+            pytest.fail(f"{flag}=1 but backend {name!r} cannot run here: {why}")
+        pytest.skip(f"backend {name!r} cannot run here: {why}")
+
+
+@pytest.fixture(scope="session")
+def require_backend():
+    return backend_or_skip
+
+
 @pytest.fixture(scope="module", params=["numpy", "native"])
 def each_omp_backend(request):
     """The NumPy specification, then the native backend (C kernels) where they build.
@@ -53,11 +73,8 @@ def each_omp_backend(request):
     by default (``tinydl.omp``, the streaming transform) runs on each.  Module scope, so that
     hypothesis tests may use it.
     """
-    import hal
     if request.param != "numpy":
-        ok, why = hal.available_backends()[request.param]
-        if not ok:
-            pytest.skip(f"backend {request.param!r} unavailable: {why}")
+        backend_or_skip(request.param)
     old = os.environ.get("TINYDL_BACKEND")
     os.environ["TINYDL_BACKEND"] = request.param
     yield request.param

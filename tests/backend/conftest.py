@@ -2,10 +2,9 @@
 multiprocessing pool and the OpenCL context start once), compared against NumPy.
 
 The null backend is left out (its outputs are zeros by design; test_backends checks its
-counts).  A backend that cannot run is a skip naming why - except OpenCL when
-``TINYDL_REQUIRE_OPENCL=1`` (CI installs PoCL): then it is a failure.
+counts).  A backend that cannot run is a skip naming why - a failure where CI sets
+``TINYDL_REQUIRE_<NAME>=1`` (see tests/conftest.py).
 """
-import os
 
 import pytest
 
@@ -20,13 +19,9 @@ OPTIONS = {
 
 
 @pytest.fixture(scope="session", params=NUMERIC_BACKENDS)
-def backend(request):
+def backend(request, require_backend):
     name = request.param
-    ok, why = hal.available_backends()[name]
-    if not ok:
-        if name == "opencl" and os.environ.get("TINYDL_REQUIRE_OPENCL") == "1":
-            pytest.fail(f"TINYDL_REQUIRE_OPENCL=1 but the opencl backend cannot run: {why}")
-        pytest.skip(f"backend {name!r} cannot run here: {why}")
+    require_backend(name)
     be = hal.get_backend(name, **OPTIONS.get(name, {}))
     yield be
     be.close()

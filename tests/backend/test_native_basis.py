@@ -17,8 +17,6 @@ import pytest
 import hal
 from tinydl.transform import StreamingDictionary
 
-ok, why = hal.available_backends()["native"]
-pytestmark = pytest.mark.skipif(not ok, reason=f"native backend cannot run here: {why}")
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-13}
 STATE_TOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -26,8 +24,9 @@ STATE_TOL = {np.float32: 1e-5, np.float64: 1e-12}
 LENGTHS = [3, 37, 300, 2100, 4133]
 
 
-@pytest.fixture(scope="module")
-def native():
+@pytest.fixture(scope="module", autouse=True)
+def native(require_backend):
+    require_backend("native")
     return hal.get_backend("native")
 
 

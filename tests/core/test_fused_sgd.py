@@ -32,10 +32,9 @@ RTOL = {"float32": 1e-5, "float64": 1e-12}
 ATOL = {"float32": 1e-7, "float64": 1e-15}
 
 
-def _blas_or_skip():
-    ok, why = hal.available_backends()["blas"]
-    if not ok:
-        pytest.skip(f"the blas backend cannot run here: {why}")
+@pytest.fixture
+def blas(require_backend):
+    require_backend("blas")
     return hal.get_backend("blas")
 
 
@@ -148,8 +147,8 @@ def test_fused_cnn_matches_unfused_on_numpy(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fused_matches_unfused_on_blas(dtype):
-    be = _blas_or_skip()
+def test_fused_matches_unfused_on_blas(dtype, blas):
+    be = blas
     ref = _run(_mlp(), (20,), 5, dtype, fused=False, backend=be)
     got = _run(_mlp(), (20,), 5, dtype, fused=True, backend=be)
     _assert_same(got, ref, dtype)
@@ -191,8 +190,7 @@ def _fit_pair(make, monkeypatch, steps_fit):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_classifier_fused_matches_unfused_on_blas(dtype, monkeypatch):
-    _blas_or_skip()
+def test_classifier_fused_matches_unfused_on_blas(dtype, monkeypatch, blas):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 300)).astype(dtype)
     y = rng.integers(0, 4, 300)
@@ -209,8 +207,7 @@ def test_classifier_fused_matches_unfused_on_blas(dtype, monkeypatch):
     assert fused.loss_curve_ == pytest.approx(plain.loss_curve_, rel=1e-4)
 
 
-def test_cnn_classifier_fused_matches_unfused_on_blas(monkeypatch):
-    _blas_or_skip()
+def test_cnn_classifier_fused_matches_unfused_on_blas(monkeypatch, blas):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((96, 64)).astype(np.float64)
     y = rng.integers(0, 3, 96)
@@ -224,11 +221,11 @@ def test_cnn_classifier_fused_matches_unfused_on_blas(monkeypatch):
                                atol=1e-14)
 
 
-def test_fused_blas_matches_pytorch_after_10_sgd_momentum_steps():
+def test_fused_blas_matches_pytorch_after_10_sgd_momentum_steps(blas):
     """The PyTorch-equivalence check of test_nn_layers, through the fused step."""
     torch = pytest.importorskip("torch", reason="PyTorch not installed: the parity check "
                                                 "against it is skipped")
-    be = _blas_or_skip()
+    be = blas
     torch.manual_seed(0)
     tmodel = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(),
                                  torch.nn.Linear(16, 8), torch.nn.ReLU(),
@@ -269,8 +266,7 @@ def test_fused_blas_matches_pytorch_after_10_sgd_momentum_steps():
 
 # -- divergence -----------------------------------------------------------------------------
 
-def test_divergence_on_fused_path_keeps_weights_and_velocity(monkeypatch):
-    _blas_or_skip()
+def test_divergence_on_fused_path_keeps_weights_and_velocity(monkeypatch, blas):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((128, 300)).astype(np.float32)
     y = rng.integers(0, 3, 128)
@@ -303,8 +299,7 @@ def test_divergence_on_fused_path_keeps_weights_and_velocity(monkeypatch):
     assert np.isfinite(net.params).all() and np.any(net.params != params)
 
 
-def test_divergence_with_huge_learning_rate_on_fused_path_keeps_finite_state():
-    _blas_or_skip()
+def test_divergence_with_huge_learning_rate_on_fused_path_keeps_finite_state(blas):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((256, 300)).astype(np.float32) * 1e3
     y = rng.integers(0, 3, 256)
@@ -324,8 +319,8 @@ def test_divergence_with_huge_learning_rate_on_fused_path_keeps_finite_state():
 
 # -- memory ---------------------------------------------------------------------------------
 
-def test_fused_dense_step_allocates_no_array_data():
-    be = _blas_or_skip()
+def test_fused_dense_step_allocates_no_array_data(blas):
+    be = blas
     rng = np.random.default_rng(0)
     for batch in (64, 512):
         X = rng.standard_normal((batch, 300)).astype(np.float32)
@@ -375,8 +370,8 @@ def _ref_gemm(a, b, out, alpha, beta):
                                         (2.5, -1.25), (0.0, 0.5)])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True),
                                    (True, True)])
-def test_blas_gemm_matches_numpy(dtype, alpha, beta, ta, tb):
-    be = _blas_or_skip()
+def test_blas_gemm_matches_numpy(dtype, alpha, beta, ta, tb, blas):
+    be = blas
     npb = hal.get_backend("numpy")
     rng = np.random.default_rng(1)
     m, k, n = 37, 29, 23
@@ -406,8 +401,8 @@ def test_blas_gemm_matches_numpy(dtype, alpha, beta, ta, tb):
     assert not big[:2].any() and not big[2 + m:].any()
 
 
-def test_blas_gemm_edge_cases():
-    be = _blas_or_skip()
+def test_blas_gemm_edge_cases(blas):
+    be = blas
     rng = np.random.default_rng(2)
     a = rng.standard_normal((6, 4)).astype(np.float32)
     b = rng.standard_normal((4, 5)).astype(np.float32)
@@ -440,9 +435,9 @@ def test_blas_gemm_edge_cases():
             backend.gemm(a, a, np.zeros((6, 4), np.float32))
 
 
-def test_blas_small_products_match_numpy():
+def test_blas_small_products_match_numpy(blas):
     """Small products (and single rows) run as numpy.matmul; larger ones through cffi."""
-    be = _blas_or_skip()
+    be = blas
     rng = np.random.default_rng(3)
     for m, k, n in [(1, 300, 200), (32, 100, 64), (200, 300, 40), (1, 5, 1), (7, 1, 9)]:
         a = rng.standard_normal((m, k)).astype(np.float32)
