@@ -251,6 +251,15 @@ def array_digest(arrays) -> str:
     return h.hexdigest()
 
 
+def verify_digest(data, path) -> None:
+    """Pop the ``"sha256"`` member of arrays read from ``path`` and check it against the
+    rest (:func:`array_digest`); raise :class:`ModelFileError` on a mismatch."""
+    digest = str(data.pop("sha256"))
+    if array_digest(data) != digest:
+        raise ModelFileError(f"{path}: checksum mismatch: the file was modified after it was "
+                             "written")
+
+
 def save_png(fig, path, dpi: int = 120) -> str:
     """Render a matplotlib figure to PNG and write it atomically; close the figure."""
     import io as _io

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..io import ModelFileError, array_digest, load_npz, save_npz
+from ..io import ModelFileError, array_digest, load_npz, save_npz, verify_digest
 
 __all__ = ["CLayer", "CompressedModel", "from_network", "save_model", "load_model",
            "load_any_model", "FILE_KIND", "make_layer"]
@@ -553,8 +553,6 @@ def from_network(network, classes=None) -> CompressedModel:
 
 
 # -- files -------------------------------------------------------------------------------------
-_digest = array_digest
-
 
 def model_meta(model: CompressedModel) -> dict:
     return {"input_shape": list(model.input_shape),
@@ -569,7 +567,7 @@ def save_model(model: CompressedModel, path) -> None:
     classes = model.classes if model.classes.dtype.kind != "O" else model.classes.astype(str)
     arrays["classes"] = classes
     arrays["meta"] = np.array(json.dumps(model_meta(model)))
-    arrays["sha256"] = np.array(_digest(arrays))
+    arrays["sha256"] = np.array(array_digest(arrays))
     save_npz(path, arrays, kind=FILE_KIND)
 
 
@@ -585,10 +583,7 @@ def model_from_arrays(meta: dict, get, classes, path="file") -> CompressedModel:
 def load_model(path) -> CompressedModel:
     """Read a file written by :func:`save_model` (checksum verified)."""
     data = load_npz(path, FILE_KIND, required=("meta", "classes", "sha256"))
-    digest = str(data.pop("sha256"))
-    if _digest(data) != digest:
-        raise ModelFileError(f"{path}: checksum mismatch: the file was modified after it was "
-                             "written")
+    verify_digest(data, path)
     try:
         meta = json.loads(str(data["meta"]))
     except ValueError as exc:

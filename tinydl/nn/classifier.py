@@ -10,7 +10,6 @@ update every n_batch samples).  Input ``X`` is a dense array or compact codes
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import warnings
@@ -19,7 +18,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .._validation import check_array
-from ..io import ModelFileError, load_npz, save_npz
+from ..io import ModelFileError, array_digest, load_npz, save_npz, verify_digest
 from .layers import (Conv1D, Conv2D, Dense, Dropout, MaxPool1D, MaxPool2D, ReLU, Sigmoid,
                      SparseBatch, Tanh, layer_from_config)
 from .losses import LOSSES, softmax
@@ -497,7 +496,7 @@ class NetworkClassifier:
                   "meta": np.array(json.dumps(meta, default=_json_default))}
         for name, arr in self.optimizer_.state.items():
             arrays["opt_" + name] = arr
-        arrays["sha256"] = np.array(_digest(arrays))
+        arrays["sha256"] = np.array(array_digest(arrays))
         save_npz(path, arrays, kind=_FILE_KIND)
 
     @classmethod
@@ -510,10 +509,7 @@ class NetworkClassifier:
             If the file is truncated, corrupt, tampered with or not a classifier.
         """
         data = load_npz(path, _FILE_KIND, required=("params", "classes", "meta", "sha256"))
-        digest = str(data.pop("sha256"))
-        if _digest(data) != digest:
-            raise ModelFileError(f"{path}: checksum mismatch: the file was modified after it "
-                                 "was written")
+        verify_digest(data, path)
         try:
             meta = json.loads(str(data["meta"]))
             klass = {"MLPClassifier": MLPClassifier, "CNNClassifier": CNNClassifier}[
@@ -574,14 +570,6 @@ def _json_default(o):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
-
-def _digest(arrays) -> str:
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes() if a.dtype.kind != "U" else str(a).encode())
-    return h.hexdigest()
 
 
 class MLPClassifier(NetworkClassifier):
