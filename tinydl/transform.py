@@ -479,10 +479,8 @@ class StreamingDictionary:
         with np.errstate(divide="ignore", invalid="ignore"):
             wp2 = 1 - pp[:r] / aa[:r]
             refine = live & (wp2 < _REFINE_WP2)
-            if refine.any():  # explicit residual a - Q^T Q a where the difference cancels
-                rec = self._be.matmul(P, self._Q[:nq], out=self._rblk[:rows])
-                np.subtract(xb, rec, out=rec)
-                rr = np.einsum("ij,ij->i", rec, rec)[:r]
+            if refine.any():
+                rr = self._residual_sq(P, xb, nq)[:r]
                 wp2 = np.where(refine, rr / aa[:r], wp2)
         wp2 = np.where(live, np.clip(wp2, 0, 1), 0)
         return np.sqrt(wp2)
@@ -501,14 +499,18 @@ class StreamingDictionary:
         if not xx > 0:
             return 0.0
         wp2 = 1 - pp / xx
-        if wp2 < _REFINE_WP2:  # the explicit residual, as in _wp_block
+        if wp2 < _REFINE_WP2:
             xb = self._xsmall
             xb[0] = a
-            rec = self._be.matmul(self._bws.p[:n].reshape(1, n), self._Q[:n],
-                                  out=self._rblk[:1])
-            np.subtract(xb, rec, out=rec)
-            wp2 = float(np.dot(rec[0], rec[0])) / xx
+            wp2 = float(self._residual_sq(self._bws.p[:n].reshape(1, n), xb, n)[0]) / xx
         return math.sqrt(min(max(wp2, 0.0), 1.0))
+
+    def _residual_sq(self, P, xb, nq) -> np.ndarray:
+        """``|a - Q^T Q a|^2`` for the rows ``a`` of ``xb`` from their projections ``P`` on
+        ``Q[:nq]``: the explicit residual, where ``1 - |Q a|^2 / |a|^2`` would cancel."""
+        rec = self._be.matmul(P, self._Q[:nq], out=self._rblk[:xb.shape[0]])
+        np.subtract(xb, rec, out=rec)
+        return np.einsum("ij,ij->i", rec, rec)
 
     def _add_atom_kernel(self, a: np.ndarray, proj, x_next) -> float:
         """:meth:`_add_atom` in the backend's join kernel; with ``x_next`` (the next row of

@@ -413,10 +413,11 @@ void wp_row_SFX(long n, long m, const REAL *Q, const REAL *x, REAL *p, REAL *out
    its rows of L (D = L Q, lb x lb) and of G = D D^T (lb x lb): the Gram-Schmidt step of
    tinydl/transform.py's StreamingDictionary._add_atom (the specification), with
    re-orthogonalization when the first step removed more than half of |d|^2.
-   proj: Q[:n] a from the atom's projection-error test, or NULL.  x: the next row of the
-   stream or NULL; if given, its projections on Q[:n + 1] go to p (the first n from the same
-   pass over Q as the update) and out[1], out[2] get what wp_row would give for it, bit for
-   bit.  out[0] = |a|.  ws: 2 m + 2 lb values.  Returns 1 if it re-orthogonalized. */
+   proj: Q[:n] a from the atom's projection-error test, or NULL; it may be p itself (the
+   transform passes the last wp_row's output): it is read into h before p is written.
+   x: the next row of the stream or NULL; if given, its projections on Q[:n + 1] go to p (the
+   first n from the same pass over Q as the update) and out[1], out[2] get what wp_row would
+   give for it, bit for bit.  out[0] = |a|.  ws: 2 m + 2 lb values.  Returns 1 if it re-orthogonalized. */
 long append_SFX(long n, long m, long lb, const REAL *a, const REAL *proj, const REAL *x,
                 REAL *D, REAL *Q, REAL *L, REAL *G, REAL *p, REAL *out, REAL *ws)
 {

@@ -161,11 +161,10 @@ class Dense(Layer):
         parameters, gradients, workspace or backend were rebound)."""
         plan = getattr(self, "_plan", None)
         if plan is None or plan[0] is not self.backend or plan[1] is not self.p["W"] \
-                or plan[2] is not self.g.get("W") or plan[3] is not self.ws["y"]:
+                or plan[2] is not self.g["W"] or plan[3] is not self.ws["y"]:
             made = self.backend.prepare_sparse_layer(self.p["W"], self.p["b"], self.ws["y"],
                                                      self.g["W"], self.g["b"])
-            plan = self._plan = (self.backend, self.p["W"], self.g.get("W"), self.ws["y"],
-                                 made)
+            plan = self._plan = (self.backend, self.p["W"], self.g["W"], self.ws["y"], made)
         return plan[4]
 
     def _scatter(self, sb: SparseBatch):
