@@ -10,46 +10,16 @@ Cholesky/QR, every sample of a batch advancing one iteration at a time) on the b
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 
 import hal
 
 from ._validation import check_array, check_float, check_int
+from .codes import SparseCodes, codes_to_dense
 
 __all__ = ["omp", "SparseCodes", "codes_to_dense"]
-
-
-class SparseCodes(NamedTuple):
-    """Compact codes: ``k`` indices and ``k`` values per sample.
-
-    Attributes
-    ----------
-    indices : ndarray of shape (n_samples, k), int32
-        Atom indices in the order OMP chose them; ``-1`` pads unused slots.
-    values : ndarray of shape (n_samples, k)
-        Coefficients (0 in padded slots).
-    n_atoms : int
-        Number of atoms ``l`` the indices refer to (the dense width).
-    """
-
-    indices: np.ndarray
-    values: np.ndarray
-    n_atoms: int
-
-    def to_dense(self) -> np.ndarray:
-        """Dense codes of shape (n_samples, n_atoms)."""
-        return codes_to_dense(self.indices, self.values, self.n_atoms)
-
-
-def codes_to_dense(indices, values, n_atoms):
-    """Scatter compact codes into a dense (n_samples, n_atoms) array."""
-    n, k = indices.shape
-    out = np.zeros((n, n_atoms), values.dtype)
-    rows, cols = np.nonzero(indices >= 0)
-    out[rows, indices[rows, cols]] = values[rows, cols]
-    return out
 
 
 def omp(X, D, k, *, tol=None, gram=None, backend=None, return_dense=True,
