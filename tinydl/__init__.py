@@ -6,11 +6,15 @@
 
 Heavy operations run through the hardware abstraction layer :mod:`hal`.
 """
-from .io import ModelFileError, load_npz, save_npz
-from .omp import SparseCodes, codes_to_dense, omp
-from .transform import NotFittedError, StreamingDictionary
+from .codes import SparseCodes, codes_to_dense
+from .errors import (BudgetInfeasible, DataError, DivergenceError, ModelFileError,
+                     NotFittedError)
+from .io import load_npz, save_npz
+from .omp import omp
+from .transform import StreamingDictionary
 
 __version__ = "0.1.0"
 
-__all__ = ["omp", "SparseCodes", "codes_to_dense", "StreamingDictionary", "NotFittedError", "ModelFileError", "save_npz", "load_npz",
-           "__version__"]
+__all__ = ["omp", "SparseCodes", "codes_to_dense", "StreamingDictionary", "NotFittedError",
+           "ModelFileError", "DataError", "DivergenceError", "BudgetInfeasible", "save_npz",
+           "load_npz", "__version__"]

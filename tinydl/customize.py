@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import BudgetInfeasible
+
 __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load_plan"]
 
 #: candidate ladders (the paper's setting, l = 100 and k = 20, is on them)
@@ -47,27 +49,6 @@ EPOCHS_PER_UPDATE = 5
 BATCH_SIZE = 32
 N_STANDARDIZE = 256
 CHUNK = 256
-
-
-class BudgetInfeasible(ValueError):
-    """No candidate fits the budget; the message names the smallest budget that would work.
-
-    Attributes
-    ----------
-    smallest : dict
-        The smallest ``memory_bytes``, ``time_per_sample`` (seconds), ``seconds_per_sample``
-        (with updates) and ``energy_per_sample`` (joules) any candidate reaches.
-    needs : dict
-        For each budget that ruled candidates out (``memory``, ``time``, ``rate``,
-        ``energy``, ``error``): the least it would have to allow for some candidate to fit
-        with the other budgets as given (bytes, seconds per sample, joules, error); absent
-        where relaxing it alone is not enough.
-    """
-
-    def __init__(self, message, smallest=None, needs=None):
-        super().__init__(message)
-        self.smallest = dict(smallest or {})
-        self.needs = dict(needs or {})
 
 
 @dataclass(frozen=True)

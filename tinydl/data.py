@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from .errors import DataError
 from .io import check_npy_file, check_npz
 
 __all__ = ["Dataset", "DataError", "load_dataset", "bundled_path", "BUNDLED", "load_dsa_folder",
@@ -26,10 +27,6 @@ __all__ = ["Dataset", "DataError", "load_dataset", "bundled_path", "BUNDLED", "l
 BUNDLED = {"digits": "digits.npz"}
 #: refuse data files larger than this many bytes unless told otherwise
 MAX_DATA_BYTES = int(os.environ.get("TINYDL_MAX_DATA_BYTES", 16 * 2 ** 30))
-
-
-class DataError(ValueError):
-    """A data file is missing, damaged, or does not hold what tinydl needs."""
 
 
 @dataclass(frozen=True)

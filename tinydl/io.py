@@ -21,6 +21,8 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
+from .errors import ModelFileError
+
 __all__ = ["ModelFileError", "save_npz", "load_npz", "atomic_write_bytes", "atomic_write_text",
            "FORMAT_KEY", "MAX_FILE_BYTES", "read_npy_header", "check_npz", "check_npy_file"]
 
@@ -30,10 +32,6 @@ MAX_FILE_BYTES = int(os.environ.get("TINYDL_MAX_FILE_BYTES", 8 * 2 ** 30))
 #: refuse a ``.npz`` whose members would take more than this (bytes) once decompressed: a
 #: small deflated file may declare gigabytes (a zip bomb); checked before anything is read
 MAX_ARRAY_BYTES = int(os.environ.get("TINYDL_MAX_ARRAY_BYTES", MAX_FILE_BYTES))
-
-
-class ModelFileError(ValueError):
-    """A model, transform or checkpoint file is missing, damaged or of the wrong kind."""
 
 
 def save_npz(path, arrays: Mapping[str, np.ndarray], kind: str, version: int = 1) -> None:

@@ -44,7 +44,8 @@ import numpy as np
 import hal
 
 from ._validation import SUPPORTED_DTYPES, check_array, check_float, check_int
-from .io import ModelFileError, load_npz, save_npz
+from .errors import ModelFileError, NotFittedError
+from .io import load_npz, save_npz
 from .omp import SparseCodes
 
 __all__ = ["StreamingDictionary", "NotFittedError"]
@@ -65,10 +66,6 @@ _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "b
            "block")
 #: parameters that fix the shape of the state: changing them needs a new fit
 _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype")
-
-
-class NotFittedError(ValueError, AttributeError):
-    """The transform has seen no sample yet (or its standardization is still buffering)."""
 
 
 def _wp_floor(dtype) -> float:

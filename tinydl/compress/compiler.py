@@ -27,6 +27,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..errors import BudgetInfeasible
 from .conv import (cross_channel_max_rank, kernel_max_rank, separate_cross_channel,
                    separate_kernels)
 from .factorize import DenseFactorizer, SparseFactorizer, svd_max_rank
@@ -37,21 +38,6 @@ __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasib
            "predict_time", "METHODS"]
 
 METHODS = ("svd", "sparse")
-
-
-class BudgetInfeasible(ValueError):
-    """The memory or time target cannot be met within the accuracy budget.
-
-    Attributes
-    ----------
-    model : CompressedModel
-        The smallest model reached (within the accuracy budget).
-    report : CompressionReport
-    """
-
-    def __init__(self, msg, model=None, report=None):
-        super().__init__(msg)
-        self.model, self.report = model, report
 
 
 @dataclass
@@ -439,4 +425,5 @@ def _check_targets(model, rep, profile, max_memory, max_time, batch):
             f"target not met{where} within a {100 * rep.budget:.2f}-point accuracy budget: "
             + "; ".join(problems) + f". The smallest model reached stores {model.nbytes:,} "
             f"bytes ({rep.memory_reduction:.1f}x smaller than {rep.bytes_before:,}) at "
-            f"validation accuracy {100 * rep.accuracy_after:.2f}%", model, rep)
+            f"validation accuracy {100 * rep.accuracy_after:.2f}%",
+            model=model, report=rep)

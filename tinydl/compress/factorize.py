@@ -26,15 +26,12 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from ..errors import FactorizationCostError
 from ..omp import omp
 
 __all__ = ["FactorizationCostError", "svd_max_rank", "svd_factorize", "DenseFactorizer",
            "SparseFactors", "SparseFactorizer", "sparse_factorize", "sparse_nbytes",
            "relative_error"]
-
-
-class FactorizationCostError(ValueError):
-    """A factorization would store as much as (or more than) the layer it replaces."""
 
 
 def _fmt(x: int) -> str:

@@ -11,14 +11,15 @@ update every n_batch samples).  Input ``X`` is a dense array or compact codes
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from .._validation import check_array
-from ..io import ModelFileError, array_digest, load_npz, save_npz, verify_digest
+from ..errors import (DataConversionWarning, DivergenceError, ModelFileError, NotFittedError,
+                      not_fitted_error)
+from ..io import array_digest, load_npz, save_npz, verify_digest
 from .layers import (Conv1D, Conv2D, Dense, Dropout, MaxPool1D, MaxPool2D, ReLU, Sigmoid,
                      SparseBatch, Tanh, layer_from_config)
 from .losses import LOSSES, softmax
@@ -30,19 +31,6 @@ __all__ = ["NetworkClassifier", "MLPClassifier", "CNNClassifier", "DivergenceErr
 
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 _FILE_KIND = "tinydl.nn.classifier"
-
-
-class DivergenceError(ValueError):
-    """Training produced a non-finite loss or gradient; the weights were left at the last
-    finite step."""
-
-
-class NotFittedError(ValueError, AttributeError):
-    """The model is used before ``fit`` (a ValueError, and an AttributeError as in sklearn)."""
-
-
-class DataConversionWarning(UserWarning):
-    """``y`` was given as a column vector and was flattened."""
 
 
 def _check_param(name, value, kind, low=None, high=None, choices=None, low_open=False):
@@ -385,7 +373,7 @@ class NetworkClassifier:
     # -- inference -----------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "network_"):
-            raise _not_fitted_class()(f"this {type(self).__name__} is not fitted yet: call fit or "
+            raise not_fitted_error(f"this {type(self).__name__} is not fitted yet: call fit or "
                                  "partial_fit first")
 
     def decision_function(self, X):
@@ -546,21 +534,6 @@ class NetworkClassifier:
                 model.optimizer_.state[name][...] = data["opt_" + name]
         model.optimizer_.t = int(meta["opt_t"])
         return model
-
-
-def _not_fitted_class():
-    """:class:`NotFittedError`, also an instance of scikit-learn's when scikit-learn is
-    already loaded (never imported here just for this)."""
-    sk = sys.modules.get("sklearn.exceptions")
-    if sk is None:
-        return NotFittedError
-    global _SK_NOT_FITTED
-    if _SK_NOT_FITTED is None:
-        _SK_NOT_FITTED = type("NotFittedError", (NotFittedError, sk.NotFittedError), {})
-    return _SK_NOT_FITTED
-
-
-_SK_NOT_FITTED = None
 
 
 def _json_default(o):
