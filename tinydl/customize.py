@@ -342,12 +342,12 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                              int(batch_size))
     read = it * chunk * m                      # the rows read from the file, converted
     # Two phases hold different things; the peak is the larger.
-    # (a) fixing the standardization: the rows the learner holds back until n_standardize
-    # have arrived (and their concatenation with the next chunk), the transform's buffer of
-    # those rows, and the float64 temporaries of their mean and deviation; no OMP
-    # workspace, window or network exists yet.
+    # (a) fixing the standardization: the rows the standardizer holds back until
+    # n_standardize have arrived (and their concatenation with the next chunk) and the
+    # float64 temporaries of their mean and deviation; no OMP workspace, window or network
+    # exists yet.
     held = 0 if chunk >= n_standardize else it * m * (2 * (n_standardize - 1) + chunk)
-    stats = read + held + it * n_standardize * m + 8 * n_standardize * m
+    stats = read + held + 8 * n_standardize * m
     # (b) streaming: everything allocated, plus one chunk's read rows, its standardized
     # copy and codes, and the ordered copy of the window made at each retraining.
     rows = max(chunk, n_standardize)  # the first coded batch is at least n_standardize

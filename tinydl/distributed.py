@@ -2,7 +2,7 @@
 
 * :func:`under_mpi` says, from environment variables only (mpi4py is not imported), whether
   this process was launched by mpiexec with more than one rank.
-* :class:`MPITinyDLClassifier` is :class:`~tinydl.pipeline.TinyDLClassifier` whose
+* :class:`MPITinyDLClassifier` is :class:`~tinydl.learner.TinyDLClassifier` whose
   ``partial_fit`` / ``fit`` / ``finish`` / ``save`` / ``load`` are **collective**: every rank
   calls them in the same order with the *same whole batch*; the work is sharded inside and
   every rank ends with the same model.
@@ -57,7 +57,9 @@ import numpy as np
 
 from hal.backends.mpi import default_timeout, launched_rank, launched_size
 
-from .pipeline import TinyDLClassifier
+from . import checkpoint
+from .errors import ModelFileError
+from .learner import TinyDLClassifier
 
 __all__ = ["under_mpi", "supervise", "abort", "MPITinyDLClassifier", "DataParallelHook"]
 
@@ -202,7 +204,7 @@ def _install_excepthook() -> None:
 
 # -- data-parallel training ------------------------------------------------------------------
 class DataParallelHook:
-    """The trainer's ``_grad_hook`` (see :meth:`tinydl.nn.classifier.NetworkClassifier._train`).
+    """The trainer's public ``grad_hook`` (see :attr:`tinydl.nn.classifier.NetworkClassifier.grad_hook`).
 
     ``select`` keeps rank r's contiguous share ``rows[nb*r//N : nb*(r+1)//N]`` of a
     mini-batch of ``nb`` rows; ``reduce`` weighs the share's mean gradient by
@@ -237,12 +239,12 @@ class DataParallelHook:
 
 # -- the learner -----------------------------------------------------------------------------
 class MPITinyDLClassifier(TinyDLClassifier):
-    """:class:`~tinydl.pipeline.TinyDLClassifier` sharded over MPI ranks (see the module doc).
+    """:class:`~tinydl.learner.TinyDLClassifier` sharded over MPI ranks (see the module doc).
 
     Parameters
     ----------
     *args, **kwargs
-        Those of :class:`~tinydl.pipeline.TinyDLClassifier` (``backend`` is each rank's local
+        Those of :class:`~tinydl.learner.TinyDLClassifier` (``backend`` is each rank's local
         backend for the network and for prediction).
     comm : mpi4py communicator, optional
         Default ``MPI.COMM_WORLD`` (mpi4py is imported on first use).  The learner works on a
@@ -311,7 +313,7 @@ class MPITinyDLClassifier(TinyDLClassifier):
         # the transform shards through the MPI backend (collective only inside partial_fit);
         # the network keeps the local backend and gets the data-parallel hook
         self.transform_.set_params(backend=ctx["backend"])
-        self.network_._grad_hook = ctx["hook"]
+        self.network_.grad_hook = ctx["hook"]
         ctx["atoms"] = -1
 
     # -- collective training --------------------------------------------------------------
@@ -423,25 +425,24 @@ class MPITinyDLClassifier(TinyDLClassifier):
     @classmethod
     def load(cls, directory, backend=None, comm=None):
         """Collective: resume from ``directory/LATEST``.  Rank 0 reads the checkpoint's files
-        and broadcasts them (the other ranks need not see ``directory``)."""
+        once (:func:`tinydl.checkpoint.read`) and broadcasts them; every rank loads that copy
+        (the other ranks need not see ``directory``)."""
         from hal.backends.mpi import MPIComm
-        from .io import ModelFileError
-        from .transform import StreamingDictionary
         supervise()
         _install_excepthook()
         mpi = MPIComm(comm, default_timeout())
-        files = _read_checkpoint(directory) if mpi.rank == 0 else None
+        files = None
+        if mpi.rank == 0:
+            try:
+                files = checkpoint.read(directory)
+            except ModelFileError as exc:
+                files = str(exc)
         files = _bcast_files(mpi, files)
         if isinstance(files, str):
             raise ModelFileError(files)
         _LOADING.comm = comm
         try:
-            if mpi.rank == 0:
-                self = super().load(directory, backend=backend)
-                local = os.fspath(directory)
-            else:
-                tmp = tempfile.TemporaryDirectory(prefix="tinydl-mpi-ckpt-")
-                local = tmp.name
+            with tempfile.TemporaryDirectory(prefix="tinydl-mpi-ckpt-") as local:
                 for name, data in files.items():
                     path = os.path.join(local, name)
                     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -449,40 +450,15 @@ class MPITinyDLClassifier(TinyDLClassifier):
                         fh.write(data)
                 self = super().load(local, backend=backend)
             ctx = self._ctx()
-            name = files["LATEST"].decode().strip()
-            tpath = os.path.join(local, name, "transform.npz")
-            if os.path.exists(tpath) and getattr(self.transform_, "n_samples_seen_", 0):
-                self.transform_ = StreamingDictionary.load(tpath, backend=ctx["backend"])
-            else:
-                self.transform_.set_params(backend=ctx["backend"])
-            self.network_._grad_hook = ctx["hook"]
+            # _init gave the transform the MPI backend before it was loaded; the loaded
+            # network gets the data-parallel hook
+            self.network_.grad_hook = ctx["hook"]
         finally:
             _LOADING.comm = None
-            if mpi.rank != 0:
-                tmp.cleanup()
         mpi.barrier("checkpoint load")
         mpi.comm.Free()  # the duplicate used for the files; the learner has its own
         self._check_consistent(ctx)
         return self
-
-
-def _read_checkpoint(directory):
-    """{relative path: bytes} of LATEST and the checkpoint it names, or an error string."""
-    directory = os.fspath(directory)
-    try:
-        with open(os.path.join(directory, "LATEST"), "rb") as fh:
-            latest = fh.read()
-        name = latest.decode().strip()
-        if not name.startswith("ckpt-") or "/" in name or os.sep in name:
-            return f"{directory}/LATEST names {name!r}, not a checkpoint"
-        out = {"LATEST": latest}
-        target = os.path.join(directory, name)
-        for entry in sorted(os.listdir(target)):
-            with open(os.path.join(target, entry), "rb") as fh:
-                out[f"{name}/{entry}"] = fh.read()
-        return out
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"no checkpoint in {directory}: {getattr(exc, 'strerror', None) or exc}"
 
 
 def _bcast_files(mpi, files):

@@ -238,8 +238,8 @@ class NetworkClassifier:
         self._train(data, yenc, n, sparse, self.epochs)
         return self
 
-    def partial_fit(self, X, y, classes=None):
-        """One pass over ``(X, y)`` continuing from the current weights (and optimizer state).
+    def partial_fit(self, X, y, classes=None, epochs=1):
+        """Passes over ``(X, y)`` continuing from the current weights (and optimizer state).
 
         Parameters
         ----------
@@ -247,7 +247,16 @@ class NetworkClassifier:
         y : array-like of shape (n_samples,)
         classes : array-like of shape (n_classes,), optional
             Every class the model will see; required on the first call.
+        epochs : int, default=1
+            Passes over ``(X, y)``; ``X`` is validated and converted once for all of them.
+            The same model as ``epochs`` calls with one pass each (each pass shuffles with
+            its own seed, from the number of passes made so far).
+
+        Returns
+        -------
+        self
         """
+        _check_param("epochs", epochs, "int", low=1)
         first = not hasattr(self, "network_")
         data, n, m, sparse = self._check_X(X, None if first else self.n_features_in_)
         y = self._check_y(y, n)
@@ -264,7 +273,8 @@ class NetworkClassifier:
                 raise ValueError(f"classes={np.asarray(classes).tolist()} differs from the "
                                  f"classes of the first call {self.classes_.tolist()}")
             yenc = self._encode(y)
-        self._train(data, yenc, n, sparse, 1)
+        for _ in range(int(epochs)):
+            self._train(data, yenc, n, sparse, 1)
         return self
 
     def _batch_buffers(self, sparse, data, m):
@@ -281,16 +291,16 @@ class NetworkClassifier:
             self._bufkey = key
         return self._bufs
 
-    #: Optional data-parallel hook (set by :mod:`tinydl.distributed`); ``None`` costs nothing.
-    #: An object with ``select(rows) -> rows`` (this process's share of a mini-batch's rows)
+    #: Optional data-parallel gradient hook (public; :mod:`tinydl.distributed` sets it);
+    #: ``None`` costs nothing.  An object with ``select(rows) -> rows`` (this process's share of a mini-batch's rows)
     #: and ``reduce(grads, loss, nb) -> (loss, nb)`` (called after backward, before the
     #: optimizer step: combines the shares' gradients in place and returns the whole
     #: mini-batch's mean loss and size), so every process takes the same step.
-    _grad_hook = None
+    grad_hook = None
 
     def _train(self, data, yenc, n, sparse, epochs):
         net = self.network_
-        hook = self._grad_hook
+        hook = self.grad_hook
         b = self.batch_size
         net.ensure(b, sparse)
         ws = getattr(self.loss_fn_, "ws", None)

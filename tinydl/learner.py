@@ -1,0 +1,486 @@
+"""The TinyDL learner: standardize -> streaming transform -> code window -> network.
+
+The paper's training phase (Section III): each arriving sample goes through Algorithm 2 (it
+joins the dictionary or is OMP-coded); codes are kept in a window of the last ``window``
+samples; every ``n_batch`` samples the network is updated on that window.  The execution phase
+projects a sample with the learned dictionary (OMP) and runs the network.
+
+The fit path reads forward, each stage knowing nothing of the ones after it:
+chunk (validated once, here) -> :class:`~tinydl.standardize.Standardizer` (holds the first
+``n_standardize`` rows back) -> :class:`~tinydl.transform.StreamingDictionary` ->
+:class:`~tinydl.window.CodeWindow` -> the network (the window validated and converted once per
+retraining) -> :mod:`tinydl.checkpoint`.
+
+Determinism: the same seed and the same stream give the same model however the stream is cut
+into ``partial_fit`` calls, because retraining happens at fixed sample counts (multiples of
+``n_batch``), never at call boundaries.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from . import checkpoint
+from ._validation import check_array, check_int
+from .codes import SparseCodes
+from .errors import ModelFileError, not_fitted_error
+from .io import load_npz, save_npz
+from .standardize import N_STANDARDIZE, Standardizer
+from .window import CodeWindow
+
+__all__ = ["TinyDLClassifier"]
+
+_STATE_KIND = "tinydl-learner"
+_STATE_VERSION = 2
+_PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
+           "standardize", "dropout", "loss", "learning_rate", "momentum", "batch_size", "seed",
+           "dtype")
+
+
+class TinyDLClassifier:
+    """Learn a classifier on a stream with TinyDL (transform, code window, network).
+
+    Parameters
+    ----------
+    l, k, alpha : int, int, float
+        Dictionary size, non-zeros per code and the projection-error threshold of Algorithm 2.
+    hidden_layer_sizes : tuple of int
+        The network on the codes (input width ``l``).
+    window : int
+        Codes kept for retraining (the paper's stored ``n``).
+    n_batch : int
+        Retrain every ``n_batch`` samples.
+    epochs_per_update : int
+        Passes over the window at each retraining.
+    standardize : bool
+        Per-feature standardization fixed from the first 256 samples, before the transform
+        (a departure from the paper; see :mod:`tinydl.standardize`).
+    dropout, loss, learning_rate, momentum, batch_size : network training settings
+        Defaults follow the paper: SGD with momentum, L2 loss.
+    seed : int
+    dtype : {"float32", "float64"}
+    backend : str or hal.Backend, optional
+        Where the transform and the network run (``None``: :func:`hal.select_backend`'s
+        choice).  :attr:`backend_` names the backend that ran.
+    checkpoint_dir : str, optional
+        Where :meth:`partial_fit` checkpoints the whole state (see :meth:`save`).
+    checkpoint_every : int, optional
+        Checkpoint after every ``checkpoint_every`` samples (at exact sample counts, however
+        the stream is cut into calls), when ``checkpoint_dir`` is set.
+
+    Attributes
+    ----------
+    standardizer_ : Standardizer
+    transform_ : StreamingDictionary
+    window_ : CodeWindow
+        The codes of the last ``window`` samples, compact (``k`` indices and values each).
+    network_ : MLPClassifier
+        Trained on compact codes through a gather over the ``k`` rows of its first layer
+        (``sparse_product="gather"``, fixed so that the model does not depend on a timing).
+    backend_ : str
+        The name of the backend the network runs on.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    n_samples_seen_ : int
+        Samples coded (not counting those held back for the standardization statistics).
+    n_updates_ : int
+
+    Notes
+    -----
+    Timing hooks (not parameters; ``None`` by default): ``transform_timer`` and
+    ``train_timer`` are context managers entered around each transform call and each
+    retraining; ``on_update(learner)`` is called after each retraining.
+    """
+
+    transform_timer = None
+    train_timer = None
+    on_update = None
+
+    def __init__(self, l=100, k=20, alpha=0.3, hidden_layer_sizes=(64, 32), window=2048,
+                 n_batch=256, epochs_per_update=5, standardize=True, dropout=0.0, loss="l2",
+                 learning_rate=0.01, momentum=0.9, batch_size=32, seed=0, dtype="float32",
+                 backend=None, checkpoint_dir=None, checkpoint_every=None):
+        self.l = l
+        self.k = k
+        self.alpha = alpha
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.window = window
+        self.n_batch = n_batch
+        self.epochs_per_update = epochs_per_update
+        self.standardize = standardize
+        self.dropout = dropout
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.seed = seed
+        self.dtype = dtype
+        self.backend = backend
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+
+    # -- construction -------------------------------------------------------------------
+    def _init(self, n_features, classes):
+        import hal
+
+        from .nn import MLPClassifier
+        from .transform import StreamingDictionary
+        check_int(self.window, "window", low=1)
+        check_int(self.n_batch, "n_batch", low=1)
+        check_int(self.epochs_per_update, "epochs_per_update", low=1)
+        if self.checkpoint_every is not None:
+            check_int(self.checkpoint_every, "checkpoint_every", low=1)
+        # one backend decision for the transform and the network
+        backend = self.backend
+        if backend is None or isinstance(backend, str):
+            backend = hal.select_backend(backend)[0]
+        self.backend_ = backend if isinstance(backend, str) else backend.name
+        self.standardizer_ = Standardizer(n_features, N_STANDARDIZE, self.dtype,
+                                          enabled=bool(self.standardize))
+        self.transform_ = StreamingDictionary(l=self.l, k=self.k, alpha=self.alpha,
+                                              standardize=False, dtype=self.dtype,
+                                              backend=backend)
+        self.network_ = MLPClassifier(hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+                                      dropout=self.dropout, loss=self.loss,
+                                      learning_rate=self.learning_rate, momentum=self.momentum,
+                                      batch_size=self.batch_size, epochs=1, seed=self.seed,
+                                      dtype=self.dtype, backend=backend,
+                                      sparse_product="gather")
+        self.window_ = CodeWindow(self.window, min(int(self.k), int(self.l)), int(self.l),
+                                  self.dtype)
+        self.classes_ = np.unique(np.asarray(classes))
+        self.n_features_in_ = int(n_features)
+        self.n_samples_seen_ = 0
+        self.n_updates_ = 0
+        self.finished_at_ = -1     # n_samples_seen_ when finish() last ran
+
+    # compatibility views of the window (the arrays a checkpoint stores)
+    @property
+    def codes_indices_(self):
+        return self.window_.indices
+
+    @property
+    def codes_values_(self):
+        return self.window_.values
+
+    @property
+    def labels_window_(self):
+        return self.window_.labels
+
+    @property
+    def _pending_X(self):
+        return self.standardizer_.pending[0]
+
+    def _retrain(self):
+        codes, labels = self.window_.view()
+        with self.train_timer or contextlib.nullcontext():
+            self.network_.partial_fit(codes, labels, classes=self.classes_,
+                                      epochs=int(self.epochs_per_update))
+        self.n_updates_ += 1
+        if self.on_update is not None:
+            self.on_update(self)
+
+    # -- estimator API ------------------------------------------------------------------
+    def partial_fit(self, X, y, classes=None):
+        """Stream a batch: standardize, transform, store its codes, retrain at every
+        ``n_batch`` mark (and checkpoint at every ``checkpoint_every`` mark).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), required on the first call
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "transform_")
+        # the chunk's one validation (shape, dtype, NaN/Inf) on the fit path
+        X = check_array(X, "X", dtype=self.dtype,
+                        n_features=None if first else self.n_features_in_)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(f"y must be 1-D with one label per sample: X has {len(X)} rows, "
+                             f"y has shape {y.shape}")
+        if first:
+            if classes is None:
+                raise ValueError("classes must be given on the first call to partial_fit")
+            self._init(X.shape[1], classes)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(f"y holds {unknown.size} label(s) outside classes "
+                             f"{self.classes_.tolist()}: {unknown[:5].tolist()}")
+        released = self.standardizer_.push(X, y)
+        if released is not None:
+            self._consume(*released)
+        return self
+
+    def _consume(self, X, y):
+        """Transform standardized rows, cut at the retraining and checkpoint marks so that
+        both happen at fixed sample counts whatever the batch sizes."""
+        every = self.checkpoint_every if self.checkpoint_dir is not None else None
+        # the rows that fixed the standardization are transformed in one call (at least
+        # n_standardize rows, or all of a short stream), as before the standardizer left the
+        # transform: the transform's codes are then the same bits as they were
+        coded = min(len(X), N_STANDARDIZE) if (self.standardize and
+                                               self.n_samples_seen_ == 0) else 0
+        codes = self._transform_rows(X[:coded]) if coded else None
+        pos = 0
+        while pos < len(X):
+            seen = self.n_samples_seen_
+            to_mark = self.n_batch - seen % self.n_batch
+            if every:
+                to_mark = min(to_mark, every - seen % every)
+            end = min(len(X), pos + to_mark)
+            if pos < coded:
+                end = min(end, coded)
+                part = codes.rows(pos, end)
+            else:
+                part = self._transform_rows(X[pos:end])
+            self.window_.push(part.scaled(self._code_scale), y[pos:end])
+            self.n_samples_seen_ += end - pos
+            if self.n_samples_seen_ % self.n_batch == 0:
+                self._retrain()
+            # a checkpoint holds a transform that has seen exactly the samples before it
+            if every and self.n_samples_seen_ % every == 0 and end >= coded:
+                self.save(self.checkpoint_dir)
+            pos = end
+
+    def _transform_rows(self, X) -> SparseCodes:
+        with self.transform_timer or contextlib.nullcontext():
+            return self.transform_.partial_fit_transform(X, dense=False)
+
+    def fit(self, X, y):
+        """Reset, then stream ``X`` in order; a final update covers a partial last block.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        for attr in ("transform_", "network_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        y = np.asarray(y)
+        self.partial_fit(X, y, classes=np.unique(y))
+        return self.finish()
+
+    def finish(self):
+        """End of the stream: code any samples still held for the standardization
+        statistics (a stream shorter than ``n_standardize``) and update the network on the
+        samples that arrived since the last ``n_batch`` mark.  Returns ``self``."""
+        if not hasattr(self, "transform_"):
+            raise ValueError("nothing to finish: this TinyDLClassifier has seen no data")
+        if self.finished_at_ == self.n_samples_consumed_:
+            return self  # already finished at this point of the stream (a resumed run)
+        released = self.standardizer_.flush()
+        if released is not None:
+            self._consume(*released)
+        if self.n_samples_seen_ % self.n_batch:
+            self._retrain()
+        self.finished_at_ = self.n_samples_seen_
+        return self
+
+    @property
+    def n_samples_consumed_(self) -> int:
+        """Samples taken from the stream: coded ones plus those held for the
+        standardization statistics (where a resumed stream continues)."""
+        return int(self.n_samples_seen_ + self.standardizer_.n_pending)
+
+    def _check_fitted(self):
+        if not hasattr(self, "network_") or self.n_updates_ == 0:
+            raise not_fitted_error(
+                "this TinyDLClassifier has not been trained yet: call fit, or partial_fit "
+                f"with at least n_batch={self.n_batch} samples")
+
+    def _codes(self, X) -> SparseCodes:
+        X = check_array(X, "X", dtype=self.dtype, n_features=self.n_features_in_)
+        return self.transform_.transform(self.standardizer_.transform(X), dense=False)
+
+    def transform(self, X):
+        """Codes of ``X`` on the learned dictionary.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, l)
+        """
+        self._check_fitted()
+        return self._codes(X).to_dense()
+
+    @property
+    def _code_scale(self):
+        # A sample coded on unit-norm atoms has coefficients of the size of its norm, about
+        # sqrt(m) after standardization, concentrated on k inputs: fed as they are, SGD at the
+        # raw network's learning rate diverges as m grows.  The network sees the codes times
+        # sqrt(k / m), about unit size per non-zero whatever m (a fixed, saved-free scaling).
+        return np.dtype(self.dtype).type(np.sqrt(min(self.k, self.l) / self.n_features_in_))
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        self._check_fitted()
+        return self.network_.predict_proba(self._codes(X).scaled(self._code_scale))
+
+    def predict(self, X):
+        """Predicted labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        self._check_fitted()
+        return self.network_.predict(self._codes(X).scaled(self._code_scale))
+
+    def score(self, X, y):
+        """Mean accuracy on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        float
+        """
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    @property
+    def n_params_(self) -> int:
+        """Parameters of the network on the codes."""
+        return int(self.network_.n_params_)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def save(self, directory):
+        """Checkpoint the whole state into ``directory`` (see :mod:`tinydl.checkpoint`).
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+
+        Returns
+        -------
+        str
+            The checkpoint's directory (``directory/ckpt-<samples>``).
+        """
+        self._check_started()
+        return checkpoint.write(directory, self.n_samples_seen_, self._write_files)
+
+    def _check_started(self):
+        if not hasattr(self, "transform_"):
+            raise ValueError("nothing to save: this TinyDLClassifier has seen no data")
+
+    def _write_files(self, target):
+        # parts that have seen no data yet (the network trains at the first n_batch mark)
+        # are rebuilt on load
+        has_transform = getattr(self.transform_, "n_samples_seen_", 0) > 0
+        has_network = hasattr(self.network_, "classes_")
+        if has_transform:
+            self.transform_.save(os.path.join(target, "transform.npz"))
+        if has_network:
+            self.network_.save(os.path.join(target, "network.npz"))
+        save_npz(os.path.join(target, "learner.npz"), dict(
+            params=checkpoint.params_to_json(self.get_params()),
+            n_samples_seen=np.int64(self.n_samples_seen_), n_updates=np.int64(self.n_updates_),
+            finished_at=np.int64(self.finished_at_),
+            classes=self.classes_, n_features=np.int64(self.n_features_in_),
+            has_transform=np.int64(has_transform), has_network=np.int64(has_network),
+            **self.window_.state(), **self.standardizer_.state()),
+            kind=_STATE_KIND, version=_STATE_VERSION)
+
+    @classmethod
+    def load(cls, directory, backend=None):
+        """Resume from the checkpoint that ``directory/LATEST`` names.
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+        backend : str or hal.Backend, optional
+            Run on this backend (default: the one the learner was saved with).
+
+        Returns
+        -------
+        TinyDLClassifier
+
+        Raises
+        ------
+        ModelFileError
+            If there is no complete checkpoint, or it is damaged or inconsistent.
+        """
+        from .nn import MLPClassifier
+        from .transform import StreamingDictionary
+        directory = os.fspath(directory)
+        target = os.path.join(directory, checkpoint.latest(directory))
+        st = load_npz(os.path.join(target, "learner.npz"), _STATE_KIND,
+                      required=("params", "n_samples_seen", "n_updates", "classes",
+                                "n_features", "finished_at", "has_transform", "has_network",
+                                "codes_indices", "codes_values", "labels_window",
+                                "window_fill", "window_head", "std_pending_X",
+                                "std_pending_y", "std_has_stats"),
+                      max_version=_STATE_VERSION)
+        params = checkpoint.params_from_json(st["params"], target)
+        unknown = set(params) - set(_PARAMS)
+        if unknown:
+            raise ModelFileError(f"{target}: unknown learner parameter(s) {sorted(unknown)}")
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        self = cls(**params, backend=backend)
+        self._init(int(st["n_features"]), st["classes"])
+        if int(st["has_transform"]):
+            self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"),
+                                                       backend=self.transform_.backend)
+        if int(st["has_network"]):
+            self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"),
+                                               backend=self.network_.backend)
+        self.window_ = CodeWindow.from_state(st, self.window, min(self.k, self.l), self.l,
+                                             self.dtype, target)
+        self.standardizer_ = Standardizer.from_state(
+            st, self.n_features_in_, N_STANDARDIZE, self.dtype, bool(self.standardize), target)
+        self.n_samples_seen_ = int(st["n_samples_seen"])
+        self.n_updates_ = int(st["n_updates"])
+        self.finished_at_ = int(st["finished_at"])
+        return self
+
+    def get_params(self, deep=False):
+        """The constructor's parameters (without ``backend`` and the checkpoint settings).
+
+        Returns
+        -------
+        dict
+        """
+        return {k: getattr(self, k) for k in _PARAMS}
+
+    def set_params(self, **params):
+        """Set parameters (those of :meth:`get_params`, and ``backend``).
+
+        Returns
+        -------
+        self
+        """
+        for key, value in params.items():
+            if key not in _PARAMS and key != "backend":
+                raise ValueError(f"unknown parameter {key!r}")
+            setattr(self, key, value)
+        return self
