@@ -42,48 +42,11 @@ def add_arguments(p):
                    help="where to write the error-over-time plot (needs matplotlib; '' for none)")
 
 
-class _RawStreamLearner:
-    """The conventional network, trained on the raw features with TinyDL's schedule."""
-
-    def __init__(self, net, window, n_batch, epochs, m, dtype):
-        self.net, self.window, self.n_batch, self.epochs = net, window, n_batch, epochs
-        self.X = np.zeros((window, m), dtype)
-        self.y = np.zeros(window, np.int64)
-        self.fill = self.head = self.seen = 0
-
-    def partial_fit(self, X, y, classes):
-        for i in range(len(X)):
-            self.X[self.head], self.y[self.head] = X[i], y[i]
-            self.head = (self.head + 1) % self.window
-            self.fill = min(self.window, self.fill + 1)
-            self.seen += 1
-            if self.seen % self.n_batch == 0:
-                self.retrain(classes)
-
-    def retrain(self, classes):
-        if self.fill < self.window:
-            Xw, yw = self.X[:self.fill], self.y[:self.fill]
-        else:
-            order = np.r_[self.head:self.window, 0:self.head]
-            Xw, yw = self.X[order], self.y[order]
-        for _ in range(self.epochs):
-            self.net.partial_fit(Xw, yw, classes=classes)
-
-
-def _exec_time_us(predict, X, repeats=3):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for i in range(min(len(X), 200)):
-            predict(X[i:i + 1])
-        best = min(best, (time.perf_counter() - t0) / min(len(X), 200))
-    return best * 1e6
-
-
 def run(args):
+    from ..baseline import RawStreamLearner, exec_time_us
     from ..data import load_dataset
+    from ..learner import TinyDLClassifier
     from ..nn import MLPClassifier
-    from ..pipeline import TinyDLClassifier
     from . import CommandError, emit_json
 
     ds = load_dataset(args.data)
@@ -115,7 +78,7 @@ def run(args):
     # the raw network standardizes with the same first-batch statistics TinyDL uses
     mu, sd = Xtr[:256].mean(0), Xtr[:256].std(0)
     sd[sd == 0] = 1
-    raw = _RawStreamLearner(raw_net, args.window, args.n_batch, args.epochs, m, np.float32)
+    raw = RawStreamLearner(raw_net, args.window, args.n_batch, args.epochs, m, np.float32)
 
     curve = {"samples": [], "tinydl_error": [], "raw_error": []}
     t_tiny = t_raw = 0.0
@@ -143,8 +106,8 @@ def run(args):
 
     acc_tiny = tiny.score(Xte, yte)
     acc_raw = raw_net.score(((Xte - mu) / sd).astype(np.float32), yte)
-    exec_tiny = _exec_time_us(tiny.predict, Xte)
-    exec_raw = _exec_time_us(lambda x: raw_net.predict(((x - mu) / sd).astype(np.float32)), Xte)
+    exec_tiny = exec_time_us(tiny.predict, Xte)
+    exec_raw = exec_time_us(lambda x: raw_net.predict(((x - mu) / sd).astype(np.float32)), Xte)
     rows = [
         ("test accuracy", f"{acc_tiny:.3f}", f"{acc_raw:.3f}", ""),
         ("network parameters", f"{tiny.n_params_}", f"{raw_net.n_params_}",
@@ -152,14 +115,14 @@ def run(args):
         ("training time (s)", f"{t_tiny:.2f}", f"{t_raw:.2f}", f"{t_raw / t_tiny:.2f}x"),
         ("execution (us/sample)", f"{exec_tiny:.0f}", f"{exec_raw:.0f}",
          f"{exec_raw / exec_tiny:.2f}x"),
-        (f"training energy (J)*", f"{energy['tinydl_train_j']:.3g}",
+        ("training energy (J)*", f"{energy['tinydl_train_j']:.3g}",
          f"{energy['raw_train_j']:.3g}",
          f"{energy['raw_train_j'] / energy['tinydl_train_j']:.2f}x"),
-        (f"execution energy (uJ)*", f"{energy['tinydl_exec_uj']:.3g}",
+        ("execution energy (uJ)*", f"{energy['tinydl_exec_uj']:.3g}",
          f"{energy['raw_exec_uj']:.3g}",
          f"{energy['raw_exec_uj'] / energy['tinydl_exec_uj']:.2f}x"),
     ]
-    result = dict(dataset=ds.name, n_train=int(n), n_test=int(len(Xte)), n_features=int(m),
+    result = dict(dataset=ds.name, backend=tiny.backend_, n_train=int(n), n_test=int(len(Xte)), n_features=int(m),
                   plan=dict(plan, hidden_layer_sizes=list(hidden)),
                   tinydl=dict(accuracy=acc_tiny, n_params=tiny.n_params_, train_s=t_tiny,
                               exec_us=exec_tiny, n_atoms=int(tiny.transform_.n_atoms_)),

@@ -5,7 +5,8 @@ conventional network on the raw features (dropout, SGD with momentum, L2 loss) a
 the same stream with the same schedule (retrain every ``n_batch`` samples on the last
 ``window`` samples), choose TinyDL's network by the procedure below, and report the paper's
 Table I columns measured here and predicted for a device profile.  The protocol is written out
-in ``docs/reproduce.md``; :data:`PROTOCOL` is its short form.
+in ``docs/reproduce.md``; :data:`PROTOCOL` is its short form.  The learners' runs are in
+:mod:`tinydl.reproduce.runs`, the report in :mod:`tinydl.reproduce.report`.
 
 Network sizes
     The raw network is fixed per application (:data:`APPLICATIONS`; smart sensing uses the
@@ -26,19 +27,18 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cli.demo import _exec_time_us, _RawStreamLearner
-from .data import DataError, load_real, split_dataset
-from .nn import MLPClassifier
-from .nn.classifier import DivergenceError
-from .pipeline import TinyDLClassifier
+from ..data import load_real, split_dataset
+from ..errors import DataError, DivergenceError
+from .runs import exec_time_us, run_raw, run_tiny
+from .runs import predicted as predicted_on_profile
 
 __all__ = ["Settings", "APPLICATIONS", "PAPER_TABLE_I", "PROTOCOL", "reproduce",
-           "run_dataset", "add_noise", "format_report", "plot_noise"]
+           "run_dataset", "add_noise"]
 
 #: the paper's Table I (Jetson TK1): ms/sample and ratios
 PAPER_TABLE_I = {
@@ -161,200 +161,6 @@ def add_noise(X, snr_db, rng, sample_shape=None):
     return (V + noise).reshape(X.shape).astype(X.dtype)
 
 
-# -- the two learners, timed ----------------------------------------------------------------
-
-class _Meter:
-    """Seconds and joules of the bracketed work, from a hal.power source."""
-
-    def __init__(self, source):
-        self.source, self.seconds, self.joules = source, 0.0, 0.0
-
-    def __enter__(self):
-        self.source.start()
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds += time.perf_counter() - self._t0
-        self.joules += self.source.stop().joules
-        return False
-
-
-class _TimedTinyDL(TinyDLClassifier):
-    """TinyDLClassifier that times its transform and its retraining apart and calls
-    ``on_update`` after each retraining (for the error curve)."""
-
-    meter = None
-    on_update = None
-
-    def _init(self, n_features, classes):
-        super()._init(n_features, classes)
-        self.fills_ = []
-        # the transform and the retraining never nest, so one source serves both meters
-        self.transform_meter = _Meter(self.meter.source)
-        inner = self.transform_.partial_fit_transform
-
-        def timed(*a, **kw):
-            with self.transform_meter:
-                return inner(*a, **kw)
-        # an instance attribute shadows the method for this learner only
-        self.transform_.partial_fit_transform = timed
-
-    @property
-    def transform_seconds_(self):
-        return self.transform_meter.seconds
-
-    def _retrain(self):
-        self.fills_.append(int(self.window_fill_))
-        with self.meter:
-            super()._retrain()
-        if self.on_update is not None:
-            self.on_update(self)
-
-    def finish(self):
-        """What :meth:`TinyDLClassifier.fit` does after the stream: code the samples still
-        held for the standardization statistics, and a last retraining on a partial block."""
-        if len(self._pending_X):
-            self.transform_.set_params(n_standardize=len(self._pending_X))
-            Xp, yp = self._pending_X, self._pending_y
-            self._pending_X, self._pending_y = Xp[:0], yp[:0]
-            self.partial_fit(Xp, yp)
-        if self.n_samples_seen_ % self.n_batch:
-            self._retrain()
-
-
-class _TimedRaw(_RawStreamLearner):
-    """The demo's raw-feature learner, timed around each retraining."""
-
-    meter = None
-    on_update = None
-
-    def retrain(self, classes):
-        self.fills.append(int(self.fill))
-        with self.meter:
-            super().retrain(classes)
-        if self.on_update is not None:
-            self.on_update(self)
-
-
-@dataclass
-class _Run:
-    """One learner's run on one stream."""
-
-    accuracy: float
-    val_accuracy: Optional[float]
-    train_s: float                 # network training only
-    train_j: float
-    transform_s: float = 0.0
-    transform_j: float = 0.0
-    fills: List[int] = field(default_factory=list)
-    curve: Dict[str, list] = field(default_factory=dict)
-    model: object = None
-
-
-def _standardizer(X, n):
-    """Mean and scale from the first ``n`` stream samples, the rule the transform uses
-    (constant features are only centred)."""
-    S = X[:n].astype(np.float64)
-    mu, sd = S.mean(0), S.std(0)
-    sd[sd <= 16 * np.finfo(np.float32).eps * np.maximum(np.abs(mu), 1e-300)] = 1.0
-    return mu.astype(np.float32), sd.astype(np.float32)
-
-
-def _stream(learner_fit, X, y, n_batch):
-    for s in range(0, len(X), n_batch):
-        learner_fit(X[s:s + n_batch], y[s:s + n_batch])
-
-
-def _run_raw(S, hidden, st, source, classes):
-    """Train the raw-feature network on the stream ``S`` (a dict of arrays)."""
-    mu, sd = _standardizer(S["X"], min(256, len(S["X"])))
-    net = MLPClassifier(hidden_layer_sizes=tuple(hidden), dropout=st.raw_dropout, loss="l2",
-                        learning_rate=st.learning_rate, momentum=st.momentum,
-                        batch_size=st.batch_size, epochs=1, seed=st.seed, dtype="float32")
-    learner = _TimedRaw(net, st.window, st.n_batch, st.epochs, S["X"].shape[1], np.float32)
-    learner.fills, learner.meter = [], _Meter(source)
-    Xte = ((S["Xte"] - mu) / sd).astype(np.float32)
-    curve = {"samples": [], "seconds": [], "error": []}
-
-    def update(lr):
-        curve["samples"].append(int(lr.seen))
-        curve["seconds"].append(lr.meter.seconds)
-        curve["error"].append(1.0 - lr.net.score(Xte, S["yte"]))
-    learner.on_update = update
-    _stream(lambda xb, yb: learner.partial_fit(((xb - mu) / sd).astype(np.float32), yb,
-                                               classes), S["X"], S["y"], st.n_batch)
-    if learner.seen % st.n_batch:
-        learner.retrain(classes)
-    val = None
-    if S.get("Xval") is not None and len(S["Xval"]):
-        val = net.score(((S["Xval"] - mu) / sd).astype(np.float32), S["yval"])
-    run = _Run(net.score(Xte, S["yte"]), val, learner.meter.seconds, learner.meter.joules,
-               fills=learner.fills, curve=curve, model=net)
-    run.exec_us = _exec_time_us(net.predict, Xte)
-    return run
-
-
-def _run_tiny(S, l, k, alpha, hidden, st, source, classes, standardize=True, X=None, y=None):
-    """Stream ``S`` (or ``X, y`` in their place) through TinyDL."""
-    tiny = _TimedTinyDL(l=l, k=k, alpha=alpha, hidden_layer_sizes=tuple(hidden),
-                        window=st.window, n_batch=st.n_batch, epochs_per_update=st.epochs,
-                        standardize=standardize, dropout=0.0, loss="l2",
-                        learning_rate=st.learning_rate, momentum=st.momentum,
-                        batch_size=st.batch_size, seed=st.seed, dtype="float32")
-    tiny.meter = _Meter(source)
-    curve = {"samples": [], "seconds": [], "error": []}
-
-    def update(t):
-        curve["samples"].append(int(t.n_samples_seen_))
-        # TinyDL's time is the transform's and the network's together, as in Fig. 2
-        curve["seconds"].append(t.transform_seconds_ + t.meter.seconds)
-        curve["error"].append(1.0 - t.score(S["Xte"], S["yte"]))
-    tiny.on_update = update
-    X = S["X"] if X is None else X
-    y = S["y"] if y is None else y
-    _stream(lambda xb, yb: tiny.partial_fit(xb, yb, classes=classes), X, y, st.n_batch)
-    tiny.finish()
-    val = None
-    if S.get("Xval") is not None and len(S["Xval"]):
-        val = tiny.score(S["Xval"], S["yval"])
-    return _Run(tiny.score(S["Xte"], S["yte"]), val, tiny.meter.seconds, tiny.meter.joules,
-                tiny.transform_meter.seconds, tiny.transform_meter.joules, tiny.fills_, curve,
-                tiny)
-
-
-# -- predictions on a device profile ----------------------------------------------------------
-
-def _predict_training(profile, sizes, fills, epochs, batch_size):
-    """Seconds and joules of the whole retraining schedule on ``profile``."""
-    from hal.cost import predict_training_epoch
-    sec = joules = 0.0
-    cache = {}
-    for n in fills:
-        if n not in cache:
-            cache[n] = predict_training_epoch(profile, sizes, n, batch_size=batch_size)
-        sec += epochs * cache[n].seconds
-        joules += epochs * cache[n].joules
-    return sec, joules
-
-
-def _predicted(profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw_run, tiny_run, st):
-    from hal.cost import predict_inference, predict_transform
-    tr = predict_transform(profile, m, l, k, n_stream)
-    rs, rj = _predict_training(profile, raw_sizes, raw_run.fills, st.epochs, st.batch_size)
-    ts, tj = _predict_training(profile, tiny_sizes, tiny_run.fills, st.epochs, st.batch_size)
-    ei_raw = predict_inference(profile, raw_sizes, 1).seconds
-    ei_tiny = predict_inference(profile, tiny_sizes, 1).seconds
-    ei_full = predict_inference(profile, tiny_sizes, 1, transform=(m, l, k)).seconds
-    return dict(
-        profile=profile, energy_source="modeled (profile power model)",
-        preprocess_ms=tr.seconds / n_stream * 1e3,
-        train_time_ratio=rs / ts, train_time_ratio_with_transform=rs / (ts + tr.seconds),
-        train_energy_ratio=rj / tj, train_energy_ratio_with_transform=rj / (tj + tr.joules),
-        exec_time_ratio=ei_raw / ei_tiny, exec_time_ratio_with_transform=ei_raw / ei_full,
-        train_s_raw=rs, train_s_tinydl=ts, transform_s=tr.seconds)
-
-
 # -- one data set ---------------------------------------------------------------------------
 
 def _holdout(y, fraction, seed):
@@ -418,7 +224,7 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
          f"{len(fit_idx)}, validation {len(val_idx)}, test {len(yte)}; raw network "
          f"{'-'.join(map(str, raw_sizes))} ({_n_params(raw_sizes):,} parameters)")
     t0 = time.perf_counter()
-    raw = _run_raw(S, raw_hidden, st, source, classes)
+    raw = run_raw(S, raw_hidden, st, source, classes)
     _log(f"raw network: test {raw.accuracy:.4f}, validation {raw.val_accuracy}, trained in "
          f"{raw.train_s:.1f} s ({time.perf_counter() - t0:.1f} s with evaluations)")
 
@@ -432,7 +238,7 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
     tried, chosen, best = [], None, None
     for params, k, l, h in cands:
         try:
-            run = _run_tiny(S, l, k, cfg["alpha"], h, st, source, classes)
+            run = run_tiny(S, l, k, cfg["alpha"], h, st, source, classes)
         except DivergenceError as exc:
             tried.append(dict(l=l, k=k, hidden=list(h), params=params, diverged=str(exc)))
             _log(f"TinyDL l={l} k={k} hidden={h}: diverged, skipped ({exc})")
@@ -454,8 +260,8 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
     tiny_sizes = [l, *hidden, C]
     net = tiny.model.network_
     codes_te = tiny.model.transform(Xte)
-    tiny.exec_us = _exec_time_us(net.predict, codes_te)
-    tiny.exec_full_us = _exec_time_us(tiny.model.predict, Xte)
+    tiny.exec_us = exec_time_us(net.predict, codes_te)
+    tiny.exec_full_us = exec_time_us(tiny.model.predict, Xte)
 
     n_stream = len(fit_idx)
     measured = dict(
@@ -472,10 +278,11 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
         train_s_raw=raw.train_s, train_s_tinydl=tiny.train_s, transform_s=tiny.transform_s,
         exec_us_raw=raw.exec_us, exec_us_tinydl=tiny.exec_us,
         exec_us_tinydl_with_transform=tiny.exec_full_us)
-    predicted = _predicted(st.profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw, tiny, st)
+    predicted = predicted_on_profile(st.profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw, tiny, st)
     size_reduction = _n_params(raw_sizes) / _n_params(tiny_sizes)
     out = dict(
-        dataset=ds.name, path=path, application=app, m=m, n_classes=C,
+        dataset=ds.name, path=path, application=app, backend=tiny.model.backend_, m=m,
+        n_classes=C,
         n_stream=n_stream, n_validation=int(len(val_idx)), n_test=int(len(yte)),
         split=("given" if had_test else
                f"stratified random {st.test_fraction:g} test split, seed {st.split_seed}"),
@@ -516,7 +323,7 @@ def _departures(S, app, l, k, alpha, hidden, st, source, classes, acc, Xtr, ytr,
             with warnings.catch_warnings():
                 # a diverging run warns of overflow on its way to DivergenceError
                 warnings.simplefilter("ignore", RuntimeWarning)
-                a, note = _run_tiny(S, *args, st, source, classes, **kw).accuracy, ""
+                a, note = run_tiny(S, *args, st, source, classes, **kw).accuracy, ""
         except DivergenceError as exc:
             # the paper's rule can fail outright (e.g. unscaled pixels): that is the finding
             a, note = None, " ".join(str(exc).split())
@@ -549,8 +356,8 @@ def _noise(S, sample_shape, raw0, tiny0, raw_hidden, l, k, alpha, hidden, st, so
             N = dict(S, X=add_noise(S["X"], snr, rng, sample_shape),
                      Xval=add_noise(S["Xval"], snr, rng, sample_shape),
                      Xte=add_noise(S["Xte"], snr, rng, sample_shape))
-            raw = _run_raw(N, raw_hidden, st, source, classes)
-            tiny = _run_tiny(N, l, k, alpha, hidden, st, source, classes)
+            raw = run_raw(N, raw_hidden, st, source, classes)
+            tiny = run_tiny(N, l, k, alpha, hidden, st, source, classes)
         rows.append(dict(snr_db=snr, accuracy_tinydl=tiny.accuracy, accuracy_raw=raw.accuracy,
                          train_s_tinydl=tiny.train_s + tiny.transform_s,
                          train_s_raw=raw.train_s, curve_tinydl=tiny.curve, curve_raw=raw.curve))
@@ -596,118 +403,3 @@ def reproduce(paths: Sequence[str], settings: Settings = Settings()) -> Dict[str
             key, i = f"{base}#{i}", i + 1
         out[key] = res
     return out
-
-
-# -- reporting ------------------------------------------------------------------------------
-
-_APP_NAMES = {"smart-sensing": "smart sensing (Daily and Sports Activities)",
-              "indoor-localization": "indoor localization (UJIIndoorLoc)",
-              "speech-recognition": "speech recognition (ISOLET)"}
-
-
-def _x(v):
-    if v is None:
-        return "-"
-    return f"{v:.1f}x" if v >= 1 else f"{v:.2g}x"   # below 1 the slower side must still show
-
-
-def format_report(results: Dict[str, dict]) -> str:
-    """The human-readable tables: Table I per data set, then the noise experiment."""
-    lines = []
-    for key, r in results.items():
-        p, q = r["measured"], r["predicted"]
-        paper = r["paper"] or {}
-        t = r["tinydl"]
-        lines += [
-            f"== {key}: {_APP_NAMES.get(r['application'], 'not one of the paper data sets')}; "
-            f"m={r['m']}, {r['n_classes']} classes",
-            f"   split: {r['split']}; stream: {r['n_stream']} samples, {r['order']} order; "
-            f"validation {r['n_validation']}; test {r['n_test']}",
-            f"   raw DNN  {'-'.join(map(str, r['raw']['sizes']))} ({r['raw']['params']:,} "
-            f"params, dropout {r['raw']['dropout']:g}, SGD momentum, L2 loss)",
-            f"   TinyDL   l={t['l']}, k={t['k']}, alpha={t['alpha']:g} -> "
-            f"{'-'.join(map(str, t['sizes']))} ({t['params']:,} params; {t['chosen']}, "
-            f"{len(t['candidates_tried'])} candidate(s) tried; {t['atoms']} atoms)",
-            f"   test accuracy: raw {100 * r['accuracy_raw']:.2f}%, TinyDL "
-            f"{100 * r['accuracy_tinydl']:.2f}% ({100 * (r['accuracy_tinydl'] - r['accuracy_raw']):+.2f} "
-            "points)",
-        ]
-        w = (36, 15, 15, 13)
-        hdr = ("", "this machine", q["profile"] + "*", "paper (TK1)")
-        lines.append("   " + "".join(f"{h:<{w[0]}}" if i == 0 else f"{h:>{w[i]}}"
-                                     for i, h in enumerate(hdr)))
-        rows = [
-            ("pre-processing (ms/sample)", f"{p['preprocess_ms']:.3f}",
-             f"{q['preprocess_ms']:.3f}", f"{paper['preprocess_ms']:.2f}" if paper else "-"),
-            ("training energy ratio", _x(p["train_energy_ratio"]) + " m",
-             _x(q["train_energy_ratio"]) + " m", _x(paper.get("train_energy_ratio"))),
-            ("  with the transform included", _x(p["train_energy_ratio_with_transform"])
-             + " m", _x(q["train_energy_ratio_with_transform"]) + " m", "-"),
-            ("training runtime ratio", _x(p["train_time_ratio"]), _x(q["train_time_ratio"]),
-             _x(paper.get("train_time_ratio"))),
-            ("  with the transform included", _x(p["train_time_ratio_with_transform"]),
-             _x(q["train_time_ratio_with_transform"]), "-"),
-            ("execution runtime ratio (network)", _x(p["exec_time_ratio"]),
-             _x(q["exec_time_ratio"]), _x(paper.get("exec_time_ratio"))),
-            ("  with the transform included", _x(p["exec_time_ratio_with_transform"]),
-             _x(q["exec_time_ratio_with_transform"]), "-"),
-            ("network size reduction", _x(r["size_reduction"]), _x(r["size_reduction"]),
-             _x(paper.get("size_reduction"))),
-        ]
-        for row in rows:
-            lines.append("   " + "".join(f"{c:<{w[0]}}" if i == 0 else f"{c:>{w[i]}}"
-                                         for i, c in enumerate(row)))
-        lines.append(f"   m = modeled energy. this machine: {p['energy_source']}. "
-                     f"* predicted by hal.cost for {q['profile']} (modeled).")
-        for d in r.get("departures", []):
-            a = d["accuracy_paper_rule"]
-            lines.append(f"   departure: {d['name']}: TinyDL {100 * d['accuracy_ours']:.2f}%; "
-                         f"paper's rule ({d['paper_rule']}): "
-                         + ("diverged" if a is None else f"{100 * a:.2f}%"))
-        if "noise" in r:
-            lines.append(f"   noise experiment (Fig. 2): {r['noise']['definition']}")
-            lines.append(f"   {'SNR (dB)':<10}{'TinyDL %':>10}{'change':>9}{'raw DNN %':>11}"
-                         f"{'change':>9}{'TinyDL s':>10}{'raw s':>9}")
-            for n in r["noise"]["rows"]:
-                snr = "none" if n["snr_db"] is None else f"{n['snr_db']:g}"
-                lines.append(f"   {snr:<10}{100 * n['accuracy_tinydl']:>10.2f}"
-                             f"{n['delta_tinydl_points']:>+9.2f}{100 * n['accuracy_raw']:>11.2f}"
-                             f"{n['delta_raw_points']:>+9.2f}{n['train_s_tinydl']:>10.2f}"
-                             f"{n['train_s_raw']:>9.2f}")
-            if r["noise"].get("plot"):
-                lines.append(f"   plot: {r['noise']['plot']}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_noise(result: dict, path: str) -> Optional[str]:
-    """Fig. 2: test error over training time at each SNR, TinyDL and the raw DNN; ``path``
-    written as PNG, or None without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker  # noqa: F401
-    except ImportError:
-        return None
-    from .io import save_png
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    colors = ["C0", "C1", "C2", "C3", "C4"]
-    for i, row in enumerate(result["noise"]["rows"]):
-        snr = "no noise" if row["snr_db"] is None else f"SNR {row['snr_db']:g} dB"
-        for kind, style in (("tinydl", "-"), ("raw", "--")):
-            c = row[f"curve_{kind}"]
-            if c["seconds"]:
-                ax.plot(c["seconds"], np.array(c["error"]) * 100, style,
-                        color=colors[i % len(colors)], marker="." if len(c["seconds"]) < 30
-                        else None, label=f"{'TinyDL' if kind == 'tinydl' else 'DNN (raw)'}, "
-                                         f"{snr}")
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # labels overlapped
-    ax.set_xlabel("training time on this machine (s; TinyDL includes its transform)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(f"{result['dataset']}: test error over time")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_png(fig, path, dpi=110)
