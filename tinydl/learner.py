@@ -408,7 +408,7 @@ class TinyDLClassifier:
             finished_at=np.int64(self.finished_at_),
             classes=self.classes_, n_features=np.int64(self.n_features_in_),
             has_transform=np.int64(has_transform), has_network=np.int64(has_network),
-            **self.window_.state(), **self.standardizer_.state()),
+            backend=np.array(self.backend_), **self.window_.state(), **self.standardizer_.state()),
             kind=_STATE_KIND, version=_STATE_VERSION)
 
     @classmethod
@@ -419,7 +419,8 @@ class TinyDLClassifier:
         ----------
         directory : str or os.PathLike
         backend : str or hal.Backend, optional
-            Run on this backend (default: the one the learner was saved with).
+            Run on this backend (default: the one the learner was saved with, when it runs
+            here, else the automatic choice).
 
         Returns
         -------
@@ -446,6 +447,8 @@ class TinyDLClassifier:
         if unknown:
             raise ModelFileError(f"{target}: unknown learner parameter(s) {sorted(unknown)}")
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        if backend is None and "backend" in st:
+            backend = _runnable(str(st["backend"]))
         self = cls(**params, backend=backend)
         self._init(int(st["n_features"]), st["classes"])
         if int(st["has_transform"]):
@@ -484,3 +487,12 @@ class TinyDLClassifier:
                 raise ValueError(f"unknown parameter {key!r}")
             setattr(self, key, value)
         return self
+
+
+def _runnable(name):
+    """``name`` if that backend runs here, else None (the automatic choice)."""
+    import hal
+    try:
+        return hal.select_backend(name)[0]
+    except (ValueError, KeyError, RuntimeError):  # unknown or unavailable here
+        return None

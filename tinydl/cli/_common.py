@@ -81,7 +81,7 @@ def make_plan(args, m, n_classes, X=None, n_samples=None):
     return plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
                 time_per_sample=args.time_per_sample, rate_hz=args.rate,
                 energy_per_sample=args.energy, target_error=args.target_error, X=X,
-                dtype=args.dtype, backend=None, n_samples=n_samples)
+                dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples)
 
 
 class Progress:

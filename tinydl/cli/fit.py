@@ -137,7 +137,9 @@ def run(args):
                 params[name] = v
         if args.hidden:
             params["hidden_layer_sizes"] = _hidden(args.hidden)
-        learner = Learner(**params, seed=args.seed, backend=args.backend)
+        if args.backend:
+            params["backend"] = args.backend
+        learner = Learner(**params, seed=args.seed)
         os.makedirs(out, exist_ok=True)
     every = args.checkpoint_every or 16 * int(learner.n_batch)
     learner.checkpoint_dir, learner.checkpoint_every = out, every
@@ -159,7 +161,8 @@ def run(args):
     path = learner.save(out)
     seconds = time.perf_counter() - t0
     prog.close()
-    result = dict(model=out, checkpoint=path, samples=int(learner.n_samples_seen_),
+    result = dict(model=out, checkpoint=path, backend=learner.backend_,
+                  samples=int(learner.n_samples_seen_),
                   streamed_now=int(n_total - start), resumed_from=int(start),
                   seconds=seconds, n_atoms=int(learner.transform_.n_atoms_),
                   n_updates=int(learner.n_updates_), n_params=int(learner.n_params_),

@@ -1,0 +1,319 @@
+"""A TinyDL plan: the budget, the configuration the customizer chose, and its predicted costs.
+
+:func:`tinydl.customize.plan` makes a :class:`Plan`; :meth:`Plan.save` writes it as JSON and
+:func:`load_plan` reads it back; :meth:`Plan.learner` builds the learner it describes, on the
+backend it was priced for (:attr:`Plan.backend`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["Budget", "Candidate", "Plan", "load_plan"]
+
+#: the learner's fixed settings a plan does not tune (TinyDLClassifier's defaults)
+EPOCHS_PER_UPDATE = 5
+BATCH_SIZE = 32
+N_STANDARDIZE = 256
+CHUNK = 256
+#: the paper's setting: no more capacity than this is chosen without data saying so
+L_CAP, K_CAP, WINDOW_CAP = 100, 20, 2048
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the user allows.
+
+    Parameters
+    ----------
+    memory_bytes : int, optional
+        Default: the profile's memory capacity.
+    time_per_sample : float, optional
+        Seconds the transform may take per sample (the paper's runtime constraint).
+    rate_hz : float, optional
+        Sample arrival rate: transform and amortised updates must keep up with it.
+    energy_per_sample : float, optional
+        Joules per streamed sample (transform and amortised updates).
+    target_error : float, optional
+        Mean relative reconstruction error of the tuning sample, in (0, 1).
+    """
+
+    memory_bytes: Optional[int] = None
+    time_per_sample: Optional[float] = None
+    rate_hz: Optional[float] = None
+    energy_per_sample: Optional[float] = None
+    target_error: Optional[float] = None
+
+    def check(self) -> "Budget":
+        for name in ("memory_bytes", "time_per_sample", "rate_hz", "energy_per_sample"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)) or v <= 0:
+                raise ValueError(f"budget {name} must be a positive finite number, got {v!r}")
+        if self.target_error is not None and not 0 < float(self.target_error) < 1:
+            raise ValueError(f"target_error must lie in (0, 1), got {self.target_error!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration the customizer priced."""
+
+    l: int
+    k: int
+    alpha: float
+    hidden_layer_sizes: Tuple[int, ...]
+    window: int
+    n_batch: int
+    paper_bytes: int
+    footprint_bytes: int
+    transform_seconds: float          # per sample
+    update_seconds: float             # one network update (epochs_per_update passes)
+    seconds_per_sample: float         # transform + update / n_batch
+    energy_per_sample: float          # joules
+    n_params: int
+    chunk: int = CHUNK                # rows read and transformed at a time
+    error: Optional[float] = None     # tuned reconstruction error, when data was given
+    rejected: str = ""                # why it does not fit ("" when it does)
+
+    def label(self) -> str:
+        net = "-".join(map(str, (self.l,) + tuple(self.hidden_layer_sizes)))
+        return (f"l={self.l} k={self.k} alpha={self.alpha:g} net={net}-C window={self.window} "
+                f"n_batch={self.n_batch} chunk={self.chunk}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The customizer's choice and its predicted costs.
+
+    Attributes
+    ----------
+    l, k, alpha, hidden_layer_sizes, window, n_batch, epochs_per_update, batch_size
+        The learner's settings (:class:`~tinydl.learner.TinyDLClassifier` parameters).
+    chunk : int
+        Rows to read and transform at a time (``tinydl fit --chunk``): the largest of 256,
+        128, 64, 32, 16 whose transient arrays fit the memory budget.
+    backend, dtype : str
+    m, n_classes : int
+    profile : str
+        The profile's tag.
+    paper_bytes : int
+        The paper's memory, ``(m*l + l*n + |param|) * itemsize``.
+    footprint_bytes : int
+        The real peak footprint of the learner (see :func:`plan_footprint`).
+    footprint : dict
+        Its parts.
+    transform_seconds : float
+        Predicted transform time per sample.
+    update_seconds : float
+        Predicted time of one network update (``epochs_per_update`` passes over the window).
+    seconds_per_sample : float
+        ``transform_seconds + update_seconds / n_batch``.
+    energy_per_sample : float
+        Predicted joules per streamed sample; ``energy_source`` says how it was obtained.
+    budget : Budget
+    candidates : tuple of Candidate
+        Every configuration weighed (for :meth:`explain`).
+    reason : str
+        Why this plan won.
+    """
+
+    l: int
+    k: int
+    alpha: float
+    hidden_layer_sizes: Tuple[int, ...]
+    window: int
+    n_batch: int
+    epochs_per_update: int
+    batch_size: int
+    chunk: int
+    backend: str
+    dtype: str
+    m: int
+    n_classes: int
+    profile: str
+    paper_bytes: int
+    footprint_bytes: int
+    footprint: Dict[str, int]
+    transform_seconds: float
+    update_seconds: float
+    seconds_per_sample: float
+    energy_per_sample: float
+    energy_source: str
+    budget: Budget
+    error: Optional[float] = None
+    reason: str = ""
+    candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
+
+    # -- use ------------------------------------------------------------------------------
+    def learner_params(self) -> Dict:
+        """Keyword arguments for :class:`~tinydl.learner.TinyDLClassifier`, ``backend``
+        included: the learner runs on the backend the plan was priced for.
+
+        Returns
+        -------
+        dict
+        """
+        return dict(l=self.l, k=self.k, alpha=self.alpha,
+                    hidden_layer_sizes=tuple(self.hidden_layer_sizes), window=self.window,
+                    n_batch=self.n_batch, epochs_per_update=self.epochs_per_update,
+                    batch_size=self.batch_size, dtype=self.dtype, backend=self.backend)
+
+    def learner(self, seed: int = 0, backend=None, **overrides):
+        """A fresh :class:`~tinydl.learner.TinyDLClassifier` with this plan's settings.
+
+        Parameters
+        ----------
+        seed : int
+        backend : str or hal.Backend, optional
+            Default: :attr:`backend`, the one the plan was priced for.
+        **overrides
+            Other learner parameters.
+
+        Returns
+        -------
+        TinyDLClassifier
+        """
+        from .learner import TinyDLClassifier
+        params = dict(self.learner_params(), seed=seed, **overrides)
+        if backend is not None:
+            params["backend"] = backend
+        return TinyDLClassifier(**params)
+
+    def to_dict(self) -> Dict:
+        """The plan as a JSON-ready dict (without the candidates).
+
+        Returns
+        -------
+        dict
+        """
+        d = asdict(self)
+        d.pop("candidates")
+        d["hidden_layer_sizes"] = list(self.hidden_layer_sizes)
+        d["budget"] = {k: v for k, v in asdict(self.budget).items() if v is not None}
+        return d
+
+    def save(self, path) -> None:
+        """Write the plan as JSON (atomically); :func:`load_plan` reads it back."""
+        from .io import atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    # -- reporting -------------------------------------------------------------------------
+    def summary(self) -> str:
+        net = "-".join(map(str, (self.m, self.l) + tuple(self.hidden_layer_sizes) +
+                           (self.n_classes,)))
+        lines = [
+            f"plan for {self.profile} ({self.backend}, {self.dtype}): l={self.l} atoms, "
+            f"k={self.k} non-zeros, alpha={self.alpha:g}",
+            f"  network {net} (transform m->l, then the DNN on the codes), window "
+            f"{self.window} samples, retrain every {self.n_batch} x {self.epochs_per_update} "
+            f"epochs",
+            f"  memory: paper formula (m*l + l*n + |param|) {_fmt_bytes(self.paper_bytes)}; "
+            f"real footprint {_fmt_bytes(self.footprint_bytes)}"
+            + (f" of {_fmt_bytes(self.budget.memory_bytes)}" if self.budget.memory_bytes
+               else ""),
+            f"  time: transform {self.transform_seconds * 1e6:.1f} us/sample, update "
+            f"{self.update_seconds * 1e3:.1f} ms, {self.seconds_per_sample * 1e6:.1f} "
+            f"us/sample with updates"
+            + (f" (budget {self.budget.time_per_sample * 1e6:.1f} us transform)"
+               if self.budget.time_per_sample else "")
+            + (f" (arrivals every {1e6 / self.budget.rate_hz:.1f} us)"
+               if self.budget.rate_hz else ""),
+            f"  energy: {self.energy_per_sample * 1e6:.2f} uJ/sample ({self.energy_source})",
+        ]
+        if self.error is not None:
+            lines.append(f"  reconstruction error on the tuning sample: {self.error:.4f}"
+                         + (f" (target {self.budget.target_error})"
+                            if self.budget.target_error else ""))
+        return "\n".join(lines)
+
+    def explain(self, top: int = 12) -> str:
+        """The candidates weighed, why each was rejected, and why this plan won."""
+        fits = [c for c in self.candidates if not c.rejected]
+        out = [self.summary(), "", f"weighed {len(self.candidates)} candidates; "
+               f"{len(fits)} fit the budget"]
+        reasons: Dict[str, int] = {}
+        for c in self.candidates:
+            if c.rejected:
+                key = c.rejected.split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+        for key, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            out.append(f"  rejected {count}: {key}")
+        out.append(f"why this plan: {self.reason}")
+        ranked = sorted(fits, key=_rank_key(self.budget.target_error is not None))
+        if ranked:
+            out.append(f"best {min(top, len(ranked))} that fit (winner first):")
+            out.append(f"  {'candidate':<58}{'memory':>10}{'us/sample':>11}{'uJ/sample':>11}"
+                       + ("  error" if self.error is not None else ""))
+            for c in ranked[:top]:
+                out.append(f"  {c.label():<58}{_fmt_bytes(c.footprint_bytes):>10}"
+                           f"{c.transform_seconds * 1e6:>11.1f}"
+                           f"{c.energy_per_sample * 1e6:>11.2f}"
+                           + (f"  {c.error:.4f}" if c.error is not None else ""))
+        return "\n".join(out)
+
+
+def load_plan(path) -> Plan:
+    """Read a plan written by :meth:`Plan.save` (or ``tinydl plan --json``)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(1 << 20)
+        d = json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise OSError(f"cannot read plan {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a plan (JSON): {exc}") from None
+    if isinstance(d, dict) and isinstance(d.get("plan"), dict):
+        d = d["plan"]
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a plan is a JSON object, got {type(d).__name__}")
+    need = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "m", "n_classes")
+    missing = [k for k in need if k not in d]
+    if missing:
+        raise ValueError(f"{path}: the plan lacks {', '.join(missing)}")
+    budget = Budget(**{k: v for k, v in (d.get("budget") or {}).items()
+                       if k in Budget.__dataclass_fields__})
+    kw = {name: d[name] for name in Plan.__dataclass_fields__
+          if name in d and name not in ("candidates", "budget")}
+    kw["hidden_layer_sizes"] = tuple(int(h) for h in d["hidden_layer_sizes"])
+    defaults = dict(epochs_per_update=EPOCHS_PER_UPDATE, batch_size=BATCH_SIZE, chunk=CHUNK,
+                    backend="numpy", dtype="float32", profile="x86-64-host", paper_bytes=0,
+                    footprint_bytes=0, footprint={}, transform_seconds=0.0, update_seconds=0.0,
+                    seconds_per_sample=0.0, energy_per_sample=0.0, energy_source="unknown")
+    for k, v in defaults.items():
+        kw.setdefault(k, v)
+    for name in ("l", "k", "window", "n_batch", "m", "n_classes", "epochs_per_update",
+                 "batch_size", "chunk"):
+        v = kw[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{path}: plan {name} must be a positive integer, got {v!r}")
+    if not isinstance(kw["alpha"], (int, float)) or not 0 <= kw["alpha"] <= 1:
+        raise ValueError(f"{path}: plan alpha must lie in [0, 1], got {kw['alpha']!r}")
+    return Plan(budget=budget, **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# the footprint
+# ---------------------------------------------------------------------------------------
+def _rank_key(with_target: bool):
+    if with_target:
+        # cheapest that meets the target: time, then memory
+        return lambda c: (c.seconds_per_sample, c.footprint_bytes, -c.window)
+    # most capacity within the paper's setting
+    return lambda c: (c.l > L_CAP, -c.l, c.k > K_CAP, -c.k, c.window > WINDOW_CAP, -c.window,
+                      -c.n_params, -c.chunk, c.footprint_bytes, c.alpha != 0.3)
+
+
+def _fmt_bytes(n) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
