@@ -152,7 +152,7 @@ def _read_dataset(p):
 
 
 def _read_stream(p):
-    from tinydl.stream import open_stream
+    from tinydl.data import open_stream
     st = open_stream(p, need_labels=False)
     st.validate(16)
 

@@ -33,7 +33,7 @@ def load_model(path, backend=None):
 
 
 def read_all(args, need_labels, dtype):
-    from ..stream import open_stream
+    from ..data import open_stream
     st = open_stream(args.data, split="test" if need_labels else "any",
                      labels=getattr(args, "labels", None),
                      label_column=getattr(args, "label_column", None),

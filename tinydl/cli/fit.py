@@ -79,7 +79,7 @@ def _hidden(text):
 def run(args):
     from . import CommandError, emit_json
     from ..customize import load_plan
-    from ..stream import open_stream
+    from ..data import open_stream
 
     if args.trace_memory:
         # import (and build the backend) first: the measure is the run's data, not the

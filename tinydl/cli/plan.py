@@ -29,7 +29,7 @@ def run(args):
     X = None
     n_samples = None
     if args.data:
-        from ..stream import open_stream
+        from ..data import open_stream
         st = open_stream(args.data, labels=args.labels)
         m, n_classes = st.n_features, int(np.unique(st.y).size)
         n_samples = st.n_samples

@@ -1,32 +1,26 @@
-"""Datasets in: ``.npz``, ``.npy`` and CSV files, and the bundled real dataset.
+"""Datasets: whole-file loading (``.npz``, ``.npy``, CSV, the bundled set) and the paper's
+three data sets in their published formats (Daily and Sports Activities, UJIIndoorLoc, ISOLET).
 
 Every loader returns a :class:`Dataset` of float arrays with samples as rows, and refuses
-damaged input with a :class:`DataError` that names the file and the problem.  Files are read
-with ``allow_pickle=False``; sizes are checked before anything large is allocated.
+damaged input with a :class:`~tinydl.errors.DataError` that names the file and the problem.
+The format readers are :mod:`tinydl.data.files`'s, shared with chunked streaming.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import zipfile
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 
-from .errors import DataError
-from .io import check_npy_file, check_npz
+from ..errors import DataError
+from .files import (BUNDLED, CSV_EXTENSIONS, CsvReader, NpzReader, as_features, as_labels,
+                    check_finite, read_npy, resolve)
 
-__all__ = ["Dataset", "DataError", "load_dataset", "bundled_path", "BUNDLED", "load_dsa_folder",
-           "load_ujiindoorloc", "load_isolet", "load_real", "split_dataset", "guess_application",
-           "uji_rssi_to_features", "DSA_SEGMENT_SHAPE", "UJI_N_WAPS", "ISOLET_N_FEATURES"]
-
-#: datasets shipped inside the package (name -> file under tinydl/datasets)
-BUNDLED = {"digits": "digits.npz"}
-#: refuse data files larger than this many bytes unless told otherwise
-MAX_DATA_BYTES = int(os.environ.get("TINYDL_MAX_DATA_BYTES", 16 * 2 ** 30))
+__all__ = ["Dataset", "load_dataset", "load_dsa_folder", "load_ujiindoorloc", "load_isolet",
+           "load_real", "split_dataset", "guess_application", "uji_rssi_to_features",
+           "DSA_SEGMENT_SHAPE", "UJI_N_WAPS", "ISOLET_N_FEATURES"]
 
 
 @dataclass(frozen=True)
@@ -60,128 +54,40 @@ class Dataset:
         return int(self.X_train.shape[1])
 
 
-def bundled_path(name: str) -> str:
-    """Path of a bundled dataset file (``"digits"``)."""
-    if name not in BUNDLED:
-        raise DataError(f"no bundled dataset {name!r}; bundled: {', '.join(BUNDLED)}")
-    return os.path.join(os.path.dirname(__file__), "datasets", BUNDLED[name])
-
-
-def _as_features(arr, path, key):
-    arr = np.asarray(arr)
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{path}: {key} has dtype {arr.dtype}; expected numbers")
-    if arr.ndim < 2:
-        raise DataError(f"{path}: {key} is {arr.ndim}-D (shape {arr.shape}); expected "
-                        "(n_samples, n_features)")
-    if arr.ndim > 2:  # e.g. Daily and Sports: (n, 125, 45) time x channels
-        arr = arr.reshape(arr.shape[0], -1)
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"{path}: {key} is empty (shape {arr.shape})")
-    out = arr.astype(np.float32 if arr.dtype.itemsize <= 4 else np.float64, copy=False)
-    if not np.isfinite(out).all():
-        bad = int((~np.isfinite(out)).sum())
-        raise DataError(f"{path}: {key} contains {bad} NaN or Inf value(s)")
+def _features(arr, path, key):
+    """Checked features, read into memory as float32 (float64 for 8-byte input), finite."""
+    arr = as_features(arr, path, key)
+    out = np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else np.float64)
+    check_finite(out, path, key)
     return out
 
 
-def _as_labels(arr, n, path, key):
-    arr = np.asarray(arr)
-    if arr.ndim != 1:
-        raise DataError(f"{path}: {key} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise DataError(f"{path}: {key} has {arr.shape[0]} labels for {n} samples")
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
-            raise DataError(f"{path}: {key} holds non-integer labels")
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "biuU":
-        raise DataError(f"{path}: {key} has dtype {arr.dtype}; expected integer labels")
-    return arr
-
-
 def _load_npz(path):
-    try:
-        with zipfile.ZipFile(path) as zf:
-            check_npz(zf, path, MAX_DATA_BYTES)  # declared sizes are checked before anything is allocated
-        with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            if {"X_train", "y_train"} <= files:
-                raw_tr = z["X_train"]
-                Xtr = _as_features(raw_tr, path, "X_train")
-                ytr = _as_labels(z["y_train"], len(Xtr), path, "y_train")
-                Xte = yte = None
-                if "X_test" in files:
-                    Xte = _as_features(z["X_test"], path, "X_test")
-                    if Xte.shape[1] != Xtr.shape[1]:
-                        raise DataError(f"{path}: X_test has {Xte.shape[1]} features, X_train "
-                                        f"{Xtr.shape[1]}")
-                    if "y_test" not in files:
-                        raise DataError(f"{path}: has X_test but no y_test")
-                    yte = _as_labels(z["y_test"], len(Xte), path, "y_test")
-                shape = tuple(int(d) for d in raw_tr.shape[1:]) if raw_tr.ndim > 2 else None
-                return Dataset(Xtr, ytr, Xte, yte, os.path.basename(path), sample_shape=shape)
-            if "X" in files:
-                raw = z["X"]
-                X = _as_features(raw, path, "X")
-                y = _as_labels(z["y"], len(X), path, "y") if "y" in files else None
-                shape = tuple(int(d) for d in raw.shape[1:]) if raw.ndim > 2 else None
-                return Dataset(X, y, None, None, os.path.basename(path), sample_shape=shape)
-            raise DataError(f"{path} holds arrays {sorted(files)}; expected X_train, y_train "
-                            "(and X_test, y_test) or X (and y)")
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") \
-            from None
-
-
-def _load_npy(path):
-    try:
-        check_npy_file(path)  # declared shape against the file's size, before mapping it
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npy file ({exc})") from None
-    return Dataset(_as_features(arr, path, "array"), None, None, None, os.path.basename(path))
-
-
-def _load_csv(path, label_column):
-    """CSV of numbers; the label column (default: the last) holds integer class labels.
-
-    A header row is detected (a first row that does not parse as numbers) and skipped.
-    """
-    try:
-        with open(path, "r", newline="", encoding="utf-8") as fh:
-            text = fh.read()
-        rows = list(csv.reader(io.StringIO(text)))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a CSV of numbers ({type(exc).__name__}: {exc})") from None
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(f"{path} is empty")
-    try:
-        [float(c) for c in rows[0]]
-    except ValueError:
-        rows = rows[1:]
-    if not rows:
-        raise DataError(f"{path} has a header but no data rows")
-    width = len(rows[0])
-    for i, r in enumerate(rows):
-        if len(r) != width:
-            raise DataError(f"{path}: row {i + 1} has {len(r)} columns, the first has {width}")
-    try:
-        arr = np.array(rows, dtype=np.float64)
-    except ValueError as exc:
-        raise DataError(f"{path}: non-numeric value ({exc})") from None
-    if width < 2:
-        raise DataError(f"{path}: needs at least one feature column and a label column")
-    col = label_column if label_column is not None else width - 1
-    if not -width <= col < width:
-        raise DataError(f"{path}: label column {col} is outside 0..{width - 1}")
-    col %= width
-    y = _as_labels(arr[:, col], len(arr), path, f"column {col}")
-    X = _as_features(np.delete(arr, col, axis=1), path, "features")
-    return Dataset(X, y, None, None, os.path.basename(path))
+    npz = NpzReader(path)
+    names = npz.names
+    if {"X_train", "y_train"} <= names:
+        raw_tr = npz.member("X_train")
+        Xtr = _features(raw_tr, path, "X_train")
+        ytr = as_labels(npz.member("y_train"), len(Xtr), path, "y_train")
+        Xte = yte = None
+        if "X_test" in names:
+            Xte = _features(npz.member("X_test"), path, "X_test")
+            if Xte.shape[1] != Xtr.shape[1]:
+                raise DataError(f"{path}: X_test has {Xte.shape[1]} features, X_train "
+                                f"{Xtr.shape[1]}")
+            if "y_test" not in names:
+                raise DataError(f"{path}: has X_test but no y_test")
+            yte = as_labels(npz.member("y_test"), len(Xte), path, "y_test")
+        shape = tuple(int(d) for d in raw_tr.shape[1:]) if raw_tr.ndim > 2 else None
+        return Dataset(Xtr, ytr, Xte, yte, os.path.basename(path), sample_shape=shape)
+    if "X" in names:
+        raw = npz.member("X")
+        X = _features(raw, path, "X")
+        y = as_labels(npz.member("y"), len(X), path, "y") if "y" in names else None
+        shape = tuple(int(d) for d in raw.shape[1:]) if raw.ndim > 2 else None
+        return Dataset(X, y, None, None, os.path.basename(path), sample_shape=shape)
+    raise DataError(f"{path} holds arrays {sorted(names)}; expected X_train, y_train "
+                    "(and X_test, y_test) or X (and y)")
 
 
 def load_dataset(source: str, label_column: Optional[int] = None) -> Dataset:
@@ -193,28 +99,28 @@ def load_dataset(source: str, label_column: Optional[int] = None) -> Dataset:
         ``"digits"`` (bundled), or a path to ``.npz`` (``X_train, y_train, X_test, y_test``,
         or ``X, y``), ``.npy`` (features only) or ``.csv`` (numbers; labels in the last
         column unless ``label_column`` says otherwise).
+    label_column : int, optional
+
+    Returns
+    -------
+    Dataset
 
     Raises
     ------
     DataError
         If the file is absent, too large, damaged, or holds the wrong arrays.
     """
-    if source in BUNDLED:
-        source = bundled_path(source)
-    if not os.path.isfile(source):
-        raise DataError(f"no such data file: {source}")
-    size = os.path.getsize(source)
-    if size > MAX_DATA_BYTES:
-        raise DataError(f"{source} is {size} bytes, above the limit of {MAX_DATA_BYTES} "
-                        "(set TINYDL_MAX_DATA_BYTES to raise it)")
-    ext = os.path.splitext(source)[1].lower()
+    path, ext = resolve(source)
     if ext == ".npz":
-        return _load_npz(source)
+        return _load_npz(path)
     if ext == ".npy":
-        return _load_npy(source)
-    if ext in (".csv", ".txt", ".data"):
-        return _load_csv(source, label_column)
-    raise DataError(f"{source}: unknown data format {ext!r}; use .npz, .npy or .csv")
+        return Dataset(_features(read_npy(path), path, "array"), None, None, None,
+                       os.path.basename(path))
+    if ext in CSV_EXTENSIONS:
+        csv = CsvReader(path, label_column)
+        return Dataset(_features(csv.read_all(), path, "features"), csv.labels, None, None,
+                       os.path.basename(path))
+    raise DataError(f"{path}: unknown data format {ext!r}; use .npz, .npy or .csv")
 
 
 # -- the paper's datasets in their published formats -----------------------------------------
@@ -470,7 +376,7 @@ def _isolet_file(path):
     if not np.array_equal(lab, np.round(lab)) or lab.min() < 1 or lab.max() > 26:
         raise DataError(f"{path}: class column holds values outside the integers 1..26 "
                         f"(range {lab.min():g}..{lab.max():g})")
-    return _as_features(arr[:, :-1], path, "features"), (lab - 1).astype(np.int64)
+    return _features(arr[:, :-1], path, "features"), (lab - 1).astype(np.int64)
 
 
 def load_isolet(train_path: str, test_path: Optional[str] = None) -> Dataset:
@@ -536,18 +442,17 @@ def _uji_npz(ds, path):
 def _uji_npz_columns(path):
     """An .npz holding UCI's 529 columns under ``trainingData``/``train`` (and
     ``validationData``/``validation``/``test``), or None if it holds neither."""
-    with np.load(path, allow_pickle=False) as z:
-        files = set(z.files)
-        tr = next((k for k in ("trainingData", "training", "train") if k in files), None)
-        if tr is None:
-            return None
-        te = next((k for k in ("validationData", "validation", "test") if k in files), None)
-        Xtr, btr, ftr = _uji_columns(z[tr], f"{path}: {tr}")
-        if te is None:
-            (ytr,) = _uji_labels([(btr, ftr)])
-            return Dataset(Xtr, ytr, None, None, os.path.basename(path),
-                           application="indoor-localization")
-        Xte, bte, fte = _uji_columns(z[te], f"{path}: {te}")
+    npz = NpzReader(path)
+    tr = next((k for k in ("trainingData", "training", "train") if k in npz.names), None)
+    if tr is None:
+        return None
+    te = next((k for k in ("validationData", "validation", "test") if k in npz.names), None)
+    Xtr, btr, ftr = _uji_columns(npz.member(tr), f"{path}: {tr}")
+    if te is None:
+        (ytr,) = _uji_labels([(btr, ftr)])
+        return Dataset(Xtr, ytr, None, None, os.path.basename(path),
+                       application="indoor-localization")
+    Xte, bte, fte = _uji_columns(npz.member(te), f"{path}: {te}")
     ytr, yte = _uji_labels([(btr, ftr), (bte, fte)])
     return Dataset(Xtr, ytr, Xte, yte, os.path.basename(path), application="indoor-localization")
 
@@ -623,12 +528,7 @@ def load_real(source: str) -> Dataset:
                         f"expected {UJI_N_WAPS} WAP columns")
     if ds.y_train is None:
         raise DataError(f"{source}: holds no labels (expected y or y_train)")
-    return _replace(ds, application=app)
-
-
-def _replace(ds, **changes):
-    from dataclasses import replace
-    return replace(ds, **changes)
+    return replace(ds, application=app)
 
 
 def split_dataset(ds: Dataset, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -667,5 +567,5 @@ def split_dataset(ds: Dataset, test_fraction: float = 0.2, seed: int = 0) -> Dat
         test[rng.permutation(idx)[:n_test]] = True
     tr, te = np.flatnonzero(~test), np.flatnonzero(test)
     groups = ds.groups[tr] if ds.groups is not None else None
-    return _replace(ds, X_train=ds.X_train[tr], y_train=ds.y_train[tr], X_test=ds.X_train[te],
+    return replace(ds, X_train=ds.X_train[tr], y_train=ds.y_train[tr], X_test=ds.X_train[te],
                     y_test=ds.y_train[te], groups=groups)
