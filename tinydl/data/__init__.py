@@ -8,10 +8,10 @@
 Every error is a :class:`~tinydl.errors.DataError` (a ``ValueError``).
 """
 from ..errors import DataError
-from .datasets import (DSA_SEGMENT_SHAPE, ISOLET_N_FEATURES, UJI_N_WAPS, Dataset,
-                       guess_application, load_dataset, load_dsa_folder, load_isolet, load_real,
+from .datasets import (DSA_SEGMENT_SHAPE, ISOLET_N_FEATURES, UJI_N_WAPS,
+                       guess_application, load_dsa_folder, load_isolet, load_real,
                        load_ujiindoorloc, split_dataset, uji_rssi_to_features)
-from .files import BUNDLED, MAX_DATA_BYTES, bundled_path
+from .files import BUNDLED, MAX_DATA_BYTES, Dataset, bundled_path, load_dataset
 from .stream import Stream, open_stream
 
 __all__ = ["Dataset", "DataError", "load_dataset", "bundled_path", "BUNDLED", "MAX_DATA_BYTES",

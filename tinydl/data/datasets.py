@@ -1,126 +1,27 @@
-"""Datasets: whole-file loading (``.npz``, ``.npy``, CSV, the bundled set) and the paper's
-three data sets in their published formats (Daily and Sports Activities, UJIIndoorLoc, ISOLET).
+"""The paper's three data sets in their published formats (Daily and Sports Activities,
+UJIIndoorLoc, ISOLET), :func:`load_real` (any of them, recognised by name and content) and
+:func:`split_dataset`.
 
-Every loader returns a :class:`Dataset` of float arrays with samples as rows, and refuses
-damaged input with a :class:`~tinydl.errors.DataError` that names the file and the problem.
-The format readers are :mod:`tinydl.data.files`'s, shared with chunked streaming.
+Every loader returns a :class:`~tinydl.data.files.Dataset` of float arrays with samples as
+rows, and refuses damaged input with a :class:`~tinydl.errors.DataError` that names the file
+and the problem.
 """
 from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 
 from ..errors import DataError
-from .files import (BUNDLED, CSV_EXTENSIONS, CsvReader, NpzReader, as_features, as_labels,
-                    check_finite, read_npy, resolve)
+from .files import BUNDLED, Dataset, NpzReader, load_dataset
+from .files import features as _features
 
-__all__ = ["Dataset", "load_dataset", "load_dsa_folder", "load_ujiindoorloc", "load_isolet",
+__all__ = ["load_dsa_folder", "load_ujiindoorloc", "load_isolet",
            "load_real", "split_dataset", "guess_application", "uji_rssi_to_features",
            "DSA_SEGMENT_SHAPE", "UJI_N_WAPS", "ISOLET_N_FEATURES"]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Training (and optionally test) data, samples as rows.
-
-    Attributes
-    ----------
-    X_train : ndarray of shape (n_train, n_features)
-    y_train : ndarray of shape (n_train,) or None
-    X_test : ndarray of shape (n_test, n_features) or None
-    y_test : ndarray of shape (n_test,) or None
-    name : str
-    """
-
-    X_train: np.ndarray
-    y_train: Optional[np.ndarray]
-    X_test: Optional[np.ndarray] = None
-    y_test: Optional[np.ndarray] = None
-    name: str = ""
-    #: one sample's shape before flattening, e.g. (125, 45) for Daily and Sports (time x channel)
-    sample_shape: Optional[tuple] = None
-    #: which of the paper's applications the data is ("smart-sensing", "indoor-localization",
-    #: "speech-recognition") or "" when unknown; see :func:`guess_application`
-    application: str = ""
-    #: per-training-sample group (Daily and Sports: the subject 1..8), or None
-    groups: Optional[np.ndarray] = None
-
-    @property
-    def n_features(self) -> int:
-        return int(self.X_train.shape[1])
-
-
-def _features(arr, path, key):
-    """Checked features, read into memory as float32 (float64 for 8-byte input), finite."""
-    arr = as_features(arr, path, key)
-    out = np.array(arr, dtype=np.float32 if arr.dtype.itemsize <= 4 else np.float64)
-    check_finite(out, path, key)
-    return out
-
-
-def _load_npz(path):
-    npz = NpzReader(path)
-    names = npz.names
-    if {"X_train", "y_train"} <= names:
-        raw_tr = npz.member("X_train")
-        Xtr = _features(raw_tr, path, "X_train")
-        ytr = as_labels(npz.member("y_train"), len(Xtr), path, "y_train")
-        Xte = yte = None
-        if "X_test" in names:
-            Xte = _features(npz.member("X_test"), path, "X_test")
-            if Xte.shape[1] != Xtr.shape[1]:
-                raise DataError(f"{path}: X_test has {Xte.shape[1]} features, X_train "
-                                f"{Xtr.shape[1]}")
-            if "y_test" not in names:
-                raise DataError(f"{path}: has X_test but no y_test")
-            yte = as_labels(npz.member("y_test"), len(Xte), path, "y_test")
-        shape = tuple(int(d) for d in raw_tr.shape[1:]) if raw_tr.ndim > 2 else None
-        return Dataset(Xtr, ytr, Xte, yte, os.path.basename(path), sample_shape=shape)
-    if "X" in names:
-        raw = npz.member("X")
-        X = _features(raw, path, "X")
-        y = as_labels(npz.member("y"), len(X), path, "y") if "y" in names else None
-        shape = tuple(int(d) for d in raw.shape[1:]) if raw.ndim > 2 else None
-        return Dataset(X, y, None, None, os.path.basename(path), sample_shape=shape)
-    raise DataError(f"{path} holds arrays {sorted(names)}; expected X_train, y_train "
-                    "(and X_test, y_test) or X (and y)")
-
-
-def load_dataset(source: str, label_column: Optional[int] = None) -> Dataset:
-    """Load a dataset from a bundled name (``"digits"``) or a file.
-
-    Parameters
-    ----------
-    source : str
-        ``"digits"`` (bundled), or a path to ``.npz`` (``X_train, y_train, X_test, y_test``,
-        or ``X, y``), ``.npy`` (features only) or ``.csv`` (numbers; labels in the last
-        column unless ``label_column`` says otherwise).
-    label_column : int, optional
-
-    Returns
-    -------
-    Dataset
-
-    Raises
-    ------
-    DataError
-        If the file is absent, too large, damaged, or holds the wrong arrays.
-    """
-    path, ext = resolve(source)
-    if ext == ".npz":
-        return _load_npz(path)
-    if ext == ".npy":
-        return Dataset(_features(read_npy(path), path, "array"), None, None, None,
-                       os.path.basename(path))
-    if ext in CSV_EXTENSIONS:
-        csv = CsvReader(path, label_column)
-        return Dataset(_features(csv.read_all(), path, "features"), csv.labels, None, None,
-                       os.path.basename(path))
-    raise DataError(f"{path}: unknown data format {ext!r}; use .npz, .npy or .csv")
 
 
 # -- the paper's datasets in their published formats -----------------------------------------
