@@ -366,7 +366,8 @@ class Dataset:
     groups: Optional[np.ndarray] = None
 
     @property
-    def nfeatures(self) -> int:
+    def n_features(self) -> int:
+        """Features per sample."""
         return int(self.X_train.shape[1])
 
 
