@@ -43,7 +43,7 @@ def typed_errors():
 def make_seeds(root) -> dict:
     """Write one or more valid files of every kind under ``root``; return kind -> [paths]."""
     from tinydl.compress import export_onnx, from_network
-    from tinydl.compress.model import save_model
+    from tinydl.compress.files import save_model
     from tinydl.nn import MLPClassifier
     from tinydl.pipeline import TinyDLClassifier
     from tinydl.transform import StreamingDictionary
@@ -115,12 +115,12 @@ def _read_model(p):
 
 
 def _read_any_model(p):
-    from tinydl.compress.model import load_any_model
+    from tinydl.compress.files import load_any_model
     load_any_model(p)
 
 
 def _read_compressed(p):
-    from tinydl.compress.model import load_model
+    from tinydl.compress.files import load_model
     load_model(p)
 
 

@@ -4,7 +4,8 @@ without retraining.
 * :mod:`.factorize` -- dense layers: truncated SVD ``W ~ U V``, sparse dictionary ``W ~ B S``
   (K-SVD over tinydl's OMP), plain or data-aware (fitted to the layer's outputs);
 * :mod:`.conv` -- convolutions: per-kernel and cross-channel separation;
-* :mod:`.model` -- the compressed model (layers of named arrays), ``.npz`` files;
+* :mod:`.model` -- the compressed model (layers of named arrays); :mod:`.kernels` its
+  forward kernels; :mod:`.files` its ``.npz`` files (and loading any model);
 * :mod:`.compiler` -- per-layer binary search under an accuracy budget, device targets, report;
 * :mod:`.runtime` -- layer-at-a-time inference from a memory-mapped file, peak predicted first;
 * :mod:`.onnx_io` -- ONNX import and export (imports ``onnx`` only when called).
@@ -16,8 +17,8 @@ from .conv import (cross_channel_max_rank, kernel_max_rank, separate_cross_chann
 from .factorize import (DenseFactorizer, FactorizationCostError, SparseFactorizer,
                         SparseFactors, relative_error, sparse_factorize, svd_factorize,
                         svd_max_rank)
-from .model import (CLayer, CompressedModel, from_network, load_any_model, load_model,
-                    save_model)
+from .files import load_any_model, load_model, save_model
+from .model import CLayer, CompressedModel, from_network
 from .runtime import SparseRuntime, predict_peak_bytes
 
 

@@ -31,7 +31,7 @@ from ..errors import BudgetInfeasible
 from .conv import (cross_channel_max_rank, kernel_max_rank, separate_cross_channel,
                    separate_kernels)
 from .factorize import DenseFactorizer, SparseFactorizer, svd_max_rank
-from .model import CLayer, CompressedModel, make_layer
+from .model import CompressedModel, make_layer
 from .runtime import predict_peak_bytes
 
 __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasible",

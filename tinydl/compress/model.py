@@ -25,27 +25,18 @@ memory-mapped one layer at a time (:mod:`.runtime`).
 """
 from __future__ import annotations
 
-import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
-from ..io import ModelFileError, array_digest, load_npz, save_npz, verify_digest
+from .kernels import FORWARD as _FORWARD
+from .kernels import conv_geom as _conv_geom
+from .kernels import image_shape as _img
+from .kernels import sparse_chunk as _sparse_chunk
 
-__all__ = ["CLayer", "CompressedModel", "from_network", "save_model", "load_model",
-           "load_any_model", "FILE_KIND", "make_layer"]
+__all__ = ["CLayer", "CompressedModel", "from_network", "FILE_KIND", "make_layer"]
 
 FILE_KIND = "tinydl.compress.model"
-
-
-def _windows(xp, kh, kw, sh, sw):
-    """Strided view (n, C, Ho, Wo, kh, kw) of the windows of ``xp`` (n, C, H, W)."""
-    n, c, h, w = xp.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    s0, s1, s2, s3 = xp.strides
-    return as_strided(xp, (n, c, ho, wo, kh, kw), (s0, s1, s2 * sh, s3 * sw, s2, s3),
-                      writeable=False)
 
 
 class CLayer:
@@ -152,34 +143,6 @@ def _dense_shape(layer, s):
     return (n,)
 
 
-def _img(layer, s):
-    if len(s) != 3:
-        raise ValueError(f"{layer.kind} layer needs (channels, height, width) input, got {s}")
-    return s
-
-
-def _conv_geom(layer, s):
-    c, h, w = _img(layer, s)
-    sh, sw = layer.cfg.get("stride", (1, 1))
-    ph, pw = layer.cfg.get("padding", (0, 0))
-    if layer.kind == "conv":
-        f, cw, kh, kw = layer.arrays["W"].shape
-        if cw != c:
-            raise ValueError(f"conv layer: W {layer.arrays['W'].shape} expects {cw} input "
-                             f"channels, the input has {c} (input {s})")
-    else:
-        kh, kw = layer.arrays["v"].shape[2], layer.arrays["h"].shape[2]
-        f = layer.arrays["h"].shape[0]
-        if layer.arrays["v"].shape[0] != c:
-            raise ValueError(f"kernel_separated layer: v {layer.arrays['v'].shape} expects "
-                             f"{layer.arrays['v'].shape[0]} channels, the input has {c}")
-    hp, wp = h + 2 * ph, w + 2 * pw
-    if hp < kh or wp < kw:
-        raise ValueError(f"{layer.kind} layer: kernel {(kh, kw)} does not fit the padded "
-                         f"input {(hp, wp)}")
-    return c, h, w, f, kh, kw, sh, sw, ph, pw, (hp - kh) // sh + 1, (wp - kw) // sw + 1
-
-
 def _conv_shape(layer, s):
     g = _conv_geom(layer, s)
     if layer.arrays["b"].shape != (g[3],):
@@ -255,148 +218,6 @@ def _ws(layer, n, isz):
     return 0
 
 
-# -- forward ------------------------------------------------------------------------------------
-def _fw_dense(layer, x, out, a):
-    n = x.shape[0]
-    np.matmul(x.reshape(n, -1), a["W"], out=out)
-    out += a["b"]
-    return out
-
-
-def _fw_factored(layer, x, out, a):
-    n = x.shape[0]
-    z = x.reshape(n, -1) @ a["U"]
-    np.matmul(z, a["V"], out=out)
-    out += a["b"]
-    return out
-
-
-#: bytes of gathered products the sparse product may hold at once (rows are chunked to fit)
-SPARSE_CHUNK_BYTES = 1 << 20
-
-
-def _sparse_chunk(n, nnz, isz=4):
-    return max(1, min(n, SPARSE_CHUNK_BYTES // max(1, nnz * isz)))
-
-
-def _fw_sparse(layer, x, out, a):
-    n = x.shape[0]
-    z = x.reshape(n, -1) @ a["B"]
-    indptr, data = a["indptr"], a["data"]
-    idx = np.asarray(a["indices"], np.intp)
-    # the sparse product z S, every output column in one pass: gather the atoms each column
-    # uses, scale them, and sum each column's run (np.add.reduceat); rows go in chunks so the
-    # gathered products stay under SPARSE_CHUNK_BYTES
-    starts = indptr[:-1]
-    nonempty = indptr[1:] > starts
-    if not nonempty.all():  # reduceat would copy one element for an empty run: zero those
-        out.fill(0)
-    step = _sparse_chunk(n, data.size, z.dtype.itemsize)
-    g_buf = np.empty((step, data.size), z.dtype)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        g = g_buf[:e - s]
-        np.take(z[s:e], idx, axis=1, out=g, mode="clip")  # "raise" would buffer `out`
-        g *= data
-        if nonempty.all():
-            np.add.reduceat(g, starts, axis=1, out=out[s:e])
-        elif g.shape[1]:
-            out[s:e, nonempty] = np.add.reduceat(g, starts[nonempty], axis=1)
-    out += a["b"]
-    return out
-
-
-def _pad(x, ph, pw):
-    if not (ph or pw):
-        return x
-    n, c, h, w = x.shape
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
-    xp[:, :, ph:ph + h, pw:pw + w] = x
-    return xp
-
-
-def _fw_conv(layer, x, out, a):
-    n = x.shape[0]
-    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = _conv_geom(layer, layer.in_shape)
-    xp = _pad(x.reshape(n, c, h, w), ph, pw)
-    cols = np.empty((n, ho, wo, c, kh, kw), x.dtype)
-    np.copyto(cols, _windows(xp, kh, kw, sh, sw).transpose(0, 2, 3, 1, 4, 5))
-    del xp
-    ym = cols.reshape(n * ho * wo, -1) @ a["W"].reshape(f, -1).T
-    del cols
-    np.copyto(out, ym.reshape(n, ho, wo, f).transpose(0, 3, 1, 2))
-    out += a["b"][:, None, None]
-    return out
-
-
-def _fw_kernel_sep(layer, x, out, a):
-    n = x.shape[0]
-    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = _conv_geom(layer, layer.in_shape)
-    v, hh = a["v"], a["h"]  # (C, F*r, kh), (F, C*r, kw)
-    fr = v.shape[1]
-    r = fr // f
-    wp = w + 2 * pw
-    xp = _pad(x.reshape(n, c, h, w), ph, pw)
-    # vertical pass: every input channel through its F*r column filters (one batched GEMM)
-    cols = np.empty((c, n, ho, wp, kh), x.dtype)
-    np.copyto(cols, _windows(xp, kh, 1, sh, 1)[..., 0].transpose(1, 0, 2, 3, 4))
-    del xp
-    z = np.matmul(cols.reshape(c, n * ho * wp, kh), v.transpose(0, 2, 1))  # (C, n*Ho*Wp, F*r)
-    del cols
-    # horizontal pass: for each filter f, its C*r intermediate maps through row filters
-    z6 = z.reshape(c, n, ho, wp, f, r)
-    colsh = np.empty((f, n, ho, wo, c, r, kw), x.dtype)
-    s = z6.strides
-    win = as_strided(z6, (f, n, ho, wo, c, r, kw),
-                     (s[4], s[1], s[2], s[3] * sw, s[0], s[5], s[3]), writeable=False)
-    np.copyto(colsh, win)
-    del z, z6, win
-    y = np.matmul(colsh.reshape(f, n * ho * wo, c * r * kw), hh.reshape(f, c * r * kw, 1))
-    del colsh
-    np.copyto(out, y.reshape(f, n, ho, wo).transpose(1, 0, 2, 3))
-    out += a["b"][:, None, None]
-    return out
-
-
-def _fw_pool(layer, x, out, a):
-    n = x.shape[0]
-    c, h, w = layer.in_shape
-    kh, kw = layer.cfg["pool_size"]
-    sh, sw = layer.cfg.get("stride", (kh, kw))
-    win = _windows(x.reshape(n, c, h, w), kh, kw, sh, sw)
-    if layer.kind == "maxpool":
-        np.max(win, axis=(4, 5), out=out)
-    else:
-        np.mean(win, axis=(4, 5), out=out)
-    return out
-
-
-def _fw_act(layer, x, out, a):
-    k = layer.kind
-    if k == "relu":
-        np.maximum(x, 0, out=out)
-    elif k == "tanh":
-        np.tanh(x, out=out)
-    else:  # 1 / (1 + exp(-x)) through tanh: no overflow for large |x|
-        np.multiply(x, 0.5, out=out)
-        np.tanh(out, out=out)
-        out += 1
-        out *= 0.5
-    return out
-
-
-def _fw_softmax(layer, x, out, a):
-    m = x.max(axis=1, keepdims=True)
-    np.subtract(x, m, out=out)
-    np.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
-    return out
-
-
-_FORWARD = {"dense": _fw_dense, "factored": _fw_factored, "sparse_factored": _fw_sparse,
-            "conv": _fw_conv, "kernel_separated": _fw_kernel_sep, "maxpool": _fw_pool,
-            "avgpool": _fw_pool, "relu": _fw_act, "tanh": _fw_act, "sigmoid": _fw_act,
-            "softmax": _fw_softmax, "flatten": lambda la, x, out, a: x.reshape(x.shape[0], -1)}
 _FLOPS = {k: _flops for k in _FORWARD}
 _WS = {k: _ws for k in _FORWARD}
 
@@ -550,58 +371,3 @@ def from_network(network, classes=None) -> CompressedModel:
     if one_d:
         in_shape = (in_shape[0], 1, in_shape[1])
     return CompressedModel(layers, in_shape, classes)
-
-
-# -- files -------------------------------------------------------------------------------------
-
-def model_meta(model: CompressedModel) -> dict:
-    return {"input_shape": list(model.input_shape),
-            "layers": [{"kind": la.kind, "cfg": la.cfg, "arrays": sorted(la.arrays)}
-                       for la in model.layers]}
-
-
-def save_model(model: CompressedModel, path) -> None:
-    """Write ``model`` to ``path`` (uncompressed ``.npz``, atomic; members can be mmapped)."""
-    arrays = {f"L{i}.{name}": np.ascontiguousarray(a) for i, la in enumerate(model.layers)
-              for name, a in la.arrays.items()}
-    classes = model.classes if model.classes.dtype.kind != "O" else model.classes.astype(str)
-    arrays["classes"] = classes
-    arrays["meta"] = np.array(json.dumps(model_meta(model)))
-    arrays["sha256"] = np.array(array_digest(arrays))
-    save_npz(path, arrays, kind=FILE_KIND)
-
-
-def model_from_arrays(meta: dict, get, classes, path="file") -> CompressedModel:
-    try:
-        layers = [CLayer(d["kind"], {name: get(f"L{i}.{name}") for name in d["arrays"]},
-                         d["cfg"]) for i, d in enumerate(meta["layers"])]
-        return CompressedModel(layers, meta["input_shape"], classes)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise ModelFileError(f"{path}: malformed compressed model ({exc})") from None
-
-
-def load_model(path) -> CompressedModel:
-    """Read a file written by :func:`save_model` (checksum verified)."""
-    data = load_npz(path, FILE_KIND, required=("meta", "classes", "sha256"))
-    verify_digest(data, path)
-    try:
-        meta = json.loads(str(data["meta"]))
-    except ValueError as exc:
-        raise ModelFileError(f"{path}: malformed meta ({exc})") from None
-    return model_from_arrays(meta, lambda k: data[k], data["classes"], path)
-
-
-def load_any_model(path) -> CompressedModel:
-    """A compressed model, a tinydl classifier (``.npz``) or an ONNX file, as layers."""
-    import os
-    ext = os.path.splitext(os.fspath(path))[1].lower()
-    if ext == ".onnx":
-        from .onnx_io import import_onnx
-        return import_onnx(path)
-    try:
-        return load_model(path)
-    except ModelFileError as exc:
-        if "expected a" not in str(exc):
-            raise
-    from ..nn.classifier import NetworkClassifier
-    return from_network(NetworkClassifier.load(path))  # the file names its class

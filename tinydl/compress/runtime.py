@@ -32,7 +32,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ..io import FORMAT_KEY, ModelFileError, read_npy_header
-from .model import FILE_KIND, CLayer, CompressedModel, model_from_arrays
+from .files import model_from_arrays
+from .model import FILE_KIND, CLayer, CompressedModel
 
 __all__ = ["SparseRuntime", "npz_members", "predict_peak_bytes"]
 

@@ -1,0 +1,193 @@
+"""The forward kernels of the compressed model's layers (NumPy, into preallocated outputs).
+
+Each ``_fw_<kind>(layer, x, out, arrays)`` writes ``layer``'s output for the batch ``x`` into
+``out`` (or returns a view of ``x`` where the layer is a reshape); :data:`FORWARD` maps layer
+kinds to them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = ["FORWARD", "sparse_chunk", "conv_geom", "image_shape"]
+
+
+def image_shape(layer, s):
+    if len(s) != 3:
+        raise ValueError(f"{layer.kind} layer needs (channels, height, width) input, got {s}")
+    return s
+
+
+def conv_geom(layer, s):
+    c, h, w = image_shape(layer, s)
+    sh, sw = layer.cfg.get("stride", (1, 1))
+    ph, pw = layer.cfg.get("padding", (0, 0))
+    if layer.kind == "conv":
+        f, cw, kh, kw = layer.arrays["W"].shape
+        if cw != c:
+            raise ValueError(f"conv layer: W {layer.arrays['W'].shape} expects {cw} input "
+                             f"channels, the input has {c} (input {s})")
+    else:
+        kh, kw = layer.arrays["v"].shape[2], layer.arrays["h"].shape[2]
+        f = layer.arrays["h"].shape[0]
+        if layer.arrays["v"].shape[0] != c:
+            raise ValueError(f"kernel_separated layer: v {layer.arrays['v'].shape} expects "
+                             f"{layer.arrays['v'].shape[0]} channels, the input has {c}")
+    hp, wp = h + 2 * ph, w + 2 * pw
+    if hp < kh or wp < kw:
+        raise ValueError(f"{layer.kind} layer: kernel {(kh, kw)} does not fit the padded "
+                         f"input {(hp, wp)}")
+    return c, h, w, f, kh, kw, sh, sw, ph, pw, (hp - kh) // sh + 1, (wp - kw) // sw + 1
+
+
+def _windows(xp, kh, kw, sh, sw):
+    """Strided view (n, C, Ho, Wo, kh, kw) of the windows of ``xp`` (n, C, H, W)."""
+    n, c, h, w = xp.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s0, s1, s2, s3 = xp.strides
+    return as_strided(xp, (n, c, ho, wo, kh, kw), (s0, s1, s2 * sh, s3 * sw, s2, s3),
+                      writeable=False)
+
+
+# -- forward ------------------------------------------------------------------------------------
+def _fw_dense(layer, x, out, a):
+    n = x.shape[0]
+    np.matmul(x.reshape(n, -1), a["W"], out=out)
+    out += a["b"]
+    return out
+
+
+def _fw_factored(layer, x, out, a):
+    n = x.shape[0]
+    z = x.reshape(n, -1) @ a["U"]
+    np.matmul(z, a["V"], out=out)
+    out += a["b"]
+    return out
+
+
+#: bytes of gathered products the sparse product may hold at once (rows are chunked to fit)
+SPARSE_CHUNK_BYTES = 1 << 20
+
+
+def sparse_chunk(n, nnz, isz=4):
+    return max(1, min(n, SPARSE_CHUNK_BYTES // max(1, nnz * isz)))
+
+
+def _fw_sparse(layer, x, out, a):
+    n = x.shape[0]
+    z = x.reshape(n, -1) @ a["B"]
+    indptr, data = a["indptr"], a["data"]
+    idx = np.asarray(a["indices"], np.intp)
+    # the sparse product z S, every output column in one pass: gather the atoms each column
+    # uses, scale them, and sum each column's run (np.add.reduceat); rows go in chunks so the
+    # gathered products stay under SPARSE_CHUNK_BYTES
+    starts = indptr[:-1]
+    nonempty = indptr[1:] > starts
+    if not nonempty.all():  # reduceat would copy one element for an empty run: zero those
+        out.fill(0)
+    step = sparse_chunk(n, data.size, z.dtype.itemsize)
+    g_buf = np.empty((step, data.size), z.dtype)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        g = g_buf[:e - s]
+        np.take(z[s:e], idx, axis=1, out=g, mode="clip")  # "raise" would buffer `out`
+        g *= data
+        if nonempty.all():
+            np.add.reduceat(g, starts, axis=1, out=out[s:e])
+        elif g.shape[1]:
+            out[s:e, nonempty] = np.add.reduceat(g, starts[nonempty], axis=1)
+    out += a["b"]
+    return out
+
+
+def _pad(x, ph, pw):
+    if not (ph or pw):
+        return x
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    return xp
+
+
+def _fw_conv(layer, x, out, a):
+    n = x.shape[0]
+    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = conv_geom(layer, layer.in_shape)
+    xp = _pad(x.reshape(n, c, h, w), ph, pw)
+    cols = np.empty((n, ho, wo, c, kh, kw), x.dtype)
+    np.copyto(cols, _windows(xp, kh, kw, sh, sw).transpose(0, 2, 3, 1, 4, 5))
+    del xp
+    ym = cols.reshape(n * ho * wo, -1) @ a["W"].reshape(f, -1).T
+    del cols
+    np.copyto(out, ym.reshape(n, ho, wo, f).transpose(0, 3, 1, 2))
+    out += a["b"][:, None, None]
+    return out
+
+
+def _fw_kernel_sep(layer, x, out, a):
+    n = x.shape[0]
+    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = conv_geom(layer, layer.in_shape)
+    v, hh = a["v"], a["h"]  # (C, F*r, kh), (F, C*r, kw)
+    fr = v.shape[1]
+    r = fr // f
+    wp = w + 2 * pw
+    xp = _pad(x.reshape(n, c, h, w), ph, pw)
+    # vertical pass: every input channel through its F*r column filters (one batched GEMM)
+    cols = np.empty((c, n, ho, wp, kh), x.dtype)
+    np.copyto(cols, _windows(xp, kh, 1, sh, 1)[..., 0].transpose(1, 0, 2, 3, 4))
+    del xp
+    z = np.matmul(cols.reshape(c, n * ho * wp, kh), v.transpose(0, 2, 1))  # (C, n*Ho*Wp, F*r)
+    del cols
+    # horizontal pass: for each filter f, its C*r intermediate maps through row filters
+    z6 = z.reshape(c, n, ho, wp, f, r)
+    colsh = np.empty((f, n, ho, wo, c, r, kw), x.dtype)
+    s = z6.strides
+    win = as_strided(z6, (f, n, ho, wo, c, r, kw),
+                     (s[4], s[1], s[2], s[3] * sw, s[0], s[5], s[3]), writeable=False)
+    np.copyto(colsh, win)
+    del z, z6, win
+    y = np.matmul(colsh.reshape(f, n * ho * wo, c * r * kw), hh.reshape(f, c * r * kw, 1))
+    del colsh
+    np.copyto(out, y.reshape(f, n, ho, wo).transpose(1, 0, 2, 3))
+    out += a["b"][:, None, None]
+    return out
+
+
+def _fw_pool(layer, x, out, a):
+    n = x.shape[0]
+    c, h, w = layer.in_shape
+    kh, kw = layer.cfg["pool_size"]
+    sh, sw = layer.cfg.get("stride", (kh, kw))
+    win = _windows(x.reshape(n, c, h, w), kh, kw, sh, sw)
+    if layer.kind == "maxpool":
+        np.max(win, axis=(4, 5), out=out)
+    else:
+        np.mean(win, axis=(4, 5), out=out)
+    return out
+
+
+def _fw_act(layer, x, out, a):
+    k = layer.kind
+    if k == "relu":
+        np.maximum(x, 0, out=out)
+    elif k == "tanh":
+        np.tanh(x, out=out)
+    else:  # 1 / (1 + exp(-x)) through tanh: no overflow for large |x|
+        np.multiply(x, 0.5, out=out)
+        np.tanh(out, out=out)
+        out += 1
+        out *= 0.5
+    return out
+
+
+def _fw_softmax(layer, x, out, a):
+    m = x.max(axis=1, keepdims=True)
+    np.subtract(x, m, out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+FORWARD = {"dense": _fw_dense, "factored": _fw_factored, "sparse_factored": _fw_sparse,
+            "conv": _fw_conv, "kernel_separated": _fw_kernel_sep, "maxpool": _fw_pool,
+            "avgpool": _fw_pool, "relu": _fw_act, "tanh": _fw_act, "sigmoid": _fw_act,
+            "softmax": _fw_softmax, "flatten": lambda la, x, out, a: x.reshape(x.shape[0], -1)}
