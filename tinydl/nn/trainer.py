@@ -1,0 +1,230 @@
+"""The training loop of :class:`~tinydl.nn.classifier.NetworkClassifier`, and its input checks.
+
+:class:`Trainer` runs mini-batch SGD (or Adam) passes over validated data, allocation-free
+per batch (buffers reused across calls), with an optional public data-parallel gradient hook
+(:attr:`Trainer.grad_hook`, used by :mod:`tinydl.distributed`).  :class:`InputChecks`
+validates ``X`` (dense rows or :class:`~tinydl.codes.SparseCodes`) and ``y`` once per call.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .._validation import check_array
+from ..codes import SparseCodes
+from ..errors import DataConversionWarning, DivergenceError
+from .layers import Dense, SparseBatch
+from .optim import SGD
+
+__all__ = ["Trainer", "InputChecks"]
+
+
+class InputChecks:
+    """Validation of a classifier's ``X`` and ``y`` (the model's ``dtype`` and ``classes_``)."""
+
+    def _check_X(self, X, n_features=None):
+        """Dense rows (n, n_features) in the model's dtype, or validated compact codes (a
+        :class:`~tinydl.codes.SparseCodes` in the model's dtype, int32 indices, zero values in
+        the padding, padded indices built); returns (data, n_samples, n_features, is_sparse)."""
+        dtype = np.dtype(self.dtype)
+        if hasattr(X, "indices") and hasattr(X, "values") and hasattr(X, "n_atoms"):
+            idx = np.asarray(X.indices)
+            if idx.dtype.kind not in "iu" or idx.ndim != 2:
+                raise TypeError(f"codes' indices must be a 2-D integer array, got dtype "
+                                f"{idx.dtype} shape {idx.shape}")
+            vals = check_array(X.values, "codes' values", dtype=dtype)
+            if vals.shape != idx.shape:
+                raise ValueError(f"codes' values have shape {vals.shape}, indices {idx.shape}")
+            l = int(X.n_atoms)
+            if n_features is not None and l != n_features:
+                raise ValueError(f"codes have n_atoms={l}, the model expects {n_features} "
+                                 "features")
+            if idx.size and (idx.min() < -1 or idx.max() >= l):
+                raise ValueError(f"codes' indices must be in [-1, {l}), got values in "
+                                 f"[{idx.min()}, {idx.max()}]")
+            idx = np.ascontiguousarray(idx, np.int32)
+            codes = SparseCodes(idx, np.where(idx >= 0, vals, 0).astype(dtype), l)
+            codes.padded_indices()  # built once here, gathered per mini-batch
+            return codes, idx.shape[0], l, True
+        if hasattr(X, "tocsr") or hasattr(X, "todense"):
+            raise TypeError(f"sparse input is not supported ({type(X).__name__}); pass a dense "
+                            "array (X.toarray()) or tinydl.omp.SparseCodes")
+        arr = np.asarray(X)
+        if arr.ndim == 1:
+            raise ValueError(f"Expected a 2-D X (n_samples, n_features), got shape {arr.shape}. "
+                             "Reshape your data: x.reshape(1, -1) for a single sample")
+        if arr.dtype.kind == "O":
+            arr = arr.astype(np.float64)  # numbers held as objects; strings fail here
+        if arr.ndim == 2 and arr.shape[0] and arr.shape[1] == 0:
+            raise ValueError(f"0 feature(s) (shape={arr.shape}) while a minimum of 1 is "
+                             "required.")
+        # fast path: data already in the model's dtype is checked with one float64 sum (a NaN
+        # or Inf makes it non-finite) instead of an n x m boolean mask
+        if arr is not None and arr.dtype == dtype and arr.ndim == 2 and arr.size \
+                and arr.flags.c_contiguous \
+                and np.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64)):
+            if n_features is not None and arr.shape[1] != n_features:
+                raise ValueError(f"X has {arr.shape[1]} features, expected {n_features}")
+        else:
+            try:
+                arr = check_array(arr, "X", dtype=dtype, n_features=n_features)
+            except TypeError as exc:
+                if arr.dtype.kind == "c":  # sklearn's convention: a ValueError
+                    raise ValueError(f"Complex data not supported: {exc}") from None
+                raise
+        return arr, arr.shape[0], arr.shape[1], False
+
+    @staticmethod
+    def _check_y(y, n):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected; "
+                          "flattened to shape (n_samples,)",
+                          DataConversionWarning, stacklevel=3)
+            y = y.ravel()
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
+        if y.shape[0] != n:
+            raise ValueError(f"X has {n} samples but y has {y.shape[0]}; they must match")
+        if y.dtype.kind == "f":
+            if not np.isfinite(y).all():
+                raise ValueError("y contains NaN or Inf")
+            if np.any(y != np.round(y)):
+                raise ValueError("Unknown label type: continuous targets; a classifier needs "
+                                 "discrete class labels")
+        if y.dtype.kind in "cOV" and y.dtype.kind != "O":
+            raise ValueError(f"y must hold class labels, got dtype {y.dtype}")
+        return y
+
+    def _encode(self, y):
+        """Class indices of ``y`` in ``classes_``; a label outside them is an error."""
+        enc = np.searchsorted(self.classes_, y)
+        np.minimum(enc, len(self.classes_) - 1, out=enc)
+        bad = self.classes_[enc] != y
+        if bad.any():
+            unknown = np.unique(y[bad])[:5]
+            raise ValueError(f"y contains label(s) {unknown.tolist()} not in classes "
+                             f"{self.classes_.tolist()[:20]}; pass every class in `classes` "
+                             "on the first partial_fit call")
+        return enc.astype(np.intp, copy=False)
+
+
+class Trainer:
+    """Mini-batch passes over validated data (mixed into the classifiers)."""
+
+    def _batch_buffers(self, sparse, data, m):
+        b, dt = self.batch_size, self.network_.dtype
+        key = (b, sparse, m if not sparse else (data.k, data.n_atoms), dt)
+        if getattr(self, "_bufkey", None) != key:
+            if sparse:
+                codes = SparseCodes(np.empty((b, data.k), np.int32),
+                                    np.empty((b, data.k), dt), data.n_atoms)
+                codes.padded_indices()  # the padded-index buffer, gathered into per batch
+                self._bufs = {"codes": codes, "y": np.empty(b, np.intp)}
+            else:
+                self._bufs = {"X": np.empty((b,) + self.network_.input_shape, dt),
+                              "y": np.empty(b, np.intp)}
+            self._bufkey = key
+        return self._bufs
+
+    #: Optional data-parallel gradient hook (public; :mod:`tinydl.distributed` sets it);
+    #: ``None`` costs nothing.  An object with ``select(rows) -> rows`` (this process's share of a mini-batch's rows)
+    #: and ``reduce(grads, loss, nb) -> (loss, nb)`` (called after backward, before the
+    #: optimizer step: combines the shares' gradients in place and returns the whole
+    #: mini-batch's mean loss and size), so every process takes the same step.
+    grad_hook = None
+
+    def _train(self, data, yenc, n, sparse, epochs):
+        net = self.network_
+        hook = self.grad_hook
+        b = self.batch_size
+        net.ensure(b, sparse)
+        ws = getattr(self.loss_fn_, "ws", None)
+        if ws is None or ws["grad"].shape[0] < b:
+            self.loss_fn_.prepare(b, len(self.classes_), net.dtype)
+        bufs = self._batch_buffers(sparse, data, self.n_features_in_)
+        rng = np.random.default_rng([self.seed, len(self.loss_curve_)])
+        order = np.arange(n)
+        loss_fn, opt = self.loss_fn_, self.optimizer_
+        params, grads = net.params, net.grads
+        first = net.layers[0]
+        if sparse and isinstance(first, Dense) and self.sparse_product != "auto":
+            first.sparse_product = self.sparse_product
+        fused = self._fused_step(net, opt, hook)
+        for epoch in range(epochs):
+            rng.shuffle(order)
+            total = 0.0
+            for s in range(0, n, b):
+                rows = order[s:s + b]
+                if hook is not None:
+                    rows = hook.select(rows)
+                nb = rows.shape[0]
+                yb = bufs["y"][:nb]
+                # mode="clip" (rows are valid): with out= and the default mode="raise",
+                # NumPy gathers into a temporary of the batch's size and copies it over
+                np.take(yenc, rows, out=yb, mode="clip")
+                if sparse:
+                    xb = bufs["codes"].rows(0, nb)  # views of the buffers, padding included
+                    np.take(data.indices, rows, axis=0, out=xb.indices, mode="clip")
+                    np.take(data.values, rows, axis=0, out=xb.values, mode="clip")
+                    np.take(data.padded_indices(), rows, axis=0, out=xb.padded_indices(),
+                            mode="clip")
+                    xb = _layer_input(xb)
+                    if self.sparse_product == "auto" and not getattr(self, "_sp_chosen", False):
+                        net.choose_sparse_product(xb)
+                        self._sp_chosen = True
+                else:
+                    xb = bufs["X"][:nb]
+                    np.take(data.reshape((n,) + net.input_shape), rows, axis=0, out=xb,
+                            mode="clip")
+                out = net.forward(xb, train=True)
+                loss, dout = loss_fn(out.reshape(nb, -1), yb)
+                if not np.isfinite(loss):
+                    self._diverged(f"loss {loss}", epoch, s)
+                if opt.grad_scale != 1.0:
+                    dout *= opt.grad_scale  # SGD takes lr * gradient (see optim.SGD)
+                # fused: the large weights' gradient GEMMs are left pending (their operands
+                # kept) and run only after the check below, straight into the velocity
+                net.backward(dout, defer_weights=fused)
+                if hook is not None:
+                    loss, nb = hook.reduce(grads, loss, nb)
+                # every gradient flows through the bias gradients (sums of each layer's dy):
+                # checking them is cheap where a pass over all parameters is not
+                if not net.bias_grads_finite():
+                    if fused:
+                        net.discard_weight_grads()
+                    self._diverged("a non-finite gradient", epoch, s)
+                if fused:
+                    opt.step_deferred(params, grads, net)
+                else:
+                    opt.step(params, grads)
+                total += loss * nb
+                self.t_ += 1
+            self.loss_curve_.append(total / n)
+
+    @staticmethod
+    def _fused_step(net, opt, hook) -> bool:
+        """Whether to train with the fused momentum-SGD step (``SGD.step_deferred``): SGD
+        with momentum, no data-parallel hook (it all-reduces plain gradients), a backend
+        whose ``gemm`` is one in-place BLAS call, and weights large enough to gain."""
+        return (hook is None and isinstance(opt, SGD) and opt.momentum > 0
+                and getattr(net.backend, "fused_gemm", False)
+                and net.deferred_weights() > 0)
+
+    def _diverged(self, what, epoch, start):
+        raise DivergenceError(
+            f"training diverged: {what} at epoch {epoch + 1}, batch starting at sample {start} "
+            f"(learning_rate={self.learning_rate}, optimizer={self.optimizer!r}); the weights "
+            "are those of the last finite step: lower learning_rate or scale X")
+
+
+def _layer_input(codes):
+    """The network's input for a mini-batch of compact codes.
+
+    MERGE: a temporary adapter for this branch's tinydl/nn/layers.py, whose Dense still takes
+    a SparseBatch; once Dense takes SparseCodes (the hal branch), delete this function and
+    pass ``codes`` itself.
+    """
+    return SparseBatch(codes.indices, codes.values, codes.padded_indices(),  # MERGE:
+                       codes.n_atoms)
