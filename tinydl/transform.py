@@ -47,6 +47,7 @@ from ._validation import SUPPORTED_DTYPES, check_array, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
 from .omp import SparseCodes
+from .standardize import apply_stats, fit_stats
 
 __all__ = ["StreamingDictionary", "NotFittedError"]
 
@@ -374,21 +375,11 @@ class StreamingDictionary:
         return idx[offset:], val[offset:]
 
     def _fix_stats(self, S: np.ndarray) -> None:
-        # float64 statistics whatever the dtype: float32 sums over many rows lose digits
-        mean = S.mean(axis=0, dtype=np.float64)
-        std = S.std(axis=0, dtype=np.float64)
-        # constant features (up to rounding of their mean) are only centred
-        const = std <= 16 * np.finfo(self.dtype_).eps * np.maximum(np.abs(mean), 1e-300)
-        std[const] = 1.0
-        self.mean_ = mean.astype(self.dtype_)
-        self.scale_ = std.astype(self.dtype_)
+        # the arithmetic of tinydl.standardize, shared with the learner's Standardizer
+        self.mean_, self.scale_ = fit_stats(S, self.dtype_)
 
     def _standardized(self, X: np.ndarray) -> np.ndarray:
-        if self.mean_ is None:
-            return X
-        out = X - self.mean_
-        out /= self.scale_
-        return out
+        return apply_stats(X, self.mean_, self.scale_)
 
     def _prepared(self, X, what: str) -> np.ndarray:
         self._require_fitted()
