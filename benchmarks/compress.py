@@ -27,12 +27,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks._common import blas_threads, print_table, write_json  # noqa: E402
-
 import numpy as np  # noqa: E402
 
-from tinydl.compress import (SparseRuntime, compress_model, from_network,  # noqa: E402
-                             save_model)
+from benchmarks._common import blas_threads, print_table, write_json  # noqa: E402
+from tinydl.compress import SparseRuntime, compress_model, from_network, save_model  # noqa: E402
 from tinydl.data import load_dataset  # noqa: E402
 from tinydl.nn import CNNClassifier, MLPClassifier  # noqa: E402
 

@@ -124,7 +124,8 @@ def main(argv=None):
         p = predict_transform(tk1, 5625, 100, 20, 1024, "float32", be)
         ms = p.seconds / 1024 * 1e3
         print(f"  {be:<16} predicted {ms:6.3f} ms/sample   paper (Table I) "
-              f"{PAPER_MS_PER_SAMPLE:.2f} ms/sample   paper/predicted {PAPER_MS_PER_SAMPLE / ms:5.1f}x")
+              f"{PAPER_MS_PER_SAMPLE:.2f} ms/sample   paper/predicted "
+              f"{PAPER_MS_PER_SAMPLE / ms:5.1f}x")
 
     if args.json:
         text = json.dumps({"transform": trans, "training": train}, indent=2)

@@ -30,9 +30,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks._common import REPO_ROOT, blas_threads, print_table, write_json  # noqa: E402
-
 import numpy as np  # noqa: E402
+
+from benchmarks._common import REPO_ROOT, blas_threads, print_table, write_json  # noqa: E402
 
 
 def synthetic(n, m, n_classes, seed=0, rank=40):

@@ -20,10 +20,9 @@ import time
 import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks._common import blas_threads, print_table, write_json  # noqa: E402
-
 import numpy as np  # noqa: E402
 
+from benchmarks._common import blas_threads, print_table, write_json  # noqa: E402
 from benchmarks.memory import synthetic  # noqa: E402
 
 

@@ -273,8 +273,8 @@ def _fault_child(kind, work, q):
 def _one_fault(kind, work):
     """Fit in-process with checkpoints, inject ``kind`` after the first one; the error must be
     typed, the last checkpoint intact, and a resumed run identical to the reference."""
-    import tinydl.io as tio
     import hal
+    import tinydl.io as tio
     from tinydl.pipeline import TinyDLClassifier
     data = helpers.npz_arrays(os.path.join(work, "stream.npz"))
     X, y = data["X_train"], data["y_train"]
@@ -320,7 +320,8 @@ def _one_fault(kind, work):
         elif kind == "worker":
             be = learner.transform_._be
             be.min_rows = 1  # every block goes to the workers
-            be.omp_encode(X[:4], np.eye(X.shape[1], dtype=X.dtype), np.eye(X.shape[1], dtype=X.dtype), 2)  # start the pool
+            eye = np.eye(X.shape[1], dtype=X.dtype)
+            be.omp_encode(X[:4], eye, eye, 2)  # start the pool
             pids = be.pids() if callable(be.pids) else be.pids
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)

@@ -7,8 +7,7 @@
 Heavy operations run through the hardware abstraction layer :mod:`hal`.
 """
 from .codes import SparseCodes, codes_to_dense
-from .errors import (BudgetInfeasible, DataError, DivergenceError, ModelFileError,
-                     NotFittedError)
+from .errors import BudgetInfeasible, DataError, DivergenceError, ModelFileError, NotFittedError
 from .io import load_npz, save_npz
 from .omp import omp
 from .transform import StreamingDictionary

@@ -5,7 +5,7 @@ Three customizations, as in the paper:
 
 * **memory**: the paper's formula ``m*l + l*n + |param|`` values (dictionary, stored codes,
   network) must fit the memory budget; :class:`Plan` also gives the *real* footprint of
-  :class:`~tinydl.pipeline.TinyDLClassifier` (compact codes of ``k`` indices and values
+  :class:`~tinydl.learner.TinyDLClassifier` (compact codes of ``k`` indices and values
   instead of ``l`` dense values, the orthonormal basis and Gram matrix, workspaces, the
   network's gradients and momentum, the chunk being read), and that is what is checked;
 * **runtime**: the per-sample transform time predicted by the HAL cost model
@@ -29,8 +29,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import BudgetInfeasible
-from .plan import (BATCH_SIZE, CHUNK, EPOCHS_PER_UPDATE, K_CAP, L_CAP, N_STANDARDIZE,
-                   WINDOW_CAP, Budget, Candidate, Plan, _fmt_bytes, _rank_key, load_plan)
+from .plan import (
+    BATCH_SIZE,
+    CHUNK,
+    EPOCHS_PER_UPDATE,
+    K_CAP,
+    L_CAP,
+    N_STANDARDIZE,
+    WINDOW_CAP,
+    Budget,
+    Candidate,
+    Plan,
+    _fmt_bytes,
+    _rank_key,
+    load_plan,
+)
 
 # Budget, Plan and load_plan live in tinydl.plan; they stay importable from here
 __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load_plan"]
@@ -49,10 +62,10 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    chunk: int = CHUNK, n_standardize: int = N_STANDARDIZE,
                    block: int = 64, omp_batch: int = 256,
                    cache_bytes: int = 5 * 2 ** 19) -> Dict[str, int]:
-    """Peak bytes a :class:`~tinydl.pipeline.TinyDLClassifier` holds while streaming.
+    """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The parts mirror the learner's allocations: the transform's state (atoms ``D``, the
-    orthonormal basis ``Q``, the Gram matrix, the factor ``L`` of ``D = L Q``, the standardization statistics, the
+    orthonormal basis ``Q``, the Gram matrix, the factor ``L`` of ``D = L Q``, the
     projection-error scratch), the OMP workspace (:meth:`hal.Backend.prepare_omp`), the
     compact code window (``k`` int32 indices and ``k`` values per sample, one int64 label),
     the network's parameters, gradients, momentum and training buffers
@@ -195,6 +208,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     """
     from hal.cost import choose_backend, predict_training_epoch, predict_transform
     from hal.profile import DeviceProfile, load_profile
+
     from ._validation import check_array, check_int
 
     m = check_int(m, "m", low=1)
@@ -304,7 +318,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     return Plan(l=best.l, k=best.k, alpha=best.alpha,
                 hidden_layer_sizes=tuple(best.hidden_layer_sizes), window=best.window,
                 n_batch=best.n_batch, epochs_per_update=EPOCHS_PER_UPDATE,
-                batch_size=BATCH_SIZE, chunk=best.chunk, backend=be, dtype=dt.name, m=m, n_classes=n_classes,
+                batch_size=BATCH_SIZE, chunk=best.chunk, backend=be, dtype=dt.name, m=m,
+                n_classes=n_classes,
                 profile=prof.tag, paper_bytes=best.paper_bytes,
                 footprint_bytes=best.footprint_bytes, footprint=fp,
                 transform_seconds=best.transform_seconds, update_seconds=best.update_seconds,

@@ -204,7 +204,7 @@ def _install_excepthook() -> None:
 
 # -- data-parallel training ------------------------------------------------------------------
 class DataParallelHook:
-    """The trainer's public ``grad_hook`` (see :attr:`tinydl.nn.classifier.NetworkClassifier.grad_hook`).
+    """The trainer's public ``grad_hook`` (see :attr:`tinydl.nn.trainer.Trainer.grad_hook`).
 
     ``select`` keeps rank r's contiguous share ``rows[nb*r//N : nb*(r+1)//N]`` of a
     mini-batch of ``nb`` rows; ``reduce`` weighs the share's mean gradient by

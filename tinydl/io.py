@@ -261,6 +261,7 @@ def verify_digest(data, path) -> None:
 def save_png(fig, path, dpi: int = 120) -> str:
     """Render a matplotlib figure to PNG and write it atomically; close the figure."""
     import io as _io
+
     import matplotlib.pyplot as plt
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

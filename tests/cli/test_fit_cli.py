@@ -98,7 +98,8 @@ def test_sigkill_then_resume_gives_the_same_model(stream, reference, tmp_path, a
     a, b = _final_arrays(reference), _final_arrays(out)
     assert a.keys() == b.keys()
     for key in a:
-        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), f"{key} differs after resuming at {killed_at}"
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), \
+            f"{key} differs after resuming at {killed_at}"
 
 
 def test_fit_evaluate_predict_roundtrip(stream, reference, tmp_path):

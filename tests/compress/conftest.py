@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from tinydl.compress import from_network
 from tinydl.data import load_dataset
 from tinydl.nn import MLPClassifier
 

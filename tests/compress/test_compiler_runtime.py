@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from tinydl.compress import (BudgetInfeasible, SparseRuntime, compress_model, from_network,
-                             load_any_model, load_model, save_model)
+from tinydl.compress import (
+    BudgetInfeasible,
+    SparseRuntime,
+    compress_model,
+    from_network,
+    load_any_model,
+    load_model,
+    save_model,
+)
 from tinydl.io import ModelFileError
 
 

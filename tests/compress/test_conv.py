@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from tinydl.compress import (CompressedModel, FactorizationCostError, cross_channel_max_rank,
-                             kernel_max_rank, separate_cross_channel, separate_kernels)
+from tinydl.compress import (
+    CompressedModel,
+    FactorizationCostError,
+    cross_channel_max_rank,
+    kernel_max_rank,
+    separate_cross_channel,
+    separate_kernels,
+)
 from tinydl.compress.model import make_layer
 
 

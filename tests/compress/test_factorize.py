@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from tinydl.compress import (FactorizationCostError, SparseFactorizer, relative_error,
-                             sparse_factorize, svd_factorize, svd_max_rank)
+from tinydl.compress import (
+    FactorizationCostError,
+    SparseFactorizer,
+    relative_error,
+    sparse_factorize,
+    svd_factorize,
+    svd_max_rank,
+)
 from tinydl.compress.factorize import sparse_nbytes
 
 

@@ -6,9 +6,17 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from tinydl.compress import (CLayer, CompressedModel, SparseFactorizer, SparseRuntime,  # noqa
-                             export_onnx, import_onnx, save_model, separate_cross_channel,
-                             separate_kernels)
+from tinydl.compress import (  # noqa
+    CLayer,
+    CompressedModel,
+    SparseFactorizer,
+    SparseRuntime,
+    export_onnx,
+    import_onnx,
+    save_model,
+    separate_cross_channel,
+    separate_kernels,
+)
 from tinydl.compress.model import make_layer  # noqa: E402
 
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 import tinydl.io as tio
-from tinydl.io import (FORMAT_KEY, ModelFileError, atomic_write_bytes, atomic_write_text,
-                       load_npz, save_npz)
+from tinydl.io import (
+    FORMAT_KEY,
+    ModelFileError,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_npz,
+    save_npz,
+)
 
 
 def _arrays():

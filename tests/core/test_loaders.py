@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from tinydl.data import (DataError, load_dsa_folder, load_isolet, load_real, load_ujiindoorloc,
-                         split_dataset, uji_rssi_to_features)
+from tinydl.data import (
+    DataError,
+    load_dsa_folder,
+    load_isolet,
+    load_real,
+    load_ujiindoorloc,
+    split_dataset,
+    uji_rssi_to_features,
+)
 
 UJI_TAIL = ["LONGITUDE", "LATITUDE", "FLOOR", "BUILDINGID", "SPACEID", "RELATIVEPOSITION",
             "USERID", "PHONEID", "TIMESTAMP"]

@@ -14,7 +14,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from . import mutators as mut
 
@@ -133,6 +134,7 @@ def test_non_npy_member_refused(tmp_path):
                     max_leaves=12))
 def test_parse_profile_type_confusion(value):
     import tomllib
+
     from hal.profile import ProfileError, parse_profile
     base = tomllib.loads(open(os.path.join(os.path.dirname(__file__), "..", "..", "platforms",
                                            "x86-64-host.toml")).read())

@@ -17,8 +17,9 @@ _ENERGY = {"": 1.0, "j": 1.0, "mj": 1e-3, "uj": 1e-6, "µj": 1e-6, "nj": 1e-9}
 def _parse(text, units, what, example):
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-zµ]*)\s*", str(text))
     if not m or m.group(2).lower() not in units:
-        raise argparse.ArgumentTypeError(f"cannot read {what} {text!r}: give a number with an optional unit "
-                           f"({', '.join(u for u in units if u)}), e.g. {example}")
+        raise argparse.ArgumentTypeError(
+            f"cannot read {what} {text!r}: give a number with an optional unit "
+            f"({', '.join(u for u in units if u)}), e.g. {example}")
     value = float(m.group(1)) * units[m.group(2).lower()]
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{what} must be positive, got {text!r}")

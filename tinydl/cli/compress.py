@@ -31,6 +31,7 @@ def add_arguments(parser) -> None:
 
 def _load_val(path):
     import numpy as np
+
     from ..io import ModelFileError
     if not os.path.isfile(path):
         raise OSError(f"no such data file: {path}")

@@ -122,7 +122,8 @@ def run(args):
          f"{energy['raw_exec_uj']:.3g}",
          f"{energy['raw_exec_uj'] / energy['tinydl_exec_uj']:.2f}x"),
     ]
-    result = dict(dataset=ds.name, backend=tiny.backend_, n_train=int(n), n_test=int(len(Xte)), n_features=int(m),
+    result = dict(dataset=ds.name, backend=tiny.backend_, n_train=int(n),
+                  n_test=int(len(Xte)), n_features=int(m),
                   plan=dict(plan, hidden_layer_sizes=list(hidden)),
                   tinydl=dict(accuracy=acc_tiny, n_params=tiny.n_params_, train_s=t_tiny,
                               exec_us=exec_tiny, n_atoms=int(tiny.transform_.n_atoms_)),

@@ -23,8 +23,9 @@ def add_arguments(p):
 def load_model(path, backend=None):
     """The learner in a model directory, with a clear error when it is not one."""
     import os
-    from . import CommandError
+
     from ..learner import TinyDLClassifier
+    from . import CommandError
     if not os.path.isdir(path):
         raise CommandError(f"no model directory at {path} (train one with tinydl fit -o DIR)")
     model = TinyDLClassifier.load(path, backend=backend)
@@ -60,7 +61,8 @@ def run(args):
         model.predict(X[i:i + 1])
     single_us = (time.perf_counter() - t0) / n1 * 1e6
     acc = float(np.mean(pred == y))
-    result = dict(model=args.model, backend=model.backend_, data=args.data, n_samples=int(len(X)), accuracy=acc,
+    result = dict(model=args.model, backend=model.backend_, data=args.data,
+                  n_samples=int(len(X)), accuracy=acc,
                   unknown_classes=unknown.tolist(), batch_us_per_sample=batch_s / len(X) * 1e6,
                   single_us_per_sample=single_us, n_params=int(model.n_params_),
                   n_atoms=int(model.transform_.n_atoms_))

@@ -60,7 +60,7 @@ def add_arguments(p):
 
 def _learner_class(args):
     from ..distributed import MPITinyDLClassifier, under_mpi
-    from ..pipeline import TinyDLClassifier
+    from ..learner import TinyDLClassifier
     # under_mpi() reads the environment only; mpi4py is imported by the MPI learner itself
     return MPITinyDLClassifier if args.mpi or under_mpi() else TinyDLClassifier
 
@@ -77,17 +77,19 @@ def _hidden(text):
 
 
 def run(args):
-    from . import CommandError, emit_json
     from ..customize import load_plan
     from ..data import open_stream
+    from . import CommandError, emit_json
 
     if args.trace_memory:
         # import (and build the backend) first: the measure is the run's data, not the
         # code objects of modules imported along the way
         import tracemalloc
+
         import hal
         import hal.cost  # noqa: F401
-        from .. import customize, pipeline, transform  # noqa: F401
+
+        from .. import customize, learner, transform  # noqa: F401
         hal.get_backend(args.backend)
         tracemalloc.start()
     for name in ("chunk", "checkpoint_every", "limit"):

@@ -23,8 +23,8 @@ def add_arguments(p):
 
 
 def run(args):
-    from . import CommandError, emit_json
     from ..io import atomic_write_bytes, atomic_write_text
+    from . import CommandError, emit_json
     model = load_model(args.model, args.backend)
     X, _ = read_all(args, need_labels=False, dtype=model.dtype)
     if X.shape[1] != model.n_features_in_:

@@ -10,13 +10,25 @@ without retraining.
 * :mod:`.runtime` -- layer-at-a-time inference from a memory-mapped file, peak predicted first;
 * :mod:`.onnx_io` -- ONNX import and export (imports ``onnx`` only when called).
 """
-from .compiler import (METHODS, BudgetInfeasible, CompressionReport, LayerReport,
-                       compress_model, predict_time)
-from .conv import (cross_channel_max_rank, kernel_max_rank, separate_cross_channel,
-                   separate_kernels)
-from .factorize import (DenseFactorizer, FactorizationCostError, SparseFactorizer,
-                        SparseFactors, relative_error, sparse_factorize, svd_factorize,
-                        svd_max_rank)
+from .compiler import (
+    METHODS,
+    BudgetInfeasible,
+    CompressionReport,
+    LayerReport,
+    compress_model,
+    predict_time,
+)
+from .conv import cross_channel_max_rank, kernel_max_rank, separate_cross_channel, separate_kernels
+from .factorize import (
+    DenseFactorizer,
+    FactorizationCostError,
+    SparseFactorizer,
+    SparseFactors,
+    relative_error,
+    sparse_factorize,
+    svd_factorize,
+    svd_max_rank,
+)
 from .files import load_any_model, load_model, save_model
 from .model import CLayer, CompressedModel, from_network
 from .runtime import SparseRuntime, predict_peak_bytes

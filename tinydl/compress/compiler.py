@@ -28,8 +28,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..errors import BudgetInfeasible
-from .conv import (cross_channel_max_rank, kernel_max_rank, separate_cross_channel,
-                   separate_kernels)
+from .conv import cross_channel_max_rank, kernel_max_rank, separate_cross_channel, separate_kernels
 from .factorize import DenseFactorizer, SparseFactorizer, svd_max_rank
 from .model import CompressedModel, make_layer
 from .runtime import predict_peak_bytes

@@ -206,8 +206,9 @@ def import_onnx(path_or_model, classes=None) -> CompressedModel:
                 raise ValueError(f"{label}: axis={a['axis']}; only axis=1 is supported")
             if op == "Reshape":
                 target = [int(v) for v in w(node.input[1], node).reshape(-1)]
-                ok = len(target) == 2 and target[1] in (-1, flat(shape)) and target[0] in (
-                    -1, 0, 1) or len(target) == 2 and target[0] in (0, -1) and target[1] == flat(shape)
+                ok = (len(target) == 2 and target[1] in (-1, flat(shape))
+                      and target[0] in (-1, 0, 1)) or (len(target) == 2 and target[0] in (0, -1)
+                                                       and target[1] == flat(shape))
                 if not ok:
                     raise ValueError(f"{label}: reshape to {target} from {shape}; only "
                                      f"flattening to (N, {flat(shape)}) is supported")

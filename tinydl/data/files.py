@@ -24,8 +24,9 @@ import numpy as np
 from ..errors import DataError, ModelFileError
 from ..io import check_npy_file, check_npz, read_npy_header
 
-__all__ = ["Dataset", "load_dataset", "features", "BUNDLED", "MAX_DATA_BYTES", "bundled_path", "resolve", "as_features", "as_labels",
-           "check_finite", "NpzReader", "read_npy", "CsvReader", "CSV_EXTENSIONS"]
+__all__ = ["Dataset", "load_dataset", "features", "BUNDLED", "MAX_DATA_BYTES", "bundled_path",
+           "resolve", "as_features", "as_labels", "check_finite", "NpzReader", "read_npy",
+           "CsvReader", "CSV_EXTENSIONS"]
 
 #: datasets shipped inside the package (name -> file under tinydl/datasets)
 BUNDLED = {"digits": "digits.npz"}

@@ -18,8 +18,16 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError
-from .files import (CSV_EXTENSIONS, CsvReader, NpzReader, as_features, as_labels, check_finite,
-                    read_npy, resolve)
+from .files import (
+    CSV_EXTENSIONS,
+    CsvReader,
+    NpzReader,
+    as_features,
+    as_labels,
+    check_finite,
+    read_npy,
+    resolve,
+)
 
 __all__ = ["Stream", "open_stream"]
 

@@ -5,10 +5,26 @@ buffer (:mod:`.network`), SGD with momentum and Adam update it (:mod:`.optim`) o
 cross-entropy loss (:mod:`.losses`), and :class:`MLPClassifier` / :class:`CNNClassifier` wrap it
 all with scikit-learn's conventions (:mod:`.classifier`).
 """
-from .classifier import (CNNClassifier, DataConversionWarning, DivergenceError, MLPClassifier,
-                         NetworkClassifier, NotFittedError)
-from .layers import (Conv1D, Conv2D, Dense, Dropout, MaxPool1D, MaxPool2D, ReLU, Sigmoid,
-                     SparseBatch, Tanh)
+from .classifier import (
+                         CNNClassifier,
+                         DataConversionWarning,
+                         DivergenceError,
+                         MLPClassifier,
+                         NetworkClassifier,
+                         NotFittedError,
+)
+from .layers import (
+                         Conv1D,
+                         Conv2D,
+                         Dense,
+                         Dropout,
+                         MaxPool1D,
+                         MaxPool2D,
+                         ReLU,
+                         Sigmoid,
+                         SparseBatch,
+                         Tanh,
+)
 from .losses import CrossEntropyLoss, L2Loss
 from .network import Network
 from .optim import SGD, Adam

@@ -15,11 +15,26 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..errors import (DataConversionWarning, DivergenceError, ModelFileError, NotFittedError,
-                      not_fitted_error)
+from ..errors import (
+    DataConversionWarning,
+    DivergenceError,
+    ModelFileError,
+    NotFittedError,
+    not_fitted_error,
+)
 from ..io import array_digest, load_npz, save_npz, verify_digest
-from .layers import (Conv1D, Conv2D, Dense, Dropout, MaxPool1D, MaxPool2D, ReLU, Sigmoid,
-                     Tanh, layer_from_config)
+from .layers import (
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    MaxPool1D,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    layer_from_config,
+)
 from .losses import LOSSES, softmax
 from .network import Network
 from .optim import OPTIMIZERS

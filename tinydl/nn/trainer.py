@@ -129,10 +129,11 @@ class Trainer:
         return self._bufs
 
     #: Optional data-parallel gradient hook (public; :mod:`tinydl.distributed` sets it);
-    #: ``None`` costs nothing.  An object with ``select(rows) -> rows`` (this process's share of a mini-batch's rows)
-    #: and ``reduce(grads, loss, nb) -> (loss, nb)`` (called after backward, before the
-    #: optimizer step: combines the shares' gradients in place and returns the whole
-    #: mini-batch's mean loss and size), so every process takes the same step.
+    #: ``None`` costs nothing.  An object with ``select(rows) -> rows`` (this process's
+    #: share of a mini-batch's rows) and ``reduce(grads, loss, nb) -> (loss, nb)`` (called
+    #: after backward, before the optimizer step: combines the shares' gradients in place and
+    #: returns the whole mini-batch's mean loss and size), so every process takes the same
+    #: step.
     grad_hook = None
 
     def _train(self, data, yenc, n, sparse, epochs):

@@ -5,8 +5,15 @@
 * :mod:`tinydl.reproduce.runs` -- the two learners run on one stream and timed;
 * :mod:`tinydl.reproduce.report` -- the tables and the noise plot.
 """
-from .protocol import (APPLICATIONS, PAPER_TABLE_I, PROTOCOL, Settings, add_noise, reproduce,
-                       run_dataset)
+from .protocol import (
+                       APPLICATIONS,
+                       PAPER_TABLE_I,
+                       PROTOCOL,
+                       Settings,
+                       add_noise,
+                       reproduce,
+                       run_dataset,
+)
 from .report import format_report, plot_noise
 
 __all__ = ["Settings", "APPLICATIONS", "PAPER_TABLE_I", "PROTOCOL", "reproduce",

@@ -278,7 +278,8 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
         train_s_raw=raw.train_s, train_s_tinydl=tiny.train_s, transform_s=tiny.transform_s,
         exec_us_raw=raw.exec_us, exec_us_tinydl=tiny.exec_us,
         exec_us_tinydl_with_transform=tiny.exec_full_us)
-    predicted = predicted_on_profile(st.profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw, tiny, st)
+    predicted = predicted_on_profile(st.profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw,
+                                     tiny, st)
     size_reduction = _n_params(raw_sizes) / _n_params(tiny_sizes)
     out = dict(
         dataset=ds.name, path=path, application=app, backend=tiny.model.backend_, m=m,

@@ -38,8 +38,8 @@ def format_report(results: Dict[str, dict]) -> str:
             f"{'-'.join(map(str, t['sizes']))} ({t['params']:,} params; {t['chosen']}, "
             f"{len(t['candidates_tried'])} candidate(s) tried; {t['atoms']} atoms)",
             f"   test accuracy: raw {100 * r['accuracy_raw']:.2f}%, TinyDL "
-            f"{100 * r['accuracy_tinydl']:.2f}% ({100 * (r['accuracy_tinydl'] - r['accuracy_raw']):+.2f} "
-            "points)",
+            f"{100 * r['accuracy_tinydl']:.2f}% "
+            f"({100 * (r['accuracy_tinydl'] - r['accuracy_raw']):+.2f} points)",
         ]
         w = (36, 15, 15, 13)
         hdr = ("", "this machine", q["profile"] + "*", "paper (TK1)")
