@@ -220,6 +220,8 @@ class DataParallelHook:
         self._loss = np.zeros(1, np.float64)
 
     def select(self, rows):
+        """This rank's contiguous share of a mini-batch's ``rows`` (one row weighed 0 when
+        the share is empty)."""
         nb, r, size = rows.shape[0], self.mpi.rank, self.mpi.size
         self._nb = nb
         lo, hi = nb * r // size, nb * (r + 1) // size
@@ -230,6 +232,8 @@ class DataParallelHook:
         return rows[:1]
 
     def reduce(self, grads, loss, nb):
+        """All-reduce the share-weighted gradients (in place) and loss; returns
+        ``(mean loss, batch size)``."""
         if self._w != 1.0:
             grads *= grads.dtype.type(self._w)
         self._loss[0] = loss * self._w
@@ -297,14 +301,17 @@ class MPITinyDLClassifier(TinyDLClassifier):
 
     @property
     def rank(self) -> int:
+        """This process's rank."""
         return self._base_comm().Get_rank()
 
     @property
     def size(self) -> int:
+        """The number of ranks."""
         return self._base_comm().Get_size()
 
     @property
     def timeout(self) -> float:
+        """Seconds a rank waits for its peers."""
         return self._ctx()["mpi"].timeout
 
     def _init(self, n_features, classes):
@@ -329,6 +336,7 @@ class MPITinyDLClassifier(TinyDLClassifier):
         return self
 
     def finish(self):
+        """Collective :meth:`TinyDLClassifier.finish`."""
         ctx = self._ctx()
         with ctx["backend"].collective_section():
             super().finish()
@@ -336,6 +344,7 @@ class MPITinyDLClassifier(TinyDLClassifier):
         return self
 
     def fit(self, X, y):
+        """Collective :meth:`TinyDLClassifier.fit` (every rank passes the same data)."""
         ctx = self._ctx()
         with ctx["backend"].collective_section():
             super().fit(X, y)

@@ -159,14 +159,17 @@ class TinyDLClassifier:
     # compatibility views of the window (the arrays a checkpoint stores)
     @property
     def codes_indices_(self):
+        """The window's code indices, shape (window, k) (a view of :attr:`window_`)."""
         return self.window_.indices
 
     @property
     def codes_values_(self):
+        """The window's code values, shape (window, k) (a view of :attr:`window_`)."""
         return self.window_.values
 
     @property
     def labels_window_(self):
+        """The window's labels, shape (window,) (a view of :attr:`window_`)."""
         return self.window_.labels
 
     @property

@@ -49,6 +49,13 @@ class Budget:
     target_error: Optional[float] = None
 
     def check(self) -> "Budget":
+        """Validate the budget; returns ``self``.
+
+            Raises
+            ------
+            ValueError
+                For a non-positive or non-finite figure, or a target error outside (0, 1).
+        """
         for name in ("memory_bytes", "time_per_sample", "rate_hz", "energy_per_sample"):
             v = getattr(self, name)
             if v is None:
@@ -83,6 +90,7 @@ class Candidate:
     rejected: str = ""                # why it does not fit ("" when it does)
 
     def label(self) -> str:
+        """One line naming the configuration."""
         net = "-".join(map(str, (self.l,) + tuple(self.hidden_layer_sizes)))
         return (f"l={self.l} k={self.k} alpha={self.alpha:g} net={net}-C window={self.window} "
                 f"n_batch={self.n_batch} chunk={self.chunk}")
@@ -206,6 +214,7 @@ class Plan:
 
     # -- reporting -------------------------------------------------------------------------
     def summary(self) -> str:
+        """The plan in a few lines: settings, memory, time and energy."""
         net = "-".join(map(str, (self.m, self.l) + tuple(self.hidden_layer_sizes) +
                            (self.n_classes,)))
         lines = [

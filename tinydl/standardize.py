@@ -105,6 +105,7 @@ class Standardizer:
 
     @property
     def n_pending(self) -> int:
+        """Rows held back, waiting for the statistics."""
         return int(len(self._rows))
 
     @property

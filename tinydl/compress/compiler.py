@@ -41,6 +41,7 @@ METHODS = ("svd", "sparse")
 
 @dataclass
 class LayerReport:
+    """What the compiler did to one layer (kind before and after, bytes, FLOPs, method, rank)."""
     index: int
     kind: str
     shape: str
@@ -73,19 +74,23 @@ class CompressionReport:
 
     @property
     def memory_reduction(self) -> float:
+        """Bytes before over bytes after."""
         return self.bytes_before / max(self.bytes_after, 1)
 
     @property
     def flops_reduction(self) -> float:
+        """FLOPs per sample before over after."""
         return self.flops_before / max(self.flops_after, 1)
 
     def to_dict(self) -> dict:
+        """The report as a JSON-ready dict."""
         d = asdict(self)
         d["memory_reduction"] = self.memory_reduction
         d["flops_reduction"] = self.flops_reduction
         return d
 
     def text(self) -> str:
+        """The report as a human-readable table (one line per layer)."""
         rows = [("layer", "kind", "shape", "choice", "bytes before", "bytes after",
                  "FLOPs before", "FLOPs after", "val acc")]
         for r in sorted(self.layers, key=lambda r: r.index):

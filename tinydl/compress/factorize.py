@@ -189,6 +189,7 @@ class SparseFactors(NamedTuple):
 
     @property
     def nbytes(self) -> int:
+        """Bytes the factors store (B, the non-zeros of S and their indices)."""
         return int(self.B.nbytes + self.data.nbytes + self.indices.nbytes + self.indptr.nbytes)
 
     def S(self) -> np.ndarray:
@@ -200,6 +201,7 @@ class SparseFactors(NamedTuple):
         return S
 
     def reconstruct(self) -> np.ndarray:
+        """The approximated matrix ``B @ S``, shape (m, n)."""
         return self.B @ self.S()
 
 

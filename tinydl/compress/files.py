@@ -19,6 +19,7 @@ __all__ = ["save_model", "load_model", "load_any_model", "model_meta", "model_fr
 
 
 def model_meta(model: CompressedModel) -> dict:
+    """The JSON part of a model file: input shape and each layer's kind, cfg and array names."""
     return {"input_shape": list(model.input_shape),
             "layers": [{"kind": la.kind, "cfg": la.cfg, "arrays": sorted(la.arrays)}
                        for la in model.layers]}
@@ -36,6 +37,13 @@ def save_model(model: CompressedModel, path) -> None:
 
 
 def model_from_arrays(meta: dict, get, classes, path="file") -> CompressedModel:
+    """A :class:`CompressedModel` from :func:`model_meta`'s dict and an array getter ``get(name)``.
+
+    Raises
+    ------
+    ModelFileError
+        If the description does not match the arrays.
+    """
     try:
         layers = [CLayer(d["kind"], {name: get(f"L{i}.{name}") for name in d["arrays"]},
                          d["cfg"]) for i, d in enumerate(meta["layers"])]

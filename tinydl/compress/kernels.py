@@ -13,12 +13,15 @@ __all__ = ["FORWARD", "sparse_chunk", "conv_geom", "image_shape"]
 
 
 def image_shape(layer, s):
+    """``(C, H, W)`` of a convolution or pooling layer's input of sample shape ``s``."""
     if len(s) != 3:
         raise ValueError(f"{layer.kind} layer needs (channels, height, width) input, got {s}")
     return s
 
 
 def conv_geom(layer, s):
+    """Geometry of a convolution on input of sample shape ``s``:
+    ``(C, H, W, F, kh, kw, sh, sw, ph, pw, Ho, Wo)``."""
     c, h, w = image_shape(layer, s)
     sh, sw = layer.cfg.get("stride", (1, 1))
     ph, pw = layer.cfg.get("padding", (0, 0))
@@ -70,6 +73,7 @@ SPARSE_CHUNK_BYTES = 1 << 20
 
 
 def sparse_chunk(n, nnz, isz=4):
+    """Rows per step of the sparse product, so that its temporary of ``n x nnz`` stays small."""
     return max(1, min(n, SPARSE_CHUNK_BYTES // max(1, nnz * isz)))
 
 

@@ -93,6 +93,7 @@ class CLayer:
         return int(_WS[self.kind](self, n, itemsize))
 
     def check_finite(self, where: str = "") -> None:
+        """Raise ValueError if a weight array holds NaN or Inf."""
         for name, a in self.arrays.items():
             if a.dtype.kind == "f":
                 bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
@@ -253,6 +254,7 @@ class CompressedModel:
             raise ValueError(f"class labels of shape {self.classes.shape} for {n_out} outputs")
 
     def build(self):
+        """Compute every layer's input and output shape from ``input_shape``."""
         shape = self.input_shape
         for i, layer in enumerate(self.layers):
             try:
@@ -263,11 +265,13 @@ class CompressedModel:
         return self
 
     def copy(self) -> "CompressedModel":
+        """A model with copies of the layers (arrays shared until replaced)."""
         layers = [CLayer(la.kind, dict(la.arrays), dict(la.cfg)) for la in self.layers]
         return CompressedModel(layers, self.input_shape, self.classes)
 
     @property
     def dtype(self):
+        """The dtype of the weights."""
         for la in self.layers:
             for a in la.arrays.values():
                 if a.dtype.kind == "f":
@@ -280,6 +284,7 @@ class CompressedModel:
         return int(sum(la.nbytes for la in self.layers))
 
     def flops(self) -> int:
+        """FLOPs per sample."""
         return int(sum(la.flops() for la in self.layers))
 
     def check_finite(self) -> None:
@@ -323,9 +328,11 @@ class CompressedModel:
         return self.classes[np.argmax(self.decision_function(X), axis=1)]
 
     def score(self, X, y) -> float:
+        """Mean accuracy on ``(X, y)``; ``X`` of shape (n_samples, *input_shape) or flat."""
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
     def summary(self) -> List[dict]:
+        """One dict per layer: index, kind, output shape, bytes, FLOPs."""
         return [{"index": i, "kind": la.kind, "output_shape": la.out_shape, "bytes": la.nbytes,
                  "flops": la.flops()} for i, la in enumerate(self.layers)]
 

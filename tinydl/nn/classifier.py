@@ -79,9 +79,11 @@ class NetworkClassifier(Trainer, InputChecks):
     _param_names: tuple = ()
 
     def get_params(self, deep=True) -> Dict:
+        """The constructor's parameters (scikit-learn's convention)."""
         return {name: getattr(self, name) for name in self._param_names}
 
     def set_params(self, **params):
+        """Set constructor parameters; returns ``self``."""
         for name, value in params.items():
             if name not in self._param_names:
                 raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; "

@@ -29,6 +29,7 @@ class Loss:
     name = "abstract"
 
     def prepare(self, batch, n_classes, dtype):
+        """Allocate the workspace for batches of up to ``batch`` rows and ``n_out`` outputs."""
         self.n_classes = n_classes
         self.ws = {"grad": np.empty((batch, n_classes), dtype),
                    "flat": np.empty(batch, np.intp), "rows": np.arange(batch) * n_classes,
@@ -47,6 +48,7 @@ class Loss:
 
 
 class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy on the outputs, mean over the batch."""
     name = "cross_entropy"
 
     def __call__(self, z, t):
@@ -71,6 +73,7 @@ class CrossEntropyLoss(Loss):
 
 
 class L2Loss(Loss):
+    """Half the squared distance to the one-hot targets, mean over the batch (the paper's)."""
     name = "l2"
 
     def __call__(self, z, t):
