@@ -150,12 +150,13 @@ def run(args):
         plan.save(os.path.join(out, "plan.json"))
     chunk = args.chunk or (plan.chunk if plan is not None else 256)
     start = learner.n_samples_consumed_ if hasattr(learner, "transform_") else 0
-    if start == 0:
-        st.validate(chunk, learner.dtype)  # a bad row stops the run before anything is learned
+    # a bad row stops the run before anything is learned, naming its row in the file; the
+    # chunks below are then checked once, by the learner
+    st.validate(chunk, learner.dtype, start, n_total)
     prog = Progress(n_total, "fit", enabled=not args.quiet and rank == 0)
     t0 = time.perf_counter()
     dtype = learner.dtype
-    for s, X, y in st.chunks(chunk, start, n_total, dtype=dtype):
+    for s, X, y in st.chunks(chunk, start, n_total, dtype=dtype, check=False):
         learner.partial_fit(X, y, classes=classes)
         prog.update(s + len(X))
         del X, y  # else this chunk stays alive while the generator reads the next one

@@ -300,8 +300,9 @@ class CsvReader:
         self._col = col
 
     def chunks(self, size: int, start: int = 0, stop: Optional[int] = None,
-               dtype="float32") -> Iterator[Tuple[int, np.ndarray]]:
-        """Yield ``(first_row, features)``, features of shape (rows, n_features), finite."""
+               dtype="float32", check: bool = True) -> Iterator[Tuple[int, np.ndarray]]:
+        """Yield ``(first_row, features)``, features of shape (rows, n_features) (checked
+        finite unless ``check`` is False)."""
         stop = self.n_samples if stop is None else min(int(stop), self.n_samples)
         with open(self.path, "r", encoding="utf-8", errors="strict") as fh:
             lines = (ln for ln in fh if ln.strip())
@@ -315,7 +316,8 @@ class CsvReader:
                     break
                 arr = self._parse(block, row)
                 feats = np.delete(arr, self._col, axis=1).astype(dtype)
-                check_finite(feats, self.path, first_row=row)
+                if check:
+                    check_finite(feats, self.path, first_row=row)
                 yield row, feats
                 row += len(block)
 

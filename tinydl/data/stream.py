@@ -58,8 +58,8 @@ class Stream:
         else:
             self.n_samples, self.n_features = csv.n_samples, csv.n_features
 
-    def chunks(self, size: int, start: int = 0, stop: Optional[int] = None,
-               dtype="float32") -> Iterator[Tuple[int, np.ndarray, Optional[np.ndarray]]]:
+    def chunks(self, size: int, start: int = 0, stop: Optional[int] = None, dtype="float32",
+               check: bool = True) -> Iterator[Tuple[int, np.ndarray, Optional[np.ndarray]]]:
         """Yield ``(first_row, X_chunk, y_chunk)`` for rows ``start`` to ``stop``.
 
         Parameters
@@ -67,6 +67,10 @@ class Stream:
         size : int
         start, stop : int
         dtype : {"float32", "float64"}
+        check : bool, default=True
+            Check each chunk for NaN and Inf.  ``False`` where :meth:`validate` has checked
+            these rows already and the consumer validates its input anyway (``tinydl fit``:
+            the learner checks every chunk once).
 
         Yields
         ------
@@ -84,16 +88,24 @@ class Stream:
             for s in range(int(start), stop, int(size)):
                 e = min(stop, s + int(size))
                 X = np.array(self._X[s:e], dtype=dtype)
-                check_finite(X, self.path, first_row=s)
+                if check:
+                    check_finite(X, self.path, first_row=s)
                 yield s, X, None if self.y is None else self.y[s:e]
             return
-        for s, X in self._csv.chunks(size, start, stop, dtype):
+        for s, X in self._csv.chunks(size, start, stop, dtype, check):
             yield s, X, None if self.y is None else self.y[s:s + len(X)]
 
-    def validate(self, size: int = 256, dtype="float32") -> None:
-        """Check every row (finite numbers) before anything is learned, ``size`` rows at a
-        time (the memory of one chunk of the stream)."""
-        for _ in self.chunks(size, dtype=dtype):
+    def validate(self, size: int = 256, dtype="float32", start: int = 0,
+                 stop: Optional[int] = None) -> None:
+        """Check rows ``start`` to ``stop`` (finite numbers) before anything is learned,
+        ``size`` rows at a time (the memory of one chunk of the stream).
+
+        Raises
+        ------
+        DataError
+            Naming the first bad value's row and column in the file.
+        """
+        for _ in self.chunks(size, start, stop, dtype=dtype):
             pass
 
 
