@@ -275,7 +275,7 @@ def _one_fault(kind, work):
     typed, the last checkpoint intact, and a resumed run identical to the reference."""
     import hal
     import tinydl.io as tio
-    from tinydl.pipeline import TinyDLClassifier
+    from tinydl.learner import TinyDLClassifier
     data = helpers.npz_arrays(os.path.join(work, "stream.npz"))
     X, y = data["X_train"], data["y_train"]
     ref = os.path.join(work, "fit-ref")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tinydl.data import load_dataset
-from tinydl.pipeline import TinyDLClassifier
+from tinydl.learner import TinyDLClassifier
 
 
 def _small():

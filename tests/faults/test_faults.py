@@ -15,7 +15,7 @@ import pytest
 
 import hal
 import tinydl.io as tio
-from tinydl.pipeline import TinyDLClassifier
+from tinydl.learner import TinyDLClassifier
 
 from . import helpers as h
 

@@ -45,7 +45,7 @@ def make_seeds(root) -> dict:
     from tinydl.compress import export_onnx, from_network
     from tinydl.compress.files import save_model
     from tinydl.nn import MLPClassifier
-    from tinydl.pipeline import TinyDLClassifier
+    from tinydl.learner import TinyDLClassifier
     from tinydl.transform import StreamingDictionary
 
     root = os.fspath(root)
@@ -137,7 +137,7 @@ def _read_transform(p):
 
 
 def _read_checkpoint(p):
-    from tinydl.pipeline import TinyDLClassifier
+    from tinydl.learner import TinyDLClassifier
     TinyDLClassifier.load(p)
 
 

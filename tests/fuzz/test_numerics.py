@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tinydl.pipeline import TinyDLClassifier
+from tinydl.learner import TinyDLClassifier
 from tinydl.transform import StreamingDictionary
 
 PARAMS = dict(l=10, k=3, alpha=0.3, hidden_layer_sizes=(6,), window=64, n_batch=32,
