@@ -44,8 +44,8 @@ def make_seeds(root) -> dict:
     """Write one or more valid files of every kind under ``root``; return kind -> [paths]."""
     from tinydl.compress import export_onnx, from_network
     from tinydl.compress.files import save_model
-    from tinydl.nn import MLPClassifier
     from tinydl.learner import TinyDLClassifier
+    from tinydl.nn import MLPClassifier
     from tinydl.transform import StreamingDictionary
 
     root = os.fspath(root)
