@@ -25,7 +25,8 @@ import numpy as np
 from .errors import ModelFileError
 from .io import atomic_write_text
 
-__all__ = ["write", "latest", "read", "params_to_json", "params_from_json"]
+__all__ = ["write", "latest", "read", "broadcast_files", "params_to_json",
+           "params_from_json"]
 
 LATEST = "LATEST"
 
@@ -132,6 +133,62 @@ def read(directory) -> Dict[str, bytes]:
     except OSError as exc:
         raise ModelFileError(f"cannot read checkpoint {target}: "
                              f"{exc.strerror or exc}") from None
+    return out
+
+
+def broadcast_files(mpi, files):
+    """Broadcast rank 0's :func:`read` result (or an error string) to every rank.
+
+    Parameters
+    ----------
+    mpi : hal MPI communicator
+        With ``rank`` and ``bcast(array, root, what)``.
+    files : dict of str to bytes, or str
+        Rank 0's files (or the error it met); ignored on the other ranks.
+
+    Returns
+    -------
+    dict of str to bytes, or str
+        The same on every rank.  Sent as plain byte buffers (never pickled).
+    """
+    head = np.zeros(2, np.int64)
+    if mpi.rank == 0:
+        if isinstance(files, str):
+            head[:] = (-1, len(files.encode()))
+        else:
+            head[:] = (len(files), 0)
+    mpi.bcast(head, 0, "checkpoint load (waiting for rank 0)")
+    if head[0] < 0:
+        buf = np.zeros(int(head[1]), np.uint8)
+        if mpi.rank == 0:
+            buf[:] = np.frombuffer(files.encode(), np.uint8)
+        mpi.bcast(buf, 0, "checkpoint load")
+        return bytes(buf).decode()
+    nfiles = int(head[0])
+    sizes = np.zeros(2 * nfiles, np.int64)
+    if mpi.rank == 0:
+        names = list(files)
+        sizes[:nfiles] = [len(n.encode()) for n in names]
+        sizes[nfiles:] = [len(files[n]) for n in names]
+    mpi.bcast(sizes, 0, "checkpoint load")
+    total = int(sizes.sum())
+    buf = np.zeros(total, np.uint8)
+    if mpi.rank == 0:
+        buf[:] = np.frombuffer(b"".join([n.encode() for n in names]
+                                        + [files[n] for n in names]), np.uint8)
+    mpi.bcast(buf, 0, "checkpoint load")
+    if mpi.rank == 0:
+        return files
+    raw = bytes(buf)
+    out, pos, name_list = {}, 0, []
+    for i in range(nfiles):
+        n = int(sizes[i])
+        name_list.append(raw[pos:pos + n].decode())
+        pos += n
+    for i, name in enumerate(name_list):
+        n = int(sizes[nfiles + i])
+        out[name] = raw[pos:pos + n]
+        pos += n
     return out
 
 

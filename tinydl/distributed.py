@@ -40,8 +40,8 @@
     ``TINYDL_MPI_TIMEOUT`` seconds (default 30) of the last progress: its peers wait, then
     name the ranks that do not answer a liveness check and abort.
 
-  Checkpoints (``save``) are written by rank 0 only; ``load`` reads them on rank 0 and
-  broadcasts the files, so the boards need no shared file system.
+* Checkpoints (:mod:`tinydl.checkpoint`): rank 0 writes; ``load`` reads them once on rank 0
+  and broadcasts the files (no shared file system needed).
 """
 from __future__ import annotations
 
@@ -446,7 +446,7 @@ class MPITinyDLClassifier(TinyDLClassifier):
                 files = checkpoint.read(directory)
             except ModelFileError as exc:
                 files = str(exc)
-        files = _bcast_files(mpi, files)
+        files = checkpoint.broadcast_files(mpi, files)
         if isinstance(files, str):
             raise ModelFileError(files)
         _LOADING.comm = comm
@@ -468,46 +468,3 @@ class MPITinyDLClassifier(TinyDLClassifier):
         mpi.comm.Free()  # the duplicate used for the files; the learner has its own
         self._check_consistent(ctx)
         return self
-
-
-def _bcast_files(mpi, files):
-    """Broadcast rank 0's {name: bytes} (or error string) as plain byte buffers."""
-    head = np.zeros(2, np.int64)
-    if mpi.rank == 0:
-        if isinstance(files, str):
-            head[:] = (-1, len(files.encode()))
-        else:
-            head[:] = (len(files), 0)
-    mpi.bcast(head, 0, "checkpoint load (waiting for rank 0)")
-    if head[0] < 0:
-        buf = np.zeros(int(head[1]), np.uint8)
-        if mpi.rank == 0:
-            buf[:] = np.frombuffer(files.encode(), np.uint8)
-        mpi.bcast(buf, 0, "checkpoint load")
-        return bytes(buf).decode()
-    nfiles = int(head[0])
-    sizes = np.zeros(2 * nfiles, np.int64)
-    if mpi.rank == 0:
-        names = list(files)
-        sizes[:nfiles] = [len(n.encode()) for n in names]
-        sizes[nfiles:] = [len(files[n]) for n in names]
-    mpi.bcast(sizes, 0, "checkpoint load")
-    total = int(sizes.sum())
-    buf = np.zeros(total, np.uint8)
-    if mpi.rank == 0:
-        buf[:] = np.frombuffer(b"".join([n.encode() for n in names]
-                                        + [files[n] for n in names]), np.uint8)
-    mpi.bcast(buf, 0, "checkpoint load")
-    if mpi.rank == 0:
-        return files
-    raw = bytes(buf)
-    out, pos, name_list = {}, 0, []
-    for i in range(nfiles):
-        n = int(sizes[i])
-        name_list.append(raw[pos:pos + n].decode())
-        pos += n
-    for i, name in enumerate(name_list):
-        n = int(sizes[nfiles + i])
-        out[name] = raw[pos:pos + n]
-        pos += n
-    return out
