@@ -59,7 +59,8 @@ def run(args):
     from ._common import parse_bytes
     budget_mem = parse_bytes(args.memory)
     pl = make_plan(m, len(classes), args.profile, memory_bytes=budget_mem, rate_hz=args.rate,
-                   n_samples=len(Xtr) * args.passes)
+                   n_samples=len(Xtr) * args.passes, backend=args.backend)
+    backend = pl.backend  # one decision: both learners run on the backend the plan priced
     l = args.l or pl.l
     k = args.k or pl.k
     alpha = pl.alpha if args.alpha is None else args.alpha
@@ -69,12 +70,12 @@ def run(args):
                 window=args.window or pl.window, n_batch=args.n_batch or pl.n_batch,
                 epochs_per_update=args.epochs, dtype="float32")
     args.window, args.n_batch = plan["window"], plan["n_batch"]
-    tiny = TinyDLClassifier(**plan, seed=args.seed, backend=args.backend, standardize=True)
+    tiny = TinyDLClassifier(**plan, seed=args.seed, backend=backend, standardize=True)
     energy = _predicted_energy(args.profile, m, len(classes), plan, raw_hidden,
                                len(Xtr) * args.passes)
     raw_net = MLPClassifier(hidden_layer_sizes=raw_hidden, loss="l2", learning_rate=0.01,
                             momentum=0.9, batch_size=32, epochs=1, seed=args.seed,
-                            dtype="float32", backend=args.backend)
+                            dtype="float32", backend=backend)
     # the raw network standardizes with the same first-batch statistics TinyDL uses
     mu, sd = Xtr[:256].mean(0), Xtr[:256].std(0)
     sd[sd == 0] = 1

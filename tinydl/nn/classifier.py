@@ -6,7 +6,7 @@
 Both train by mini-batch SGD with momentum (the paper's) or Adam, on the L2 loss (the paper's)
 or softmax cross-entropy; ``partial_fit`` continues from the current weights (the paper's
 update every n_batch samples).  Input ``X`` is a dense array or compact codes
-(:class:`tinydl.omp.SparseCodes`).  Models are saved to ``.npz`` atomically, never pickled.
+(:class:`tinydl.codes.SparseCodes`).  Models are saved to ``.npz`` atomically, never pickled.
 """
 from __future__ import annotations
 
