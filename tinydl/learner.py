@@ -157,24 +157,13 @@ class TinyDLClassifier:
         self.finished_at_ = -1     # n_samples_seen_ when finish() last ran
 
     # compatibility views of the window (the arrays a checkpoint stores)
-    @property
-    def codes_indices_(self):
-        """The window's code indices, shape (window, k) (a view of :attr:`window_`)."""
-        return self.window_.indices
-
-    @property
-    def codes_values_(self):
-        """The window's code values, shape (window, k) (a view of :attr:`window_`)."""
-        return self.window_.values
-
-    @property
-    def labels_window_(self):
-        """The window's labels, shape (window,) (a view of :attr:`window_`)."""
-        return self.window_.labels
-
-    @property
-    def _pending_X(self):
-        return self.standardizer_.pending[0]
+    codes_indices_ = property(lambda self: self.window_.indices,
+                              doc="The window's code indices, shape (window, k).")
+    codes_values_ = property(lambda self: self.window_.values,
+                             doc="The window's code values, shape (window, k).")
+    labels_window_ = property(lambda self: self.window_.labels,
+                              doc="The window's labels, shape (window,).")
+    _pending_X = property(lambda self: self.standardizer_.pending[0])
 
     def _retrain(self):
         codes, labels = self.window_.view()

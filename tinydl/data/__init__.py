@@ -9,16 +9,16 @@ Every error is a :class:`~tinydl.errors.DataError` (a ``ValueError``).
 """
 from ..errors import DataError
 from .datasets import (
-                       DSA_SEGMENT_SHAPE,
-                       ISOLET_N_FEATURES,
-                       UJI_N_WAPS,
-                       guess_application,
-                       load_dsa_folder,
-                       load_isolet,
-                       load_real,
-                       load_ujiindoorloc,
-                       split_dataset,
-                       uji_rssi_to_features,
+    DSA_SEGMENT_SHAPE,
+    ISOLET_N_FEATURES,
+    UJI_N_WAPS,
+    guess_application,
+    load_dsa_folder,
+    load_isolet,
+    load_real,
+    load_ujiindoorloc,
+    split_dataset,
+    uji_rssi_to_features,
 )
 from .files import BUNDLED, MAX_DATA_BYTES, Dataset, bundled_path, load_dataset
 from .stream import Stream, open_stream

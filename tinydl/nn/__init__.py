@@ -6,24 +6,24 @@ cross-entropy loss (:mod:`.losses`), and :class:`MLPClassifier` / :class:`CNNCla
 all with scikit-learn's conventions (:mod:`.classifier`).
 """
 from .classifier import (
-                         CNNClassifier,
-                         DataConversionWarning,
-                         DivergenceError,
-                         MLPClassifier,
-                         NetworkClassifier,
-                         NotFittedError,
+    CNNClassifier,
+    DataConversionWarning,
+    DivergenceError,
+    MLPClassifier,
+    NetworkClassifier,
+    NotFittedError,
 )
 from .layers import (
-                         Conv1D,
-                         Conv2D,
-                         Dense,
-                         Dropout,
-                         MaxPool1D,
-                         MaxPool2D,
-                         ReLU,
-                         Sigmoid,
-                         SparseBatch,
-                         Tanh,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    MaxPool1D,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    SparseBatch,
+    Tanh,
 )
 from .losses import CrossEntropyLoss, L2Loss
 from .network import Network

@@ -38,30 +38,18 @@ from .layers import (
 from .losses import LOSSES, softmax
 from .network import Network
 from .optim import OPTIMIZERS
-from .trainer import InputChecks, Trainer, _layer_input  # MERGE: drop _layer_input
+from .trainer import (
+    InputChecks,
+    Trainer,
+    _check_param,
+    _layer_input,  # MERGE: drop this import with the adapter
+)
 
 __all__ = ["NetworkClassifier", "MLPClassifier", "CNNClassifier", "DivergenceError",
            "NotFittedError", "DataConversionWarning"]
 
 _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 _FILE_KIND = "tinydl.nn.classifier"
-
-
-def _check_param(name, value, kind, low=None, high=None, choices=None, low_open=False):
-    if choices is not None:
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-        return value
-    ok_types = (int, np.integer) if kind == "int" else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
-        raise TypeError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, "
-                        f"got {value!r}")
-    if not np.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
-            or (high is not None and value > high):
-        lo = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {lo}{low}, {high if high is not None else 'inf'}], "
-                         f"got {value!r}")
-    return value
 
 
 class NetworkClassifier(Trainer, InputChecks):

@@ -20,6 +20,24 @@ from .optim import SGD
 __all__ = ["Trainer", "InputChecks"]
 
 
+def _check_param(name, value, kind, low=None, high=None, choices=None, low_open=False):
+    """``value`` checked against a choice set or a numeric range (the error names both)."""
+    if choices is not None:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+        return value
+    ok_types = (int, np.integer) if kind == "int" else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, ok_types):
+        raise TypeError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, "
+                        f"got {value!r}")
+    if not np.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+            or (high is not None and value > high):
+        lo = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {lo}{low}, {high if high is not None else 'inf'}], "
+                         f"got {value!r}")
+    return value
+
+
 class InputChecks:
     """Validation of a classifier's ``X`` and ``y`` (the model's ``dtype`` and ``classes_``)."""
 

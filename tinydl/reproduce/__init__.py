@@ -6,13 +6,13 @@
 * :mod:`tinydl.reproduce.report` -- the tables and the noise plot.
 """
 from .protocol import (
-                       APPLICATIONS,
-                       PAPER_TABLE_I,
-                       PROTOCOL,
-                       Settings,
-                       add_noise,
-                       reproduce,
-                       run_dataset,
+    APPLICATIONS,
+    PAPER_TABLE_I,
+    PROTOCOL,
+    Settings,
+    add_noise,
+    reproduce,
+    run_dataset,
 )
 from .report import format_report, plot_noise
 
