@@ -293,8 +293,10 @@ class TinyDLClassifier:
                 f"with at least n_batch={self.n_batch} samples")
 
     def _codes(self, X) -> SparseCodes:
-        X = check_array(X, "X", dtype=self.dtype, n_features=self.n_features_in_)
-        return self.transform_.transform(self.standardizer_.transform(X), dense=False)
+        if self.standardizer_.enabled:  # else the transform validates X itself
+            X = self.standardizer_.transform(
+                check_array(X, "X", dtype=self.dtype, n_features=self.n_features_in_))
+        return self.transform_.transform(X, dense=False)
 
     def transform(self, X):
         """Codes of ``X`` on the learned dictionary.
