@@ -14,7 +14,7 @@ import numpy as np
 from .._validation import check_array
 from ..codes import SparseCodes
 from ..errors import DataConversionWarning, DivergenceError
-from .layers import Dense, SparseBatch
+from .layers import Dense, SparseBatch  # MERGE: SparseBatch goes with _layer_input
 from .optim import SGD
 
 __all__ = ["Trainer", "InputChecks"]
