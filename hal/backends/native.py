@@ -49,6 +49,7 @@ import numpy as np
 
 from ..backend import BackendUnavailable, OMPResult, OMPWorkspace
 from .blas import BlasBackend
+from .numpy import PRODUCT_ROWS
 
 __all__ = ["NativeBackend", "build_library"]
 
@@ -811,8 +812,8 @@ class NativeBackend(BlasBackend):
             "corr": np.empty((batch, l), dtype),
             "xx": np.zeros(batch, dtype),
             "scratch": np.zeros(l + kk * l + kk * kk + 4 * kk, dtype),
-            "pad_in": np.empty((blk, m), dtype),
-            "pad_out": np.empty((blk, l), dtype),
+            "pad_in": np.empty((PRODUCT_ROWS, m), dtype),
+            "pad_out": np.empty((l, PRODUCT_ROWS), dtype),
         }
         if dtype == np.float32:
             a["DT"] = np.empty((m, l), dtype)  # see NumpyBackend.prepare_omp

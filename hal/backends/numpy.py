@@ -39,7 +39,11 @@ import numpy as np
 
 from ..backend import Backend, OMPResult, OMPWorkspace, check_code_indices
 
-__all__ = ["NumpyBackend", "LinearDependenceWarning"]
+__all__ = ["NumpyBackend", "LinearDependenceWarning", "PRODUCT_ROWS"]
+
+#: rows of every product whose rows must round independently of their neighbours
+#: (OMP's correlations ``X @ D.T``): see :meth:`NumpyBackend._rows_matmul`
+PRODUCT_ROWS = 16
 
 
 class LinearDependenceWarning(RuntimeWarning):
@@ -59,11 +63,11 @@ class NumpyBackend(Backend):
     Parameters
     ----------
     block : int, default=64
-        Rows per matrix product.  Every product runs on exactly ``block`` rows (the last
-        block of a batch is zero-padded), which makes each row's result independent of the
-        batch it arrived in: bit-identical codes however a stream is split (with a
-        single-threaded BLAS; multi-threaded BLAS partitions work by size and may round
-        differently).
+        Granularity of chunks and shards (a chunk is a multiple of ``block`` rows).  The
+        products themselves run on tiles of exactly :data:`PRODUCT_ROWS` rows (the last
+        zero-padded), which makes each row's result independent of the batch it arrived in:
+        bit-identical codes however a stream is split (with a single-threaded BLAS;
+        multi-threaded BLAS partitions work by size and may round differently).
     batch : int, default=256
         Most samples that advance through the OMP iterations together (bounds the
         workspace).  Fewer are used when their state would not fit :attr:`cache_bytes`.
@@ -88,27 +92,35 @@ class NumpyBackend(Backend):
         return self.matmul(X, D.T, out=out)
 
     def _rows_matmul(self, A, B, out, pad_in, pad_out, sq=None):
-        """``out[:] = A @ B`` computed ``self.block`` rows at a time.
+        """``out[:] = A @ B`` computed :data:`PRODUCT_ROWS` rows of ``A`` at a time, each
+        tile as ``B.T @ tile.T`` (the rows of ``A`` on BLAS's unit-stride side).
 
-        ``pad_in`` (block, p) and ``pad_out`` (block, q) hold the zero-padded last block.
-        ``sq`` (n,), if given, receives each row's ``|A_i|^2``, computed on each block right
-        after its product, while the block is still in cache (a separate pass over a wide
-        ``A`` read it from memory again: ~10% of OMP's time at m=5625).
+        Why this shape: a row's rounding must not depend on where it sits in a product.
+        OpenBLAS 0.3.31 (numpy 2.4's Haswell ``sgemm``) rounds the rows of ``A @ B`` in two
+        alternating classes (tiles of 6 rows), and those of ``B.T @ A.T`` alike beyond 16
+        rows (the first and last 8 differ); ``B.T @ A.T`` on 16 rows was uniform for every
+        shape measured (float32 and float64), so every tile has exactly 16 rows (the last
+        zero-padded).  ``pad_in`` (PRODUCT_ROWS, p) and ``pad_out`` (q, PRODUCT_ROWS) are the
+        tile buffers.  ``sq`` (n,), if given, receives each row's ``|A_i|^2``, computed on
+        each tile right after its product, while it is still in cache (a separate pass over
+        a wide ``A`` read it from memory again: ~10% of OMP's time at m=5625).
         """
         n = A.shape[0]
-        blk = self.block
+        blk = PRODUCT_ROWS
+        BT = B.T
         full = n - n % blk
         for s in range(0, full, blk):
             a = A[s:s + blk]
-            self.matmul(a, B, out=out[s:s + blk])
+            self.matmul(BT, a.T, out=pad_out)
+            out[s:s + blk] = pad_out.T
             if sq is not None:
                 np.einsum("ij,ij->i", a, a, out=sq[s:s + blk])
         if full < n:
             r = n - full
             pad_in[:r] = A[full:]
             pad_in[r:] = 0
-            self.matmul(pad_in, B, out=pad_out)
-            out[full:] = pad_out[:r]
+            self.matmul(BT, pad_in.T, out=pad_out)
+            out[full:] = pad_out.T[:r]
             if sq is not None:
                 a = A[full:]
                 np.einsum("ij,ij->i", a, a, out=sq[full:])
@@ -151,8 +163,8 @@ class NumpyBackend(Backend):
             "ok": np.zeros(batch, bool),
             "act": np.zeros(batch, bool),
             "xx": np.zeros(batch, dtype),               # |x|^2 per sample
-            "pad_in": np.empty((blk, m), dtype),
-            "pad_out": np.empty((blk, l), dtype),
+            "pad_in": np.empty((PRODUCT_ROWS, m), dtype),
+            "pad_out": np.empty((l, PRODUCT_ROWS), dtype),
         }
         if dtype == np.float32:
             # X @ D.T on a contiguous copy of D.T: measured ~1.3x faster for float32 GEMMs on
