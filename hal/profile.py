@@ -197,7 +197,7 @@ class DeviceProfile:
 
     def save(self, path) -> None:
         """Write :meth:`to_toml` to ``path`` atomically (a crash leaves the old file)."""
-        from tinydl.io import atomic_write_text
+        from ._files import atomic_write_text
         atomic_write_text(path, self.to_toml())
 
     def with_path(self, path: Optional[str]) -> "DeviceProfile":
