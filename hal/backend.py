@@ -149,6 +149,11 @@ class Backend:
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
         raise NotImplementedError(f"backend {self.name!r} needs omp_encode")
 
+    def rows_matmul(self, A, B, out=None):
+        """``A @ B`` (A (n, p), B (p, q)) with each row's result independent of the other
+        rows of ``A`` (see :meth:`hal.backends.numpy.NumpyBackend.rows_matmul`, the spec)."""
+        raise NotImplementedError(f"backend {self.name!r} needs rows_matmul")
+
     def dense_forward(self, X, W, b=None, out=None):
         raise NotImplementedError(f"backend {self.name!r} needs dense_forward")
 
@@ -219,9 +224,25 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
 
+    # -- copies: a backend is a shared compute resource, rebuilt from its options --------
+    def __deepcopy__(self, memo):
+        """A deep copy of an object that uses a backend shares the backend (it holds worker
+        processes, device contexts or loaded libraries, never the caller's data)."""
+        return self
+
+    def __reduce__(self):
+        """Pickled as its class and options; unpickling builds a fresh one (libraries,
+        workers and contexts cannot travel between processes)."""
+        return (_rebuild, (type(self), dict(self.options)))
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"<{type(self).__name__} {self.name}{(' ' + opts) if opts else ''}>"
+
+
+def _rebuild(cls, options):
+    """Unpickle a backend: ``cls(**options)``."""
+    return cls(**options)
 
 
 class SparseLayerPlan:

@@ -473,7 +473,7 @@ class StreamingDictionary:
             return live.astype(self.dtype_)
         nq = max(n, 2)  # the zero rows of Q past n add nothing (see _init_state)
         P = self._pflat[:rows * nq].reshape(rows, nq)
-        self._be.matmul(xb, self._Q[:nq].T, out=P)
+        self._be.rows_matmul(xb, self._Q[:nq].T, out=P)
         self._P = P  # a joining row's projections Q a start its Gram-Schmidt step
         np.einsum("ij,ij->i", P, P, out=pp)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -508,7 +508,7 @@ class StreamingDictionary:
     def _residual_sq(self, P, xb, nq) -> np.ndarray:
         """``|a - Q^T Q a|^2`` for the rows ``a`` of ``xb`` from their projections ``P`` on
         ``Q[:nq]``: the explicit residual, where ``1 - |Q a|^2 / |a|^2`` would cancel."""
-        rec = self._be.matmul(P, self._Q[:nq], out=self._rblk[:xb.shape[0]])
+        rec = self._be.rows_matmul(P, self._Q[:nq], out=self._rblk[:xb.shape[0]])
         np.subtract(xb, rec, out=rec)
         return np.einsum("ij,ij->i", rec, rec)
 

@@ -91,6 +91,35 @@ class NumpyBackend(Backend):
     def correlate(self, X, D, out=None):
         return self.matmul(X, D.T, out=out)
 
+    def rows_matmul(self, A, B, out=None):
+        """``A @ B`` with each row's result independent of the other rows of ``A``.
+
+        Parameters
+        ----------
+        A : ndarray of shape (n, p)
+        B : ndarray of shape (p, q)
+            Any strides.
+        out : ndarray of shape (n, q), optional
+
+        Returns
+        -------
+        out : ndarray of shape (n, q)
+            Row ``i`` is bit-identical to the same row in any other ``A`` (with a
+            single-threaded BLAS): what makes a stream's results independent of its split.
+            Runs as :meth:`_rows_matmul`; the tile buffers are kept for the next call of the
+            same shape (no allocation on the hot path).
+        """
+        n, q = A.shape[0], B.shape[1]
+        if out is None:
+            out = np.empty((n, q), np.result_type(A, B))
+        key = (A.shape[1], q, out.dtype.str)
+        cache = self.__dict__.setdefault("_tiles", {})
+        bufs = cache.get(key)
+        if bufs is None:
+            bufs = cache[key] = (np.empty((PRODUCT_ROWS, A.shape[1]), out.dtype),
+                                 np.empty((q, PRODUCT_ROWS), out.dtype))
+        return self._rows_matmul(A, B, out, *bufs)
+
     def _rows_matmul(self, A, B, out, pad_in, pad_out, sq=None):
         """``out[:] = A @ B`` computed :data:`PRODUCT_ROWS` rows of ``A`` at a time, each
         tile as ``B.T @ tile.T`` (the rows of ``A`` on BLAS's unit-stride side).

@@ -40,7 +40,9 @@ class Network:
         Shape of one sample, e.g. ``(520,)`` or ``(1, 8, 8)`` (channels first).
     dtype : {"float32", "float64"}
     backend : str or hal.Backend, optional
-        Runs every matrix product (forward and backward); default the NumPy reference.
+        Runs every matrix product (forward and backward); by default the one
+        :func:`hal.select_backend` decides (``TINYDL_BACKEND``, else the fastest that runs
+        here and keeps results independent of batch splits).
     seed : int
         Seeds the weight initialisation.
     """
@@ -52,7 +54,7 @@ class Network:
             raise ValueError("a network needs at least one layer, got 0")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.dtype = np.dtype(dtype)
-        self.backend = hal.get_backend(backend if backend is not None else "numpy")
+        self.backend = hal.get_backend(backend)
         shape = self.input_shape
         specs = []
         for layer in self.layers:
