@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 
 import hal  # noqa: E402
 from tinydl.nn import MLPClassifier  # noqa: E402
-from tinydl.nn.layers import Dense, SparseBatch  # noqa: E402
+from tinydl.codes import SparseCodes  # noqa: E402
+from tinydl.nn.layers import Dense  # noqa: E402
 from tinydl.nn.network import Network  # noqa: E402
 
 NETS = {"small": [100, 64, 32, 19], "large": [5625, 1024, 512, 19]}
@@ -139,7 +140,7 @@ def main(argv=None):
     l, k, units, batch = 100, 20, 64, 32
     idx = np.stack([rng.choice(l, k, replace=False) for _ in range(batch)]).astype(np.int32)
     vals = rng.standard_normal((batch, k)).astype(np.float32)
-    sb = SparseBatch(idx, vals, idx.astype(np.intp), l)
+    sb = SparseCodes(idx, vals, l)
     net = Network([Dense(units)], (l,), "float32", be)
     net.prepare(batch, sparse_input=True)
     first = net.layers[0]

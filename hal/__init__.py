@@ -16,10 +16,10 @@ import importlib
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .backend import (Backend, BackendError, BackendUnavailable, OMPResult,  # noqa: F401
-                      OMPWorkspace)
+from .backend import Backend, BackendError, BackendUnavailable, OMPWorkspace
+from .codes import SparseCodes
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "OMPResult", "OMPWorkspace",
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "SparseCodes", "OMPWorkspace",
            "BACKENDS", "register_backend", "get_backend", "available_backends",
            "select_backend", "DEFAULT_ORDER"]
 

@@ -22,7 +22,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "OMPWorkspace", "OMPResult"]
+from .codes import SparseCodes
+
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "OMPWorkspace", "SparseCodes"]
 
 
 class BackendError(RuntimeError):
@@ -63,28 +65,6 @@ class OMPWorkspace:
                 and np.dtype(dtype) == self.dtype)
 
 
-@dataclass
-class OMPResult:
-    """Compact OMP codes for a batch.
-
-    Attributes
-    ----------
-    indices : ndarray of shape (n, k), int32
-        Chosen atoms in selection order; ``-1`` pads samples that stopped early.
-    values : ndarray of shape (n, k)
-        Coefficients matching ``indices`` (0 where padded).
-    n_nonzero : ndarray of shape (n,), int32
-        Number of atoms each sample used.
-    residual_sq : ndarray of shape (n,)
-        Squared residual norm ``||x - codes @ D||^2`` of each sample.
-    """
-
-    indices: np.ndarray
-    values: np.ndarray
-    n_nonzero: np.ndarray
-    residual_sq: np.ndarray
-
-
 class Backend:
     """The contract.  Subclasses set :attr:`name` and implement the operations.
 
@@ -95,7 +75,7 @@ class Backend:
     correlate(X, D, out=None)
         ``X @ D.T``: the correlation of a batch (n, m) with a dictionary (l, m), shape (n, l).
     omp_encode(X, D, G, k, tol=None, ws=None)
-        Batch-OMP of every row of ``X`` over ``D`` (Gram ``G = D @ D.T``), an :class:`OMPResult`.
+        Batch-OMP of every row of ``X`` over ``D`` (Gram ``G = D @ D.T``), a :class:`~hal.codes.SparseCodes` with ``n_nonzero`` and ``residual_sq``.
     dense_forward(X, W, b, out=None)
         ``X @ W + b``: a dense layer, X (n, p), W (p, q), b (q,).
     gemm(a, b, out, alpha=1.0, beta=0.0)
@@ -146,7 +126,7 @@ class Backend:
     def prepare_omp(self, batch: int, m: int, l: int, k: int, dtype) -> OMPWorkspace:
         raise NotImplementedError(f"backend {self.name!r} needs prepare_omp")
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         raise NotImplementedError(f"backend {self.name!r} needs omp_encode")
 
     def rows_matmul(self, A, B, out=None):

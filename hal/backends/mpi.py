@@ -44,7 +44,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..backend import BackendUnavailable, OMPResult
+from ..backend import BackendUnavailable, SparseCodes
 from .numpy import NumpyBackend, _check_block
 
 __all__ = ["MPIBackend", "MPIComm", "launched_size", "launched_rank", "default_timeout"]
@@ -437,14 +437,14 @@ class MPIBackend(NumpyBackend):
             lambda s, e, o: NumpyBackend.gather_matmul(self, indices[s:e], values[s:e], W,
                                                        out=o), out)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         n = X.shape[0]
         mode = self._mode(n)
         if mode == "local":
             return super().omp_encode(X, D, G, k, tol=tol, ws=ws)
         k = int(min(k, D.shape[0]))
-        res = OMPResult(np.full((n, k), -1, np.int32), np.zeros((n, k), X.dtype),
-                        np.zeros(n, np.int32), np.zeros(n, X.dtype))
+        res = SparseCodes(np.full((n, k), -1, np.int32), np.zeros((n, k), X.dtype),
+                          D.shape[0], np.zeros(n, np.int32), np.zeros(n, X.dtype))
         parts = (res.indices, res.values, res.n_nonzero, res.residual_sq)
         if mode == "root":
             (s, e), counts = (0, n if self.rank == 0 else 0), None

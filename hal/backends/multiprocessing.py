@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..backend import BackendError, OMPResult, check_code_indices
+from ..backend import BackendError, SparseCodes, check_code_indices
 from .numpy import NumpyBackend, _check_block
 
 __all__ = ["MultiprocessingBackend", "default_start_method"]
@@ -367,7 +367,7 @@ class MultiprocessingBackend(NumpyBackend):
                                     np.result_type(values, W))})
         return _deliver(res["out"], out)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         n = X.shape[0]
         if self._local(n):
             return super().omp_encode(X, D, G, k, tol=tol, ws=ws)
@@ -381,7 +381,7 @@ class MultiprocessingBackend(NumpyBackend):
             from .numpy import LinearDependenceWarning
             warnings.warn("; ".join(f"worker: {m}" for m in messages),
                           LinearDependenceWarning, stacklevel=2)
-        return OMPResult(res["indices"], res["values"], res["nnz"], res["resid"])
+        return SparseCodes(res["indices"], res["values"], D.shape[0], res["nnz"], res["resid"])
 
 
 def _deliver(res: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:

@@ -47,7 +47,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..backend import BackendUnavailable, OMPResult, OMPWorkspace
+from ..backend import BackendUnavailable, OMPWorkspace, SparseCodes
 from .blas import BlasBackend
 from .numpy import PRODUCT_ROWS
 
@@ -819,7 +819,7 @@ class NativeBackend(BlasBackend):
             a["DT"] = np.empty((m, l), dtype)  # see NumpyBackend.prepare_omp
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         if ws is not None and "scratch" not in ws.arrays:
             ws = None  # a NumPy backend's workspace
         return super().omp_encode(X, D, G, k, tol=tol, ws=ws)

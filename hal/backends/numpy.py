@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..backend import Backend, OMPResult, OMPWorkspace, check_code_indices
+from ..backend import Backend, OMPWorkspace, SparseCodes, check_code_indices
 
 __all__ = ["NumpyBackend", "LinearDependenceWarning", "PRODUCT_ROWS"]
 
@@ -201,7 +201,7 @@ class NumpyBackend(Backend):
             a["DT"] = np.empty((m, l), dtype)
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         """Batch-OMP of each row of ``X`` on the atoms (rows) of ``D``.
 
         Parameters
@@ -220,7 +220,9 @@ class NumpyBackend(Backend):
 
         Returns
         -------
-        OMPResult
+        SparseCodes
+            ``indices`` (n, k) int32 in selection order (``-1`` pads), ``values`` (n, k),
+            ``n_nonzero`` (n,) int32 and ``residual_sq`` (n,) filled.
         """
         n, m = X.shape
         l = D.shape[0]
@@ -259,7 +261,7 @@ class NumpyBackend(Backend):
                 f"OMP stopped early for {dependent} of {n} samples: the next atom was linearly "
                 f"dependent on the atoms already chosen (rank-deficient dictionary, l={l})",
                 LinearDependenceWarning, stacklevel=3)
-        return OMPResult(indices, values, nnz, resid)
+        return SparseCodes(indices, values, l, nnz, resid)
 
     def _chunk_correlations(self, X, DT, A, corr=None):
         """A chunk's correlations ``c = X @ D.T`` (fixed-size row blocks; or ``corr`` given)

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..backend import BackendError, BackendUnavailable, OMPResult, check_code_indices
+from ..backend import BackendError, BackendUnavailable, SparseCodes, check_code_indices
 from .numpy import NumpyBackend
 
 __all__ = ["OpenCLBackend", "list_devices", "select_device", "KERNEL_SOURCE"]
@@ -333,7 +333,7 @@ class OpenCLBackend(NumpyBackend):
             return super().dense_forward(X, W, b, out=out)
         return self._gemm(X, W, b, out)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         # D (and anything else multiplied repeatedly) stays on the device for this call only:
         # the caller may change its arrays in place between calls
         self._resident = {}

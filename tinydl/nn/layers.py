@@ -29,23 +29,31 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..codes import SparseCodes
+
 __all__ = ["Layer", "Dense", "ReLU", "Tanh", "Sigmoid", "Dropout", "Conv2D", "Conv1D",
            "MaxPool2D", "MaxPool1D", "SparseBatch", "LAYERS", "layer_from_config"]
 
 
-class SparseBatch:
-    """A mini-batch of compact codes: ``indices`` (n, k) int (``-1`` pads) and ``values``
-    (n, k); ``dense_idx`` is ``indices`` with padding redirected to column ``n_atoms`` (a
-    dummy column), which lets the codes be scattered without masks."""
+def SparseBatch(indices, values, dense_idx, n_atoms) -> SparseCodes:
+    """Compatibility only (delete once ``tinydl.nn.classifier`` builds :class:`SparseCodes`
+    itself): the codes as :class:`SparseCodes` with ``dense_idx`` as their cached
+    :meth:`~SparseCodes.padded_indices`.
 
-    __slots__ = ("indices", "values", "dense_idx", "n_atoms")
+    Parameters
+    ----------
+    indices, values : ndarray of shape (n, k)
+    dense_idx : ndarray of shape (n, k), intp
+        ``indices`` with the ``-1`` padding redirected to column ``n_atoms``.
+    n_atoms : int
 
-    def __init__(self, indices, values, dense_idx, n_atoms):
-        self.indices, self.values, self.dense_idx, self.n_atoms = (indices, values, dense_idx,
-                                                                   n_atoms)
-
-    def __len__(self):
-        return self.indices.shape[0]
+    Returns
+    -------
+    SparseCodes
+    """
+    codes = SparseCodes(indices, values, n_atoms)
+    codes._padded = dense_idx
+    return codes
 
 
 class Layer:
@@ -108,7 +116,7 @@ class Layer:
 class Dense(Layer):
     """``y = x @ W + b``, W (in, out), b (out,).  Caches its input ``x`` for ``dW = x.T dy``.
 
-    A :class:`SparseBatch` input takes the sparse product ``backend.gather_matmul`` (the k
+    A :class:`~tinydl.codes.SparseCodes` input takes the sparse product ``backend.gather_matmul`` (the k
     rows of W each code names) when ``sparse_product="gather"``, or is scattered into a dense
     workspace and multiplied when ``"dense"``.  The backward pass takes ``dW = codes.T @ dy``
     from the compact codes (``backend.scatter_matmul``) where the backend has direct k-sparse
@@ -167,23 +175,24 @@ class Dense(Layer):
             plan = self._plan = (self.backend, self.p["W"], self.g["W"], self.ws["y"], made)
         return plan[4]
 
-    def _scatter(self, sb: SparseBatch):
+    def _scatter(self, sb: SparseCodes):
         n = len(sb)
+        pidx = sb.padded_indices()
         dense = self.ws["codes"][:n]
         dense.fill(0)
         flat = getattr(self, "_flat", None)
-        if flat is None or flat.shape[0] < n or flat.shape[1] != sb.dense_idx.shape[1]:
+        if flat is None or flat.shape[0] < n or flat.shape[1] != pidx.shape[1]:
             # once per code width k (bytes: batch * k * 8, next to the (batch, l) codes)
-            flat = self._flat = np.empty((self.ws["codes"].shape[0], sb.dense_idx.shape[1]),
+            flat = self._flat = np.empty((self.ws["codes"].shape[0], pidx.shape[1]),
                                          np.intp)
         f = flat[:n]
-        np.add(self.ws["rowoff"][:n], sb.dense_idx, out=f)
+        np.add(self.ws["rowoff"][:n], pidx, out=f)
         np.put(dense.reshape(-1), f, sb.values, mode="clip")
         return dense[:, :self.n_in]
 
     def forward(self, x, train=False):
         be = self.backend
-        if isinstance(x, SparseBatch):
+        if isinstance(x, SparseCodes):
             n = len(x)
             y = self.ws["y"][:n]
             if self.sparse_product == "gather":
@@ -206,11 +215,11 @@ class Dense(Layer):
         untouched until it is consumed."""
         be = self.backend
         x = self._x
-        if isinstance(x, SparseBatch) and be.sparse_kernels and not defer_weight_grad:
+        if isinstance(x, SparseCodes) and be.sparse_kernels and not defer_weight_grad:
             # dW = codes.T @ dy straight from the compact codes (n k q multiply-adds), and db
             self._sparse_plan().backward(x.indices, x.values, dy)
         else:
-            if isinstance(x, SparseBatch):
+            if isinstance(x, SparseCodes):
                 x = self._scatter(x)
             if defer_weight_grad:
                 self._pending = (x.T, dy)

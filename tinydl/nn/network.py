@@ -25,7 +25,8 @@ import numpy as np
 
 import hal
 
-from .layers import Dense, Layer, SparseBatch
+from ..codes import SparseCodes
+from .layers import Dense, Layer
 
 __all__ = ["Network"]
 
@@ -121,7 +122,7 @@ class Network:
 
     # -- passes -----------------------------------------------------------------------
     def forward(self, x, train: bool = False):
-        """Outputs for a batch ``x`` (n, *input_shape) or a :class:`SparseBatch`, n <= batch.
+        """Outputs for a batch ``x`` (n, *input_shape) or a :class:`~tinydl.codes.SparseCodes`, n <= batch.
         The result is a view of a workspace: copy it to keep it past the next call."""
         for layer in self.layers:
             x = layer.forward(x, train)
@@ -231,7 +232,7 @@ class Network:
                 return False
         return True
 
-    def choose_sparse_product(self, sb: SparseBatch, repeats: int = 5) -> str:
+    def choose_sparse_product(self, sb: SparseCodes, repeats: int = 5) -> str:
         """Time the first layer's forward and weight-gradient products on ``sb`` both ways and
         keep the faster (both give the same result up to rounding).  The gradients are
         written to a copy: the layer's own are left as they were."""
@@ -259,7 +260,7 @@ class Network:
         for layer in self.layers:  # views would come back as independent arrays: drop them
             c = copy.copy(layer)
             c.__dict__ = {k: v for k, v in layer.__dict__.items()
-                          if not isinstance(v, (np.ndarray, SparseBatch, dict))
+                          if not isinstance(v, (np.ndarray, SparseCodes, dict))
                           and k != "_pending"}
             c.p, c.g, c.ws = {}, {}, {}
             layers.append(c)
