@@ -33,7 +33,6 @@ a per-row scalar over (n, l) costs ~4x a contiguous pass).
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import numpy as np
 
