@@ -88,8 +88,10 @@ class Backend:
     scatter_matmul(indices, values, dy, out, beta=0.0)
         Its transpose, the first layer's weight gradient from compact codes: ``out[...] =
         beta * out + codes.T @ dy``, out (rows, q), dy (n, q).
+    rows_matmul(A, B, out=None)
+        ``A @ B`` with each row's result independent of the other rows (a stream's split).
     prepare_basis(D, Q, L, G)
-        Optional (:attr:`basis_kernels`): the streaming transform's joins in one kernel.
+        The streaming transform's basis: the one-row Wp test and the atom append.
     """
 
     #: registry name of the backend
@@ -156,16 +158,13 @@ class Backend:
         specification); backends may bind the arrays once for fewer per-call costs."""
         return SparseLayerPlan(self, W, b, y, gW, gb)
 
-    #: whether :meth:`prepare_basis` exists: kernels for the streaming transform's joins (the
-    #: Gram-Schmidt append of an atom fused with the next row's projection-error test; one
-    #: pass over the basis per join instead of two).  Their specification is
-    #: ``tinydl.transform.StreamingDictionary._add_atom`` and ``_wp_block``, which every
-    #: other backend runs
-    basis_kernels: bool = False
-
     def prepare_basis(self, D, Q, L, G):
-        """Bind the streaming transform's basis arrays; see :attr:`basis_kernels`."""
-        raise NotImplementedError(f"backend {self.name!r} has no basis kernels")
+        """Bind the streaming transform's basis arrays (D and Q (lb, m), L and G (lb, lb)):
+        a workspace with ``wp_row(n, x)`` and ``append(n, a, proj, x)``, the one-row Wp test
+        and the atom append.  The specification is
+        :class:`hal.backends.numpy.basis.BasisWorkspace`; ``native`` fuses an append with the
+        next row's test (one pass over the basis per join instead of two)."""
+        raise NotImplementedError(f"backend {self.name!r} needs prepare_basis")
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0,
              beta: float = 0.0) -> np.ndarray:

@@ -25,13 +25,12 @@ How a batch stays identical to one sample at a time (bit for bit, with one BLAS 
 * once D holds ``l`` atoms nothing can join and no Wp is computed: the rest of the stream is
   plain Batch-OMP.
 
-On a backend with ``basis_kernels`` (``native``), a join and the test of the row right after
-it run as one kernel call: the atom's Gram-Schmidt pass over Q also computes that row's
-projections (one pass per join instead of two), and that row's Wp test computes each
-projection as a dot product in a fixed order of its own, so a separate call (the row opening
-the next batch) gives the same bits.  This replaces :meth:`StreamingDictionary._add_atom` and
-the one-row scans there; the Python code is their specification and runs on every other
-backend.
+A join and the test of the row right after it go through the backend's basis operations
+(:meth:`hal.Backend.prepare_basis`: ``append`` and ``wp_row``; NumPy's specification is
+``hal.backends.numpy.basis``).  On ``native`` they are one kernel call: the atom's
+Gram-Schmidt pass over Q also computes that row's projections (one pass per join instead of
+two), and that row's Wp test computes each projection as a dot product in a fixed order of
+its own, so a separate call (the row opening the next batch) gives the same bits.
 """
 from __future__ import annotations
 
@@ -246,9 +245,9 @@ class StreamingDictionary:
         self._ws_n = -1
         self._Gn = None
         self._be = hal.get_backend(self.backend, block=blk)
-        # the join kernels, bound to the state arrays (None: the Python specification below)
-        self._bws = (self._be.prepare_basis(self._D, self._Q, self._L, self._G)
-                     if getattr(self._be, "basis_kernels", False) else None)
+        # the basis operations (the Wp test of one row, the atom append), bound to the state
+        # arrays: NumPy's specification (hal.backends.numpy.basis) or a backend's kernels
+        self._bws = self._be.prepare_basis(self._D, self._Q, self._L, self._G)
         # (|x|^2, |Q x|^2) of the row after the last join, from the join's kernel call
         self._next_wp = None
 
@@ -423,7 +422,7 @@ class StreamingDictionary:
                 small = self._since_join < _SMALL_SCAN
                 if small:  # just after a join: another join is likely, scan few rows
                     e = min(n, pos + _SMALL_SCAN - self._since_join)
-                    if e == pos + 1 and self._bws is not None and self.n_atoms_:
+                    if e == pos + 1 and self.n_atoms_:
                         if self._wp_one(rows[pos]) > thr:  # one row: no arrays
                             join, proj = pos, self._bws.p[:self.n_atoms_]
                             break
@@ -447,11 +446,8 @@ class StreamingDictionary:
             if join < 0:
                 break
             idx[join, 0] = self.n_atoms_
-            if self._bws is None:
-                val[join, 0] = self._add_atom(rows[join], proj)
-            else:
-                val[join, 0] = self._add_atom_kernel(rows[join], proj,
-                                                     rows[join + 1] if join + 1 < n else None)
+            val[join, 0] = self._add_atom(rows[join], proj,
+                                          rows[join + 1] if join + 1 < n else None)
             self._since_join = 0
             pos = join + 1
         return idx, val
@@ -512,9 +508,12 @@ class StreamingDictionary:
         np.subtract(xb, rec, out=rec)
         return np.einsum("ij,ij->i", rec, rec)
 
-    def _add_atom_kernel(self, a: np.ndarray, proj, x_next) -> float:
-        """:meth:`_add_atom` in the backend's join kernel; with ``x_next`` (the next row of
-        this batch) it also leaves that row's projection-error inputs for :meth:`_wp_one`."""
+    def _add_atom(self, a: np.ndarray, proj, x_next) -> float:
+        """Append ``a / ||a||`` to D (and its direction to Q) through the backend's basis
+        append (:meth:`hal.Backend.prepare_basis`; NumPy's specification is
+        ``hal.backends.numpy.basis``); return ``||a||`` (its code).  ``proj`` is ``Q a`` from
+        the row's Wp test; with ``x_next`` (the next row of this batch) it also leaves that
+        row's projection-error inputs for :meth:`_wp_one`."""
         n = self.n_atoms_
         norm, _, xx, pp = self._bws.append(n, a, proj, x_next)
         self.n_atoms_ = n + 1
@@ -526,46 +525,6 @@ class StreamingDictionary:
         if self._P is None or self.n_atoms_ == 0:
             return None
         return self._P[r, :self.n_atoms_]
-
-    def _add_atom(self, a: np.ndarray, proj=None):
-        """Append ``a / ||a||`` to D (and its direction to Q); return ``||a||`` (its code).
-
-        ``proj`` is ``Q a`` from the projection-error product, which every joining row has
-        just had computed: the first Gram-Schmidt step reuses it instead of reading Q again.
-        A second step (re-orthogonalization) runs only when the first removed more than half
-        of the atom's squared norm, the criterion of Daniel, Gragg, Kaufman and Stewart
-        (1976): below it the first step can lose orthogonality, above it one step is
-        orthogonal to working precision.  Every pass over Q or D costs about as much as the
-        atom's whole projection-error test, so this halves the cost of filling D.
-        """
-        n = self.n_atoms_
-        v = self._avec
-        v[:] = a  # a fixed buffer: the same memory alignment whatever the batch split
-        norm = np.sqrt(np.dot(v, v))
-        d = self._D[n]
-        np.divide(v, norm, out=d)
-        u = self._uvec
-        u[:] = d
-        Ln = self._L[n]
-        if n:
-            Qn = self._Q[:n]
-            h = Qn @ u if proj is None else proj / norm
-            u -= h @ Qn
-            if np.dot(u, u) < 0.5 * np.dot(d, d):
-                h2 = Qn @ u
-                u -= h2 @ Qn
-                h = h + h2
-            Ln[:n] = h  # d = h Q[:n] + |u| q_n
-            # D[:n] d = L[:n, :n] (Q[:n] d) = L[:n, :n] h: the Gram row without reading D
-            g = self._L[:n, :n] @ Ln[:n]
-            self._G[n, :n] = g
-            self._G[:n, n] = g
-        self._G[n, n] = np.dot(d, d)
-        unorm = np.sqrt(np.dot(u, u))
-        Ln[n] = unorm
-        np.divide(u, unorm, out=self._Q[n])
-        self.n_atoms_ = n + 1
-        return norm
 
     def _omp_into(self, R, idx, val, p) -> None:
         n = self.n_atoms_

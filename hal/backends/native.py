@@ -847,8 +847,6 @@ class NativeBackend(BlasBackend):
                       _ptr(ffi, ct, resid_out)))
 
     # -- the streaming transform's basis (its joins) -----------------------------------
-    basis_kernels = True
-
     def prepare_basis(self, D, Q, L, G) -> "BasisWorkspace":
         """Bind the transform's state arrays (D and Q (lb, m), L and G (lb, lb); C-contiguous,
         one float dtype, kept for the workspace's life) and allocate the kernels' scratch."""

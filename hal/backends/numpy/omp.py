@@ -1,4 +1,4 @@
-"""The NumPy backend: the specification every other backend is tested against.
+"""The NumPy specification of OMP: Batch-OMP, and the textbook OMP beside it.
 
 Batch-OMP (Rubinstein, Zibulevsky and Elad, 2008) vectorized across samples: all samples of a
 chunk advance one OMP iteration at a time.  The per-sample state is a QR factorization of the
@@ -36,13 +36,9 @@ import warnings
 
 import numpy as np
 
-from ..backend import Backend, OMPWorkspace, SparseCodes, check_code_indices
+from ...backend import OMPWorkspace, SparseCodes
 
-__all__ = ["NumpyBackend", "LinearDependenceWarning", "PRODUCT_ROWS"]
-
-#: rows of every product whose rows must round independently of their neighbours
-#: (OMP's correlations ``X @ D.T``): see :meth:`NumpyBackend._rows_matmul`
-PRODUCT_ROWS = 16
+__all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook"]
 
 
 class LinearDependenceWarning(RuntimeWarning):
@@ -50,111 +46,45 @@ class LinearDependenceWarning(RuntimeWarning):
     atoms already chosen (a rank-deficient dictionary)."""
 
 
-def _check_block(block) -> int:
-    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-        raise ValueError(f"block must be an integer >= 1, got {block!r}")
-    return int(block)
-
-
-class NumpyBackend(Backend):
-    """Reference backend in plain NumPy.
+def omp_textbook(a, Dp, k):
+    """Algorithm 1 of Rouhani et al. (ISCAS 2017), transcribed literally: the reference
+    Batch-OMP is tested against (one sample, a least-squares problem per iteration solved
+    with the explicit ``(D^T D)^-1`` the paper writes; never used on a hot path).
 
     Parameters
     ----------
-    block : int, default=64
-        Granularity of chunks and shards (a chunk is a multiple of ``block`` rows).  The
-        products themselves run on tiles of exactly :data:`PRODUCT_ROWS` rows (the last
-        zero-padded), which makes each row's result independent of the batch it arrived in:
-        bit-identical codes however a stream is split (with a single-threaded BLAS;
-        multi-threaded BLAS partitions work by size and may round differently).
-    batch : int, default=256
-        Most samples that advance through the OMP iterations together (bounds the
-        workspace).  Fewer are used when their state would not fit :attr:`cache_bytes`.
+    a : ndarray of shape (m,)
+        One sample (the paper's column).
+    Dp : ndarray of shape (m, l)
+        The dictionary in the paper's notation: atoms as columns.
+    k : int
+        Iterations (non-zeros).
+
+    Returns
+    -------
+    code : ndarray of shape (l,)
+        The sum of the per-iteration solutions (the same as least squares of ``a`` on the
+        final support, because r_{i-1} is already orthogonal to the earlier atoms).
+    support : list of int
+        The chosen atoms in order.
     """
+    r = a.copy()
+    support = []
+    code = np.zeros(Dp.shape[1])
+    for _ in range(k):
+        j = int(np.argmax(np.abs(Dp.T @ r)))       # step 4 (over every column)
+        support.append(j)
+        DL = Dp[:, support]
+        c = np.linalg.inv(DL.T @ DL) @ DL.T @ r     # step 5
+        r = r - DL @ c                              # step 6
+        code[support] += c
+    return code, support
 
-    name = "numpy"
-    bit_identical = True
-    #: bytes of per-chunk iteration state (the scaled directions ``Y``) meant to stay in one
-    #: core's L2 cache; chunks are a multiple of ``block`` rows that fits (at least ``block``)
-    cache_bytes: int = 5 * 2 ** 19
 
-    def __init__(self, block: int = 64, batch: int = 256, **options) -> None:
-        super().__init__(block=_check_block(block), batch=_check_block(batch), **options)
-        self.block = int(block)
-        self.batch = int(batch)
+class BatchOMP:
+    """Mixin of :class:`~hal.backends.numpy.NumpyBackend`: Batch-OMP over its products
+    (``self._rows_matmul``, ``self.block``, ``self.batch``, ``self.cache_bytes``)."""
 
-    # -- matrix products ----------------------------------------------------------------
-    def matmul(self, a, b, out=None):
-        return np.matmul(a, b, out=out)
-
-    def correlate(self, X, D, out=None):
-        return self.matmul(X, D.T, out=out)
-
-    def rows_matmul(self, A, B, out=None):
-        """``A @ B`` with each row's result independent of the other rows of ``A``.
-
-        Parameters
-        ----------
-        A : ndarray of shape (n, p)
-        B : ndarray of shape (p, q)
-            Any strides.
-        out : ndarray of shape (n, q), optional
-
-        Returns
-        -------
-        out : ndarray of shape (n, q)
-            Row ``i`` is bit-identical to the same row in any other ``A`` (with a
-            single-threaded BLAS): what makes a stream's results independent of its split.
-            Runs as :meth:`_rows_matmul`; the tile buffers are kept for the next call of the
-            same shape (no allocation on the hot path).
-        """
-        n, q = A.shape[0], B.shape[1]
-        if out is None:
-            out = np.empty((n, q), np.result_type(A, B))
-        key = (A.shape[1], q, out.dtype.str)
-        cache = self.__dict__.setdefault("_tiles", {})
-        bufs = cache.get(key)
-        if bufs is None:
-            bufs = cache[key] = (np.empty((PRODUCT_ROWS, A.shape[1]), out.dtype),
-                                 np.empty((q, PRODUCT_ROWS), out.dtype))
-        return self._rows_matmul(A, B, out, *bufs)
-
-    def _rows_matmul(self, A, B, out, pad_in, pad_out, sq=None):
-        """``out[:] = A @ B`` computed :data:`PRODUCT_ROWS` rows of ``A`` at a time, each
-        tile as ``B.T @ tile.T`` (the rows of ``A`` on BLAS's unit-stride side).
-
-        Why this shape: a row's rounding must not depend on where it sits in a product.
-        OpenBLAS 0.3.31 (numpy 2.4's Haswell ``sgemm``) rounds the rows of ``A @ B`` in two
-        alternating classes (tiles of 6 rows), and those of ``B.T @ A.T`` alike beyond 16
-        rows (the first and last 8 differ); ``B.T @ A.T`` on 16 rows was uniform for every
-        shape measured (float32 and float64), so every tile has exactly 16 rows (the last
-        zero-padded).  ``pad_in`` (PRODUCT_ROWS, p) and ``pad_out`` (q, PRODUCT_ROWS) are the
-        tile buffers.  ``sq`` (n,), if given, receives each row's ``|A_i|^2``, computed on
-        each tile right after its product, while it is still in cache (a separate pass over
-        a wide ``A`` read it from memory again: ~10% of OMP's time at m=5625).
-        """
-        n = A.shape[0]
-        blk = PRODUCT_ROWS
-        BT = B.T
-        full = n - n % blk
-        for s in range(0, full, blk):
-            a = A[s:s + blk]
-            self.matmul(BT, a.T, out=pad_out)
-            out[s:s + blk] = pad_out.T
-            if sq is not None:
-                np.einsum("ij,ij->i", a, a, out=sq[s:s + blk])
-        if full < n:
-            r = n - full
-            pad_in[:r] = A[full:]
-            pad_in[r:] = 0
-            self.matmul(BT, pad_in.T, out=pad_out)
-            out[full:] = pad_out.T[:r]
-            if sq is not None:
-                a = A[full:]
-                np.einsum("ij,ij->i", a, a, out=sq[full:])
-        return out
-
-    # -- Batch-OMP ----------------------------------------------------------------------
     def _chunk_rows(self, batch: int, l: int, k: int, itemsize: int) -> int:
         """Samples per chunk: at most ``batch``, and a multiple of ``block`` whose ``Y``
         ((k + 1) * l values per sample) fits :attr:`cache_bytes` (never below ``block``)."""
@@ -191,8 +121,8 @@ class NumpyBackend(Backend):
             "ok": np.zeros(batch, bool),
             "act": np.zeros(batch, bool),
             "xx": np.zeros(batch, dtype),               # |x|^2 per sample
-            "pad_in": np.empty((PRODUCT_ROWS, m), dtype),
-            "pad_out": np.empty((l, PRODUCT_ROWS), dtype),
+            "pad_in": np.empty((self.product_rows, m), dtype),
+            "pad_out": np.empty((l, self.product_rows), dtype),
         }
         if dtype == np.float32:
             # X @ D.T on a contiguous copy of D.T: measured ~1.3x faster for float32 GEMMs on
@@ -393,88 +323,3 @@ class NumpyBackend(Backend):
         np.maximum(xx - np.einsum("ij,ij->j", B[:T], CJ[:T]), 0, out=resid_out)
         return dependent
 
-    # -- dense layers -------------------------------------------------------------------
-    def dense_forward(self, X, W, b=None, out=None):
-        out = self.matmul(X, W, out=out)
-        if b is not None:
-            out += b
-        return out
-
-    def gemm(self, a, b, out, alpha=1.0, beta=0.0):
-        """``out[...] = alpha * (a @ b) + beta * out`` in place; a (m, k), b (k, n), out
-        (m, n).  The reference allocates the product; the rounding is that of the separate
-        steps ``t = a @ b; t *= alpha; out *= beta; out += t`` (``beta == 0``: ``out`` is not
-        read, as in BLAS)."""
-        if a.ndim != 2 or b.ndim != 2 or out.ndim != 2 or a.shape[1] != b.shape[0] \
-                or out.shape != (a.shape[0], b.shape[1]):
-            raise ValueError(f"gemm needs a (m, k), b (k, n) and out (m, n), got {a.shape}, "
-                             f"{b.shape} and {out.shape}")
-        prod = self.matmul(a, b)
-        if alpha != 1.0:
-            prod *= alpha
-        if beta == 0.0:
-            np.copyto(out, prod, casting="same_kind")
-        else:
-            if beta != 1.0:
-                out *= beta
-            out += prod
-        return out
-
-    def gather_matmul(self, indices, values, W, out=None):
-        """``out[i] = sum_t values[i, t] * W[indices[i, t]]`` (index ``-1``: nothing).
-
-        One gather of the ``n k`` rows of W and one batched ``(1, k) @ (k, q)`` product per
-        sample (a Python loop over the ``k`` slots cost ~6-10x more).  Each sample's row is
-        computed on its own, so results do not depend on the batch split.
-        """
-        n, k = indices.shape
-        q = W.shape[1]
-        dt = np.result_type(values, W)
-        if out is None:
-            out = np.empty((n, q), dt)
-        if n == 0 or k == 0 or q == 0:
-            out[...] = 0
-            return out
-        check_code_indices(indices, W.shape[0])
-        # the padding's index is clipped to row 0 and its value zeroed: it adds 0 * W[0]
-        v = np.where(indices >= 0, values, 0).astype(dt, copy=False)
-        W = W.astype(dt, copy=False)
-        rows = self._gather_scratch(n * k, q, dt)
-        np.take(W, indices.reshape(-1), axis=0, out=rows, mode="clip")
-        if out.dtype == dt:
-            np.matmul(v[:, None, :], rows.reshape(n, k, q), out=out[:, None, :])
-        else:
-            out[...] = np.matmul(v[:, None, :], rows.reshape(n, k, q))[:, 0]
-        return out
-
-    def scatter_matmul(self, indices, values, dy, out, beta=0.0):
-        """``out[...] = beta * out + codes.T @ dy``: the transpose of :meth:`gather_matmul`
-        (the weight gradient of a layer fed compact codes), indices/values (n, k), dy (n, q),
-        out (rows, q).  The reference scatters the codes into a dense (n, rows) matrix and
-        runs one product (it allocates)."""
-        n, k = indices.shape
-        rows = out.shape[0]
-        check_code_indices(indices, rows)
-        dense = np.zeros((n, rows + 1), out.dtype)  # column `rows` absorbs the -1 padding
-        # add.at: an index repeated within a sample adds up, as in gather_matmul
-        np.add.at(dense, (np.repeat(np.arange(n), k),
-                          np.where(indices >= 0, indices, rows).reshape(-1)),
-                  values.astype(out.dtype, copy=False).reshape(-1))
-        prod = self.matmul(dense[:, :rows].T, dy.astype(out.dtype, copy=False))
-        if beta == 0.0:
-            out[...] = prod
-        else:
-            if beta != 1.0:
-                out *= beta
-            out += prod
-        return out
-
-    def _gather_scratch(self, rows, q, dt):
-        """A reused (rows, q) buffer: a fresh one per call of this size (~160 KB at the
-        trainer's sizes) comes from mmap and costs page faults every mini-batch."""
-        buf = getattr(self, "_gbuf", None)
-        need = rows * q
-        if buf is None or buf.dtype != dt or buf.size < need:
-            buf = np.empty(max(need, 1), dt)
-            self._gbuf = buf
-        return buf[:need].reshape(rows, q)
