@@ -120,15 +120,66 @@ class Backend:
 
     # -- the contract -------------------------------------------------------------------
     def matmul(self, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None):
+        """``a @ b``.
+
+        Parameters
+        ----------
+        a : ndarray of shape (n, p)
+        b : ndarray of shape (p, q)
+        out : ndarray of shape (n, q), optional
+
+        Returns
+        -------
+        ndarray of shape (n, q)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs matmul")
 
     def correlate(self, X: np.ndarray, D: np.ndarray, out: Optional[np.ndarray] = None):
+        """Each sample's correlation with every atom, ``X @ D.T``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, m)
+        D : ndarray of shape (l, m)
+        out : ndarray of shape (n, l), optional
+
+        Returns
+        -------
+        ndarray of shape (n, l)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs correlate")
 
     def prepare_omp(self, batch: int, m: int, l: int, k: int, dtype) -> OMPWorkspace:
+        """Allocate once what :meth:`omp_encode` needs for batches of up to ``batch`` samples
+        of ``m`` features over ``l`` atoms with ``k`` non-zeros in ``dtype``.
+
+        Returns
+        -------
+        OMPWorkspace
+        """
         raise NotImplementedError(f"backend {self.name!r} needs prepare_omp")
 
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
+        """Batch-OMP of every row of ``X`` on the atoms (rows) of ``D``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, m)
+        D : ndarray of shape (l, m)
+        G : ndarray of shape (l, l)
+            ``D @ D.T``.
+        k : int
+            Most non-zeros per sample (clipped to ``l``).
+        tol : float, optional
+            Stop a sample once its relative residual is ``<= tol``.
+        ws : OMPWorkspace, optional
+            From :meth:`prepare_omp`.
+
+        Returns
+        -------
+        SparseCodes
+            ``indices`` and ``values`` (n, k), ``n_nonzero`` and ``residual_sq`` (n,).
+        """
         raise NotImplementedError(f"backend {self.name!r} needs omp_encode")
 
     def rows_matmul(self, A, B, out=None):
@@ -137,9 +188,41 @@ class Backend:
         raise NotImplementedError(f"backend {self.name!r} needs rows_matmul")
 
     def dense_forward(self, X, W, b=None, out=None):
+        """A dense layer's forward pass, ``X @ W + b``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, p)
+        W : ndarray of shape (p, q)
+        b : ndarray of shape (q,), optional
+        out : ndarray of shape (n, q), optional
+
+        Returns
+        -------
+        ndarray of shape (n, q)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs dense_forward")
 
     def gather_matmul(self, indices, values, W, out=None):
+        """Compact codes times ``W``: ``out[i] = sum_t values[i, t] * W[indices[i, t]]``.
+
+        Parameters
+        ----------
+        indices : ndarray of shape (n, k), integer
+            ``-1`` pads (contributes nothing); others must lie in ``[0, rows)``.
+        values : ndarray of shape (n, k)
+        W : ndarray of shape (rows, q)
+        out : ndarray of shape (n, q), optional
+
+        Returns
+        -------
+        ndarray of shape (n, q)
+
+        Raises
+        ------
+        IndexError
+            An index outside ``[-1, rows)`` (nothing is written).
+        """
         raise NotImplementedError(f"backend {self.name!r} needs gather_matmul")
 
     #: whether :meth:`scatter_matmul` is a direct k-sparse kernel (the trainer then uses it
@@ -148,6 +231,19 @@ class Backend:
     sparse_kernels: bool = False
 
     def scatter_matmul(self, indices, values, dy, out, beta=0.0):
+        """The transpose of :meth:`gather_matmul`: ``out[...] = beta * out + codes.T @ dy``.
+
+        Parameters
+        ----------
+        indices, values : ndarray of shape (n, k)
+        dy : ndarray of shape (n, q)
+        out : ndarray of shape (rows, q)
+        beta : float
+
+        Returns
+        -------
+        out : ndarray of shape (rows, q)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs scatter_matmul")
 
     def prepare_sparse_layer(self, W, b, y, gW, gb) -> "SparseLayerPlan":
@@ -231,12 +327,14 @@ class SparseLayerPlan:
         self.backend, self.W, self.b, self.y, self.gW, self.gb = backend, W, b, y, gW, gb
 
     def forward(self, indices, values):
+        """``y[:n] = codes @ W + b`` for codes (n, k); returns that view."""
         n = indices.shape[0]
         y = self.backend.gather_matmul(indices, values, self.W, out=self.y[:n])
         y += self.b
         return y
 
     def backward(self, indices, values, dy):
+        """``gW = codes.T @ dy`` and ``gb = dy.sum(0)`` for codes (n, k), dy (n, q)."""
         self.backend.scatter_matmul(indices, values, dy, self.gW)
         np.sum(dy, axis=0, out=self.gb)
 

@@ -10,9 +10,7 @@ Cholesky/QR, every sample of a batch advancing one iteration at a time) on the b
 """
 from __future__ import annotations
 
-from typing import Optional
 
-import numpy as np
 
 import hal
 

@@ -11,6 +11,7 @@ HELP = "measure this machine (bandwidth, throughput per backend, transform cost,
 
 
 def add_arguments(p):
+    """Add this command's options to the argparse ``parser``."""
     p.add_argument("-o", "--output", metavar="PATH", required=True,
                    help="where to write the profile, e.g. platforms/my-host.toml")
     p.add_argument("--tag", help="the profile's tag (default: the output file's name)")
@@ -47,6 +48,7 @@ def mlp_train_epoch(X, y, hidden):
 
 
 def run(args):
+    """Run the command with the parsed ``args``; returns the exit status (0)."""
     from hal.calibrate import calibrate
 
     from . import emit_json

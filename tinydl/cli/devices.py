@@ -7,6 +7,7 @@ HELP = "list the compute backends, the one that would be chosen, and why others 
 
 
 def add_arguments(parser) -> None:
+    """Add this command's options to the argparse ``parser``."""
     parser.add_argument("--profile", metavar="TAG",
                         help="a device profile whose backend preference list is applied")
     parser.add_argument("--backend", metavar="NAME",
@@ -52,6 +53,7 @@ def _details(name):
 
 
 def run(args) -> int:
+    """Run the command with the parsed ``args``; returns the exit status (0)."""
     import hal
     from . import emit_json
 

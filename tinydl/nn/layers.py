@@ -82,27 +82,37 @@ class Layer:
         return {}
 
     def build(self, in_shape):
+        """Fix the shapes for one sample of shape ``in_shape``; return the output's shape."""
         self.in_shape = tuple(int(s) for s in in_shape)
         self.out_shape = self.in_shape
         return self.out_shape
 
     def param_shapes(self) -> List[Tuple[str, Tuple[int, ...]]]:
+        """``(name, shape)`` of each parameter, in the flat buffer's order."""
         return []
 
     def init_params(self, rng) -> None:
         """Fill ``self.p`` (views into the flat buffer); PyTorch's default initialisation."""
 
     def bind(self, params, grads) -> None:
+        """Take the views ``params`` and ``grads`` (name -> array) of the network's flat
+        parameter and gradient buffers."""
         self.p, self.g = params, grads
 
     def prepare(self, batch, dtype, rng=None) -> Dict[str, np.ndarray]:
+        """Allocate the workspaces for batches of up to ``batch`` samples (once, before the
+        hot path); return them by name."""
         self.ws = {}
         return self.ws
 
     def forward(self, x, train=False):
+        """Outputs (n, *out_shape) for inputs ``x`` (n, *in_shape); caches what backward
+        needs."""
         return x
 
     def backward(self, dy, need_dx=True):
+        """Gradients of the parameters (into ``self.g``) from ``dy`` (n, *out_shape); returns
+        the input's gradient (n, *in_shape), or None when ``need_dx`` is False."""
         return dy
 
     def pending_weight_grad(self):
@@ -251,6 +261,8 @@ class _Activation(Layer):
 
 
 class ReLU(_Activation):
+    """``max(x, 0)``, elementwise (output shape = input shape)."""
+
     kind = "relu"
 
     def prepare(self, batch, dtype, rng=None):
@@ -275,6 +287,8 @@ class ReLU(_Activation):
 
 
 class Tanh(_Activation):
+    """``tanh(x)``, elementwise (output shape = input shape)."""
+
     kind = "tanh"
     keeps_output = False  # backward reuses y as scratch
 
@@ -292,6 +306,8 @@ class Tanh(_Activation):
 
 
 class Sigmoid(_Activation):
+    """``1 / (1 + exp(-x))``, elementwise (output shape = input shape)."""
+
     kind = "sigmoid"
     keeps_output = False  # backward reuses y as scratch
 

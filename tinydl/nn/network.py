@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 

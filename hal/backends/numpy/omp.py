@@ -209,7 +209,6 @@ class BatchOMP:
         """Code the n <= ws.batch rows of ``X``; returns how many hit a dependent atom."""
         n = X.shape[0]
         A = ws.arrays
-        l = ws.l
         dt = X.dtype
         eps = np.finfo(dt).eps
         c = A["corr"][:n]
