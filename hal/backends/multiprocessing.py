@@ -18,6 +18,10 @@ is then restarted on the next call.
 
 Start method: ``fork`` when it is safe (this process runs a single OS thread, so no OpenBLAS or
 OpenCL thread can be caught mid-lock by the fork), else ``forkserver`` (POSIX) or ``spawn``.
+
+Size: ~380 lines (backends aim at ~300) because the worker pool's life cycle (start method,
+shared-memory arena, death and timeout detection, restart) is one concern that reads best in
+one place; the sharding rule itself is shared with mpi in ``_sharded.py``.
 """
 from __future__ import annotations
 

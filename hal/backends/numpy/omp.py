@@ -29,6 +29,9 @@ cache (:attr:`NumpyBackend.cache_bytes`), because reading ``Y`` from L3 on every
 cost more than the extra Python overhead of smaller chunks.  Every array the inner loop
 touches is laid out so that each NumPy call runs one long contiguous inner loop (broadcasting
 a per-row scalar over (n, l) costs ~4x a contiguous pass).
+
+Size: ~325 lines, because Batch-OMP's one loop is best read whole beside its notes, and the
+textbook OMP it is tested against sits here too.
 """
 from __future__ import annotations
 
