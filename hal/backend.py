@@ -225,11 +225,6 @@ class Backend:
         """
         raise NotImplementedError(f"backend {self.name!r} needs gather_matmul")
 
-    #: whether :meth:`scatter_matmul` is a direct k-sparse kernel (the trainer then uses it
-    #: for the gathered first layer's weight gradient instead of scattering the codes into a
-    #: dense matrix for one GEMM)
-    sparse_kernels: bool = False
-
     def scatter_matmul(self, indices, values, dy, out, beta=0.0):
         """The transpose of :meth:`gather_matmul`: ``out[...] = beta * out + codes.T @ dy``.
 
@@ -250,8 +245,9 @@ class Backend:
         """A dense layer fed compact codes, bound to its parameter, output and gradient arrays:
         ``plan.forward(indices, values)`` gives ``y[:n] = codes @ W + b`` and
         ``plan.backward(indices, values, dy)`` sets ``gW = codes.T @ dy``, ``gb = dy.sum(0)``.
-        This one is :meth:`gather_matmul` and :meth:`scatter_matmul` plus the bias (the
-        specification); backends may bind the arrays once for fewer per-call costs."""
+        :class:`SparseLayerPlan` is the specification (the gather, then a scatter into a
+        bound dense buffer and one :meth:`matmul`); ``native`` binds the arrays to one
+        kernel call per pass."""
         return SparseLayerPlan(self, W, b, y, gW, gb)
 
     def prepare_basis(self, D, Q, L, G):
@@ -321,10 +317,23 @@ def _rebuild(cls, options):
 
 
 class SparseLayerPlan:
-    """The specification of :meth:`Backend.prepare_sparse_layer`."""
+    """The specification of :meth:`Backend.prepare_sparse_layer`: a dense layer fed compact
+    codes, bound to W (rows, q), b (q,), the output workspace y (batch, q) and the gradients
+    gW (rows, q), gb (q,).
+
+    ``forward`` is :meth:`Backend.gather_matmul` plus the bias.  ``backward`` scatters the
+    codes into a dense (batch, rows + 1) buffer allocated here once (column ``rows`` absorbs
+    the ``-1`` padding; an index repeated within a sample adds up, as in
+    :meth:`Backend.gather_matmul`) and runs one :meth:`Backend.matmul`, ``gW = dense.T @ dy``: the product
+    the backend is fastest at, with no allocation per call.
+    """
 
     def __init__(self, backend, W, b, y, gW, gb):
         self.backend, self.W, self.b, self.y, self.gW, self.gb = backend, W, b, y, gW, gb
+        rows, batch = W.shape[0], y.shape[0]
+        self._codes = np.zeros((batch, rows + 1), W.dtype)
+        self._rowoff = np.arange(batch, dtype=np.intp)[:, None] * (rows + 1)
+        self._flat = None
 
     def forward(self, indices, values):
         """``y[:n] = codes @ W + b`` for codes (n, k); returns that view."""
@@ -335,7 +344,20 @@ class SparseLayerPlan:
 
     def backward(self, indices, values, dy):
         """``gW = codes.T @ dy`` and ``gb = dy.sum(0)`` for codes (n, k), dy (n, q)."""
-        self.backend.scatter_matmul(indices, values, dy, self.gW)
+        n, k = indices.shape
+        rows = self.W.shape[0]
+        check_code_indices(indices, rows)
+        dense = self._codes[:n]
+        dense.fill(0)
+        flat = self._flat
+        if flat is None or flat.shape[1] != k:
+            flat = self._flat = np.empty((self._codes.shape[0], k), np.intp)
+        f = flat[:n]
+        np.copyto(f, indices, casting="unsafe")
+        f[indices < 0] = rows
+        f += self._rowoff[:n]
+        np.add.at(dense.reshape(-1), f, values)  # a repeated index adds up
+        self.backend.matmul(dense[:, :rows].T, dy, out=self.gW)
         np.sum(dy, axis=0, out=self.gb)
 
 

@@ -126,11 +126,13 @@ class Layer:
 class Dense(Layer):
     """``y = x @ W + b``, W (in, out), b (out,).  Caches its input ``x`` for ``dW = x.T dy``.
 
-    A :class:`~tinydl.codes.SparseCodes` input takes the sparse product ``backend.gather_matmul`` (the k
-    rows of W each code names) when ``sparse_product="gather"``, or is scattered into a dense
-    workspace and multiplied when ``"dense"``.  The backward pass takes ``dW = codes.T @ dy``
-    from the compact codes (``backend.scatter_matmul``) where the backend has direct k-sparse
-    kernels (:attr:`hal.Backend.sparse_kernels`), else from the scattered codes (one GEMM).
+    A :class:`~tinydl.codes.SparseCodes` input takes the sparse product
+    ``backend.gather_matmul`` (the k rows of W each code names) when
+    ``sparse_product="gather"``, or is scattered into a dense workspace and multiplied when
+    ``"dense"``.  The backward pass takes ``dW = codes.T @ dy``
+    from the compact codes through the backend's sparse-layer plan
+    (:meth:`hal.Backend.prepare_sparse_layer`: one kernel on ``native``, a scatter and one
+    GEMM in the specification).
     """
 
     kind = "dense"
@@ -225,7 +227,7 @@ class Dense(Layer):
         untouched until it is consumed."""
         be = self.backend
         x = self._x
-        if isinstance(x, SparseCodes) and be.sparse_kernels and not defer_weight_grad:
+        if isinstance(x, SparseCodes) and not defer_weight_grad:
             # dW = codes.T @ dy straight from the compact codes (n k q multiply-adds), and db
             self._sparse_plan().backward(x.indices, x.values, dy)
         else:

@@ -70,7 +70,6 @@ class NativeBackend(BlasBackend):
 
     name = "native"
     bit_identical = False
-    sparse_kernels = True
     rtol = {"float32": 1e-5, "float64": 1e-13}
 
     def __init__(self, block: int = 128, batch: int = 256, threads: Optional[int] = None,
