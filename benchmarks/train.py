@@ -10,8 +10,8 @@ and batch-256 inference latency (the bare network call: tinydl ``Network.forward
 workspaces, PyTorch ``model(x)`` under ``inference_mode``).  Also compact codes (l=100, k=20)
 through the first layer (64 units, batch 32): ``backend.gather_matmul`` against the dense
 product on the scattered codes, forward and weight gradients (a training step's work; the
-JSON's first-layer figures), forward alone printed too, and the footprint reported before a run against
-tracemalloc's peak during it.
+JSON's first-layer figures), forward alone printed too, and the footprint reported before a run
+against tracemalloc's peak during it.
 
     python benchmarks/train.py [--json PATH] [--quick] [--backend NAME]
 """
@@ -30,8 +30,9 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 
 import hal  # noqa: E402
+from tinydl.codes import SparseCodes  # noqa: E402
 from tinydl.nn import MLPClassifier  # noqa: E402
-from tinydl.nn.layers import Dense, SparseBatch  # noqa: E402
+from tinydl.nn.layers import Dense  # noqa: E402
 from tinydl.nn.network import Network  # noqa: E402
 
 NETS = {"small": [100, 64, 32, 19], "large": [5625, 1024, 512, 19]}
@@ -127,8 +128,11 @@ def main(argv=None):
                     p_b256 = best_of(lambda: model(x256t), reps, max(inner // 20, 2)) * 1e6
                 row.update(torch_train_sps=p_sps, torch_b1_us=p_b1, torch_b256_us=p_b256)
             rows.append(row)
-            r = (lambda a, b: f"{a / b:6.2f}" if b else "   n/a")
-            f = (lambda v, w: f"{v:{w}.1f}" if v is not None else f"{'n/a':>{w}}")
+            def r(a, b):
+                return f"{a / b:6.2f}" if b else "   n/a"
+
+            def f(v, w):
+                return f"{v:{w}.1f}" if v is not None else f"{'n/a':>{w}}"
             print(f"{name:6} {batch:5d} {t_sps:11.0f} {f(row['torch_train_sps'], 10)} "
                   f"{r(t_sps, row['torch_train_sps'])} | {t_b1:7.1f} {f(row['torch_b1_us'], 7)} "
                   f"{r(t_b1, row['torch_b1_us'])} | {t_b256:8.1f} {f(row['torch_b256_us'], 8)} "
@@ -139,7 +143,7 @@ def main(argv=None):
     l, k, units, batch = 100, 20, 64, 32
     idx = np.stack([rng.choice(l, k, replace=False) for _ in range(batch)]).astype(np.int32)
     vals = rng.standard_normal((batch, k)).astype(np.float32)
-    sb = SparseBatch(idx, vals, idx.astype(np.intp), l)
+    sb = SparseCodes(idx, vals, l)
     net = Network([Dense(units)], (l,), "float32", be)
     net.prepare(batch, sparse_input=True)
     first = net.layers[0]

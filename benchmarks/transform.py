@@ -31,14 +31,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import (blas_threads, fmt, print_table, time_call,  # noqa: E402
-                                write_json)
-
 import argparse  # noqa: E402
 import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks._common import blas_threads, fmt, print_table, time_call, write_json  # noqa: E402
 from tinydl.omp import omp  # noqa: E402
 
 CASES = [(5625, 100, 20), (617, 200, 10), (520, 100, 20)]

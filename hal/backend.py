@@ -22,7 +22,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "OMPWorkspace", "OMPResult"]
+from .codes import SparseCodes
+
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "OMPWorkspace", "SparseCodes"]
 
 
 class BackendError(RuntimeError):
@@ -63,28 +65,6 @@ class OMPWorkspace:
                 and np.dtype(dtype) == self.dtype)
 
 
-@dataclass
-class OMPResult:
-    """Compact OMP codes for a batch.
-
-    Attributes
-    ----------
-    indices : ndarray of shape (n, k), int32
-        Chosen atoms in selection order; ``-1`` pads samples that stopped early.
-    values : ndarray of shape (n, k)
-        Coefficients matching ``indices`` (0 where padded).
-    n_nonzero : ndarray of shape (n,), int32
-        Number of atoms each sample used.
-    residual_sq : ndarray of shape (n,)
-        Squared residual norm ``||x - codes @ D||^2`` of each sample.
-    """
-
-    indices: np.ndarray
-    values: np.ndarray
-    n_nonzero: np.ndarray
-    residual_sq: np.ndarray
-
-
 class Backend:
     """The contract.  Subclasses set :attr:`name` and implement the operations.
 
@@ -95,7 +75,8 @@ class Backend:
     correlate(X, D, out=None)
         ``X @ D.T``: the correlation of a batch (n, m) with a dictionary (l, m), shape (n, l).
     omp_encode(X, D, G, k, tol=None, ws=None)
-        Batch-OMP of every row of ``X`` over ``D`` (Gram ``G = D @ D.T``), an :class:`OMPResult`.
+        Batch-OMP of every row of ``X`` over ``D`` (Gram ``G = D @ D.T``), a
+        :class:`~hal.codes.SparseCodes` with ``n_nonzero`` and ``residual_sq``.
     dense_forward(X, W, b, out=None)
         ``X @ W + b``: a dense layer, X (n, p), W (p, q), b (q,).
     gemm(a, b, out, alpha=1.0, beta=0.0)
@@ -108,8 +89,10 @@ class Backend:
     scatter_matmul(indices, values, dy, out, beta=0.0)
         Its transpose, the first layer's weight gradient from compact codes: ``out[...] =
         beta * out + codes.T @ dy``, out (rows, q), dy (n, q).
+    rows_matmul(A, B, out=None)
+        ``A @ B`` with each row's result independent of the other rows (a stream's split).
     prepare_basis(D, Q, L, G)
-        Optional (:attr:`basis_kernels`): the streaming transform's joins in one kernel.
+        The streaming transform's basis: the one-row Wp test and the atom append.
     """
 
     #: registry name of the backend
@@ -138,49 +121,143 @@ class Backend:
 
     # -- the contract -------------------------------------------------------------------
     def matmul(self, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None):
+        """``a @ b``.
+
+        Parameters
+        ----------
+        a : ndarray of shape (n, p)
+        b : ndarray of shape (p, q)
+        out : ndarray of shape (n, q), optional
+
+        Returns
+        -------
+        ndarray of shape (n, q)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs matmul")
 
     def correlate(self, X: np.ndarray, D: np.ndarray, out: Optional[np.ndarray] = None):
+        """Each sample's correlation with every atom, ``X @ D.T``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, m)
+        D : ndarray of shape (l, m)
+        out : ndarray of shape (n, l), optional
+
+        Returns
+        -------
+        ndarray of shape (n, l)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs correlate")
 
     def prepare_omp(self, batch: int, m: int, l: int, k: int, dtype) -> OMPWorkspace:
+        """Allocate once what :meth:`omp_encode` needs for batches of up to ``batch`` samples
+        of ``m`` features over ``l`` atoms with ``k`` non-zeros in ``dtype``.
+
+        Returns
+        -------
+        OMPWorkspace
+        """
         raise NotImplementedError(f"backend {self.name!r} needs prepare_omp")
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
+        """Batch-OMP of every row of ``X`` on the atoms (rows) of ``D``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, m)
+        D : ndarray of shape (l, m)
+        G : ndarray of shape (l, l)
+            ``D @ D.T``.
+        k : int
+            Most non-zeros per sample (clipped to ``l``).
+        tol : float, optional
+            Stop a sample once its relative residual is ``<= tol``.
+        ws : OMPWorkspace, optional
+            From :meth:`prepare_omp`.
+
+        Returns
+        -------
+        SparseCodes
+            ``indices`` and ``values`` (n, k), ``n_nonzero`` and ``residual_sq`` (n,).
+        """
         raise NotImplementedError(f"backend {self.name!r} needs omp_encode")
 
+    def rows_matmul(self, A, B, out=None):
+        """``A @ B`` (A (n, p), B (p, q)) with each row's result independent of the other
+        rows of ``A`` (see :meth:`hal.backends.numpy.NumpyBackend.rows_matmul`, the spec)."""
+        raise NotImplementedError(f"backend {self.name!r} needs rows_matmul")
+
     def dense_forward(self, X, W, b=None, out=None):
+        """A dense layer's forward pass, ``X @ W + b``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, p)
+        W : ndarray of shape (p, q)
+        b : ndarray of shape (q,), optional
+        out : ndarray of shape (n, q), optional
+
+        Returns
+        -------
+        ndarray of shape (n, q)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs dense_forward")
 
     def gather_matmul(self, indices, values, W, out=None):
+        """Compact codes times ``W``: ``out[i] = sum_t values[i, t] * W[indices[i, t]]``.
+
+        Parameters
+        ----------
+        indices : ndarray of shape (n, k), integer
+            ``-1`` pads (contributes nothing); others must lie in ``[0, rows)``.
+        values : ndarray of shape (n, k)
+        W : ndarray of shape (rows, q)
+        out : ndarray of shape (n, q), optional
+
+        Returns
+        -------
+        ndarray of shape (n, q)
+
+        Raises
+        ------
+        IndexError
+            An index outside ``[-1, rows)`` (nothing is written).
+        """
         raise NotImplementedError(f"backend {self.name!r} needs gather_matmul")
 
-    #: whether :meth:`scatter_matmul` is a direct k-sparse kernel (the trainer then uses it
-    #: for the gathered first layer's weight gradient instead of scattering the codes into a
-    #: dense matrix for one GEMM)
-    sparse_kernels: bool = False
-
     def scatter_matmul(self, indices, values, dy, out, beta=0.0):
+        """The transpose of :meth:`gather_matmul`: ``out[...] = beta * out + codes.T @ dy``.
+
+        Parameters
+        ----------
+        indices, values : ndarray of shape (n, k)
+        dy : ndarray of shape (n, q)
+        out : ndarray of shape (rows, q)
+        beta : float
+
+        Returns
+        -------
+        out : ndarray of shape (rows, q)
+        """
         raise NotImplementedError(f"backend {self.name!r} needs scatter_matmul")
 
     def prepare_sparse_layer(self, W, b, y, gW, gb) -> "SparseLayerPlan":
         """A dense layer fed compact codes, bound to its parameter, output and gradient arrays:
         ``plan.forward(indices, values)`` gives ``y[:n] = codes @ W + b`` and
         ``plan.backward(indices, values, dy)`` sets ``gW = codes.T @ dy``, ``gb = dy.sum(0)``.
-        This one is :meth:`gather_matmul` and :meth:`scatter_matmul` plus the bias (the
-        specification); backends may bind the arrays once for fewer per-call costs."""
+        :class:`SparseLayerPlan` is the specification (the gather, then a scatter into a
+        bound dense buffer and one :meth:`matmul`); ``native`` binds the arrays to one
+        kernel call per pass."""
         return SparseLayerPlan(self, W, b, y, gW, gb)
 
-    #: whether :meth:`prepare_basis` exists: kernels for the streaming transform's joins (the
-    #: Gram-Schmidt append of an atom fused with the next row's projection-error test; one
-    #: pass over the basis per join instead of two).  Their specification is
-    #: ``tinydl.transform.StreamingDictionary._add_atom`` and ``_wp_block``, which every
-    #: other backend runs
-    basis_kernels: bool = False
-
     def prepare_basis(self, D, Q, L, G):
-        """Bind the streaming transform's basis arrays; see :attr:`basis_kernels`."""
-        raise NotImplementedError(f"backend {self.name!r} has no basis kernels")
+        """Bind the streaming transform's basis arrays (D and Q (lb, m), L and G (lb, lb)):
+        a workspace with ``wp_row(n, x)`` and ``append(n, a, proj, x)``, the one-row Wp test
+        and the atom append.  The specification is
+        :class:`hal.backends.numpy.basis.BasisWorkspace`; ``native`` fuses an append with the
+        next row's test (one pass over the basis per join instead of two)."""
+        raise NotImplementedError(f"backend {self.name!r} needs prepare_basis")
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0,
              beta: float = 0.0) -> np.ndarray:
@@ -219,25 +296,70 @@ class Backend:
     def __exit__(self, *exc):
         self.close()
 
+    # -- copies: a backend is a shared compute resource, rebuilt from its options --------
+    def __deepcopy__(self, memo):
+        """A deep copy of an object that uses a backend shares the backend (it holds worker
+        processes, device contexts or loaded libraries, never the caller's data)."""
+        return self
+
+    def __reduce__(self):
+        """Pickled as its class and options; unpickling builds a fresh one (libraries,
+        workers and contexts cannot travel between processes)."""
+        return (_rebuild, (type(self), dict(self.options)))
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"<{type(self).__name__} {self.name}{(' ' + opts) if opts else ''}>"
 
 
+def _rebuild(cls, options):
+    """Unpickle a backend: ``cls(**options)``."""
+    return cls(**options)
+
+
 class SparseLayerPlan:
-    """The specification of :meth:`Backend.prepare_sparse_layer`."""
+    """The specification of :meth:`Backend.prepare_sparse_layer`: a dense layer fed compact
+    codes, bound to W (rows, q), b (q,), the output workspace y (batch, q) and the gradients
+    gW (rows, q), gb (q,).
+
+    ``forward`` is :meth:`Backend.gather_matmul` plus the bias.  ``backward`` scatters the
+    codes into a dense (batch, rows + 1) buffer allocated here once (column ``rows`` absorbs
+    the ``-1`` padding; an index repeated within a sample adds up, as in
+    :meth:`Backend.gather_matmul`) and runs one :meth:`Backend.matmul`,
+    ``gW = dense.T @ dy``: the product
+    the backend is fastest at, with no allocation per call.
+    """
 
     def __init__(self, backend, W, b, y, gW, gb):
         self.backend, self.W, self.b, self.y, self.gW, self.gb = backend, W, b, y, gW, gb
+        rows, batch = W.shape[0], y.shape[0]
+        self._codes = np.zeros((batch, rows + 1), W.dtype)
+        self._rowoff = np.arange(batch, dtype=np.intp)[:, None] * (rows + 1)
+        self._flat = None
 
     def forward(self, indices, values):
+        """``y[:n] = codes @ W + b`` for codes (n, k); returns that view."""
         n = indices.shape[0]
         y = self.backend.gather_matmul(indices, values, self.W, out=self.y[:n])
         y += self.b
         return y
 
     def backward(self, indices, values, dy):
-        self.backend.scatter_matmul(indices, values, dy, self.gW)
+        """``gW = codes.T @ dy`` and ``gb = dy.sum(0)`` for codes (n, k), dy (n, q)."""
+        n, k = indices.shape
+        rows = self.W.shape[0]
+        check_code_indices(indices, rows)
+        dense = self._codes[:n]
+        dense.fill(0)
+        flat = self._flat
+        if flat is None or flat.shape[1] != k:
+            flat = self._flat = np.empty((self._codes.shape[0], k), np.intp)
+        f = flat[:n]
+        np.copyto(f, indices, casting="unsafe")
+        f[indices < 0] = rows
+        f += self._rowoff[:n]
+        np.add.at(dense.reshape(-1), f, values)  # a repeated index adds up
+        self.backend.matmul(dense[:, :rows].T, dy, out=self.gW)
         np.sum(dy, axis=0, out=self.gb)
 
 

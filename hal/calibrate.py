@@ -9,7 +9,8 @@ timed, and a backend that fails the check or cannot run is skipped with the reas
 3. the transform's cost over a grid of (m, l, k), fitted to the model of :mod:`hal.cost`
    (constants ``c1``, ``c2`` and calls per iteration, by non-negative least squares on
    relative error);
-4. the trainer's calls per layer, when :class:`tinydl.nn.MLPClassifier` is importable;
+4. the trainer's calls per layer, when the caller passes ``train_epoch`` (``tinydl
+   calibrate`` passes its MLP trainer; hal itself knows no network);
 5. power, from the best source :func:`hal.power.detect_source` finds (else the base profile's
    model, recorded as such).
 """
@@ -20,13 +21,21 @@ import os
 import sys
 import time
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .cost import predict_training_epoch, transform_parts
-from .profile import (SIZE_CLASSES, VECTOR_CLASS_ELEMS, BackendSpec, DeviceProfile,
-                      MemorySpec, TrainingModel, TransformModel, load_profile)
+from .profile import (
+    SIZE_CLASSES,
+    VECTOR_CLASS_ELEMS,
+    BackendSpec,
+    DeviceProfile,
+    MemorySpec,
+    TrainingModel,
+    TransformModel,
+    load_profile,
+)
 
 __all__ = ["calibrate", "Progress", "time_call", "measure_bandwidth", "check_backend",
            "measure_matmul", "measure_vector", "measure_transform_grid", "fit_transform",
@@ -222,36 +231,52 @@ def fit_transform(profile: DeviceProfile, rows: Sequence[Dict], backend: str,
                                f"backend's omp_encode in {np.dtype(dtype).name}")
 
 
-def measure_training(profile: DeviceProfile, backend: str = "numpy",
-                     quick: bool = False) -> Optional[TrainingModel]:
-    """Fit the trainer's calls per layer from timed one-epoch fits of small networks, or
-    ``None`` when :class:`tinydl.nn.MLPClassifier` is not importable."""
-    try:
-        from tinydl.nn import MLPClassifier
-    except ImportError:
+def measure_training(profile: DeviceProfile, backend: str = "numpy", quick: bool = False,
+                     train_epoch: Optional[Callable[[np.ndarray, np.ndarray, Sequence[int]],
+                                                    None]] = None
+                     ) -> Optional[TrainingModel]:
+    """Fit the trainer's calls per layer from timed one-epoch fits of small networks.
+
+    Parameters
+    ----------
+    profile : DeviceProfile
+        The profile being built (its ``backend`` figures price the FLOPs of each epoch).
+    backend : str
+        Whose figures to use.
+    quick : bool
+        1024 samples and one repeat instead of 4096 and three.
+    train_epoch : callable, optional
+        ``train_epoch(X, y, hidden)`` trains one epoch of an MLP with hidden layers
+        ``hidden`` (batch 32, float32, l2 loss) on ``X`` (n, n_in) float32 and labels
+        ``y`` (n,) in 0..9.  hal knows no network: the caller (``tinydl calibrate``) passes
+        its trainer here.
+
+    Returns
+    -------
+    TrainingModel or None
+        ``None`` when no ``train_epoch`` is given.
+    """
+    if train_epoch is None:
         return None
     rng = np.random.default_rng(3)
     spec = profile.backend(backend)
     base = replace(profile, training_model=TrainingModel(calls_per_layer=0.0))
     num = den = 0.0
     n = 1024 if quick else 4096
+    hidden = (64, 32)
     for n_in in (32, 128):
         X = rng.standard_normal((n, n_in)).astype(np.float32)
         y = rng.integers(0, 10, n)
-
-        def fit():
-            MLPClassifier(hidden_layer_sizes=(64, 32), batch_size=32, epochs=1,
-                          learning_rate=0.01, momentum=0.9, dropout=0.0, loss="l2", seed=0,
-                          dtype="float32").fit(X, y)
-        t = time_call(fit, min_time=0.0, repeats=1 if quick else 3)
-        sizes = [n_in, 64, 32, 10]
+        t = time_call(lambda: train_epoch(X, y, hidden), min_time=0.0,
+                      repeats=1 if quick else 3)
+        sizes = [n_in, *hidden, 10]
         t0 = predict_training_epoch(base, sizes, n, 32, "float32", backend).seconds
         unit = -(-n // 32) * (len(sizes) - 1) * spec.call_overhead_s
         num += (t - t0) * unit / t ** 2
         den += unit * unit / t ** 2
     calls = max(num / den, 0.0) if den else 0.0
     return TrainingModel(calls_per_layer=float(calls), source="measured",
-                         note="fitted to one-epoch MLPClassifier fits of [32|128, 64, 32, 10]")
+                         note="fitted to one-epoch MLP fits of [32|128, 64, 32, 10]")
 
 
 def _measure_power(src, quick: bool) -> Tuple[float, float]:
@@ -274,7 +299,7 @@ def calibrate(tag: str = "this-host", name: Optional[str] = None, quick: bool = 
               dtypes: Sequence[str] = ("float32", "float64"),
               power_csv: Optional[str] = None, power_root: str = "/",
               base="x86-64-host", progress: bool = True,
-              grid=None) -> Tuple[DeviceProfile, Dict]:
+              grid=None, train_epoch=None) -> Tuple[DeviceProfile, Dict]:
     """Measure this machine; return ``(profile, report)``.
 
     Parameters
@@ -292,6 +317,11 @@ def calibrate(tag: str = "this-host", name: Optional[str] = None, quick: bool = 
     base : str or DeviceProfile
         Profile whose unmeasured figures (the power model when no counter is readable) are
         kept.
+    grid : dict, optional
+        The (m, l, k, n) grid of the transform's fit (default :data:`DEFAULT_GRID`, or
+        :data:`QUICK_GRID` when ``quick``).
+    train_epoch : callable, optional
+        See :func:`measure_training`; without it the base profile's training model is kept.
 
     Returns
     -------
@@ -299,8 +329,10 @@ def calibrate(tag: str = "this-host", name: Optional[str] = None, quick: bool = 
     report : dict
         ``skipped`` backends with reasons, ``power_decisions``, the ``transform_grid`` rows.
     """
-    import hal
     import psutil
+
+    import hal
+
     from .power import ModelSource, detect_source
 
     base = load_profile(base)
@@ -374,7 +406,7 @@ def calibrate(tag: str = "this-host", name: Optional[str] = None, quick: bool = 
         be.close()
     report["transform_grid"] = rows
     prof = replace(prof, transform=fit_transform(prof, rows, ref_name, fit_dtype))
-    tm = measure_training(prof, ref_name, quick)
+    tm = measure_training(prof, ref_name, quick, train_epoch)
     report["training_fit"] = tm is not None
     if tm is not None:
         prof = replace(prof, training_model=tm)

@@ -61,7 +61,8 @@ class SparseCodes:
 
     def __repr__(self) -> str:
         n, k = self.indices.shape
-        return f"SparseCodes(n_samples={n}, k={k}, n_atoms={self.n_atoms}, dtype={self.values.dtype})"
+        return (f"SparseCodes(n_samples={n}, k={k}, n_atoms={self.n_atoms}, "
+                f"dtype={self.values.dtype})")
 
     @property
     def k(self) -> int:

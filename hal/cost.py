@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .profile import DeviceProfile, load_profile
+from .profile import DeviceProfile, ProfileError, load_profile
 
 __all__ = ["Prediction", "predict_transform", "predict_training_epoch", "predict_inference",
            "matmul_cost", "vector_cost", "choose_backend", "energy_joules", "fits_in_memory",
@@ -80,16 +80,29 @@ def _pos(name: str, value, low: int = 1) -> int:
 
 
 def choose_backend(profile: DeviceProfile, backend: Optional[str] = None) -> str:
-    """``backend`` if given (it must have figures in the profile), else the first entry of the
-    profile's preference list that has figures."""
-    if backend is not None:
-        profile.backend(backend)  # raises ProfileError naming what is listed
-        return backend
-    listed = set(profile.backend_names)
-    for name in profile.backend_preference:
-        if name in listed:
-            return name
-    return profile.backends[0].name
+    """The backend a plan for ``profile`` is priced on: exactly what
+    :func:`hal.select_backend` decides for it (``backend``, then ``TINYDL_BACKEND``, then the
+    profile's preferences, then the fastest that runs here), so the plan is priced on the
+    backend that will run.
+
+    Raises
+    ------
+    ProfileError
+        When the chosen backend has no figures in ``profile`` (the message says to run
+        ``tinydl calibrate``).
+    hal.BackendUnavailable
+        When ``backend`` (or ``TINYDL_BACKEND``) names a backend that cannot run here.
+    """
+    from . import select_backend
+    chosen, decisions = select_backend(backend, profile=profile)
+    if chosen not in profile.backend_names:
+        why = "; ".join(f"{n}: {d}" for n, d in decisions)
+        raise ProfileError(
+            f"profile {profile.tag!r} has no figures for backend {chosen!r}, which is the one "
+            f"that would run ({why}); it lists: {', '.join(profile.backend_names)}.  Measure "
+            f"this machine with `tinydl calibrate -o platforms/<tag>.toml` or pick a listed "
+            f"backend")
+    return chosen
 
 
 def matmul_cost(profile: DeviceProfile, backend: str, n: int, p: int, q: int, dtype,

@@ -119,8 +119,9 @@ class BackendSpec:
     @functools.lru_cache(maxsize=8192)  # noqa: B019 - frozen, hashable, few instances
     def throughput(self, op: str, dtype: str, flops_per_call: Optional[float] = None) -> float:
         """GFLOP/s for a call of ``flops_per_call`` FLOPs (for ``vector`` ops: elements per
-        call), log-interpolated between the size classes and clamped outside them.  float64 falls back to half the float32 figure and
-        vice versa at twice, when only one dtype is listed."""
+        call), log-interpolated between the size classes and clamped outside them.
+        float64 falls back to half the float32 figure and vice versa at twice, when only one dtype
+        is listed."""
         table = {(d, o, s): v for d, o, s, v in self.gflops}
         ref = VECTOR_CLASS_ELEMS if op == "vector" else SIZE_CLASS_FLOPS
         pts = [(ref[s], table.get((dtype, op, s))) for s in SIZE_CLASSES]
@@ -197,7 +198,7 @@ class DeviceProfile:
 
     def save(self, path) -> None:
         """Write :meth:`to_toml` to ``path`` atomically (a crash leaves the old file)."""
-        from tinydl.io import atomic_write_text
+        from ._files import atomic_write_text
         atomic_write_text(path, self.to_toml())
 
     def with_path(self, path: Optional[str]) -> "DeviceProfile":

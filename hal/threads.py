@@ -88,7 +88,8 @@ def _blas_backend_lib():
     path = getattr(mod, "_LOADED_PATH", None) if mod is not None else None
     if path is None:
         return None
-    return _open("blas", path, [("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    return _open("blas", path, [("scipy_openblas_get_num_threads",
+                                 "scipy_openblas_set_num_threads"),
                                 ("openblas_get_num_threads", "openblas_set_num_threads")])
 
 

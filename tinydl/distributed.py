@@ -55,7 +55,7 @@ import zlib
 
 import numpy as np
 
-from hal.backends.mpi import default_timeout, launched_rank, launched_size
+from hal.mpi import default_timeout, launched_rank, launched_size
 
 from . import checkpoint
 from .errors import ModelFileError
@@ -279,7 +279,8 @@ class MPITinyDLClassifier(TinyDLClassifier):
         ctx = self.__dict__.get("_mpi_ctx")
         if ctx is None:
             supervise()  # before MPI starts; a no-op when mpi4py is already imported
-            from hal.backends.mpi import MPIBackend, MPIComm
+            from hal.backends.mpi import MPIBackend
+            from hal.mpi import MPIComm
             _install_excepthook()
             mpi = MPIComm(self.comm, default_timeout())
             be = MPIBackend(mpi, block=64, collective=False)

@@ -10,10 +10,6 @@ Cholesky/QR, every sample of a batch advancing one iteration at a time) on the b
 """
 from __future__ import annotations
 
-from typing import Optional
-
-import numpy as np
-
 import hal
 
 from ._validation import check_array, check_float, check_int
@@ -72,7 +68,6 @@ def omp(X, D, k, *, tol=None, gram=None, backend=None, return_dense=True,
         if G.shape != (D.shape[0], D.shape[0]):
             raise ValueError(f"gram must have shape {(D.shape[0], D.shape[0])}, got {G.shape}")
     be = hal.get_backend(backend)
-    res = be.omp_encode(X, D, G, k, tol=tol)
-    codes = SparseCodes(res.indices, res.values, D.shape[0])
+    codes = be.omp_encode(X, D, G, k, tol=tol)
     out = codes.to_dense() if return_dense else codes
-    return (out, res.residual_sq) if return_residual else out
+    return (out, codes.residual_sq) if return_residual else out

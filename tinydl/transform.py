@@ -11,31 +11,11 @@ atom ``a / ||a||`` and is coded by ``||a||`` on it; otherwise ``a`` is coded by 
 dictionary ``(l, m)`` the paper's ``D.T``, dense codes ``(n, l)`` the paper's ``C.T``); see
 ``docs/transform.md``.
 
-How a batch stays identical to one sample at a time (bit for bit, with one BLAS thread):
-
-* ``Wp`` comes from an orthonormal basis ``Q`` of span(D) (one Gram-Schmidt step, done
-  twice, per new atom): ``Wp^2 = 1 - ||Q a||^2 / ||a||^2``, or the explicit residual
-  ``||a - Q^T Q a||^2 / ||a||^2`` where that difference cancels (``Wp < 0.1``).  It is computed
-  ``min(block, 16)`` rows at a time in a fixed-size zero-padded buffer, so each row's value
-  depends only on that row and the basis at its time;
-* the batch is scanned one block at a time; the rows before the first one that must join D are
-  coded together by Batch-OMP (whose products also run on fixed-size blocks), the joining row is
-  added, and the scan restarts right after it (the rest of that block is recomputed against the
-  new basis rather than updated incrementally);
-* once D holds ``l`` atoms nothing can join and no Wp is computed: the rest of the stream is
-  plain Batch-OMP.
-
-On a backend with ``basis_kernels`` (``native``), a join and the test of the row right after
-it run as one kernel call: the atom's Gram-Schmidt pass over Q also computes that row's
-projections (one pass per join instead of two), and that row's Wp test computes each
-projection as a dot product in a fixed order of its own, so a separate call (the row opening
-the next batch) gives the same bits.  This replaces :meth:`StreamingDictionary._add_atom` and
-the one-row scans there; the Python code is their specification and runs on every other
-backend.
+How a batch stays identical to one sample at a time (bit for bit): see
+:mod:`tinydl._algorithm2`, the per-batch engine.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Dict
 
@@ -43,6 +23,7 @@ import numpy as np
 
 import hal
 
+from ._algorithm2 import _SCAN_ROWS, _SMALL_SCAN, Algorithm2Scan
 from ._validation import SUPPORTED_DTYPES, check_array, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
@@ -53,29 +34,13 @@ __all__ = ["StreamingDictionary", "NotFittedError"]
 
 _KIND = "transform"
 _VERSION = 1
-#: most rows per projection-error product: the scan restarts after every new atom, so a long
-#: block wastes work while D fills (measured at m=5625, l=100: 16 rows cost 0.6x of 64)
-_SCAN_ROWS = 16
-#: rows right after a join are scanned this many at a time (a matrix-vector product): while D
-#: fills, sample after sample often joins, and a 16-row product then costs ~8x one row's for
-#: the one row it decides (measured at m=5625).  A row's scan size depends only on its
-#: distance from the last join, never on the batch split, so results stay bit-identical.
-_SMALL_SCAN = 1
-#: below this Wp^2 the cheap formula 1 - |Qa|^2/|a|^2 loses digits: use the explicit residual
-_REFINE_WP2 = 1e-2
 _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
            "block")
 #: parameters that fix the shape of the state: changing them needs a new fit
 _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype")
 
 
-def _wp_floor(dtype) -> float:
-    """Smallest Wp that can make a new atom: below it the sample is in span(D) up to rounding
-    and its Gram-Schmidt direction would be noise (D would become rank-deficient)."""
-    return float(np.sqrt(np.finfo(dtype).eps))
-
-
-class StreamingDictionary:
+class StreamingDictionary(Algorithm2Scan):
     """Streaming sparse coding (TinyDL Algorithm 2): a dictionary grown from the stream itself.
 
     Parameters
@@ -201,7 +166,7 @@ class StreamingDictionary:
                 del self.__dict__[name]
 
     def _init_state(self, m: int, dtype, p: Dict[str, Any]) -> None:
-        l, blk = p["l"], p["block"]
+        l = p["l"]
         self._fit_params = {name: p[name] for name in _STRUCTURAL}
         self._fit_params["dtype"] = np.dtype(dtype)
         self.dtype_ = np.dtype(dtype)
@@ -244,9 +209,9 @@ class StreamingDictionary:
         self._ws_n = -1
         self._Gn = None
         self._be = hal.get_backend(self.backend, block=blk)
-        # the join kernels, bound to the state arrays (None: the Python specification below)
-        self._bws = (self._be.prepare_basis(self._D, self._Q, self._L, self._G)
-                     if getattr(self._be, "basis_kernels", False) else None)
+        # the basis operations (the Wp test of one row, the atom append), bound to the state
+        # arrays: NumPy's specification (hal.backends.numpy.basis) or a backend's kernels
+        self._bws = self._be.prepare_basis(self._D, self._Q, self._L, self._G)
         # (|x|^2, |Q x|^2) of the row after the last join, from the join's kernel call
         self._next_wp = None
 
@@ -390,188 +355,6 @@ class StreamingDictionary:
                 f"statistics {what} needs are not fixed yet")
         X = check_array(X, "X", dtype=self.dtype_, n_features=self.n_features_in_)
         return self._standardized(X)
-
-    # -- Algorithm 2 on a validated, standardized batch ---------------------------------------
-    def _run(self, rows: np.ndarray, p: Dict[str, Any]):
-        n = rows.shape[0]
-        rows = np.ascontiguousarray(rows)
-        self._next_wp = None
-        l, blk = p["l"], self._xblk.shape[0]
-        thr = max(p["alpha"], _wp_floor(self.dtype_))
-        kc = min(p["k"], l)
-        idx = np.full((n, kc), -1, np.int32)
-        val = np.zeros((n, kc), self.dtype_)
-        pos = 0
-        while pos < n:
-            if self.n_atoms_ >= l:  # full: nothing can join, plain OMP for the rest
-                self._omp_into(rows[pos:], idx[pos:], val[pos:], p)
-                break
-            start, join = pos, -1
-            while pos < n:  # scan a block at a time for the first row that must join
-                small = self._since_join < _SMALL_SCAN
-                if small:  # just after a join: another join is likely, scan few rows
-                    e = min(n, pos + _SMALL_SCAN - self._since_join)
-                    if e == pos + 1 and self._bws is not None and self.n_atoms_:
-                        if self._wp_one(rows[pos]) > thr:  # one row: no arrays
-                            join, proj = pos, self._bws.p[:self.n_atoms_]
-                            break
-                        self._since_join = min(self._since_join + 1, _SMALL_SCAN)
-                        pos = e
-                        continue
-                    wp = self._wp_block(rows[pos:e], self._xsmall)
-                else:
-                    e = min(n, pos + blk)
-                    wp = self._wp_block(rows[pos:e])
-                hit = np.flatnonzero(wp > thr)
-                if hit.size:
-                    join = pos + int(hit[0])
-                    proj = self._proj_row(int(hit[0]))
-                    break
-                self._since_join = min(self._since_join + (e - pos), _SMALL_SCAN)
-                pos = e
-            end = n if join < 0 else join
-            if end > start:
-                self._omp_into(rows[start:end], idx[start:end], val[start:end], p)
-            if join < 0:
-                break
-            idx[join, 0] = self.n_atoms_
-            if self._bws is None:
-                val[join, 0] = self._add_atom(rows[join], proj)
-            else:
-                val[join, 0] = self._add_atom_kernel(rows[join], proj,
-                                                     rows[join + 1] if join + 1 < n else None)
-            self._since_join = 0
-            pos = join + 1
-        return idx, val
-
-    def _wp_block(self, R: np.ndarray, xb=None) -> np.ndarray:
-        """Wp of the rows of ``R`` against the current basis, shape (r,), computed in the
-        fixed-size zero-padded buffer ``xb`` (default: the scan block)."""
-        r = R.shape[0]
-        n = self.n_atoms_
-        xb = self._xblk if xb is None else xb
-        rows = xb.shape[0]
-        aa, pp = self._aa[:rows], self._pp[:rows]
-        xb[:r] = R
-        xb[r:] = 0
-        np.einsum("ij,ij->i", xb, xb, out=aa)
-        live = aa[:r] > 0
-        if n == 0:  # line 8 of Algorithm 2: Wp = 1 while D is empty (0 for a zero sample)
-            self._P = None
-            return live.astype(self.dtype_)
-        nq = max(n, 2)  # the zero rows of Q past n add nothing (see _init_state)
-        P = self._pflat[:rows * nq].reshape(rows, nq)
-        self._be.matmul(xb, self._Q[:nq].T, out=P)
-        self._P = P  # a joining row's projections Q a start its Gram-Schmidt step
-        np.einsum("ij,ij->i", P, P, out=pp)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            wp2 = 1 - pp[:r] / aa[:r]
-            refine = live & (wp2 < _REFINE_WP2)
-            if refine.any():
-                rr = self._residual_sq(P, xb, nq)[:r]
-                wp2 = np.where(refine, rr / aa[:r], wp2)
-        wp2 = np.where(live, np.clip(wp2, 0, 1), 0)
-        return np.sqrt(wp2)
-
-    def _wp_one(self, a: np.ndarray) -> float:
-        """Wp of the one row ``a`` right after a join with the basis kernels (D not empty):
-        from the join's own call when it saw this row, else from one ``wp_row`` call, which
-        gives the same bits.  Its projections are left in ``self._bws.p[:n_atoms_]``."""
-        n = self.n_atoms_
-        if self._next_wp is not None:
-            xx, pp = self._next_wp
-            self._next_wp = None
-        else:
-            xx, pp = self._bws.wp_row(n, a)
-        xx, pp = float(xx), float(pp)
-        if not xx > 0:
-            return 0.0
-        wp2 = 1 - pp / xx
-        if wp2 < _REFINE_WP2:
-            xb = self._xsmall
-            xb[0] = a
-            wp2 = float(self._residual_sq(self._bws.p[:n].reshape(1, n), xb, n)[0]) / xx
-        return math.sqrt(min(max(wp2, 0.0), 1.0))
-
-    def _residual_sq(self, P, xb, nq) -> np.ndarray:
-        """``|a - Q^T Q a|^2`` for the rows ``a`` of ``xb`` from their projections ``P`` on
-        ``Q[:nq]``: the explicit residual, where ``1 - |Q a|^2 / |a|^2`` would cancel."""
-        rec = self._be.matmul(P, self._Q[:nq], out=self._rblk[:xb.shape[0]])
-        np.subtract(xb, rec, out=rec)
-        return np.einsum("ij,ij->i", rec, rec)
-
-    def _add_atom_kernel(self, a: np.ndarray, proj, x_next) -> float:
-        """:meth:`_add_atom` in the backend's join kernel; with ``x_next`` (the next row of
-        this batch) it also leaves that row's projection-error inputs for :meth:`_wp_one`."""
-        n = self.n_atoms_
-        norm, _, xx, pp = self._bws.append(n, a, proj, x_next)
-        self.n_atoms_ = n + 1
-        self._next_wp = None if x_next is None else (xx, pp)
-        return norm
-
-    def _proj_row(self, r: int):
-        """``Q a`` of row ``r`` of the last :meth:`_wp_block` (None while D is empty)."""
-        if self._P is None or self.n_atoms_ == 0:
-            return None
-        return self._P[r, :self.n_atoms_]
-
-    def _add_atom(self, a: np.ndarray, proj=None):
-        """Append ``a / ||a||`` to D (and its direction to Q); return ``||a||`` (its code).
-
-        ``proj`` is ``Q a`` from the projection-error product, which every joining row has
-        just had computed: the first Gram-Schmidt step reuses it instead of reading Q again.
-        A second step (re-orthogonalization) runs only when the first removed more than half
-        of the atom's squared norm, the criterion of Daniel, Gragg, Kaufman and Stewart
-        (1976): below it the first step can lose orthogonality, above it one step is
-        orthogonal to working precision.  Every pass over Q or D costs about as much as the
-        atom's whole projection-error test, so this halves the cost of filling D.
-        """
-        n = self.n_atoms_
-        v = self._avec
-        v[:] = a  # a fixed buffer: the same memory alignment whatever the batch split
-        norm = np.sqrt(np.dot(v, v))
-        d = self._D[n]
-        np.divide(v, norm, out=d)
-        u = self._uvec
-        u[:] = d
-        Ln = self._L[n]
-        if n:
-            Qn = self._Q[:n]
-            h = Qn @ u if proj is None else proj / norm
-            u -= h @ Qn
-            if np.dot(u, u) < 0.5 * np.dot(d, d):
-                h2 = Qn @ u
-                u -= h2 @ Qn
-                h = h + h2
-            Ln[:n] = h  # d = h Q[:n] + |u| q_n
-            # D[:n] d = L[:n, :n] (Q[:n] d) = L[:n, :n] h: the Gram row without reading D
-            g = self._L[:n, :n] @ Ln[:n]
-            self._G[n, :n] = g
-            self._G[:n, n] = g
-        self._G[n, n] = np.dot(d, d)
-        unorm = np.sqrt(np.dot(u, u))
-        Ln[n] = unorm
-        np.divide(u, unorm, out=self._Q[n])
-        self.n_atoms_ = n + 1
-        return norm
-
-    def _omp_into(self, R, idx, val, p) -> None:
-        n = self.n_atoms_
-        if n == 0:  # an empty dictionary codes everything as zero
-            return
-        kk = min(p["k"], n)
-        # with one atom, pass a second, zero atom (see _init_state): OMP never picks it
-        # (its correlation is 0, and a zero correlation stops a sample), so codes are those
-        # of the single atom
-        nd = max(n, 2)
-        if self._ws_n != n:  # prepare once per dictionary size; reused in the steady state
-            self._Gn = np.ascontiguousarray(self._G[:nd, :nd])
-            self._ws = self._be.prepare_omp(getattr(self._be, "batch", 256),
-                                            self.n_features_in_, nd, kk, self.dtype_)
-            self._ws_n = n
-        res = self._be.omp_encode(R, self._D[:nd], self._Gn, kk, tol=p["tol"], ws=self._ws)
-        idx[:, :kk] = res.indices
-        val[:, :kk] = res.values
 
     # -- execution phase ---------------------------------------------------------------------
     def transform(self, X, dense: bool = True):

@@ -18,6 +18,10 @@ is then restarted on the next call.
 
 Start method: ``fork`` when it is safe (this process runs a single OS thread, so no OpenBLAS or
 OpenCL thread can be caught mid-lock by the fork), else ``forkserver`` (POSIX) or ``spawn``.
+
+Size: ~380 lines (backends aim at ~300) because the worker pool's life cycle (start method,
+shared-memory arena, death and timeout detection, restart) is one concern that reads best in
+one place; the sharding rule itself is shared with mpi in ``_sharded.py``.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..backend import BackendError, OMPResult, check_code_indices
+from ..backend import BackendError, SparseCodes, check_code_indices
+from ._sharded import ShardedRows, block_shards
 from .numpy import NumpyBackend, _check_block
 
 __all__ = ["MultiprocessingBackend", "default_start_method"]
@@ -144,7 +149,7 @@ def _shutdown(procs, conns, shms) -> None:
     shms.clear()
 
 
-class MultiprocessingBackend(NumpyBackend):
+class MultiprocessingBackend(ShardedRows, NumpyBackend):
     """NumPy backend sharding each batch's rows over a pool of worker processes.
 
     Parameters
@@ -180,7 +185,7 @@ class MultiprocessingBackend(NumpyBackend):
         super().__init__(block=block, batch=batch, **options)
         workers = (os.cpu_count() or 1) if workers is None else workers
         self.workers = _check_block(workers)
-        self.min_rows = 2 * self.block if min_rows is None else _check_block(min_rows)
+        self._init_sharding(min_rows)
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         self.timeout = float(timeout)
@@ -244,17 +249,7 @@ class MultiprocessingBackend(NumpyBackend):
         return shm
 
     def _shards(self, n: int) -> List[Tuple[int, int]]:
-        nblk = -(-n // self.block)
-        per, extra = divmod(nblk, self.workers)
-        out, s = [], 0
-        for w in range(self.workers):
-            cnt = per + (w < extra)
-            if cnt == 0:
-                break
-            e = min(n, s + cnt * self.block)
-            out.append((s, e))
-            s = e
-        return out
+        return block_shards(n, self.block, self.workers, keep_empty=False)
 
     def _run(self, op: str, n: int, inputs: Dict[str, np.ndarray],
              outputs: Dict[str, Tuple[tuple, np.dtype]], params=None):
@@ -329,9 +324,6 @@ class MultiprocessingBackend(NumpyBackend):
                            f"exit code {code}; the pool will be restarted on the next call")
 
     # -- the contract -------------------------------------------------------------------
-    def _local(self, n: int) -> bool:
-        return n < self.min_rows
-
     def matmul(self, a, b, out=None):
         if a.ndim != 2 or b.ndim != 2 or self._local(a.shape[0]) or a.shape[1] != b.shape[0]:
             return super().matmul(a, b, out=out)
@@ -367,7 +359,7 @@ class MultiprocessingBackend(NumpyBackend):
                                     np.result_type(values, W))})
         return _deliver(res["out"], out)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         n = X.shape[0]
         if self._local(n):
             return super().omp_encode(X, D, G, k, tol=tol, ws=ws)
@@ -381,7 +373,7 @@ class MultiprocessingBackend(NumpyBackend):
             from .numpy import LinearDependenceWarning
             warnings.warn("; ".join(f"worker: {m}" for m in messages),
                           LinearDependenceWarning, stacklevel=2)
-        return OMPResult(res["indices"], res["values"], res["nnz"], res["resid"])
+        return SparseCodes(res["indices"], res["values"], D.shape[0], res["nnz"], res["resid"])
 
 
 def _deliver(res: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..backend import Backend, OMPResult, OMPWorkspace
+from ..backend import Backend, OMPWorkspace, SparseCodes
 
 __all__ = ["NullBackend", "omp_flops"]
 
@@ -88,6 +88,15 @@ class NullBackend(Backend):
         self._count("matmul", 2 * m * k * n, a.nbytes + b.nbytes + m * n * dt.itemsize)
         return self._out((m, n), dt, out)
 
+    def rows_matmul(self, A, B, out=None):
+        """Counted as :meth:`matmul` (the same FLOPs and bytes)."""
+        return self.matmul(A, B, out)
+
+    def prepare_basis(self, D, Q, L, G):
+        """NumPy's specification, its products counted here."""
+        from .numpy.basis import BasisWorkspace
+        return BasisWorkspace(self, D, Q, L, G)
+
     def correlate(self, X, D, out=None):
         (n, m), (l, m2) = X.shape, D.shape
         if m != m2:
@@ -100,15 +109,15 @@ class NullBackend(Backend):
         return OMPWorkspace(batch=max(int(batch), 1), m=m, l=l, k=int(min(k, l)),
                             dtype=np.dtype(dtype), block=1)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         n, m = X.shape
         l = D.shape[0]
         k = int(min(k, l))
         it = X.itemsize
         self._count("omp_encode", omp_flops(n, m, l, k),
                     X.nbytes + D.nbytes + G.nbytes + n * k * (4 + it) + n * (4 + it))
-        return OMPResult(np.full((n, k), -1, np.int32), np.zeros((n, k), X.dtype),
-                         np.zeros(n, np.int32), np.zeros(n, X.dtype))
+        return SparseCodes(np.full((n, k), -1, np.int32), np.zeros((n, k), X.dtype), l,
+                           np.zeros(n, np.int32), np.zeros(n, X.dtype))
 
     def dense_forward(self, X, W, b=None, out=None):
         (n, p), (p2, q) = X.shape, W.shape

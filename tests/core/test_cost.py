@@ -12,12 +12,23 @@ import numpy as np
 import pytest
 
 import hal
-from hal.calibrate import (calibrate, check_backend, fit_transform, measure_transform_grid,
-                           nnls_small, time_call)
-from hal.cost import (energy_joules, fits_in_memory, matmul_cost, predict_inference,
-                      predict_training_epoch, predict_transform)
-from hal.profile import (BackendSpec, ProfileError, _toml_module, load_profile,
-                         parse_profile)
+from hal.calibrate import (
+    calibrate,
+    check_backend,
+    fit_transform,
+    measure_transform_grid,
+    nnls_small,
+    time_call,
+)
+from hal.cost import (
+    energy_joules,
+    fits_in_memory,
+    matmul_cost,
+    predict_inference,
+    predict_training_epoch,
+    predict_transform,
+)
+from hal.profile import BackendSpec, ProfileError, _toml_module, load_profile, parse_profile
 
 SIZES = ("small", "medium", "large")
 
@@ -126,8 +137,20 @@ def test_bad_arguments_name_the_parameter():
 def test_jetson_paper_setting_is_priced():
     pred = predict_transform("jetson-tk1", 5625, 100, 20, 1024, "float32")
     per_sample_ms = pred.seconds / 1024 * 1e3
-    assert pred.backend == "mpi"  # the profile's first preference, as in the paper
+    # priced on the backend that would run here: the profile's first runnable preference
+    # (mpi under mpiexec, as in the paper; else multiprocessing)
+    assert pred.backend == hal.select_backend(profile=load_profile("jetson-tk1"))[0]
     assert 0.005 < per_sample_ms < 5.0
+
+
+def test_choose_backend_is_select_backend_and_names_calibrate(monkeypatch):
+    from hal.cost import choose_backend
+    for tag in ("x86-64-host", "jetson-tk1", "raspberry-pi-4", "cortex-m3"):
+        prof = load_profile(tag)
+        assert choose_backend(prof) == hal.select_backend(profile=prof)[0]
+    monkeypatch.setenv("TINYDL_BACKEND", "opencl")
+    with pytest.raises(ProfileError, match="no figures for backend 'opencl'.*tinydl calibrate"):
+        choose_backend(load_profile("cortex-m3"))
 
 
 def test_nnls_small_recovers_known_coefficients():

@@ -23,7 +23,7 @@ import pytest
 import hal
 from tinydl.nn import CNNClassifier, MLPClassifier
 from tinydl.nn.classifier import DivergenceError, NetworkClassifier
-from tinydl.nn.layers import (Conv2D, Dense, Dropout, MaxPool2D, ReLU, Sigmoid, Tanh)
+from tinydl.nn.layers import Conv2D, Dense, Dropout, MaxPool2D, ReLU, Sigmoid, Tanh
 from tinydl.nn.losses import LOSSES
 from tinydl.nn.network import Network
 from tinydl.nn.optim import SGD
@@ -87,7 +87,7 @@ def _assert_same(a, b, dtype):
 # -- the plan: which weights are deferred ---------------------------------------------------
 
 def test_plan_skips_inputs_clobbered_by_tanh_and_sigmoid_and_small_weights():
-    net = Network(_mlp(), (20,), seed=0)
+    net = Network(_mlp(), (20,), backend="numpy", seed=0)
     net.min_deferred_size = 0
     idx, slots, eager = net._plan()
     # Dense(48) reads the input; Dense(32) Dropout's output (or ReLU's through it); Dense(24)
@@ -103,14 +103,15 @@ def test_plan_skips_inputs_clobbered_by_tanh_and_sigmoid_and_small_weights():
     assert net._plan()[0] == frozenset() and net.eager_ranges() == ((0, net.n_params),)
     net.min_deferred_size = 48 * 32  # Dense(32)'s weight only (Dense(48)'s has 20 x 48)
     assert net._plan()[0] == {3}
-    cnn = Network(_cnn(), (1, 8, 8), seed=0)
+    cnn = Network(_cnn(), (1, 8, 8), backend="numpy", seed=0)
     cnn.min_deferred_size = 0
     # a convolution only as the first layer (d(cols) overwrites cols otherwise)
     assert cnn._plan()[0] == {0, 5, 7}
 
 
 def test_only_sgd_with_momentum_on_a_fused_gemm_backend_without_hook_fuses():
-    net = Network([Dense(300), ReLU(), Dense(3)], (300,), seed=0)  # 90000 weights
+    # 90000 weights
+    net = Network([Dense(300), ReLU(), Dense(3)], (300,), backend="numpy", seed=0)
     assert net.deferred_weights() == 1
     fused = NetworkClassifier._fused_step
     assert not fused(net, SGD(0.1, 0.9), None)  # the NumPy reference: no fused gemm
@@ -121,7 +122,7 @@ def test_only_sgd_with_momentum_on_a_fused_gemm_backend_without_hook_fuses():
     assert not fused(net, SGD(0.1, 0.9), object())  # the data-parallel hook
     from tinydl.nn.optim import Adam
     assert not fused(net, Adam(0.1), None)
-    small = Network([Dense(16), ReLU(), Dense(3)], (100,), seed=0)
+    small = Network([Dense(16), ReLU(), Dense(3)], (100,), backend="numpy", seed=0)
     small.backend = net.backend
     assert not fused(small, SGD(0.1, 0.9), None)  # nothing large enough to gain
 
@@ -134,7 +135,7 @@ def test_fused_mlp_matches_unfused_on_numpy(dtype):
     got = _run(_mlp(), (20,), 5, dtype, fused=True)
     assert got[0].deferred_weights() == 3
     _assert_same(got, ref, dtype)
-    fresh = Network(_mlp(), (20,), dtype=dtype, seed=3)
+    fresh = Network(_mlp(), (20,), dtype=dtype, backend="numpy", seed=3)
     assert np.max(np.abs(fresh.params - got[0].params)) > 1e-3  # training moved them
 
 
@@ -160,7 +161,8 @@ def test_fused_matches_unfused_on_blas(dtype, blas):
 def test_fused_without_momentum_is_plain_sgd():
     def run(fused):
         rng = np.random.default_rng(0)
-        net = Network([Dense(40), ReLU(), Dense(3)], (30,), dtype="float64", seed=1)
+        net = Network([Dense(40), ReLU(), Dense(3)], (30,), dtype="float64",
+                      backend="numpy", seed=1)
         net.min_deferred_size = 0
         net.prepare(8)
         loss = LOSSES["l2"]()
@@ -343,7 +345,7 @@ def test_fused_dense_step_allocates_no_array_data(blas):
 
 
 def test_pending_operands_are_not_copied_with_the_network():
-    net = Network([Dense(30), ReLU(), Dense(3)], (10,), seed=0)
+    net = Network([Dense(30), ReLU(), Dense(3)], (10,), backend="numpy", seed=0)
     net.min_deferred_size = 0
     net.prepare(4)
     net.forward(np.ones((4, 10), np.float32), train=True)

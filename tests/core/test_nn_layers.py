@@ -3,8 +3,19 @@ trainer against PyTorch: identical initial weights and batches, 10 SGD-with-mome
 import numpy as np
 import pytest
 
-from tinydl.nn import (Conv1D, Conv2D, Dense, Dropout, MaxPool1D, MaxPool2D, Network, ReLU,
-                       Sigmoid, SparseBatch, Tanh)
+from tinydl.codes import SparseCodes
+from tinydl.nn import (
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    MaxPool1D,
+    MaxPool2D,
+    Network,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 from tinydl.nn.losses import CrossEntropyLoss, L2Loss
 
 RTOL = 1e-6
@@ -137,7 +148,7 @@ def test_sparse_first_layer_equals_dense_input():
         net = Network([Dense(5), ReLU(), Dense(3)], (l,), dtype="float64", seed=2)
         net.prepare(n, sparse_input=True)
         net.layers[0].sparse_product = mode
-        sb = SparseBatch(idx, vals, np.where(idx >= 0, idx, l).astype(np.intp), l)
+        sb = SparseCodes(idx, vals, l)
         out_s = net.forward(sb, train=True).copy()
         net.backward(r)
         g_s = net.grads.copy()

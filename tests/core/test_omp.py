@@ -1,9 +1,10 @@
 """Batch-OMP (``tinydl.omp``) against independent references, on the NumPy backend (the
 specification) and on the native backend (C kernels) where it can be built.
 
-References kept here: a literal transcription of the TinyDL paper's Algorithm 1 (one sample at
-a time, a least-squares problem each iteration solved with the explicit ``(D^T D)^-1`` the
-paper writes), scikit-learn's ``orthogonal_mp_gram`` and ``numpy.linalg.lstsq``.  Every test
+References: a literal transcription of the TinyDL paper's Algorithm 1 (one sample at a time,
+a least-squares problem each iteration solved with the explicit ``(D^T D)^-1`` the paper
+writes; ``hal.backends.numpy.omp_textbook``, beside the Batch-OMP it specifies),
+scikit-learn's ``orthogonal_mp_gram`` and ``numpy.linalg.lstsq``.  Every test
 runs once per backend (``each_omp_backend`` in tests/conftest.py sets ``TINYDL_BACKEND``,
 which ``omp`` reads).
 """
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from hal.backends.numpy import LinearDependenceWarning, NumpyBackend
+from hal.backends.numpy import omp_textbook as paper_omp  # the literal Algorithm 1
 from tinydl.omp import SparseCodes, codes_to_dense, omp
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -25,28 +27,6 @@ pytestmark = pytest.mark.usefixtures("each_omp_backend")
 
 
 # -- references -----------------------------------------------------------------------------
-def paper_omp(a, Dp, k):
-    """Algorithm 1 of Rouhani et al. (ISCAS 2017), transcribed literally.
-
-    Paper notation: ``Dp`` (m x l) holds atoms as columns, ``a`` is one sample column.
-    Step 5 solves ``argmin_c ||r_{i-1} - D_Lambda c||`` by the normal equations with an
-    explicit inverse; step 6 subtracts the fit.  The paper outputs "c"; the code of ``a`` is
-    the sum of the per-iteration solutions (the same as least squares of ``a`` on the final
-    support, because r_{i-1} is already orthogonal to the earlier atoms).
-    """
-    r = a.copy()
-    support = []
-    code = np.zeros(Dp.shape[1])
-    for _ in range(k):
-        j = int(np.argmax(np.abs(Dp.T @ r)))       # step 4 (over every column)
-        support.append(j)
-        DL = Dp[:, support]
-        c = np.linalg.inv(DL.T @ DL) @ DL.T @ r     # step 5
-        r = r - DL @ c                              # step 6
-        code[support] += c
-    return code, support
-
-
 def unit_dictionary(rng, l, m, dtype=np.float64):
     D = rng.standard_normal((l, m))
     D /= np.linalg.norm(D, axis=1, keepdims=True)

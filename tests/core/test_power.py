@@ -6,8 +6,16 @@ import time
 
 import pytest
 
-from hal.power import (BatterySource, Ina3221Source, MeterCSV, MeterCSVError, ModelSource,
-                       RaplSource, detect_source, measure_energy)
+from hal.power import (
+    BatterySource,
+    Ina3221Source,
+    MeterCSV,
+    MeterCSVError,
+    ModelSource,
+    RaplSource,
+    detect_source,
+    measure_energy,
+)
 from hal.profile import load_profile
 
 

@@ -8,9 +8,17 @@ import os
 import pytest
 
 import hal
+from hal.profile import (
+    SIZE_CLASS_FLOPS,
+    VECTOR_CLASS_ELEMS,
+    BackendSpec,
+    DeviceProfile,
+    ProfileError,
+    list_profiles,
+    load_profile,
+    parse_profile,
+)
 from hal.profile import _toml_module as toml_module
-from hal.profile import (SIZE_CLASS_FLOPS, VECTOR_CLASS_ELEMS, BackendSpec, DeviceProfile,
-                         ProfileError, list_profiles, load_profile, parse_profile)
 
 SHIPPED = ("jetson-tk1", "raspberry-pi-4", "cortex-m3", "x86-64-host")
 
@@ -78,11 +86,13 @@ def _broken(tmp_path, old, new, name="broken.toml"):
 
 @pytest.mark.parametrize("old,new,needle", [
     ("bandwidth_gbs = 14.9\n", "", r"missing key 'memory\.bandwidth_gbs'"),
-    ("bandwidth_gbs = 14.9", 'bandwidth_gbs = "14.9 GB/s"', r"'memory\.bandwidth_gbs' must be a number"),
+    ("bandwidth_gbs = 14.9", 'bandwidth_gbs = "14.9 GB/s"',
+     r"'memory\.bandwidth_gbs' must be a number"),
     ("bandwidth_gbs = 14.9", "bandwidth_mbs = 14900", r"unknown key 'memory\.bandwidth_mbs'"),
     ("idle_w = 2.5", "idle_w = -2.5", r"'power\.idle_w' must be a number >= 0"),
     ("bandwidth_gbs = 14.9", "bandwidth_gbs = 0", r"'memory\.bandwidth_gbs' must be a number > 0"),
-    ("capacity_bytes = 2147483648", "capacity_bytes = 2.0", r"'memory\.capacity_bytes' must be an integer"),
+    ("capacity_bytes = 2147483648", "capacity_bytes = 2.0",
+     r"'memory\.capacity_bytes' must be an integer"),
     ('backend_preference = ["mpi",', 'backend_preference = ["cuda",', r"unknown backend 'cuda'"),
     ("[backends.blas]", "[backends.tpu]", r"\[backends\.tpu\] is not a known backend"),
     ('\nsource = "published"', '\nsource = "guessed"', r"one of published, measured, modeled"),

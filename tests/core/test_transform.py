@@ -471,6 +471,7 @@ def test_save_load_unfitted_and_damaged(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def quick_start():
     import numpy as np
+
     from tinydl.transform import StreamingDictionary
 
     rng = np.random.default_rng(0)

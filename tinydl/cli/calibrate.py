@@ -11,6 +11,7 @@ HELP = "measure this machine (bandwidth, throughput per backend, transform cost,
 
 
 def add_arguments(p):
+    """Add this command's options to the argparse ``parser``."""
     p.add_argument("-o", "--output", metavar="PATH", required=True,
                    help="where to write the profile, e.g. platforms/my-host.toml")
     p.add_argument("--tag", help="the profile's tag (default: the output file's name)")
@@ -36,7 +37,18 @@ def _split(text):
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
+def mlp_train_epoch(X, y, hidden):
+    """One epoch of :class:`tinydl.nn.MLPClassifier` (hidden layers ``hidden``, batch 32,
+    float32, l2 loss) on ``X`` (n, n_in) and labels ``y`` (n,): the training step that
+    :func:`hal.calibrate.measure_training` times (hal imports nothing from tinydl)."""
+    from tinydl.nn import MLPClassifier
+    MLPClassifier(hidden_layer_sizes=tuple(hidden), batch_size=32, epochs=1,
+                  learning_rate=0.01, momentum=0.9, dropout=0.0, loss="l2", seed=0,
+                  dtype="float32").fit(X, y)
+
+
 def run(args):
+    """Run the command with the parsed ``args``; returns the exit status (0)."""
     from hal.calibrate import calibrate
 
     from . import emit_json
@@ -48,7 +60,8 @@ def run(args):
     profile, report = calibrate(tag, name=args.name, quick=args.quick,
                                 backends=_split(args.backends), dtypes=dtypes,
                                 power_csv=args.power_csv, power_root=args.power_root,
-                                base=args.base, progress=not args.no_progress)
+                                base=args.base, progress=not args.no_progress,
+                                train_epoch=mlp_train_epoch)
     profile.save(args.output)
     skipped = {k: " ".join(str(v).split())[:200] for k, v in report["skipped"].items()}
     summary = {

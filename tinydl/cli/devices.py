@@ -7,23 +7,23 @@ HELP = "list the compute backends, the one that would be chosen, and why others 
 
 
 def add_arguments(parser) -> None:
+    """Add this command's options to the argparse ``parser``."""
     parser.add_argument("--profile", metavar="TAG",
                         help="a device profile whose backend preference list is applied")
     parser.add_argument("--backend", metavar="NAME",
                         help="the backend asked for explicitly (as an API caller would)")
 
 
-def _preferences(tag):
-    """The profile's ``backend_preference`` (empty without a profile); the profile module is
-    optional, so its absence is reported, not fatal."""
+def _profile(tag):
+    """``(profile, note)``: the device profile ``tag`` (None without one); the profile module
+    is optional, so its absence is reported in ``note``, not fatal."""
     if not tag:
-        return (), None
+        return None, None
     try:
         from hal.profile import load_profile
     except ImportError as exc:
-        return (), f"profiles unavailable ({exc}); preference list ignored"
-    prof = load_profile(tag)
-    return tuple(getattr(prof, "backend_preference", ()) or ()), None
+        return None, f"profiles unavailable ({exc}); preference list ignored"
+    return load_profile(tag), None
 
 
 def _details(name):
@@ -53,12 +53,16 @@ def _details(name):
 
 
 def run(args) -> int:
+    """Run the command with the parsed ``args``; returns the exit status (0)."""
     import hal
+
     from . import emit_json
 
-    prefs, note = _preferences(args.profile)
+    prof, note = _profile(args.profile)
+    prefs = tuple(prof.backend_preference) if prof is not None else ()
     avail = hal.available_backends()
-    chosen, decisions = hal.select_backend(args.backend, prefs)
+    # the one rule (hal.select_backend), with the profile's preferences and figures
+    chosen, decisions = hal.select_backend(args.backend, profile=prof)
     result = {
         "chosen": chosen,
         "decisions": [{"backend": b, "why": w} for b, w in decisions],

@@ -22,7 +22,6 @@ from .layers import (
     MaxPool2D,
     ReLU,
     Sigmoid,
-    SparseBatch,
     Tanh,
 )
 from .losses import CrossEntropyLoss, L2Loss
@@ -31,5 +30,5 @@ from .optim import SGD, Adam
 
 __all__ = ["MLPClassifier", "CNNClassifier", "NetworkClassifier", "DivergenceError",
            "NotFittedError", "DataConversionWarning", "Network", "Dense", "ReLU", "Tanh",
-           "Sigmoid", "Dropout", "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D", "SparseBatch",
+           "Sigmoid", "Dropout", "Conv1D", "Conv2D", "MaxPool1D", "MaxPool2D",
            "CrossEntropyLoss", "L2Loss", "SGD", "Adam"]

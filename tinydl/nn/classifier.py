@@ -42,7 +42,6 @@ from .trainer import (
     InputChecks,
     Trainer,
     _check_param,
-    _layer_input,  # MERGE: drop this import with the adapter
 )
 
 __all__ = ["NetworkClassifier", "MLPClassifier", "CNNClassifier", "DivergenceError",
@@ -218,7 +217,7 @@ class NetworkClassifier(Trainer, InputChecks):
         for s in range(0, n, b):
             e = min(n, s + b)
             if sparse:
-                xb = _layer_input(data.rows(s, e))
+                xb = data.rows(s, e)
             else:
                 xb = data[s:e].reshape((e - s,) + net.input_shape)
             out[s:e] = net.forward(xb, train=False).reshape(e - s, -1)

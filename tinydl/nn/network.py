@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 import hal
 
-from .layers import Dense, Layer, SparseBatch
+from ..codes import SparseCodes
+from .layers import Dense, Layer
 
 __all__ = ["Network"]
 
@@ -40,7 +41,9 @@ class Network:
         Shape of one sample, e.g. ``(520,)`` or ``(1, 8, 8)`` (channels first).
     dtype : {"float32", "float64"}
     backend : str or hal.Backend, optional
-        Runs every matrix product (forward and backward); default the NumPy reference.
+        Runs every matrix product (forward and backward); by default the one
+        :func:`hal.select_backend` decides (``TINYDL_BACKEND``, else the fastest that runs
+        here and keeps results independent of batch splits).
     seed : int
         Seeds the weight initialisation.
     """
@@ -52,7 +55,7 @@ class Network:
             raise ValueError("a network needs at least one layer, got 0")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.dtype = np.dtype(dtype)
-        self.backend = hal.get_backend(backend if backend is not None else "numpy")
+        self.backend = hal.get_backend(backend)
         shape = self.input_shape
         specs = []
         for layer in self.layers:
@@ -119,7 +122,8 @@ class Network:
 
     # -- passes -----------------------------------------------------------------------
     def forward(self, x, train: bool = False):
-        """Outputs for a batch ``x`` (n, *input_shape) or a :class:`SparseBatch`, n <= batch.
+        """Outputs for a batch ``x`` (n, *input_shape) or a
+        :class:`~tinydl.codes.SparseCodes`, n <= batch.
         The result is a view of a workspace: copy it to keep it past the next call."""
         for layer in self.layers:
             x = layer.forward(x, train)
@@ -229,7 +233,7 @@ class Network:
                 return False
         return True
 
-    def choose_sparse_product(self, sb: SparseBatch, repeats: int = 5) -> str:
+    def choose_sparse_product(self, sb: SparseCodes, repeats: int = 5) -> str:
         """Time the first layer's forward and weight-gradient products on ``sb`` both ways and
         keep the faster (both give the same result up to rounding).  The gradients are
         written to a copy: the layer's own are left as they were."""
@@ -257,7 +261,7 @@ class Network:
         for layer in self.layers:  # views would come back as independent arrays: drop them
             c = copy.copy(layer)
             c.__dict__ = {k: v for k, v in layer.__dict__.items()
-                          if not isinstance(v, (np.ndarray, SparseBatch, dict))
+                          if not isinstance(v, (np.ndarray, SparseCodes, dict))
                           and k != "_pending"}
             c.p, c.g, c.ws = {}, {}, {}
             layers.append(c)

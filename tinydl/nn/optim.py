@@ -29,6 +29,14 @@ __all__ = ["Optimizer", "SGD", "Adam", "OPTIMIZERS"]
 
 
 class Optimizer:
+    """An update rule over the network's flat parameter buffer ``p`` and gradient ``g``
+    (both (n_params,)); its state buffers are allocated once by :meth:`prepare`.
+
+    Parameters
+    ----------
+    learning_rate : float
+    """
+
     name = "abstract"
     n_buffers = 0
 
@@ -46,6 +54,7 @@ class Optimizer:
 
     @classmethod
     def state_bytes(cls, n_params: int, itemsize: int) -> int:
+        """Bytes of state for ``n_params`` parameters of ``itemsize`` bytes."""
         return len(cls.buffer_names) * n_params * itemsize
 
     buffer_names: tuple = ()
@@ -53,6 +62,7 @@ class Optimizer:
     grad_scale = 1.0
 
     def step(self, p, g):
+        """Update ``p`` (n_params,) in place from the gradient ``g`` (n_params,)."""
         raise NotImplementedError
 
 
@@ -113,6 +123,15 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
+    """Adam (Kingma and Ba, 2015) with bias correction.
+
+    Parameters
+    ----------
+    learning_rate : float, default=0.001
+    beta1, beta2 : float, default=0.9, 0.999
+    eps : float, default=1e-8
+    """
+
     name = "adam"
     buffer_names = ("m", "v", "tmp")
 

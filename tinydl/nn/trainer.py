@@ -14,7 +14,7 @@ import numpy as np
 from .._validation import check_array
 from ..codes import SparseCodes
 from ..errors import DataConversionWarning, DivergenceError
-from .layers import Dense, SparseBatch  # MERGE: SparseBatch goes with _layer_input
+from .layers import Dense
 from .optim import SGD
 
 __all__ = ["Trainer", "InputChecks"]
@@ -189,7 +189,6 @@ class Trainer:
                     np.take(data.values, rows, axis=0, out=xb.values, mode="clip")
                     np.take(data.padded_indices(), rows, axis=0, out=xb.padded_indices(),
                             mode="clip")
-                    xb = _layer_input(xb)
                     if self.sparse_product == "auto" and not getattr(self, "_sp_chosen", False):
                         net.choose_sparse_product(xb)
                         self._sp_chosen = True
@@ -237,13 +236,3 @@ class Trainer:
             f"(learning_rate={self.learning_rate}, optimizer={self.optimizer!r}); the weights "
             "are those of the last finite step: lower learning_rate or scale X")
 
-
-def _layer_input(codes):
-    """The network's input for a mini-batch of compact codes.
-
-    MERGE: a temporary adapter for this branch's tinydl/nn/layers.py, whose Dense still takes
-    a SparseBatch; once Dense takes SparseCodes (the hal branch), delete this function and
-    pass ``codes`` itself.
-    """
-    return SparseBatch(codes.indices, codes.values, codes.padded_indices(),  # MERGE:
-                       codes.n_atoms)

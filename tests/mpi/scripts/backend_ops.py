@@ -8,7 +8,7 @@ import warnings
 from common import np
 
 from hal.backends.mpi import MPIBackend
-from hal.backends.numpy import NumpyBackend, LinearDependenceWarning
+from hal.backends.numpy import LinearDependenceWarning, NumpyBackend
 
 warnings.simplefilter("ignore", LinearDependenceWarning)
 be, ref = MPIBackend(block=16, min_rows=8), NumpyBackend(block=16)

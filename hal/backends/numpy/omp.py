@@ -1,4 +1,4 @@
-"""The NumPy backend: the specification every other backend is tested against.
+"""The NumPy specification of OMP: Batch-OMP, and the textbook OMP beside it.
 
 Batch-OMP (Rubinstein, Zibulevsky and Elad, 2008) vectorized across samples: all samples of a
 chunk advance one OMP iteration at a time.  The per-sample state is a QR factorization of the
@@ -29,17 +29,19 @@ cache (:attr:`NumpyBackend.cache_bytes`), because reading ``Y`` from L3 on every
 cost more than the extra Python overhead of smaller chunks.  Every array the inner loop
 touches is laid out so that each NumPy call runs one long contiguous inner loop (broadcasting
 a per-row scalar over (n, l) costs ~4x a contiguous pass).
+
+Size: ~325 lines, because Batch-OMP's one loop is best read whole beside its notes, and the
+textbook OMP it is tested against sits here too.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import numpy as np
 
-from ..backend import Backend, OMPResult, OMPWorkspace, check_code_indices
+from ...backend import OMPWorkspace, SparseCodes
 
-__all__ = ["NumpyBackend", "LinearDependenceWarning"]
+__all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook"]
 
 
 class LinearDependenceWarning(RuntimeWarning):
@@ -47,74 +49,45 @@ class LinearDependenceWarning(RuntimeWarning):
     atoms already chosen (a rank-deficient dictionary)."""
 
 
-def _check_block(block) -> int:
-    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-        raise ValueError(f"block must be an integer >= 1, got {block!r}")
-    return int(block)
-
-
-class NumpyBackend(Backend):
-    """Reference backend in plain NumPy.
+def omp_textbook(a, Dp, k):
+    """Algorithm 1 of Rouhani et al. (ISCAS 2017), transcribed literally: the reference
+    Batch-OMP is tested against (one sample, a least-squares problem per iteration solved
+    with the explicit ``(D^T D)^-1`` the paper writes; never used on a hot path).
 
     Parameters
     ----------
-    block : int, default=64
-        Rows per matrix product.  Every product runs on exactly ``block`` rows (the last
-        block of a batch is zero-padded), which makes each row's result independent of the
-        batch it arrived in: bit-identical codes however a stream is split (with a
-        single-threaded BLAS; multi-threaded BLAS partitions work by size and may round
-        differently).
-    batch : int, default=256
-        Most samples that advance through the OMP iterations together (bounds the
-        workspace).  Fewer are used when their state would not fit :attr:`cache_bytes`.
+    a : ndarray of shape (m,)
+        One sample (the paper's column).
+    Dp : ndarray of shape (m, l)
+        The dictionary in the paper's notation: atoms as columns.
+    k : int
+        Iterations (non-zeros).
+
+    Returns
+    -------
+    code : ndarray of shape (l,)
+        The sum of the per-iteration solutions (the same as least squares of ``a`` on the
+        final support, because r_{i-1} is already orthogonal to the earlier atoms).
+    support : list of int
+        The chosen atoms in order.
     """
+    r = a.copy()
+    support = []
+    code = np.zeros(Dp.shape[1])
+    for _ in range(k):
+        j = int(np.argmax(np.abs(Dp.T @ r)))       # step 4 (over every column)
+        support.append(j)
+        DL = Dp[:, support]
+        c = np.linalg.inv(DL.T @ DL) @ DL.T @ r     # step 5
+        r = r - DL @ c                              # step 6
+        code[support] += c
+    return code, support
 
-    name = "numpy"
-    bit_identical = True
-    #: bytes of per-chunk iteration state (the scaled directions ``Y``) meant to stay in one
-    #: core's L2 cache; chunks are a multiple of ``block`` rows that fits (at least ``block``)
-    cache_bytes: int = 5 * 2 ** 19
 
-    def __init__(self, block: int = 64, batch: int = 256, **options) -> None:
-        super().__init__(block=_check_block(block), batch=_check_block(batch), **options)
-        self.block = int(block)
-        self.batch = int(batch)
+class BatchOMP:
+    """Mixin of :class:`~hal.backends.numpy.NumpyBackend`: Batch-OMP over its products
+    (``self._rows_matmul``, ``self.block``, ``self.batch``, ``self.cache_bytes``)."""
 
-    # -- matrix products ----------------------------------------------------------------
-    def matmul(self, a, b, out=None):
-        return np.matmul(a, b, out=out)
-
-    def correlate(self, X, D, out=None):
-        return self.matmul(X, D.T, out=out)
-
-    def _rows_matmul(self, A, B, out, pad_in, pad_out, sq=None):
-        """``out[:] = A @ B`` computed ``self.block`` rows at a time.
-
-        ``pad_in`` (block, p) and ``pad_out`` (block, q) hold the zero-padded last block.
-        ``sq`` (n,), if given, receives each row's ``|A_i|^2``, computed on each block right
-        after its product, while the block is still in cache (a separate pass over a wide
-        ``A`` read it from memory again: ~10% of OMP's time at m=5625).
-        """
-        n = A.shape[0]
-        blk = self.block
-        full = n - n % blk
-        for s in range(0, full, blk):
-            a = A[s:s + blk]
-            self.matmul(a, B, out=out[s:s + blk])
-            if sq is not None:
-                np.einsum("ij,ij->i", a, a, out=sq[s:s + blk])
-        if full < n:
-            r = n - full
-            pad_in[:r] = A[full:]
-            pad_in[r:] = 0
-            self.matmul(pad_in, B, out=pad_out)
-            out[full:] = pad_out[:r]
-            if sq is not None:
-                a = A[full:]
-                np.einsum("ij,ij->i", a, a, out=sq[full:])
-        return out
-
-    # -- Batch-OMP ----------------------------------------------------------------------
     def _chunk_rows(self, batch: int, l: int, k: int, itemsize: int) -> int:
         """Samples per chunk: at most ``batch``, and a multiple of ``block`` whose ``Y``
         ((k + 1) * l values per sample) fits :attr:`cache_bytes` (never below ``block``)."""
@@ -151,8 +124,8 @@ class NumpyBackend(Backend):
             "ok": np.zeros(batch, bool),
             "act": np.zeros(batch, bool),
             "xx": np.zeros(batch, dtype),               # |x|^2 per sample
-            "pad_in": np.empty((blk, m), dtype),
-            "pad_out": np.empty((blk, l), dtype),
+            "pad_in": np.empty((self.product_rows, m), dtype),
+            "pad_out": np.empty((l, self.product_rows), dtype),
         }
         if dtype == np.float32:
             # X @ D.T on a contiguous copy of D.T: measured ~1.3x faster for float32 GEMMs on
@@ -160,7 +133,7 @@ class NumpyBackend(Backend):
             a["DT"] = np.empty((m, l), dtype)
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
-    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> OMPResult:
+    def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         """Batch-OMP of each row of ``X`` on the atoms (rows) of ``D``.
 
         Parameters
@@ -179,7 +152,9 @@ class NumpyBackend(Backend):
 
         Returns
         -------
-        OMPResult
+        SparseCodes
+            ``indices`` (n, k) int32 in selection order (``-1`` pads), ``values`` (n, k),
+            ``n_nonzero`` (n,) int32 and ``residual_sq`` (n,) filled.
         """
         n, m = X.shape
         l = D.shape[0]
@@ -218,7 +193,7 @@ class NumpyBackend(Backend):
                 f"OMP stopped early for {dependent} of {n} samples: the next atom was linearly "
                 f"dependent on the atoms already chosen (rank-deficient dictionary, l={l})",
                 LinearDependenceWarning, stacklevel=3)
-        return OMPResult(indices, values, nnz, resid)
+        return SparseCodes(indices, values, l, nnz, resid)
 
     def _chunk_correlations(self, X, DT, A, corr=None):
         """A chunk's correlations ``c = X @ D.T`` (fixed-size row blocks; or ``corr`` given)
@@ -237,7 +212,6 @@ class NumpyBackend(Backend):
         """Code the n <= ws.batch rows of ``X``; returns how many hit a dependent atom."""
         n = X.shape[0]
         A = ws.arrays
-        l = ws.l
         dt = X.dtype
         eps = np.finfo(dt).eps
         c = A["corr"][:n]
@@ -351,88 +325,3 @@ class NumpyBackend(Backend):
         np.maximum(xx - np.einsum("ij,ij->j", B[:T], CJ[:T]), 0, out=resid_out)
         return dependent
 
-    # -- dense layers -------------------------------------------------------------------
-    def dense_forward(self, X, W, b=None, out=None):
-        out = self.matmul(X, W, out=out)
-        if b is not None:
-            out += b
-        return out
-
-    def gemm(self, a, b, out, alpha=1.0, beta=0.0):
-        """``out[...] = alpha * (a @ b) + beta * out`` in place; a (m, k), b (k, n), out
-        (m, n).  The reference allocates the product; the rounding is that of the separate
-        steps ``t = a @ b; t *= alpha; out *= beta; out += t`` (``beta == 0``: ``out`` is not
-        read, as in BLAS)."""
-        if a.ndim != 2 or b.ndim != 2 or out.ndim != 2 or a.shape[1] != b.shape[0] \
-                or out.shape != (a.shape[0], b.shape[1]):
-            raise ValueError(f"gemm needs a (m, k), b (k, n) and out (m, n), got {a.shape}, "
-                             f"{b.shape} and {out.shape}")
-        prod = self.matmul(a, b)
-        if alpha != 1.0:
-            prod *= alpha
-        if beta == 0.0:
-            np.copyto(out, prod, casting="same_kind")
-        else:
-            if beta != 1.0:
-                out *= beta
-            out += prod
-        return out
-
-    def gather_matmul(self, indices, values, W, out=None):
-        """``out[i] = sum_t values[i, t] * W[indices[i, t]]`` (index ``-1``: nothing).
-
-        One gather of the ``n k`` rows of W and one batched ``(1, k) @ (k, q)`` product per
-        sample (a Python loop over the ``k`` slots cost ~6-10x more).  Each sample's row is
-        computed on its own, so results do not depend on the batch split.
-        """
-        n, k = indices.shape
-        q = W.shape[1]
-        dt = np.result_type(values, W)
-        if out is None:
-            out = np.empty((n, q), dt)
-        if n == 0 or k == 0 or q == 0:
-            out[...] = 0
-            return out
-        check_code_indices(indices, W.shape[0])
-        # the padding's index is clipped to row 0 and its value zeroed: it adds 0 * W[0]
-        v = np.where(indices >= 0, values, 0).astype(dt, copy=False)
-        W = W.astype(dt, copy=False)
-        rows = self._gather_scratch(n * k, q, dt)
-        np.take(W, indices.reshape(-1), axis=0, out=rows, mode="clip")
-        if out.dtype == dt:
-            np.matmul(v[:, None, :], rows.reshape(n, k, q), out=out[:, None, :])
-        else:
-            out[...] = np.matmul(v[:, None, :], rows.reshape(n, k, q))[:, 0]
-        return out
-
-    def scatter_matmul(self, indices, values, dy, out, beta=0.0):
-        """``out[...] = beta * out + codes.T @ dy``: the transpose of :meth:`gather_matmul`
-        (the weight gradient of a layer fed compact codes), indices/values (n, k), dy (n, q),
-        out (rows, q).  The reference scatters the codes into a dense (n, rows) matrix and
-        runs one product (it allocates)."""
-        n, k = indices.shape
-        rows = out.shape[0]
-        check_code_indices(indices, rows)
-        dense = np.zeros((n, rows + 1), out.dtype)  # column `rows` absorbs the -1 padding
-        # add.at: an index repeated within a sample adds up, as in gather_matmul
-        np.add.at(dense, (np.repeat(np.arange(n), k),
-                          np.where(indices >= 0, indices, rows).reshape(-1)),
-                  values.astype(out.dtype, copy=False).reshape(-1))
-        prod = self.matmul(dense[:, :rows].T, dy.astype(out.dtype, copy=False))
-        if beta == 0.0:
-            out[...] = prod
-        else:
-            if beta != 1.0:
-                out *= beta
-            out += prod
-        return out
-
-    def _gather_scratch(self, rows, q, dt):
-        """A reused (rows, q) buffer: a fresh one per call of this size (~160 KB at the
-        trainer's sizes) comes from mmap and costs page faults every mini-batch."""
-        buf = getattr(self, "_gbuf", None)
-        need = rows * q
-        if buf is None or buf.dtype != dt or buf.size < need:
-            buf = np.empty(max(need, 1), dt)
-            self._gbuf = buf
-        return buf[:need].reshape(rows, q)

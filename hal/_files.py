@@ -1,0 +1,55 @@
+"""Atomic file writing: a temporary file in the target's folder, fsync, rename.
+
+The ground floor's one way to write a file that a crash must not leave half-written
+(profiles here; model files and checkpoints in :mod:`tinydl.io`, which re-exports these).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+__all__ = ["atomic_write_bytes", "atomic_write_text"]
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename.
+
+    A crash at any point leaves either the previous file or the complete new one.  Errors
+    (a full disk, a read-only directory) propagate as ``OSError`` and leave the previous file
+    untouched.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.errno is not None:  # name the file in the error
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc} (the "
+                          "previous file, if any, is intact)") from exc
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,113 @@
+/* Batch-OMP's iterations (the specification: hal/backends/numpy/omp.py).  Included by
+   kernels.c once per type; see there for F, REAL and SQRT. */
+
+/* Batch-OMP of n samples from their correlations alpha0 = D x (rows of corr, length l),
+   the Gram matrix G = D D^T (l x l, row-major) and |x|^2 (xx), in the scaled-direction form
+   of the specification (hal/backends/numpy/omp.py): Y[t] = b_t (G[j_t] - sum_s rho_s u_s Y[s]),
+   c -= Y[t], coefficients by one back substitution at the end.
+   Outputs: idx/val (n x k, row-major; -1 / 0 pad samples that stopped early), nnz, resid
+   (squared residual norm).  tol2 < 0: no tolerance; else stop once |r|^2 <= tol2 |x|^2.
+   ws: l + k*l + k*k + 4*k scratch values.  Returns the number of samples stopped by a
+   dependent atom while a residual above rounding level was left (the caller warns). */
+long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL *G,
+             REAL tol2, REAL eps, REAL *ws, int *idx, REAL *val, int *nnz, REAL *resid)
+{
+    long dependent = 0;
+    REAL *c = ws;                /* the residual's correlations */
+    REAL *Y = c + l;             /* Y[s] = b_s D q_s, row s of k x l */
+    REAL *U = Y + k * l;         /* U[t * k + s] = Y[s][j_t], s < t */
+    REAL *B = U + k * k;         /* b_t = c_j / d_t^2 */
+    REAL *CJ = B + k;            /* c_j at step t */
+    REAL *NRHO = CJ + k;         /* -d_t^2 / c_j^2 */
+    REAL *RU = NRHO + k;         /* -rho_s u_s of this step */
+    const REAL kk = (REAL)(k > 1 ? k : 1);
+    const REAL tiny = 16 * kk * eps;
+    for (long i = 0; i < n; i++) {
+        const REAL *a0 = corr + i * l;
+        int *J = idx + i * k;
+        REAL *v = val + i * k;
+        for (long t = 0; t < k; t++) { J[t] = -1; v[t] = 0; }
+        const REAL x2 = xx[i];
+        REAL proj = 0;           /* sum_t b_t c_j(t) = |projection|^2 */
+        long T = 0;
+        const REAL limit = tol2 >= 0 ? x2 * tol2 : 0;
+        /* an all-zero sample takes no atom; under a tolerance, nor does one already within */
+        if (x2 > 0 && !(tol2 >= 0 && !(x2 > limit))) {
+            const REAL noise = x2 * 4 * kk * eps;
+            for (long q = 0; q < l; q++) c[q] = a0[q];
+            for (long t = 0; t < k; t++) {
+                /* argmax |c|, the first of ties.  |c| compared as the integers of its bits
+                   (sign bit cleared: the same order for finite values), which the compiler
+                   vectorizes; a float max reduction it keeps scalar */
+                const UINT *bits = (const UINT *)c;
+                UINT best = 0;
+                for (long q = 0; q < l; q++) {
+                    UINT b = bits[q] & ABSMASK;
+                    best = b > best ? b : best;
+                }
+                long j = 0;
+                while (j < l - 1 && (bits[j] & ABSMASK) != best) j++;
+                const REAL cj = c[j];
+                const REAL gj = G[j * l + j];
+                REAL d2 = 0;
+                REAL *u = U + t * k;
+                for (long s = 0; s < t; s++) {
+                    u[s] = Y[s * l + j];
+                    RU[s] = NRHO[s] * u[s];
+                    d2 += RU[s] * u[s];
+                }
+                d2 += gj;                     /* d^2 = G_jj - sum_s rho_s u_s^2 */
+                if (!(d2 > gj * tiny)) {      /* j lies in the span of the chosen atoms */
+                    if (x2 - proj > noise) dependent++;
+                    break;
+                }
+                const REAL b = cj / d2;
+                if (b == 0) break;            /* residual orthogonal to every atom */
+                REAL *Yt = Y + t * l;
+                const REAL *Gj = G + j * l;
+                /* Y[t] = b (G[j] + sum_s RU[s] Y[s]) in blocks of QB columns held in
+                   registers across the sum (one pass over each Y[s], one store of Y[t]) */
+                long q0 = 0;
+                for (; q0 + QB <= l; q0 += QB) {
+                    REAL acc[QB];
+                    for (long q = 0; q < QB; q++) acc[q] = Gj[q0 + q];
+                    for (long s = 0; s < t; s++) {
+                        const REAL r = RU[s];
+                        const REAL *restrict Ys = Y + s * l + q0;
+                        for (long q = 0; q < QB; q++) acc[q] += r * Ys[q];
+                    }
+                    for (long q = 0; q < QB; q++) {
+                        Yt[q0 + q] = acc[q] * b;
+                        c[q0 + q] -= acc[q] * b;
+                    }
+                }
+                for (long q = q0; q < l; q++) {
+                    REAL acc = Gj[q];
+                    for (long s = 0; s < t; s++) acc += RU[s] * Y[s * l + q];
+                    Yt[q] = acc * b;
+                    c[q] -= acc * b;
+                }
+                /* the chosen atom's correlation is 0 up to rounding: make it exact, so that
+                   it is picked again only when every correlation is rounding noise (d^2 ~ 0
+                   then stops the sample) */
+                c[j] = 0;
+                B[t] = b;
+                CJ[t] = cj;
+                NRHO[t] = -(d2 / (cj * cj));
+                J[t] = (int)j;
+                T = t + 1;
+                proj += b * cj;               /* |z_t|^2 = c_j^2 / d^2 */
+                if (tol2 >= 0 && !(x2 - proj > limit)) break;
+            }
+            /* gamma_t = b_t - (1 / c_j(t)) sum_{s > t} U[s, t] gamma_s */
+            for (long t = T - 1; t >= 0; t--) {
+                REAL acc = 0;
+                for (long s = t + 1; s < T; s++) acc += U[s * k + t] * v[s];
+                v[t] = t < T - 1 ? B[t] - acc / CJ[t] : B[t];
+            }
+        }
+        nnz[i] = (int)T;
+        resid[i] = x2 - proj > 0 ? x2 - proj : 0;
+    }
+    return dependent;
+}
