@@ -21,9 +21,18 @@ import numpy as np
 import pytest
 
 import hal
-from tinydl.nn import CNNClassifier, MLPClassifier
+from tinydl.nn import (
+    CNNClassifier,
+    Conv2D,
+    Dense,
+    Dropout,
+    MaxPool2D,
+    MLPClassifier,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 from tinydl.nn.classifier import DivergenceError, NetworkClassifier
-from tinydl.nn.layers import Conv2D, Dense, Dropout, MaxPool2D, ReLU, Sigmoid, Tanh
 from tinydl.nn.losses import LOSSES
 from tinydl.nn.network import Network
 from tinydl.nn.optim import SGD

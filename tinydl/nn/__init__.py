@@ -13,17 +13,8 @@ from .classifier import (
     NetworkClassifier,
     NotFittedError,
 )
-from .layers import (
-    Conv1D,
-    Conv2D,
-    Dense,
-    Dropout,
-    MaxPool1D,
-    MaxPool2D,
-    ReLU,
-    Sigmoid,
-    Tanh,
-)
+from .conv import Conv1D, Conv2D, MaxPool1D, MaxPool2D
+from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import CrossEntropyLoss, L2Loss
 from .network import Network
 from .optim import SGD, Adam

@@ -23,21 +23,12 @@ from ..errors import (
     not_fitted_error,
 )
 from ..io import array_digest, load_npz, save_npz, verify_digest
-from .layers import (
-    Conv1D,
-    Conv2D,
-    Dense,
-    Dropout,
-    MaxPool1D,
-    MaxPool2D,
-    ReLU,
-    Sigmoid,
-    Tanh,
-    layer_from_config,
-)
+from .conv import Conv1D, Conv2D, MaxPool1D, MaxPool2D
+from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import LOSSES, softmax
 from .network import Network
 from .optim import OPTIMIZERS
+from .registry import layer_from_config
 from .trainer import (
     InputChecks,
     Trainer,

@@ -30,8 +30,7 @@ import numpy as np
 
 from ..codes import SparseCodes
 
-__all__ = ["Layer", "Dense", "ReLU", "Tanh", "Sigmoid", "Dropout", "Conv2D", "Conv1D",
-           "MaxPool2D", "MaxPool1D", "LAYERS", "layer_from_config"]
+__all__ = ["Layer", "Dense", "ReLU", "Tanh", "Sigmoid", "Dropout"]
 
 
 class Layer:
@@ -345,18 +344,3 @@ class Dropout(Layer):
         if self._active:
             np.multiply(dy, self.ws["keep"][:dy.shape[0]], out=dy)
         return dy
-
-
-# the convolution and pooling layers live in .conv (which builds on Layer above); imported
-# here for the registry below and for the old import path ``tinydl.nn.layers.Conv2D``
-from .conv import Conv1D, Conv2D, MaxPool1D, MaxPool2D  # noqa: E402
-
-LAYERS = {cls.kind: cls for cls in (Dense, ReLU, Tanh, Sigmoid, Dropout, Conv2D, Conv1D,
-                                    MaxPool2D, MaxPool1D)}
-
-
-def layer_from_config(kind: str, config: dict) -> Layer:
-    """Rebuild a layer from ``(kind, config())`` (as stored by save)."""
-    if kind not in LAYERS:
-        raise ValueError(f"unknown layer kind {kind!r}; known: {', '.join(sorted(LAYERS))}")
-    return LAYERS[kind](**config)
