@@ -278,18 +278,24 @@ class TinyDLClassifier:
         """Statistics, dictionary, stored codes and network afresh from the window's raw rows
         (see the class docstring)."""
         from .standardize import fit_stats
-        R, _ = self.window_.raw_view()
+        Z, _ = self.window_.raw_view()   # a copy (the stored rows stay raw)
         st = self.standardizer_
         if st.enabled:
-            st.mean_, st.scale_ = fit_stats(R, self.dtype)
-        Z = st.transform(R)
+            st.mean_, st.scale_ = fit_stats(Z, self.dtype)
+            Z -= st.mean_   # in place: the same arithmetic as apply_stats
+            Z /= st.scale_
         # a seeded order that is a function of the seed and the sample count only
         order = np.random.default_rng([int(self.seed), int(self.n_samples_seen_)]
                                       ).permutation(len(Z))
         self.transform_ = self._new_transform()
+        step = N_STANDARDIZE  # rows at a time: the transient is one block, not a window copy
         with self.transform_timer or contextlib.nullcontext():
-            self.transform_.partial_fit_transform(Z[order], dense=False)
-            codes = self.transform_.transform(Z, dense=False)
+            for s in range(0, len(Z), step):
+                self.transform_.partial_fit_transform(Z[order[s:s + step]], dense=False)
+            codes = [self.transform_.transform(Z[s:s + step], dense=False)
+                     for s in range(0, len(Z), step)]
+        codes = SparseCodes(np.concatenate([c.indices for c in codes]),
+                            np.concatenate([c.values for c in codes]), codes[0].n_atoms)
         self.window_.recode(codes.scaled(self._code_scale))
         self.network_ = self._new_network()
         self.n_rebuilds_ += 1
