@@ -277,23 +277,24 @@ class TinyDLClassifier:
     def _rebuild(self, held):
         """Statistics, dictionary, stored codes and network afresh from the window's raw rows
         (see the class docstring)."""
-        from .standardize import fit_stats
-        Z, _ = self.window_.raw_view()   # a copy (the stored rows stay raw)
-        st = self.standardizer_
+        from .standardize import fit_stats_rows
+        win, st = self.window_, self.standardizer_
+        slots = win.occupied()
         if st.enabled:
-            st.mean_, st.scale_ = fit_stats(Z, self.dtype)
-            Z -= st.mean_   # in place: the same arithmetic as apply_stats
-            Z /= st.scale_
+            st.mean_, st.scale_ = fit_stats_rows(win.raw, slots, self.dtype)
         # a seeded order that is a function of the seed and the sample count only
         order = np.random.default_rng([int(self.seed), int(self.n_samples_seen_)]
-                                      ).permutation(len(Z))
+                                      ).permutation(len(slots))
         self.transform_ = self._new_transform()
-        step = N_STANDARDIZE  # rows at a time: the transient is one block, not a window copy
+        # a block of rows at a time: the transient is one block, not a copy of the window
+        step = N_STANDARDIZE
         with self.transform_timer or contextlib.nullcontext():
-            for s in range(0, len(Z), step):
-                self.transform_.partial_fit_transform(Z[order[s:s + step]], dense=False)
-            codes = [self.transform_.transform(Z[s:s + step], dense=False)
-                     for s in range(0, len(Z), step)]
+            for s in range(0, len(slots), step):
+                rows = st.transform(win.raw[slots[order[s:s + step]]])
+                self.transform_.partial_fit_transform(rows, dense=False)
+            codes = [self.transform_.transform(st.transform(win.raw[slots[s:s + step]]),
+                                               dense=False)
+                     for s in range(0, len(slots), step)]
         codes = SparseCodes(np.concatenate([c.indices for c in codes]),
                             np.concatenate([c.values for c in codes]), codes[0].n_atoms)
         self.window_.recode(codes.scaled(self._code_scale))
