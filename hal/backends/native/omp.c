@@ -22,6 +22,7 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
     REAL *RU = NRHO + k;         /* -rho_s u_s of this step */
     const REAL kk = (REAL)(k > 1 ? k : 1);
     const REAL tiny = 16 * kk * eps;
+    const REAL ctol = tiny * tiny;
     for (long i = 0; i < n; i++) {
         const REAL *a0 = corr + i * l;
         int *J = idx + i * k;
@@ -49,6 +50,14 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
                 while (j < l - 1 && (bits[j] & ABSMASK) != best) j++;
                 const REAL cj = c[j];
                 const REAL gj = G[j * l + j];
+                /* the best correlation at rounding level: the residual is orthogonal to
+                   every atom - x is represented (stop silently), or what is left lies
+                   outside the atoms' span (rank-deficient: count it) - and a further atom
+                   would be fitted to rounding noise */
+                if (cj * cj <= x2 * gj * ctol) {
+                    if (x2 - proj > noise) dependent++;
+                    break;
+                }
                 REAL d2 = 0;
                 REAL *u = U + t * k;
                 for (long s = 0; s < t; s++) {
