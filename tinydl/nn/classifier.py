@@ -423,9 +423,10 @@ class CNNClassifier(NetworkClassifier):
 
     Parameters
     ----------
-    input_shape : tuple of int
+    input_shape : tuple of int, or None
         One sample's shape, channels first: ``(C, L)`` for signals, ``(C, H, W)`` for images;
-        ``X`` rows hold ``prod(input_shape)`` values in that (C-order) layout.
+        ``X`` rows hold ``prod(input_shape)`` values in that (C-order) layout.  ``None``: each
+        row is a one-channel signal, ``(1, n_features)``.
     conv_layers : tuple of (filters, kernel_size, pool_size)
         Each block is convolution ("same" padding, stride 1) -> activation -> max pooling
         (skipped for pool_size 1).
@@ -459,6 +460,8 @@ class CNNClassifier(NetworkClassifier):
         self.sparse_product = sparse_product
 
     def _input_shape(self, n_features):
+        if self.input_shape is None:
+            return (1, int(n_features))
         shape = tuple(int(s) for s in self.input_shape)
         if len(shape) not in (2, 3) or int(np.prod(shape)) != n_features:
             raise ValueError(f"input_shape={shape} must be (C, L) or (C, H, W) with "

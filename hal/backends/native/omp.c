@@ -34,7 +34,8 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
         const REAL limit = tol2 >= 0 ? x2 * tol2 : 0;
         /* an all-zero sample takes no atom; under a tolerance, nor does one already within */
         if (x2 > 0 && !(tol2 >= 0 && !(x2 > limit))) {
-            const REAL noise = x2 * 4 * kk * eps;
+            /* counted only clearly above rounding: see the specification */
+            const REAL noise = x2 * SQRT(eps);
             for (long q = 0; q < l; q++) c[q] = a0[q];
             for (long t = 0; t < k; t++) {
                 /* argmax |c|, the first of ties.  |c| compared as the integers of its bits

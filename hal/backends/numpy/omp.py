@@ -261,8 +261,11 @@ class BatchOMP:
         ok = A["ok"][:n]
 
         xx = self._chunk_correlations(X, DT, A, corr)[1]
-        # |x|^2 - sum z^2 is exact to ~k eps |x|^2: a residual below that is rounding noise
-        noise = xx * (4 * max(k, 1) * eps)
+        # |x|^2 - sum z^2 is exact to ~k eps |x|^2 times the conditioning of the chosen atoms:
+        # a sample stopped at the rank of its atoms is counted (warned about) only if what is
+        # left is clearly above that, |r|^2 > sqrt(eps) |x|^2 (a rank-deficient dictionary
+        # leaves O(|x|^2); a represented sample rounding noise)
+        noise = xx * np.sqrt(eps)
         active = A["act"][:n]
         np.greater(xx, 0, out=active)  # an all-zero sample takes no atom
         if tol is not None:
