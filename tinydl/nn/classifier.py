@@ -42,6 +42,20 @@ _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 _FILE_KIND = "tinydl.nn.classifier"
 
 
+def _writable(obj) -> None:
+    """Replace the read-only arrays among ``obj``'s attributes (and in its dict-valued
+    attributes) by writable copies."""
+    if obj is None or not hasattr(obj, "__dict__"):
+        return
+    for key, v in list(vars(obj).items()):
+        if isinstance(v, np.ndarray) and not v.flags.writeable:
+            setattr(obj, key, np.array(v, copy=True))
+        elif isinstance(v, dict):
+            for k2, a in list(v.items()):
+                if isinstance(a, np.ndarray) and not a.flags.writeable:
+                    v[k2] = np.array(a, copy=True)
+
+
 class NetworkClassifier(Trainer, InputChecks):
     """Shared machinery; subclasses define the layers in :meth:`_make_layers`.
 
@@ -236,6 +250,13 @@ class NetworkClassifier(Trainer, InputChecks):
         state.pop("_bufs", None)
         state.pop("_bufkey", None)
         return state
+
+    def __setstate__(self, state):
+        # a copy joblib memory-maps has read-only arrays: the ones training writes (the
+        # optimizer's state, the loss's workspace) become private copies; predict reads only
+        self.__dict__.update(state)
+        for obj in (self, self.__dict__.get("optimizer_"), self.__dict__.get("loss_fn_")):
+            _writable(obj)
 
     # -- memory --------------------------------------------------------------------------
     def footprint(self, batch_size=None, n_features=None, n_classes=None, n_samples=0,
