@@ -18,9 +18,12 @@ def transformer_tags(est, *, preserves_dtype=("float64", "float32")):
                 input_tags=_input_tags())
 
 
-def classifier_tags(est, *, multi_label=False, poor_score=False):
-    """Tags of a classifier (``fit(X, y)``, ``predict``, ``predict_proba``)."""
-    from sklearn.utils import ClassifierTags, Tags, TargetTags
+def classifier_tags(est, *, multi_label=False, poor_score=False, transformer_dtypes=None):
+    """Tags of a classifier (``fit(X, y)``, ``predict``, ``predict_proba``); with
+    ``transformer_dtypes`` (the dtypes its ``transform`` keeps), also a transformer."""
+    from sklearn.utils import ClassifierTags, Tags, TargetTags, TransformerTags
     return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
                 classifier_tags=ClassifierTags(poor_score=poor_score, multi_label=multi_label),
+                transformer_tags=(None if transformer_dtypes is None else
+                                  TransformerTags(preserves_dtype=list(transformer_dtypes))),
                 input_tags=_input_tags())

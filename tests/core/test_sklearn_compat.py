@@ -17,6 +17,7 @@ from sklearn.base import clone, is_classifier  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
+from tinydl.learner import TinyDLClassifier  # noqa: E402
 from tinydl.nn import CNNClassifier, MLPClassifier  # noqa: E402
 from tinydl.transform import StreamingDictionary  # noqa: E402
 
@@ -33,6 +34,7 @@ FLOAT32_ROWS = ("float32 by default: results agree to 1 ulp across batch sizes a
                 "check compares to 1e-9 (dtype='float64' passes)")
 
 EXPECTED_FAILURES = {
+    "TinyDLClassifier": {},   # passes every check
     "StreamingDictionary": {
         # Algorithm 2 codes each sample on the dictionary as it stood when the sample
         # arrived (a sample that joined D is coded by its norm on its own atom); transform
@@ -56,8 +58,16 @@ EXPECTED_FAILURES = {
 }
 
 
+def _small_learner(**kw):
+    params = dict(l=8, k=3, hidden_layer_sizes=(16,), window=64, n_batch=16,
+                  epochs_per_update=5, rebuild_epochs=20)
+    params.update(kw)
+    return TinyDLClassifier(**params)
+
+
 def _estimators():
     return [
+        _small_learner(),
         StreamingDictionary(l=8, k=3),
         MLPClassifier(hidden_layer_sizes=(16,), epochs=30),
         # input_shape=None: rows are one-channel signals (the checks' data has 1-10 features)
@@ -98,6 +108,7 @@ def blobs():
 def test_tags_on_every_estimator():
     # AttributeError on scikit-learn >= 1.6 before (no __sklearn_tags__ on the transform)
     assert is_classifier(MLPClassifier()) and is_classifier(CNNClassifier())
+    assert is_classifier(TinyDLClassifier())
     assert not is_classifier(StreamingDictionary())
     from sklearn.utils import get_tags
     assert get_tags(StreamingDictionary()).transformer_tags is not None
@@ -133,8 +144,18 @@ def test_clone_gridsearch_and_cross_val_score(blobs):
     grid.fit(X, y)
     assert set(grid.best_params_) == {"streamingdictionary__k", "mlpclassifier__epochs"}
     assert grid.score(X, y) > 0.8
-    for est in (MLPClassifier(), CNNClassifier(input_shape=None), StreamingDictionary()):
+    for est in (MLPClassifier(), CNNClassifier(input_shape=None), StreamingDictionary(),
+                TinyDLClassifier(backend="numpy", checkpoint_dir="ck", checkpoint_every=64)):
         assert clone(est).get_params() == est.get_params()
+    # every constructor parameter, the runtime ones included (clone lost them before)
+    params = TinyDLClassifier(backend="numpy", checkpoint_dir="ck",
+                              checkpoint_every=64).get_params()
+    assert {"backend": "numpy", "checkpoint_dir": "ck", "checkpoint_every": 64}.items() \
+        <= params.items()
+    learner = _small_learner()
+    assert cross_val_score(learner, X, y, cv=3).min() > 0.8
+    grid = GridSearchCV(learner, {"k": [2, 3]}, cv=2).fit(X, y)
+    assert grid.best_params_["k"] in (2, 3)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "native"])
@@ -162,7 +183,8 @@ def test_read_only_unpickled_models_transform_predict_and_keep_learning(blobs, t
     mlp = MLPClassifier(hidden_layer_sizes=(16,), epochs=10, seed=0).fit(X, y)
     cnn = CNNClassifier(input_shape=None, conv_layers=((4, 3, 2),), hidden_layer_sizes=(8,),
                         epochs=5).fit(X, y)
-    for est in (sd, mlp, cnn):
+    tdl = _small_learner().fit(X, y)
+    for est in (sd, mlp, cnn, tdl):
         path = tmp_path / f"{type(est).__name__}.joblib"
         joblib.dump(est, path)
         ro = joblib.load(path, mmap_mode="r")    # every array a read-only memory map
@@ -188,3 +210,63 @@ def test_any_label_type_scikit_learn_accepts(blobs):
         assert pred.dtype == clf.classes_.dtype and np.mean(pred == labels) > 0.9
     with pytest.raises(ValueError, match="Unknown label type"):
         MLPClassifier().fit(X, y * 0.5)          # continuous, as scikit-learn says
+
+
+# -- TinyDLClassifier's labels ----------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["str", "object", "float", "bool", "offset_int"])
+def test_learner_labels_of_any_type(blobs, kind, tmp_path):
+    # string labels raised "invalid literal for int()"; the window held labels as int64
+    X, y = blobs
+    if kind == "bool":
+        y = np.minimum(y, 1)
+    labels = {"str": np.array(["cat", "dog", "emu"])[y],
+              "object": np.array(["cat", "dog", "emu"], dtype=object)[y],
+              "float": y * 2.0 + 1.0, "bool": y.astype(bool), "offset_int": y + 100}[kind]
+    clf = _small_learner(l=20, k=4, hidden_layer_sizes=(32,), window=240, n_batch=48,
+                         rebuild_epochs=60).fit(X, labels)
+    assert list(clf.classes_) == sorted(set(labels.tolist()))
+    pred = clf.predict(X)
+    assert set(pred.tolist()) <= set(clf.classes_.tolist())
+    assert clf.score(X, labels) > 0.9
+    # a checkpoint keeps them (strings without pickle) and the model resumes identically
+    clf.save(tmp_path)
+    again = TinyDLClassifier.load(tmp_path)
+    np.testing.assert_array_equal(again.classes_, clf.classes_.astype(again.classes_.dtype))
+    np.testing.assert_array_equal(again.predict(X), pred)
+
+
+def test_learner_refuses_continuous_float_labels(blobs):
+    # {0.0, 0.5} trained on one class (the int64 window truncated 0.5 to 0), 57.5%, no error;
+    # scikit-learn's classifiers call such targets continuous and refuse them, as now here
+    X, y = blobs
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        _small_learner().fit(X, (y > 0) * 0.5)
+
+
+def test_learner_resumes_a_checkpoint_that_stored_labels(blobs, tmp_path):
+    """Checkpoints written before the labels became indices hold the labels themselves in
+    the window, the held-back rows and the network: they still load and continue."""
+    from tinydl.io import load_npz, save_npz
+    from tinydl.learner import _STATE_KIND
+    X, y = blobs
+    y = y * 10 + 5                                        # labels 5, 15, 25
+    clf = _small_learner(rebuild="never", standardize=True).fit(X[:200], y[:200])
+    path = clf.save(tmp_path)
+    # rewrite it as the earlier format: labels in place of their indices
+    learner_file = f"{path}/learner.npz"
+    st = load_npz(learner_file, _STATE_KIND, max_version=99)
+    meta = {k: v for k, v in st.items() if not k.startswith("__")}
+    del meta["labels_are_indices"]
+    meta["labels_window"] = clf.classes_[meta["labels_window"]]
+    meta["std_pending_y"] = clf.classes_[meta["std_pending_y"]] if len(
+        meta["std_pending_y"]) else meta["std_pending_y"]
+    save_npz(learner_file, meta, _STATE_KIND, 3)
+    net = MLPClassifier.load(f"{path}/network.npz")
+    net.classes_ = clf.classes_.copy()
+    net.save(f"{path}/network.npz")
+    old = TinyDLClassifier.load(tmp_path)
+    np.testing.assert_array_equal(old.predict(X), clf.predict(X))
+    np.testing.assert_array_equal(old.window_.labels, clf.window_.labels)
+    old.partial_fit(X[200:], y[200:])
+    clf.partial_fit(X[200:], y[200:])
+    np.testing.assert_array_equal(old.predict(X), clf.predict(X))
