@@ -127,7 +127,8 @@ class InputChecks:
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
         if y.shape[0] != n:
-            raise ValueError(f"X has {n} samples but y has {y.shape[0]}; they must match")
+            raise ValueError(f"X has {n} samples but y has {y.shape[0]}; they must match (one "
+                             "label per sample)")
         if y.dtype.kind == "f":
             if not np.isfinite(y).all():
                 raise ValueError("y contains NaN or Inf")
