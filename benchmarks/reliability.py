@@ -61,12 +61,17 @@ def _fuzz_worker(seeds, work, jobs, q):
     warnings.simplefilter("ignore")
     errors = mut.typed_errors()
     for i, kind, seed in jobs:
-        rnd = random.Random(f"{seed}-{kind}-{i}")
-        path = mut.mutate_file(kind, rnd.choice(seeds[kind]), os.path.join(work, str(i)), rnd)
-        size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path)
-                   for f in fs) if os.path.isdir(path) else os.path.getsize(path)
-        q.put(("start", i))
+        q.send(("start", i))
         problems = []
+        try:
+            rnd = random.Random(f"{seed}-{kind}-{i}")
+            path = mut.mutate_file(kind, rnd.choice(seeds[kind]), os.path.join(work, str(i)),
+                                   rnd)
+            size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path)
+                       for f in fs) if os.path.isdir(path) else os.path.getsize(path)
+        except Exception as exc:  # noqa: BLE001 - the harness itself failed on this input
+            q.send(("done", i, kind, [f"making the input: {type(exc).__name__}: {exc}"]))
+            continue
         for reader in mut.READERS[kind]:
             tracemalloc.start()
             try:
@@ -82,12 +87,25 @@ def _fuzz_worker(seeds, work, jobs, q):
                 problems.append(f"{reader.__name__}: allocated {peak} bytes for a {size}-byte "
                                 "input")
         shutil.rmtree(os.path.join(work, str(i)), ignore_errors=True)
-        q.put(("done", i, kind, problems))
+        q.send(("done", i, kind, problems))
+
+
+def fuzz_kinds(seeds, log):
+    """The file kinds that have seeds; a kind without (its optional extra is missing) is
+    skipped, saying so."""
+    kinds = [k for k in mut.KINDS if seeds.get(k)]
+    for k in mut.KINDS:
+        if k not in kinds:
+            why = ("the 'onnx' extra is not installed (pip install tinydl[onnx])"
+                   if k == "onnx" else "no seed file could be made")
+            log(f"  skipped: {k} inputs ({why})")
+    return kinds
 
 
 def run_fuzz(n_inputs, seed, timeout, work, log):
     seeds = mut.make_seeds(os.path.join(work, "seeds"))
-    jobs = [(i, mut.KINDS[i % len(mut.KINDS)], seed) for i in range(n_inputs)]
+    kinds = fuzz_kinds(seeds, log)
+    jobs = [(i, kinds[i % len(kinds)], seed) for i in range(n_inputs)]
     ctx = multiprocessing.get_context("fork")
     n_workers = max(1, min(2, os.cpu_count() or 1))
     shards = [jobs[w::n_workers] for w in range(n_workers)]
@@ -95,29 +113,45 @@ def run_fuzz(n_inputs, seed, timeout, work, log):
     for shard in shards:
         pending = list(shard)
         while pending:
-            q = ctx.Queue()
-            p = ctx.Process(target=_fuzz_worker, args=(seeds, work, pending, q))
+            # a pipe, not a Queue: send() is written before it returns, so a worker killed
+            # right after it has still told which input it was on
+            q, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_fuzz_worker, args=(seeds, work, pending, w))
             p.start()
+            w.close()
             current, done = None, set()
-            while True:
+            last = time.monotonic()
+            while len(done) < len(pending):
                 try:
-                    msg = q.get(timeout=timeout)
-                except queue.Empty:
-                    if p.is_alive() and current is not None:  # a hang
-                        p.kill()
+                    if not q.poll(0.5):
+                        raise queue.Empty
+                    msg = q.recv()
+                except (queue.Empty, EOFError):
+                    what = None
+                    if p.is_alive():
+                        if time.monotonic() - last <= timeout:
+                            continue
+                        p.kill()  # a hang
                         p.join()
+                        what = f"hang past {timeout} s"
+                    else:
+                        # died: drain what it sent before dying, then blame the input it was on
+                        # (or the next one, if it died between inputs) - never wait on it
+                        try:
+                            msg = q.recv() if q.poll(0) else None
+                        except EOFError:
+                            msg = None
+                        if msg is None:
+                            what = f"worker died (exit code {p.exitcode})"
+                    if what is not None:
+                        if current is None or current in done:
+                            current = next(j[0] for j in pending if j[0] not in done)
                         crashes += 1
                         tried += 1
-                        details.append(f"input {current}: hang past {timeout} s")
+                        details.append(f"input {current}: {what}")
                         done.add(current)
-                    elif not p.is_alive():
-                        if current is not None and current not in done:
-                            crashes += 1
-                            tried += 1
-                            details.append(f"input {current}: worker died "
-                                           f"(exit code {p.exitcode})")
-                            done.add(current)
-                    break
+                        break
+                last = time.monotonic()
                 if msg[0] == "start":
                     current = msg[1]
                 else:
@@ -127,12 +161,11 @@ def run_fuzz(n_inputs, seed, timeout, work, log):
                     if problems:
                         crashes += 1
                         details.append(f"input {i} ({kind}): " + "; ".join(problems))
-                    if len(done) == len(pending):
-                        break
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
                 p.join()
+            q.close()
             pending = [j for j in pending if j[0] not in done]
     for d in details[:20]:
         log(f"  crash: {d}")
@@ -146,8 +179,8 @@ def run_cli_sample(seeds, n, seed, work, log):
     val = os.path.join(work, "val.npz")
     shutil.copy(seeds["data_npz"][0], val)
     for i in range(n):
-        kind = rnd.choice(["data_npz", "data_csv", "data_npy", "model_npz", "onnx",
-                           "compressed_npz"])
+        kind = rnd.choice([k for k in ("data_npz", "data_csv", "data_npy", "model_npz",
+                                       "onnx", "compressed_npz") if seeds.get(k)])
         path = mut.mutate_file(kind, rnd.choice(seeds[kind]), os.path.join(work, f"cli{i}"),
                                rnd)
         if kind.startswith("data"):
@@ -284,6 +317,9 @@ def _one_fault(kind, work):
     params = dict(l=12, k=3, alpha=0.3, hidden_layer_sizes=(8,), window=64, n_batch=32,
                   epochs_per_update=1, seed=0)
     backend = {"opencl": "opencl", "worker": "multiprocessing"}.get(kind, "numpy")
+    can, why = hal.available_backends().get(backend, (False, "not registered"))
+    if not can:
+        return None, f"{kind}: the {backend} backend cannot run here ({why})"
     learner = TinyDLClassifier(**params, backend=backend, checkpoint_dir=out,
                                checkpoint_every=40)
     classes = np.unique(y)
@@ -351,6 +387,22 @@ def _one_fault(kind, work):
     return True, f"{kind}: {ok_msg}; resumed from sample {at}"
 
 
+def _answer(p, q, limit):
+    """The child's ``(ok, message)``, or None if it died or ran past ``limit`` seconds
+    without one (polled: a dead child is noticed at once, never waited on)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            return q.get(timeout=0.5)
+        except queue.Empty:
+            if not p.is_alive():
+                try:
+                    return q.get(timeout=1.0)
+                except queue.Empty:
+                    return None
+    return None
+
+
 def run_faults(work, log):
     ctx = multiprocessing.get_context("fork")
     injected = crashes = resumed = 0
@@ -358,13 +410,19 @@ def run_faults(work, log):
         q = ctx.Queue()
         p = ctx.Process(target=_fault_child, args=(kind, work, q))
         p.start()
-        try:
-            ok, msg = q.get(timeout=300)
-        except queue.Empty:
-            ok, msg = False, f"{kind}: hang or death (exit {p.exitcode})"
+        answer = _answer(p, q, 300)
+        if answer is None:
+            ok, msg = False, (f"{kind}: the fault run died (exit code {p.exitcode})"
+                              if not p.is_alive() else f"{kind}: hang past 300 s")
+        else:
+            ok, msg = answer
         p.join(10)
+        if ok is None:  # the backend it needs cannot run here (an optional extra)
+            log(f"  skipped: {msg}")
+            continue
         if p.is_alive():
             p.kill()
+            p.join()
         injected += 1
         resumed += int(ok)
         crashes += int(not ok)

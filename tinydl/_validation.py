@@ -5,12 +5,27 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_array", "check_int", "check_float", "SUPPORTED_DTYPES"]
+__all__ = ["check_array", "check_int", "check_float", "SUPPORTED_DTYPES", "InputTypeError",
+           "reject_sparse"]
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=None):
+class InputTypeError(TypeError, ValueError):
+    """Input of a kind tinydl cannot compute with (complex numbers, strings, sparse matrices):
+    a TypeError, and a ValueError as scikit-learn's conventions expect for some of them."""
+
+
+def reject_sparse(X, name="X") -> None:
+    """Raise :class:`InputTypeError` for a scipy.sparse matrix or array (without importing
+    scipy): the estimators take dense arrays (or tinydl's own compact codes)."""
+    if hasattr(X, "tocsr") and hasattr(X, "nnz") and hasattr(X, "toarray"):
+        raise InputTypeError(f"{name} is a sparse matrix ({type(X).__name__}): sparse input is "
+                             "not supported; pass a dense array (X.toarray())")
+
+
+def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=None,
+                owner=None):
     """Validate a sample matrix and return it as a C-contiguous float array.
 
     Parameters
@@ -22,23 +37,40 @@ def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=N
         in, but its values are exact in float32).
     n_features : int, optional
         Required number of columns (e.g. what the estimator was fitted on).
+    owner : str, optional
+        The estimator's name, for scikit-learn's wording of a wrong number of features.
 
     Raises
     ------
     TypeError
-        For complex, object or string input.
+        For complex, string or sparse input, or an object array whose items are not numbers
+        (one of numbers is converted to float64).  Complex and sparse input raise
+        :class:`InputTypeError`, also a ValueError.
     ValueError
         For the wrong number of dimensions, empty input, NaN or Inf, or the wrong number of
         features.  The message says which and where.
     """
+    reject_sparse(X, name)
     arr = np.asarray(X)
-    if arr.dtype.kind in "OSUVc" or arr.dtype.kind == "M" or arr.dtype.kind == "m":
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must hold real numbers, got dtype object with an item that "
+                            f"is not one ({exc})") from None
+    if arr.dtype.kind == "c":
+        raise InputTypeError(f"Complex data not supported: {name} must hold real numbers, got "
+                             f"dtype {arr.dtype}")
+    if arr.dtype.kind in "SUV" or arr.dtype.kind == "M" or arr.dtype.kind == "m":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != ndim:
-        hint = " (reshape a single sample with x.reshape(1, -1))" if arr.ndim == 1 else ""
+        hint = (" (Reshape your data: a single sample with x.reshape(1, -1))"
+                if arr.ndim == 1 else "")
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}{hint}")
     if not allow_empty and arr.size == 0:
-        raise ValueError(f"{name} is empty: shape {arr.shape}")
+        what = "sample(s)" if arr.shape[0] == 0 else "feature(s)"
+        raise ValueError(f"{name} is empty: shape {arr.shape} (0 {what} (shape={arr.shape}) "
+                         f"while a minimum of 1 is required)")
     if dtype is None:
         if arr.dtype in SUPPORTED_DTYPES:
             dtype = arr.dtype
@@ -51,6 +83,9 @@ def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=N
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if n_features is not None and ndim == 2 and arr.shape[1] != n_features:
+        if owner is not None:
+            raise ValueError(f"{name} has {arr.shape[1]} features, but {owner} is expecting "
+                             f"{n_features} features as input")
         raise ValueError(f"{name} has {arr.shape[1]} features, expected {n_features}")
     # NaN and Inf propagate through a sum: one reduction pass, where isfinite(X).all() writes
     # a boolean array the size of X (2x slower at m=5625).  The row sums come from a

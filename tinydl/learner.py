@@ -134,6 +134,10 @@ class TinyDLClassifier:
     backend_ : str
         The name of the backend the network runs on.
     classes_ : ndarray of shape (n_classes,)
+        The labels, sorted, in the type they were given (integers, floats with integer
+        values, strings, booleans: every type scikit-learn accepts for a classifier).
+        Internally (the window, the network, a checkpoint's stored labels) a label is its
+        index in ``classes_``.
     n_features_in_ : int
     n_samples_seen_ : int
         Samples coded (not counting those held back for the standardization statistics).
@@ -157,6 +161,22 @@ class TinyDLClassifier:
     transform_timer = None
     train_timer = None
     on_update = None
+    _estimator_type = "classifier"
+
+    def __sklearn_tags__(self):  # scikit-learn >= 1.6 asks estimators for their tags
+        from ._sklearn import classifier_tags
+        # transform gives codes in the model's dtype, whatever the input's
+        return classifier_tags(self, transformer_dtypes=[str(np.dtype(self.dtype))])
+
+    # -- copies: pickle, copy.deepcopy, joblib (which may memory-map arrays read-only) --------
+    def __setstate__(self, state):
+        # the window and the held-back rows are written by partial_fit: read-only copies
+        # (joblib's memory maps) become private ones; the transform and the network see to
+        # their own state
+        from .nn.classifier import _writable
+        self.__dict__.update(state)
+        for part in ("window_", "standardizer_"):
+            _writable(self.__dict__.get(part))
 
     def __init__(self, l=100, k=20, alpha=0.3, hidden_layer_sizes=(64, 32), window=2048,
                  n_batch=256, epochs_per_update=10, standardize=True, dropout=0.0, loss="l2",
@@ -215,10 +235,10 @@ class TinyDLClassifier:
                                           enabled=bool(self.standardize))
         self.transform_ = self._new_transform()
         self.network_ = self._new_network()
-        self.classes_ = np.unique(np.asarray(classes))
+        self.classes_ = _label_classes(classes)
         self.window_ = CodeWindow(
             self.window, min(int(self.k), int(self.l)), int(self.l), self.dtype,
-            policy=self.window_policy, classes=self.classes_, seed=self.seed,
+            policy=self.window_policy, classes=self._class_index, seed=self.seed,
             n_features=int(n_features) if self._rebuilds else None)
         self.n_features_in_ = int(n_features)
         self.n_samples_seen_ = 0
@@ -230,6 +250,22 @@ class TinyDLClassifier:
     @property
     def _rebuilds(self) -> bool:
         return self.rebuild == "new-class"
+
+    @property
+    def _class_index(self) -> np.ndarray:
+        """The labels as the window and the network hold them: indices into ``classes_``."""
+        return np.arange(len(self.classes_), dtype=np.int64)
+
+    def _label_index(self, y) -> np.ndarray:
+        """Indices into ``classes_`` of the labels ``y``; a label outside them is an error."""
+        idx = np.searchsorted(self.classes_, y)
+        np.minimum(idx, len(self.classes_) - 1, out=idx)
+        bad = self.classes_[idx] != y
+        if bad.any():
+            unknown = np.unique(y[bad])
+            raise ValueError(f"y holds {unknown.size} label(s) outside classes "
+                             f"{self.classes_.tolist()}: {unknown[:5].tolist()}")
+        return idx.astype(np.int64, copy=False)
 
     def _new_transform(self):
         from .transform import StreamingDictionary
@@ -257,7 +293,7 @@ class TinyDLClassifier:
     def _retrain(self, epochs=None):
         codes, labels = self.window_.view()
         with self.train_timer or contextlib.nullcontext():
-            self.network_.partial_fit(codes, labels, classes=self.classes_,
+            self.network_.partial_fit(codes, labels, classes=self._class_index,
                                       epochs=int(epochs or self.epochs_per_update))
         self.n_updates_ += 1
         if self.on_update is not None:
@@ -268,7 +304,7 @@ class TinyDLClassifier:
         a class it did not hold at the last rebuild (``rebuild="new-class"``), else train
         ``epochs_per_update`` epochs on the window."""
         if self._rebuilds:
-            held = self.window_.classes_held()
+            held = self.classes_[self.window_.classes_held()]
             if np.setdiff1d(held, self.rebuilt_classes_).size:
                 self._rebuild(held)
                 return
@@ -321,19 +357,15 @@ class TinyDLClassifier:
         first = not hasattr(self, "transform_")
         # the chunk's one validation (shape, dtype, NaN/Inf) on the fit path
         X = check_array(X, "X", dtype=self.dtype,
-                        n_features=None if first else self.n_features_in_)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(X):
-            raise ValueError(f"y must be 1-D with one label per sample: X has {len(X)} rows, "
-                             f"y has shape {y.shape}")
+                        n_features=None if first else self.n_features_in_,
+                        owner=type(self).__name__)
+        y = _check_labels(self, y, len(X))
         if first:
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
             self._init(X.shape[1], classes)
-        unknown = np.setdiff1d(np.unique(y), self.classes_)
-        if unknown.size:
-            raise ValueError(f"y holds {unknown.size} label(s) outside classes "
-                             f"{self.classes_.tolist()}: {unknown[:5].tolist()}")
+        # the stream carries each label as its index in classes_ (the window's int64)
+        y = self._label_index(y)
         if self._rebuilds:
             self._consume_raw(X, y)
             return self
@@ -423,7 +455,8 @@ class TinyDLClassifier:
         for attr in ("transform_", "network_"):
             if hasattr(self, attr):
                 delattr(self, attr)
-        y = np.asarray(y)
+        X = check_array(X, "X", dtype=self.dtype, owner=type(self).__name__)
+        y = _check_labels(self, y, len(X))
         self.partial_fit(X, y, classes=np.unique(y))
         return self.finish()
 
@@ -456,9 +489,10 @@ class TinyDLClassifier:
                 f"with at least n_batch={self.n_batch} samples")
 
     def _codes(self, X) -> SparseCodes:
-        if self.standardizer_.enabled:  # else the transform validates X itself
-            X = self.standardizer_.transform(
-                check_array(X, "X", dtype=self.dtype, n_features=self.n_features_in_))
+        X = check_array(X, "X", dtype=self.dtype, n_features=self.n_features_in_,
+                        owner=type(self).__name__)
+        if self.standardizer_.enabled:
+            X = self.standardizer_.transform(X)
         return self.transform_.transform(X, dense=False)
 
     def transform(self, X):
@@ -474,6 +508,16 @@ class TinyDLClassifier:
         """
         self._check_fitted()
         return self._codes(X).to_dense()
+
+    def fit_transform(self, X, y):
+        """``fit(X, y)``, then the codes of ``X`` on the learned dictionary (scikit-learn's
+        transformer convention; the learner is also a classifier, so ``y`` is required).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, l)
+        """
+        return self.fit(X, y).transform(X)
 
     @property
     def _code_scale(self):
@@ -509,7 +553,9 @@ class TinyDLClassifier:
         ndarray of shape (n_samples,)
         """
         self._check_fitted()
-        return self.network_.predict(self._codes(X).scaled(self._code_scale))
+        # the network's classes are the indices of classes_ (all of them, in order)
+        idx = self.network_.predict(self._codes(X).scaled(self._code_scale))
+        return self.classes_[np.asarray(idx, np.intp)]
 
     def score(self, X, y):
         """Mean accuracy on ``(X, y)``.
@@ -523,7 +569,7 @@ class TinyDLClassifier:
         -------
         float
         """
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+        return float(np.mean(self.predict(X) == _check_labels(self, y, None)))
 
     @property
     def n_params_(self) -> int:
@@ -573,9 +619,11 @@ class TinyDLClassifier:
         save_npz(os.path.join(target, "learner.npz"), dict(
             params=checkpoint.params_to_json({p: getattr(self, p) for p in _PARAMS}),
             n_samples_seen=np.int64(self.n_samples_seen_), n_updates=np.int64(self.n_updates_),
-            n_rebuilds=np.int64(self.n_rebuilds_), rebuilt_classes=self.rebuilt_classes_,
+            n_rebuilds=np.int64(self.n_rebuilds_),
+            rebuilt_classes=_storable(np.asarray(self.rebuilt_classes_)),
             finished_at=np.int64(self.finished_at_),
-            classes=self.classes_, n_features=np.int64(self.n_features_in_),
+            classes=_storable(self.classes_), labels_are_indices=np.int64(1),
+            n_features=np.int64(self.n_features_in_),
             has_transform=np.int64(has_transform), has_network=np.int64(has_network),
             backend=np.array(self.backend_), **self.window_.state(), **self.standardizer_.state()),
             kind=_STATE_KIND, version=_STATE_VERSION)
@@ -622,18 +670,28 @@ class TinyDLClassifier:
             backend = _runnable(str(st["backend"]))
         self = cls(**params, backend=backend)
         self._init(int(st["n_features"]), st["classes"])
+        # checkpoints before labels_are_indices stored the labels themselves (integers)
+        as_labels = "labels_are_indices" not in st
         if int(st["has_transform"]):
             self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"),
                                                        backend=self.transform_.backend)
         if int(st["has_network"]):
             self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"),
                                                backend=self.network_.backend)
+            if as_labels:  # its classes were the labels: the same order as their indices
+                self.network_.classes_ = self._class_index
         self.window_ = CodeWindow.from_state(
             st, self.window, min(self.k, self.l), self.l, self.dtype, target,
             policy=self.window_policy, classes=self.classes_, seed=self.seed,
             n_features=self.n_features_in_ if self._rebuilds else None)
         self.standardizer_ = Standardizer.from_state(
             st, self.n_features_in_, N_STANDARDIZE, self.dtype, bool(self.standardize), target)
+        if as_labels:
+            fill = self.window_.slots
+            self.window_.labels = np.searchsorted(self.classes_, self.window_.labels[:fill]
+                                                  ).astype(np.int64)
+            self.standardizer_._labels = np.searchsorted(
+                self.classes_, self.standardizer_._labels).astype(np.int64)
         self.n_samples_seen_ = int(st["n_samples_seen"])
         self.n_updates_ = int(st["n_updates"])
         self.finished_at_ = int(st["finished_at"])
@@ -667,6 +725,35 @@ class TinyDLClassifier:
                 raise ValueError(f"unknown parameter {key!r}")
             setattr(self, key, value)
         return self
+
+
+def _label_classes(classes) -> np.ndarray:
+    """The sorted distinct labels, in the user's type (object arrays of strings as str)."""
+    classes = np.unique(np.asarray(classes))
+    if classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes):
+        classes = classes.astype(str)
+    return classes
+
+
+def _check_labels(est, y, n) -> np.ndarray:
+    """``y`` as a 1-D array of class labels (the classifiers' rules: a column vector is
+    flattened with a DataConversionWarning, continuous floats are refused)."""
+    from .nn.trainer import InputChecks
+    y = InputChecks._check_y(est, y, len(y) if n is None and y is not None else n)
+    if y.dtype.kind == "O" and all(isinstance(c, str) for c in y):
+        y = y.astype(str)
+    return y
+
+
+def _storable(classes: np.ndarray) -> np.ndarray:
+    """``classes`` in a dtype ``.npz`` holds without pickle."""
+    if classes.dtype.kind == "O":
+        as_str = classes.astype(str)
+        if not np.array_equal(as_str.astype(object), classes):
+            raise ValueError("cannot checkpoint labels of mixed or non-string object type: "
+                             f"{classes[:5].tolist()}")
+        return as_str
+    return classes
 
 
 def _runnable(name):

@@ -52,10 +52,15 @@ def omp(X, D, k, *, tol=None, gram=None, backend=None, return_dense=True,
 
     Notes
     -----
-    An all-zero sample gets an all-zero code.  If the next atom is linearly dependent on the
-    ones chosen (a rank-deficient dictionary), that sample stops early with fewer than ``k``
-    non-zeros and a :class:`hal.backends.numpy.LinearDependenceWarning` is issued; no NaN is
-    ever produced.
+    An all-zero sample gets an all-zero code.  A sample stops at the rank of its chosen atoms:
+    once its best correlation is at rounding level (``|c_j| <= 16 k eps |x| |d_j|``: it is
+    represented, or what is left lies outside the atoms' span) or the next atom is linearly
+    dependent on the chosen ones, it keeps fewer than ``k`` non-zeros rather than fitting
+    atoms to rounding noise.  One :class:`hal.backends.numpy.LinearDependenceWarning` per
+    call names how many samples stopped so with a residual left (a rank-deficient
+    dictionary) or because ``k`` exceeds ``n_features`` (no sample can take more than
+    ``n_features`` independent atoms); a sample that is represented with ``k <= n_features``
+    stops silently.  No NaN is ever produced.  Every backend follows these rules.
     """
     X = check_array(X, "X", dtype=dtype)
     D = check_array(D, "D", dtype=X.dtype, n_features=X.shape[1])

@@ -38,6 +38,14 @@ _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "b
            "block")
 #: parameters that fix the shape of the state: changing them needs a new fit
 _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype")
+#: the private state a fit owns (with every public name ending in "_"): what a restart clears,
+#: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
+_PRIVATE_STATE = ("_D", "_Q", "_G", "_L", "_fit_params", "_pending", "_n_pending",
+                  "_since_join", "_P", "_next_wp")
+#: scratch buffers and the bound backend: rebuilt on unpickling, never pickled (a copy that
+#: joblib memory-maps read-only must not be written to)
+_SCRATCH = ("_xblk", "_xsmall", "_rblk", "_pflat", "_aa", "_pp", "_avec", "_uvec", "_ws",
+            "_ws_n", "_Gn", "_be", "_bws", "_next_wp")
 
 
 class StreamingDictionary(Algorithm2Scan):
@@ -162,8 +170,30 @@ class StreamingDictionary(Algorithm2Scan):
 
     def _reset(self) -> None:
         for name in list(self.__dict__):
-            if name not in _PARAMS:
+            if name in _PARAMS:
+                continue
+            if name in _PRIVATE_STATE or name in _SCRATCH or (
+                    name.endswith("_") and not name.startswith("__")):
                 del self.__dict__[name]
+
+    # -- copies: pickle, copy.deepcopy, joblib (which may memory-map arrays read-only) --------
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in _SCRATCH}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._fitted():
+            # the state arrays are written by partial_fit: a read-only copy (joblib's memory
+            # map) becomes a private one; transform reads only
+            for name in ("_D", "_Q", "_G", "_L", "_pending", "mean_", "scale_"):
+                a = self.__dict__.get(name)
+                if isinstance(a, np.ndarray) and not a.flags.writeable:
+                    self.__dict__[name] = np.array(a, copy=True)
+            self._alloc_scratch()
+
+    def __sklearn_tags__(self):  # scikit-learn >= 1.6 asks estimators for their tags
+        from ._sklearn import transformer_tags
+        return transformer_tags(self)
 
     def _init_state(self, m: int, dtype, p: Dict[str, Any]) -> None:
         l = p["l"]
@@ -302,7 +332,8 @@ class StreamingDictionary(Algorithm2Scan):
                                      f"{p[name]!r} since the stream started; call fit to "
                                      "restart")
         X = check_array(X, "X", dtype=self.dtype_ if fitted else p["dtype"],
-                        n_features=self.n_features_in_ if fitted else None)
+                        n_features=self.n_features_in_ if fitted else None,
+                        owner=type(self).__name__)
         n, m = X.shape
         buffering = p["standardize"] and (not fitted or self._pending is not None)
         if buffering:
@@ -353,7 +384,8 @@ class StreamingDictionary(Algorithm2Scan):
                 f"standardize=True: only {self._n_pending} of n_standardize="
                 f"{self._fit_params['n_standardize']} samples have arrived, so the "
                 f"statistics {what} needs are not fixed yet")
-        X = check_array(X, "X", dtype=self.dtype_, n_features=self.n_features_in_)
+        X = check_array(X, "X", dtype=self.dtype_, n_features=self.n_features_in_,
+                        owner=type(self).__name__)
         return self._standardized(X)
 
     # -- execution phase ---------------------------------------------------------------------

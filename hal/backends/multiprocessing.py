@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 import weakref
 from typing import Dict, List, Optional, Tuple
 
@@ -106,10 +105,9 @@ def _worker_main(conn, block: int, batch: int, threads: Optional[int]) -> None: 
                 m, l, k = X.shape[1], v["D"].shape[0], params["k"]
                 if ws is None or not ws.fits(min(e - s, batch), m, l, k, X.dtype):
                     ws = be.prepare_omp(batch, m, l, k, X.dtype)
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    r = be.omp_encode(X, v["D"], v["G"], k, tol=params["tol"], ws=ws)
-                rec = [str(w.message) for w in caught]
+                # the parent warns once for all shards: send the count of early stops
+                r, stopped = be._omp_encode(X, v["D"], v["G"], k, tol=params["tol"], ws=ws)
+                rec = [stopped]
                 v["indices"][s:e] = r.indices
                 v["values"][s:e] = r.values
                 v["nnz"][s:e] = r.n_nonzero
@@ -369,10 +367,8 @@ class MultiprocessingBackend(ShardedRows, NumpyBackend):
             {"indices": ((n, k), np.int32), "values": ((n, k), X.dtype),
              "nnz": ((n,), np.int32), "resid": ((n,), X.dtype)},
             {"k": k, "tol": tol})
-        if messages:
-            from .numpy import LinearDependenceWarning
-            warnings.warn("; ".join(f"worker: {m}" for m in messages),
-                          LinearDependenceWarning, stacklevel=2)
+        from .numpy.omp import warn_stopped_early
+        warn_stopped_early(sum(messages), n, D.shape[0], k, X.shape[1], stacklevel=2)
         return SparseCodes(res["indices"], res["values"], D.shape[0], res["nnz"], res["resid"])
 
 

@@ -273,6 +273,52 @@ def test_omp_encode(backend, dtype, n, reference):
     assert (ref2.n_nonzero < k).any() or n == 1
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["k_above_rank", "rank_deficient"])
+def test_omp_stops_at_the_rank_and_warns_once(backend, reference, dtype, case):
+    """Issue 17: k above the rank (35 atoms in R^25, exactly 5-sparse signals, k = 35) and a
+    rank-deficient dictionary: every backend stops each sample at the rank of its chosen
+    atoms, as the NumPy specification does, with one warning naming how many stopped."""
+    import warnings
+
+    from hal.backends.numpy import LinearDependenceWarning
+    n = 300                        # enough rows for multiprocessing to shard
+    if case == "k_above_rank":
+        X, D, G, _ = _sparse_data(n, 25, 35, 5, dtype, seed=17)
+        k, count = 35, n
+    else:
+        rng = np.random.default_rng(17)
+        base = rng.standard_normal((6, 20))
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        mix = base[0] + base[1]
+        D = np.vstack([base, mix / np.linalg.norm(mix), base[2]]).astype(dtype)
+        G = D @ D.T
+        X = rng.standard_normal((n, 20)).astype(dtype)
+        k, count = 8, n
+    results = []
+    for be in (reference, backend):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results.append(be.omp_encode(X, D, G, k))
+        ours = [w for w in caught if issubclass(w.category, LinearDependenceWarning)]
+        assert len(ours) == 1, [str(w.message) for w in caught]
+        assert f"stopped early for {count} of {n} samples" in str(ours[0].message)
+    ref, got = results
+    np.testing.assert_array_equal(got.n_nonzero, ref.n_nonzero)
+    assert ref.n_nonzero.max() <= (25 if case == "k_above_rank" else 6)
+    scale = np.abs(ref.values).max()
+    assert scale < 10          # no coefficient fitted to rounding noise
+    rtol = OMP_RTOL[np.dtype(dtype).name]
+    if case == "k_above_rank":
+        np.testing.assert_array_equal(got.indices, ref.indices)
+        np.testing.assert_allclose(got.values, ref.values, rtol=0, atol=rtol * scale)
+    else:
+        # the atom mixing atoms 0 and 1 makes their correlations exact ties once it is
+        # chosen: backends may take either; the fit (the projection on the span) is the same
+        np.testing.assert_allclose(got.to_dense() @ D, ref.to_dense() @ D, rtol=0,
+                                   atol=100 * rtol * scale)
+
+
 # -- backend-specific checks ---------------------------------------------------------------
 def test_null_counts_and_shapes():
     be = hal.get_backend("null")

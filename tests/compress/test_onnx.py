@@ -128,3 +128,82 @@ def _bad_gemm(rng):
             node.attribute.extend([helper.make_attribute("kernel_shape", [3, 3]),
                                    helper.make_attribute("strides", [1, 1])])
     return mp
+
+
+# -- issue 17: both dtypes export to graphs onnx's full check and onnxruntime accept ---------
+def _as_dtype(model, dtype):
+    for la in model.layers:
+        for key, a in la.arrays.items():
+            if np.asarray(a).dtype.kind == "f":
+                la.arrays[key] = np.asarray(a).astype(dtype)
+    return model
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_export_both_dtypes_full_check_and_onnxruntime(tmp_path, dtype, kind):
+    rng = np.random.default_rng(3)
+    if kind == "cnn":
+        model = _as_dtype(_compressed_cnn(rng), dtype)
+        x = rng.standard_normal((9, 1, 8, 8)).astype(dtype)
+    else:
+        f = rng.standard_normal
+        model = CompressedModel(
+            [make_layer("dense", W=f((12, 7)).astype(dtype), b=f(7).astype(dtype)),
+             CLayer("relu"),
+             make_layer("factored", U=f((7, 2)).astype(dtype), V=f((2, 4)).astype(dtype),
+                        b=f(4).astype(dtype)), CLayer("softmax")], (12,))
+        x = rng.standard_normal((9, 12)).astype(dtype)
+    assert model.dtype == dtype
+    mp = export_onnx(model, str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(mp, full_check=True)
+    elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
+    assert mp.graph.input[0].type.tensor_type.elem_type == elem
+    assert mp.graph.output[0].type.tensor_type.elem_type == elem
+    theirs = _ort(str(tmp_path / "m.onnx"), x)      # float64 was refused before
+    assert theirs.dtype == dtype
+    ours = model.decision_function(x)
+    # a float64 CNN's convolutions run in float32 inside the graph (onnxruntime has no
+    # float64 Conv): same predictions, values within float32 rounding
+    np.testing.assert_allclose(ours, theirs.reshape(9, -1), atol=1e-4)
+    np.testing.assert_array_equal(ours.argmax(axis=1), theirs.reshape(9, -1).argmax(axis=1))
+
+
+def test_import_gemm_bias_of_shape_1_n():
+    rng = np.random.default_rng(4)
+    mp = _cnn_graph(rng)
+    for t in mp.graph.initializer:
+        if t.name == "gb":
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).reshape(1, 10), "gb"))
+    onnx.checker.check_model(mp, full_check=True)            # legal ONNX
+    model = import_onnx(mp)                                   # was refused
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(model.decision_function(x), _ort(mp, x), atol=1e-5)
+
+
+def test_import_a_network_exported_by_torch(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is not installed: the torch.onnx.export "
+                                "round trip needs it")
+    import warnings
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10), nn.Dropout(0.2),
+                        nn.Tanh(), nn.Linear(10, 3), nn.Softmax(dim=1))
+    with torch.no_grad():   # a BatchNorm with non-trivial statistics
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    net.eval()
+    path = str(tmp_path / "torch.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the TorchScript exporter (dynamo=False): the dynamo one needs onnxscript
+        torch.onnx.export(net, torch.zeros(2, 1, 8, 8), path, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+                          dynamo=False)
+    model = import_onnx(path)
+    x = np.random.default_rng(5).standard_normal((7, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.decision_function(x), ref, atol=1e-5)
+    np.testing.assert_allclose(_ort(path, x), ref, atol=1e-5)

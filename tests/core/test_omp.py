@@ -69,6 +69,71 @@ def test_matches_sklearn_orthogonal_mp_gram(dtype, atol):
     assert np.max(np.abs(ours - ref) / scale) <= atol
 
 
+def _overcomplete_sparse(seed, n=40, l=35, m=25, s=5):
+    """Issue 17: more atoms than dimensions (35 in R^25), exactly s-sparse signals."""
+    rng = np.random.default_rng(seed)
+    D = unit_dictionary(rng, l, m)
+    C = np.zeros((n, l))
+    for i in range(n):
+        C[i, rng.choice(l, s, replace=False)] = rng.uniform(1, 2, s) * rng.choice([-1, 1], s)
+    return D, C @ D, C
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_k_above_the_rank_stops_at_the_rank_and_matches_sklearn(seed):
+    # k = 35 > rank 25: each sample stops at the rank of its chosen atoms (here the 5 true
+    # atoms, which represent it exactly) instead of fitting 20 more atoms to rounding noise
+    # (25-26 non-zeros and coefficients off by up to 0.72 before), and says so once
+    sk = pytest.importorskip("sklearn.linear_model")
+    D, X, C = _overcomplete_sparse(seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        codes = omp(X, D, 35)
+    ours = [w for w in caught if issubclass(w.category, LinearDependenceWarning)]
+    assert len(ours) == 1
+    assert f"stopped early for {X.shape[0]} of {X.shape[0]} samples" in str(ours[0].message)
+    assert "k=35 exceeds the 25 dimensions" in str(ours[0].message)
+    np.testing.assert_allclose(codes @ D, X, rtol=0, atol=1e-10)
+    # where OMP's greedy choice finds the true support (most samples), the code is exact
+    found = (codes != 0).sum(axis=1) == 5
+    assert found.mean() >= 0.7
+    np.testing.assert_allclose(codes[found], C[found], rtol=0, atol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # sklearn's "ended prematurely"
+        ref = sk.orthogonal_mp_gram(D @ D.T, D @ X.T, n_nonzero_coefs=35).T
+    # the same codes (scikit-learn's absolute eps threshold lets a sample or two take one
+    # more atom at rounding level, with a coefficient at rounding level)
+    np.testing.assert_allclose(codes, ref, rtol=0, atol=1e-8 * max(1.0, np.abs(ref).max()))
+    assert np.mean(np.all((codes != 0) == (ref != 0), axis=1)) >= 0.8
+
+
+def test_k_above_the_rank_on_generic_signals_is_least_squares():
+    # random signals in R^25, 35 random atoms, k = 35: at most 25 atoms, fitted exactly (the
+    # coefficients were off by up to 180 before: atoms fitted to rounding noise)
+    rng = np.random.default_rng(3)
+    D = unit_dictionary(rng, 35, 25)
+    X = rng.standard_normal((30, 25))
+    with pytest.warns(LinearDependenceWarning, match="stopped early for 30 of 30 samples"):
+        codes, rsq = omp(X, D, 35, return_residual=True)
+    nnz = (codes != 0).sum(axis=1)
+    assert nnz.max() <= 25
+    np.testing.assert_allclose(codes @ D, X, atol=1e-9)
+    assert np.all(rsq <= 1e-12 * (X ** 2).sum(axis=1))   # |x|^2 - sum z^2: rounding level
+    for i in range(X.shape[0]):
+        sup = np.flatnonzero(codes[i])
+        ref = np.linalg.lstsq(D[sup].T, X[i], rcond=None)[0]
+        np.testing.assert_allclose(codes[i, sup], ref, rtol=1e-6, atol=1e-8)
+
+
+def test_k_within_the_rank_does_not_warn_when_represented():
+    D, X, C = _overcomplete_sparse(4, l=35, m=25, s=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codes = omp(X, D, 25)
+    np.testing.assert_allclose(codes @ D, X, rtol=0, atol=1e-10)
+    assert (codes != 0).sum(axis=1).max() <= 25
+
+
 # -- hypothesis properties -------------------------------------------------------------------
 @st.composite
 def problems(draw):

@@ -337,7 +337,8 @@ def _bad_batches(m):
     return [
         (nan, ValueError, "NaN or Inf"),
         (inf, ValueError, "NaN or Inf"),
-        (np.ones((3, m + 1)), ValueError, f"{m + 1} features, expected {m}"),
+        (np.ones((3, m + 1)), ValueError,
+         f"{m + 1} features, but StreamingDictionary is expecting {m}"),
         (np.ones(m), ValueError, "must be 2-D"),
         (np.ones((2, m, 1)), ValueError, "must be 2-D"),
         (np.ones((0, m)), ValueError, "empty"),

@@ -1,12 +1,17 @@
 """ONNX in and out (the ``onnx`` extra; ``onnx`` is imported only when these are called).
 
-Import (:func:`import_onnx`) reads a sequential MLP or CNN: Gemm, MatMul, Add (a bias),
-Conv, Relu, Tanh, Sigmoid, MaxPool, AveragePool, Flatten, Reshape (to ``(N, -1)`` only) and
-Softmax; BatchNormalization is folded into the Conv/Gemm/MatMul before it; Constant nodes are
-read as weights.  Any other op, a branch, or shapes that do not chain raise ``ValueError``
-naming the node.
+Import (:func:`import_onnx`) reads a sequential MLP or CNN: Gemm (bias of shape (N,), (1, N)
+or a scalar), MatMul, Add (a bias), Conv, Relu, Tanh, Sigmoid, MaxPool, AveragePool, Flatten,
+Reshape (to ``(N, -1)`` only) and Softmax; BatchNormalization is folded into the
+Conv/Gemm/MatMul before it; Constant nodes are read as weights, Identity and Dropout
+(inference) pass through - what ``torch.onnx.export`` writes for such networks.  Any other
+op, a branch, or shapes that do not chain raise ``ValueError`` naming the node.
 
-Export (:func:`export_onnx`) writes a compressed model (opset 13): ``factored`` layers become
+Export (:func:`export_onnx`) writes a compressed model (opset 13) in its own dtype (input,
+output and weights float32, or all float64: onnxruntime refuses a graph that mixes them; the
+Conv and AveragePool of a float64 model run in float32 between two Casts, because
+onnxruntime's CPU provider has no float64 kernel for them), checked with
+``onnx.checker.check_model(full_check=True)`` (shape inference included): ``factored`` layers become
 two MatMuls and an Add, ``sparse_factored`` a MatMul by B and one by S *densified* (ONNX's
 standard ops have no sparse product), ``kernel_separated`` a grouped Conv (vertical), a Gather
 that regroups channels by filter, and a grouped Conv (horizontal).
@@ -24,7 +29,7 @@ __all__ = ["import_onnx", "export_onnx", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Conv", "Relu", "Tanh", "Sigmoid", "MaxPool",
                  "AveragePool", "Flatten", "Reshape", "Softmax", "BatchNormalization",
-                 "Constant")
+                 "Constant", "Identity", "Dropout")
 
 
 def _onnx():
@@ -94,6 +99,9 @@ def import_onnx(path_or_model, classes=None) -> CompressedModel:
         if op not in SUPPORTED_OPS:
             raise ValueError(f"unsupported ONNX op {op!r} at node {node.name or '?'!r}; "
                              f"supported: {', '.join(SUPPORTED_OPS)}")
+        if op == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]   # a shared weight, renamed
+            continue
         if op == "Constant":
             a = _attrs(node)
             if "value" not in a:
@@ -127,7 +135,13 @@ def import_onnx(path_or_model, classes=None) -> CompressedModel:
             if W.ndim != 2 or W.shape[0] != shape[0]:
                 raise ValueError(f"{label}: weight of shape {W.shape} does not take the "
                                  f"{shape[0]} features it receives")
-            b = np.broadcast_to(b, (W.shape[1],)).astype(np.float32)
+            if b.size == W.shape[1]:
+                b = b.reshape(-1)   # (N,) or (1, N): both legal for Gemm's C, both common
+            try:
+                b = np.broadcast_to(b, (W.shape[1],)).astype(np.float32)
+            except ValueError:
+                raise ValueError(f"{label}: bias of shape {b.shape} does not broadcast to the "
+                                 f"{W.shape[1]} outputs") from None
             layers.append(make_layer("dense", W=np.ascontiguousarray(W), b=b.copy()))
             shape = (W.shape[1],)
         elif op == "Add":
@@ -188,6 +202,10 @@ def import_onnx(path_or_model, classes=None) -> CompressedModel:
             prev.arrays["b"] = ((prev.arrays["b"] - mean) * s + beta).astype(np.float32)
         elif op in ("Relu", "Tanh", "Sigmoid"):
             layers.append(CLayer(op.lower()))
+        elif op in ("Identity", "Dropout"):
+            if op == "Dropout" and len(node.output) > 1 and node.output[1]:
+                raise ValueError(f"{label}: a Dropout whose mask is used is not supported")
+            # inference: both pass the data through
         elif op == "Softmax":
             if a.get("axis", -1) not in (-1, 1) or len(shape) != 1:
                 raise ValueError(f"{label}: only a softmax over the features of flat rows is "
@@ -235,10 +253,16 @@ def export_onnx(model: CompressedModel, path=None, opset: int = 13):
     from onnx import TensorProto, helper
     nodes, inits = [], []
     counter = [0]
+    dt = np.dtype(np.float64) if model.dtype == np.float64 else np.dtype(np.float32)
+    elem = TensorProto.DOUBLE if dt == np.float64 else TensorProto.FLOAT
+    low = [False]   # inside a float32 island of a float64 graph (see the module docstring)
 
     def const(arr, name):
         counter[0] += 1
         full = f"{name}_{counter[0]}"
+        arr = np.asarray(arr)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float32 if low[0] else dt)
         inits.append(nh.from_array(np.ascontiguousarray(arr), full))
         return full
 
@@ -249,6 +273,11 @@ def export_onnx(model: CompressedModel, path=None, opset: int = 13):
     cur = "input"
     for i, la in enumerate(model.layers):
         a, k = la.arrays, la.kind
+        low[0] = dt == np.float64 and k in ("conv", "kernel_separated", "avgpool")
+        if low[0]:
+            t = out_name()
+            nodes.append(helper.make_node("Cast", [cur], [t], to=TensorProto.FLOAT))
+            cur = t
         o = out_name()
         if k == "dense":
             t = out_name()
@@ -301,17 +330,21 @@ def export_onnx(model: CompressedModel, path=None, opset: int = 13):
         else:  # pragma: no cover
             raise ValueError(f"cannot export layer kind {k!r}")
         cur = o
+        if low[0]:
+            o = out_name()
+            nodes.append(helper.make_node("Cast", [cur], [o], to=TensorProto.DOUBLE))
+            cur = o
     nodes[-1].output[0] = "output"
     out_dims = ["N"] + [int(s) for s in model.output_shape]
     graph = helper.make_graph(
         nodes, "tinydl_compressed",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+        [helper.make_tensor_value_info("input", elem,
                                        ["N"] + [int(s) for s in model.input_shape])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims)], inits)
+        [helper.make_tensor_value_info("output", elem, out_dims)], inits)
     mp = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                            producer_name="tinydl.compress")
     mp.ir_version = min(mp.ir_version, 8)  # readable by onnxruntime >= 1.15
-    onnx.checker.check_model(mp)
+    onnx.checker.check_model(mp, full_check=True)
     if path is not None:
         from ..io import atomic_write_bytes
         atomic_write_bytes(path, mp.SerializeToString())

@@ -42,6 +42,20 @@ _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 _FILE_KIND = "tinydl.nn.classifier"
 
 
+def _writable(obj) -> None:
+    """Replace the read-only arrays among ``obj``'s attributes (and in its dict-valued
+    attributes) by writable copies."""
+    if obj is None or not hasattr(obj, "__dict__"):
+        return
+    for key, v in list(vars(obj).items()):
+        if isinstance(v, np.ndarray) and not v.flags.writeable:
+            setattr(obj, key, np.array(v, copy=True))
+        elif isinstance(v, dict):
+            for k2, a in list(v.items()):
+                if isinstance(a, np.ndarray) and not a.flags.writeable:
+                    v[k2] = np.array(a, copy=True)
+
+
 class NetworkClassifier(Trainer, InputChecks):
     """Shared machinery; subclasses define the layers in :meth:`_make_layers`.
 
@@ -237,6 +251,13 @@ class NetworkClassifier(Trainer, InputChecks):
         state.pop("_bufkey", None)
         return state
 
+    def __setstate__(self, state):
+        # a copy joblib memory-maps has read-only arrays: the ones training writes (the
+        # optimizer's state, the loss's workspace) become private copies; predict reads only
+        self.__dict__.update(state)
+        for obj in (self, self.__dict__.get("optimizer_"), self.__dict__.get("loss_fn_")):
+            _writable(obj)
+
     # -- memory --------------------------------------------------------------------------
     def footprint(self, batch_size=None, n_features=None, n_classes=None, n_samples=0,
                   sparse_k=None) -> Dict[str, int]:
@@ -423,9 +444,10 @@ class CNNClassifier(NetworkClassifier):
 
     Parameters
     ----------
-    input_shape : tuple of int
+    input_shape : tuple of int, or None
         One sample's shape, channels first: ``(C, L)`` for signals, ``(C, H, W)`` for images;
-        ``X`` rows hold ``prod(input_shape)`` values in that (C-order) layout.
+        ``X`` rows hold ``prod(input_shape)`` values in that (C-order) layout.  ``None``: each
+        row is a one-channel signal, ``(1, n_features)``.
     conv_layers : tuple of (filters, kernel_size, pool_size)
         Each block is convolution ("same" padding, stride 1) -> activation -> max pooling
         (skipped for pool_size 1).
@@ -459,6 +481,8 @@ class CNNClassifier(NetworkClassifier):
         self.sparse_product = sparse_product
 
     def _input_shape(self, n_features):
+        if self.input_shape is None:
+            return (1, int(n_features))
         shape = tuple(int(s) for s in self.input_shape)
         if len(shape) not in (2, 3) or int(np.prod(shape)) != n_features:
             raise ValueError(f"input_shape={shape} must be (C, L) or (C, H, W) with "

@@ -7,6 +7,7 @@ validates ``X`` (dense rows or :class:`~tinydl.codes.SparseCodes`) and ``y`` onc
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -36,6 +37,24 @@ def _check_param(name, value, kind, low=None, high=None, choices=None, low_open=
         raise ValueError(f"{name} must be in {lo}{low}, {high if high is not None else 'inf'}], "
                          f"got {value!r}")
     return value
+
+
+def conversion_warning():
+    """tinydl's DataConversionWarning; where scikit-learn is loaded, one that is also
+    scikit-learn's (so that its tooling and checks recognise it)."""
+    sk = sys.modules.get("sklearn.exceptions")
+    if sk is None:
+        return DataConversionWarning
+    global _BOTH
+    if _BOTH is None:
+        _BOTH = type("DataConversionWarning", (DataConversionWarning,
+                                               sk.DataConversionWarning), {
+            "__module__": DataConversionWarning.__module__,
+            "__doc__": DataConversionWarning.__doc__})
+    return _BOTH
+
+
+_BOTH = None
 
 
 class InputChecks:
@@ -83,28 +102,33 @@ class InputChecks:
                 and arr.flags.c_contiguous \
                 and np.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64)):
             if n_features is not None and arr.shape[1] != n_features:
-                raise ValueError(f"X has {arr.shape[1]} features, expected {n_features}")
+                raise ValueError(f"X has {arr.shape[1]} features, but {type(self).__name__} "
+                                 f"is expecting {n_features} features as input")
         else:
             try:
-                arr = check_array(arr, "X", dtype=dtype, n_features=n_features)
+                arr = check_array(arr, "X", dtype=dtype, n_features=n_features,
+                                  owner=type(self).__name__)
             except TypeError as exc:
                 if arr.dtype.kind == "c":  # sklearn's convention: a ValueError
                     raise ValueError(f"Complex data not supported: {exc}") from None
                 raise
         return arr, arr.shape[0], arr.shape[1], False
 
-    @staticmethod
-    def _check_y(y, n):
+    def _check_y(self, y, n):
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected; "
                           "flattened to shape (n_samples,)",
-                          DataConversionWarning, stacklevel=3)
+                          conversion_warning(), stacklevel=3)
             y = y.ravel()
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
         if y.shape[0] != n:
-            raise ValueError(f"X has {n} samples but y has {y.shape[0]}; they must match")
+            raise ValueError(f"X has {n} samples but y has {y.shape[0]}; they must match (one "
+                             "label per sample)")
         if y.dtype.kind == "f":
             if not np.isfinite(y).all():
                 raise ValueError("y contains NaN or Inf")

@@ -22,6 +22,7 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
     REAL *RU = NRHO + k;         /* -rho_s u_s of this step */
     const REAL kk = (REAL)(k > 1 ? k : 1);
     const REAL tiny = 16 * kk * eps;
+    const REAL ctol = tiny * tiny;
     for (long i = 0; i < n; i++) {
         const REAL *a0 = corr + i * l;
         int *J = idx + i * k;
@@ -33,7 +34,8 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
         const REAL limit = tol2 >= 0 ? x2 * tol2 : 0;
         /* an all-zero sample takes no atom; under a tolerance, nor does one already within */
         if (x2 > 0 && !(tol2 >= 0 && !(x2 > limit))) {
-            const REAL noise = x2 * 4 * kk * eps;
+            /* counted only clearly above rounding: see the specification */
+            const REAL noise = x2 * SQRT(eps);
             for (long q = 0; q < l; q++) c[q] = a0[q];
             for (long t = 0; t < k; t++) {
                 /* argmax |c|, the first of ties.  |c| compared as the integers of its bits
@@ -49,6 +51,14 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
                 while (j < l - 1 && (bits[j] & ABSMASK) != best) j++;
                 const REAL cj = c[j];
                 const REAL gj = G[j * l + j];
+                /* the best correlation at rounding level: the residual is orthogonal to
+                   every atom - x is represented (stop silently), or what is left lies
+                   outside the atoms' span (rank-deficient: count it) - and a further atom
+                   would be fitted to rounding noise */
+                if (cj * cj <= x2 * gj * ctol) {
+                    if (x2 - proj > noise) dependent++;
+                    break;
+                }
                 REAL d2 = 0;
                 REAL *u = U + t * k;
                 for (long s = 0; s < t; s++) {

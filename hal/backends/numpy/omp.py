@@ -41,7 +41,7 @@ import numpy as np
 
 from ...backend import OMPWorkspace, SparseCodes
 
-__all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook"]
+__all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook", "warn_stopped_early"]
 
 
 class LinearDependenceWarning(RuntimeWarning):
@@ -82,6 +82,21 @@ def omp_textbook(a, Dp, k):
         r = r - DL @ c                              # step 6
         code[support] += c
     return code, support
+
+
+def warn_stopped_early(stopped, n, l, k, m, stacklevel=3) -> None:
+    """The one warning of an OMP call whose ``stopped`` samples (of ``n``) stopped at the
+    rank of their chosen atoms with fewer than ``k`` non-zeros (every backend issues it)."""
+    if stopped:
+        k = min(int(k), int(l))
+        why = (f"k={k} exceeds the {m} dimensions, so no sample can take more than {m} "
+               f"independent atoms" if k > m else
+               f"the next atom was linearly dependent on the atoms already chosen (a "
+               f"rank-deficient dictionary, l={l})")
+        warnings.warn(
+            f"OMP stopped early for {stopped} of {n} samples, with fewer than k={k} "
+            f"non-zeros, at the rank of their chosen atoms: {why}", LinearDependenceWarning,
+            stacklevel=stacklevel + 1)
 
 
 class BatchOMP:
@@ -156,6 +171,13 @@ class BatchOMP:
             ``indices`` (n, k) int32 in selection order (``-1`` pads), ``values`` (n, k),
             ``n_nonzero`` (n,) int32 and ``residual_sq`` (n,) filled.
         """
+        codes, stopped = self._omp_encode(X, D, G, k, tol, ws)
+        warn_stopped_early(stopped, X.shape[0], D.shape[0], k, X.shape[1], stacklevel=3)
+        return codes
+
+    def _omp_encode(self, X, D, G, k, tol=None, ws=None):
+        """:meth:`omp_encode` without the warning: returns ``(codes, stopped)``, ``stopped``
+        the number of samples that stopped early at the rank of their chosen atoms."""
         n, m = X.shape
         l = D.shape[0]
         k = int(min(k, l))
@@ -188,12 +210,15 @@ class BatchOMP:
                 continue
             dependent += self._omp_chunk(X[s:e], DT, G, k, tol, ws, indices[s:e],
                                          values[s:e], nnz[s:e], resid[s:e])
-        if dependent:
-            warnings.warn(
-                f"OMP stopped early for {dependent} of {n} samples: the next atom was linearly "
-                f"dependent on the atoms already chosen (rank-deficient dictionary, l={l})",
-                LinearDependenceWarning, stacklevel=3)
-        return SparseCodes(indices, values, l, nnz, resid)
+        if k > m:
+            # more non-zeros than dimensions: every sample stops at the rank of its atoms
+            # (at most m); count those that took fewer than k, except where x is zero or
+            # the tolerance was met
+            stopped = (nnz < k) & np.any(X != 0, axis=1)
+            if tol is not None:
+                stopped &= resid > np.einsum("ij,ij->i", X, X) * X.dtype.type(float(tol) ** 2)
+            dependent = int(np.count_nonzero(stopped))
+        return SparseCodes(indices, values, l, nnz, resid), dependent
 
     def _chunk_correlations(self, X, DT, A, corr=None):
         """A chunk's correlations ``c = X @ D.T`` (fixed-size row blocks; or ``corr`` given)
@@ -229,14 +254,18 @@ class BatchOMP:
         # d^2 = G_jj - |w|^2 is exact to ~k eps G_jj: below a few times that, the atom lies
         # in the span of the chosen ones (an atom picked twice lands here too)
         tiny = dt.type(16 * max(k, 1) * eps)
+        ctol = tiny * tiny
         rowoff = A["rowoff"][:n]
         fj = A["fj"][:n]
         d2, gj, tg, tmp = A["vec"][:, :n]
         ok = A["ok"][:n]
 
         xx = self._chunk_correlations(X, DT, A, corr)[1]
-        # |x|^2 - sum z^2 is exact to ~k eps |x|^2: a residual below that is rounding noise
-        noise = xx * (4 * max(k, 1) * eps)
+        # |x|^2 - sum z^2 is exact to ~k eps |x|^2 times the conditioning of the chosen atoms:
+        # a sample stopped at the rank of its atoms is counted (warned about) only if what is
+        # left is clearly above that, |r|^2 > sqrt(eps) |x|^2 (a rank-deficient dictionary
+        # leaves O(|x|^2); a represented sample rounding noise)
+        noise = xx * np.sqrt(eps)
         active = A["act"][:n]
         np.greater(xx, 0, out=active)  # an all-zero sample takes no atom
         if tol is not None:
@@ -274,6 +303,13 @@ class BatchOMP:
                 np.copyto(d2, gj)
             np.multiply(gj, tiny, out=tg)
             np.greater(d2, tg, out=ok)
+            # the best correlation at rounding level (|c_j| <= 16 k eps |x| |d_j|): the
+            # residual is orthogonal to every atom - x is represented (stop silently) or what
+            # is left lies outside the atoms' span (rank-deficient: counted below) - and any
+            # further atom would be fitted to rounding noise (coefficients off by orders)
+            np.multiply(cj, cj, out=tmp)
+            rep = tmp <= xx * gj * ctol
+            ok &= ~rep
             ok &= active
             bt = B[t]
             np.divide(cj, d2, out=bt, where=ok)
@@ -284,7 +320,7 @@ class BatchOMP:
                 # rounding level) every correlation is noise and stopping is the right answer
                 left = resid if tol is not None else \
                     xx - np.einsum("ij,ij->j", B[:t], CJ[:t])
-                dependent += int(np.count_nonzero(active & (d2 <= tg) & (left > noise)))
+                dependent += int(np.count_nonzero(active & ((d2 <= tg) | rep) & (left > noise)))
             Yt = Y[t + 1]
             if t:
                 np.copyto(coef[0], bt)
