@@ -41,9 +41,13 @@ def add_arguments(p):
                         "hold-out")
     p.add_argument("--seed", type=int, default=d.seed, help="network initialisation and noise")
     p.add_argument("--test-fraction", type=float, default=d.test_fraction)
-    p.add_argument("--tolerance", type=float, default=d.tolerance,
-                   help="accuracy points TinyDL's chosen network may trail the raw one by on "
-                        f"validation (default {d.tolerance:g})")
+    p.add_argument("--min-reduction", type=float, default=d.min_reduction, metavar="X",
+                   help="TinyDL's size candidates are at least X times smaller than the raw "
+                        "network; the most accurate on validation wins (default "
+                        f"{d.min_reduction:g})")
+    p.add_argument("--recipes", default=",".join(d.recipes), metavar="LIST",
+                   help="training recipes each learner's is chosen from on validation "
+                        f"(default {','.join(d.recipes)}; sgd-l2 is the paper's)")
     p.add_argument("--n-batch", type=int, default=None, help=f"retrain every N samples "
                    f"(default {d.n_batch})")
     p.add_argument("--window", type=int, default=None,
@@ -63,7 +67,8 @@ def settings_from_args(args):
     d = Settings()
     return Settings(
         test_fraction=args.test_fraction, split_seed=args.split_seed, order=args.order,
-        stream_seed=args.stream_seed, tolerance=args.tolerance,
+        stream_seed=args.stream_seed, min_reduction=args.min_reduction,
+        recipes=tuple(r.strip() for r in args.recipes.split(",") if r.strip()),
         n_batch=args.n_batch or (min(d.n_batch, 64) if args.quick else d.n_batch),
         window=args.window or (min(d.window, 256) if args.quick else d.window),
         epochs=args.epochs or (min(d.epochs, 3) if args.quick else d.epochs),
