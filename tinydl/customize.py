@@ -52,7 +52,7 @@ __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load
 L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
 K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
 WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
-HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128, 64))
+HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
 ALPHA_LADDER = (0.1, 0.3, 0.5)
 
 
