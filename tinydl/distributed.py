@@ -351,8 +351,23 @@ class MPITinyDLClassifier(TinyDLClassifier):
         self._check_consistent(ctx)
         return self
 
-    def _retrain(self):
-        super()._retrain()
+    def _new_transform(self):
+        # the rebuild policy makes fresh ones: they shard through the MPI backend too
+        tr = super()._new_transform()
+        ctx = self.__dict__.get("_mpi_ctx")
+        if ctx is not None:
+            tr.set_params(backend=ctx["backend"])
+        return tr
+
+    def _new_network(self):
+        net = super()._new_network()
+        ctx = self.__dict__.get("_mpi_ctx")
+        if ctx is not None:
+            net.grad_hook = ctx["hook"]
+        return net
+
+    def _retrain(self, epochs=None):
+        super()._retrain(epochs)
         # all-reduced gradients give every rank the same step; broadcasting rank 0's
         # parameters and optimizer state makes "the same" exact whatever the MPI library's
         # reduction order

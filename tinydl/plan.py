@@ -16,8 +16,8 @@ import numpy as np
 __all__ = ["Budget", "Candidate", "Plan", "load_plan"]
 
 #: the learner's fixed settings a plan does not tune (TinyDLClassifier's defaults)
-EPOCHS_PER_UPDATE = 5
-BATCH_SIZE = 32
+EPOCHS_PER_UPDATE = 10
+BATCH_SIZE = 64
 N_STANDARDIZE = 256
 CHUNK = 256
 #: the paper's setting: no more capacity than this is chosen without data saying so

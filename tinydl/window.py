@@ -1,12 +1,23 @@
 """The code window: the bounded store of compact codes and labels the network retrains on.
 
-The paper keeps the codes of the last ``n`` samples; here they are a ring buffer of compact
-codes (``k`` indices and ``k`` values per sample, :class:`tinydl.codes.SparseCodes`): the
-paper's ``l * n`` dense codes take ``l / (k * (1 + 4 / itemsize))`` times more.
+The paper keeps the codes of the last ``n`` samples (``policy="sliding"``); here they are
+compact codes (``k`` indices and ``k`` values per sample, :class:`tinydl.codes.SparseCodes`):
+the paper's ``l * n`` dense codes take ``l / (k * (1 + 4 / itemsize))`` times more.
+
+``policy="reservoir"`` (the learner's default) keeps a class-balanced sample of the whole
+stream instead: ``size // n_classes`` slots per class, filled by reservoir sampling within
+each class.  A stream in recorded order (labels in long blocks) then still trains the network
+on every class seen so far, where a sliding window holds only the last block's.  The
+randomness is a counter-based hash of ``(seed, class, count)`` (:func:`_draw`): no generator
+state to save, and the same slots however the stream is cut into calls.
+
+With ``n_features`` the window also keeps each stored sample's raw row (what the learner's
+``rebuild="new-class"`` policy rebuilds the dictionary from), at the cost of
+``size x n_features`` values.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -14,11 +25,36 @@ from ._validation import check_int
 from .codes import SparseCodes
 from .errors import ModelFileError
 
-__all__ = ["CodeWindow"]
+__all__ = ["CodeWindow", "POLICIES"]
+
+POLICIES = ("reservoir", "sliding")
+
+_M1, _M2, _M3 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9),
+                 np.uint64(0x94D049BB133111EB))
+
+
+def _mix(x):
+    # SplitMix64's finalizer (uint64 arithmetic wraps)
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M2
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M3
+    return x ^ (x >> np.uint64(31))
+
+
+def _draw(seed: int, cls: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """A uniform integer in ``[0, count)`` for each ``(class, count)``: a hash of
+    ``(seed, class, count)``, so the draw of the n-th sample of a class never depends on how
+    the stream was cut (the modulo bias is below ``count / 2**64``)."""
+    with np.errstate(over="ignore"):
+        x = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * _M1 + _M2)
+        x = _mix(x ^ (cls.astype(np.uint64) * _M1))
+        x = _mix(x ^ (count.astype(np.uint64) * _M3))
+    return (x % count.astype(np.uint64)).astype(np.int64)
 
 
 class CodeWindow:
-    """A ring buffer of the last ``size`` samples' compact codes and labels.
+    """The stored samples' compact codes and labels (and, optionally, raw rows).
 
     Parameters
     ----------
@@ -29,78 +65,185 @@ class CodeWindow:
     n_atoms : int
         Atoms the codes index (the dictionary size ``l``).
     dtype : {"float32", "float64"}
+    policy : {"sliding", "reservoir"}
+        ``"sliding"``: a ring buffer of the last ``size`` samples (the paper).
+        ``"reservoir"``: ``max(1, size // n_classes)`` slots per class, reservoir sampling
+        within each class (slots a class leaves unused stay empty).
+    classes : array-like, required for ``"reservoir"``
+        The sorted class labels.
+    seed : int
+        The reservoir's draws (see :func:`_draw`).
+    n_features : int, optional
+        Also keep each stored sample's raw row (``size x n_features`` values of ``dtype``).
 
     Attributes
     ----------
-    indices : ndarray of shape (size, k), int32
-    values : ndarray of shape (size, k)
-    labels : ndarray of shape (size,), int64
+    indices : ndarray of shape (slots, k), int32
+    values : ndarray of shape (slots, k)
+    labels : ndarray of shape (slots,), int64
+    raw : ndarray of shape (slots, n_features) or None
     fill : int
         Valid entries.
     head : int
-        Next slot to write.
+        Next slot to write (sliding).
+    counts : ndarray of shape (n_classes,), int64
+        Samples of each class offered so far (reservoir).
     """
 
-    def __init__(self, size: int, k: int, n_atoms: int, dtype="float32"):
+    def __init__(self, size: int, k: int, n_atoms: int, dtype="float32",
+                 policy: str = "sliding", classes=None, seed: int = 0,
+                 n_features: Optional[int] = None):
         self.size = check_int(size, "window", low=1)
         self.k = check_int(k, "k", low=1)
         self.n_atoms = check_int(n_atoms, "n_atoms", low=1)
-        self.indices = np.full((self.size, self.k), -1, np.int32)
-        self.values = np.zeros((self.size, self.k), np.dtype(dtype))
-        self.labels = np.zeros(self.size, np.int64)
+        if policy not in POLICIES:
+            raise ValueError(f"window_policy must be one of {POLICIES}, got {policy!r}")
+        self.policy = policy
+        self.seed = int(seed)
+        if policy == "reservoir":
+            if classes is None:
+                raise ValueError("a reservoir window needs the classes")
+            self.classes = np.asarray(classes)
+            self.per_class = max(1, self.size // len(self.classes))
+            slots = self.per_class * len(self.classes)
+        else:
+            self.classes = None if classes is None else np.asarray(classes)
+            self.per_class = 0
+            slots = self.size
+        self.slots = slots
+        self.counts = np.zeros(0 if self.classes is None else len(self.classes), np.int64)
+        self.indices = np.full((slots, self.k), -1, np.int32)
+        self.values = np.zeros((slots, self.k), np.dtype(dtype))
+        self.labels = np.zeros(slots, np.int64)
+        self.raw = None if n_features is None else np.zeros((slots, int(n_features)),
+                                                            np.dtype(dtype))
         self.fill = 0
         self.head = 0
 
     def __len__(self) -> int:
         return self.fill
 
-    def push(self, codes: SparseCodes, labels: np.ndarray) -> None:
-        """Append samples, overwriting the oldest when full.
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays (codes, labels and raw rows)."""
+        return int(self.indices.nbytes + self.values.nbytes + self.labels.nbytes
+                   + (0 if self.raw is None else self.raw.nbytes))
+
+    # -- slots ---------------------------------------------------------------------------
+    def _slots(self, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Where each arriving sample goes: ``(slots, rows)``, the last writer of a slot
+        winning (rows in arrival order)."""
+        n = len(labels)
+        if self.policy == "sliding":
+            rows = np.arange(max(0, n - self.size), n)
+            slots = (self.head + rows) % self.size
+            self.head = (self.head + n) % self.size
+            self.fill = min(self.size, self.fill + n)
+            return slots, rows
+        cls = np.searchsorted(self.classes, labels)
+        order = np.argsort(cls, kind="stable")
+        counts = np.empty(n, np.int64)       # 1-based count of each arrival in its class
+        for c in np.unique(cls):
+            rows_c = order[cls[order] == c]
+            counts[rows_c] = self.counts[c] + np.arange(1, len(rows_c) + 1)
+            self.counts[c] += len(rows_c)
+        cap = self.per_class
+        draw = _draw(self.seed, cls, counts)
+        # the first cap samples of a class fill its slots; later ones replace slot `draw`
+        # when draw < cap (Algorithm R)
+        pos = np.where(counts <= cap, counts - 1, draw)
+        keep = pos < cap
+        slots = cls[keep] * cap + pos[keep]
+        rows = np.flatnonzero(keep)
+        # the last writer of a slot wins
+        last = {}
+        for s, r in zip(slots.tolist(), rows.tolist()):
+            last[s] = r
+        slots = np.fromiter(last.keys(), np.int64, len(last))
+        rows = np.fromiter(last.values(), np.int64, len(last))
+        self.fill = int(np.minimum(self.counts, cap).sum())
+        return slots, rows
+
+    def occupied(self) -> np.ndarray:
+        """The slots holding a sample: arrival order for a sliding window (oldest first),
+        slot order (class by class) for a reservoir."""
+        if self.policy == "sliding":
+            n, h = self.fill, self.head
+            return np.arange(n) if n < self.size else np.r_[h:self.size, 0:h]
+        cap = self.per_class
+        have = np.minimum(self.counts, cap)
+        return np.concatenate([c * cap + np.arange(have[c]) for c in range(len(have))]
+                              ).astype(np.int64)
+
+    def push(self, codes: Optional[SparseCodes], labels: np.ndarray,
+             raw: Optional[np.ndarray] = None) -> None:
+        """Offer samples: a sliding window overwrites the oldest when full, a reservoir
+        keeps each with its class's reservoir probability.
 
         Parameters
         ----------
-        codes : SparseCodes of n samples, ``k`` non-zeros each
+        codes : SparseCodes of n samples, ``k`` non-zeros each, or None
+            None: the samples are not coded yet (their code slots are cleared; the learner
+            re-codes the window before training on it).
         labels : ndarray of shape (n,)
+        raw : ndarray of shape (n, n_features), optional
+            The raw rows (kept when the window was made with ``n_features``).
         """
-        idx_all, val_all = codes.indices, codes.values
-        for start in range(0, len(labels), self.size):
-            ci = idx_all[start:start + self.size]
-            cv = val_all[start:start + self.size]
-            y = labels[start:start + self.size]
-            n, h = len(y), self.head
-            first = min(n, self.size - h)
-            self.indices[h:h + first] = ci[:first]
-            self.values[h:h + first] = cv[:first]
-            self.labels[h:h + first] = y[:first]
-            rest = n - first
-            if rest:
-                self.indices[:rest] = ci[first:]
-                self.values[:rest] = cv[first:]
-                self.labels[:rest] = y[first:]
-            self.head = (self.head + n) % self.size
-            self.fill = min(self.size, self.fill + n)
+        slots, rows = self._slots(np.asarray(labels))
+        if codes is None:
+            self.indices[slots] = -1
+            self.values[slots] = 0
+        else:
+            self.indices[slots] = codes.indices[rows]
+            self.values[slots] = codes.values[rows]
+        self.labels[slots] = labels[rows]
+        if self.raw is not None:
+            self.raw[slots] = raw[rows]
 
     def view(self) -> Tuple[SparseCodes, np.ndarray]:
-        """The window's codes and labels in arrival order (oldest first).
+        """The stored codes and labels (in :meth:`occupied`'s order).
 
         Returns
         -------
         codes : SparseCodes of ``fill`` samples
         labels : ndarray of shape (fill,)
         """
-        n, h = self.fill, self.head
-        sl = slice(0, n) if n < self.size else np.r_[h:self.size, 0:h]
+        if self.policy == "sliding" and self.fill < self.size:
+            sl = slice(0, self.fill)  # a view: no copy
+        else:
+            sl = self.occupied()
         return SparseCodes(self.indices[sl], self.values[sl], self.n_atoms), self.labels[sl]
+
+    def raw_view(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The stored raw rows and labels (in :meth:`occupied`'s order)."""
+        sl = self.occupied()
+        return self.raw[sl], self.labels[sl]
+
+    def recode(self, codes: SparseCodes) -> None:
+        """Replace the stored codes (in :meth:`occupied`'s order)."""
+        sl = self.occupied()
+        self.indices[sl] = codes.indices
+        self.values[sl] = codes.values
+
+    def classes_held(self) -> np.ndarray:
+        """The labels of the classes with at least one stored sample."""
+        if self.policy == "reservoir":
+            return self.classes[self.counts > 0]
+        return np.unique(self.view()[1])
 
     # -- state (what a checkpoint stores) ----------------------------------------------------
     def state(self) -> Dict[str, np.ndarray]:
         """The arrays that restore this window exactly (see :meth:`from_state`)."""
-        return {"codes_indices": self.indices, "codes_values": self.values,
-                "labels_window": self.labels, "window_fill": np.int64(self.fill),
-                "window_head": np.int64(self.head)}
+        out = {"codes_indices": self.indices, "codes_values": self.values,
+               "labels_window": self.labels, "window_fill": np.int64(self.fill),
+               "window_head": np.int64(self.head), "window_counts": self.counts}
+        if self.raw is not None:
+            out["window_raw"] = self.raw
+        return out
 
     @classmethod
-    def from_state(cls, arrays, size, k, n_atoms, dtype, where="file") -> "CodeWindow":
+    def from_state(cls, arrays, size, k, n_atoms, dtype, where="file", policy="sliding",
+                   classes=None, seed=0, n_features=None) -> "CodeWindow":
         """Rebuild a window from :meth:`state`'s arrays.
 
         Raises
@@ -108,17 +251,28 @@ class CodeWindow:
         ModelFileError
             If an array has the wrong shape.
         """
-        self = cls(size, k, n_atoms, dtype)
-        for key, want in (("codes_indices", (size, k)), ("codes_values", (size, k)),
-                          ("labels_window", (size,))):
+        self = cls(size, k, n_atoms, dtype, policy, classes, seed, n_features)
+        want_shapes = [("codes_indices", (self.slots, k)), ("codes_values", (self.slots, k)),
+                       ("labels_window", (self.slots,))]
+        if policy == "reservoir":
+            want_shapes.append(("window_counts", self.counts.shape))
+        if n_features is not None:
+            want_shapes.append(("window_raw", (self.slots, int(n_features))))
+        for key, want in want_shapes:
+            if key not in arrays:
+                raise ModelFileError(f"{where}: {key} is missing")
             got = arrays[key].shape
             if got != want:
                 raise ModelFileError(f"{where}: {key} has shape {got}, expected {want} "
                                      "(window, k)")
         self.indices, self.values = arrays["codes_indices"], arrays["codes_values"]
         self.labels = arrays["labels_window"]
+        if policy == "reservoir":
+            self.counts = np.array(arrays["window_counts"], np.int64)
+        if n_features is not None:
+            self.raw = arrays["window_raw"]
         self.fill, self.head = int(arrays["window_fill"]), int(arrays["window_head"])
-        if not (0 <= self.fill <= size and 0 <= self.head < size):
+        if not (0 <= self.fill <= self.slots and 0 <= self.head < self.slots):
             raise ModelFileError(f"{where}: window fill {self.fill} / head {self.head} out of "
                                  f"range for a window of {size}")
         return self

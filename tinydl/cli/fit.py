@@ -6,13 +6,25 @@ The file is read ``--chunk`` rows at a time (memory-mapped ``.npy`` and uncompre
 model directory holds the checkpoints (``ckpt-<samples>/`` and ``LATEST``) and the plan
 (``plan.json``); the last checkpoint *is* the model (``tinydl evaluate`` / ``predict``).
 
+``--shuffle SEED`` streams a finite file in a seeded permuted order (for files that are not
+live streams: a file in recorded order, its labels in long blocks, teaches a streaming learner
+a few classes at a time); each chunk reads its rows by the permuted index, so memory stays one
+chunk.  The seed is kept in ``MODEL_DIR/stream.json`` and ``--resume`` continues the same
+permutation.  Streamed in file order, a file whose labels arrive in blocks gets a one-line
+warning on stderr: the rule is a mean run length of equal labels more than
+:data:`~tinydl.data.stream.BLOCKED_RUN_FACTOR` (8) times that of the same labels shuffled,
+``1 / (1 - sum_c p_c**2)`` (Daily and Sports sorted by activity: 96 vs 1.06; UJIIndoorLoc in
+file order: 16.3 vs 1.09; a shuffled file: about 1x).
+
 Under ``mpiexec -n N`` (or with ``--mpi``) every rank reads the same chunks and the learner
 shards the work (:mod:`tinydl.distributed`); only rank 0 prints and writes.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -51,6 +63,10 @@ def add_arguments(p):
     p.add_argument("--resume", action="store_true",
                    help="continue from MODEL_DIR's last checkpoint")
     p.add_argument("--limit", type=int, metavar="N", help="stream only the first N samples")
+    p.add_argument("--shuffle", type=int, metavar="SEED",
+                   help="stream the file in a seeded permuted order (for a file that is not "
+                   "a live stream, e.g. one in recorded order); --resume continues the same "
+                   "permutation")
     p.add_argument("--mpi", action="store_true",
                    help="shard the work over MPI ranks (automatic under mpiexec -n N>1)")
     p.add_argument("--trace-memory", action="store_true",
@@ -76,6 +92,42 @@ def _hidden(text):
     return sizes
 
 
+_STREAM_FILE = "stream.json"
+
+
+def _shuffle_seed(args, out, resuming):
+    """The permutation seed: ``--shuffle``, or on ``--resume`` the one the run started with
+    (``MODEL_DIR/stream.json``); a different one is refused."""
+    from . import CommandError
+    saved = None
+    path = os.path.join(out, _STREAM_FILE)
+    if resuming and os.path.exists(path):
+        try:
+            with open(path) as fh:
+                saved = json.load(fh).get("shuffle")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise CommandError(f"{path} is unreadable ({exc}); it records the stream's "
+                               "order") from None
+        if args.shuffle is not None and args.shuffle != saved:
+            was = "file order" if saved is None else f"--shuffle {saved}"
+            raise CommandError(f"{out} was streamed in {was}; --resume continues that order "
+                               f"(drop --shuffle or pass the same seed)")
+        return saved
+    return args.shuffle
+
+
+def _warn_blocked(st, start, stop, n_batch):
+    from ..data import label_runs
+    r = label_runs(st.y[start:stop], n_batch)
+    if r["blocked"]:
+        print(f"tinydl fit: warning: labels arrive in blocks: mean run length "
+              f"{r['mean_run']:,.1f} samples (shuffled: {r['shuffled_run']:.2f}) over "
+              f"{r['n_classes']} classes, {r['classes_per_batch']:.1f} classes per "
+              f"{n_batch}-sample update; a stream in recorded order teaches a few classes at "
+              "a time: consider --shuffle SEED if this file is not a live stream",
+              file=sys.stderr, flush=True)
+
+
 def run(args):
     from ..customize import load_plan
     from ..data import open_stream
@@ -92,6 +144,8 @@ def run(args):
         from .. import customize, learner, transform  # noqa: F401
         hal.get_backend(args.backend)
         tracemalloc.start()
+    if args.shuffle is not None and args.shuffle < 0:
+        raise CommandError(f"--shuffle must be >= 0, got {args.shuffle}")
     for name in ("chunk", "checkpoint_every", "limit"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -143,16 +197,24 @@ def run(args):
             params["backend"] = args.backend
         learner = Learner(**params, seed=args.seed)
         os.makedirs(out, exist_ok=True)
+    seed = _shuffle_seed(args, out, args.resume and has_ckpt)
+    if seed is not None:
+        st = st.shuffled(seed)
     every = args.checkpoint_every or 16 * int(learner.n_batch)
     learner.checkpoint_dir, learner.checkpoint_every = out, every
     rank = int(getattr(learner, "rank", 0))
     if plan is not None and rank == 0:
         plan.save(os.path.join(out, "plan.json"))
+        from ..io import atomic_write_text
+        atomic_write_text(os.path.join(out, _STREAM_FILE),
+                          json.dumps({"shuffle": seed, "n_samples": st.n_samples}) + "\n")
     chunk = args.chunk or (plan.chunk if plan is not None else 256)
     start = learner.n_samples_consumed_ if hasattr(learner, "transform_") else 0
     # a bad row stops the run before anything is learned, naming its row in the file; the
     # chunks below are then checked once, by the learner
     st.validate(chunk, learner.dtype, start, n_total)
+    if seed is None and rank == 0 and start == 0:
+        _warn_blocked(st, 0, n_total, int(learner.n_batch))
     prog = Progress(n_total, "fit", enabled=not args.quiet and rank == 0)
     t0 = time.perf_counter()
     dtype = learner.dtype
@@ -169,8 +231,11 @@ def run(args):
                   streamed_now=int(n_total - start), resumed_from=int(start),
                   seconds=seconds, n_atoms=int(learner.transform_.n_atoms_),
                   n_updates=int(learner.n_updates_), n_params=int(learner.n_params_),
-                  params=learner.get_params())
+                  params=learner.get_params(), shuffle=seed)
     result["params"]["hidden_layer_sizes"] = list(result["params"]["hidden_layer_sizes"])
+    be = result["params"]["backend"]
+    if be is not None and not isinstance(be, str):
+        result["params"]["backend"] = be.name
     if plan is not None:
         result["plan"] = plan.to_dict()
     if args.trace_memory:

@@ -21,9 +21,9 @@ from .datasets import (
     uji_rssi_to_features,
 )
 from .files import BUNDLED, MAX_DATA_BYTES, Dataset, bundled_path, load_dataset
-from .stream import Stream, open_stream
+from .stream import Stream, label_runs, open_stream
 
 __all__ = ["Dataset", "DataError", "load_dataset", "bundled_path", "BUNDLED", "MAX_DATA_BYTES",
            "load_dsa_folder", "load_ujiindoorloc", "load_isolet", "load_real", "split_dataset",
            "guess_application", "uji_rssi_to_features", "DSA_SEGMENT_SHAPE", "UJI_N_WAPS",
-           "ISOLET_N_FEATURES", "Stream", "open_stream"]
+           "ISOLET_N_FEATURES", "Stream", "open_stream", "label_runs"]

@@ -10,6 +10,12 @@ The readers are :mod:`tinydl.data.files`'s, the same that load whole files.  Onl
 are read whole (to know the classes before the first chunk).  Every chunk is checked (finite,
 numeric) as it is read, and :meth:`Stream.validate` checks the whole file up front so that a
 bad row stops a run before anything is learned.  Errors are :class:`~tinydl.errors.DataError`.
+
+:meth:`Stream.shuffled` streams a finite file in a seeded permuted order (for files that are
+not live streams: a file in recorded order, labels in long blocks, is not what a streaming
+learner should see as "the stream"); each chunk reads its rows by the permuted index, so memory
+stays one chunk (a memory-mapped file is read row by row, sorted within the chunk).
+:func:`label_runs` measures how blocked the labels are (``tinydl fit``'s warning).
 """
 from __future__ import annotations
 
@@ -29,7 +35,11 @@ from .files import (
     resolve,
 )
 
-__all__ = ["Stream", "open_stream"]
+__all__ = ["Stream", "open_stream", "label_runs", "BLOCKED_RUN_FACTOR"]
+
+#: labels "arrive in blocks" when their mean run length exceeds this many times that of the
+#: same labels shuffled
+BLOCKED_RUN_FACTOR = 8
 
 _KEYS = {"train": (("X_train", "y_train"), ("X", "y")),
          "test": (("X_test", "y_test"), ("X", "y")),
@@ -52,6 +62,8 @@ class Stream:
         self._X = X                  # array-like (memmap or ndarray), or None for CSV
         self._csv = csv
         self.y = y
+        self.order = None            # a permutation of the rows (shuffled), or None
+        self.shuffle_seed = None
         src = X if X is not None else None
         if src is not None:
             self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
@@ -84,6 +96,18 @@ class Stream:
             For a non-finite value (naming its row and column).
         """
         stop = self.n_samples if stop is None else min(int(stop), self.n_samples)
+        if self.order is not None:
+            for s in range(int(start), stop, int(size)):
+                e = min(stop, s + int(size))
+                idx = self.order[s:e]
+                srt = np.argsort(idx, kind="stable")
+                X = np.empty((e - s,) + tuple(self._X.shape[1:]), dtype)
+                X[srt] = self._X[idx[srt]]   # rows read in file order, placed in stream order
+                if check and not np.isfinite(X).all():
+                    for r in range(len(X)):  # name the bad row by its row in the file
+                        check_finite(X[r:r + 1], self.path, first_row=int(idx[r]))
+                yield s, X, None if self.y is None else self.y[s:e]
+            return
         if self._X is not None:
             for s in range(int(start), stop, int(size)):
                 e = min(stop, s + int(size))
@@ -94,6 +118,26 @@ class Stream:
             return
         for s, X in self._csv.chunks(size, start, stop, dtype, check):
             yield s, X, None if self.y is None else self.y[s:s + len(X)]
+
+    def shuffled(self, seed: int) -> "Stream":
+        """This file's rows in the order ``numpy.random.default_rng(seed).permutation``
+        (``y`` permuted too); ``first_row`` of :meth:`chunks` then counts stream positions.
+
+        Raises
+        ------
+        DataError
+            For a CSV file (read a block of lines at a time, it has no random access:
+            convert it to ``.npy`` first).
+        """
+        if self._X is None:
+            raise DataError(f"{self.path}: a CSV file cannot be streamed shuffled (no random "
+                            "access to its rows); convert it to .npy or .npz first")
+        out = Stream(self.path, self._X, self.y)
+        out.order = np.random.default_rng(int(seed)).permutation(self.n_samples)
+        out.shuffle_seed = int(seed)
+        if self.y is not None:
+            out.y = self.y[out.order]
+        return out
 
     def validate(self, size: int = 256, dtype="float32", start: int = 0,
                  stop: Optional[int] = None) -> None:
@@ -107,6 +151,45 @@ class Stream:
         """
         for _ in self.chunks(size, start, stop, dtype=dtype):
             pass
+
+
+def label_runs(y, n_batch: int = 256):
+    """How blocked a stream's labels are.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        The labels in stream order.
+    n_batch : int
+        The block size for ``classes_per_batch``.
+
+    Returns
+    -------
+    dict
+        ``mean_run``: mean length of the runs of equal labels; ``shuffled_run``: its
+        expectation for the same labels in random order, ``1 / (1 - sum_c p_c**2)``;
+        ``classes_per_batch``: mean number of classes in an ``n_batch`` block (over the full
+        blocks; the whole stream when shorter); ``n_classes``; ``blocked``: ``mean_run >
+        BLOCKED_RUN_FACTOR * shuffled_run``.  Measured: Daily and Sports sorted by activity
+        96 vs 1.06 (91x), UJIIndoorLoc in file order 16.3 vs 1.09 (15x), shuffled streams
+        about 1x.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    if n == 0:
+        return dict(mean_run=0.0, shuffled_run=0.0, classes_per_batch=0.0, n_classes=0,
+                    blocked=False)
+    runs = 1 + int(np.count_nonzero(y[1:] != y[:-1]))
+    _, counts = np.unique(y, return_counts=True)
+    p = counts / n
+    same = float((p ** 2).sum())
+    shuffled_run = 1.0 / (1.0 - same) if same < 1.0 else float(n)
+    nb = max(1, min(int(n_batch), n))
+    blocks = [len(np.unique(y[s:s + nb])) for s in range(0, n - nb + 1, nb)]
+    mean_run = n / runs
+    return dict(mean_run=mean_run, shuffled_run=shuffled_run,
+                classes_per_batch=float(np.mean(blocks)), n_classes=int(len(counts)),
+                blocked=bool(mean_run > BLOCKED_RUN_FACTOR * shuffled_run))
 
 
 def open_stream(path, split: str = "train", labels: Optional[str] = None,
