@@ -50,6 +50,9 @@ def add_arguments(p):
                    help="stream order (the training set shuffled with it), hold-out and "
                         "network initialisation")
     p.add_argument("--backend", default=None, help="HAL backend (default: automatic)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="BLAS threads for both learners (default 1: on a shared two-core "
+                        "machine two threads are often much slower)")
     p.add_argument("--plot", default="tinydl-demo.png",
                    help="where to write the error-over-time plot (needs matplotlib; '' for none)")
 
@@ -91,6 +94,8 @@ def _tiny(plan, standardize, seed, backend, Xte, yte):
 
 
 def run(args):
+    from hal.threads import set_num_threads
+
     from ..baseline import RawStreamLearner, exec_time_us
     from ..data import load_real
     from ..errors import DivergenceError
@@ -98,7 +103,7 @@ def run(args):
     from ..reproduce.protocol import APPLICATIONS, _holdout
     from ..standardize import fit_stats
     from . import CommandError, emit_json
-
+    set_num_threads(args.threads)
     ds = load_real(_resolve(args.data))
     if ds.X_test is None or ds.y_train is None:
         raise CommandError(f"{args.data}: the demo needs X_train, y_train, X_test and y_test")
@@ -126,8 +131,13 @@ def run(args):
     l_ref = min(100, m)
     small = [h for h in HIDDEN_LADDER
              if 20 * _n_params([l_ref, *h, len(classes)]) <= raw_params] or [HIDDEN_LADDER[0]]
+    # the backend hal chooses here (numpy unless TINYDL_BACKEND or --backend says otherwise),
+    # not the profile's first preference: the plan is priced for the backend that runs
+    import hal
+    backend = args.backend or hal.select_backend(None)[0]
+    backend = backend if isinstance(backend, str) else backend.name
     pl = make_plan(m, len(classes), args.profile, memory_bytes=budget_mem, rate_hz=args.rate,
-                   n_samples=len(Xtr), backend=args.backend, hidden_choices=small)
+                   n_samples=len(Xtr), backend=backend, hidden_choices=small)
     backend = pl.backend  # one decision: both learners run on the backend the plan priced
     hidden = (tuple(int(h) for h in args.hidden.split(",")) if args.hidden
               else tuple(pl.hidden_layer_sizes))
@@ -212,7 +222,7 @@ def run(args):
     ]
     n = len(Xtr)
     params = tiny.get_params()
-    result = dict(dataset=ds.name, backend=tiny.backend_,
+    result = dict(dataset=ds.name, backend=tiny.backend_, blas_threads=args.threads,
                   accuracy_tinydl=acc_tiny, accuracy_raw=acc_raw,
                   train_time_ratio=t_raw / t_tiny,
                   train_time_ratio_with_transform=t_raw / (t_tiny + t_transform),

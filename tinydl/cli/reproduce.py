@@ -57,6 +57,9 @@ def add_arguments(p):
     p.add_argument("--noise", choices=("auto", "all", "off"), default=d.noise,
                    help="noise experiment on smart-sensing data sets (auto), every data set "
                         "(all), or none")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="BLAS threads for both learners (default 1: on a shared two-core "
+                        "machine two threads are often much slower; recorded in the JSON)")
     p.add_argument("--no-departures", action="store_true",
                    help="skip the runs that measure each departure against the paper's rule")
 
@@ -85,9 +88,14 @@ def _plot_path(base, key, several):
 
 
 def run(args):
+    from hal.threads import set_num_threads
+
     from ..reproduce import format_report, plot_noise, reproduce
     from . import emit_json
+    set_num_threads(args.threads)
     results = reproduce(args.data, settings_from_args(args))
+    for r in results.values():
+        r["blas_threads"] = args.threads
     noisy = [k for k, r in results.items() if "noise" in r]
     for key in noisy:
         if args.plot:

@@ -83,8 +83,10 @@ HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
 
 #: the training recipes each learner's is chosen from on validation (the paper's first)
 RECIPES = {
-    "sgd-l2": dict(optimizer="sgd", loss="l2", learning_rate=0.01, momentum=0.9),
-    "adam-l2": dict(optimizer="adam", loss="l2", learning_rate=3e-3, momentum=0.9),
+    "sgd-l2": dict(optimizer="sgd", loss="l2", learning_rate=0.01, momentum=0.9,
+                   batch_size=32),
+    "adam-l2": dict(optimizer="adam", loss="l2", learning_rate=3e-3, momentum=0.9,
+                    batch_size=64),
 }
 PAPER_RECIPE = "sgd-l2"
 
@@ -116,7 +118,6 @@ class Settings:
     n_batch: int = 256
     window: int = 2048
     epochs: int = 10
-    batch_size: int = 32
     window_policy: str = "sliding"   # the paper's, the raw network's schedule too
     rebuild: str = "never"           # the paper's
     raw_dropout: float = 0.2

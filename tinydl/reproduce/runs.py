@@ -83,8 +83,8 @@ def run_raw(S, hidden, st, source, classes, recipe="sgd-l2") -> Run:
     """
     # the first 256 stream samples' statistics, the rule TinyDL's standardizer uses
     mu, sd = fit_stats(S["X"][:min(256, len(S["X"]))], np.float32)
-    net = MLPClassifier(hidden_layer_sizes=tuple(hidden), dropout=st.raw_dropout,
-                        batch_size=st.batch_size, epochs=1, seed=st.seed, dtype="float32",
+    net = MLPClassifier(hidden_layer_sizes=tuple(hidden), dropout=st.raw_dropout, epochs=1,
+                        seed=st.seed, dtype="float32",
                         **_recipe(recipe))
     learner = RawStreamLearner(net, st.window, st.n_batch, st.epochs, S["X"].shape[1],
                                np.float32)
@@ -116,16 +116,10 @@ def run_tiny(S, l, k, alpha, hidden, st, source, classes, recipe="sgd-l2", stand
     """Stream ``S`` (or ``X, y`` in their place) through TinyDL with the training ``recipe``,
     timed through the learner's hooks; ``run.model`` is the learner."""
     kw = dict(_recipe(recipe), window_policy=st.window_policy, rebuild=st.rebuild)
-    known = set(TinyDLClassifier().get_params())
-    missing = {p for p in kw if p not in known}
-    if missing and (kw.get("optimizer") != "sgd" or missing - {"optimizer", "window_policy",
-                                                               "rebuild"}):
-        raise TypeError(f"this TinyDLClassifier has no parameter(s) {sorted(missing)}")
-    kw = {p: v for p, v in kw.items() if p in known}   # SGD and the paper's window: defaults
     tiny = TinyDLClassifier(l=l, k=k, alpha=alpha, hidden_layer_sizes=tuple(hidden),
                             window=st.window, n_batch=st.n_batch, epochs_per_update=st.epochs,
-                            standardize=standardize, dropout=0.0, batch_size=st.batch_size,
-                            seed=st.seed, dtype="float32", **kw)
+                            standardize=standardize, dropout=0.0, seed=st.seed, dtype="float32",
+                            **kw)
     # the transform and the retraining never nest, so one source serves both meters
     train, transform, fills = Meter(source), Meter(source), []
     curve = {"samples": [], "seconds": [], "error": []}
@@ -168,8 +162,10 @@ def predicted(profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw_run, tiny_r
     schedule as the measured runs)."""
     from hal.cost import predict_inference, predict_transform
     tr = predict_transform(profile, m, l, k, n_stream)
-    rs, rj = _predict_training(profile, raw_sizes, raw_run.fills, st.epochs, st.batch_size)
-    ts, tj = _predict_training(profile, tiny_sizes, tiny_run.fills, st.epochs, st.batch_size)
+    rs, rj = _predict_training(profile, raw_sizes, raw_run.fills, st.epochs,
+                               raw_run.model.batch_size)
+    ts, tj = _predict_training(profile, tiny_sizes, tiny_run.fills, st.epochs,
+                               tiny_run.model.batch_size)
     ei_raw = predict_inference(profile, raw_sizes, 1).seconds
     ei_tiny = predict_inference(profile, tiny_sizes, 1).seconds
     ei_full = predict_inference(profile, tiny_sizes, 1, transform=(m, l, k)).seconds
