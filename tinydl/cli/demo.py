@@ -35,10 +35,12 @@ def add_arguments(p):
     p.add_argument("--l", type=int, default=None, help="dictionary size (default: the plan's)")
     p.add_argument("--k", type=int, default=None, help="non-zeros per code (default: the "
                    "plan's)")
-    p.add_argument("--alpha", type=float, default=None, help="projection-error threshold")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="projection-error threshold (default 0.5, as tinydl reproduce)")
     p.add_argument("--hidden", default=None, metavar="H1,H2",
                    help="TinyDL's hidden layers (default: the plan's)")
-    p.add_argument("--n-batch", type=int, default=None, help="retrain every N samples")
+    p.add_argument("--n-batch", type=int, default=None,
+                   help="retrain every N samples (default 256, as tinydl reproduce)")
     p.add_argument("--window", type=int, default=None, help="samples kept for retraining")
     p.add_argument("--epochs", type=int, default=10, help="epochs per update (default: 10)")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
@@ -141,10 +143,13 @@ def run(args):
     backend = pl.backend  # one decision: both learners run on the backend the plan priced
     hidden = (tuple(int(h) for h in args.hidden.split(",")) if args.hidden
               else tuple(pl.hidden_layer_sizes))
+    # l, k, the network and the window from the plan; alpha and the update interval are
+    # those of `tinydl reproduce` (the customizer tunes alpha only with data and a target)
     plan = dict(l=args.l or pl.l, k=args.k or pl.k,
-                alpha=pl.alpha if args.alpha is None else args.alpha,
+                alpha=APPLICATIONS.get(app, APPLICATIONS[""])["alpha"] if args.alpha is None
+                else args.alpha,
                 hidden_layer_sizes=hidden, window=args.window or pl.window,
-                n_batch=args.n_batch or pl.n_batch, epochs_per_update=args.epochs,
+                n_batch=args.n_batch or 256, epochs_per_update=args.epochs,
                 dtype="float32")
     step = plan["n_batch"]
     energy = _predicted_energy(args.profile, m, len(classes), plan, raw_hidden, len(Xtr))
