@@ -18,8 +18,11 @@ Three customizations, as in the paper:
 
 Among the candidates that fit, the plan with the most capacity wins (more atoms, then more
 non-zeros, a longer window, a larger network), capped at the paper's setting (``l = 100``,
-``k = 20``); with an error target the *cheapest* plan that meets it wins (the paper tunes
-``k`` down to the error target).  :meth:`Plan.explain` lists what was weighed.
+``k = 20``) and a window of 2,048; the network ladder runs from (16) to (256, 128)
+(:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
+at least 20x smaller than its raw one).  With an error target the *cheapest* plan that meets
+it wins (the paper tunes ``k`` down to the error target).  :meth:`Plan.explain` lists what
+was weighed.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Reproduce the paper's evaluation: Table I and the noise experiment (Fig. 2).
 
 For each data set: split it (if it has no test set), choose a stream order, train the
-conventional network on the raw features (dropout, SGD with momentum, L2 loss) and TinyDL on
-the same stream with the same schedule (retrain every ``n_batch`` samples on the last
-``window`` samples), choose TinyDL's network by the procedure below, and report the paper's
+conventional network on the raw features (dropout; its recipe chosen on validation) and TinyDL
+on the same stream with the same schedule (retrain every ``n_batch`` samples on the last
+``window`` samples), choose TinyDL's settings by the rules below, and report the paper's
 Table I columns measured here and predicted for a device profile.  The protocol is written out
 in ``docs/reproduce.md``; :data:`PROTOCOL` is its short form.  The learners' runs are in
 :mod:`tinydl.reproduce.runs`, the report in :mod:`tinydl.reproduce.report`.
