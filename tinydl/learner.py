@@ -277,19 +277,26 @@ class TinyDLClassifier:
     def _rebuild(self, held):
         """Statistics, dictionary, stored codes and network afresh from the window's raw rows
         (see the class docstring)."""
-        from .standardize import fit_stats
-        R, _ = self.window_.raw_view()
-        st = self.standardizer_
+        from .standardize import fit_stats_rows
+        win, st = self.window_, self.standardizer_
+        slots = win.occupied()
         if st.enabled:
-            st.mean_, st.scale_ = fit_stats(R, self.dtype)
-        Z = st.transform(R)
+            st.mean_, st.scale_ = fit_stats_rows(win.raw, slots, self.dtype)
         # a seeded order that is a function of the seed and the sample count only
         order = np.random.default_rng([int(self.seed), int(self.n_samples_seen_)]
-                                      ).permutation(len(Z))
+                                      ).permutation(len(slots))
         self.transform_ = self._new_transform()
+        # a block of rows at a time: the transient is one block, not a copy of the window
+        step = N_STANDARDIZE
         with self.transform_timer or contextlib.nullcontext():
-            self.transform_.partial_fit_transform(Z[order], dense=False)
-            codes = self.transform_.transform(Z, dense=False)
+            for s in range(0, len(slots), step):
+                rows = st.transform(win.raw[slots[order[s:s + step]]])
+                self.transform_.partial_fit_transform(rows, dense=False)
+            codes = [self.transform_.transform(st.transform(win.raw[slots[s:s + step]]),
+                                               dense=False)
+                     for s in range(0, len(slots), step)]
+        codes = SparseCodes(np.concatenate([c.indices for c in codes]),
+                            np.concatenate([c.values for c in codes]), codes[0].n_atoms)
         self.window_.recode(codes.scaled(self._code_scale))
         self.network_ = self._new_network()
         self.n_rebuilds_ += 1

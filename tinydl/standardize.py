@@ -17,7 +17,7 @@ import numpy as np
 from ._validation import check_int
 from .errors import ModelFileError
 
-__all__ = ["Standardizer", "fit_stats", "apply_stats", "N_STANDARDIZE"]
+__all__ = ["Standardizer", "fit_stats", "fit_stats_rows", "apply_stats", "N_STANDARDIZE"]
 
 #: rows that fix the statistics (the transform's default ``n_standardize``)
 N_STANDARDIZE = 256
@@ -42,6 +42,29 @@ def fit_stats(S: np.ndarray, dtype) -> Tuple[np.ndarray, np.ndarray]:
     dtype = np.dtype(dtype)
     mean = S.mean(axis=0, dtype=np.float64)
     std = S.std(axis=0, dtype=np.float64)
+    const = std <= 16 * np.finfo(dtype).eps * np.maximum(np.abs(mean), 1e-300)
+    std[const] = 1.0
+    return mean.astype(dtype), std.astype(dtype)
+
+
+def fit_stats_rows(S: np.ndarray, rows: np.ndarray, dtype,
+                   block: int = N_STANDARDIZE) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_stats` of ``S[rows]``, a block of rows at a time (two passes), so that the
+    transient is ``block`` rows in float64 rather than a copy of all of them; the same rule
+    for constant features.  (Summed block by block, the digits may differ from
+    :func:`fit_stats`'s in the last place.)"""
+    dtype = np.dtype(dtype)
+    n = len(rows)
+    total = np.zeros(S.shape[1], np.float64)
+    for s in range(0, n, block):
+        total += S[rows[s:s + block]].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(S.shape[1], np.float64)
+    for s in range(0, n, block):
+        d = S[rows[s:s + block]].astype(np.float64)
+        d -= mean
+        sq += np.einsum("ij,ij->j", d, d)
+    std = np.sqrt(sq / n)
     const = std <= 16 * np.finfo(dtype).eps * np.maximum(np.abs(mean), 1e-300)
     std[const] = 1.0
     return mean.astype(dtype), std.astype(dtype)

@@ -59,11 +59,12 @@ def reference(stream, tmp_path_factory):
     return out
 
 
-def _kill_during(stream, out, wait_for_checkpoints):
+def _kill_during(stream, out, wait_for_checkpoints, extra=()):
     """Start a fit, SIGKILL it once ``wait_for_checkpoints`` checkpoints exist."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "tinydl", "fit", stream, "-o", out,
-                             *map(str, FIT_ARGS)], env=env, stdout=subprocess.DEVNULL,
+                             *map(str, FIT_ARGS + tuple(extra))], env=env,
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     latest = os.path.join(out, "LATEST")
     seen, last = 0, None
@@ -100,6 +101,48 @@ def test_sigkill_then_resume_gives_the_same_model(stream, reference, tmp_path, a
     for key in a:
         assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), \
             f"{key} differs after resuming at {killed_at}"
+
+
+def test_shuffle_is_deterministic_and_resume_continues_the_permutation(stream, reference,
+                                                                        tmp_path):
+    once = str(tmp_path / "once")
+    r = tinydl("fit", stream, "-o", once, *FIT_ARGS, "--shuffle", 3, "--json", "-")
+    assert r.returncode == 0, r.stderr
+    import json
+    assert json.loads(r.stdout)["shuffle"] == 3
+    assert "labels arrive in blocks" not in r.stderr
+    # killed, then resumed without repeating --shuffle: the saved permutation goes on
+    out = str(tmp_path / "killed")
+    rc, at = _kill_during(stream, out, 2, ("--shuffle", 3))
+    assert rc == -signal.SIGKILL, "the fit finished before it could be killed"
+    r = tinydl("fit", stream, "-o", out, *FIT_ARGS, "--shuffle", 4, "--resume")
+    _one_line_refusal(r, "--shuffle 3")
+    r = tinydl("fit", stream, "-o", out, *FIT_ARGS, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = _final_arrays(once), _final_arrays(out)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), \
+            f"{key} differs after resuming at {at}"
+    # and it is another stream than the file order
+    ref = _final_arrays(reference)
+    assert not np.array_equal(ref["learner.npz:window_raw"], a["learner.npz:window_raw"])
+
+
+def test_blocked_labels_warn_once_unless_shuffled(tmp_path):
+    src = np.load(make_stream(str(tmp_path / "s.npz"), n=1200))
+    o = np.argsort(src["y_train"], kind="stable")
+    np.savez(tmp_path / "sorted.npz", X_train=src["X_train"][o], y_train=src["y_train"][o])
+    args = ("--l", 24, "--k", 5, "--hidden", "16", "--n-batch", 128, "--epochs", 1, "--quiet")
+    r = tinydl("fit", tmp_path / "sorted.npz", "-o", tmp_path / "a", *args)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "labels arrive in blocks" in ln]
+    assert len(lines) == 1 and "over 5 classes" in lines[0] and "--shuffle" in lines[0], \
+        r.stderr
+    r = tinydl("fit", tmp_path / "sorted.npz", "-o", tmp_path / "b", *args, "--shuffle", 0)
+    assert r.returncode == 0 and "labels arrive in blocks" not in r.stderr, r.stderr
+    r = tinydl("fit", tmp_path / "s.npz", "-o", tmp_path / "c", *args)
+    assert r.returncode == 0 and "labels arrive in blocks" not in r.stderr, r.stderr
 
 
 def test_fit_evaluate_predict_roundtrip(stream, reference, tmp_path):
