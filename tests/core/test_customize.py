@@ -131,10 +131,6 @@ print(tracemalloc.get_traced_memory()[1], p.footprint_bytes, p.chunk)
 """
 
 
-@pytest.mark.xfail(reason="the learner's rebuild='new-class' default (merged from i15-learner) "
-                   "copies the raw rows at a rebuild (standardized and reordered); "
-                   "plan_footprint counts the stored raw rows but not that transient yet: "
-                   "measured peak ~1.25x the formula", strict=False)
 @pytest.mark.parametrize("chunk", [256, 64])
 def test_footprint_matches_the_learners_measured_peak(chunk):
     """The formula against tracemalloc's peak while a learner streams (m large enough that
