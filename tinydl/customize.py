@@ -18,8 +18,11 @@ Three customizations, as in the paper:
 
 Among the candidates that fit, the plan with the most capacity wins (more atoms, then more
 non-zeros, a longer window, a larger network), capped at the paper's setting (``l = 100``,
-``k = 20``); with an error target the *cheapest* plan that meets it wins (the paper tunes
-``k`` down to the error target).  :meth:`Plan.explain` lists what was weighed.
+``k = 20``) and a window of 2,048; the network ladder runs from (16) to (256, 128)
+(:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
+at least 20x smaller than its raw one).  With an error target the *cheapest* plan that meets
+it wins (the paper tunes ``k`` down to the error target).  :meth:`Plan.explain` lists what
+was weighed.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load
 L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
 K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
 WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
-HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128, 64))
+HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
 ALPHA_LADDER = (0.1, 0.3, 0.5)
 
 
@@ -61,14 +64,16 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    window: int, dtype="float32", batch_size: int = BATCH_SIZE,
                    chunk: int = CHUNK, n_standardize: int = N_STANDARDIZE,
                    block: int = 64, omp_batch: int = 256,
-                   cache_bytes: int = 5 * 2 ** 19) -> Dict[str, int]:
+                   cache_bytes: int = 5 * 2 ** 19, raw_rows: bool = True) -> Dict[str, int]:
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The parts mirror the learner's allocations: the transform's state (atoms ``D``, the
     orthonormal basis ``Q``, the Gram matrix, the factor ``L`` of ``D = L Q``, the
     projection-error scratch), the OMP workspace (:meth:`hal.Backend.prepare_omp`), the
-    compact code window (``k`` int32 indices and ``k`` values per sample, one int64 label),
-    the network's parameters, gradients, momentum and training buffers
+    compact code window (``k`` int32 indices and ``k`` values per sample, one int64 label,
+    and with ``raw_rows`` -- the learner's default ``rebuild="new-class"`` -- the raw row),
+    the network's parameters, gradients, optimizer state (Adam's, the learner's default) and
+    training buffers
     (:meth:`tinydl.nn.MLPClassifier.footprint`), and the transient arrays of one chunk of
     ``chunk`` rows (the rows read and converted, their standardized copy, their codes).
     While the first ``n_standardize`` samples are held back, the held rows count instead of
@@ -92,7 +97,10 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     omp = it * (2 * b * lb + (kk + 1) * b * lb + (kk + 1) * b + kk * kk * b + 5 * kk * b
                 + block * m + block * lb + m * lb) + 8 * kk * b
     code = 4 + it
+    # the window's codes and labels, and (with the learner's default rebuild="new-class") each
+    # stored sample's raw row, from which a rebuild re-fits statistics and dictionary
     window_b = int(window) * (kk * code + 8)
+    raw_b = it * int(window) * m if raw_rows else 0
     network = _network_bytes(int(l), kk, tuple(int(h) for h in hidden_layer_sizes),
                              int(window), int(n_classes), np.dtype(dtype).name,
                              int(batch_size))
@@ -108,10 +116,10 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     # copy and codes, and the ordered copy of the window made at each retraining.
     rows = max(chunk, n_standardize)  # the first coded batch is at least n_standardize
     stream = read + it * rows * m + 2 * rows * kk * code + window_b
-    steady = transform + omp + window_b + network
+    steady = transform + omp + window_b + raw_b + network
     transient = max(stats + transform - steady, stream)
     fp = {"transform": int(transform), "omp_workspace": int(omp), "window": int(window_b),
-          "network": network, "transient": int(transient)}
+          "raw_rows": int(raw_b), "network": network, "transient": int(transient)}
     fp["total"] = int(sum(fp.values()))
     return fp
 
@@ -121,7 +129,9 @@ def _network_bytes(l, k, hidden, window, n_classes, dtype, batch_size) -> int:
     """The network's training footprint on compact codes
     (:meth:`tinydl.nn.MLPClassifier.footprint`), cached: the search asks for it often."""
     from .nn import MLPClassifier
-    net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype)
+    # the learner's default optimizer (Adam: two state buffers per parameter)
+    net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype,
+                        optimizer="adam")
     return int(net.footprint(batch_size, l, n_classes, n_samples=window, sparse_k=k)["total"])
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from tinydl.customize import BudgetInfeasible, load_plan, plan, plan_footprint
-from tinydl.plan import BATCH_SIZE  # the learner's batch size a plan assumes
 
 PROFILES = ("jetson-tk1", "raspberry-pi-4", "x86-64-host")
 MEMORY = (None, 64 * 2 ** 20, 4 * 2 ** 20, 256 * 2 ** 10)
@@ -154,4 +153,4 @@ def test_footprint_matches_the_learners_measured_peak(chunk):
 
 def _plan_args(chunk):
     p = plan(1500, 5, "x86-64-host", chunk=chunk, memory_bytes=64 * 2 ** 20)
-    return p.l, p.k, p.hidden_layer_sizes, p.window, "float32", BATCH_SIZE, p.chunk
+    return p.l, p.k, p.hidden_layer_sizes, p.window, "float32", p.batch_size, p.chunk

@@ -86,3 +86,43 @@ def test_add_noise_snr():
         ratio = np.mean(X ** 2) / np.mean(N ** 2)
         assert abs(10 * np.log10(ratio) - snr) < 0.3
     assert add_noise(X, None, rng) is X
+
+
+def test_selection_rules_quick(dsa_file):
+    """Each learner's recipe, TinyDL's scaling and size are chosen on validation by the
+    stated rules; both raw recipes are reported."""
+    from tinydl.reproduce.protocol import RECIPES, SCALINGS
+    st = Settings(quick=True, noise="off", departures=False)
+    r = reproduce([str(dsa_file)], st)["dsa_synthetic.npz"]
+    raw, t = r["raw"], r["tinydl"]
+    assert set(raw["recipes"]) == set(RECIPES) and raw["recipe"] in RECIPES
+    ok = {k: v for k, v in raw["recipes"].items() if v is not None}
+    assert raw["recipe"] == max(ok, key=lambda k: (ok[k]["val_accuracy"], k == "sgd-l2"))
+    assert r["accuracy_raw_paper_recipe"] == raw["recipes"]["sgd-l2"]["accuracy"]
+    assert r["accuracy_raw_tinydl_recipe"] == raw["recipes"][t["recipe"]]["accuracy"]
+    assert t["recipe"] in RECIPES and t["scaling"] in SCALINGS
+    tried = [c for c in t["candidates_tried"] if "val_accuracy" in c]
+    stage1 = [c for c in tried if c["stage"] == "recipe and scaling"]
+    assert len(stage1) == len(RECIPES) * len(SCALINGS)
+    best1 = max(c["val_accuracy"] for c in stage1)
+    assert any(c["recipe"] == t["recipe"] and c["scaling"] == t["scaling"]
+               and c["val_accuracy"] == best1 for c in stage1)
+    # the size stage: every candidate at least 20x smaller, the chosen one the most accurate
+    sizes = [c for c in tried if c["recipe"] == t["recipe"] and c["scaling"] == t["scaling"]]
+    assert all(20 * c["params"] <= raw["params"] for c in sizes)
+    assert r["size_reduction"] >= 20
+    assert r["val_accuracy_tinydl"] == max(c["val_accuracy"] for c in sizes)
+    assert {(c["l"], c["k"]) for c in sizes} == {(32, 6), (32, 13)}
+
+
+def test_transform_and_size_candidates():
+    from tinydl.reproduce.protocol import _size_candidates, _transforms_for
+    assert _transforms_for(5625) == [(100, 20), (100, 40), (200, 40), (200, 80)]
+    assert _transforms_for(64) == [(64, 13), (64, 26)]
+    st = Settings()
+    raw = 520 * 256 + 256 + 256 * 128 + 128 + 128 * 13 + 13
+    cands, limited = _size_candidates(520, 13, raw, st)
+    assert limited and all(20 * p <= raw for p, *_ in cands)
+    assert (7309, 100, 20, (64,)) in cands and [c[0] for c in cands] == sorted(c[0] for c in cands)
+    cands, limited = _size_candidates(520, 13, 1000, st)   # nothing 20x smaller: the smallest
+    assert not limited and len(cands) == 1

@@ -41,9 +41,13 @@ def add_arguments(p):
                         "hold-out")
     p.add_argument("--seed", type=int, default=d.seed, help="network initialisation and noise")
     p.add_argument("--test-fraction", type=float, default=d.test_fraction)
-    p.add_argument("--tolerance", type=float, default=d.tolerance,
-                   help="accuracy points TinyDL's chosen network may trail the raw one by on "
-                        f"validation (default {d.tolerance:g})")
+    p.add_argument("--min-reduction", type=float, default=d.min_reduction, metavar="X",
+                   help="TinyDL's size candidates are at least X times smaller than the raw "
+                        "network; the most accurate on validation wins (default "
+                        f"{d.min_reduction:g})")
+    p.add_argument("--recipes", default=",".join(d.recipes), metavar="LIST",
+                   help="training recipes each learner's is chosen from on validation "
+                        f"(default {','.join(d.recipes)}; sgd-l2 is the paper's)")
     p.add_argument("--n-batch", type=int, default=None, help=f"retrain every N samples "
                    f"(default {d.n_batch})")
     p.add_argument("--window", type=int, default=None,
@@ -53,6 +57,9 @@ def add_arguments(p):
     p.add_argument("--noise", choices=("auto", "all", "off"), default=d.noise,
                    help="noise experiment on smart-sensing data sets (auto), every data set "
                         "(all), or none")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="BLAS threads for both learners (default 1: on a shared two-core "
+                        "machine two threads are often much slower; recorded in the JSON)")
     p.add_argument("--no-departures", action="store_true",
                    help="skip the runs that measure each departure against the paper's rule")
 
@@ -63,7 +70,8 @@ def settings_from_args(args):
     d = Settings()
     return Settings(
         test_fraction=args.test_fraction, split_seed=args.split_seed, order=args.order,
-        stream_seed=args.stream_seed, tolerance=args.tolerance,
+        stream_seed=args.stream_seed, min_reduction=args.min_reduction,
+        recipes=tuple(r.strip() for r in args.recipes.split(",") if r.strip()),
         n_batch=args.n_batch or (min(d.n_batch, 64) if args.quick else d.n_batch),
         window=args.window or (min(d.window, 256) if args.quick else d.window),
         epochs=args.epochs or (min(d.epochs, 3) if args.quick else d.epochs),
@@ -80,9 +88,14 @@ def _plot_path(base, key, several):
 
 
 def run(args):
+    from hal.threads import set_num_threads
+
     from ..reproduce import format_report, plot_noise, reproduce
     from . import emit_json
+    set_num_threads(args.threads)
     results = reproduce(args.data, settings_from_args(args))
+    for r in results.values():
+        r["blas_threads"] = args.threads
     noisy = [k for k, r in results.items() if "noise" in r]
     for key in noisy:
         if args.plot:

@@ -33,10 +33,18 @@ def format_report(results: Dict[str, dict]) -> str:
             f"   split: {r['split']}; stream: {r['n_stream']} samples, {r['order']} order; "
             f"validation {r['n_validation']}; test {r['n_test']}",
             f"   raw DNN  {'-'.join(map(str, r['raw']['sizes']))} ({r['raw']['params']:,} "
-            f"params, dropout {r['raw']['dropout']:g}, SGD momentum, L2 loss)",
+            f"params, dropout {r['raw']['dropout']:g}, standardized input; recipe "
+            f"{r['raw']['recipe']}, {r['raw']['recipe_rule']})",
+            "   raw DNN by recipe: " + "; ".join(
+                f"{name} test {100 * v['accuracy']:.2f}% (validation "
+                f"{100 * v['val_accuracy']:.2f}%, trained {v['train_s']:.1f} s)"
+                if v else f"{name} diverged" for name, v in r["raw"]["recipes"].items()),
             f"   TinyDL   l={t['l']}, k={t['k']}, alpha={t['alpha']:g} -> "
-            f"{'-'.join(map(str, t['sizes']))} ({t['params']:,} params; {t['chosen']}, "
-            f"{len(t['candidates_tried'])} candidate(s) tried; {t['atoms']} atoms)",
+            f"{'-'.join(map(str, t['sizes']))} ({t['params']:,} params); recipe "
+            f"{t['recipe']}, input scaling {t['scaling']} (chosen on validation at l="
+            f"{t['reference']['l']}, k={t['reference']['k']}, hidden "
+            f"{tuple(t['reference']['hidden'])}); size: {t['chosen']}; "
+            f"{len(t['candidates_tried'])} run(s); {t['atoms']} atoms",
             f"   test accuracy: raw {100 * r['accuracy_raw']:.2f}%, TinyDL "
             f"{100 * r['accuracy_tinydl']:.2f}% "
             f"({100 * (r['accuracy_tinydl'] - r['accuracy_raw']):+.2f} points)",

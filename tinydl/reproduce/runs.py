@@ -66,9 +66,15 @@ def _stream(learner_fit, X, y, n_batch):
         learner_fit(X[s:s + n_batch], y[s:s + n_batch])
 
 
-def run_raw(S, hidden, st, source, classes) -> Run:
+def _recipe(name):
+    from .protocol import RECIPES
+    return RECIPES[name]
+
+
+def run_raw(S, hidden, st, source, classes, recipe="sgd-l2") -> Run:
     """Train the raw-feature network on the stream ``S`` (a dict of arrays: ``X, y`` the
-    stream, ``Xte, yte`` the test set, ``Xval, yval`` the validation hold-out).
+    stream, ``Xte, yte`` the test set, ``Xval, yval`` the validation hold-out) with the
+    training ``recipe`` (a name in :data:`tinydl.reproduce.protocol.RECIPES`).
 
     Returns
     -------
@@ -77,9 +83,9 @@ def run_raw(S, hidden, st, source, classes) -> Run:
     """
     # the first 256 stream samples' statistics, the rule TinyDL's standardizer uses
     mu, sd = fit_stats(S["X"][:min(256, len(S["X"]))], np.float32)
-    net = MLPClassifier(hidden_layer_sizes=tuple(hidden), dropout=st.raw_dropout, loss="l2",
-                        learning_rate=st.learning_rate, momentum=st.momentum,
-                        batch_size=st.batch_size, epochs=1, seed=st.seed, dtype="float32")
+    net = MLPClassifier(hidden_layer_sizes=tuple(hidden), dropout=st.raw_dropout, epochs=1,
+                        seed=st.seed, dtype="float32",
+                        **_recipe(recipe))
     learner = RawStreamLearner(net, st.window, st.n_batch, st.epochs, S["X"].shape[1],
                                np.float32)
     meter, fills = Meter(source), []
@@ -105,15 +111,15 @@ def run_raw(S, hidden, st, source, classes) -> Run:
     return run
 
 
-def run_tiny(S, l, k, alpha, hidden, st, source, classes, standardize=True, X=None,
-             y=None) -> Run:
-    """Stream ``S`` (or ``X, y`` in their place) through TinyDL, timed through the
-    learner's hooks; ``run.model`` is the learner."""
+def run_tiny(S, l, k, alpha, hidden, st, source, classes, recipe="sgd-l2", standardize=True,
+             X=None, y=None) -> Run:
+    """Stream ``S`` (or ``X, y`` in their place) through TinyDL with the training ``recipe``,
+    timed through the learner's hooks; ``run.model`` is the learner."""
+    kw = dict(_recipe(recipe), window_policy=st.window_policy, rebuild=st.rebuild)
     tiny = TinyDLClassifier(l=l, k=k, alpha=alpha, hidden_layer_sizes=tuple(hidden),
                             window=st.window, n_batch=st.n_batch, epochs_per_update=st.epochs,
-                            standardize=standardize, dropout=0.0, loss="l2",
-                            learning_rate=st.learning_rate, momentum=st.momentum,
-                            batch_size=st.batch_size, seed=st.seed, dtype="float32")
+                            standardize=standardize, dropout=0.0, seed=st.seed, dtype="float32",
+                            **kw)
     # the transform and the retraining never nest, so one source serves both meters
     train, transform, fills = Meter(source), Meter(source), []
     curve = {"samples": [], "seconds": [], "error": []}
@@ -156,8 +162,10 @@ def predicted(profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw_run, tiny_r
     schedule as the measured runs)."""
     from hal.cost import predict_inference, predict_transform
     tr = predict_transform(profile, m, l, k, n_stream)
-    rs, rj = _predict_training(profile, raw_sizes, raw_run.fills, st.epochs, st.batch_size)
-    ts, tj = _predict_training(profile, tiny_sizes, tiny_run.fills, st.epochs, st.batch_size)
+    rs, rj = _predict_training(profile, raw_sizes, raw_run.fills, st.epochs,
+                               raw_run.model.batch_size)
+    ts, tj = _predict_training(profile, tiny_sizes, tiny_run.fills, st.epochs,
+                               tiny_run.model.batch_size)
     ei_raw = predict_inference(profile, raw_sizes, 1).seconds
     ei_tiny = predict_inference(profile, tiny_sizes, 1).seconds
     ei_full = predict_inference(profile, tiny_sizes, 1, transform=(m, l, k)).seconds
