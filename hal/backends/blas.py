@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 
+from .. import threads as _threads
 from ..backend import BackendUnavailable
 from .numpy import NumpyBackend
 
@@ -66,6 +67,13 @@ def find_library():
     return out
 
 
+def _set_library_threads(n: Optional[int]) -> None:
+    """Set the loaded library's OpenBLAS thread count (no-op for None or without the symbol)."""
+    entry = _threads._blas_backend_lib()
+    if n is not None and entry is not None and entry[0] is not None:
+        getattr(entry[0], entry[3][1])(int(n))
+
+
 def _load():
     global _LIB, _LOADED_PATH, _LOAD_ERROR
     if _LIB is not None or _LOAD_ERROR is not None:
@@ -87,6 +95,7 @@ def _load():
             continue
         _LIB = (ffi, lib, sgemm, dgemm, path)
         _LOADED_PATH = path
+        _set_library_threads(_threads.default_backend_threads())
         return _LIB
     _LOAD_ERROR = ("no OpenBLAS found (pip install scipy-openblas32, or apt-get install "
                    "libopenblas0); tried " + "; ".join(errors))
@@ -117,8 +126,9 @@ class BlasBackend(NumpyBackend):
     block, batch : int
         As for :class:`~hal.backends.numpy.NumpyBackend`.
     threads : int, optional
-        Thread count of this backend's OpenBLAS (default: the library's own, i.e.
-        ``OPENBLAS_NUM_THREADS``).
+        Thread count of this backend's OpenBLAS (default: see
+        :func:`hal.threads.default_backend_threads`: the count given to
+        ``hal.threads.set_num_threads``, else ``OPENBLAS_NUM_THREADS``, else 1).
 
     Tolerances against NumPy (see the module docstring): ``|got - ref| <= rtol * (|A| @ |B|)``
     with rtol 1e-5 (float32), 1e-13 (float64); OMP indices identical on well-separated data.
@@ -143,12 +153,9 @@ class BlasBackend(NumpyBackend):
             raise BackendUnavailable(f"backend 'blas' cannot run: {_LOAD_ERROR}")
         self._ffi, _, self._sgemm, self._dgemm, self.library_path = lib
         if threads is not None:
-            from .. import threads as _threads
             if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
                 raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-            entry = _threads._blas_backend_lib()
-            if entry is not None and entry[0] is not None:
-                getattr(entry[0], entry[3][1])(int(threads))
+            _set_library_threads(threads)
 
     @classmethod
     def probe(cls) -> Optional[str]:
