@@ -22,14 +22,10 @@ sets (scratch report of issue 15):
   not hold at the last rebuild, the statistics, the dictionary, the stored codes and the
   network are rebuilt from the reservoir (:mod:`tinydl.rebuild`, with the measurements).
 
-Determinism: the same seed and the same stream give the same model however the stream is cut
-into ``partial_fit`` calls, because retraining and rebuilds happen at fixed sample counts
-(multiples of ``n_batch``), never at call boundaries, and every draw (reservoir, rebuild order)
-is a function of the seed and the sample count.
+Determinism: retraining, rebuilds and checkpoints happen at fixed sample counts, never at
+call boundaries (:mod:`tinydl.marks`).
 """
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 
@@ -39,8 +35,8 @@ from .checkpoint import LEARNER_KIND as _STATE_KIND  # noqa: F401 - re-exported 
 from .codes import SparseCodes
 from .errors import not_fitted_error
 from .labels import check_labels, label_classes, label_index
-from .rebuild import REBUILD_POLICIES, new_classes_held
-from .rebuild import rebuild as _rebuild
+from .marks import MarkedStream
+from .rebuild import REBUILD_POLICIES
 from .standardize import N_STANDARDIZE, Standardizer
 from .window import POLICIES, CodeWindow
 
@@ -53,7 +49,7 @@ _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
 
 
-class TinyDLClassifier:
+class TinyDLClassifier(MarkedStream):
     """Learn a classifier on a stream with TinyDL (transform, code window, network).
 
     Parameters
@@ -94,11 +90,7 @@ class TinyDLClassifier:
         ``rebuild_epochs`` epochs; at the other marks it trains ``epochs_per_update`` epochs
         on the stored codes.  Arrivals are coded with the current statistics and dictionary
         (Algorithm 2) as with ``"never"``.  Memory cost: ``window x n_features`` raw values
-        of ``dtype`` on top of the compact codes (Daily and Sports: 2048 x 5625 float32 =
-        46 MB; UJIIndoorLoc: 2048 x 520 = 4.3 MB); :attr:`footprint_bytes_` reports it.
-        Not adopted: replacing the least-used atom when a full dictionary meets a poorly
-        coded sample (measured .083 on Daily and Sports sorted by activity: the atoms churn
-        and the stored codes go stale against the atoms they index).
+        of ``dtype`` (:attr:`footprint_bytes_`); measurements in :mod:`tinydl.rebuild`.
     rebuild_epochs : int, default=30
         Epochs of the fresh network at a rebuild.
     seed : int
@@ -270,25 +262,6 @@ class TinyDLClassifier:
                               doc="The window's labels, shape (window,).")
     _pending_X = property(lambda self: self.standardizer_.pending[0])
 
-    def _retrain(self, epochs=None):
-        codes, labels = self.window_.view()
-        with self.train_timer or contextlib.nullcontext():
-            self.network_.partial_fit(codes, labels, classes=self._class_index,
-                                      epochs=int(epochs or self.epochs_per_update))
-        self.n_updates_ += 1
-        if self.on_update is not None:
-            self.on_update(self)
-
-    def _update(self):
-        """At an ``n_batch`` mark (or the end of the stream): rebuild when the window holds
-        a class it did not hold at the last rebuild (``rebuild="new-class"``), else train
-        ``epochs_per_update`` epochs on the window."""
-        held = new_classes_held(self)
-        if held is not None:
-            _rebuild(self, held)  # see tinydl.rebuild
-        else:
-            self._retrain()
-
     # -- estimator API ------------------------------------------------------------------
     def partial_fit(self, X, y, classes=None):
         """Stream a batch: standardize, transform, store its codes, retrain at every
@@ -324,64 +297,6 @@ class TinyDLClassifier:
             self._consume(*released)
         return self
 
-    def _marks(self, n, cut=0):
-        """Cut ``n`` arriving rows at the retraining and checkpoint marks (and at ``cut``):
-        yields ``(pos, end, at_update, at_checkpoint)``."""
-        every = self.checkpoint_every if self.checkpoint_dir is not None else None
-        pos, seen = 0, self.n_samples_seen_
-        while pos < n:
-            to_mark = self.n_batch - seen % self.n_batch
-            if every:
-                to_mark = min(to_mark, every - seen % every)
-            end = min(n, pos + to_mark)
-            if pos < cut:
-                end = min(end, cut)
-            seen += end - pos
-            yield pos, end, seen % self.n_batch == 0, bool(every) and seen % every == 0
-            pos = end
-
-    def _store(self, y, codes_of, raw=None, cut=0):
-        """Push arrivals into the window (``codes_of(pos, end)``: their codes), update
-        at each ``n_batch`` mark and checkpoint at each ``checkpoint_every`` mark (from
-        ``cut`` on): both at fixed sample counts whatever the batch sizes."""
-        for pos, end, at_update, at_checkpoint in self._marks(len(y), cut):
-            self.window_.push(codes_of(pos, end), y[pos:end],
-                              raw=None if raw is None else raw[pos:end])
-            self.n_samples_seen_ += end - pos
-            if at_update:
-                self._update()
-            # a checkpoint holds a transform that has seen exactly the samples before it
-            if at_checkpoint and end >= cut:
-                self.save(self.checkpoint_dir)
-
-    def _consume_raw(self, X, y):
-        """``rebuild="new-class"``: code arrivals with the current statistics and dictionary
-        (none before the first rebuild), store them with their raw rows."""
-        def codes_of(pos, end):
-            if not self.n_rebuilds_:
-                return None
-            codes = self._transform_rows(self.standardizer_.transform(X[pos:end]))
-            return codes.scaled(self._code_scale)
-        self._store(y, codes_of, raw=X)
-
-    def _consume(self, X, y):
-        """Transform standardized rows and store their codes."""
-        # the rows that fixed the standardization are transformed in one call (at least
-        # n_standardize rows, or all of a short stream), as before the standardizer left the
-        # transform: the transform's codes are then the same bits as they were
-        coded = min(len(X), N_STANDARDIZE) if (self.standardize and
-                                               self.n_samples_seen_ == 0) else 0
-        codes = self._transform_rows(X[:coded]) if coded else None
-
-        def codes_of(pos, end):
-            part = codes.rows(pos, end) if pos < coded else self._transform_rows(X[pos:end])
-            return part.scaled(self._code_scale)
-        self._store(y, codes_of, cut=coded)
-
-    def _transform_rows(self, X) -> SparseCodes:
-        with self.transform_timer or contextlib.nullcontext():
-            return self.transform_.partial_fit_transform(X, dense=False)
-
     def fit(self, X, y):
         """Reset, then stream ``X`` in order; a final update covers a partial last block.
 
@@ -401,22 +316,6 @@ class TinyDLClassifier:
         y = check_labels(self, y, len(X))
         self.partial_fit(X, y, classes=np.unique(y))
         return self.finish()
-
-    def finish(self):
-        """End of the stream: code any samples still held for the standardization
-        statistics (a stream shorter than ``n_standardize``) and update the network on the
-        samples that arrived since the last ``n_batch`` mark.  Returns ``self``."""
-        if not hasattr(self, "transform_"):
-            raise ValueError("nothing to finish: this TinyDLClassifier has seen no data")
-        if self.finished_at_ == self.n_samples_consumed_:
-            return self  # already finished at this point of the stream (a resumed run)
-        released = self.standardizer_.flush()
-        if released is not None:
-            self._consume(*released)
-        if self.n_samples_seen_ % self.n_batch:
-            self._update()
-        self.finished_at_ = self.n_samples_seen_
-        return self
 
     @property
     def n_samples_consumed_(self) -> int:
