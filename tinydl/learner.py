@@ -118,9 +118,7 @@ class TinyDLClassifier(MarkedStream):
         The name of the backend the network runs on.
     classes_ : ndarray of shape (n_classes,)
         The labels, sorted, in the type they were given (integers, floats with integer
-        values, strings, booleans: every type scikit-learn accepts for a classifier).
-        Internally (the window, the network, a checkpoint's stored labels) a label is its
-        index in ``classes_``.
+        values, strings, booleans); internally an index into them (:mod:`tinydl.labels`).
     n_features_in_ : int
     n_samples_seen_ : int
         Samples coded (not counting those held back for the standardization statistics).
