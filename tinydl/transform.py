@@ -22,7 +22,7 @@ from typing import Any, Dict
 import numpy as np
 
 from ._algorithm2 import _SCRATCH, _SMALL_SCAN, Algorithm2Scan
-from ._validation import SUPPORTED_DTYPES, check_array, check_float, check_int
+from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
 from .omp import SparseCodes
@@ -134,16 +134,7 @@ class StreamingDictionary(Algorithm2Scan):
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise TypeError(f"standardize must be True or False, got {self.standardize!r}")
         p["standardize"] = bool(self.standardize)
-        if self.dtype is None:
-            p["dtype"] = None
-        else:
-            try:
-                dt = np.dtype(self.dtype)
-            except TypeError:
-                raise TypeError(f"dtype must be float32 or float64, got {self.dtype!r}") from None
-            if dt not in SUPPORTED_DTYPES:
-                raise TypeError(f"dtype must be float32 or float64, got {dt}")
-            p["dtype"] = dt
+        p["dtype"] = None if self.dtype is None else check_dtype(self.dtype)
         return p
 
     # -- fitted state ------------------------------------------------------------------------
