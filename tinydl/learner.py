@@ -315,12 +315,6 @@ class TinyDLClassifier(MarkedStream):
         self.partial_fit(X, y, classes=np.unique(y))
         return self.finish()
 
-    @property
-    def n_samples_consumed_(self) -> int:
-        """Samples taken from the stream: coded ones plus those held for the
-        standardization statistics (where a resumed stream continues)."""
-        return int(self.n_samples_seen_ + self.standardizer_.n_pending)
-
     def _check_fitted(self):
         if not hasattr(self, "network_") or self.n_updates_ == 0:
             raise not_fitted_error(

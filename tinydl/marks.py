@@ -24,6 +24,12 @@ class MarkedStream:
     window, updates at the ``n_batch`` marks, checkpoints at the ``checkpoint_every`` marks,
     and :meth:`finish`."""
 
+    @property
+    def n_samples_consumed_(self) -> int:
+        """Samples taken from the stream: coded ones plus those held for the
+        standardization statistics (where a resumed stream continues)."""
+        return int(self.n_samples_seen_ + self.standardizer_.n_pending)
+
     def _retrain(self, epochs=None):
         codes, labels = self.window_.view()
         with self.train_timer or contextlib.nullcontext():
