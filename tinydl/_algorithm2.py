@@ -3,7 +3,7 @@ must join the dictionary, the joins, and Batch-OMP for the rows between them.
 
 A mixin of :class:`tinydl.transform.StreamingDictionary` (which owns the state: ``_D``,
 ``_Q``, ``_L``, ``_G``, the scan buffers and the backend ``_be`` with its basis workspace
-``_bws``).
+``_bws``, allocated here by :meth:`Algorithm2Scan._alloc_basis` and ``_alloc_scratch``).
 
 How a batch stays identical to one sample at a time (bit for bit, with one BLAS thread):
 
@@ -33,6 +33,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+import hal
+
 __all__ = ["Algorithm2Scan"]
 
 #: most rows per projection-error product: the scan restarts after every new atom, so a long
@@ -45,6 +47,10 @@ _SCAN_ROWS = 16
 _SMALL_SCAN = 1
 #: below this Wp^2 the cheap formula 1 - |Qa|^2/|a|^2 loses digits: use the explicit residual
 _REFINE_WP2 = 1e-2
+#: scratch buffers and the bound backend (``_alloc_scratch``): rebuilt on unpickling, never
+#: pickled (a copy that joblib memory-maps read-only must not be written to)
+_SCRATCH = ("_xblk", "_xsmall", "_rblk", "_pflat", "_aa", "_pp", "_avec", "_uvec", "_ws",
+            "_ws_n", "_Gn", "_be", "_bws", "_next_wp")
 
 
 def _wp_floor(dtype) -> float:
@@ -56,6 +62,42 @@ def _wp_floor(dtype) -> float:
 class Algorithm2Scan:
     """The per-batch engine of :class:`~tinydl.transform.StreamingDictionary` (a mixin: it
     reads and updates the transform's state arrays)."""
+
+    def _alloc_basis(self, l: int, m: int, dtype) -> None:
+        """The dictionary's state arrays for ``l`` atoms of ``m`` features, all zero."""
+        # At least 2 rows, zero past n_atoms_: products always see >= 2 atoms, because a
+        # single-column product goes through BLAS gemv, whose rounding depends on the row's
+        # position in the block (which would break batch-split identity while D has 1 atom).
+        lb = max(l, 2)
+        self._D = np.zeros((lb, m), dtype)   # atoms as rows, unit norm
+        self._Q = np.zeros((lb, m), dtype)   # orthonormal basis of span(D), same order
+        self._G = np.zeros((lb, lb), dtype)  # D D^T for Batch-OMP
+        # D = L Q: row i of L holds atom i's coordinates on the basis (lower triangular);
+        # a new atom's Gram row is L[:n, :n] @ L[n, :n], O(l^2) instead of a pass over D
+        self._L = np.zeros((lb, lb), dtype)
+
+    def _alloc_scratch(self) -> None:
+        l, m, blk, dt = self._D.shape[0], self.n_features_in_, self._fit_params["block"], \
+            self.dtype_
+        # fixed-size buffers for the projection-error test, allocated once
+        scan = min(blk, _SCAN_ROWS)
+        self._xblk = np.zeros((scan, m), dt)
+        self._xsmall = np.zeros((_SMALL_SCAN, m), dt)
+        self._rblk = np.empty((scan, m), dt)
+        self._pflat = np.empty(scan * l, dt)
+        self._aa = np.empty(scan, dt)
+        self._pp = np.empty(scan, dt)
+        self._avec = np.empty(m, dt)
+        self._uvec = np.empty(m, dt)
+        self._ws = None
+        self._ws_n = -1
+        self._Gn = None
+        self._be = hal.get_backend(self.backend, block=blk)
+        # the basis operations (the Wp test of one row, the atom append), bound to the state
+        # arrays: NumPy's specification (hal.backends.numpy.basis) or a backend's kernels
+        self._bws = self._be.prepare_basis(self._D, self._Q, self._L, self._G)
+        # (|x|^2, |Q x|^2) of the row after the last join, from the join's kernel call
+        self._next_wp = None
 
     def _run(self, rows: np.ndarray, p: Dict[str, Any]):
         n = rows.shape[0]

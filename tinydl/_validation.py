@@ -5,8 +5,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_array", "check_int", "check_float", "SUPPORTED_DTYPES", "InputTypeError",
-           "reject_sparse"]
+__all__ = ["check_array", "check_int", "check_float", "check_dtype", "SUPPORTED_DTYPES",
+           "InputTypeError", "reject_sparse"]
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -128,3 +128,14 @@ def check_float(value, name, low=None, high=None, allow_none=False):
             (high is not None and value > high):
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
     return value
+
+
+def check_dtype(value, name="dtype") -> np.dtype:
+    """Return ``value`` as a NumPy dtype, float32 or float64, or raise naming both."""
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {value!r}") from None
+    if dt not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt

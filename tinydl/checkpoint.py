@@ -13,6 +13,9 @@ One protocol, used by :class:`tinydl.learner.TinyDLClassifier` and
   learner broadcasts, and what every learner loads from).
 
 Parameters are stored as JSON (:func:`params_to_json`, :func:`params_from_json`).
+
+:func:`write_learner` and :func:`read_learner` are the learner's files in a checkpoint
+(``learner.npz``, ``transform.npz``, ``network.npz``).
 """
 from __future__ import annotations
 
@@ -23,12 +26,17 @@ from typing import Callable, Dict
 import numpy as np
 
 from .errors import ModelFileError
-from .io import atomic_write_text
+from .io import atomic_write_text, load_npz, save_npz
 
 __all__ = ["write", "latest", "read", "broadcast_files", "params_to_json",
-           "params_from_json"]
+           "params_from_json", "write_learner", "read_learner"]
 
 LATEST = "LATEST"
+LEARNER_KIND = "tinydl-learner"
+LEARNER_VERSION = 3
+# what a learner checkpoint written before these parameters existed ran with
+LEARNER_LEGACY = dict(optimizer="sgd", window_policy="sliding", rebuild="never",
+                      rebuild_epochs=30)
 
 
 def latest(directory) -> str:
@@ -229,3 +237,113 @@ def _rmtree(path):
         for d in dirs:
             os.rmdir(os.path.join(root, d))
     os.rmdir(path)
+
+
+# -- the learner's files ---------------------------------------------------------------------
+def write_learner(learner, target) -> None:
+    """Write ``learner``'s (a :class:`~tinydl.learner.TinyDLClassifier`) files into the
+    checkpoint directory ``target``."""
+    from .learner import _PARAMS
+    # parts that have seen no data yet (the network trains at the first n_batch mark)
+    # are rebuilt on load
+    has_transform = getattr(learner.transform_, "n_samples_seen_", 0) > 0
+    has_network = hasattr(learner.network_, "classes_")
+    if has_transform:
+        learner.transform_.save(os.path.join(target, "transform.npz"))
+    if has_network:
+        learner.network_.save(os.path.join(target, "network.npz"))
+    save_npz(os.path.join(target, "learner.npz"), dict(
+        params=params_to_json({p: getattr(learner, p) for p in _PARAMS}),
+        n_samples_seen=np.int64(learner.n_samples_seen_),
+        n_updates=np.int64(learner.n_updates_), n_rebuilds=np.int64(learner.n_rebuilds_),
+        rebuilt_classes=_storable(np.asarray(learner.rebuilt_classes_)),
+        finished_at=np.int64(learner.finished_at_),
+        classes=_storable(learner.classes_), labels_are_indices=np.int64(1),
+        n_features=np.int64(learner.n_features_in_),
+        has_transform=np.int64(has_transform), has_network=np.int64(has_network),
+        backend=np.array(learner.backend_), **learner.window_.state(),
+        **learner.standardizer_.state()),
+        kind=LEARNER_KIND, version=LEARNER_VERSION)
+
+
+def read_learner(cls, directory, backend=None):
+    """The learner of class ``cls`` resumed from the checkpoint ``directory/LATEST`` names
+    (see :meth:`tinydl.learner.TinyDLClassifier.load`)."""
+    from .learner import _PARAMS
+    from .nn import MLPClassifier
+    from .standardize import N_STANDARDIZE, Standardizer
+    from .transform import StreamingDictionary
+    from .window import CodeWindow
+    directory = os.fspath(directory)
+    target = os.path.join(directory, latest(directory))
+    st = load_npz(os.path.join(target, "learner.npz"), LEARNER_KIND,
+                  required=("params", "n_samples_seen", "n_updates", "classes",
+                            "n_features", "finished_at", "has_transform", "has_network",
+                            "codes_indices", "codes_values", "labels_window",
+                            "window_fill", "window_head", "std_pending_X",
+                            "std_pending_y", "std_has_stats"),
+                  max_version=LEARNER_VERSION)
+    params = params_from_json(st["params"], target)
+    unknown = set(params) - set(_PARAMS)
+    if unknown:
+        raise ModelFileError(f"{target}: unknown learner parameter(s) {sorted(unknown)}")
+    params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    for key, value in LEARNER_LEGACY.items():
+        params.setdefault(key, value)
+    if backend is None and "backend" in st:
+        backend = _runnable(str(st["backend"]))
+    self = cls(**params, backend=backend)
+    self._init(int(st["n_features"]), st["classes"])
+    # checkpoints before labels_are_indices stored the labels themselves (integers)
+    as_labels = "labels_are_indices" not in st
+    if int(st["has_transform"]):
+        self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"),
+                                                   backend=self.transform_.backend)
+    if int(st["has_network"]):
+        self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"),
+                                           backend=self.network_.backend)
+        if as_labels:  # its classes were the labels: the same order as their indices
+            self.network_.classes_ = self._class_index
+    self.window_ = CodeWindow.from_state(
+        st, self.window, min(self.k, self.l), self.l, self.dtype, target,
+        policy=self.window_policy, classes=self.classes_, seed=self.seed,
+        n_features=self.n_features_in_ if self._rebuilds else None)
+    self.standardizer_ = Standardizer.from_state(
+        st, self.n_features_in_, N_STANDARDIZE, self.dtype, bool(self.standardize), target)
+    if as_labels:
+        fill = self.window_.slots
+        self.window_.labels = np.searchsorted(self.classes_, self.window_.labels[:fill]
+                                              ).astype(np.int64)
+        self.standardizer_._labels = np.searchsorted(
+            self.classes_, self.standardizer_._labels).astype(np.int64)
+    self.n_samples_seen_ = int(st["n_samples_seen"])
+    self.n_updates_ = int(st["n_updates"])
+    self.finished_at_ = int(st["finished_at"])
+    if "n_rebuilds" in st:
+        self.n_rebuilds_ = int(st["n_rebuilds"])
+        self.rebuilt_classes_ = st["rebuilt_classes"]
+    if self._rebuilds and self.n_rebuilds_ and self.standardizer_.enabled \
+            and self.standardizer_.mean_ is None:
+        raise ModelFileError(f"{target}: a rebuilt learner without its standardization "
+                             "statistics")
+    return self
+
+
+def _storable(classes: np.ndarray) -> np.ndarray:
+    """``classes`` in a dtype ``.npz`` holds without pickle."""
+    if classes.dtype.kind == "O":
+        as_str = classes.astype(str)
+        if not np.array_equal(as_str.astype(object), classes):
+            raise ValueError("cannot checkpoint labels of mixed or non-string object type: "
+                             f"{classes[:5].tolist()}")
+        return as_str
+    return classes
+
+
+def _runnable(name):
+    """``name`` if that backend runs here, else None (the automatic choice)."""
+    import hal
+    try:
+        return hal.select_backend(name)[0]
+    except (ValueError, KeyError, RuntimeError):  # unknown or unavailable here
+        return None

@@ -18,51 +18,38 @@ sets (scratch report of issue 15):
 * ``window_policy="reservoir"``: the network trains on a class-balanced reservoir of the
   stream (:class:`~tinydl.window.CodeWindow`), not on the last ``window`` samples (which in
   recorded order hold one or two classes).
-* ``rebuild="new-class"``: at an ``n_batch`` mark where the reservoir holds a class it did not
-  hold at the last rebuild (always at the first mark), the standardization statistics, the
-  dictionary (Algorithm 2 over the reservoir's raw rows in a seeded shuffled order), the stored
-  codes and the network are rebuilt from the reservoir.  In recorded order the first 256
-  samples (a few classes) otherwise fix statistics that leave later classes' codes ~30x too
-  large, and the dictionary fills from the first classes and then stops growing.  Measured
-  (test accuracy, recorded order vs shuffled): Daily and Sports sorted by activity .922 vs
-  .939 (the paper's policy: .449 vs .906), UJIIndoorLoc in file order .914 vs .919 (paper:
-  .364 vs .888).  A shuffled stream rebuilds about once.
+* ``rebuild="new-class"``: at an ``n_batch`` mark where the reservoir holds a class it did
+  not hold at the last rebuild, the statistics, the dictionary, the stored codes and the
+  network are rebuilt from the reservoir (:mod:`tinydl.rebuild`, with the measurements).
 
-Determinism: the same seed and the same stream give the same model however the stream is cut
-into ``partial_fit`` calls, because retraining and rebuilds happen at fixed sample counts
-(multiples of ``n_batch``), never at call boundaries, and every draw (reservoir, rebuild order)
-is a function of the seed and the sample count.
+Determinism: retraining, rebuilds and checkpoints happen at fixed sample counts, never at
+call boundaries (:mod:`tinydl.marks`).
 """
 from __future__ import annotations
-
-import contextlib
-import os
 
 import numpy as np
 
 from . import checkpoint
 from ._validation import check_array, check_int
+from .checkpoint import LEARNER_KIND as _STATE_KIND  # noqa: F401 - re-exported (tests)
 from .codes import SparseCodes
-from .errors import ModelFileError, not_fitted_error
-from .io import load_npz, save_npz
+from .errors import not_fitted_error
+from .labels import check_labels, label_classes, label_index
+from .marks import MarkedStream
+from .rebuild import REBUILD_POLICIES
 from .standardize import N_STANDARDIZE, Standardizer
 from .window import POLICIES, CodeWindow
 
 __all__ = ["TinyDLClassifier"]
 
-_STATE_KIND = "tinydl-learner"
-_STATE_VERSION = 3
 # the parameters a checkpoint stores (get_params adds backend and the checkpoint settings)
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
            "standardize", "dropout", "loss", "optimizer", "learning_rate", "momentum",
            "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed", "dtype")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
-# what a checkpoint written before these parameters existed ran with
-_LEGACY = dict(optimizer="sgd", window_policy="sliding", rebuild="never", rebuild_epochs=30)
-REBUILD_POLICIES = ("new-class", "never")
 
 
-class TinyDLClassifier:
+class TinyDLClassifier(MarkedStream):
     """Learn a classifier on a stream with TinyDL (transform, code window, network).
 
     Parameters
@@ -103,11 +90,7 @@ class TinyDLClassifier:
         ``rebuild_epochs`` epochs; at the other marks it trains ``epochs_per_update`` epochs
         on the stored codes.  Arrivals are coded with the current statistics and dictionary
         (Algorithm 2) as with ``"never"``.  Memory cost: ``window x n_features`` raw values
-        of ``dtype`` on top of the compact codes (Daily and Sports: 2048 x 5625 float32 =
-        46 MB; UJIIndoorLoc: 2048 x 520 = 4.3 MB); :attr:`footprint_bytes_` reports it.
-        Not adopted: replacing the least-used atom when a full dictionary meets a poorly
-        coded sample (measured .083 on Daily and Sports sorted by activity: the atoms churn
-        and the stored codes go stale against the atoms they index).
+        of ``dtype`` (:attr:`footprint_bytes_`); measurements in :mod:`tinydl.rebuild`.
     rebuild_epochs : int, default=30
         Epochs of the fresh network at a rebuild.
     seed : int
@@ -135,9 +118,7 @@ class TinyDLClassifier:
         The name of the backend the network runs on.
     classes_ : ndarray of shape (n_classes,)
         The labels, sorted, in the type they were given (integers, floats with integer
-        values, strings, booleans: every type scikit-learn accepts for a classifier).
-        Internally (the window, the network, a checkpoint's stored labels) a label is its
-        index in ``classes_``.
+        values, strings, booleans); internally an index into them (:mod:`tinydl.labels`).
     n_features_in_ : int
     n_samples_seen_ : int
         Samples coded (not counting those held back for the standardization statistics).
@@ -235,7 +216,7 @@ class TinyDLClassifier:
                                           enabled=bool(self.standardize))
         self.transform_ = self._new_transform()
         self.network_ = self._new_network()
-        self.classes_ = _label_classes(classes)
+        self.classes_ = label_classes(classes)
         self.window_ = CodeWindow(
             self.window, min(int(self.k), int(self.l)), int(self.l), self.dtype,
             policy=self.window_policy, classes=self._class_index, seed=self.seed,
@@ -255,17 +236,6 @@ class TinyDLClassifier:
     def _class_index(self) -> np.ndarray:
         """The labels as the window and the network hold them: indices into ``classes_``."""
         return np.arange(len(self.classes_), dtype=np.int64)
-
-    def _label_index(self, y) -> np.ndarray:
-        """Indices into ``classes_`` of the labels ``y``; a label outside them is an error."""
-        idx = np.searchsorted(self.classes_, y)
-        np.minimum(idx, len(self.classes_) - 1, out=idx)
-        bad = self.classes_[idx] != y
-        if bad.any():
-            unknown = np.unique(y[bad])
-            raise ValueError(f"y holds {unknown.size} label(s) outside classes "
-                             f"{self.classes_.tolist()}: {unknown[:5].tolist()}")
-        return idx.astype(np.int64, copy=False)
 
     def _new_transform(self):
         from .transform import StreamingDictionary
@@ -290,55 +260,6 @@ class TinyDLClassifier:
                               doc="The window's labels, shape (window,).")
     _pending_X = property(lambda self: self.standardizer_.pending[0])
 
-    def _retrain(self, epochs=None):
-        codes, labels = self.window_.view()
-        with self.train_timer or contextlib.nullcontext():
-            self.network_.partial_fit(codes, labels, classes=self._class_index,
-                                      epochs=int(epochs or self.epochs_per_update))
-        self.n_updates_ += 1
-        if self.on_update is not None:
-            self.on_update(self)
-
-    def _update(self):
-        """At an ``n_batch`` mark (or the end of the stream): rebuild when the window holds
-        a class it did not hold at the last rebuild (``rebuild="new-class"``), else train
-        ``epochs_per_update`` epochs on the window."""
-        if self._rebuilds:
-            held = self.classes_[self.window_.classes_held()]
-            if np.setdiff1d(held, self.rebuilt_classes_).size:
-                self._rebuild(held)
-                return
-        self._retrain()
-
-    def _rebuild(self, held):
-        """Statistics, dictionary, stored codes and network afresh from the window's raw rows
-        (see the class docstring)."""
-        from .standardize import fit_stats_rows
-        win, st = self.window_, self.standardizer_
-        slots = win.occupied()
-        if st.enabled:
-            st.mean_, st.scale_ = fit_stats_rows(win.raw, slots, self.dtype)
-        # a seeded order that is a function of the seed and the sample count only
-        order = np.random.default_rng([int(self.seed), int(self.n_samples_seen_)]
-                                      ).permutation(len(slots))
-        self.transform_ = self._new_transform()
-        # a block of rows at a time: the transient is one block, not a copy of the window
-        step = N_STANDARDIZE
-        with self.transform_timer or contextlib.nullcontext():
-            for s in range(0, len(slots), step):
-                rows = st.transform(win.raw[slots[order[s:s + step]]])
-                self.transform_.partial_fit_transform(rows, dense=False)
-            codes = [self.transform_.transform(st.transform(win.raw[slots[s:s + step]]),
-                                               dense=False)
-                     for s in range(0, len(slots), step)]
-        codes = SparseCodes(np.concatenate([c.indices for c in codes]),
-                            np.concatenate([c.values for c in codes]), codes[0].n_atoms)
-        self.window_.recode(codes.scaled(self._code_scale))
-        self.network_ = self._new_network()
-        self.n_rebuilds_ += 1
-        self.rebuilt_classes_ = np.asarray(held)
-        self._retrain(epochs=self.rebuild_epochs)
-
     # -- estimator API ------------------------------------------------------------------
     def partial_fit(self, X, y, classes=None):
         """Stream a batch: standardize, transform, store its codes, retrain at every
@@ -359,13 +280,13 @@ class TinyDLClassifier:
         X = check_array(X, "X", dtype=self.dtype,
                         n_features=None if first else self.n_features_in_,
                         owner=type(self).__name__)
-        y = _check_labels(self, y, len(X))
+        y = check_labels(self, y, len(X))
         if first:
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
             self._init(X.shape[1], classes)
         # the stream carries each label as its index in classes_ (the window's int64)
-        y = self._label_index(y)
+        y = label_index(self.classes_, y)
         if self._rebuilds:
             self._consume_raw(X, y)
             return self
@@ -373,72 +294,6 @@ class TinyDLClassifier:
         if released is not None:
             self._consume(*released)
         return self
-
-    def _marks(self, n):
-        """Cut ``n`` arriving rows at the retraining and checkpoint marks: yields
-        ``(pos, end, at_update, at_checkpoint)``."""
-        every = self.checkpoint_every if self.checkpoint_dir is not None else None
-        pos, seen = 0, self.n_samples_seen_
-        while pos < n:
-            to_mark = self.n_batch - seen % self.n_batch
-            if every:
-                to_mark = min(to_mark, every - seen % every)
-            end = min(n, pos + to_mark)
-            seen += end - pos
-            yield pos, end, seen % self.n_batch == 0, bool(every) and seen % every == 0
-            pos = end
-
-    def _consume_raw(self, X, y):
-        """``rebuild="new-class"``: code arrivals with the current statistics and dictionary
-        (none before the first rebuild), store them (with their raw rows) in the window,
-        update or rebuild at each ``n_batch`` mark."""
-        for pos, end, at_update, at_checkpoint in self._marks(len(X)):
-            rows = X[pos:end]
-            codes = None
-            if self.n_rebuilds_:
-                codes = self._transform_rows(self.standardizer_.transform(rows))
-                codes = codes.scaled(self._code_scale)
-            self.window_.push(codes, y[pos:end], raw=rows)
-            self.n_samples_seen_ += end - pos
-            if at_update:
-                self._update()
-            if at_checkpoint:
-                self.save(self.checkpoint_dir)
-
-    def _consume(self, X, y):
-        """Transform standardized rows, cut at the retraining and checkpoint marks so that
-        both happen at fixed sample counts whatever the batch sizes."""
-        every = self.checkpoint_every if self.checkpoint_dir is not None else None
-        # the rows that fixed the standardization are transformed in one call (at least
-        # n_standardize rows, or all of a short stream), as before the standardizer left the
-        # transform: the transform's codes are then the same bits as they were
-        coded = min(len(X), N_STANDARDIZE) if (self.standardize and
-                                               self.n_samples_seen_ == 0) else 0
-        codes = self._transform_rows(X[:coded]) if coded else None
-        pos = 0
-        while pos < len(X):
-            seen = self.n_samples_seen_
-            to_mark = self.n_batch - seen % self.n_batch
-            if every:
-                to_mark = min(to_mark, every - seen % every)
-            end = min(len(X), pos + to_mark)
-            if pos < coded:
-                end = min(end, coded)
-                part = codes.rows(pos, end)
-            else:
-                part = self._transform_rows(X[pos:end])
-            self.window_.push(part.scaled(self._code_scale), y[pos:end])
-            self.n_samples_seen_ += end - pos
-            if self.n_samples_seen_ % self.n_batch == 0:
-                self._update()
-            # a checkpoint holds a transform that has seen exactly the samples before it
-            if every and self.n_samples_seen_ % every == 0 and end >= coded:
-                self.save(self.checkpoint_dir)
-            pos = end
-
-    def _transform_rows(self, X) -> SparseCodes:
-        with self.transform_timer or contextlib.nullcontext():
-            return self.transform_.partial_fit_transform(X, dense=False)
 
     def fit(self, X, y):
         """Reset, then stream ``X`` in order; a final update covers a partial last block.
@@ -456,31 +311,9 @@ class TinyDLClassifier:
             if hasattr(self, attr):
                 delattr(self, attr)
         X = check_array(X, "X", dtype=self.dtype, owner=type(self).__name__)
-        y = _check_labels(self, y, len(X))
+        y = check_labels(self, y, len(X))
         self.partial_fit(X, y, classes=np.unique(y))
         return self.finish()
-
-    def finish(self):
-        """End of the stream: code any samples still held for the standardization
-        statistics (a stream shorter than ``n_standardize``) and update the network on the
-        samples that arrived since the last ``n_batch`` mark.  Returns ``self``."""
-        if not hasattr(self, "transform_"):
-            raise ValueError("nothing to finish: this TinyDLClassifier has seen no data")
-        if self.finished_at_ == self.n_samples_consumed_:
-            return self  # already finished at this point of the stream (a resumed run)
-        released = self.standardizer_.flush()
-        if released is not None:
-            self._consume(*released)
-        if self.n_samples_seen_ % self.n_batch:
-            self._update()
-        self.finished_at_ = self.n_samples_seen_
-        return self
-
-    @property
-    def n_samples_consumed_(self) -> int:
-        """Samples taken from the stream: coded ones plus those held for the
-        standardization statistics (where a resumed stream continues)."""
-        return int(self.n_samples_seen_ + self.standardizer_.n_pending)
 
     def _check_fitted(self):
         if not hasattr(self, "network_") or self.n_updates_ == 0:
@@ -569,7 +402,7 @@ class TinyDLClassifier:
         -------
         float
         """
-        return float(np.mean(self.predict(X) == _check_labels(self, y, None)))
+        return float(np.mean(self.predict(X) == check_labels(self, y, None)))
 
     @property
     def n_params_(self) -> int:
@@ -608,25 +441,7 @@ class TinyDLClassifier:
             raise ValueError("nothing to save: this TinyDLClassifier has seen no data")
 
     def _write_files(self, target):
-        # parts that have seen no data yet (the network trains at the first n_batch mark)
-        # are rebuilt on load
-        has_transform = getattr(self.transform_, "n_samples_seen_", 0) > 0
-        has_network = hasattr(self.network_, "classes_")
-        if has_transform:
-            self.transform_.save(os.path.join(target, "transform.npz"))
-        if has_network:
-            self.network_.save(os.path.join(target, "network.npz"))
-        save_npz(os.path.join(target, "learner.npz"), dict(
-            params=checkpoint.params_to_json({p: getattr(self, p) for p in _PARAMS}),
-            n_samples_seen=np.int64(self.n_samples_seen_), n_updates=np.int64(self.n_updates_),
-            n_rebuilds=np.int64(self.n_rebuilds_),
-            rebuilt_classes=_storable(np.asarray(self.rebuilt_classes_)),
-            finished_at=np.int64(self.finished_at_),
-            classes=_storable(self.classes_), labels_are_indices=np.int64(1),
-            n_features=np.int64(self.n_features_in_),
-            has_transform=np.int64(has_transform), has_network=np.int64(has_network),
-            backend=np.array(self.backend_), **self.window_.state(), **self.standardizer_.state()),
-            kind=_STATE_KIND, version=_STATE_VERSION)
+        checkpoint.write_learner(self, target)
 
     @classmethod
     def load(cls, directory, backend=None):
@@ -648,61 +463,7 @@ class TinyDLClassifier:
         ModelFileError
             If there is no complete checkpoint, or it is damaged or inconsistent.
         """
-        from .nn import MLPClassifier
-        from .transform import StreamingDictionary
-        directory = os.fspath(directory)
-        target = os.path.join(directory, checkpoint.latest(directory))
-        st = load_npz(os.path.join(target, "learner.npz"), _STATE_KIND,
-                      required=("params", "n_samples_seen", "n_updates", "classes",
-                                "n_features", "finished_at", "has_transform", "has_network",
-                                "codes_indices", "codes_values", "labels_window",
-                                "window_fill", "window_head", "std_pending_X",
-                                "std_pending_y", "std_has_stats"),
-                      max_version=_STATE_VERSION)
-        params = checkpoint.params_from_json(st["params"], target)
-        unknown = set(params) - set(_PARAMS)
-        if unknown:
-            raise ModelFileError(f"{target}: unknown learner parameter(s) {sorted(unknown)}")
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-        for key, value in _LEGACY.items():
-            params.setdefault(key, value)
-        if backend is None and "backend" in st:
-            backend = _runnable(str(st["backend"]))
-        self = cls(**params, backend=backend)
-        self._init(int(st["n_features"]), st["classes"])
-        # checkpoints before labels_are_indices stored the labels themselves (integers)
-        as_labels = "labels_are_indices" not in st
-        if int(st["has_transform"]):
-            self.transform_ = StreamingDictionary.load(os.path.join(target, "transform.npz"),
-                                                       backend=self.transform_.backend)
-        if int(st["has_network"]):
-            self.network_ = MLPClassifier.load(os.path.join(target, "network.npz"),
-                                               backend=self.network_.backend)
-            if as_labels:  # its classes were the labels: the same order as their indices
-                self.network_.classes_ = self._class_index
-        self.window_ = CodeWindow.from_state(
-            st, self.window, min(self.k, self.l), self.l, self.dtype, target,
-            policy=self.window_policy, classes=self.classes_, seed=self.seed,
-            n_features=self.n_features_in_ if self._rebuilds else None)
-        self.standardizer_ = Standardizer.from_state(
-            st, self.n_features_in_, N_STANDARDIZE, self.dtype, bool(self.standardize), target)
-        if as_labels:
-            fill = self.window_.slots
-            self.window_.labels = np.searchsorted(self.classes_, self.window_.labels[:fill]
-                                                  ).astype(np.int64)
-            self.standardizer_._labels = np.searchsorted(
-                self.classes_, self.standardizer_._labels).astype(np.int64)
-        self.n_samples_seen_ = int(st["n_samples_seen"])
-        self.n_updates_ = int(st["n_updates"])
-        self.finished_at_ = int(st["finished_at"])
-        if "n_rebuilds" in st:
-            self.n_rebuilds_ = int(st["n_rebuilds"])
-            self.rebuilt_classes_ = st["rebuilt_classes"]
-        if self._rebuilds and self.n_rebuilds_ and self.standardizer_.enabled \
-                and self.standardizer_.mean_ is None:
-            raise ModelFileError(f"{target}: a rebuilt learner without its standardization "
-                                 "statistics")
-        return self
+        return checkpoint.read_learner(cls, directory, backend)
 
     def get_params(self, deep=False):
         """The constructor's parameters (all of them).
@@ -726,40 +487,3 @@ class TinyDLClassifier:
             setattr(self, key, value)
         return self
 
-
-def _label_classes(classes) -> np.ndarray:
-    """The sorted distinct labels, in the user's type (object arrays of strings as str)."""
-    classes = np.unique(np.asarray(classes))
-    if classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes):
-        classes = classes.astype(str)
-    return classes
-
-
-def _check_labels(est, y, n) -> np.ndarray:
-    """``y`` as a 1-D array of class labels (the classifiers' rules: a column vector is
-    flattened with a DataConversionWarning, continuous floats are refused)."""
-    from .nn.trainer import InputChecks
-    y = InputChecks._check_y(est, y, len(y) if n is None and y is not None else n)
-    if y.dtype.kind == "O" and all(isinstance(c, str) for c in y):
-        y = y.astype(str)
-    return y
-
-
-def _storable(classes: np.ndarray) -> np.ndarray:
-    """``classes`` in a dtype ``.npz`` holds without pickle."""
-    if classes.dtype.kind == "O":
-        as_str = classes.astype(str)
-        if not np.array_equal(as_str.astype(object), classes):
-            raise ValueError("cannot checkpoint labels of mixed or non-string object type: "
-                             f"{classes[:5].tolist()}")
-        return as_str
-    return classes
-
-
-def _runnable(name):
-    """``name`` if that backend runs here, else None (the automatic choice)."""
-    import hal
-    try:
-        return hal.select_backend(name)[0]
-    except (ValueError, KeyError, RuntimeError):  # unknown or unavailable here
-        return None

@@ -21,10 +21,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-import hal
-
-from ._algorithm2 import _SCAN_ROWS, _SMALL_SCAN, Algorithm2Scan
-from ._validation import SUPPORTED_DTYPES, check_array, check_float, check_int
+from ._algorithm2 import _SCRATCH, _SMALL_SCAN, Algorithm2Scan
+from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
 from .omp import SparseCodes
@@ -42,10 +40,6 @@ _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype")
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
 _PRIVATE_STATE = ("_D", "_Q", "_G", "_L", "_fit_params", "_pending", "_n_pending",
                   "_since_join", "_P", "_next_wp")
-#: scratch buffers and the bound backend: rebuilt on unpickling, never pickled (a copy that
-#: joblib memory-maps read-only must not be written to)
-_SCRATCH = ("_xblk", "_xsmall", "_rblk", "_pflat", "_aa", "_pp", "_avec", "_uvec", "_ws",
-            "_ws_n", "_Gn", "_be", "_bws", "_next_wp")
 
 
 class StreamingDictionary(Algorithm2Scan):
@@ -140,16 +134,7 @@ class StreamingDictionary(Algorithm2Scan):
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise TypeError(f"standardize must be True or False, got {self.standardize!r}")
         p["standardize"] = bool(self.standardize)
-        if self.dtype is None:
-            p["dtype"] = None
-        else:
-            try:
-                dt = np.dtype(self.dtype)
-            except TypeError:
-                raise TypeError(f"dtype must be float32 or float64, got {self.dtype!r}") from None
-            if dt not in SUPPORTED_DTYPES:
-                raise TypeError(f"dtype must be float32 or float64, got {dt}")
-            p["dtype"] = dt
+        p["dtype"] = None if self.dtype is None else check_dtype(self.dtype)
         return p
 
     # -- fitted state ------------------------------------------------------------------------
@@ -203,16 +188,7 @@ class StreamingDictionary(Algorithm2Scan):
         self.n_features_in_ = int(m)
         self.n_samples_seen_ = 0
         self.n_atoms_ = 0
-        # At least 2 rows, zero past n_atoms_: products always see >= 2 atoms, because a
-        # single-column product goes through BLAS gemv, whose rounding depends on the row's
-        # position in the block (which would break batch-split identity while D has 1 atom).
-        lb = max(l, 2)
-        self._D = np.zeros((lb, m), dtype)   # atoms as rows, unit norm
-        self._Q = np.zeros((lb, m), dtype)   # orthonormal basis of span(D), same order
-        self._G = np.zeros((lb, lb), dtype)  # D D^T for Batch-OMP
-        # D = L Q: row i of L holds atom i's coordinates on the basis (lower triangular);
-        # a new atom's Gram row is L[:n, :n] @ L[n, :n], O(l^2) instead of a pass over D
-        self._L = np.zeros((lb, lb), dtype)
+        self._alloc_basis(l, m, dtype)
         self.mean_ = None
         self.scale_ = None
         # rows waiting for the standardization statistics (None once they are fixed)
@@ -221,29 +197,6 @@ class StreamingDictionary(Algorithm2Scan):
         # rows scanned since the last join, saturating at _SMALL_SCAN (see _run)
         self._since_join = _SMALL_SCAN
         self._alloc_scratch()
-
-    def _alloc_scratch(self) -> None:
-        l, m, blk, dt = self._D.shape[0], self.n_features_in_, self._fit_params["block"], \
-            self.dtype_
-        # fixed-size buffers for the projection-error test, allocated once
-        scan = min(blk, _SCAN_ROWS)
-        self._xblk = np.zeros((scan, m), dt)
-        self._xsmall = np.zeros((_SMALL_SCAN, m), dt)
-        self._rblk = np.empty((scan, m), dt)
-        self._pflat = np.empty(scan * l, dt)
-        self._aa = np.empty(scan, dt)
-        self._pp = np.empty(scan, dt)
-        self._avec = np.empty(m, dt)
-        self._uvec = np.empty(m, dt)
-        self._ws = None
-        self._ws_n = -1
-        self._Gn = None
-        self._be = hal.get_backend(self.backend, block=blk)
-        # the basis operations (the Wp test of one row, the atom append), bound to the state
-        # arrays: NumPy's specification (hal.backends.numpy.basis) or a backend's kernels
-        self._bws = self._be.prepare_basis(self._D, self._Q, self._L, self._G)
-        # (|x|^2, |Q x|^2) of the row after the last join, from the join's kernel call
-        self._next_wp = None
 
     def _state_arrays(self) -> Dict[str, np.ndarray]:
         """Every array and scalar of the fitted state (what :meth:`save` writes)."""
@@ -498,31 +451,20 @@ class StreamingDictionary(Algorithm2Scan):
             raise ValueError(f"n_features_in_={m}, n_atoms_={n} with l={p['l']}")
         arrs = {}
         for key, shape in (("D", (n, m)), ("Q", (n, m)), ("G", (n, n))):
-            a = data[key]
-            if a.shape != shape or a.dtype != dt or not np.isfinite(a).all():
-                raise ValueError(f"{key} should be finite {dt} of shape {shape}, got "
-                                 f"{a.dtype} {a.shape}")
-            arrs[key] = a
+            arrs[key] = _finite(data, key, shape, dt)
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
         est._D[:n], est._Q[:n], est._G[:n, :n] = arrs["D"], arrs["Q"], arrs["G"]
         if "L" in data:
-            a = data["L"]
-            if a.shape != (n, n) or a.dtype != dt or not np.isfinite(a).all():
-                raise ValueError(f"L should be finite {dt} of shape {(n, n)}, got "
-                                 f"{a.dtype} {a.shape}")
-            est._L[:n, :n] = a
+            est._L[:n, :n] = _finite(data, "L", (n, n), dt)
         else:  # written before L was kept: D = L Q with Q orthonormal gives L = D Q^T
             est._L[:n, :n] = np.tril(arrs["D"] @ arrs["Q"].T)
         est.n_atoms_ = n
         if "since_join" in data:  # absent from files written before it existed
             est._since_join = min(max(int(num("since_join")), 0), _SMALL_SCAN)
         if num("has_stats"):
-            for key in ("mean_", "scale_"):
-                a = data[key]
-                if a.shape != (m,) or a.dtype != dt or not np.isfinite(a).all():
-                    raise ValueError(f"{key} should be finite {dt} of shape {(m,)}")
-            est.mean_, est.scale_ = data["mean_"].copy(), data["scale_"].copy()
+            est.mean_, est.scale_ = (_finite(data, key, (m,), dt).copy()
+                                     for key in ("mean_", "scale_"))
         if num("buffering"):
             pend = data["pending"]
             if pend.ndim != 2 or pend.shape[1] != m or pend.shape[0] > p["n_standardize"] \
@@ -534,3 +476,11 @@ class StreamingDictionary(Algorithm2Scan):
         else:
             est._pending = None
         return est
+
+
+def _finite(data, key, shape, dt) -> np.ndarray:
+    """``data[key]``, checked to be finite ``dt`` of ``shape``."""
+    a = data[key]
+    if a.shape != shape or a.dtype != dt or not np.isfinite(a).all():
+        raise ValueError(f"{key} should be finite {dt} of shape {shape}, got {a.dtype} {a.shape}")
+    return a

@@ -3,7 +3,7 @@
 Layers are explicit forward/backward pairs (:mod:`.layers`), parameters live in one flat
 buffer (:mod:`.network`), SGD with momentum and Adam update it (:mod:`.optim`) on the L2 or
 cross-entropy loss (:mod:`.losses`), and :class:`MLPClassifier` / :class:`CNNClassifier` wrap it
-all with scikit-learn's conventions (:mod:`.classifier`).
+all with scikit-learn's conventions (:mod:`.classifier`, :mod:`.cnn`).
 """
 from .classifier import (
     CNNClassifier,

@@ -1,7 +1,8 @@
 """Classifiers with scikit-learn's conventions on top of :class:`~tinydl.nn.network.Network`.
 
 * :class:`MLPClassifier`: dense layers (the TinyDL paper's network on codes or raw features);
-* :class:`CNNClassifier`: 1-D or 2-D convolution and pooling blocks, then dense layers.
+* :class:`CNNClassifier` (:mod:`.cnn`): 1-D or 2-D convolution and pooling blocks, then dense
+  layers.
 
 Both train by mini-batch SGD with momentum (the paper's) or Adam, on the L2 loss (the paper's)
 or softmax cross-entropy; ``partial_fit`` continues from the current weights (the paper's
@@ -23,7 +24,6 @@ from ..errors import (
     not_fitted_error,
 )
 from ..io import array_digest, load_npz, save_npz, verify_digest
-from .conv import Conv1D, Conv2D, MaxPool1D, MaxPool2D
 from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import LOSSES, softmax
 from .network import Network
@@ -132,6 +132,15 @@ class NetworkClassifier(Trainer, InputChecks):
         self.n_params_ = self.network_.n_params
         self.loss_curve_ = []
         self.t_ = 0
+
+    def _dense_layers(self, n_classes) -> List:
+        """``hidden_layer_sizes`` dense layers (activation, dropout), then the output layer."""
+        layers = []
+        for h in self.hidden_layer_sizes:
+            layers += [Dense(h), _ACTIVATIONS[self.activation]()]
+            if self.dropout:
+                layers.append(Dropout(self.dropout))
+        return layers + [Dense(n_classes)]
 
     def _init_optimizer(self):
         kw = {"momentum": self.momentum} if self.optimizer == "sgd" else {}
@@ -430,75 +439,9 @@ class MLPClassifier(NetworkClassifier):
         self.sparse_product = sparse_product
 
     def _make_layers(self, n_features, n_classes):
-        layers = []
         for h in self.hidden_layer_sizes:
             _check_param("hidden_layer_sizes entries", h, "int", low=1)
-            layers += [Dense(h), _ACTIVATIONS[self.activation]()]
-            if self.dropout:
-                layers.append(Dropout(self.dropout))
-        return layers + [Dense(n_classes)]
+        return self._dense_layers(n_classes)
 
 
-class CNNClassifier(NetworkClassifier):
-    """Convolutional classifier for 1-D signals or 2-D images given as flat rows.
-
-    Parameters
-    ----------
-    input_shape : tuple of int, or None
-        One sample's shape, channels first: ``(C, L)`` for signals, ``(C, H, W)`` for images;
-        ``X`` rows hold ``prod(input_shape)`` values in that (C-order) layout.  ``None``: each
-        row is a one-channel signal, ``(1, n_features)``.
-    conv_layers : tuple of (filters, kernel_size, pool_size)
-        Each block is convolution ("same" padding, stride 1) -> activation -> max pooling
-        (skipped for pool_size 1).
-    hidden_layer_sizes : tuple of int
-        Dense layers after the convolutions.
-    Other parameters as :class:`MLPClassifier`.
-    """
-
-    _param_names = ("input_shape", "conv_layers", "hidden_layer_sizes", "activation", "dropout",
-                    "loss", "optimizer", "learning_rate", "momentum", "batch_size", "epochs",
-                    "seed", "dtype", "backend", "sparse_product")
-
-    def __init__(self, input_shape=(1, 8, 8), conv_layers=((8, 3, 2),), hidden_layer_sizes=(32,),
-                 activation="relu", dropout=0.0, loss="cross_entropy", optimizer="sgd",
-                 learning_rate=0.01, momentum=0.9, batch_size=32, epochs=10, seed=0,
-                 dtype="float32", backend=None, sparse_product="dense"):
-        self.input_shape = input_shape
-        self.conv_layers = conv_layers
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.dropout = dropout
-        self.loss = loss
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.momentum = momentum
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.seed = seed
-        self.dtype = dtype
-        self.backend = backend
-        self.sparse_product = sparse_product
-
-    def _input_shape(self, n_features):
-        if self.input_shape is None:
-            return (1, int(n_features))
-        shape = tuple(int(s) for s in self.input_shape)
-        if len(shape) not in (2, 3) or int(np.prod(shape)) != n_features:
-            raise ValueError(f"input_shape={shape} must be (C, L) or (C, H, W) with "
-                             f"{n_features} values (the number of features)")
-        return shape
-
-    def _make_layers(self, n_features, n_classes):
-        two_d = len(self._input_shape(n_features)) == 3
-        conv, pool = (Conv2D, MaxPool2D) if two_d else (Conv1D, MaxPool1D)
-        layers = []
-        for filters, kernel, pool_size in self.conv_layers:
-            layers += [conv(filters, kernel, 1, int(kernel) // 2), _ACTIVATIONS[self.activation]()]
-            if int(pool_size) > 1:
-                layers.append(pool(pool_size))
-        for h in self.hidden_layer_sizes:
-            layers += [Dense(h), _ACTIVATIONS[self.activation]()]
-            if self.dropout:
-                layers.append(Dropout(self.dropout))
-        return layers + [Dense(n_classes)]
+from .cnn import CNNClassifier  # noqa: E402 - re-exported; it builds on NetworkClassifier

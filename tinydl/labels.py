@@ -1,0 +1,42 @@
+"""Class labels: the user's labels, and the indices into ``classes_`` that a learner holds.
+
+:class:`~tinydl.learner.TinyDLClassifier` takes labels of every type scikit-learn accepts for
+a classifier (integers, floats with integer values, strings, booleans) and keeps them, sorted,
+in ``classes_``; internally (the window, the network, a checkpoint's stored labels) a label is
+its index in ``classes_``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["label_classes", "check_labels", "label_index"]
+
+
+def label_classes(classes) -> np.ndarray:
+    """The sorted distinct labels, in the user's type (object arrays of strings as str)."""
+    classes = np.unique(np.asarray(classes))
+    if classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes):
+        classes = classes.astype(str)
+    return classes
+
+
+def check_labels(est, y, n) -> np.ndarray:
+    """``y`` as a 1-D array of class labels (the classifiers' rules: a column vector is
+    flattened with a DataConversionWarning, continuous floats are refused)."""
+    from .nn.trainer import InputChecks
+    y = InputChecks._check_y(est, y, len(y) if n is None and y is not None else n)
+    if y.dtype.kind == "O" and all(isinstance(c, str) for c in y):
+        y = y.astype(str)
+    return y
+
+
+def label_index(classes: np.ndarray, y) -> np.ndarray:
+    """Indices into ``classes`` of the labels ``y``; a label outside them is an error."""
+    idx = np.searchsorted(classes, y)
+    np.minimum(idx, len(classes) - 1, out=idx)
+    bad = classes[idx] != y
+    if bad.any():
+        unknown = np.unique(y[bad])
+        raise ValueError(f"y holds {unknown.size} label(s) outside classes "
+                         f"{classes.tolist()}: {unknown[:5].tolist()}")
+    return idx.astype(np.int64, copy=False)
