@@ -393,3 +393,33 @@ def test_opencl_named_device_missing():
     from hal.backends.opencl import select_device
     with pytest.raises(hal.BackendUnavailable, match="no OpenCL device matches"):
         select_device("no-such-device-xyz")
+
+
+def test_blas_backend_library_threads_follow_the_setting(monkeypatch, require_backend):
+    # the blas backend's own OpenBLAS takes the count hal.threads was given, also when that
+    # was set before the library loaded; with nothing set and no OPENBLAS_NUM_THREADS it runs
+    # one thread (its default of one per core spun 60x slower on a shared 2-core machine)
+    require_backend("blas")
+    hal.get_backend("blas")  # loads the library
+    import hal.backends.blas as blas_mod
+    from hal import threads
+    monkeypatch.setattr(threads, "_REQUESTED", None)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert threads.default_backend_threads() == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert threads.default_backend_threads() is None
+    entry = threads._blas_backend_lib()
+    lib, getter = entry[0], entry[3][0]
+    if lib is None:
+        pytest.skip(f"the blas library's threads cannot be controlled: {entry[2]}")
+    before = int(getattr(lib, getter)())
+    try:
+        with threads.blas_threads(2):
+            assert int(getattr(lib, getter)()) == 2
+            assert threads.default_backend_threads() == 2
+            blas_mod._set_library_threads(threads.default_backend_threads())
+            assert int(getattr(lib, getter)()) == 2
+        blas_mod._set_library_threads(1)
+        assert int(getattr(lib, getter)()) == 1
+    finally:
+        blas_mod._set_library_threads(before)
