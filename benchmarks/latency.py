@@ -1,0 +1,160 @@
+"""One-sample latency: TinyDL's transform and predict against the raw network and OMP peers.
+
+    python benchmarks/latency.py [--json PATH] [--backend native] [--repeat 200]
+
+For (m, l, k) = (5625, 100, 20), (617, 200, 20), (520, 100, 20) in float32, on synthetic
+Gaussian data (no file is read), one BLAS thread, medians of ``--repeat`` single calls:
+
+* ``gemv_floor_us``: one ``D @ a`` (the dictionary's correlations of one sample);
+* ``transform_b1_us``: ``StreamingDictionary.transform`` of one sample (fitted);
+* ``predict_b1_us``: ``TinyDLClassifier.predict`` of one sample, end to end (network
+  l-64-n_classes);
+* ``raw_b1_us``: the raw network of that size (5625-2000-500-19, 617-512-256-26,
+  520-256-128-13) through tinydl's ``MLPClassifier.predict`` on one sample;
+* ``sklearn_b1_us``: ``sklearn.linear_model.orthogonal_mp_gram`` on one sample, the Gram
+  matrix given (``D @ a`` included, as in tinydl's time);
+* ``spams_b1_us``: ``spams.omp`` when spams is installed, else null;
+* ``partial_fit_b1_us`` / ``partial_fit_batch_us``: ``StreamingDictionary.partial_fit`` per
+  sample, one sample at a time and in batches of 256 (the dictionary's stream only: the
+  learner's retraining is excluded by timing the transform, not the learner).
+
+Peers and tinydl are timed in the same run; ratios are peer / tinydl.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+from _common import blas_threads, print_table, write_json  # noqa: F401  (sets BLAS threads)
+
+import numpy as np  # noqa: E402
+
+SIZES = [((5625, 100, 20), (2000, 500), 19),
+         ((617, 200, 20), (512, 256), 26),
+         ((520, 100, 20), (256, 128), 13)]
+
+
+def median_us(fn, repeat, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e6)
+
+
+def _data(m, n_classes, n, rng):
+    centers = rng.standard_normal((n_classes, m)).astype(np.float32)
+    y = rng.integers(0, n_classes, n)
+    X = (centers[y] + 0.5 * rng.standard_normal((n, m))).astype(np.float32)
+    return X, y
+
+
+def run(m, l, k, raw_hidden, n_classes, backend, repeat):
+    from tinydl.learner import TinyDLClassifier
+    from tinydl.nn import MLPClassifier
+    from tinydl.transform import StreamingDictionary
+    rng = np.random.default_rng(0)
+    X, y = _data(m, n_classes, 1024, rng)
+    x1 = X[-1:].copy()
+    out = {}
+
+    sd = StreamingDictionary(l=l, k=k, alpha=0.3, dtype="float32", backend=backend).fit(X)
+    D = np.ascontiguousarray(sd.dictionary_)
+    a = x1[0].copy()
+    out["n_atoms"] = int(sd.n_atoms_)
+    out["gemv_floor_us"] = median_us(lambda: D @ a, repeat)
+    out["transform_b1_us"] = median_us(lambda: sd.transform(x1), repeat)
+
+    clf = TinyDLClassifier(l=l, k=k, hidden_layer_sizes=(64,), n_batch=512,
+                                  epochs_per_update=1, dtype="float32", backend=backend)
+    clf.fit(X, y)
+    out["predict_b1_us"] = median_us(lambda: clf.predict(x1), repeat)
+
+    raw = MLPClassifier(hidden_layer_sizes=raw_hidden, epochs=1, dtype="float32",
+                        backend=backend)
+    raw.fit(X[:256], y[:256])
+    out["raw_b1_us"] = median_us(lambda: raw.predict(x1), max(10, repeat // 4))
+
+    from sklearn.linear_model import orthogonal_mp_gram
+    G = D @ D.T
+
+    def skl():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            orthogonal_mp_gram(G, D @ a, n_nonzero_coefs=k)
+    out["sklearn_b1_us"] = median_us(skl, repeat)
+
+    try:
+        import spams
+    except ImportError:
+        out["spams_b1_us"] = None
+        out["spams_note"] = "spams is not installed"
+    else:
+        Df = np.asfortranarray(D.T)
+        af = np.asfortranarray(a[:, None])
+        out["spams_b1_us"] = median_us(lambda: spams.omp(af, Df, L=k), repeat)
+
+    Xs = X[:256]
+
+    def pf1():
+        s = StreamingDictionary(l=l, k=k, alpha=0.3, dtype="float32", backend=backend)
+        s.partial_fit(X[:512])
+        t0 = time.perf_counter()
+        for i in range(256):
+            s.partial_fit(Xs[i:i + 1])
+        return (time.perf_counter() - t0) / 256 * 1e6
+
+    def pfb():
+        s = StreamingDictionary(l=l, k=k, alpha=0.3, dtype="float32", backend=backend)
+        s.partial_fit(X[:512])
+        t0 = time.perf_counter()
+        s.partial_fit(Xs)
+        return (time.perf_counter() - t0) / 256 * 1e6
+    out["partial_fit_b1_us"] = float(np.median([pf1() for _ in range(3)]))
+    out["partial_fit_batch_us"] = float(np.median([pfb() for _ in range(3)]))
+    out["partial_fit_note"] = ("StreamingDictionary.partial_fit (the dictionary's stream), "
+                               "per sample; the learner's retraining is excluded")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--backend", default="native")
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--sizes", default=None, help="comma-separated m-l-k keys to run")
+    args = ap.parse_args(argv)
+    import hal.threads
+    hal.threads.set_num_threads(1)
+    results = {"backend": args.backend, "dtype": "float32", "blas_threads": blas_threads(),
+               "data": "synthetic Gaussian clusters (seeded)", "sizes": {}}
+    rows = []
+    for (m, l, k), raw_hidden, nc in SIZES:
+        key = f"{m}-{l}-{k}"
+        if args.sizes and key not in args.sizes.split(","):
+            continue
+        r = run(m, l, k, raw_hidden, nc, args.backend, args.repeat)
+        results["sizes"][key] = r
+        p = r["predict_b1_us"]
+        rows.append([key, f"{r['gemv_floor_us']:.1f}", f"{r['transform_b1_us']:.1f}",
+                     f"{r['transform_b1_us'] / r['gemv_floor_us']:.2f}",
+                     f"{p:.1f}", f"{r['raw_b1_us']:.1f}", f"{r['raw_b1_us'] / p:.1f}",
+                     f"{r['sklearn_b1_us']:.1f}", f"{r['sklearn_b1_us'] / p:.1f}",
+                     "-" if r["spams_b1_us"] is None else f"{r['spams_b1_us']:.1f}",
+                     f"{r['partial_fit_b1_us']:.1f}", f"{r['partial_fit_batch_us']:.1f}"])
+        print(key, "done", file=sys.stderr, flush=True)
+    print(f"backend={args.backend} float32, BLAS threads={blas_threads()}, us, medians")
+    print_table(["m-l-k", "gemv", "transform", "tr/gemv", "predict", "raw", "raw/pred",
+                 "sklearn", "skl/pred", "spams", "pf_b1", "pf_batch"], rows)
+    if args.json:
+        write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
