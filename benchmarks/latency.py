@@ -22,14 +22,19 @@ Peers and tinydl are timed in the same run; ratios are peer / tinydl.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-import time
-import warnings
 
-from _common import blas_threads, print_table, write_json  # noqa: F401  (sets BLAS threads)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from benchmarks._common import blas_threads, print_table, write_json  # noqa: E402
 
 SIZES = [((5625, 100, 20), (2000, 500), 19),
          ((617, 200, 20), (512, 256), 26),

@@ -53,6 +53,11 @@ class OMPWorkspace:
     dtype: np.dtype
     block: int
     arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+    #: set by an owner whose ``D`` never changes for this workspace's life (a prepared
+    #: dictionary): the contiguous copy of ``D.T`` some backends keep (``arrays["DT"]``) is
+    #: then filled on the first call only, not on every call
+    fixed_D: bool = False
+    dt_filled: bool = False
 
     @property
     def nbytes(self) -> int:

@@ -235,6 +235,9 @@ class Algorithm2Scan:
             self._Gn = np.ascontiguousarray(self._G[:nd, :nd])
             self._ws = self._be.prepare_omp(getattr(self._be, "batch", 256),
                                             self.n_features_in_, nd, kk, self.dtype_)
+            # atoms are only ever appended (which changes n): D[:nd] is fixed for this
+            # workspace, so a backend's copy of D.T is made once, not on every call
+            self._ws.fixed_D = True
             self._ws_n = n
         res = self._be.omp_encode(R, self._D[:nd], self._Gn, kk, tol=p["tol"], ws=self._ws)
         idx[:, :kk] = res.indices

@@ -10,15 +10,89 @@ Cholesky/QR, every sample of a batch advancing one iteration at a time) on the b
 """
 from __future__ import annotations
 
+import numpy as np
+
 import hal
 
 from ._validation import check_array, check_float, check_int
 from .codes import SparseCodes, codes_to_dense
 
-__all__ = ["omp", "SparseCodes", "codes_to_dense"]
+__all__ = ["omp", "prepare", "PreparedDictionary", "SparseCodes", "codes_to_dense"]
 
 
-def omp(X, D, k, *, tol=None, gram=None, backend=None, return_dense=True,
+class PreparedDictionary:
+    """A dictionary made ready for repeated OMP calls: what depends only on ``D`` (the Gram
+    matrix, a contiguous private copy of ``D``, the backend) is computed once.
+
+    Build it with :func:`tinydl.omp.prepare`; code with :meth:`encode` or
+    ``omp(X, prepared)``.  Codes are bit-identical to ``omp(X, D, k, ...)`` on the same
+    backend.  The backend's workspace (its scratch buffers, including its copy of ``D.T``)
+    is allocated per instance on the first call, reused while the shapes fit, and never
+    pickled: a copy (pickle, joblib, ``copy.deepcopy``) allocates its own.  One instance is
+    not for concurrent use from several threads (its scratch is shared); give each thread a
+    copy.  ``D`` is copied: changing the caller's array later does not affect the prepared
+    one (prepare again).
+    """
+
+    def __init__(self, D, k, *, tol=None, dtype=None, backend=None, gram=None):
+        D = check_array(D, "D", dtype=dtype)
+        self.D = np.array(D, copy=True, order="C")
+        self.D.flags.writeable = False
+        self.k = check_int(k, "k", low=1)
+        self.tol = check_float(tol, "tol", low=0.0, allow_none=True)
+        self.dtype = self.D.dtype
+        if gram is None:
+            G = self.D @ self.D.T
+        else:
+            G = check_array(gram, "gram", dtype=self.dtype)
+            if G.shape != (self.D.shape[0], self.D.shape[0]):
+                raise ValueError(f"gram must have shape {(self.D.shape[0],) * 2}, got "
+                                 f"{G.shape}")
+        self.G = np.ascontiguousarray(G)
+        self.G.flags.writeable = False
+        self.backend = backend
+        self._be = hal.get_backend(backend)
+        self._ws = None
+
+    n_atoms = property(lambda self: self.D.shape[0])
+    n_features = property(lambda self: self.D.shape[1])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ws"] = None  # scratch: never pickled, allocated again by the copy
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def encode(self, X, *, return_dense=True, return_residual=False):
+        """The codes of the rows of ``X`` (as :func:`omp` with this dictionary)."""
+        X = check_array(X, "X", dtype=self.dtype, n_features=self.n_features)
+        ws = self._ws
+        n, m = X.shape
+        l, k = self.D.shape[0], min(self.k, self.D.shape[0])
+        if ws is None or not ws.fits(min(n, ws.batch), m, l, k, self.dtype):
+            ws = self._be.prepare_omp(getattr(self._be, "batch", 256), m, l, k, self.dtype)
+            ws.fixed_D = True  # self.D never changes: a backend's D.T copy is made once
+            self._ws = ws
+        codes = self._be.omp_encode(X, self.D, self.G, self.k, tol=self.tol, ws=ws)
+        out = codes.to_dense() if return_dense else codes
+        return (out, codes.residual_sq) if return_residual else out
+
+    def __repr__(self):
+        return (f"PreparedDictionary(n_atoms={self.n_atoms}, n_features={self.n_features}, "
+                f"k={self.k}, dtype={self.dtype.name})")
+
+
+def prepare(D, k, *, tol=None, dtype=None, backend=None, gram=None) -> PreparedDictionary:
+    """Prepare ``D`` (atoms as rows) for repeated :func:`omp` calls with ``k`` non-zeros:
+    the Gram matrix and the backend's buffers are made once.  See
+    :class:`PreparedDictionary`; ``dtype`` defaults to that of ``D`` (integers become
+    float64)."""
+    return PreparedDictionary(D, k, tol=tol, dtype=dtype, backend=backend, gram=gram)
+
+
+def omp(X, D, k=None, *, tol=None, gram=None, backend=None, return_dense=True,
         return_residual=False, dtype=None):
     """Code each row of ``X`` with at most ``k`` atoms of ``D`` by OMP.
 
@@ -26,10 +100,12 @@ def omp(X, D, k, *, tol=None, gram=None, backend=None, return_dense=True,
     ----------
     X : array-like of shape (n_samples, n_features)
         Samples as rows (the paper's ``A.T``).
-    D : array-like of shape (n_atoms, n_features)
-        Dictionary, atoms as rows (the paper's ``D.T``).  OMP's greedy choice is fair only if
+    D : array-like of shape (n_atoms, n_features), or PreparedDictionary
+        Dictionary, atoms as rows (or one made ready by :func:`prepare`: then ``k``,
+        ``tol``, ``dtype``, ``gram`` and ``backend`` are the prepared ones and must not be
+        given).  The (the paper's ``D.T``).  OMP's greedy choice is fair only if
         the atoms have unit norm; other norms are allowed and used as given.
-    k : int
+    k : int (required unless ``D`` is prepared)
         Maximum non-zeros per sample, ``k >= 1``; values above ``n_atoms`` are clipped.
     tol : float, optional
         Also stop a sample once its relative residual ``||x - c D|| / ||x||`` is ``<= tol``.
@@ -62,6 +138,15 @@ def omp(X, D, k, *, tol=None, gram=None, backend=None, return_dense=True,
     ``n_features`` independent atoms); a sample that is represented with ``k <= n_features``
     stops silently.  No NaN is ever produced.  Every backend follows these rules.
     """
+    if isinstance(D, PreparedDictionary):
+        given = [name for name, v in (("k", k), ("tol", tol), ("gram", gram),
+                                      ("backend", backend), ("dtype", dtype)) if v is not None]
+        if given:
+            raise TypeError(f"omp(X, prepared) takes {', '.join(given)} from the prepared "
+                            "dictionary: prepare again to change them")
+        return D.encode(X, return_dense=return_dense, return_residual=return_residual)
+    if k is None:
+        raise TypeError("omp() needs k (the maximum non-zeros) unless D is prepared")
     X = check_array(X, "X", dtype=dtype)
     D = check_array(D, "D", dtype=X.dtype, n_features=X.shape[1])
     k = check_int(k, "k", low=1)

@@ -103,6 +103,10 @@ class BatchOMP:
     """Mixin of :class:`~hal.backends.numpy.NumpyBackend`: Batch-OMP over its products
     (``self._rows_matmul``, ``self.block``, ``self.batch``, ``self.cache_bytes``)."""
 
+    #: code a lone sample as a pair (NumPy's reductions round a single row differently);
+    #: a backend that codes each sample on its own, in a fixed order, turns it off
+    _lone_as_pair = True
+
     def _chunk_rows(self, batch: int, l: int, k: int, itemsize: int) -> int:
         """Samples per chunk: at most ``batch``, and a multiple of ``block`` whose ``Y``
         ((k + 1) * l values per sample) fits :attr:`cache_bytes` (never below ``block``)."""
@@ -187,7 +191,9 @@ class BatchOMP:
             ws = self.prepare_omp(min(n, self.batch), m, l, k, dtype)
         DT = ws.arrays.get("DT")
         if DT is not None:
-            np.copyto(DT, D.T)
+            if not (ws.fixed_D and ws.dt_filled):
+                np.copyto(DT, D.T)
+                ws.dt_filled = True
         else:
             DT = D.T
         indices = np.full((n, k), -1, np.int32)
@@ -197,7 +203,7 @@ class BatchOMP:
         dependent = 0
         for s in range(0, n, ws.batch):
             e = min(n, s + ws.batch)
-            if e - s == 1:
+            if e - s == 1 and self._lone_as_pair:
                 # NumPy reduces a (t, 1) array along its now-contiguous axis with pairwise
                 # summation, (t, n >= 2) ones row by row: code a lone sample as a pair so that
                 # its result is bit-identical to the same sample in any larger batch

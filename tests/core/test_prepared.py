@@ -1,0 +1,116 @@
+"""Issue 16: prepared dictionaries and the one-sample paths give exactly today's codes."""
+import pickle
+
+import numpy as np
+import pytest
+
+import tinydl
+from tinydl.omp import PreparedDictionary, omp, prepare
+from tinydl.transform import StreamingDictionary
+
+BACKENDS = ["numpy", "blas", "native"]
+
+
+def _dict(rng, l, m, dtype):
+    D = rng.standard_normal((l, m)).astype(dtype)
+    return D / np.linalg.norm(D, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_prepared_equals_unprepared(backend, dtype, require_backend):
+    if backend != "numpy":
+        require_backend(backend)
+    rng = np.random.default_rng(3)
+    D = _dict(rng, 40, 70, dtype)
+    X = rng.standard_normal((37, 70)).astype(dtype)
+    pd = prepare(D, 6, backend=backend)
+    assert isinstance(pd, PreparedDictionary)
+    ref = omp(X, D, 6, backend=backend)
+    for _ in range(2):  # the second call reuses the workspace (and its D.T copy)
+        assert np.array_equal(omp(X, pd), ref)
+        assert np.array_equal(pd.encode(X), ref)
+    for i in (0, 5, 36):  # one sample at a time: the codes it has in the batch
+        assert np.array_equal(pd.encode(X[i:i + 1])[0], ref[i])
+        assert np.array_equal(omp(X[i:i + 1], D, 6, backend=backend)[0], ref[i])
+    c, r = omp(X, pd, return_residual=True)
+    c2, r2 = omp(X, D, 6, backend=backend, return_residual=True)
+    assert np.array_equal(r, r2)
+    sp = omp(X, pd, return_dense=False)
+    assert np.array_equal(sp.to_dense(), ref)
+    # with a tolerance
+    pdt = prepare(D, 6, tol=0.6, backend=backend)
+    assert np.array_equal(pdt.encode(X), omp(X, D, 6, tol=0.6, backend=backend))
+
+
+def test_prepared_matches_numpy_reference(require_backend):
+    require_backend("native")
+    rng = np.random.default_rng(4)
+    D = _dict(rng, 30, 50, "float64")
+    X = rng.standard_normal((20, 50))
+    got = prepare(D, 5, backend="native").encode(X)
+    ref = omp(X, D, 5, backend="numpy")
+    assert np.allclose(got, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+def test_prepared_copies_and_rejects_overrides():
+    rng = np.random.default_rng(5)
+    D = _dict(rng, 10, 20, "float64")
+    X = rng.standard_normal((4, 20))
+    pd = prepare(D, 3, backend="numpy")
+    ref = pd.encode(X)
+    D[:] = 0  # the caller's array changes: the prepared copy does not
+    assert np.array_equal(pd.encode(X), ref)
+    with pytest.raises(TypeError):
+        omp(X, pd, 3)
+    with pytest.raises(TypeError):
+        omp(X, D)
+    with pytest.raises(ValueError):
+        pd.encode(rng.standard_normal((2, 19)))
+    assert tinydl.omp is omp or callable(tinydl.omp)
+
+
+def test_prepared_pickle_drops_scratch():
+    rng = np.random.default_rng(6)
+    D = _dict(rng, 10, 20, "float32")
+    X = rng.standard_normal((4, 20)).astype(np.float32)
+    pd = prepare(D, 3, backend="numpy")
+    ref = pd.encode(X)
+    assert pd._ws is not None
+    cp = pickle.loads(pickle.dumps(pd))
+    assert cp._ws is None
+    assert np.array_equal(cp.encode(X), ref)
+    assert cp._ws is not pd._ws
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_transform_one_sample_and_invalidation(backend, tmp_path, require_backend):
+    if backend != "numpy":
+        require_backend(backend)
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((90, 30)).astype(np.float32)
+    sd = StreamingDictionary(l=40, k=5, alpha=0.3, dtype="float32", backend=backend)
+    sd.partial_fit(X[:20])
+    n0 = sd.n_atoms_
+    T = X[60:70]
+    first = sd.transform(T)
+    for i in range(len(T)):
+        assert np.array_equal(sd.transform(T[i:i + 1])[0], first[i])
+    # atoms join: the prepared state follows the new dictionary
+    sd.partial_fit(X[20:40])
+    assert sd.n_atoms_ > n0
+    fresh = StreamingDictionary(l=40, k=5, alpha=0.3, dtype="float32", backend=backend)
+    fresh.partial_fit(X[:20]).partial_fit(X[20:40])
+    again = sd.transform(T)
+    assert np.array_equal(again, fresh.transform(T))
+    assert not np.array_equal(again, first)
+    # after save/load
+    sd.save(tmp_path / "t.npz")
+    ld = StreamingDictionary.load(tmp_path / "t.npz")
+    assert np.array_equal(ld.transform(T), again)
+    assert np.array_equal(ld.transform(T[:1])[0], again[0])
+    # a copy whose arrays are read-only (joblib's memory maps)
+    cp = pickle.loads(pickle.dumps(sd))
+    for name in ("_D", "_G"):
+        getattr(cp, name).flags.writeable = False
+    assert np.array_equal(cp.transform(T), again)
