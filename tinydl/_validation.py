@@ -50,6 +50,35 @@ def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=N
         For the wrong number of dimensions, empty input, NaN or Inf, or the wrong number of
         features.  The message says which and where.
     """
+    if (type(X) is np.ndarray and X.ndim == ndim == 2 and X.size and X.flags.c_contiguous
+            and X.dtype in SUPPORTED_DTYPES and (dtype is None or X.dtype == dtype)
+            and (n_features is None or X.shape[1] == n_features)):
+        # fast path (one-sample prediction): already what the checks below would return;
+        # only the finiteness test is left
+        arr = X
+    else:
+        arr = _convert(X, name, dtype, ndim, allow_empty, n_features, owner)
+    # NaN and Inf propagate through a sum: one reduction pass, where isfinite(X).all() writes
+    # a boolean array the size of X (2x slower at m=5625).  The row sums come from a
+    # matrix-vector product with ones (BLAS reads X once at full bandwidth: half the time of
+    # arr.sum()'s pairwise reduction, measured at 1024 x 5625).  A sum that overflows (finite
+    # values near the dtype's maximum) falls through to the exact check.
+    if arr.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if arr.ndim == 2 and arr.shape[1] > 1:
+                total = (arr @ np.ones(arr.shape[1], arr.dtype)).sum()
+            else:
+                total = arr.sum()
+    if arr.size and not np.isfinite(total) and not np.isfinite(arr).all():
+        bad = ~np.isfinite(arr)
+        first = np.argwhere(bad)[0]
+        raise ValueError(f"{name} contains {int(bad.sum())} NaN or Inf value(s); the first "
+                         f"at index {tuple(int(i) for i in first)}")
+    return arr
+
+
+def _convert(X, name, dtype, ndim, allow_empty, n_features, owner):
+    """:func:`check_array`'s type, shape and dtype checks and conversion."""
     reject_sparse(X, name)
     arr = np.asarray(X)
     if arr.dtype.kind == "O":
@@ -87,22 +116,6 @@ def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=N
             raise ValueError(f"{name} has {arr.shape[1]} features, but {owner} is expecting "
                              f"{n_features} features as input")
         raise ValueError(f"{name} has {arr.shape[1]} features, expected {n_features}")
-    # NaN and Inf propagate through a sum: one reduction pass, where isfinite(X).all() writes
-    # a boolean array the size of X (2x slower at m=5625).  The row sums come from a
-    # matrix-vector product with ones (BLAS reads X once at full bandwidth: half the time of
-    # arr.sum()'s pairwise reduction, measured at 1024 x 5625).  A sum that overflows (finite
-    # values near the dtype's maximum) falls through to the exact check.
-    if arr.size:
-        with np.errstate(over="ignore", invalid="ignore"):
-            if arr.ndim == 2 and arr.shape[1] > 1:
-                total = (arr @ np.ones(arr.shape[1], arr.dtype)).sum()
-            else:
-                total = arr.sum()
-    if arr.size and not np.isfinite(total) and not np.isfinite(arr).all():
-        bad = ~np.isfinite(arr)
-        first = np.argwhere(bad)[0]
-        raise ValueError(f"{name} contains {int(bad.sum())} NaN or Inf value(s); the first "
-                         f"at index {tuple(int(i) for i in first)}")
     return arr
 
 

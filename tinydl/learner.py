@@ -372,7 +372,8 @@ class TinyDLClassifier(MarkedStream):
         ndarray of shape (n_samples, n_classes)
         """
         self._check_fitted()
-        return self.network_.predict_proba(self._codes(X).scaled(self._code_scale))
+        from .nn.losses import softmax
+        return softmax(self._net_outputs(X))
 
     def predict(self, X):
         """Predicted labels.
@@ -387,8 +388,18 @@ class TinyDLClassifier(MarkedStream):
         """
         self._check_fitted()
         # the network's classes are the indices of classes_ (all of them, in order)
-        idx = self.network_.predict(self._codes(X).scaled(self._code_scale))
+        net = self.network_
+        idx = net.classes_[np.argmax(self._net_outputs(X), axis=1)]
         return self.classes_[np.asarray(idx, np.intp)]
+
+    def _net_outputs(self, X):
+        """The network's outputs on the codes of ``X``: the codes come from tinydl's own OMP
+        (indices in range, int32, zero padding), so the network takes them without its input
+        checks (the same arithmetic as ``network_.predict(codes)``)."""
+        codes = self._codes(X)
+        codes = SparseCodes(np.ascontiguousarray(codes.indices, np.int32),
+                            codes.values * self._code_scale, codes.n_atoms)
+        return self.network_._outputs(codes, trusted=True)
 
     def score(self, X, y):
         """Mean accuracy on ``(X, y)``.

@@ -124,7 +124,26 @@ class StreamingDictionary(Algorithm2Scan):
         return (f"StreamingDictionary(l={self.l!r}, k={self.k!r}, alpha={self.alpha!r}, "
                 f"standardize={self.standardize!r})")
 
-    def _check_params(self) -> Dict[str, Any]:
+    def _check_params(self, store: bool = True) -> Dict[str, Any]:
+        # the checked parameters are kept with the values they came from: a steady stream of
+        # one-sample calls checks them once (any set_params or attribute change re-checks)
+        key = tuple(getattr(self, name) for name in _PARAMS)
+        cached = self.__dict__.get("_pcache")
+        if cached is not None:
+            try:
+                same = len(key) == len(cached[0]) and all(
+                    a is b or (type(a) is type(b) and bool(a == b))
+                    for a, b in zip(key, cached[0]))
+            except (TypeError, ValueError):
+                same = False
+            if same:
+                return dict(cached[1])
+        p = self._check_params_uncached()
+        if store:  # the execution phase leaves the estimator's __dict__ as it is
+            self._pcache = (key, dict(p))
+        return p
+
+    def _check_params_uncached(self) -> Dict[str, Any]:
         p = {"l": check_int(self.l, "l", low=1),
              "k": check_int(self.k, "k", low=1),
              "alpha": check_float(self.alpha, "alpha", low=0.0, high=1.0),
@@ -354,7 +373,7 @@ class StreamingDictionary(Algorithm2Scan):
         -------
         codes : ndarray of shape (n_samples, l), or SparseCodes (k indices and values)
         """
-        p = self._check_params()
+        p = self._check_params(store=False)
         X = self._prepared(X, "transform")
         kc = min(p["k"], self._fit_params["l"])
         idx = np.full((X.shape[0], kc), -1, np.int32)
@@ -368,7 +387,7 @@ class StreamingDictionary(Algorithm2Scan):
         ``Wp = ||D D^+ a - a|| / ||a||`` in ``[0, 1]`` (1 while D is empty, 0 for a zero
         sample), after standardization when it is on.
         """
-        self._check_params()
+        self._check_params(store=False)
         X = self._prepared(X, "projection_error")
         blk = self._xblk.shape[0]
         out = np.empty(X.shape[0], self.dtype_)
@@ -388,7 +407,7 @@ class StreamingDictionary(Algorithm2Scan):
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write parameters and state to ``path`` (``.npz``, atomically, no pickle)."""
-        p = self._check_params()
+        p = self._check_params(store=False)
         be = self.backend if isinstance(self.backend, str) else \
             getattr(self.backend, "name", "") if self.backend is not None else ""
         arrays = {"l": np.array(p["l"]), "k": np.array(p["k"]),

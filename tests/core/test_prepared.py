@@ -114,3 +114,34 @@ def test_transform_one_sample_and_invalidation(backend, tmp_path, require_backen
     for name in ("_D", "_G"):
         getattr(cp, name).flags.writeable = False
     assert np.array_equal(cp.transform(T), again)
+
+
+def test_learner_one_sample_predict_is_the_checked_path(tmp_path):
+    from tinydl.learner import TinyDLClassifier
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 24)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    clf = TinyDLClassifier(l=16, k=4, hidden_layer_sizes=(8,), n_batch=128,
+                           epochs_per_update=1, backend="numpy").fit(X, y)
+
+    def reference(Z):  # the network's own checked input path, as before issue 16
+        codes = clf._codes(Z).scaled(clf._code_scale)
+        return (clf.classes_[clf.network_.predict(codes).astype(np.intp)],
+                clf.network_.predict_proba(codes))
+    lab, prob = reference(X[:40])
+    assert np.array_equal(clf.predict(X[:40]), lab)
+    assert np.array_equal(clf.predict_proba(X[:40]), prob)
+    for i in (0, 17):
+        assert np.array_equal(clf.predict_proba(X[i:i + 1])[0], prob[i])
+    clf.save(tmp_path / "m")
+    ld = TinyDLClassifier.load(tmp_path / "m", backend="numpy")
+    # the loaded network's outputs may differ from the saved one's by an ulp (so they did
+    # before issue 16): compare the loaded learner with its own checked path
+    assert np.array_equal(ld.transform(X[:40]), clf.transform(X[:40]))
+    codes = ld._codes(X[:40]).scaled(ld._code_scale)
+    assert np.array_equal(ld.predict_proba(X[:40]), ld.network_.predict_proba(codes))
+    cp = pickle.loads(pickle.dumps(clf))
+    cp.transform_._D.flags.writeable = False
+    assert np.array_equal(cp.predict(X[:40]), lab)
+    with pytest.raises(ValueError):
+        clf.predict(np.full((1, 24), np.nan, np.float32))
