@@ -222,6 +222,25 @@ class Algorithm2Scan:
             return None
         return self._P[r, :self.n_atoms_]
 
+    def _prepare_omp(self, kk) -> None:
+        """Make what OMP on the current dictionary needs - the Gram matrix of its atoms, the
+        backend's workspace and its copy of D.T - once per dictionary size (the end of a fit,
+        a load, or the first call after atoms joined); one-sample calls then reuse it."""
+        n = self.n_atoms_
+        nd = max(n, 2)
+        self._Gn = np.ascontiguousarray(self._G[:nd, :nd])
+        ws = self._be.prepare_omp(getattr(self._be, "batch", 256), self.n_features_in_, nd,
+                                  kk, self.dtype_)
+        # atoms are only ever appended (which changes n): D[:nd] is fixed for this
+        # workspace, so a backend's copy of D.T is made here, once, not on every call
+        ws.fixed_D = True
+        DT = ws.arrays.get("DT")
+        if DT is not None and DT.shape == (self.n_features_in_, nd):
+            np.copyto(DT, self._D[:nd].T)
+            ws.dt_filled = True
+        self._ws = ws
+        self._ws_n = n
+
     def _omp_into(self, R, idx, val, p) -> None:
         n = self.n_atoms_
         if n == 0:  # an empty dictionary codes everything as zero
@@ -231,14 +250,8 @@ class Algorithm2Scan:
         # (its correlation is 0, and a zero correlation stops a sample), so codes are those
         # of the single atom
         nd = max(n, 2)
-        if self._ws_n != n:  # prepare once per dictionary size; reused in the steady state
-            self._Gn = np.ascontiguousarray(self._G[:nd, :nd])
-            self._ws = self._be.prepare_omp(getattr(self._be, "batch", 256),
-                                            self.n_features_in_, nd, kk, self.dtype_)
-            # atoms are only ever appended (which changes n): D[:nd] is fixed for this
-            # workspace, so a backend's copy of D.T is made once, not on every call
-            self._ws.fixed_D = True
-            self._ws_n = n
+        if self._ws_n != n or self._ws.k < kk:
+            self._prepare_omp(kk)
         res = self._be.omp_encode(R, self._D[:nd], self._Gn, kk, tol=p["tol"], ws=self._ws)
         idx[:, :kk] = res.indices
         val[:, :kk] = res.values

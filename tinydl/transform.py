@@ -340,7 +340,17 @@ class StreamingDictionary(Algorithm2Scan):
             rows = X
         rows = self._standardized(rows)
         idx, val = self._run(rows, p)
+        self._ready(p)
         return idx[offset:], val[offset:]
+
+    def _ready(self, p) -> None:
+        """Prepare the execution phase (OMP's Gram matrix and workspace) for the dictionary
+        as it stands, unless already done for its size (see ``_prepare_omp``)."""
+        n = self.n_atoms_
+        if n and self._pending is None:
+            kk = min(p["k"], n)
+            if self._ws_n != n or self._ws is None or self._ws.k < kk:
+                self._prepare_omp(kk)
 
     def _fix_stats(self, S: np.ndarray) -> None:
         # the arithmetic of tinydl.standardize, shared with the learner's Standardizer
@@ -494,6 +504,7 @@ class StreamingDictionary(Algorithm2Scan):
             est._n_pending = pend.shape[0]
         else:
             est._pending = None
+        est._ready(p)
         return est
 
 
