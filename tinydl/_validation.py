@@ -63,7 +63,9 @@ def check_array(X, name="X", dtype=None, ndim=2, allow_empty=False, n_features=N
     # matrix-vector product with ones (BLAS reads X once at full bandwidth: half the time of
     # arr.sum()'s pairwise reduction, measured at 1024 x 5625).  A sum that overflows (finite
     # values near the dtype's maximum) falls through to the exact check.
-    if arr.size:
+    if 0 < arr.size <= 4096:  # small (one sample): the exact test is cheaper than errstate
+        total = 0.0 if np.isfinite(arr).all() else np.inf
+    elif arr.size:
         with np.errstate(over="ignore", invalid="ignore"):
             if arr.ndim == 2 and arr.shape[1] > 1:
                 total = (arr @ np.ones(arr.shape[1], arr.dtype)).sum()
