@@ -232,6 +232,8 @@ class Algorithm2Scan:
         # of the single atom
         nd = max(n, 2)
         if self._ws_n != n:  # prepare once per dictionary size; reused in the steady state
+            # the old workspace goes first: it must not live beside the new one
+            self._ws = self._Gn = None
             self._Gn = np.ascontiguousarray(self._G[:nd, :nd])
             self._ws = self._be.prepare_omp(getattr(self._be, "batch", 256),
                                             self.n_features_in_, nd, kk, self.dtype_)
