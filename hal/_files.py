@@ -5,10 +5,11 @@ The ground floor's one way to write a file that a crash must not leave half-writ
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer"]
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -17,6 +18,17 @@ def atomic_write_bytes(path, data: bytes) -> None:
     A crash at any point leaves either the previous file or the complete new one.  Errors
     (a full disk, a read-only directory) propagate as ``OSError`` and leave the previous file
     untouched.
+    """
+    with atomic_writer(path) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path):
+    """:func:`atomic_write_bytes` for content written piece by piece: yields a binary file
+    open on a temporary file beside ``path``; on a clean exit it is flushed, fsync'ed and
+    renamed over ``path``, on an exception removed (the previous file, if any, intact).  A
+    large file (a checkpoint's window of raw rows) is then never held whole in memory.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -27,7 +39,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

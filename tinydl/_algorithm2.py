@@ -228,6 +228,8 @@ class Algorithm2Scan:
         a load, or the first call after atoms joined); one-sample calls then reuse it."""
         n = self.n_atoms_
         nd = max(n, 2)
+        # the old workspace goes first: it must not live beside the new one (peak memory)
+        self._ws = self._Gn = None
         self._Gn = np.ascontiguousarray(self._G[:nd, :nd])
         ws = self._be.prepare_omp(getattr(self._be, "batch", 256), self.n_features_in_, nd,
                                   kk, self.dtype_)

@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hal.backends.numpy import PRODUCT_ROWS
+
 from .errors import BudgetInfeasible
 from .plan import (
     BATCH_SIZE,
@@ -77,7 +79,11 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     (:meth:`tinydl.nn.MLPClassifier.footprint`), and the transient arrays of one chunk of
     ``chunk`` rows (the rows read and converted, their standardized copy, their codes).
     While the first ``n_standardize`` samples are held back, the held rows count instead of
-    the window copy made at retraining (the larger of the two phases is taken).
+    the window copy made at retraining; with ``raw_rows`` a rebuild is a third phase (the
+    float64 deviations of ``n_standardize`` stored rows,
+    :func:`~tinydl.standardize.fit_stats_rows`); the largest phase is taken.  The
+    transform's part counts the backend's product tiles
+    (:data:`hal.backends.numpy.PRODUCT_ROWS` rows) and the basis workspace.
 
     Returns
     -------
@@ -88,14 +94,20 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     lb = max(int(l), 2)
     kk = max(min(int(k), int(l)), 1)
     scan = min(block, 16)
+    tile = PRODUCT_ROWS  # the rows of every row-independent product (NumpyBackend)
     transform = it * (2 * lb * m + 2 * lb * lb + 2 * m      # D, Q, G, L, mean, scale
-                      + 2 * scan * m + scan * lb + 2 * scan + 2 * m)  # Wp scratch
+                      + 2 * scan * m + scan * lb + 2 * scan + 2 * m  # Wp scratch
+                      + m                                   # the one-row scan buffer
+                      + 3 * m + 2 * lb                      # the basis workspace
+                      # the backend's rows_matmul tiles, grown to the widest operands: the
+                      # Wp test's (tile, m) input, the explicit residual's (m, tile) output
+                      + 2 * tile * m)
     # OMP workspace (NumpyBackend.prepare_omp): chunk rows whose Y fits the cache
     per = (kk + 1) * lb * it
     rows = max(1, int(cache_bytes // per) // block) * block
     b = max(2, min(omp_batch, rows))
     omp = it * (2 * b * lb + (kk + 1) * b * lb + (kk + 1) * b + kk * kk * b + 5 * kk * b
-                + block * m + block * lb + m * lb) + 8 * kk * b
+                + tile * m + tile * lb + m * lb) + 8 * kk * b  # pad_in, pad_out, D^T
     code = 4 + it
     # the window's codes and labels, and (with the learner's default rebuild="new-class") each
     # stored sample's raw row, from which a rebuild re-fits statistics and dictionary
@@ -118,6 +130,14 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     stream = read + it * rows * m + 2 * rows * kk * code + window_b
     steady = transform + omp + window_b + raw_b + network
     transient = max(stats + transform - steady, stream)
+    if raw_rows:
+        # (c) a rebuild (tinydl.rebuild), everything allocated and the arriving chunk alive:
+        # the statistics' float64 deviations of one block of stored rows
+        # (standardize.fit_stats_rows), then one gathered block standardized in place with
+        # the window's new codes (a list, then their concatenation)
+        nb = min(n_standardize, int(window))
+        transient = max(transient, read + 8 * nb * m,
+                        read + it * nb * m + 2 * int(window) * kk * code)
     fp = {"transform": int(transform), "omp_workspace": int(omp), "window": int(window_b),
           "raw_rows": int(raw_b), "network": network, "transient": int(transient)}
     fp["total"] = int(sum(fp.values()))

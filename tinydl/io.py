@@ -21,7 +21,11 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
-from hal._files import atomic_write_bytes, atomic_write_text  # re-exported (moved to hal)
+from hal._files import (  # re-exported (moved to hal)
+    atomic_write_bytes,
+    atomic_write_text,
+    atomic_writer,
+)
 
 from .errors import ModelFileError
 
@@ -55,9 +59,34 @@ def save_npz(path, arrays: Mapping[str, np.ndarray], kind: str, version: int = 1
             raise TypeError(f"array {key!r} has dtype object, which .npz can only store with "
                             "pickle; refusing")
         payload[key] = arr
-    buf = io.BytesIO()
-    np.savez(buf, **payload)
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_writer(path) as fh:
+        _write_npz(fh, payload)
+
+
+#: bytes per write of an array's data into a ``.npz`` member (views, never copies)
+_WRITE_BYTES = 1 << 20
+
+
+def _write_npz(fh, payload: Mapping[str, np.ndarray]) -> None:
+    """The uncompressed ``.npz`` that ``np.savez(fh, **payload)`` writes (``.npy`` members,
+    zip64), each array's data written from views of its own memory: ``np.savez`` would
+    pass through a 16 MiB copy per array (and a whole-file buffer before), a transient as
+    large as a checkpoint's window of raw rows."""
+    fmt = np.lib.format
+    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as zf:
+        for key, arr in payload.items():
+            if not arr.flags.c_contiguous:  # a copy only of a non-contiguous view
+                arr = np.ascontiguousarray(arr)
+            with zf.open(key + ".npy", "w", force_zip64=True) as fid:
+                header = fmt.header_data_from_array_1_0(arr)
+                try:
+                    fmt.write_array_header_1_0(fid, header)
+                except ValueError:  # a header too long for format 1.0
+                    fmt.write_array_header_2_0(fid, header)
+                flat = arr.reshape(-1).view(np.uint8)
+                for s in range(0, flat.size, _WRITE_BYTES):
+                    fid.write(flat[s:s + _WRITE_BYTES])
 
 
 def read_npy_header(fh, where: str = "array"):

@@ -56,15 +56,19 @@ def rebuild(learner, held) -> None:
     order = np.random.default_rng([int(learner.seed), int(learner.n_samples_seen_)]
                                   ).permutation(len(slots))
     learner.transform_ = learner._new_transform()
-    # a block of rows at a time: the transient is one block, not a copy of the window
+    # a block of rows at a time, standardized in place (the gathered rows are a copy): the
+    # transient is one block, not a copy of the window
     step = N_STANDARDIZE
     with learner.transform_timer or contextlib.nullcontext():
         for s in range(0, len(slots), step):
-            rows = st.transform(win.raw[slots[order[s:s + step]]])
+            rows = st.transform_inplace(win.raw[slots[order[s:s + step]]])
             learner.transform_.partial_fit_transform(rows, dense=False)
-        codes = [learner.transform_.transform(st.transform(win.raw[slots[s:s + step]]),
-                                              dense=False)
-                 for s in range(0, len(slots), step)]
+            del rows  # else the last block lives on beside the next loop's
+        codes = []
+        for s in range(0, len(slots), step):
+            rows = st.transform_inplace(win.raw[slots[s:s + step]])
+            codes.append(learner.transform_.transform(rows, dense=False))
+            del rows
     codes = SparseCodes(np.concatenate([c.indices for c in codes]),
                         np.concatenate([c.values for c in codes]), codes[0].n_atoms)
     win.recode(codes.scaled(learner._code_scale))

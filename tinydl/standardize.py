@@ -17,10 +17,13 @@ import numpy as np
 from ._validation import check_int
 from .errors import ModelFileError
 
-__all__ = ["Standardizer", "fit_stats", "fit_stats_rows", "apply_stats", "N_STANDARDIZE"]
+__all__ = ["Standardizer", "fit_stats", "fit_stats_rows", "apply_stats", "apply_stats_inplace",
+           "N_STANDARDIZE"]
 
 #: rows that fix the statistics (the transform's default ``n_standardize``)
 N_STANDARDIZE = 256
+#: rows gathered at a time into :func:`fit_stats_rows`'s float64 block
+_GATHER_ROWS = 16
 
 
 def fit_stats(S: np.ndarray, dtype) -> Tuple[np.ndarray, np.ndarray]:
@@ -60,14 +63,31 @@ def fit_stats_rows(S: np.ndarray, rows: np.ndarray, dtype,
         total += S[rows[s:s + block]].sum(axis=0, dtype=np.float64)
     mean = total / n
     sq = np.zeros(S.shape[1], np.float64)
+    # the float64 deviations of a block, filled a few rows at a time (float64(x) - mean, the
+    # bits of astype then subtract) so that no float32 copy of the block lives beside them
+    dev = np.empty((min(block, n), S.shape[1]), np.float64)
     for s in range(0, n, block):
-        d = S[rows[s:s + block]].astype(np.float64)
-        d -= mean
+        r = rows[s:s + block]
+        d = dev[:len(r)]
+        for i in range(0, len(r), _GATHER_ROWS):
+            np.subtract(S[r[i:i + _GATHER_ROWS]], mean, out=d[i:i + _GATHER_ROWS])
         sq += np.einsum("ij,ij->j", d, d)
+    del dev
     std = np.sqrt(sq / n)
     const = std <= 16 * np.finfo(dtype).eps * np.maximum(np.abs(mean), 1e-300)
     std[const] = 1.0
     return mean.astype(dtype), std.astype(dtype)
+
+
+def apply_stats_inplace(X: np.ndarray, mean: Optional[np.ndarray],
+                        scale: Optional[np.ndarray]) -> np.ndarray:
+    """:func:`apply_stats` written into ``X`` itself (the same bits), returned; for rows the
+    caller owns (a gathered copy)."""
+    if mean is None:
+        return X
+    X -= mean
+    X /= scale
+    return X
 
 
 def apply_stats(X: np.ndarray, mean: Optional[np.ndarray],
@@ -209,6 +229,13 @@ class Standardizer:
                 f"{self.n_standardize} samples have arrived, so the statistics are not "
                 "fixed yet (call finish() at the end of a short stream)")
         return apply_stats(X, self.mean_, self.scale_)
+
+    def transform_inplace(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`transform` written into ``X`` (rows the caller owns, in ``dtype``): the
+        same bits without a second array."""
+        if not self.ready:
+            return self.transform(X)  # raises
+        return apply_stats_inplace(X, self.mean_, self.scale_)
 
     # -- state (what a checkpoint stores) ----------------------------------------------------
     def state(self) -> Dict[str, np.ndarray]:

@@ -86,19 +86,26 @@ class NumpyBackend(BatchOMP, SparseProducts, BasisSpec, Backend):
         out : ndarray of shape (n, q)
             Row ``i`` is bit-identical to the same row in any other ``A`` (with a
             single-threaded BLAS): what makes a stream's results independent of its split.
-            Runs as :meth:`_rows_matmul`; the tile buffers are kept for the next call of the
-            same shape (no allocation on the hot path).
+            Runs as :meth:`_rows_matmul`; the tile buffers are kept for the next call (no
+            allocation on the hot path): one pair per dtype, grown to the widest ``p`` and
+            ``q`` seen, each call taking its tiles as C-contiguous views from their start.
+            (One pair per shape grew without bound: the transform's tests run against
+            ``Q[:n]`` for every ``n`` it passes through, one (16, m) tile each - 13 MB at
+            m=5625 and 37 atoms.)
         """
-        n, q = A.shape[0], B.shape[1]
+        n, p, q = A.shape[0], A.shape[1], B.shape[1]
         if out is None:
             out = np.empty((n, q), np.result_type(A, B))
-        key = (A.shape[1], q, out.dtype.str)
+        rows = self.product_rows
         cache = self.__dict__.setdefault("_tiles", {})
-        bufs = cache.get(key)
-        if bufs is None:
-            bufs = cache[key] = (np.empty((self.product_rows, A.shape[1]), out.dtype),
-                                 np.empty((q, self.product_rows), out.dtype))
-        return self._rows_matmul(A, B, out, *bufs)
+        flat_in, flat_out = cache.get(out.dtype.str, (None, None))
+        if flat_in is None or flat_in.size < rows * p:
+            flat_in = np.empty(rows * p, out.dtype)
+        if flat_out is None or flat_out.size < rows * q:
+            flat_out = np.empty(rows * q, out.dtype)
+        cache[out.dtype.str] = (flat_in, flat_out)
+        return self._rows_matmul(A, B, out, flat_in[:rows * p].reshape(rows, p),
+                                 flat_out[:rows * q].reshape(q, rows))
 
     def _rows_matmul(self, A, B, out, pad_in, pad_out, sq=None):
         """``out[:] = A @ B`` computed :data:`PRODUCT_ROWS` rows of ``A`` at a time, each
