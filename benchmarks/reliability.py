@@ -307,7 +307,7 @@ def _one_fault(kind, work):
     """Fit in-process with checkpoints, inject ``kind`` after the first one; the error must be
     typed, the last checkpoint intact, and a resumed run identical to the reference."""
     import hal
-    import tinydl.io as tio
+    import hal._files as files_mod  # the atomic writer behind every save
     from tinydl.learner import TinyDLClassifier
     data = helpers.npz_arrays(os.path.join(work, "stream.npz"))
     X, y = data["X_train"], data["y_train"]
@@ -333,16 +333,16 @@ def _one_fault(kind, work):
             def boom(*a, **k):
                 raise OSError(code, os.strerror(code))
             if kind == "enospc":
-                tio.os.fsync, saved = boom, tio.os.fsync
+                files_mod.os.fsync, saved = boom, files_mod.os.fsync
             else:
-                tio.tempfile.mkstemp, saved = boom, tio.tempfile.mkstemp
+                files_mod.tempfile.mkstemp, saved = boom, files_mod.tempfile.mkstemp
             try:
                 learner.partial_fit(X[320:500], y[320:500])
             finally:
                 if kind == "enospc":
-                    tio.os.fsync = saved
+                    files_mod.os.fsync = saved
                 else:
-                    tio.tempfile.mkstemp = saved
+                    files_mod.tempfile.mkstemp = saved
         elif kind == "opencl":
             be = learner.transform_._be if hasattr(learner.transform_, "_be") else None
             be = be or hal.get_backend("opencl")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile  # noqa: F401 - kept: tests patch tinydl.io.tempfile (the writer is hal._files)
 import zipfile
 import zlib
 from typing import Dict, Iterable, Mapping, Optional

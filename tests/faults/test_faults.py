@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import hal
-import tinydl.io as tio
+import hal._files as files_mod  # the atomic writer every model and checkpoint goes through
 from tinydl.learner import TinyDLClassifier
 
 from . import helpers as h
@@ -70,7 +70,7 @@ def test_enospc_during_checkpoint_keeps_the_last_one(stream, reference, tmp_path
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    target = tio.tempfile if where == "mkstemp" else tio.os
+    target = files_mod.tempfile if where == "mkstemp" else files_mod.os
     monkeypatch.setattr(target, where, full)
     with pytest.raises(OSError, match=r"cannot write .*ckpt-0+360.*No space left") as ei:
         lr.partial_fit(X[320:], y[320:])
@@ -94,8 +94,8 @@ def test_read_only_directory_during_checkpoint(stream, reference, tmp_path, monk
 
     def ro(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(tio.tempfile, "mkstemp", ro)
-    monkeypatch.setattr(tio.os, "makedirs", ro)
+    monkeypatch.setattr(files_mod.tempfile, "mkstemp", ro)
+    monkeypatch.setattr(files_mod.os, "makedirs", ro)
     with pytest.raises(OSError, match="Read-only file system"):
         lr.partial_fit(X[320:], y[320:])
     monkeypatch.undo()
@@ -125,14 +125,14 @@ def test_cli_fit_reports_a_full_disk_in_one_line(stream, tmp_path, monkeypatch, 
     path, _, _ = stream
     out = str(tmp_path / "m")
     calls = {"n": 0}
-    real = tio.os.fsync
+    real = files_mod.os.fsync
 
     def fsync(fd):
         calls["n"] += 1
         if calls["n"] > 12:  # some checkpoints succeed, then the disk fills up
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd)
-    monkeypatch.setattr(tio.os, "fsync", fsync)
+    monkeypatch.setattr(files_mod.os, "fsync", fsync)
     assert main(h.fit_argv(path, out)) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
