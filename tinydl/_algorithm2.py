@@ -50,7 +50,7 @@ _REFINE_WP2 = 1e-2
 #: scratch buffers and the bound backend (``_alloc_scratch``): rebuilt on unpickling, never
 #: pickled (a copy that joblib memory-maps read-only must not be written to)
 _SCRATCH = ("_xblk", "_xsmall", "_rblk", "_pflat", "_aa", "_pp", "_avec", "_uvec", "_ws",
-            "_ws_n", "_Gn", "_be", "_bws", "_next_wp", "_pcache")
+            "_ws_n", "_Gn", "_be", "_bws", "_next_wp", "_pcache", "_into", "_into_p")
 
 
 def _wp_floor(dtype) -> float:

@@ -346,6 +346,7 @@ class StreamingDictionary(Algorithm2Scan):
     def _ready(self, p) -> None:
         """Prepare the execution phase (OMP's Gram matrix and workspace) for the dictionary
         as it stands, unless already done for its size (see ``_prepare_omp``)."""
+        self._into = None  # transform_into's checked parameters: checked again
         n = self.n_atoms_
         if n and self._pending is None:
             kk = min(p["k"], n)
@@ -390,6 +391,79 @@ class StreamingDictionary(Algorithm2Scan):
         val = np.zeros((X.shape[0], kc), self.dtype_)
         self._omp_into(X, idx, val, p)
         return self._codes_out(idx, val, dense)
+
+    def transform_into(self, X, indices, values) -> None:
+        """Code the rows of ``X`` into caller-owned arrays; the allocation-free execution path.
+
+        The same codes as ``transform(X, dense=False)`` (its ``indices`` and ``values``), bit
+        for bit, without allocating: the one-sample path of a device that classifies each
+        sample as it arrives.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, n_features_in_)
+            Raw rows (standardized here when ``standardize=True``), dtype ``dtype_``,
+            C-contiguous, finite.  Nothing is converted: other input raises.
+        indices : ndarray of shape (n, kc), int32, C-contiguous
+            Receives each row's atoms in selection order, ``-1`` past its non-zeros
+            (``kc = min(k, l)``).
+        values : ndarray of shape (n, kc), dtype ``dtype_``, C-contiguous
+            Receives the coefficients, ``0`` past the non-zeros.
+
+        Raises
+        ------
+        NotFittedError
+            Before the first sample (or while standardization statistics are pending).
+        ValueError
+            For an array of the wrong type, dtype, shape or layout, or a NaN/Inf in ``X``
+            (the message gives the numbers); the outputs are then left untouched.
+        """
+        into = self.__dict__.get("_into")
+        if into is None or into[0] is not self.k or into[1] is not self.tol:
+            into = self._prepare_into()
+        _, _, kc, m, dt, pfx = into
+        if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[1] == m and X.dtype == dt
+                and X.flags.c_contiguous and X.shape[0] >= 1):
+            raise ValueError(f"{pfx}X must be a C-contiguous {dt} ndarray of shape (n >= 1, "
+                             f"{m}), got {_describe(X)}")
+        n = X.shape[0]
+        for name, a, adt in (("indices", indices, _INT32), ("values", values, dt)):
+            if not (type(a) is np.ndarray and a.shape == (n, kc) and a.dtype == adt
+                    and a.flags.c_contiguous and a.flags.writeable):
+                raise ValueError(f"{pfx}{name} must be a writeable C-contiguous {adt} "
+                                 f"ndarray of shape ({n}, {kc}), got {_describe(a)}")
+        self._into_run(X, indices, values, into)
+
+    def _prepare_into(self):
+        """Check the parameters :meth:`transform_into` depends on and keep them with the
+        values they came from (``k`` and the dictionary's size: a change re-prepares)."""
+        p = self._check_params(store=False)
+        self._require_fitted()
+        if self._pending is not None:
+            self._prepared(np.zeros((1, self.n_features_in_), self.dtype_), "transform")
+        kc = min(p["k"], self._fit_params["l"])
+        into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_,
+                "transform_into: ")
+        self._into_p = p
+        self._into = into
+        return into
+
+    def _into_run(self, X, indices, values, into) -> None:
+        if X.shape[0] <= 4096 // X.shape[1] + 1:
+            finite = np.isfinite(X).all()
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = np.isfinite((X @ np.ones(X.shape[1], X.dtype)).sum()) \
+                    or np.isfinite(X).all()
+        if not finite:
+            bad = np.argwhere(~np.isfinite(X))[0]
+            raise ValueError(f"transform_into: X contains {int((~np.isfinite(X)).sum())} NaN "
+                             f"or Inf value(s); the first at index "
+                             f"{tuple(int(i) for i in bad)}")
+        X = self._standardized(X)
+        indices.fill(-1)
+        values.fill(0)
+        self._omp_into(X, indices, values, self._into_p)
 
     def projection_error(self, X) -> np.ndarray:
         """``Wp`` of each row of ``X`` against the current dictionary, shape (n_samples,).
@@ -506,6 +580,18 @@ class StreamingDictionary(Algorithm2Scan):
             est._pending = None
         est._ready(p)
         return est
+
+
+_INT32 = np.dtype(np.int32)
+
+
+def _describe(a) -> str:
+    """A short description of what was passed (for the errors of ``transform_into``)."""
+    if not isinstance(a, np.ndarray):
+        return type(a).__name__
+    layout = "C-contiguous" if a.flags.c_contiguous else "non-contiguous"
+    ro = "" if a.flags.writeable else " read-only"
+    return f"{layout}{ro} {a.dtype} of shape {a.shape}"
 
 
 def _finite(data, key, shape, dt) -> np.ndarray:
