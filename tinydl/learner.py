@@ -36,6 +36,7 @@ from .codes import SparseCodes
 from .errors import not_fitted_error
 from .labels import check_labels, label_classes, label_index
 from .marks import MarkedStream
+from .onesample import OneSamplePath
 from .rebuild import REBUILD_POLICIES
 from .standardize import N_STANDARDIZE, Standardizer
 from .window import POLICIES, CodeWindow
@@ -49,7 +50,7 @@ _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
 
 
-class TinyDLClassifier(MarkedStream):
+class TinyDLClassifier(OneSamplePath, MarkedStream):
     """Learn a classifier on a stream with TinyDL (transform, code window, network).
 
     Parameters
@@ -287,12 +288,15 @@ class TinyDLClassifier(MarkedStream):
             self._init(X.shape[1], classes)
         # the stream carries each label as its index in classes_ (the window's int64)
         y = label_index(self.classes_, y)
+        updates = self.n_updates_
         if self._rebuilds:
             self._consume_raw(X, y)
-            return self
-        released = self.standardizer_.push(X, y)
-        if released is not None:
-            self._consume(*released)
+        else:
+            released = self.standardizer_.push(X, y)
+            if released is not None:
+                self._consume(*released)
+        if self.n_updates_ != updates:
+            self._prepare_row()
         return self
 
     def fit(self, X, y):
@@ -373,7 +377,8 @@ class TinyDLClassifier(MarkedStream):
         """
         self._check_fitted()
         from .nn.losses import softmax
-        return softmax(self._net_outputs(X))
+        z = self._row_outputs(X)
+        return softmax(self._net_outputs(X) if z is None else z)
 
     def predict(self, X):
         """Predicted labels.
@@ -387,6 +392,10 @@ class TinyDLClassifier(MarkedStream):
         ndarray of shape (n_samples,)
         """
         self._check_fitted()
+        z = self._row_outputs(X)
+        if z is not None:  # one sample: its label from the prepared path
+            j = int(z.argmax())
+            return self._row.labels[j:j + 1].copy()
         # the network's classes are the indices of classes_ (all of them, in order)
         net = self.network_
         idx = net.classes_[np.argmax(self._net_outputs(X), axis=1)]
@@ -395,7 +404,11 @@ class TinyDLClassifier(MarkedStream):
     def _net_outputs(self, X):
         """The network's outputs on the codes of ``X``: the codes come from tinydl's own OMP
         (indices in range, int32, zero padding), so the network takes them without its input
-        checks (the same arithmetic as ``network_.predict(codes)``)."""
+        checks (the same arithmetic as ``network_.predict(codes)``); one sample takes the
+        prepared path (:mod:`tinydl.onesample`), the same values."""
+        z = self._row_outputs(X)
+        if z is not None:
+            return z.copy()
         codes = self._codes(X)
         codes = SparseCodes(np.ascontiguousarray(codes.indices, np.int32),
                             codes.values * self._code_scale, codes.n_atoms)
@@ -474,7 +487,10 @@ class TinyDLClassifier(MarkedStream):
         ModelFileError
             If there is no complete checkpoint, or it is damaged or inconsistent.
         """
-        return checkpoint.read_learner(cls, directory, backend)
+        learner = checkpoint.read_learner(cls, directory, backend)
+        if hasattr(learner, "network_") and learner.n_updates_:
+            learner._prepare_row()
+        return learner
 
     def get_params(self, deep=False):
         """The constructor's parameters (all of them).
@@ -496,5 +512,6 @@ class TinyDLClassifier(MarkedStream):
             if key not in _PARAMS and key not in _RUNTIME_PARAMS:
                 raise ValueError(f"unknown parameter {key!r}")
             setattr(self, key, value)
+        self.__dict__.pop("_row", None)  # the code scale depends on k, l
         return self
 

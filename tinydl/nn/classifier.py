@@ -24,6 +24,7 @@ from ..errors import (
     not_fitted_error,
 )
 from ..io import array_digest, load_npz, save_npz, verify_digest
+from .infer import row_is_finite
 from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import LOSSES, softmax
 from .network import Network
@@ -221,12 +222,33 @@ class NetworkClassifier(Trainer, InputChecks):
         z = self._outputs(X)
         return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
+    def _row_outputs(self, X):
+        """The outputs (1, n_outputs) of one sample through the network's one-sample plan
+        (:meth:`Network.row_plan`: buffers bound once, nothing allocated), a view of the
+        plan's buffer; None unless ``X`` is one finite C-contiguous row of the model's dtype
+        and width on a network the plan runs (the batch path then checks, converts and
+        raises with the numbers).  The same values, bit for bit, as the batch path on that
+        row."""
+        net = self.__dict__.get("network_")
+        if (net is None or type(X) is not np.ndarray or X.ndim != 2 or X.shape[0] != 1
+                or X.dtype != net.dtype or not X.flags.c_contiguous
+                or X.shape[1] != self.n_features_in_):
+            return None
+        plan = net.row_plan(False)
+        if plan is None or not row_is_finite(X):
+            return None
+        return plan.run(X)
+
     def _outputs(self, X, trusted=False):
         """The network's outputs on ``X``.  ``trusted``: ``X`` is compact codes built by
         tinydl itself (int32 C-contiguous indices in range, values in the model's dtype, zero
         in the padding), so :meth:`_check_X`'s checks and copies are skipped - the same
         arithmetic, fewer passes (the learner's one-sample prediction)."""
         self._check_fitted()
+        if not trusted:
+            z = self._row_outputs(X)
+            if z is not None:
+                return z.copy()
         if trusted:
             data, n, sparse = X, X.indices.shape[0], True
             data.padded_indices()
@@ -253,6 +275,10 @@ class NetworkClassifier(Trainer, InputChecks):
 
     def predict(self, X):
         """Predicted labels, shape (n_samples,)."""
+        z = self._row_outputs(X)
+        if z is not None:  # one sample: the label straight from the plan's buffer
+            j = int(z.argmax())
+            return self.classes_[j:j + 1].copy()
         z = self._outputs(X)
         return self.classes_[np.argmax(z, axis=1)]
 
@@ -332,7 +358,10 @@ class NetworkClassifier(Trainer, InputChecks):
                 "layers": [[la.kind, la.config()] for la in net.layers],
                 "input_shape": list(net.input_shape), "n_features_in": self.n_features_in_,
                 "t": self.t_, "opt_t": self.optimizer_.t,
-                "rng": net.rng.bit_generator.state, "loss_curve": self.loss_curve_}
+                "rng": net.rng.bit_generator.state, "loss_curve": self.loss_curve_,
+                # the first layer's product for compact codes as training left it ("auto"
+                # picks one by timing): a loaded model computes as the saved one did
+                "first_sparse_product": getattr(net.layers[0], "sparse_product", None)}
         meta["params"]["backend"] = None  # a backend object is not data
         arrays = {"params": net.params, "classes": classes,
                   "meta": np.array(json.dumps(meta, default=_json_default))}
@@ -376,6 +405,9 @@ class NetworkClassifier(Trainer, InputChecks):
             net.rng.bit_generator.state = meta["rng"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: malformed random state ({exc})") from None
+        first_mode = meta.get("first_sparse_product")
+        if first_mode in ("gather", "dense") and isinstance(net.layers[0], Dense):
+            net.layers[0].sparse_product = first_mode
         model.network_ = net
         model.classes_ = data["classes"]
         model.n_features_in_ = int(meta["n_features_in"])

@@ -26,6 +26,7 @@ import numpy as np
 import hal
 
 from ..codes import SparseCodes
+from .infer import build_row_plan
 from .layers import Dense, Layer
 
 __all__ = ["Network"]
@@ -124,10 +125,39 @@ class Network:
     def forward(self, x, train: bool = False):
         """Outputs for a batch ``x`` (n, *input_shape) or a
         :class:`~tinydl.codes.SparseCodes`, n <= batch.
-        The result is a view of a workspace: copy it to keep it past the next call."""
+        The result is a view of a workspace: copy it to keep it past the next call.
+
+        One sample at inference (a C-contiguous (1, n_in) row of the network's dtype, or one
+        row of compact codes) runs the network's :meth:`row_plan` when it has one: the same
+        values, bit for bit, without the layers' generic dispatch (see
+        :mod:`tinydl.nn.infer`); it needs no :meth:`prepare`."""
+        if not train:
+            if type(x) is np.ndarray:
+                if x.shape[0] == 1 and x.ndim == 2 and x.dtype == self.dtype \
+                        and x.flags.c_contiguous:
+                    plan = self.row_plan(False)
+                    if plan is not None and x.shape[1] == plan.n_in:
+                        return plan.run(x)
+            elif type(x) is SparseCodes and x.indices.shape[0] == 1 \
+                    and getattr(self.layers[0], "sparse_product", None) == "gather":
+                plan = self.row_plan(True)
+                if plan is not None:
+                    return plan.run_codes(x.indices, x.values)
         for layer in self.layers:
             x = layer.forward(x, train)
         return x
+
+    def row_plan(self, sparse_input: bool = False):
+        """The one-sample forward pass bound to buffers of its own
+        (:class:`~tinydl.nn.infer.RowPlan`), built on first use and kept; None when a layer
+        is of a kind it does not run (convolutions)."""
+        plans = self.__dict__.get("_row_plans")
+        if plans is None:
+            plans = self._row_plans = {}
+        plan = plans.get(bool(sparse_input), False)
+        if plan is False or (plan is not None and not plan.valid_for(self)):
+            plan = plans[bool(sparse_input)] = build_row_plan(self, sparse_input)
+        return plan
 
     def backward(self, dout, defer_weights: bool = False) -> None:
         """Write every parameter gradient into ``grads`` from ``dout`` = dL/d(outputs).
@@ -257,6 +287,7 @@ class Network:
     # -- copies (copy.deepcopy, and pickle in third-party tools such as joblib) ---------------
     def __getstate__(self):
         state = dict(self.__dict__)
+        state.pop("_row_plans", None)  # bound to this object's buffers: rebuilt on use
         layers = []
         for layer in self.layers:  # views would come back as independent arrays: drop them
             c = copy.copy(layer)

@@ -1,0 +1,167 @@
+"""One-sample inference on buffers bound once: a network's forward pass for a device that
+classifies each sample as it arrives.
+
+:class:`Network.forward` on a batch walks the layers through their generic interface (the
+workspace dictionaries, the backend's dispatch, the cached inputs for backward): a few
+microseconds of Python per layer, which is most of the time of one small sample.
+:class:`RowPlan` is that pass for exactly one sample, prepared once per network: each layer's
+output buffer of shape ``(1, units)``, the weight and bias views, the activations applied in
+place on those buffers, and, for compact-code input, the backend's sparse-layer plan bound to
+the first layer's buffer.  A call then runs ~3 NumPy calls per dense layer and allocates no
+array data.
+
+Same results as the batch path, bit for bit, on the same one-row input: the plan makes the
+calls the layers make for one row (the backend's ``dense_forward`` is ``numpy.matmul`` then
+``+= b`` on one row for the NumPy, BLAS and native backends; other backends are called
+through ``dense_forward`` itself; the first layer's gather is the same bound kernel).  Rows
+of a multi-row batch may round differently in the dense layers (a BLAS ``?gemm`` where one
+row takes ``?gemv``): within the backend's ``rtol``, not bit-identical.
+
+Supported networks: a :class:`~tinydl.nn.layers.Dense` first layer, then dense layers,
+element-wise activations (ReLU, tanh, sigmoid) and dropout (the identity at inference).
+Anything else (convolutions) keeps the batch path: :func:`build_row_plan` returns None.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
+
+__all__ = ["RowPlan", "build_row_plan", "row_is_finite"]
+
+# the steps of a plan (compared by identity in the loop)
+_DENSE, _DENSE_BE, _RELU, _ACT = 0, 1, 2, 3
+
+
+def row_is_finite(x: np.ndarray) -> bool:
+    """Whether a C-contiguous float array (one sample) holds no NaN or Inf, in one BLAS pass
+    and without an array-sized temporary: ``x . x`` is NaN or Inf when an entry is (with no
+    floating-point warning: ``inf * inf`` and quiet NaNs raise no flag).  Only finite entries
+    beyond ~1.8e19 (float32) overflow it (NumPy then warns once) and the exact test decides.
+    (``x . 0`` cannot overflow but warns on every Inf; ``numpy.errstate`` costs more than
+    the test.)"""
+    v = x.reshape(-1)
+    return math.isfinite(np.dot(v, v)) or bool(np.isfinite(v).all())
+
+
+def _direct_dense(backend) -> bool:
+    """Whether the backend's ``dense_forward`` on one row is ``numpy.matmul(x, W, out=y)``
+    then ``y += b`` (NumPy's, and BLAS's and native's for a single row), so that the plan may
+    make those two calls itself; a backend that overrides any part of that path is called
+    through ``dense_forward``."""
+    from hal.backends.numpy import NumpyBackend
+    kind = type(backend)
+    if kind.dense_forward is NumpyBackend.dense_forward:
+        return kind.matmul is NumpyBackend.matmul
+    try:
+        from hal.backends.blas import BlasBackend
+    except ImportError:  # pragma: no cover - hal.backends.blas imports nothing optional
+        return False
+    return (kind.dense_forward is BlasBackend.dense_forward
+            and kind._small is BlasBackend._small)
+
+
+class RowPlan:
+    """A network's forward pass on one sample, bound to buffers allocated once.
+
+    Parameters
+    ----------
+    network : Network
+    sparse_input : bool
+        Compact codes into the first layer (its ``sparse_product`` must be ``"gather"``),
+        else a dense row.
+
+    Attributes
+    ----------
+    out : ndarray of shape (1, n_outputs)
+        The last layer's output buffer (what :meth:`run` and :meth:`run_codes` return).
+    nbytes : int
+        Bytes of the plan's buffers.
+    """
+
+    def __init__(self, network, sparse_input: bool):
+        layers = network.layers
+        dt = network.dtype
+        be = network.backend
+        first = layers[0]
+        self.network = network
+        self.params = network.params  # the array the views below belong to (a check)
+        self.sparse_input = bool(sparse_input)
+        self.n_in = first.n_in
+        self.dtype = dt
+        direct = _direct_dense(be)
+        steps, bufs = [], []
+        self._gather = None
+        for i, layer in enumerate(layers):
+            if isinstance(layer, Dense):
+                y = np.zeros((1, layer.units), dt)
+                bufs.append(y)
+                if i == 0 and sparse_input:
+                    # the batch path's own bound kernel, on this plan's output row
+                    self._gather = be.prepare_sparse_layer(layer.p["W"], layer.p["b"], y,
+                                                           layer.g["W"], layer.g["b"])
+                    continue
+                steps.append((_DENSE if direct else _DENSE_BE, layer.p["W"], layer.p["b"], y,
+                              be))
+            elif isinstance(layer, ReLU):
+                steps.append((_RELU, None, None, None, None))
+            elif isinstance(layer, (Tanh, Sigmoid)):
+                steps.append((_ACT, None, None, None, layer._f))
+            elif isinstance(layer, Dropout):
+                continue  # the identity at inference
+            else:  # pragma: no cover - build_row_plan checked the kinds
+                raise ValueError(f"no one-sample plan for a {layer.kind!r} layer")
+        self._steps = tuple(steps)
+        self.out = bufs[-1]
+        self.nbytes = int(sum(b.nbytes for b in bufs))
+
+    def valid_for(self, network) -> bool:
+        """Whether the plan still runs ``network`` (the same object, parameters and first
+        layer product)."""
+        return (self.network is network and self.params is network.params
+                and (not self.sparse_input or network.layers[0].sparse_product == "gather"))
+
+    def _layers(self, h):
+        matmul, add, maximum = np.matmul, np.add, np.maximum
+        for op, W, b, y, f in self._steps:
+            if op is _DENSE:
+                matmul(h, W, out=y)
+                add(y, b, out=y)
+                h = y
+            elif op is _RELU:
+                maximum(h, 0, out=h)
+            elif op is _DENSE_BE:
+                f.dense_forward(h, W, b, out=y)
+                h = y
+            else:
+                f(h, h)
+        return h
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (1, n_outputs) for one dense sample ``x`` of shape (1, n_in) in the
+        network's dtype, C-contiguous (not checked here); a view of :attr:`out`, overwritten
+        by the next call."""
+        return self._layers(x)
+
+    def run_codes(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Outputs (1, n_outputs) for one sample's compact codes (``indices`` int32 and
+        ``values`` of the network's dtype, both (1, k) and C-contiguous; ``-1`` pads)."""
+        return self._layers(self._gather.forward(indices, values))
+
+
+def build_row_plan(network, sparse_input: bool) -> Optional[RowPlan]:
+    """A :class:`RowPlan` for ``network``, or None when its layers are not all of the kinds
+    the plan runs (a dense first layer, then dense, activation and dropout layers; for
+    compact codes a first layer with ``sparse_product="gather"``)."""
+    layers = network.layers
+    if not isinstance(layers[0], Dense) or network.input_shape != (layers[0].n_in,):
+        return None
+    if sparse_input and layers[0].sparse_product != "gather":
+        return None
+    for layer in layers:
+        if type(layer) not in (Dense, ReLU, Tanh, Sigmoid, Dropout):
+            return None
+    return RowPlan(network, sparse_input)

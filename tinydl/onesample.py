@@ -1,0 +1,166 @@
+"""The learner's execution phase for one sample, on buffers prepared once.
+
+A device classifies each sample as it arrives: standardize, code by OMP on the dictionary,
+run the network.  :class:`TinyDLClassifier.predict <tinydl.learner.TinyDLClassifier>` on a
+batch validates and converts ``X``, allocates the standardized copy, the codes and the network's
+output; for one sample those allocations and the layers' generic dispatch cost more than the
+arithmetic.  :class:`OneSample` holds, for the learner's current state:
+
+* ``x`` (1, n_features): the standardized row (``(x - mean) / scale``, the same two NumPy
+  calls as :func:`tinydl.standardize.apply_stats`, written into the buffer);
+* ``indices`` / ``values`` (1, kc), int32 and the model's dtype: the codes, written by
+  :meth:`StreamingDictionary.transform_into <tinydl.transform.StreamingDictionary.transform_into>`
+  and scaled in place by the learner's code scale;
+* the network's one-sample plan for compact codes (:class:`tinydl.nn.infer.RowPlan`: the
+  first layer's bound gather kernel, then the small dense layers on buffers of their own).
+
+Validation stays and is cheap: a row that is not one C-contiguous sample of the model's dtype
+and width takes the batch path (which converts it or raises naming the problem); a NaN or Inf
+is found by one dot product (:func:`tinydl.nn.infer.row_is_finite`) and the batch path's
+check then raises its message.  Nothing of the learner's state is written, so a failed call
+leaves the model as it was.
+
+Results: the same codes and the same network outputs, bit for bit, as the batch path on that
+one row (the same operations in the same order: see :mod:`tinydl.nn.infer`); rows of a
+multi-row batch may differ in the last bits of the outputs (BLAS ``?gemm`` against one row's
+``?gemv`` in the dense layers), the codes not at all.
+
+The buffers belong to one state: :meth:`OneSample.valid_for` compares the objects they were
+made from (the network, the transform, the standardization statistics, which a rebuild or
+a load replaces) and the learner makes a new one when any changed.  The learner prepares it
+at the end of ``fit``, after each ``partial_fit`` that updated the network and on ``load``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .nn.infer import row_is_finite
+
+__all__ = ["OneSample", "OneSamplePath", "prepare_one_sample"]
+
+
+class OneSample:
+    """Buffers and plans for one-sample prediction with a fitted learner.
+
+    Parameters
+    ----------
+    learner : TinyDLClassifier
+        Trained (at least one network update), statistics fixed.
+    plan : RowPlan
+        The network's one-sample plan for compact codes.
+
+    Attributes
+    ----------
+    x : ndarray of shape (1, n_features) or None
+        The standardized row (None when standardization is off: the input row is coded as
+        it is).
+    indices, values : ndarray of shape (1, kc)
+        The row's compact codes.
+    labels : ndarray of shape (n_outputs,)
+        The label of each network output.
+    nbytes : int
+        Bytes of the buffers (the plan's included).
+    """
+
+    def __init__(self, learner, plan):
+        std = learner.standardizer_
+        tr = learner.transform_
+        dt = np.dtype(learner.dtype)
+        m = int(learner.n_features_in_)
+        self.clf, self.net, self.transform, self.std = (learner.network_,
+                                                        learner.network_.network_, tr, std)
+        self.mean, self.scale = (std.mean_, std.scale_) if std.enabled else (None, None)
+        self.m, self.dtype = m, dt
+        self.x = np.zeros((1, m), dt) if self.mean is not None else None
+        kc = min(int(tr.k), int(tr.l))
+        self.indices = np.full((1, kc), -1, np.int32)
+        self.values = np.zeros((1, kc), dt)
+        self.code_scale = learner._code_scale
+        self.plan = plan
+        self.labels = learner.classes_[np.asarray(learner.network_.classes_, np.intp)]
+        self.nbytes = int(sum(a.nbytes for a in (self.x, self.indices, self.values)
+                              if a is not None) + plan.nbytes)
+
+    def valid_for(self, learner) -> bool:
+        """Whether these buffers still describe ``learner``'s state."""
+        clf = learner.network_
+        return (clf is self.clf and clf.network_ is self.net
+                and learner.transform_ is self.transform
+                and learner.standardizer_ is self.std
+                and (self.mean is None or self.std.mean_ is self.mean)
+                and self.plan.valid_for(self.net))
+
+    def outputs(self, X) -> Optional[np.ndarray]:
+        """The network's outputs (1, n_outputs) for one raw sample ``X`` (1, n_features), a
+        view of the plan's buffer (overwritten by the next call); None when ``X`` is not one
+        finite C-contiguous row of the model's dtype and width (the caller takes the batch
+        path, which converts it or raises)."""
+        if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[0] == 1
+                and X.shape[1] == self.m and X.dtype == self.dtype
+                and X.flags.c_contiguous and row_is_finite(X)):
+            return None
+        x = self.x
+        if x is None:
+            x = X
+        else:
+            np.subtract(X, self.mean, out=x)
+            np.divide(x, self.scale, out=x)
+        self.transform.transform_into(x, self.indices, self.values)
+        np.multiply(self.values, self.code_scale, out=self.values)
+        return self.plan.run_codes(self.indices, self.values)
+
+
+def prepare_one_sample(learner) -> Optional[OneSample]:
+    """A :class:`OneSample` for the learner's current state, or None when it cannot run one
+    (not trained yet, statistics not fixed, a network the one-sample plan does not run)."""
+    if not hasattr(learner, "network_") or getattr(learner, "n_updates_", 0) == 0 \
+            or not hasattr(learner.network_, "network_"):
+        return None
+    std = learner.standardizer_
+    if std.enabled and std.mean_ is None:
+        return None
+    plan = learner.network_.network_.row_plan(True)
+    if plan is None:
+        return None
+    return OneSample(learner, plan)
+
+
+class OneSamplePath:
+    """The one-sample side of :class:`~tinydl.learner.TinyDLClassifier` (a mixin before
+    :class:`~tinydl.marks.MarkedStream`): the prepared :class:`OneSample` in ``_row``, made
+    at the end of the stream (:meth:`finish`), after updates and loads (the learner calls
+    :meth:`_prepare_row`), or on first use when the state changed."""
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_row", None)  # bound to this object's buffers: prepared again on use
+        return state
+
+    def finish(self):
+        """End of the stream (see :meth:`MarkedStream.finish
+        <tinydl.marks.MarkedStream.finish>`), then the one-sample buffers are prepared for
+        the final state.  Returns ``self``."""
+        super().finish()
+        self._prepare_row()
+        return self
+
+    def _prepare_row(self) -> Optional[OneSample]:
+        """Prepare the one-sample prediction path for the current state; None when it
+        cannot run yet."""
+        row = self.__dict__["_row"] = prepare_one_sample(self)
+        return row
+
+    def _row_outputs(self, X) -> Optional[np.ndarray]:
+        """The network's outputs for one sample through the prepared buffers (a view,
+        overwritten by the next call), or None: not one finite C-contiguous row of the
+        model's dtype and width (the batch path converts it or raises)."""
+        if type(X) is not np.ndarray or X.ndim != 2 or X.shape[0] != 1:
+            return None
+        row = self.__dict__.get("_row")
+        if row is None or not row.valid_for(self):
+            row = self._prepare_row()
+            if row is None:
+                return None
+        return row.outputs(X)
