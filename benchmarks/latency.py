@@ -8,7 +8,8 @@ Gaussian data (no file is read), one BLAS thread, medians of ``--repeat`` single
 * ``gemv_floor_us``: one ``D @ a`` (the dictionary's correlations of one sample);
 * ``transform_b1_us``: ``StreamingDictionary.transform`` of one sample (fitted);
 * ``predict_b1_us``: ``TinyDLClassifier.predict`` of one sample, end to end (network
-  l-64-n_classes);
+  l-64-n_classes), and in parts: ``predict_transform_into_us`` (the transform's call on the
+  standardized row) and ``predict_network_us`` (the network on its codes);
 * ``raw_b1_us``: the raw network of that size (5625-2000-500-19, 617-512-256-26,
   520-256-128-13) through tinydl's ``MLPClassifier.predict`` on one sample;
 * ``sklearn_b1_us``: ``sklearn.linear_model.orthogonal_mp_gram`` on one sample, the Gram
@@ -79,6 +80,16 @@ def run(m, l, k, raw_hidden, n_classes, backend, repeat):
                                   epochs_per_update=1, dtype="float32", backend=backend)
     clf.fit(X, y)
     out["predict_b1_us"] = median_us(lambda: clf.predict(x1), repeat)
+    row = clf.__dict__.get("_row")  # the one-sample path predict took (tinydl.onesample)
+    if row is not None:
+        clf.predict(x1)  # its buffers now hold x1's standardized row and codes
+        # predict_b1_us in parts: the transform's call, and the network on its codes; the
+        # rest (validation, standardization, the label) is predict - both
+        xs = x1 if row.x is None else row.x
+        out["predict_transform_into_us"] = median_us(
+            lambda: clf.transform_.transform_into(xs, row.indices, row.values), repeat)
+        out["predict_network_us"] = median_us(
+            lambda: row.plan.run_codes(row.indices, row.values), repeat)
 
     raw = MLPClassifier(hidden_layer_sizes=raw_hidden, epochs=1, dtype="float32",
                         backend=backend)

@@ -16,9 +16,9 @@ arithmetic.  :class:`OneSample` holds, for the learner's current state:
 
 Validation stays and is cheap: a row that is not one C-contiguous sample of the model's dtype
 and width takes the batch path (which converts it or raises naming the problem); a NaN or Inf
-is found by one dot product (:func:`tinydl.nn.infer.row_is_finite`) and the batch path's
-check then raises its message.  Nothing of the learner's state is written, so a failed call
-leaves the model as it was.
+(kept by the standardization) is refused by ``transform_into``'s own check, and the batch
+path then raises its message about ``X``.  Nothing of the learner's state is written, so a
+failed call leaves the model as it was.
 
 Results: the same codes and the same network outputs, bit for bit, as the batch path on that
 one row (the same operations in the same order: see :mod:`tinydl.nn.infer`); rows of a
@@ -35,8 +35,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-
-from .nn.infer import row_is_finite
 
 __all__ = ["OneSample", "OneSamplePath", "prepare_one_sample"]
 
@@ -99,7 +97,7 @@ class OneSample:
         path, which converts it or raises)."""
         if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[0] == 1
                 and X.shape[1] == self.m and X.dtype == self.dtype
-                and X.flags.c_contiguous and row_is_finite(X)):
+                and X.flags.c_contiguous):
             return None
         x = self.x
         if x is None:
@@ -107,7 +105,12 @@ class OneSample:
         else:
             np.subtract(X, self.mean, out=x)
             np.divide(x, self.scale, out=x)
-        self.transform.transform_into(x, self.indices, self.values)
+        try:
+            # transform_into refuses a NaN or Inf (standardization keeps them, and a finite
+            # row that overflows there is refused by the batch path's transform too)
+            self.transform.transform_into(x, self.indices, self.values)
+        except ValueError:
+            return None  # the batch path checks X again and raises naming the problem
         np.multiply(self.values, self.code_scale, out=self.values)
         return self.plan.run_codes(self.indices, self.values)
 
