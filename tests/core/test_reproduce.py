@@ -126,3 +126,36 @@ def test_transform_and_size_candidates():
     assert (7309, 100, 20, (64,)) in cands and [c[0] for c in cands] == sorted(c[0] for c in cands)
     cands, limited = _size_candidates(520, 13, 1000, st)   # nothing 20x smaller: the smallest
     assert not limited and len(cands) == 1
+
+
+def test_exec_timing_alone_uses_the_full_runs_choices(tmp_path, dsa_file):
+    """benchmarks/reproduce_exec.py: the execution columns without the selection, at the
+    settings a full run chose (read from its JSON), timed as the full run times them."""
+    import subprocess
+    import sys
+
+    from tinydl.reproduce.exec_timing import chosen_settings, exec_timing
+    full = tmp_path / "full.json"
+    assert main(["reproduce", "--data", str(dsa_file), "--quick", "--noise", "off",
+                 "--no-departures", "--json", str(full)]) == 0
+    entry = json.loads(full.read_text())["dsa_synthetic.npz"]
+    chosen = chosen_settings(entry)
+    r = exec_timing(str(dsa_file), Settings(quick=True, epochs=1), chosen=chosen)
+    assert r["tinydl_sizes"] == entry["tinydl"]["sizes"]
+    assert r["raw_sizes"] == entry["raw"]["sizes"]
+    assert r["exec_time_ratio_with_transform"] == pytest.approx(
+        r["exec_us_raw"] / r["exec_us_tinydl_with_transform"])
+    assert r["exec_us_tinydl"] > 0 and r["exec_us_raw"] > 0
+    # the reference size when no full run is given
+    ref = exec_timing(str(dsa_file), Settings(quick=True, epochs=1))
+    assert ref["chosen"]["l"] == 32 and ref["chosen"]["recipe"] == "adam-l2"
+    # the script's command line
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[2]
+    out = tmp_path / "exec.json"
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "reproduce_exec.py"),
+                           "--data", "digits", "--from-json", str(full), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "e2e ratio" in proc.stdout
+    assert "exec_time_ratio_with_transform" in json.loads(out.read_text())["digits"]

@@ -46,7 +46,7 @@ import numpy as np
 from ..data import load_real, split_dataset
 from ..errors import DataError, DivergenceError
 from .noise import add_noise, noise_experiment
-from .runs import exec_time_us, run_raw, run_tiny
+from .runs import exec_times, run_raw, run_tiny
 from .runs import predicted as predicted_on_profile
 
 __all__ = ["Settings", "APPLICATIONS", "PAPER_TABLE_I", "PROTOCOL", "reproduce",
@@ -225,22 +225,10 @@ def _try_tiny(S, l, k, alpha, h, recipe, scaling, st, source, classes, what):
     return dict(rec=rec, run=run)
 
 
-def run_dataset(path: str, settings: Settings, source=None) -> dict:
-    """Run the whole evaluation on one data set; a JSON-ready dict (see :func:`reproduce`)."""
-    from hal.power import detect_source
-    from hal.profile import load_profile
-    st = settings.resolved()
-    t_start = time.perf_counter()
-    if source is None:
-        source, _ = detect_source(profile=load_profile(st.host_profile))
-    for r in st.recipes:
-        if r not in RECIPES:
-            raise ValueError(f"unknown recipe {r!r}; known: {', '.join(RECIPES)}")
-    for sc in st.scalings:
-        if sc not in SCALINGS:
-            raise ValueError(f"unknown scaling {sc!r}; known: {', '.join(SCALINGS)}")
+def _streams(path: str, st: Settings):
+    """The data set split as the protocol says: ``(ds, had_test, Xtr, ytr, fit_idx, val_idx,
+    classes, S)`` with ``S`` the stream, validation and test arrays (see :func:`run_raw`)."""
     ds = load_real(path)
-    app = ds.application
     had_test = ds.X_test is not None
     ds = split_dataset(ds, st.test_fraction, st.split_seed)
     Xtr, ytr, Xte, yte = ds.X_train, ds.y_train, ds.X_test, ds.y_test
@@ -266,6 +254,25 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
     classes = np.unique(np.concatenate([ytr, yte]))
     S = dict(X=Xtr[fit_idx], y=ytr[fit_idx], Xval=Xtr[val_idx], yval=ytr[val_idx], Xte=Xte,
              yte=yte)
+    return ds, had_test, Xtr, ytr, fit_idx, val_idx, classes, S
+
+
+def run_dataset(path: str, settings: Settings, source=None) -> dict:
+    """Run the whole evaluation on one data set; a JSON-ready dict (see :func:`reproduce`)."""
+    from hal.power import detect_source
+    from hal.profile import load_profile
+    st = settings.resolved()
+    t_start = time.perf_counter()
+    if source is None:
+        source, _ = detect_source(profile=load_profile(st.host_profile))
+    for r in st.recipes:
+        if r not in RECIPES:
+            raise ValueError(f"unknown recipe {r!r}; known: {', '.join(RECIPES)}")
+    for sc in st.scalings:
+        if sc not in SCALINGS:
+            raise ValueError(f"unknown scaling {sc!r}; known: {', '.join(SCALINGS)}")
+    ds, had_test, Xtr, ytr, fit_idx, val_idx, classes, S = _streams(path, st)
+    app, yte = ds.application, S["yte"]
     m, C = Xtr.shape[1], len(classes)
     cfg = APPLICATIONS.get(app, APPLICATIONS[""])
     alpha = cfg["alpha"]
@@ -330,10 +337,7 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
            f"no candidate is {st.min_reduction:g}x smaller than the raw network: the smallest")
 
     tiny_sizes = [l, *hidden, C]
-    net = tiny.model.network_
-    codes_te = tiny.model.transform(Xte)
-    tiny.exec_us = exec_time_us(net.predict, codes_te)
-    tiny.exec_full_us = exec_time_us(tiny.model.predict, Xte)
+    execution = exec_times(raw, tiny, S["Xte"])
 
     n_stream = len(fit_idx)
     measured = dict(
@@ -345,11 +349,8 @@ def run_dataset(path: str, settings: Settings, source=None) -> dict:
         train_time_ratio_with_transform=raw.train_s / (tiny.train_s + tiny.transform_s),
         train_energy_ratio=raw.train_j / tiny.train_j,
         train_energy_ratio_with_transform=raw.train_j / (tiny.train_j + tiny.transform_j),
-        exec_time_ratio=raw.exec_us / tiny.exec_us,
-        exec_time_ratio_with_transform=raw.exec_us / tiny.exec_full_us,
         train_s_raw=raw.train_s, train_s_tinydl=tiny.train_s, transform_s=tiny.transform_s,
-        exec_us_raw=raw.exec_us, exec_us_tinydl=tiny.exec_us,
-        exec_us_tinydl_with_transform=tiny.exec_full_us)
+        **execution)
     predicted = predicted_on_profile(st.profile, m, l, k, n_stream, raw_sizes, tiny_sizes, raw,
                                      tiny, st)
     size_reduction = raw_params / _n_params(tiny_sizes)

@@ -19,7 +19,7 @@ from ..learner import TinyDLClassifier
 from ..nn import MLPClassifier
 from ..standardize import fit_stats
 
-__all__ = ["Meter", "Run", "run_raw", "run_tiny", "predicted", "exec_time_us"]
+__all__ = ["Meter", "Run", "run_raw", "run_tiny", "predicted", "exec_time_us", "exec_times"]
 
 class Meter:
     """Seconds and joules of the bracketed work, from a :mod:`hal.power` source.
@@ -109,6 +109,29 @@ def run_raw(S, hidden, st, source, classes, recipe="sgd-l2") -> Run:
               curve=curve, model=net)
     run.exec_us = exec_time_us(net.predict, Xte)
     return run
+
+
+def exec_times(raw: Run, tiny: Run, Xte) -> dict:
+    """The execution phase, one test sample at a time (:func:`exec_time_us`): the raw network
+    (``raw.exec_us``, measured by :func:`run_raw`), TinyDL's network on the codes
+    (``tiny.exec_us``) and TinyDL end to end (``tiny.exec_full_us``: standardize, code, the
+    network).  Sets those on ``tiny``; returns the ratios (raw / TinyDL) and the times.
+
+    Parameters
+    ----------
+    raw, tiny : Run
+        From :func:`run_raw` and :func:`run_tiny`.
+    Xte : ndarray of shape (n_test, n_features)
+        The raw test rows (float32, as the raw network's are).
+    """
+    Xte = np.ascontiguousarray(Xte, np.float32)
+    codes_te = tiny.model.transform(Xte)
+    tiny.exec_us = exec_time_us(tiny.model.network_.predict, codes_te)
+    tiny.exec_full_us = exec_time_us(tiny.model.predict, Xte)
+    return dict(exec_time_ratio=raw.exec_us / tiny.exec_us,
+                exec_time_ratio_with_transform=raw.exec_us / tiny.exec_full_us,
+                exec_us_raw=raw.exec_us, exec_us_tinydl=tiny.exec_us,
+                exec_us_tinydl_with_transform=tiny.exec_full_us)
 
 
 def run_tiny(S, l, k, alpha, hidden, st, source, classes, recipe="sgd-l2", standardize=True,
