@@ -137,8 +137,9 @@ def test_exec_timing_alone_uses_the_full_runs_choices(tmp_path, dsa_file):
     from tinydl.reproduce.exec_timing import chosen_settings, exec_timing
     full = tmp_path / "full.json"
     assert main(["reproduce", "--data", str(dsa_file), "--quick", "--noise", "off",
-                 "--no-departures", "--json", str(full)]) == 0
+                 "--no-departures", "--backend", "numpy", "--json", str(full)]) == 0
     entry = json.loads(full.read_text())["dsa_synthetic.npz"]
+    assert entry["backend"] == "numpy"
     chosen = chosen_settings(entry)
     r = exec_timing(str(dsa_file), Settings(quick=True, epochs=1), chosen=chosen)
     assert r["tinydl_sizes"] == entry["tinydl"]["sizes"]

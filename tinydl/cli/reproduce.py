@@ -60,6 +60,9 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="BLAS threads for both learners (default 1: on a shared two-core "
                         "machine two threads are often much slower; recorded in the JSON)")
+    p.add_argument("--backend", default=None, metavar="NAME",
+                   help="the hal backend both learners run on (default: hal.select_backend's "
+                        "choice, or TINYDL_BACKEND; 'native' has the fast one-sample OMP)")
     p.add_argument("--no-departures", action="store_true",
                    help="skip the runs that measure each departure against the paper's rule")
 
@@ -93,7 +96,19 @@ def run(args):
     from ..reproduce import format_report, plot_noise, reproduce
     from . import emit_json
     set_num_threads(args.threads)
-    results = reproduce(args.data, settings_from_args(args))
+    # both learners pick their backend by hal.select_backend, which reads TINYDL_BACKEND
+    old = os.environ.get("TINYDL_BACKEND")
+    if args.backend:
+        import hal
+        hal.select_backend(args.backend)  # an unknown or unrunnable one stops here, before work
+        os.environ["TINYDL_BACKEND"] = args.backend
+    try:
+        results = reproduce(args.data, settings_from_args(args))
+    finally:
+        if old is None:
+            os.environ.pop("TINYDL_BACKEND", None)
+        else:
+            os.environ["TINYDL_BACKEND"] = old
     for r in results.values():
         r["blas_threads"] = args.threads
     noisy = [k for k, r in results.items() if "noise" in r]
