@@ -96,6 +96,8 @@ class Backend:
         beta * out + codes.T @ dy``, out (rows, q), dy (n, q).
     rows_matmul(A, B, out=None)
         ``A @ B`` with each row's result independent of the other rows (a stream's split).
+    prepare_encode(D, G, k, tol=None, mean=None, scale=None, width=None)
+        A dictionary bound for repeated encodes into caller-owned codes (one sample at a time).
     prepare_basis(D, Q, L, G)
         The streaming transform's basis: the one-row Wp test and the atom append.
     """
@@ -255,6 +257,16 @@ class Backend:
         bound dense buffer and one :meth:`matmul`); ``native`` binds the arrays to one
         kernel call per pass."""
         return SparseLayerPlan(self, W, b, y, gW, gb)
+
+    def prepare_encode(self, D, G, k, tol=None, mean=None, scale=None, width=None):
+        """Bind a dictionary for repeated encodes into caller-owned codes: ``encode(X,
+        indices, values)`` checks that ``X`` is finite, standardizes it with ``mean`` and
+        ``scale`` (if given) and writes Batch-OMP's codes (``width`` columns, ``-1`` / ``0``
+        past each code's non-zeros).  D (l, m) and G (l, l) are kept, not copied.  The
+        specification is :class:`hal.backends.numpy.encode.EncodePlan` (over this backend's
+        :meth:`omp_encode`); ``native`` runs a whole call in one kernel."""
+        from .backends.numpy.encode import EncodePlan
+        return EncodePlan(self, D, G, k, tol=tol, mean=mean, scale=scale, width=width)
 
     def prepare_basis(self, D, Q, L, G):
         """Bind the streaming transform's basis arrays (D and Q (lb, m), L and G (lb, lb)):

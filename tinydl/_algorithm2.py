@@ -222,38 +222,37 @@ class Algorithm2Scan:
             return None
         return self._P[r, :self.n_atoms_]
 
-    def _prepare_omp(self, kk) -> None:
-        """Make what OMP on the current dictionary needs - the Gram matrix of its atoms, the
-        backend's workspace and its copy of D.T - once per dictionary size (the end of a fit,
-        a load, or the first call after atoms joined); one-sample calls then reuse it."""
+    def _prepare_omp(self, p) -> None:
+        """Make what OMP on the current dictionary needs - the Gram matrix of its atoms and the
+        backend's encode plan (its workspace, its own copy of the atoms if it keeps one, the
+        standardization statistics) - once per dictionary size and parameters (the end of a
+        fit, a load, or the first call after atoms joined); one-sample calls then reuse it."""
         n = self.n_atoms_
         nd = max(n, 2)
-        # the old workspace goes first: it must not live beside the new one (peak memory)
+        kk = min(p["k"], n)
+        kc = min(p["k"], p["l"])
+        # the old plan goes first: it must not live beside the new one (peak memory)
         self._ws = self._Gn = None
         self._Gn = np.ascontiguousarray(self._G[:nd, :nd])
-        ws = self._be.prepare_omp(getattr(self._be, "batch", 256), self.n_features_in_, nd,
-                                  kk, self.dtype_)
-        # atoms are only ever appended (which changes n): D[:nd] is fixed for this
-        # workspace, so a backend's copy of D.T is made here, once, not on every call
-        ws.fixed_D = True
-        DT = ws.arrays.get("DT")
-        if DT is not None and DT.shape == (self.n_features_in_, nd):
-            np.copyto(DT, self._D[:nd].T)
-            ws.dt_filled = True
-        self._ws = ws
-        self._ws_n = n
+        # atoms are only ever appended (which changes n): D[:nd] is fixed for this plan
+        self._ws = self._be.prepare_encode(self._D[:nd], self._Gn, kk, tol=p["tol"],
+                                           mean=self.mean_, scale=self.scale_, width=kc)
+        self._ws_n = (n, kk, p["tol"], kc, self.mean_ is not None)
+
+    def _plan(self, p):
+        """The encode plan for the dictionary as it stands (made by :meth:`_prepare_omp` when
+        the dictionary, ``k`` or ``tol`` changed)."""
+        key = (self.n_atoms_, min(p["k"], self.n_atoms_), p["tol"], min(p["k"], p["l"]),
+               self.mean_ is not None)
+        if self._ws_n != key:
+            self._prepare_omp(p)
+        return self._ws
 
     def _omp_into(self, R, idx, val, p) -> None:
-        n = self.n_atoms_
-        if n == 0:  # an empty dictionary codes everything as zero
+        """OMP codes of the standardized rows ``R`` into ``idx`` and ``val`` (kc wide)."""
+        if self.n_atoms_ == 0:  # an empty dictionary codes everything as zero
             return
-        kk = min(p["k"], n)
-        # with one atom, pass a second, zero atom (see _init_state): OMP never picks it
-        # (its correlation is 0, and a zero correlation stops a sample), so codes are those
+        # with one atom, the plan holds a second, zero atom (see _alloc_basis): OMP never picks
+        # it (its correlation is 0, and a zero correlation stops a sample), so codes are those
         # of the single atom
-        nd = max(n, 2)
-        if self._ws_n != n or self._ws.k < kk:
-            self._prepare_omp(kk)
-        res = self._be.omp_encode(R, self._D[:nd], self._Gn, kk, tol=p["tol"], ws=self._ws)
-        idx[:, :kk] = res.indices
-        val[:, :kk] = res.values
+        self._plan(p).encode(R, idx, val, raw=False)

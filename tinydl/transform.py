@@ -344,14 +344,11 @@ class StreamingDictionary(Algorithm2Scan):
         return idx[offset:], val[offset:]
 
     def _ready(self, p) -> None:
-        """Prepare the execution phase (OMP's Gram matrix and workspace) for the dictionary
-        as it stands, unless already done for its size (see ``_prepare_omp``)."""
+        """Prepare the execution phase (OMP's Gram matrix and the backend's encode plan) for
+        the dictionary as it stands, unless already done (see ``_prepare_omp``)."""
         self._into = None  # transform_into's checked parameters: checked again
-        n = self.n_atoms_
-        if n and self._pending is None:
-            kk = min(p["k"], n)
-            if self._ws_n != n or self._ws is None or self._ws.k < kk:
-                self._prepare_omp(kk)
+        if self.n_atoms_ and self._pending is None:
+            self._plan(p)
 
     def _fix_stats(self, S: np.ndarray) -> None:
         # the arithmetic of tinydl.standardize, shared with the learner's Standardizer
@@ -386,6 +383,7 @@ class StreamingDictionary(Algorithm2Scan):
         """
         p = self._check_params(store=False)
         X = self._prepared(X, "transform")
+        X = np.ascontiguousarray(X)
         kc = min(p["k"], self._fit_params["l"])
         idx = np.full((X.shape[0], kc), -1, np.int32)
         val = np.zeros((X.shape[0], kc), self.dtype_)
@@ -445,25 +443,19 @@ class StreamingDictionary(Algorithm2Scan):
         into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_,
                 "transform_into: ")
         self._into_p = p
+        self._plan(p)
         self._into = into
         return into
 
     def _into_run(self, X, indices, values, into) -> None:
-        if X.shape[0] <= 4096 // X.shape[1] + 1:
-            finite = np.isfinite(X).all()
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):
-                finite = np.isfinite((X @ np.ones(X.shape[1], X.dtype)).sum()) \
-                    or np.isfinite(X).all()
-        if not finite:
-            bad = np.argwhere(~np.isfinite(X))[0]
-            raise ValueError(f"transform_into: X contains {int((~np.isfinite(X)).sum())} NaN "
-                             f"or Inf value(s); the first at index "
-                             f"{tuple(int(i) for i in bad)}")
-        X = self._standardized(X)
-        indices.fill(-1)
-        values.fill(0)
-        self._omp_into(X, indices, values, self._into_p)
+        if self.n_atoms_ == 0:  # an empty dictionary codes everything as zero
+            if not np.isfinite(X).all():
+                from hal.backends.numpy.encode import nonfinite_error
+                raise nonfinite_error(X, "transform_into: ")
+            indices.fill(-1)
+            values.fill(0)
+            return
+        self._plan(self._into_p).encode(X, indices, values)
 
     def projection_error(self, X) -> np.ndarray:
         """``Wp`` of each row of ``X`` against the current dictionary, shape (n_samples,).

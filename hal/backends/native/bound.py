@@ -1,10 +1,11 @@
-"""Arrays bound to the native kernels once: a sparse layer's plan and the transform's basis
-workspace (pointers made at binding time, so each call passes only what changes)."""
+"""Arrays bound to the native kernels once: a sparse layer's plan, the transform's basis
+workspace and a dictionary bound for encodes (pointers made at binding time, so each call
+passes only what changes)."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SparseLayerPlan", "BasisWorkspace", "bad_index", "ptr"]
+__all__ = ["SparseLayerPlan", "BasisWorkspace", "EncodePlan", "bad_index", "ptr"]
 
 
 def bad_index(idx: np.ndarray, pos: int, rows: int) -> IndexError:
@@ -143,3 +144,78 @@ class BasisWorkspace:
                               self._G, self._pp, self._outp, self._wsp)
         out = self._out
         return out[0], bool(reorth), out[1], out[2]
+
+
+class EncodePlan:
+    """A dictionary bound to the ``encode`` kernel (``correlate.c``): a whole call - the
+    finiteness check, the standardization, the fixed-order correlations and Batch-OMP - is one
+    kernel call, with every array but the batch and its codes bound once.  The interface of
+    :class:`hal.backends.numpy.encode.EncodePlan` (the specification)."""
+
+    def __init__(self, ffi, lib, D, G, k, tol=None, mean=None, scale=None, width=None):
+        dt = D.dtype
+        l, m = D.shape
+        sfx = "f32" if dt == np.float32 else "f64"
+        # the kernel reads the atoms as DT (m, lw), lw a whole number of vectors: a private,
+        # zero-padded copy made once here
+        lw = int(getattr(lib, "correlate_width_" + sfx)(l))
+        self.DT = np.zeros((m, lw), dt)
+        self.DT[:, :l] = D.T
+        k = int(min(k, l))
+        width = k if width is None else int(width)
+        if width < k:
+            raise ValueError(f"prepare_encode: width={width} is below k={k}")
+        for name, a, shape in (("D", D, (l, m)), ("G", G, (l, l)), ("mean", mean, (m,)),
+                               ("scale", scale, (m,))):
+            if a is not None and (a.dtype != dt or a.shape != shape
+                                  or not a.flags.c_contiguous):
+                raise ValueError(f"prepare_encode: {name} should be C-contiguous {dt} of "
+                                 f"shape {shape}, got {a.dtype} {a.shape}")
+        self.D, self.G, self.mean, self.scale = D, G, mean, scale
+        self.dtype, self.l, self.m, self.k, self.width = dt, l, m, k, width
+        self._ct = "float *" if dt == np.float32 else "double *"
+        self._ffi = ffi
+        self._fn = getattr(lib, "encode_" + sfx)
+        rows = 48  # CSB in kernels.c: rows per kernel block
+        kk = max(k, 1)
+        self._scratch = {
+            "xs": np.zeros((rows, m) if mean is not None else (1, 1), dt),
+            "corr": np.zeros((rows, l), dt), "xx": np.zeros(rows, dt),
+            "acc": np.zeros(int(getattr(lib, "correlate_scratch_" + sfx)(l)), dt),
+            "ows": np.zeros(l + kk * l + kk * kk + 4 * kk, dt),
+            "resid": np.zeros(rows, dt), "nnz": np.zeros(rows, np.int32)}
+        self._keep = (self.DT, G, mean, scale)  # the memory the pointers point into
+        s = self._scratch
+        null = ffi.NULL
+        fields = {"m": m, "l": l, "k": k, "ldo": width, "ldt": lw,
+                  "tol2": -1.0 if tol is None else float(tol) ** 2,
+                  "eps": float(np.finfo(dt).eps),
+                  "DT": ptr(ffi, self._ct, self.DT), "G": ptr(ffi, self._ct, G),
+                  "mean": null if mean is None else ptr(ffi, self._ct, mean),
+                  "scale": null if scale is None else ptr(ffi, self._ct, scale)}
+        for name in ("xs", "corr", "xx", "acc", "ows", "resid"):
+            fields[name] = ptr(ffi, self._ct, s[name])
+        fields["nnz"] = ptr(ffi, "int *", s["nnz"])
+        self._ptrs = fields  # from_buffer objects own nothing but must outlive the struct
+        self._plan = ffi.new(f"struct tdl_encode_{sfx} *", fields)
+        # the same plan without the standardization, for rows already standardized
+        fields = dict(fields, mean=null, scale=null)
+        self._plan_std = self._plan if mean is None else \
+            ffi.new(f"struct tdl_encode_{sfx} *", fields)
+        self._int = _CTYPES[np.dtype(np.int32)]
+        self._real = _CTYPES[dt]
+
+    def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
+               raw: bool = True) -> None:
+        """As :meth:`hal.backends.numpy.encode.EncodePlan.encode` (the caller checked the
+        arrays' shapes, dtypes and layouts)."""
+        ffi = self._ffi
+        n = X.shape[0]
+        dep = self._fn(self._plan if raw else self._plan_std, n, ffi.from_buffer(self._real, X),
+                       ffi.from_buffer(self._int, indices), ffi.from_buffer(self._real, values))
+        if dep < 0:
+            from ..numpy.encode import nonfinite_error
+            raise nonfinite_error(X)
+        if dep:
+            from ..numpy.omp import warn_stopped_early
+            warn_stopped_early(dep, n, self.l, self.k, self.m, stacklevel=3)

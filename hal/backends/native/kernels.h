@@ -7,10 +7,36 @@
 #ifndef TINYDL_NATIVE_KERNELS_H
 #define TINYDL_NATIVE_KERNELS_H
 
-long omp_f32(long, long, long, const float *, const float *, const float *, float, float,
+long omp_f32(long, long, long, long, const float *, const float *, const float *, float, float,
              float *, int *, float *, int *, float *);
-long omp_f64(long, long, long, const double *, const double *, const double *, double, double,
-             double *, int *, double *, int *, double *);
+long omp_f64(long, long, long, long, const double *, const double *, const double *, double,
+             double, double *, int *, double *, int *, double *);
+void correlate_f32(long, long, long, const float *, long, const float *, long, float *, long,
+                   float *, float *);
+void correlate_f64(long, long, long, const double *, long, const double *, long, double *,
+                   long, double *, double *);
+long correlate_scratch_f32(long);
+long correlate_scratch_f64(long);
+long correlate_width_f32(long);
+long correlate_width_f64(long);
+
+/* a dictionary bound for encode (correlate.c): every array but the batch and its codes */
+struct tdl_encode_f32 {
+    long m, l, k, ldo, ldt;
+    float tol2, eps;
+    const float *DT, *G, *mean, *scale;
+    float *xs, *corr, *xx, *acc, *ows, *resid;
+    int *nnz;
+};
+struct tdl_encode_f64 {
+    long m, l, k, ldo, ldt;
+    double tol2, eps;
+    const double *DT, *G, *mean, *scale;
+    double *xs, *corr, *xx, *acc, *ows, *resid;
+    int *nnz;
+};
+long encode_f32(const struct tdl_encode_f32 *, long, const float *, int *, float *);
+long encode_f64(const struct tdl_encode_f64 *, long, const double *, int *, double *);
 long gather_f32(long, long, long, long, const int *, const float *, const float *, float *);
 long gather_f64(long, long, long, long, const int *, const double *, const double *,
                 double *);

@@ -5,12 +5,14 @@
    the Gram matrix G = D D^T (l x l, row-major) and |x|^2 (xx), in the scaled-direction form
    of the specification (hal/backends/numpy/omp.py): Y[t] = b_t (G[j_t] - sum_s rho_s u_s Y[s]),
    c -= Y[t], coefficients by one back substitution at the end.
-   Outputs: idx/val (n x k, row-major; -1 / 0 pad samples that stopped early), nnz, resid
+   Outputs: idx/val (n rows of ldo >= k values, row-major; -1 / 0 pad each row past its
+   non-zeros), nnz, resid
    (squared residual norm).  tol2 < 0: no tolerance; else stop once |r|^2 <= tol2 |x|^2.
    ws: l + k*l + k*k + 4*k scratch values.  Returns the number of samples stopped by a
    dependent atom while a residual above rounding level was left (the caller warns). */
-long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL *G,
-             REAL tol2, REAL eps, REAL *ws, int *idx, REAL *val, int *nnz, REAL *resid)
+long F(omp)(long n, long l, long k, long ldo, const REAL *corr, const REAL *xx,
+             const REAL *G, REAL tol2, REAL eps, REAL *ws, int *idx, REAL *val, int *nnz,
+             REAL *resid)
 {
     long dependent = 0;
     REAL *c = ws;                /* the residual's correlations */
@@ -25,9 +27,9 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
     const REAL ctol = tiny * tiny;
     for (long i = 0; i < n; i++) {
         const REAL *a0 = corr + i * l;
-        int *J = idx + i * k;
-        REAL *v = val + i * k;
-        for (long t = 0; t < k; t++) { J[t] = -1; v[t] = 0; }
+        int *J = idx + i * ldo;
+        REAL *v = val + i * ldo;
+        for (long t = 0; t < ldo; t++) { J[t] = -1; v[t] = 0; }
         const REAL x2 = xx[i];
         REAL proj = 0;           /* sum_t b_t c_j(t) = |projection|^2 */
         long T = 0;
