@@ -392,10 +392,11 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         ndarray of shape (n_samples,)
         """
         self._check_fitted()
-        z = self._row_outputs(X)
-        if z is not None:  # one sample: its label from the prepared path
-            j = int(z.argmax())
-            return self._row.labels[j:j + 1].copy()
+        row = self._one_sample(X)
+        if row is not None:  # one sample: its label from the prepared path
+            y = row.predict(X)
+            if y is not None:
+                return y
         # the network's classes are the indices of classes_ (all of them, in order)
         net = self.network_
         idx = net.classes_[np.argmax(self._net_outputs(X), axis=1)]

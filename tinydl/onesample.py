@@ -78,6 +78,9 @@ class OneSample:
         self.code_scale = learner._code_scale
         self.plan = plan
         self.labels = learner.classes_[np.asarray(learner.network_.classes_, np.intp)]
+        # each output's label as a one-element array: predict returns a copy of one
+        self.labels1 = [self.labels[j:j + 1] for j in range(len(self.labels))]
+        self.shape = (1, m)
         self.nbytes = int(sum(a.nbytes for a in (self.x, self.indices, self.values)
                               if a is not None) + plan.nbytes)
 
@@ -95,9 +98,8 @@ class OneSample:
         view of the plan's buffer (overwritten by the next call); None when ``X`` is not one
         finite C-contiguous row of the model's dtype and width (the caller takes the batch
         path, which converts it or raises)."""
-        if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[0] == 1
-                and X.shape[1] == self.m and X.dtype == self.dtype
-                and X.flags.c_contiguous):
+        if type(X) is not np.ndarray or X.shape != self.shape or X.dtype != self.dtype \
+                or not X.flags.c_contiguous:
             return None
         x = self.x
         if x is None:
@@ -113,6 +115,12 @@ class OneSample:
             return None  # the batch path checks X again and raises naming the problem
         np.multiply(self.values, self.code_scale, out=self.values)
         return self.plan.run_codes(self.indices, self.values)
+
+    def predict(self, X) -> Optional[np.ndarray]:
+        """The label of one raw sample, shape (1,) (a new array), or None as
+        :meth:`outputs`."""
+        z = self.outputs(X)
+        return None if z is None else self.labels1[z.argmax()].copy()
 
 
 def prepare_one_sample(learner) -> Optional[OneSample]:
@@ -155,15 +163,19 @@ class OneSamplePath:
         row = self.__dict__["_row"] = prepare_one_sample(self)
         return row
 
-    def _row_outputs(self, X) -> Optional[np.ndarray]:
-        """The network's outputs for one sample through the prepared buffers (a view,
-        overwritten by the next call), or None: not one finite C-contiguous row of the
-        model's dtype and width (the batch path converts it or raises)."""
+    def _one_sample(self, X) -> Optional[OneSample]:
+        """The prepared :class:`OneSample` when ``X`` is one row of a NumPy array (made
+        again if the state changed), else None."""
         if type(X) is not np.ndarray or X.ndim != 2 or X.shape[0] != 1:
             return None
         row = self.__dict__.get("_row")
         if row is None or not row.valid_for(self):
             row = self._prepare_row()
-            if row is None:
-                return None
-        return row.outputs(X)
+        return row
+
+    def _row_outputs(self, X) -> Optional[np.ndarray]:
+        """The network's outputs for one sample through the prepared buffers (a view,
+        overwritten by the next call), or None: not one finite C-contiguous row of the
+        model's dtype and width (the batch path converts it or raises)."""
+        row = self._one_sample(X)
+        return None if row is None else row.outputs(X)

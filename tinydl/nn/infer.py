@@ -32,9 +32,13 @@ from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 
 __all__ = ["RowPlan", "build_row_plan", "row_is_finite"]
 
-# the steps of a plan (compared by identity in the loop)
-_DENSE, _DENSE_BE, _RELU, _ACT = 0, 1, 2, 3
 
+def _relu(h):
+    np.maximum(h, 0, out=h)
+
+
+def _backend_dense(be, h, W, b, y):
+    be.dense_forward(h, W, b, out=y)
 
 def row_is_finite(x: np.ndarray) -> bool:
     """Whether a C-contiguous float array (one sample) holds no NaN or Inf, in one BLAS pass
@@ -92,29 +96,39 @@ class RowPlan:
         self.sparse_input = bool(sparse_input)
         self.n_in = first.n_in
         self.dtype = dt
-        direct = _direct_dense(be)
-        steps, bufs = [], []
-        self._gather = None
+        self._direct = direct = _direct_dense(be)
+        self._backend = be
+        # the calls after the first layer, each ``(function, arguments)`` on this plan's own
+        # buffers (outputs passed positionally, the cheapest call NumPy offers; maximum, which
+        # deprecates that, through _relu: NumPy 2.4 leaked ~100 bytes per call given its
+        # ``out`` by ``**kw`` or functools.partial, measured)
+        calls, bufs = [], []
+        h = None  # the buffer holding the current activations
+        self._gather = self._head = None
         for i, layer in enumerate(layers):
             if isinstance(layer, Dense):
                 y = np.zeros((1, layer.units), dt)
                 bufs.append(y)
+                W, b = layer.p["W"], layer.p["b"]
                 if i == 0 and sparse_input:
                     # the batch path's own bound kernel, on this plan's output row
-                    self._gather = be.prepare_sparse_layer(layer.p["W"], layer.p["b"], y,
-                                                           layer.g["W"], layer.g["b"])
-                    continue
-                steps.append((_DENSE if direct else _DENSE_BE, layer.p["W"], layer.p["b"], y,
-                              be))
+                    self._gather = be.prepare_sparse_layer(W, b, y, layer.g["W"], layer.g["b"])
+                elif i == 0:
+                    self._head = (W, b, y)
+                elif direct:
+                    calls += [(np.matmul, (h, W, y)), (np.add, (y, b, y))]
+                else:
+                    calls.append((_backend_dense, (be, h, W, b, y)))
+                h = y
             elif isinstance(layer, ReLU):
-                steps.append((_RELU, None, None, None, None))
+                calls.append((_relu, (h,)))
             elif isinstance(layer, (Tanh, Sigmoid)):
-                steps.append((_ACT, None, None, None, layer._f))
+                calls.append((layer._f, (h, h)))
             elif isinstance(layer, Dropout):
                 continue  # the identity at inference
             else:  # pragma: no cover - build_row_plan checked the kinds
                 raise ValueError(f"no one-sample plan for a {layer.kind!r} layer")
-        self._steps = tuple(steps)
+        self._calls = tuple(calls)
         self.out = bufs[-1]
         self.nbytes = int(sum(b.nbytes for b in bufs))
 
@@ -124,32 +138,27 @@ class RowPlan:
         return (self.network is network and self.params is network.params
                 and (not self.sparse_input or network.layers[0].sparse_product == "gather"))
 
-    def _layers(self, h):
-        matmul, add, maximum = np.matmul, np.add, np.maximum
-        for op, W, b, y, f in self._steps:
-            if op is _DENSE:
-                matmul(h, W, out=y)
-                add(y, b, out=y)
-                h = y
-            elif op is _RELU:
-                maximum(h, 0, out=h)
-            elif op is _DENSE_BE:
-                f.dense_forward(h, W, b, out=y)
-                h = y
-            else:
-                f(h, h)
-        return h
-
     def run(self, x: np.ndarray) -> np.ndarray:
         """Outputs (1, n_outputs) for one dense sample ``x`` of shape (1, n_in) in the
         network's dtype, C-contiguous (not checked here); a view of :attr:`out`, overwritten
         by the next call."""
-        return self._layers(x)
+        W, b, y = self._head
+        if self._direct:
+            np.matmul(x, W, y)
+            np.add(y, b, y)
+        else:
+            self._backend.dense_forward(x, W, b, out=y)
+        for f, a in self._calls:
+            f(*a)
+        return self.out
 
     def run_codes(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Outputs (1, n_outputs) for one sample's compact codes (``indices`` int32 and
         ``values`` of the network's dtype, both (1, k) and C-contiguous; ``-1`` pads)."""
-        return self._layers(self._gather.forward(indices, values))
+        self._gather.forward(indices, values)
+        for f, a in self._calls:
+            f(*a)
+        return self.out
 
 
 def build_row_plan(network, sparse_input: bool) -> Optional[RowPlan]:
