@@ -34,11 +34,14 @@ __all__ = ["RowPlan", "build_row_plan", "row_is_finite"]
 
 
 def _relu(h):
+    """ReLU in place (the batch path's ``maximum(x, 0)``: NaN stays NaN)."""
     np.maximum(h, 0, out=h)
 
 
 def _backend_dense(be, h, W, b, y):
+    """A dense layer through a backend's own ``dense_forward`` (one it overrides)."""
     be.dense_forward(h, W, b, out=y)
+
 
 def row_is_finite(x: np.ndarray) -> bool:
     """Whether a C-contiguous float array (one sample) holds no NaN or Inf, in one BLAS pass
