@@ -162,7 +162,7 @@ class NativeBackend(BlasBackend):
             if not arr.flags.c_contiguous:
                 raise ValueError("omp outputs must be C-contiguous")
         tol2 = -1.0 if tol is None else float(tol) ** 2
-        return int(fn(n, l, k, k, ptr(ffi, ct, c), ptr(ffi, ct, xx), ptr(ffi, ct, G), tol2,
+        return int(fn(n, l, k, k, ptr(ffi, ct, c), ptr(ffi, ct, xx), ptr(ffi, ct, G), l, tol2,
                       float(np.finfo(dt).eps), ptr(ffi, ct, A["scratch"]),
                       ptr(ffi, "int *", idx), ptr(ffi, ct, val), ptr(ffi, "int *", nnz),
                       ptr(ffi, ct, resid_out)))
@@ -177,19 +177,12 @@ class NativeBackend(BlasBackend):
         return EncodePlan(self._nffi, self._nlib, D, np.ascontiguousarray(G), k, tol=tol,
                           mean=mean, scale=scale, width=width)
 
-    # -- the streaming transform's basis (its joins) -----------------------------------
-    def prepare_basis(self, D, Q, L, G) -> "BasisWorkspace":
-        """Bind the transform's state arrays (D and Q (lb, m), L and G (lb, lb); C-contiguous,
-        one float dtype, kept for the workspace's life) and allocate the kernels' scratch."""
-        dt = D.dtype
-        lb, m = D.shape
-        for name, a, shape in (("D", D, (lb, m)), ("Q", Q, (lb, m)), ("L", L, (lb, lb)),
-                               ("G", G, (lb, lb))):
-            if a.dtype != dt or a.shape != shape or not a.flags.c_contiguous \
-                    or dt not in (np.float32, np.float64):
-                raise ValueError(f"prepare_basis: {name} should be C-contiguous {dt} of shape "
-                                 f"{shape}, got {a.dtype} {a.shape}")
-        return BasisWorkspace(self._nffi, self._nlib, D, Q, L, G)
+    # -- the streaming transform -------------------------------------------------------
+    def prepare_basis(self, D, G, Li) -> "BasisWorkspace":
+        """Bind the transform's state arrays (D (lb, m), G and Li (lb, lb); C-contiguous, one
+        float dtype, kept for the workspace's life) to the ``stream`` kernel: Algorithm 2 on
+        a batch in one call (see :class:`BasisWorkspace`)."""
+        return BasisWorkspace(self._nffi, self._nlib, D, G, Li)
 
     def project(self, Q, x, out, h=None, u=None):
         """``out[:] = Q @ x`` and ``u -= h @ Q`` in one pass over Q (the basis kernels'

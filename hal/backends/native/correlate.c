@@ -140,7 +140,10 @@ void F(correlate)(long n, long l, long m, const REAL *X, long ldx, const REAL *D
             const long t1 = t0 + CKC < m ? t0 + CKC : m;
             for (long s0 = 0; s0 < nb; s0 += 6) {
                 const int ns = nb - s0 < 6 ? (int)(nb - s0) : 6;
-                const int nvb = 12 / ns;
+                /* groups of at most 12 / ns vectors, as even as possible (13 vectors as 7 + 6,
+                   not 12 + 1: a lone vector is one FMA chain, latency-bound) */
+                const long cap = 12 / ns, ng = (nvec + cap - 1) / cap;
+                const int nvb = (int)((nvec + ng - 1) / ng);
                 const REAL *xs[6];
                 for (int s = 0; s < ns; s++) xs[s] = X + (i0 + s0 + s) * ldx;
                 for (long v0 = 0; v0 < nvec; v0 += nvb) {
@@ -204,7 +207,7 @@ long F(encode)(const struct CAT(tdl_encode, SUF) *p, long n, const REAL *X, int 
             rows = p->xs;
         }
         F(correlate)(nb, l, m, rows, m, p->DT, p->ldt, p->corr, l, p->xx, p->acc);
-        dep += F(omp)(nb, l, p->k, p->ldo, p->corr, p->xx, p->G, p->tol2, p->eps, p->ows,
+        dep += F(omp)(nb, l, p->k, p->ldo, p->corr, p->xx, p->G, p->ldg, p->tol2, p->eps, p->ows,
                       idx + i0 * p->ldo, val + i0 * p->ldo, p->nnz, p->resid);
     }
     return dep;
