@@ -21,7 +21,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ._algorithm2 import _SCRATCH, Algorithm2Scan
+from ._algorithm2 import _SCRATCH, Algorithm2Scan, _refine_below, _wp_floor
 from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
@@ -41,6 +41,8 @@ _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
 _PRIVATE_STATE = ("_D", "_G", "_Li", "_fit_params", "_pending", "_n_pending")
+#: most rows a call streams through the bound runner (:meth:`StreamingDictionary._fast_stream`)
+_FAST_ROWS = 64
 
 
 class StreamingDictionary(Algorithm2Scan):
@@ -265,7 +267,8 @@ class StreamingDictionary(Algorithm2Scan):
             For a bad parameter or batch (NaN/Inf, wrong shape or number of features, empty,
             complex...).  Everything is checked before any state changes.
         """
-        self._stream(X, want_codes=False, final=False)
+        if self._fast_stream(X, False) is None:
+            self._stream(X, want_codes=False, final=False)
         return self
 
     def partial_fit_transform(self, X, dense: bool = True):
@@ -284,7 +287,55 @@ class StreamingDictionary(Algorithm2Scan):
             fixed after this batch (its codes cannot exist yet): feed at least
             ``n_standardize`` samples, or use :meth:`partial_fit` for the first ones.
         """
-        return self._codes_out(*self._stream(X, want_codes=True, final=False), dense)
+        out = self._fast_stream(X, True)
+        if out is None:
+            out = self._stream(X, want_codes=True, final=False)
+        return self._codes_out(*out, dense)
+
+    def _fast_stream(self, X, want_codes: bool):
+        """The stream of a few conforming rows (an ndarray of ``dtype_``, C-contiguous, at
+        most ``_FAST_ROWS``) once the statistics are fixed, with unchanged parameters: one
+        call of the backend's bound runner (finiteness, standardization, Algorithm 2), none
+        of the per-call checks and conversions of :meth:`_stream`.  Returns the codes, or None
+        where the checked path must run (which also raises for a bad batch: nothing has
+        changed then).  The same bits as the checked path (the same kernels)."""
+        f = self.__dict__.get("_fast")
+        if f is None or type(X) is not np.ndarray or X.ndim != 2 \
+                or not 0 < X.shape[0] <= _FAST_ROWS or X.shape[1] != f[1] \
+                or X.dtype != f[2] or not X.flags.c_contiguous or self._params_key() != f[0]:
+            return None
+        n = X.shape[0]
+        if want_codes:
+            idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
+        else:
+            idx, val = f[5][0][:n], f[5][1][:n]
+        r = f[3](X, idx, val, self.n_atoms_)
+        if r < 0:
+            return None
+        self.n_samples_seen_ += n
+        if r != self.n_atoms_:
+            self.n_atoms_ = r
+            self._ready(self._check_params())
+        return idx, val
+
+    def _params_key(self):
+        """The parameters as set (what a bound runner was made for; == compares each by
+        identity first)."""
+        return (self.l, self.k, self.alpha, self.standardize, self.n_standardize, self.tol,
+                self.dtype, self.backend, self.block)
+
+    def _prepare_fast(self, p) -> None:
+        """Bind the runner :meth:`_fast_stream` calls (the end of every checked batch)."""
+        self._fast = None
+        if self._pending is not None:
+            return
+        kc = min(p["k"], p["l"])
+        thr = max(p["alpha"], _wp_floor(self.dtype_))
+        run = self._bws.runner(p["l"], p["k"], p["tol"], thr, _refine_below(thr), kc,
+                               _FAST_ROWS, self.mean_, self.scale_)
+        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc,
+                      (np.empty((_FAST_ROWS, kc), np.int32),
+                       np.empty((_FAST_ROWS, kc), self.dtype_)))
 
     def _codes_out(self, idx, val, dense):
         l = self._fit_params["l"]
@@ -338,8 +389,14 @@ class StreamingDictionary(Algorithm2Scan):
         else:
             rows = X
         rows = self._standardized(rows)
-        idx, val = self._run(rows, p)
-        self._ready(p)
+        n_before, stats_before = self.n_atoms_, self.mean_ is not None
+        idx, val = self._run(rows, p, want_codes or offset > 0)
+        if self.n_atoms_ != n_before or stats_before != (self.mean_ is not None) or restart \
+                or not fitted:
+            self._ready(p)  # the dictionary changed: the execution phase follows it
+        fast = self.__dict__.get("_fast")
+        if fast is None or fast[0] != self._params_key():
+            self._prepare_fast(p)
         return idx[offset:], val[offset:]
 
     def _ready(self, p) -> None:

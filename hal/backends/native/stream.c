@@ -122,6 +122,27 @@ long F(stream)(struct CAT(tdl_stream, SUF) *s, long n, long lmax, long N, const 
     return n;
 }
 
+/* stream on raw rows: nothing is done (and -(1 + i * m + t) returned) if X[i, t] is the
+   first non-finite value; else each row is standardized into s->xs (if s->mean: (x - mean) /
+   scale, NumPy's rounding) and the batch streamed as above.  N <= s->xs_rows. */
+long F(stream_raw)(struct CAT(tdl_stream, SUF) *s, long n, long lmax, long N, const REAL *X,
+                   REAL thr, int *idx, REAL *val)
+{
+    const long m = s->m;
+    const long bad = F(nonfinite)(N, m, X);
+    if (bad) return -bad;
+    if (N > s->xs_rows) return -(N * m + 1);
+    if (s->mean) {
+        for (long i = 0; i < N; i++) {
+            const REAL *x = X + i * m;
+            REAL *y = s->xs + i * m;
+            for (long t = 0; t < m; t++) y[t] = (x[t] - s->mean[t]) / s->scale[t];
+        }
+        X = s->xs;
+    }
+    return F(stream)(s, n, lmax, N, X, thr, idx, val);
+}
+
 /* Wp of each of the N standardized rows of X against the first n atoms (always with the
    explicit residual where the difference cancels) into out. */
 void F(wp_rows)(struct CAT(tdl_stream, SUF) *s, long n, long N, const REAL *X, REAL *out)
