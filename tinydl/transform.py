@@ -450,7 +450,11 @@ class StreamingDictionary(Algorithm2Scan):
         kc = min(p["k"], self._fit_params["l"])
         idx = np.empty((X.shape[0], kc), np.int32)
         val = np.empty((X.shape[0], kc), self.dtype_)
-        self.transform_into(X, idx, val)  # finiteness, standardization, codes: one call
+        # finiteness, standardization, codes: one call (transform leaves __dict__ as it is)
+        into = self.__dict__.get("_into")
+        if into is None or into[0] is not self.k or into[1] is not self.tol:
+            into = self._prepare_into(store=False)
+        self._encode_into(X, idx, val, into)
         return self._codes_out(idx, val, dense)
 
     def transform_into(self, X, indices, values) -> None:
@@ -482,6 +486,9 @@ class StreamingDictionary(Algorithm2Scan):
         into = self.__dict__.get("_into")
         if into is None or into[0] is not self.k or into[1] is not self.tol:
             into = self._prepare_into()
+        self._encode_into(X, indices, values, into)
+
+    def _encode_into(self, X, indices, values, into) -> None:
         _, _, kc, m, dt, pfx, plan = into
         if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[1] == m and X.dtype == dt
                 and X.flags.c_contiguous and X.shape[0] >= 1):
@@ -502,9 +509,10 @@ class StreamingDictionary(Algorithm2Scan):
             return
         plan.encode(X, indices, values)
 
-    def _prepare_into(self):
-        """Check the parameters :meth:`transform_into` depends on and keep them with the
-        values they came from (``k`` and the dictionary's size: a change re-prepares)."""
+    def _prepare_into(self, store: bool = True):
+        """Check the parameters :meth:`transform_into` depends on and keep them (if
+        ``store``) with the values they came from (``k`` and ``tol``: a change re-prepares;
+        so does any change of the stream's state, see :meth:`_ready`)."""
         p = self._check_params(store=False)
         self._require_fitted()
         if self._pending is not None:
@@ -512,8 +520,8 @@ class StreamingDictionary(Algorithm2Scan):
         kc = min(p["k"], self._fit_params["l"])
         plan = self._plan(p) if self.n_atoms_ else None
         into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_, "transform_into: ", plan)
-        self._into_p = p
-        self._into = into
+        if store:
+            self._into = into
         return into
 
     def projection_error(self, X) -> np.ndarray:
