@@ -76,7 +76,7 @@ class StreamingDictionary(Algorithm2Scan):
         Where matrix products and OMP run (default: :func:`hal.get_backend`).
     block : int, default=64
         Rows per matrix product (see the module docstring): the backend's OMP products run on
-        ``block`` rows, the projection-error test on ``min(block, 16)``.
+        ``block`` rows (the native backend's own kernels block their work themselves).
 
     Attributes
     ----------
@@ -308,7 +308,7 @@ class StreamingDictionary(Algorithm2Scan):
         if want_codes:
             idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
         else:
-            idx, val = f[5][0][:n], f[5][1][:n]
+            idx = val = None  # the runner's own scratch
         r = f[3](X, idx, val, self.n_atoms_)
         if r < 0:
             return None
@@ -333,9 +333,7 @@ class StreamingDictionary(Algorithm2Scan):
         thr = max(p["alpha"], _wp_floor(self.dtype_))
         run = self._bws.runner(p["l"], p["k"], p["tol"], thr, _refine_below(thr), kc,
                                _FAST_ROWS, self.mean_, self.scale_)
-        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc,
-                      (np.empty((_FAST_ROWS, kc), np.int32),
-                       np.empty((_FAST_ROWS, kc), self.dtype_)))
+        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc)
 
     def _codes_out(self, idx, val, dense):
         l = self._fit_params["l"]

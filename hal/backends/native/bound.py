@@ -268,10 +268,17 @@ class BasisWorkspace:
             fields["mean"], fields["scale"] = ptr(ffi, None, mean), ptr(ffi, None, scale)
         st = ffi.new(f"struct tdl_stream_{self._sfx} *", fields)
         fn, fb, ct, m, thr = self._stream_raw, ffi.from_buffer, self._ct, self.m, float(thr)
-        keep = (xs, mean, scale, fields, self._ows)  # the memory its pointers point into
+        # codes nobody reads (partial_fit): scratch with its pointers made once
+        sidx, sval = np.empty((rows, width), np.int32), np.empty((rows, width), dt)
+        psidx, psval = fb("int[]", sidx), fb(ct, sval)
+        keep = (xs, mean, scale, fields, self._ows, sidx, sval)  # what its pointers point into
 
         def call(X, idx, val, n):
-            r = fn(st, n, lmax, X.shape[0], fb(ct, X), thr, fb("int[]", idx), fb(ct, val))
+            """``idx`` None: the codes go to the runner's scratch (not returned)."""
+            if idx is None:
+                r = fn(st, n, lmax, X.shape[0], fb(ct, X), thr, psidx, psval)
+            else:
+                r = fn(st, n, lmax, X.shape[0], fb(ct, X), thr, fb("int[]", idx), fb(ct, val))
             if st.dep and r >= 0:
                 from ..numpy.omp import warn_stopped_early
                 warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)

@@ -186,8 +186,12 @@ class BasisWorkspace:
         after it, or ``-1`` (nothing done) for a non-finite ``X``.  The one-call path of a
         stream fed a row at a time (the native backend binds it to one kernel call)."""
         def call(X, idx, val, n):
+            """``idx`` None: the codes go to scratch (not returned)."""
             if X.shape[0] > rows or not np.isfinite(X).all():
                 return -1
+            if idx is None:
+                idx = np.empty((X.shape[0], width), np.int32)
+                val = np.empty((X.shape[0], width), self.dtype)
             if mean is not None:
                 X = X - mean
                 X /= scale
