@@ -98,8 +98,8 @@ class Backend:
         ``A @ B`` with each row's result independent of the other rows (a stream's split).
     prepare_encode(D, G, k, tol=None, mean=None, scale=None, width=None)
         A dictionary bound for repeated encodes into caller-owned codes (one sample at a time).
-    prepare_basis(D, Q, L, G)
-        The streaming transform's basis: the one-row Wp test and the atom append.
+    prepare_basis(D, G, Li)
+        The streaming transform's state: Algorithm 2 on a batch, the projection error.
     """
 
     #: registry name of the backend
@@ -268,12 +268,13 @@ class Backend:
         from .backends.numpy.encode import EncodePlan
         return EncodePlan(self, D, G, k, tol=tol, mean=mean, scale=scale, width=width)
 
-    def prepare_basis(self, D, Q, L, G):
-        """Bind the streaming transform's basis arrays (D and Q (lb, m), L and G (lb, lb)):
-        a workspace with ``wp_row(n, x)`` and ``append(n, a, proj, x)``, the one-row Wp test
-        and the atom append.  The specification is
-        :class:`hal.backends.numpy.basis.BasisWorkspace`; ``native`` fuses an append with the
-        next row's test (one pass over the basis per join instead of two)."""
+    def prepare_basis(self, D, G, Li):
+        """Bind the streaming transform's state arrays (D (lb, m); G = D D^T and Li, the
+        inverse of G's Cholesky factor, (lb, lb)): a workspace with ``run`` (Algorithm 2 on a
+        batch: the Wp tests, the joins, the OMP codes), ``wp`` (the projection error) and
+        ``plan`` (the execution phase's encode plan).  The specification is
+        :class:`hal.backends.numpy.basis.BasisWorkspace`; ``native`` runs a batch in one C
+        call."""
         raise NotImplementedError(f"backend {self.name!r} needs prepare_basis")
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0,

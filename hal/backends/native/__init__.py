@@ -7,15 +7,16 @@ one C loop per sample, and the k-sparse first-layer products of the trainer
 (``gather_matmul`` and its transpose) are too.  Every matrix product still goes through the
 BLAS backend (OpenBLAS through cffi), which this backend extends.
 
-The streaming transform's joins have kernels too (:meth:`NativeBackend.prepare_basis`): the
-Gram-Schmidt append of an atom (its rows of D, Q, L and G) in one call, whose pass over the
-basis Q also computes the next row's projections for its Wp test.  Their projections are dot
-products in a fixed order of their own (vectors of VBYTES, a fixed reduction tree), so the
-fused result equals a separate call's bit for bit and the transform keeps its batch-split
-identity; their specification is ``hal/backends/numpy/basis.py``.
+The streaming transform has kernels too (:meth:`NativeBackend.prepare_basis`): Algorithm 2 on
+a batch - the Wp tests from the inverse Cholesky factor of the Gram matrix, the joins, the OMP
+codes - is one C call (``stream.c``), and every correlation, in a batch or alone, is computed
+in a fixed order of its own (``correlate.c``), so results do not depend on the batch split;
+their specification is ``hal/backends/numpy/basis.py``.  :meth:`NativeBackend.prepare_encode`
+binds a dictionary for the execution phase: a whole encode in one call.
 
 Files.  The kernels are C files beside this one, named after the NumPy specification they
-implement (``omp.c``, ``sparse.c``, ``basis.c``; ``kernels.h`` the prototypes, ``kernels.c``
+implement (``omp.c``, ``sparse.c``, ``basis.c``, ``correlate.c``, ``stream.c``;
+``kernels.h`` the prototypes, ``kernels.c``
 the unit that instantiates them for float and double).  :mod:`.build` compiles and caches
 them and loads them through cffi; :meth:`NativeBackend.probe` says why the backend cannot run
 (no cffi, no compiler, a failed build).
@@ -31,8 +32,8 @@ uses the textbook Batch-OMP form (progressive Cholesky factor ``L`` of the chose
 Gram matrix, coefficients from two triangular solves, ``alpha = alpha0 - G_I gamma``) rather
 than NumPy's scaled-direction form, so results are **not bit-identical** to NumPy's:
 coefficients agree within ``rtol`` (below) and supports agree wherever the argmax is not a
-near tie.  Each sample is coded on its own, so results do not depend on the batch split
-(the correlations come from the same fixed-size row blocks as NumPy's).
+near tie.  Each sample is coded on its own and its correlations are computed in a fixed
+order (``correlate.c``), so results do not depend on the batch split.
 """
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ class NativeBackend(BlasBackend):
 
     name = "native"
     bit_identical = False
-    # the kernel codes each sample on its own and |x|^2 comes from the fixed 16-row product
-    # tile: a lone sample needs no partner (see NumpyBackend.omp_encode)
+    # the kernel codes each sample on its own and its correlations and |x|^2 come in a fixed
+    # order: a lone sample needs no partner (see NumpyBackend.omp_encode)
     _lone_as_pair = False
     rtol = {"float32": 1e-5, "float64": 1e-13}
 
@@ -162,7 +163,7 @@ class NativeBackend(BlasBackend):
             if not arr.flags.c_contiguous:
                 raise ValueError("omp outputs must be C-contiguous")
         tol2 = -1.0 if tol is None else float(tol) ** 2
-        return int(fn(n, l, k, k, ptr(ffi, ct, c), ptr(ffi, ct, xx), ptr(ffi, ct, G), tol2,
+        return int(fn(n, l, k, k, ptr(ffi, ct, c), ptr(ffi, ct, xx), ptr(ffi, ct, G), l, tol2,
                       float(np.finfo(dt).eps), ptr(ffi, ct, A["scratch"]),
                       ptr(ffi, "int *", idx), ptr(ffi, ct, val), ptr(ffi, "int *", nnz),
                       ptr(ffi, ct, resid_out)))
@@ -177,19 +178,12 @@ class NativeBackend(BlasBackend):
         return EncodePlan(self._nffi, self._nlib, D, np.ascontiguousarray(G), k, tol=tol,
                           mean=mean, scale=scale, width=width)
 
-    # -- the streaming transform's basis (its joins) -----------------------------------
-    def prepare_basis(self, D, Q, L, G) -> "BasisWorkspace":
-        """Bind the transform's state arrays (D and Q (lb, m), L and G (lb, lb); C-contiguous,
-        one float dtype, kept for the workspace's life) and allocate the kernels' scratch."""
-        dt = D.dtype
-        lb, m = D.shape
-        for name, a, shape in (("D", D, (lb, m)), ("Q", Q, (lb, m)), ("L", L, (lb, lb)),
-                               ("G", G, (lb, lb))):
-            if a.dtype != dt or a.shape != shape or not a.flags.c_contiguous \
-                    or dt not in (np.float32, np.float64):
-                raise ValueError(f"prepare_basis: {name} should be C-contiguous {dt} of shape "
-                                 f"{shape}, got {a.dtype} {a.shape}")
-        return BasisWorkspace(self._nffi, self._nlib, D, Q, L, G)
+    # -- the streaming transform -------------------------------------------------------
+    def prepare_basis(self, D, G, Li) -> "BasisWorkspace":
+        """Bind the transform's state arrays (D (lb, m), G and Li (lb, lb); C-contiguous, one
+        float dtype, kept for the workspace's life) to the ``stream`` kernel: Algorithm 2 on
+        a batch in one call (see :class:`BasisWorkspace`)."""
+        return BasisWorkspace(self._nffi, self._nlib, D, G, Li)
 
     def project(self, Q, x, out, h=None, u=None):
         """``out[:] = Q @ x`` and ``u -= h @ Q`` in one pass over Q (the basis kernels'

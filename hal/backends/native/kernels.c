@@ -1,4 +1,4 @@
-/* The native backend's one translation unit: omp.c, sparse.c, basis.c and correlate.c instantiated for
+/* The native backend's one translation unit: omp.c, sparse.c, basis.c, correlate.c and stream.c instantiated for
    float (suffix _f32) and double (_f64) by the preprocessor.  Inside them F(name) is
    name_f32 or name_f64, REAL the type, SQRT its square root, UINT/ABSMASK its bit pattern's
    integer and |.| mask, QB the columns per register block of OMP's direction update. */
@@ -36,6 +36,7 @@
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 #include "correlate.c"
+#include "stream.c"
 #pragma GCC pop_options
 #undef REAL
 #undef SQRT
@@ -56,6 +57,7 @@
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 #include "correlate.c"
+#include "stream.c"
 #pragma GCC pop_options
 #undef REAL
 #undef SQRT
