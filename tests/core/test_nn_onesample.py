@@ -91,6 +91,24 @@ def test_sparse_codes_one_sample_is_the_batch_path_bit_for_bit(backend, _backend
                                    atol=1e-6)
 
 
+def test_a_loaded_network_computes_codes_as_the_saved_one(tmp_path):
+    """The first layer's product for compact codes ("auto" picks one by timing) is saved:
+    a loaded model's outputs are the saved model's, bit for bit, batch and one sample."""
+    from tinydl.codes import SparseCodes
+    rng = np.random.default_rng(6)
+    idx = np.stack([rng.choice(30, 5, replace=False) for _ in range(60)]).astype(np.int32)
+    codes = SparseCodes(idx, rng.standard_normal(idx.shape).astype(np.float32), 30)
+    for mode in ("gather", "dense"):
+        clf = MLPClassifier(hidden_layer_sizes=(8,), epochs=2, sparse_product=mode)
+        clf.fit(codes, rng.integers(0, 3, 60))
+        clf.save(tmp_path / f"{mode}.npz")
+        back = MLPClassifier.load(tmp_path / f"{mode}.npz")
+        assert back.network_.layers[0].sparse_product == mode
+        assert np.array_equal(back.decision_function(codes), clf.decision_function(codes))
+        one = SparseCodes(idx[:1].copy(), codes.values[:1].copy(), 30)
+        assert np.array_equal(back.decision_function(one), clf.decision_function(one))
+
+
 def test_cnn_keeps_the_batch_path():
     from tinydl.nn import CNNClassifier
     rng = np.random.default_rng(3)
