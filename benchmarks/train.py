@@ -7,7 +7,8 @@ printout and the JSON (``backend``) say which.
 For the [100, 64, 32, 19] ("small") and [5625, 1024, 512, 19] ("large") MLPs at batch 32, 128
 and 512: training samples/s (SGD with momentum, L2 loss, same shuffled mini-batches), batch-1
 and batch-256 inference latency (the bare network call: tinydl ``Network.forward`` on its
-workspaces, PyTorch ``model(x)`` under ``inference_mode``).  Also compact codes (l=100, k=20)
+workspaces - one row runs the network's one-sample plan, ``tinydl/nn/infer.py`` - PyTorch
+``model(x)`` under ``inference_mode``).  Also compact codes (l=100, k=20)
 through the first layer (64 units, batch 32): ``backend.gather_matmul`` against the dense
 product on the scattered codes, forward and weight gradients (a training step's work; the
 JSON's first-layer figures), forward alone printed too, and the footprint reported before a run
