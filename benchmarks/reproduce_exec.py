@@ -34,12 +34,10 @@ def main(argv=None) -> int:
                     help="a full run's JSON (tinydl reproduce --json): its chosen settings")
     ap.add_argument("--epochs", type=int, default=1, help="epochs per update (default 1)")
     ap.add_argument("--backend", default=None, metavar="NAME",
-                    help="run both learners on this hal backend (sets TINYDL_BACKEND, which "
-                         "tinydl reproduce reads too; default: hal.select_backend's choice)")
+                    help="run both learners on this hal backend (as tinydl reproduce "
+                         "--backend; default: hal.select_backend's choice)")
     ap.add_argument("--json", default=None, metavar="OUT")
     args = ap.parse_args(argv)
-    if args.backend:
-        os.environ["TINYDL_BACKEND"] = args.backend
     import hal.threads
     from tinydl.reproduce import Settings
     from tinydl.reproduce.exec_timing import chosen_settings, exec_timing
@@ -52,7 +50,8 @@ def main(argv=None) -> int:
     for path in args.data:
         key = os.path.basename(os.path.normpath(path))
         chosen = chosen_settings(full[key]) if key in full else None
-        r = exec_timing(path, Settings(epochs=args.epochs), chosen=chosen)
+        r = exec_timing(path, Settings(epochs=args.epochs, backend=args.backend),
+                        chosen=chosen)
         r["chosen_from"] = args.from_json if chosen else "the protocol's reference size"
         results[key] = r
         rows.append([key, "-".join(map(str, r["raw_sizes"])),

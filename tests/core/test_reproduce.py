@@ -160,3 +160,15 @@ def test_exec_timing_alone_uses_the_full_runs_choices(tmp_path, dsa_file):
     assert proc.returncode == 0, proc.stderr
     assert "e2e ratio" in proc.stdout
     assert "exec_time_ratio_with_transform" in json.loads(out.read_text())["digits"]
+
+
+def test_reproduce_backend_flag_runs_both_learners_there(tmp_path, require_backend):
+    """--backend picks the learners' backend; the profile's predictions keep the profile's
+    own (jetson-tk1 has no figures for native)."""
+    require_backend("native")
+    out = tmp_path / "r.json"
+    assert main(["reproduce", "--data", "digits", "--quick", "--noise", "off",
+                 "--no-departures", "--backend", "native", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["digits"]
+    assert r["backend"] == "native" and r["settings"]["backend"] == "native"
+    assert r["predicted"]["exec_time_ratio_with_transform"] > 0

@@ -62,7 +62,8 @@ def add_arguments(p):
                         "machine two threads are often much slower; recorded in the JSON)")
     p.add_argument("--backend", default=None, metavar="NAME",
                    help="the hal backend both learners run on (default: hal.select_backend's "
-                        "choice, or TINYDL_BACKEND; 'native' has the fast one-sample OMP)")
+                        "choice; 'native' has the fast one-sample OMP); the profile's "
+                        "predictions use the profile's own backend")
     p.add_argument("--no-departures", action="store_true",
                    help="skip the runs that measure each departure against the paper's rule")
 
@@ -79,7 +80,7 @@ def settings_from_args(args):
         window=args.window or (min(d.window, 256) if args.quick else d.window),
         epochs=args.epochs or (min(d.epochs, 3) if args.quick else d.epochs),
         seed=args.seed, profile=args.profile, host_profile=args.host_profile, noise=args.noise,
-        departures=not args.no_departures, quick=args.quick)
+        departures=not args.no_departures, quick=args.quick, backend=args.backend)
 
 
 def _plot_path(base, key, several):
@@ -96,19 +97,10 @@ def run(args):
     from ..reproduce import format_report, plot_noise, reproduce
     from . import emit_json
     set_num_threads(args.threads)
-    # both learners pick their backend by hal.select_backend, which reads TINYDL_BACKEND
-    old = os.environ.get("TINYDL_BACKEND")
     if args.backend:
         import hal
         hal.select_backend(args.backend)  # an unknown or unrunnable one stops here, before work
-        os.environ["TINYDL_BACKEND"] = args.backend
-    try:
-        results = reproduce(args.data, settings_from_args(args))
-    finally:
-        if old is None:
-            os.environ.pop("TINYDL_BACKEND", None)
-        else:
-            os.environ["TINYDL_BACKEND"] = old
+    results = reproduce(args.data, settings_from_args(args))
     for r in results.values():
         r["blas_threads"] = args.threads
     noisy = [k for k, r in results.items() if "noise" in r]

@@ -134,6 +134,9 @@ class Settings:
     hidden_ladder: Tuple[Tuple[int, ...], ...] = HIDDEN_LADDER
     raw_hidden: Optional[Tuple[int, ...]] = None   # override the application's
     l_candidates: Optional[Tuple[int, ...]] = None  # override L_CANDIDATES
+    # the hal backend both learners run on (None: hal.select_backend's choice); the
+    # predictions for the profile price the profile's own backend whatever this is
+    backend: Optional[str] = None
 
     def resolved(self) -> "Settings":
         """Quick mode's small settings filled in (explicit values win)."""

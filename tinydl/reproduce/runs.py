@@ -84,7 +84,7 @@ def run_raw(S, hidden, st, source, classes, recipe="sgd-l2") -> Run:
     # the first 256 stream samples' statistics, the rule TinyDL's standardizer uses
     mu, sd = fit_stats(S["X"][:min(256, len(S["X"]))], np.float32)
     net = MLPClassifier(hidden_layer_sizes=tuple(hidden), dropout=st.raw_dropout, epochs=1,
-                        seed=st.seed, dtype="float32",
+                        seed=st.seed, dtype="float32", backend=st.backend,
                         **_recipe(recipe))
     learner = RawStreamLearner(net, st.window, st.n_batch, st.epochs, S["X"].shape[1],
                                np.float32)
@@ -142,7 +142,7 @@ def run_tiny(S, l, k, alpha, hidden, st, source, classes, recipe="sgd-l2", stand
     tiny = TinyDLClassifier(l=l, k=k, alpha=alpha, hidden_layer_sizes=tuple(hidden),
                             window=st.window, n_batch=st.n_batch, epochs_per_update=st.epochs,
                             standardize=standardize, dropout=0.0, seed=st.seed, dtype="float32",
-                            **kw)
+                            backend=st.backend, **kw)
     # the transform and the retraining never nest, so one source serves both meters
     train, transform, fills = Meter(source), Meter(source), []
     curve = {"samples": [], "seconds": [], "error": []}
