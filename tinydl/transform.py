@@ -302,7 +302,12 @@ class StreamingDictionary(Algorithm2Scan):
         f = self.__dict__.get("_fast")
         if f is None or type(X) is not np.ndarray or X.ndim != 2 \
                 or not 0 < X.shape[0] <= _FAST_ROWS or X.shape[1] != f[1] \
-                or X.dtype != f[2] or not X.flags.c_contiguous or self._params_key() != f[0]:
+                or X.dtype != f[2] or not X.flags.c_contiguous:
+            return None
+        try:
+            if self._params_key() != f[0]:
+                return None
+        except (TypeError, ValueError):  # a parameter set to something odd: the checks say
             return None
         n = X.shape[0]
         if want_codes:
