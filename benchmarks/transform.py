@@ -32,6 +32,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# one BLAS thread, as the docstring says, set before NumPy loads OpenBLAS (an idle OpenBLAS
+# worker spins after each call and took a core from the single-threaded kernels: the shared
+# streams measured 2x their one-thread time on this 2-core machine)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import warnings  # noqa: E402
