@@ -18,7 +18,7 @@ from ._algorithm2 import _refine_below, _wp_floor
 __all__ = ["ExecutionPaths"]
 
 #: most rows a call streams through the bound runner (:meth:`ExecutionPaths._fast_stream`)
-_FAST_ROWS = 64
+_FAST_ROWS = 48  # (CSB in the native kernels: one block)
 
 
 class ExecutionPaths:

@@ -336,22 +336,45 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             take = min(p["n_standardize"] - before, n)
             self._pending[before:before + take] = X[:take]
             self._fix_stats(self._pending[:before + take])
-            rows = np.concatenate([self._pending[:before], X]) if before else X
+            # the held rows, then the batch: raw, standardized chunk by chunk by the runner
+            parts = (self._pending[:before], X) if before else (X,)
             offset = before
             self._pending = None
             self._n_pending = 0
         else:
-            rows = X
-        rows = self._standardized(rows)
-        n_before, stats_before = self.n_atoms_, self.mean_ is not None
-        idx, val = self._run(rows, p, want_codes or offset > 0)
-        if self.n_atoms_ != n_before or stats_before != (self.mean_ is not None) or restart \
-                or not fitted:
-            self._ready(p)  # the dictionary changed: the execution phase follows it
+            parts = (X,)
+        n_before = self.n_atoms_
         fast = self.__dict__.get("_fast")
         if fast is None or fast[0] != self._params_key():
-            self._prepare_fast(p)
-        return idx[offset:], val[offset:]
+            self._prepare_fast(p)  # the runner, bound to the statistics as they are now
+        idx, val = self._run_raw(parts, p, want_codes)
+        if self.n_atoms_ != n_before or offset or restart or not fitted:
+            self._ready(p)  # the dictionary changed: the execution phase follows it
+        return (idx[offset:], val[offset:]) if want_codes else (None, None)
+
+    def _run_raw(self, parts, p, want_codes: bool):
+        """Algorithm 2 on the raw (checked) rows of ``parts``, in order, through the bound
+        runner, as many rows per call as it takes: each chunk is standardized inside the
+        call (no standardized copy of the batch); the same bits as any other split."""
+        run = self._fast[3]
+        total = sum(part.shape[0] for part in parts)
+        kc = self._fast[4]
+        idx = val = None
+        if want_codes:
+            idx, val = np.empty((total, kc), np.int32), np.empty((total, kc), self.dtype_)
+        step = getattr(run, "rows", None) or max(total, 1)
+        pos = 0
+        for part in parts:
+            for s in range(0, part.shape[0], step):
+                chunk = part[s:s + step]
+                e = pos + chunk.shape[0]
+                r = run(chunk, None if idx is None else idx[pos:e],
+                        None if val is None else val[pos:e], self.n_atoms_)
+                if r < 0:  # the rows were checked: only a runner's own limits get here
+                    raise RuntimeError(f"the backend's stream refused {chunk.shape} rows")
+                self.n_atoms_ = r
+                pos = e
+        return idx, val
 
     def _ready(self, p) -> None:
         """Prepare the execution phase (OMP's Gram matrix and the backend's encode plan) for
