@@ -113,7 +113,7 @@ class EncodePlan:
             # private, zero-padded copy made once here
             DT = np.zeros((m, int(getattr(lib, "correlate_width_" + sfx)(l))), dt)
             DT[:, :l] = D.T
-        m = DT.shape[0]
+        m = DT.shape[0] if D is not None else DT.shape[0] - 1  # (see BasisWorkspace.DT)
         k = int(min(k, l))
         width = k if width is None else int(width)
         if width < k:
@@ -196,8 +196,10 @@ class BasisWorkspace:
         self.D, self.G, self.Li = D, G, Li
         sfx = "f32" if dt == np.float32 else "f64"
         self._sfx, self._ct, self._ffi, self._lib = sfx, _CTYPES[dt], ffi, lib
-        self.DT = np.zeros((m, int(getattr(lib, "correlate_width_" + sfx)(lb))), dt)
-        self.DT[:, :lb] = D.T
+        # one zero row past the end: the correlations of atoms that joined within a block are
+        # read from column n0 on, whole vectors at a time, which may run past a row's end
+        self.DT = np.zeros((m + 1, int(getattr(lib, "correlate_width_" + sfx)(lb))), dt)
+        self.DT[:m, :lb] = D.T
         rows = 48  # CSB in kernels.c
         self._scratch = {"c": np.zeros(lb, dt), "z": np.zeros(lb, dt), "w": np.zeros(lb, dt),
                          "r": np.zeros(m, dt), "corr": np.zeros((rows, lb), dt),
@@ -284,6 +286,7 @@ class BasisWorkspace:
                 warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)
             return r
         call.keep = keep
+        call.rows = int(rows)  # the most rows per call (its standardization buffer)
         return call
 
     def wp(self, n, X):

@@ -139,7 +139,7 @@ void F(correlate)(long n, long l, long m, const REAL *X, long ldx, const REAL *D
         __builtin_memset(acc, 0, (unsigned long)(nb * lw) * sizeof(REAL));
         for (long t0 = 0; t0 < m; t0 += CKC) {
             const long t1 = t0 + CKC < m ? t0 + CKC : m;
-            for (long s0 = 0; s0 < nb; s0 += 6) {
+            for (long s0 = 0; nvec && s0 < nb; s0 += 6) {  /* (no atoms: |x|^2 only) */
                 const int ns = nb - s0 < 6 ? (int)(nb - s0) : 6;
                 /* groups of at most 12 / ns vectors, as even as possible (13 vectors as 7 + 6,
                    not 12 + 1: a lone vector is one FMA chain, latency-bound) */
