@@ -11,7 +11,9 @@ Gaussian data (no file is read), one BLAS thread, medians of ``--repeat`` single
   the public ``transform`` (dense codes returned, allocated) of the same sample;
 * ``predict_b1_us``: ``TinyDLClassifier.predict`` of one sample, end to end (network
   l-64-n_classes), and in parts: ``predict_transform_into_us`` (the transform's call on the
-  standardized row) and ``predict_network_us`` (the network on its codes);
+  standardized row) and ``predict_network_us`` (the network on its codes); where the backend
+  fuses the whole one-sample predict into one call (native: ``predict_fused`` true),
+  ``predict_unfused_b1_us`` is the same predict through the separate calls, timed alongside;
 * ``raw_b1_us``: the raw network of that size (5625-2000-500-19, 617-512-256-26,
   520-256-128-13) through tinydl's ``MLPClassifier.predict`` on one sample;
 * ``sklearn_b1_us``: ``sklearn.linear_model.orthogonal_mp_gram`` on one sample, the Gram
@@ -87,7 +89,7 @@ def run(m, l, k, raw_hidden, n_classes, backend, repeat):
     out["predict_b1_us"] = median_us(lambda: clf.predict(x1), repeat)
     row = clf.__dict__.get("_row")  # the one-sample path predict took (tinydl.onesample)
     if row is not None:
-        clf.predict(x1)  # its buffers now hold x1's standardized row and codes
+        row.outputs(x1)  # its buffers now hold x1's standardized row and codes
         # predict_b1_us in parts: the transform's call, and the network on its codes; the
         # rest (validation, standardization, the label) is predict - both
         xs = x1 if row.x is None else row.x
@@ -95,6 +97,14 @@ def run(m, l, k, raw_hidden, n_classes, backend, repeat):
             lambda: clf.transform_.transform_into(xs, row.indices, row.values), repeat)
         out["predict_network_us"] = median_us(
             lambda: row.plan.run_codes(row.indices, row.values), repeat)
+        fused = getattr(row, "fused", None)
+        out["predict_fused"] = fused is not None
+        if fused is not None:  # the same predict without the fused kernel (before/after)
+            row.fused = None
+            try:
+                out["predict_unfused_b1_us"] = median_us(lambda: clf.predict(x1), repeat)
+            finally:
+                row.fused = fused
 
     raw = MLPClassifier(hidden_layer_sizes=raw_hidden, epochs=1, dtype="float32",
                         backend=backend)

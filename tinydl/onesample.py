@@ -36,6 +36,8 @@ from typing import Optional
 
 import numpy as np
 
+from .nn.infer import layer_specs
+
 __all__ = ["OneSample", "OneSamplePath", "prepare_one_sample"]
 
 
@@ -81,8 +83,26 @@ class OneSample:
         # each output's label as a one-element array: predict returns a copy of one
         self.labels1 = [self.labels[j:j + 1] for j in range(len(self.labels))]
         self.shape = (1, m)
+        self.fused, self._into = self._fuse(learner, kc)
         self.nbytes = int(sum(a.nbytes for a in (self.x, self.indices, self.values)
-                              if a is not None) + plan.nbytes)
+                              if a is not None) + plan.nbytes
+                          + (0 if self.fused is None else self.fused.nbytes))
+
+    def _fuse(self, learner, kc):
+        """The backend's fused one-sample predict (``prepare_predict``: the native backend's
+        one kernel call for the standardization, the codes, the code scale, the network and
+        the argmax) with the transform's execution state it was made for; (None, None) where
+        the backend has none or the network has a layer it does not run."""
+        prepare = getattr(self.net.backend, "prepare_predict", None)
+        specs = layer_specs(self.net) if prepare is not None else None
+        if specs is None or (self.mean is not None and (
+                self.mean.dtype != self.dtype or self.scale.dtype != self.dtype)):
+            return None, None
+        into = self.transform._prepare_into()  # kept by the transform: a change replaces it
+        if into[6] is None or into[2] != kc:
+            return None, None
+        fused = prepare(into[6], self.mean, self.scale, self.code_scale, specs)
+        return (None, None) if fused is None else (fused, into)
 
     def valid_for(self, learner) -> bool:
         """Whether these buffers still describe ``learner``'s state."""
@@ -91,7 +111,8 @@ class OneSample:
                 and learner.transform_ is self.transform
                 and learner.standardizer_ is self.std
                 and (self.mean is None or self.std.mean_ is self.mean)
-                and self.plan.valid_for(self.net))
+                and self.plan.valid_for(self.net)
+                and (self._into is None or self.transform.__dict__.get("_into") is self._into))
 
     def outputs(self, X) -> Optional[np.ndarray]:
         """The network's outputs (1, n_outputs) for one raw sample ``X`` (1, n_features), a
@@ -119,8 +140,15 @@ class OneSample:
     def predict(self, X) -> Optional[np.ndarray]:
         """The label of one raw sample, shape (1,) (a new array), or None as
         :meth:`outputs`."""
-        z = self.outputs(X)
-        return None if z is None else self.labels1[z.argmax()].copy()
+        f = self.fused
+        if f is None:
+            z = self.outputs(X)
+            return None if z is None else self.labels1[z.argmax()].copy()
+        if type(X) is not np.ndarray or X.shape != self.shape or X.dtype != self.dtype \
+                or not X.flags.c_contiguous:
+            return None
+        j = f.predict(X, self.indices, self.values)  # -1: a NaN or Inf (the batch path says)
+        return None if j < 0 else self.labels1[j].copy()
 
 
 def prepare_one_sample(learner) -> Optional[OneSample]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 
-__all__ = ["RowPlan", "build_row_plan", "row_is_finite"]
+__all__ = ["RowPlan", "build_row_plan", "layer_specs", "row_is_finite"]
 
 
 def _relu(h):
@@ -177,3 +177,24 @@ def build_row_plan(network, sparse_input: bool) -> Optional[RowPlan]:
         if type(layer) not in (Dense, ReLU, Tanh, Sigmoid, Dropout):
             return None
     return RowPlan(network, sparse_input)
+
+
+def layer_specs(network) -> Optional[list]:
+    """The network's inference layers as a fused kernel takes them (the native backend's
+    ``prepare_predict``): ``("dense", W, b)``, ``("relu",)``, ``("tanh",)``,
+    ``("sigmoid",)`` in order, dropout left out (the identity at inference); None when a
+    layer is of another kind or the first is not a dense layer fed compact codes by
+    ``"gather"``."""
+    layers = network.layers
+    if not isinstance(layers[0], Dense) or layers[0].sparse_product != "gather":
+        return None
+    specs = []
+    for layer in layers:
+        kind = type(layer)
+        if kind is Dense:
+            specs.append(("dense", layer.p["W"], layer.p["b"]))
+        elif kind in (ReLU, Tanh, Sigmoid):
+            specs.append((layer.kind,))
+        elif kind is not Dropout:
+            return None
+    return specs

@@ -43,7 +43,7 @@ import numpy as np
 
 from ...backend import BackendUnavailable, OMPWorkspace, SparseCodes
 from ..blas import BlasBackend
-from .bound import BasisWorkspace, EncodePlan, SparseLayerPlan, bad_index, ptr
+from .bound import BasisWorkspace, EncodePlan, PredictPlan, SparseLayerPlan, bad_index, ptr
 from .build import build_library, load, load_error
 
 __all__ = ["NativeBackend", "build_library"]
@@ -177,6 +177,15 @@ class NativeBackend(BlasBackend):
                                           width=width)
         return EncodePlan(self._nffi, self._nlib, D, np.ascontiguousarray(G), k, tol=tol,
                           mean=mean, scale=scale, width=width)
+
+    def prepare_predict(self, plan, mean, scale, code_scale, layers):
+        """A learner's one-sample predict in one kernel call (see :class:`PredictPlan`):
+        the encode of ``plan`` (one made by this backend, without statistics of its own) on
+        the row standardized by ``mean`` and ``scale``, the codes times ``code_scale``, the
+        network's ``layers``; None where that does not apply (another plan or dtype)."""
+        if not isinstance(plan, EncodePlan) or plan.mean is not None:
+            return None
+        return PredictPlan(self._nffi, self._nlib, plan, mean, scale, code_scale, layers)
 
     # -- the streaming transform -------------------------------------------------------
     def prepare_basis(self, D, G, Li) -> "BasisWorkspace":

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SparseLayerPlan", "BasisWorkspace", "EncodePlan", "bad_index", "ptr"]
+__all__ = ["SparseLayerPlan", "BasisWorkspace", "EncodePlan", "PredictPlan", "bad_index",
+           "ptr"]
 
 
 def bad_index(idx: np.ndarray, pos: int, rows: int) -> IndexError:
@@ -308,3 +309,82 @@ class BasisWorkspace:
                                     mean=mean, scale=scale, width=width, DT=self.DT, l=n)
             self._plan_key = key
         return self._plan
+
+
+_LAYER_KINDS = {"dense": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+
+
+class PredictPlan:
+    """A learner's one-sample predict bound to the ``predict1`` kernel (``predict.c``): the
+    finiteness check, the standardization (``mean``, ``scale``), the correlations and OMP of
+    ``encode`` on the atoms of ``plan`` (an :class:`EncodePlan` without statistics of its own:
+    its dictionary, Gram matrix and scratch are shared), the code scale, the network's first
+    layer fed the codes (the ``gather`` arithmetic) and its other layers, in one call.
+
+    ``layers``: ``("dense", W, b)`` first (W (rows, q0): the codes' layer), then
+    ``("dense", W, b)``, ``("relu",)``, ``("tanh",)`` or ``("sigmoid",)``, arrays C-contiguous
+    of the plan's dtype (kept, read at each call).  :attr:`out` (1, n_outputs) receives the
+    outputs."""
+
+    def __init__(self, ffi, lib, plan, mean, scale, code_scale, layers):
+        dt = plan.dtype
+        m = plan.m
+        if plan.mean is not None:
+            raise ValueError("prepare_predict: the encode plan standardizes already")
+        for name, a in (("mean", mean), ("scale", scale)):
+            if a is not None and (a.dtype != dt or a.shape != (m,) or not a.flags.c_contiguous):
+                raise ValueError(f"prepare_predict: {name} should be C-contiguous {dt} of shape "
+                                 f"({m},), got {a.dtype} {a.shape}")
+        sfx = "f32" if dt == np.float32 else "f64"
+        ct = _CTYPES[dt]
+        keep = [plan, mean, scale]
+        fields = dict(plan._ptrs)
+        if mean is not None:
+            xs = np.empty((1, m), dt)
+            keep.append(xs)
+            fields.update(mean=ptr(ffi, ct, mean), scale=ptr(ffi, ct, scale), xs=ptr(ffi, ct, xs))
+        self._enc = ffi.new(f"struct tdl_encode_{sfx} *", fields)
+        specs = ffi.new(f"struct tdl_layer_{sfx}[]", len(layers))
+        h, n_in = None, plan.l
+        for i, layer in enumerate(layers):
+            kind = _LAYER_KINDS[layer[0]]
+            if (i == 0) != (kind == 0 and h is None):
+                raise ValueError("prepare_predict: the first layer must be dense (the codes')")
+            if kind == 0:
+                W, b = layer[1], layer[2]
+                rows, q = W.shape
+                if i and rows != n_in or W.dtype != dt or b.shape != (q,) or b.dtype != dt \
+                        or not (W.flags.c_contiguous and b.flags.c_contiguous):
+                    raise ValueError(f"prepare_predict: layer {i}: W {W.dtype} {W.shape} and "
+                                     f"b {b.dtype} {b.shape} do not take {n_in} inputs")
+                h = np.zeros(q, dt)
+                keep += [W, b, h]
+                specs[i].W, specs[i].b = ptr(ffi, ct, W), ptr(ffi, ct, b)
+                specs[i].n_in, n_in = rows, q
+            else:
+                specs[i].n_in = n_in
+            specs[i].kind, specs[i].n_out = kind, n_in
+            specs[i].y = ptr(ffi, ct, h)  # activations work in place
+        self.out = h.reshape(1, -1)
+        self._specs, self._keep = specs, keep
+        self._p = ffi.new(f"struct tdl_predict_{sfx} *", {
+            "enc": self._enc, "layers": specs, "n_layers": len(layers), "dep": 0,
+            "code_scale": float(code_scale)})
+        self._fn = getattr(lib, "predict1_" + sfx)
+        self._fb, self._real, self._int = ffi.from_buffer, ct, _CTYPES[np.dtype(np.int32)]
+        self.dtype, self.m, self.k, self.l, self.width = dt, m, plan.k, plan.l, plan.width
+        self.nbytes = int(sum(a.nbytes for a in keep[3:]))
+
+    def predict(self, x, indices, values) -> int:
+        """The index of the largest output for one raw row ``x`` (1, m) (the outputs in
+        :attr:`out`, the scaled codes in ``indices`` and ``values``, (1, width)), or -1 for a
+        row with a NaN or Inf (nothing written).  The caller checked the arrays."""
+        fb = self._fb
+        r = self._fn(self._p, fb(self._real, x), fb(self._int, indices),
+                     fb(self._real, values))
+        if r < 0:
+            return -1
+        if self._p.dep:
+            from ..numpy.omp import warn_stopped_early
+            warn_stopped_early(1, 1, self.l, self.k, self.m, stacklevel=4)
+        return r

@@ -1,4 +1,5 @@
-/* The native backend's one translation unit: omp.c, sparse.c, basis.c, correlate.c and stream.c instantiated for
+/* The native backend's one translation unit: omp.c, sparse.c, basis.c, correlate.c, stream.c and
+   predict.c instantiated for
    float (suffix _f32) and double (_f64) by the preprocessor.  Inside them F(name) is
    name_f32 or name_f64, REAL the type, SQRT its square root, UINT/ABSMASK its bit pattern's
    integer and |.| mask, QB the columns per register block of OMP's direction update. */
@@ -38,6 +39,7 @@
 #include "correlate.c"
 #include "stream.c"
 #pragma GCC pop_options
+#include "predict.c"
 #undef REAL
 #undef SQRT
 #undef UINT
@@ -59,6 +61,7 @@
 #include "correlate.c"
 #include "stream.c"
 #pragma GCC pop_options
+#include "predict.c"
 #undef REAL
 #undef SQRT
 #undef UINT

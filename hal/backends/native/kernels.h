@@ -83,4 +83,31 @@ long layer_bwd_f32(long, long, long, long, const int *, const float *, const flo
 long layer_bwd_f64(long, long, long, long, const int *, const double *, const double *,
                    double *, double *);
 
+/* the one-sample predict (predict.c): a layer after the encode (kind 0 dense, 1 ReLU,
+   2 tanh, 3 sigmoid; layers[0] is the dense first layer fed the codes) */
+struct tdl_layer_f32 {
+    long kind, n_in, n_out;
+    const float *W, *b;
+    float *y;
+};
+struct tdl_layer_f64 {
+    long kind, n_in, n_out;
+    const double *W, *b;
+    double *y;
+};
+struct tdl_predict_f32 {
+    const struct tdl_encode_f32 *enc;
+    const struct tdl_layer_f32 *layers;
+    long n_layers, dep;
+    float code_scale;
+};
+struct tdl_predict_f64 {
+    const struct tdl_encode_f64 *enc;
+    const struct tdl_layer_f64 *layers;
+    long n_layers, dep;
+    double code_scale;
+};
+long predict1_f32(struct tdl_predict_f32 *, const float *, int *, float *);
+long predict1_f64(struct tdl_predict_f64 *, const double *, int *, double *);
+
 #endif
