@@ -25,9 +25,19 @@ one row (the same operations in the same order: see :mod:`tinydl.nn.infer`); row
 multi-row batch may differ in the last bits of the outputs (BLAS ``?gemm`` against one row's
 ``?gemv`` in the dense layers), the codes not at all.
 
+On a backend with a fused one-sample predict (the native backend's ``prepare_predict``:
+``hal/backends/native/predict.c``), :meth:`OneSample.predict` is one kernel call: the
+finiteness check, this standardization, the transform's encode (the same kernels as
+``transform_into``), the code scale, the network's layers and the argmax.  Its codes are the
+same bits as above (written into ``indices`` / ``values``); its outputs agree with
+:meth:`OneSample.outputs` to rounding (the dense layers after the first sum in input order,
+tanh is libm's: within 1e-5 of the largest output's size in float32, tested), so its label
+is ``outputs``' argmax except on a tie within rounding.  ``outputs`` (``predict_proba``,
+``decision_function``) keeps the bit-identical path above.
+
 The buffers belong to one state: :meth:`OneSample.valid_for` compares the objects they were
-made from (the network, the transform, the standardization statistics, which a rebuild or
-a load replaces) and the learner makes a new one when any changed.  The learner prepares it
+made from (the network, the transform and its prepared execution state, the standardization
+statistics, which a rebuild or a load replaces) and the learner makes a new one when any changed.  The learner prepares it
 at the end of ``fit``, after each ``partial_fit`` that updated the network and on ``load``.
 """
 from __future__ import annotations
@@ -101,6 +111,7 @@ class OneSample:
         into = self.transform._prepare_into()  # kept by the transform: a change replaces it
         if into[6] is None or into[2] != kc:
             return None, None
+        self.fused_specs = specs
         fused = prepare(into[6], self.mean, self.scale, self.code_scale, specs)
         return (None, None) if fused is None else (fused, into)
 

@@ -291,3 +291,99 @@ def test_learner_one_sample_predict_allocates_no_array_data(backend, _backend):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 4096, peak  # the standardized row alone is 8000 bytes, a layer 4096
+
+
+# -- the native backend's fused one-sample predict (hal/backends/native/predict.c) ---------
+# One kernel call: standardization, codes, code scale, the network, the argmax.  The codes
+# and the first layer are the same arithmetic as the NumPy one-sample path (bit-identical);
+# the dense layers after it sum in input order where NumPy's gemv may not, and tanh is libm's:
+# outputs within FUSED_RTOL of the largest output's size, and the same predicted classes.
+FUSED_RTOL = 1e-5
+
+
+def _fused_matches_numpy_path(clf, rows):
+    row = clf._row
+    assert row is not None and row.fused is not None and row.valid_for(clf)
+    for i in range(len(rows)):
+        x = rows[i:i + 1]
+        z = row.outputs(x).copy()  # the NumPy one-sample path (buffers of its own)
+        idx, val = row.indices.copy(), row.values.copy()
+        label = clf.predict(x)  # the fused kernel: rewrites the codes, fills fused.out
+        assert np.array_equal(row.indices, idx) and np.array_equal(row.values, val)
+        np.testing.assert_allclose(row.fused.out, z, rtol=0,
+                                   atol=FUSED_RTOL * float(np.abs(z).max()))
+        assert label[0] == clf.classes_[np.argmax(z)]
+
+
+def _real_slice(shared_data, name):
+    """(X, y, X_test) float32: a small slice of a shared data set (skips when absent)."""
+    path = shared_data / name
+    if not path.exists():
+        pytest.skip(f"{name} absent: {path} does not exist")
+    with np.load(path, allow_pickle=False) as z:
+        if name.startswith("uji"):
+            return (z["X_train"][:800].astype(np.float32), z["y_train"][:800],
+                    z["X_test"][:80].astype(np.float32))
+        # Daily and Sports (m = 5625): a seeded shuffle (the file is ordered by activity)
+        order = np.random.default_rng(0).permutation(len(z["y"]))[:480]
+        X = z["X"][order].reshape(len(order), -1).astype(np.float32)
+        return X[:400], z["y"][order][:400], X[400:]
+
+
+@pytest.mark.filterwarnings("ignore:OMP stopped early")  # rows of many "not detected" WAPs
+@pytest.mark.parametrize("name", ["ujiindoorloc.npz", "dsa_subset20_f16.npz"])
+def test_fused_predict_matches_the_numpy_path_on_real_data(name, shared_data, _backend):
+    """Real data slices (UJIIndoorLoc m = 520, Daily and Sports m = 5625): codes
+    bit-identical, outputs within FUSED_RTOL, the same classes as the NumPy one-sample
+    path."""
+    X, y, Xt = _real_slice(shared_data, name)
+    clf = _learner(_backend("native"), l=48, k=8, hidden_layer_sizes=(32, 16))
+    clf.fit(X, y)
+    _fused_matches_numpy_path(clf, Xt)
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu"])
+def test_fused_kernel_layers_against_a_float64_transcription(act, _backend):
+    """The fused kernel's network part on each activation it runs (the learner's nets are
+    ReLU: the specs are swapped here), against a float64 transcription of the layers on the
+    codes it wrote."""
+    X, y = _stream()
+    clf = _learner(_backend("native"), hidden_layer_sizes=(12, 9)).fit(X[:500], y[:500])
+    row = clf._row
+    specs = [s if s[0] != "relu" else (act,) for s in row.fused_specs]
+    fused = clf.network_.network_.backend.prepare_predict(
+        row._into[6], row.mean, row.scale, row.code_scale, specs)
+    f = {"tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+         "relu": lambda v: np.maximum(v, 0)}[act]
+    idx, val = row.indices.copy(), row.values.copy()
+    for i in range(500, 540):
+        j = fused.predict(X[i:i + 1], idx, val)
+        h = np.zeros(specs[0][1].shape[0])
+        h[idx[0][idx[0] >= 0]] = val[0][idx[0] >= 0]
+        for s in specs:
+            h = h @ s[1].astype(np.float64) + s[2] if s[0] == "dense" else f(h)
+        np.testing.assert_allclose(fused.out[0], h, rtol=0, atol=1e-5 * np.abs(h).max())
+        assert j == np.argmax(fused.out[0])
+    bad = X[600:601].copy()
+    bad[0, 3] = np.nan
+    assert fused.predict(bad, idx, val) == -1
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        clf.predict(bad)
+
+
+def test_fused_predict_follows_the_transform_state(_backend):
+    """The fused plan is made again when the transform's execution state changes (updates,
+    a re-prepared transform_into) and after a load."""
+    X, y = _stream(900)
+    clf = _learner(_backend("native"))
+    clf.partial_fit(X[:300], y[:300], classes=np.unique(y))
+    first = clf._row.fused
+    assert first is not None
+    clf.partial_fit(X[300:700], y[300:700])
+    assert clf._row.fused is not first
+    clf.transform_._into = None  # the transform re-prepares: the fused plan goes too
+    stale = clf._row
+    assert not stale.valid_for(clf)
+    clf.predict(X[700:701])  # prepared again on use
+    assert clf._row is not stale and clf._row.fused is not None
+    _fused_matches_numpy_path(clf, X[700:720])
