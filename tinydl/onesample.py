@@ -37,8 +37,9 @@ is ``outputs``' argmax except on a tie within rounding.  ``outputs`` (``predict_
 
 The buffers belong to one state: :meth:`OneSample.valid_for` compares the objects they were
 made from (the network, the transform and its prepared execution state, the standardization
-statistics, which a rebuild or a load replaces) and the learner makes a new one when any changed.  The learner prepares it
-at the end of ``fit``, after each ``partial_fit`` that updated the network and on ``load``.
+statistics, which a rebuild or a load replaces) and the learner makes a new one when any
+changed.  The learner prepares it at the end of ``fit``, after each ``partial_fit`` that
+updated the network and on ``load``.
 """
 from __future__ import annotations
 
