@@ -37,15 +37,16 @@ from .errors import not_fitted_error
 from .labels import check_labels, label_classes, label_index
 from .marks import MarkedStream
 from .rebuild import REBUILD_POLICIES
-from .standardize import N_STANDARDIZE, Standardizer
+from .warmup import check_mode, make_standardizer
 from .window import POLICIES, CodeWindow
 
 __all__ = ["TinyDLClassifier"]
 
 # the parameters a checkpoint stores (get_params adds backend and the checkpoint settings)
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
-           "standardize", "dropout", "loss", "optimizer", "learning_rate", "momentum",
-           "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed", "dtype")
+           "standardize", "n_standardize", "dropout", "loss", "optimizer", "learning_rate",
+           "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed",
+           "dtype", "dictionary_dtype")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
 
 
@@ -64,10 +65,15 @@ class TinyDLClassifier(MarkedStream):
         Retrain every ``n_batch`` samples.
     epochs_per_update : int, default=10
         Passes over the window at each retraining.
-    standardize : bool
+    standardize : bool or "running"
         Per-feature standardization before the transform (a departure from the paper; see
-        :mod:`tinydl.standardize`): fixed from the first 256 samples with
+        :mod:`tinydl.standardize`): fixed from the first ``n_standardize`` samples with
         ``rebuild="never"``, from the reservoir at each rebuild with ``rebuild="new-class"``.
+        ``True`` holds those samples back and codes them once the statistics are fixed;
+        ``"running"`` keeps only their running moments (no hold-back buffer) and uses them
+        for the statistics alone (:mod:`tinydl.warmup`; what small-memory plans choose).
+    n_standardize : int, default=256
+        Samples the standardization statistics come from.
     dropout, loss, optimizer, learning_rate, momentum, batch_size : network training settings
         Defaults ``dropout=0``, ``loss="l2"``, ``optimizer="adam"``, ``learning_rate=3e-3``,
         ``batch_size=64`` (with ``epochs_per_update=10``): a measured departure from the
@@ -95,6 +101,9 @@ class TinyDLClassifier(MarkedStream):
         Epochs of the fresh network at a rebuild.
     seed : int
     dtype : {"float32", "float64"}
+    dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
+        How the transform stores its atoms (None: ``dtype``); compute stays in ``dtype``
+        (see :class:`~tinydl.transform.StreamingDictionary`).
     backend : str or hal.Backend, optional
         Where the transform and the network run (``None``: :func:`hal.select_backend`'s
         choice).  :attr:`backend_` names the backend that ran.
@@ -160,10 +169,12 @@ class TinyDLClassifier(MarkedStream):
             _writable(self.__dict__.get(part))
 
     def __init__(self, l=100, k=20, alpha=0.3, hidden_layer_sizes=(64, 32), window=2048,
-                 n_batch=256, epochs_per_update=10, standardize=True, dropout=0.0, loss="l2",
+                 n_batch=256, epochs_per_update=10, standardize=True, n_standardize=256,
+                 dropout=0.0, loss="l2",
                  optimizer="adam", learning_rate=3e-3, momentum=0.9, batch_size=64,
                  window_policy="reservoir", rebuild="new-class", rebuild_epochs=30, seed=0,
-                 dtype="float32", backend=None, checkpoint_dir=None, checkpoint_every=None):
+                 dtype="float32", dictionary_dtype=None, backend=None, checkpoint_dir=None,
+                 checkpoint_every=None):
         self.l = l
         self.k = k
         self.alpha = alpha
@@ -172,6 +183,7 @@ class TinyDLClassifier(MarkedStream):
         self.n_batch = n_batch
         self.epochs_per_update = epochs_per_update
         self.standardize = standardize
+        self.n_standardize = n_standardize
         self.dropout = dropout
         self.loss = loss
         self.optimizer = optimizer
@@ -183,6 +195,7 @@ class TinyDLClassifier(MarkedStream):
         self.rebuild_epochs = rebuild_epochs
         self.seed = seed
         self.dtype = dtype
+        self.dictionary_dtype = dictionary_dtype
         self.backend = backend
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
@@ -194,6 +207,8 @@ class TinyDLClassifier(MarkedStream):
         check_int(self.n_batch, "n_batch", low=1)
         check_int(self.epochs_per_update, "epochs_per_update", low=1)
         check_int(self.rebuild_epochs, "rebuild_epochs", low=1)
+        check_int(self.n_standardize, "n_standardize", low=1)
+        check_mode(self.standardize)
         if self.checkpoint_every is not None:
             check_int(self.checkpoint_every, "checkpoint_every", low=1)
         if self.window_policy not in POLICIES:
@@ -212,8 +227,8 @@ class TinyDLClassifier(MarkedStream):
         self.backend_ = backend if isinstance(backend, str) else backend.name
         # with rebuild="new-class" the statistics come from the window at each rebuild:
         # nothing is held back
-        self.standardizer_ = Standardizer(n_features, N_STANDARDIZE, self.dtype,
-                                          enabled=bool(self.standardize))
+        self.standardizer_ = make_standardizer(n_features, self.n_standardize, self.dtype,
+                                               self.standardize)
         self.transform_ = self._new_transform()
         self.network_ = self._new_network()
         self.classes_ = label_classes(classes)
