@@ -96,8 +96,10 @@ class Backend:
         beta * out + codes.T @ dy``, out (rows, q), dy (n, q).
     rows_matmul(A, B, out=None)
         ``A @ B`` with each row's result independent of the other rows (a stream's split).
-    prepare_basis(D, Q, L, G)
-        The streaming transform's basis: the one-row Wp test and the atom append.
+    prepare_encode(D, G, k, tol=None, mean=None, scale=None, width=None)
+        A dictionary bound for repeated encodes into caller-owned codes (one sample at a time).
+    prepare_basis(D, G, Li)
+        The streaming transform's state: Algorithm 2 on a batch, the projection error.
     """
 
     #: registry name of the backend
@@ -256,12 +258,23 @@ class Backend:
         kernel call per pass."""
         return SparseLayerPlan(self, W, b, y, gW, gb)
 
-    def prepare_basis(self, D, Q, L, G):
-        """Bind the streaming transform's basis arrays (D and Q (lb, m), L and G (lb, lb)):
-        a workspace with ``wp_row(n, x)`` and ``append(n, a, proj, x)``, the one-row Wp test
-        and the atom append.  The specification is
-        :class:`hal.backends.numpy.basis.BasisWorkspace`; ``native`` fuses an append with the
-        next row's test (one pass over the basis per join instead of two)."""
+    def prepare_encode(self, D, G, k, tol=None, mean=None, scale=None, width=None):
+        """Bind a dictionary for repeated encodes into caller-owned codes: ``encode(X,
+        indices, values)`` checks that ``X`` is finite, standardizes it with ``mean`` and
+        ``scale`` (if given) and writes Batch-OMP's codes (``width`` columns, ``-1`` / ``0``
+        past each code's non-zeros).  D (l, m) and G (l, l) are kept, not copied.  The
+        specification is :class:`hal.backends.numpy.encode.EncodePlan` (over this backend's
+        :meth:`omp_encode`); ``native`` runs a whole call in one kernel."""
+        from .backends.numpy.encode import EncodePlan
+        return EncodePlan(self, D, G, k, tol=tol, mean=mean, scale=scale, width=width)
+
+    def prepare_basis(self, D, G, Li):
+        """Bind the streaming transform's state arrays (D (lb, m); G = D D^T and Li, the
+        inverse of G's Cholesky factor, (lb, lb)): a workspace with ``run`` (Algorithm 2 on a
+        batch: the Wp tests, the joins, the OMP codes), ``wp`` (the projection error) and
+        ``plan`` (the execution phase's encode plan).  The specification is
+        :class:`hal.backends.numpy.basis.BasisWorkspace`; ``native`` runs a batch in one C
+        call."""
         raise NotImplementedError(f"backend {self.name!r} needs prepare_basis")
 
     def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float = 1.0,

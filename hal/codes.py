@@ -117,6 +117,10 @@ def codes_to_dense(indices: np.ndarray, values: np.ndarray, n_atoms: int) -> np.
     ndarray of shape (n_samples, n_atoms), the dtype of ``values``
     """
     out = np.zeros((indices.shape[0], n_atoms), values.dtype)
+    if indices.shape[0] == 1:  # one sample (the execution phase): no index arrays
+        keep = indices[0] >= 0
+        out[0, indices[0, keep]] = values[0, keep]
+        return out
     rows, cols = np.nonzero(indices >= 0)
     out[rows, indices[rows, cols]] = values[rows, cols]
     return out

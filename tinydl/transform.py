@@ -21,7 +21,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ._algorithm2 import _SCRATCH, _SMALL_SCAN, Algorithm2Scan
+from ._algorithm2 import _SCRATCH, Algorithm2Scan
 from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
@@ -31,15 +31,16 @@ from .standardize import apply_stats, fit_stats
 __all__ = ["StreamingDictionary", "NotFittedError"]
 
 _KIND = "transform"
-_VERSION = 1
+#: 2: the inverse Cholesky factor "Linv" instead of the orthonormal basis "Q" and "L"
+#: (files of version 1 still load)
+_VERSION = 2
 _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
            "block")
 #: parameters that fix the shape of the state: changing them needs a new fit
 _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
-_PRIVATE_STATE = ("_D", "_Q", "_G", "_L", "_fit_params", "_pending", "_n_pending",
-                  "_since_join", "_P", "_next_wp")
+_PRIVATE_STATE = ("_D", "_G", "_Li", "_fit_params", "_pending", "_n_pending")
 
 
 class StreamingDictionary(Algorithm2Scan):
@@ -189,7 +190,7 @@ class StreamingDictionary(Algorithm2Scan):
         if self._fitted():
             # the state arrays are written by partial_fit: a read-only copy (joblib's memory
             # map) becomes a private one; transform reads only
-            for name in ("_D", "_Q", "_G", "_L", "_pending", "mean_", "scale_"):
+            for name in ("_D", "_G", "_Li", "_pending", "mean_", "scale_"):
                 a = self.__dict__.get(name)
                 if isinstance(a, np.ndarray) and not a.flags.writeable:
                     self.__dict__[name] = np.array(a, copy=True)
@@ -213,8 +214,6 @@ class StreamingDictionary(Algorithm2Scan):
         # rows waiting for the standardization statistics (None once they are fixed)
         self._pending = np.empty((p["n_standardize"], m), dtype) if p["standardize"] else None
         self._n_pending = 0
-        # rows scanned since the last join, saturating at _SMALL_SCAN (see _run)
-        self._since_join = _SMALL_SCAN
         self._alloc_scratch()
 
     def _state_arrays(self) -> Dict[str, np.ndarray]:
@@ -227,13 +226,12 @@ class StreamingDictionary(Algorithm2Scan):
                "n_features_in_": np.array(self.n_features_in_),
                "n_samples_seen_": np.array(self.n_samples_seen_),
                "n_atoms_": np.array(n),
-               "D": self._D[:n].copy(), "Q": self._Q[:n].copy(), "G": self._G[:n, :n].copy(),
-               "L": self._L[:n, :n].copy(),
+               "D": self._D[:n].copy(), "G": self._G[:n, :n].copy(),
+               "Linv": self._Li[:n, :n].copy(),
                "has_stats": np.array(int(self.mean_ is not None)),
                "pending": (self._pending[:self._n_pending].copy() if self._pending is not None
                            else np.zeros((0, self.n_features_in_), self.dtype_)),
-               "buffering": np.array(int(self._pending is not None)),
-               "since_join": np.array(self._since_join)}
+               "buffering": np.array(int(self._pending is not None))}
         if self.mean_ is not None:
             out["mean_"] = self.mean_.copy()
             out["scale_"] = self.scale_.copy()
@@ -320,6 +318,7 @@ class StreamingDictionary(Algorithm2Scan):
         # ---- validated: the state changes from here on
         if restart:
             self._reset()
+            self._check_params()  # keep the checked parameters (_reset dropped them)
         if not fitted:
             self._init_state(m, X.dtype, p)
         self.n_samples_seen_ += n
@@ -344,13 +343,11 @@ class StreamingDictionary(Algorithm2Scan):
         return idx[offset:], val[offset:]
 
     def _ready(self, p) -> None:
-        """Prepare the execution phase (OMP's Gram matrix and workspace) for the dictionary
-        as it stands, unless already done for its size (see ``_prepare_omp``)."""
-        n = self.n_atoms_
-        if n and self._pending is None:
-            kk = min(p["k"], n)
-            if self._ws_n != n or self._ws is None or self._ws.k < kk:
-                self._prepare_omp(kk)
+        """Prepare the execution phase (OMP's Gram matrix and the backend's encode plan) for
+        the dictionary as it stands, unless already done (see ``_plan``)."""
+        self._into = None  # transform_into's checked parameters: checked again
+        if self.n_atoms_ and self._pending is None:
+            self._plan(p)
 
     def _fix_stats(self, S: np.ndarray) -> None:
         # the arithmetic of tinydl.standardize, shared with the learner's Standardizer
@@ -384,12 +381,83 @@ class StreamingDictionary(Algorithm2Scan):
         codes : ndarray of shape (n_samples, l), or SparseCodes (k indices and values)
         """
         p = self._check_params(store=False)
-        X = self._prepared(X, "transform")
+        self._require_fitted()
+        if self._pending is not None:
+            self._prepared(X, "transform")  # raises: the statistics are not fixed yet
+        if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype_
+                and X.flags.c_contiguous and X.shape[1] == self.n_features_in_
+                and X.shape[0]):  # else converted here; transform_into takes it as it is
+            X = np.ascontiguousarray(check_array(X, "X", dtype=self.dtype_,
+                                                 n_features=self.n_features_in_,
+                                                 owner=type(self).__name__))
         kc = min(p["k"], self._fit_params["l"])
-        idx = np.full((X.shape[0], kc), -1, np.int32)
-        val = np.zeros((X.shape[0], kc), self.dtype_)
-        self._omp_into(X, idx, val, p)
+        idx = np.empty((X.shape[0], kc), np.int32)
+        val = np.empty((X.shape[0], kc), self.dtype_)
+        self.transform_into(X, idx, val)  # finiteness, standardization, codes: one call
         return self._codes_out(idx, val, dense)
+
+    def transform_into(self, X, indices, values) -> None:
+        """Code the rows of ``X`` into caller-owned arrays; the allocation-free execution path.
+
+        The same codes as ``transform(X, dense=False)`` (its ``indices`` and ``values``), bit
+        for bit, without allocating: the one-sample path of a device that classifies each
+        sample as it arrives.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, n_features_in_)
+            Raw rows (standardized here when ``standardize=True``), dtype ``dtype_``,
+            C-contiguous, finite.  Nothing is converted: other input raises.
+        indices : ndarray of shape (n, kc), int32, C-contiguous
+            Receives each row's atoms in selection order, ``-1`` past its non-zeros
+            (``kc = min(k, l)``).
+        values : ndarray of shape (n, kc), dtype ``dtype_``, C-contiguous
+            Receives the coefficients, ``0`` past the non-zeros.
+
+        Raises
+        ------
+        NotFittedError
+            Before the first sample (or while standardization statistics are pending).
+        ValueError
+            For an array of the wrong type, dtype, shape or layout, or a NaN/Inf in ``X``
+            (the message gives the numbers); the outputs are then left untouched.
+        """
+        into = self.__dict__.get("_into")
+        if into is None or into[0] is not self.k or into[1] is not self.tol:
+            into = self._prepare_into()
+        _, _, kc, m, dt, pfx, plan = into
+        if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[1] == m and X.dtype == dt
+                and X.flags.c_contiguous and X.shape[0] >= 1):
+            raise ValueError(f"{pfx}X must be a C-contiguous {dt} ndarray of shape (n >= 1, "
+                             f"{m}), got {_describe(X)}")
+        n = X.shape[0]
+        for name, a, adt in (("indices", indices, _INT32), ("values", values, dt)):
+            if not (type(a) is np.ndarray and a.shape == (n, kc) and a.dtype == adt
+                    and a.flags.c_contiguous and a.flags.writeable):
+                raise ValueError(f"{pfx}{name} must be a writeable C-contiguous {adt} "
+                                 f"ndarray of shape ({n}, {kc}), got {_describe(a)}")
+        if plan is None:  # an empty dictionary codes everything as zero
+            if not np.isfinite(X).all():
+                from hal.backends.numpy.encode import nonfinite_error
+                raise nonfinite_error(X, "transform_into: ")
+            indices.fill(-1)
+            values.fill(0)
+            return
+        plan.encode(X, indices, values)
+
+    def _prepare_into(self):
+        """Check the parameters :meth:`transform_into` depends on and keep them with the
+        values they came from (``k`` and the dictionary's size: a change re-prepares)."""
+        p = self._check_params(store=False)
+        self._require_fitted()
+        if self._pending is not None:
+            self._prepared(np.zeros((1, self.n_features_in_), self.dtype_), "transform")
+        kc = min(p["k"], self._fit_params["l"])
+        plan = self._plan(p) if self.n_atoms_ else None
+        into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_, "transform_into: ", plan)
+        self._into_p = p
+        self._into = into
+        return into
 
     def projection_error(self, X) -> np.ndarray:
         """``Wp`` of each row of ``X`` against the current dictionary, shape (n_samples,).
@@ -399,11 +467,7 @@ class StreamingDictionary(Algorithm2Scan):
         """
         self._check_params(store=False)
         X = self._prepared(X, "projection_error")
-        blk = self._xblk.shape[0]
-        out = np.empty(X.shape[0], self.dtype_)
-        for s in range(0, X.shape[0], blk):
-            out[s:s + blk] = self._wp_block(X[s:s + blk])
-        return out
+        return self._wp_rows(X)
 
     def reconstruct(self, codes) -> np.ndarray:
         """``codes @ D``: samples (standardized, if on) from dense (n, l) codes."""
@@ -479,18 +543,21 @@ class StreamingDictionary(Algorithm2Scan):
         if not (m >= 1 and 0 <= n <= p["l"]):
             raise ValueError(f"n_features_in_={m}, n_atoms_={n} with l={p['l']}")
         arrs = {}
-        for key, shape in (("D", (n, m)), ("Q", (n, m)), ("G", (n, n))):
+        for key, shape in (("D", (n, m)), ("G", (n, n))):
             arrs[key] = _finite(data, key, shape, dt)
+        if "Linv" in data:
+            arrs["Linv"] = _finite(data, "Linv", (n, n), dt)
+        else:  # version 1 kept D = L Q (Q orthonormal): L is G's Cholesky factor
+            if "L" in data:
+                L = _finite(data, "L", (n, n), dt).astype(np.float64)
+            else:  # older still: L = D Q^T
+                L = np.tril(arrs["D"].astype(np.float64)
+                            @ _finite(data, "Q", (n, m), dt).T.astype(np.float64))
+            arrs["Linv"] = np.tril(np.linalg.inv(L)).astype(dt) if n else np.zeros((0, 0), dt)
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
-        est._D[:n], est._Q[:n], est._G[:n, :n] = arrs["D"], arrs["Q"], arrs["G"]
-        if "L" in data:
-            est._L[:n, :n] = _finite(data, "L", (n, n), dt)
-        else:  # written before L was kept: D = L Q with Q orthonormal gives L = D Q^T
-            est._L[:n, :n] = np.tril(arrs["D"] @ arrs["Q"].T)
+        est._D[:n], est._G[:n, :n], est._Li[:n, :n] = arrs["D"], arrs["G"], arrs["Linv"]
         est.n_atoms_ = n
-        if "since_join" in data:  # absent from files written before it existed
-            est._since_join = min(max(int(num("since_join")), 0), _SMALL_SCAN)
         if num("has_stats"):
             est.mean_, est.scale_ = (_finite(data, key, (m,), dt).copy()
                                      for key in ("mean_", "scale_"))
@@ -504,8 +571,21 @@ class StreamingDictionary(Algorithm2Scan):
             est._n_pending = pend.shape[0]
         else:
             est._pending = None
+        est._alloc_scratch()  # bind the state as loaded (a backend may keep a copy of D)
         est._ready(p)
         return est
+
+
+_INT32 = np.dtype(np.int32)
+
+
+def _describe(a) -> str:
+    """A short description of what was passed (for the errors of ``transform_into``)."""
+    if not isinstance(a, np.ndarray):
+        return type(a).__name__
+    layout = "C-contiguous" if a.flags.c_contiguous else "non-contiguous"
+    ro = "" if a.flags.writeable else " read-only"
+    return f"{layout}{ro} {a.dtype} of shape {a.shape}"
 
 
 def _finite(data, key, shape, dt) -> np.ndarray:

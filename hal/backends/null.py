@@ -92,10 +92,10 @@ class NullBackend(Backend):
         """Counted as :meth:`matmul` (the same FLOPs and bytes)."""
         return self.matmul(A, B, out)
 
-    def prepare_basis(self, D, Q, L, G):
+    def prepare_basis(self, D, G, Li):
         """NumPy's specification, its products counted here."""
         from .numpy.basis import BasisWorkspace
-        return BasisWorkspace(self, D, Q, L, G)
+        return BasisWorkspace(self, D, G, Li)
 
     def correlate(self, X, D, out=None):
         (n, m), (l, m2) = X.shape, D.shape

@@ -1,15 +1,15 @@
-"""The native backend's basis kernels (the streaming transform's joins) against their
-specification, ``hal.backends.numpy.basis`` (``BasisWorkspace.append`` and ``wp_row``).
+"""The native backend's streaming-transform kernels against their specification,
+``hal.backends.numpy.basis`` (``BasisWorkspace.run``), and their fixed orders.
 
 What is bit-identical and what agrees within a tolerance:
 
-* ``project``: each ``out[j]`` is bit-identical whatever the number of rows, the row's
-  position, the pointers' alignment and whether ``u`` is updated in the same pass; against
-  float64 NumPy within 1e-5 (float32) / 1e-13 (float64) of ``|Q| @ |x|``;
-* ``append`` with the next row gives that row's projections and ``(|x|^2, |Qx|^2)`` bit for bit
-  as a separate ``wp_row`` call does (what keeps the transform's batch-split identity);
-* the appended state (D, Q, L, G) agrees with the Python specification within 1e-5 / 1e-12,
-  with or without the re-orthogonalization step.
+* ``project`` (the explicit residual of the Wp test): each ``out[j]`` is bit-identical
+  whatever the number of rows, the row's position, the pointers' alignment and whether ``u``
+  is updated in the same pass; against float64 NumPy within 1e-5 (float32) / 1e-13 (float64)
+  of ``|Q| @ |x|``;
+* ``correlate``: each value bit-identical alone, in any batch, with any number of atoms;
+* ``stream`` (Algorithm 2 in one call): the same joins as NumPy's, the state (D, G, Li) and
+  the codes within the tolerance.
 """
 import numpy as np
 import pytest
@@ -73,66 +73,68 @@ def test_project_refuses_what_it_cannot_do_exactly(native):
         native.project(Q, np.ones(7, np.float32), np.empty(3, np.float32))
 
 
-def _spec_and_kernel(dtype, m, l):
-    """A NumPy transform (the specification) and a native one, with their state arrays."""
-    spec = StreamingDictionary(l=l, k=3, alpha=0.0, backend="numpy", dtype=dtype)
-    kern = StreamingDictionary(l=l, k=3, alpha=0.0, backend="native", dtype=dtype)
-    for sd in (spec, kern):  # fix the state's shape; a zero row never joins
-        sd.partial_fit(np.zeros((1, m), dtype))
-    assert type(kern._bws).__module__ != type(spec._bws).__module__
-    return spec, kern
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [3, 37, 2100])
+def test_correlate_each_value_in_a_fixed_order(native, dtype, m):
+    """Each correlation is the same bits alone, in any batch, at any position, with any
+    number of atoms after it; and agrees with float64 NumPy within the tolerance."""
+    rng = np.random.default_rng(m)
+    l, n = 37, 50
+    X = rng.standard_normal((n, m)).astype(dtype)
+    D = rng.standard_normal((l, m)).astype(dtype)
+    ws = native.prepare_omp(64, m, l, 3, dtype)
+    ws.arrays["DTp"][:, :l] = D.T
+    c, xx = (a.copy() for a in native._chunk_correlations(X, D.T, ws.arrays))
+    ref = X.astype(np.float64) @ D.T.astype(np.float64)
+    assert np.all(np.abs(c - ref) <= RTOL[dtype] * (np.abs(X) @ np.abs(D.T)).astype(np.float64))
+    np.testing.assert_allclose(xx, (X.astype(np.float64) ** 2).sum(1), rtol=RTOL[dtype])
+    for lo, hi in [(0, 1), (7, 8), (3, 10), (5, 50)]:
+        c1, x1 = native._chunk_correlations(np.ascontiguousarray(X[lo:hi]), D.T, ws.arrays)
+        np.testing.assert_array_equal(c1, c[lo:hi])
+        np.testing.assert_array_equal(x1, xx[lo:hi])
+    # fewer atoms (a dictionary still filling): each value unchanged
+    few = native.prepare_omp(64, m, 9, 3, dtype)
+    few.arrays["DTp"][:, :9] = D[:9].T
+    c9, _ = native._chunk_correlations(X, D[:9].T, few.arrays)
+    np.testing.assert_array_equal(c9, c[:, :9])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m", [37, 2100])
-def test_append_matches_the_python_specification(dtype, m):
-    rng = np.random.default_rng(7)
-    l = 12
-    spec, kern = _spec_and_kernel(dtype, m, l)
-    rows = rng.standard_normal((l, m)).astype(dtype)
-    # row 5 nearly in the span of rows 0..4: the first step removes > half of it (re-orth)
-    rows[5] = 0.99 * rows[:5].sum(0) / np.sqrt(5) + 0.05 * rows[5]
-    reorths = []
-    for i in range(l):
-        a = np.ascontiguousarray(rows[i])
-        proj_spec = proj_kern = None
-        if i % 2 and i:  # half the atoms with proj given (as after a Wp test), half without
-            proj_spec = spec._Q[:i] @ a
-            proj_kern = np.ascontiguousarray(kern._Q[:i] @ a)
-        norm_s = spec._bws.append(i, a, proj_spec)[0]
-        spec.n_atoms_ = i + 1
-        nxt = np.ascontiguousarray(rows[i + 1]) if i + 1 < l else None
-        norm_k, reorth, xx, pp = kern._bws.append(i, a, proj_kern, nxt)
-        kern.n_atoms_ = i + 1
-        reorths.append(reorth)
-        assert norm_k == pytest.approx(norm_s, rel=STATE_TOL[dtype])
-        if nxt is not None:  # the fused next-row outputs are those of a separate call
-            p_fused = kern._bws.p[:i + 1].copy()
-            xx2, pp2 = kern._bws.wp_row(i + 1, nxt)
-            np.testing.assert_array_equal(kern._bws.p[:i + 1], p_fused)
-            assert (xx, pp) == (xx2, pp2)
-    assert reorths[5] and not reorths[1]
-    n = l
-    for name in ("_D", "_Q", "_L", "_G"):
-        got, ref = getattr(kern, name), getattr(spec, name)
-        scale = max(1.0, float(np.abs(ref).max()))
-        np.testing.assert_allclose(got[:n], ref[:n], rtol=0, atol=STATE_TOL[dtype] * scale * 10,
+@pytest.mark.parametrize("alpha", [0.05, 0.3])
+def test_stream_kernel_matches_the_python_specification(dtype, alpha):
+    """The native Algorithm 2 (one C call per batch) against NumPy's: the same joins, the
+    state (D, G, Li) and codes within the tolerance, G = D D^T and Li the inverse Cholesky
+    factor of G."""
+    rng = np.random.default_rng(3)
+    m, rank, l = 60, 12, 20
+    X = (rng.standard_normal((200, rank)) @ rng.standard_normal((rank, m))
+         + 0.2 * rng.standard_normal((200, m))).astype(dtype)
+    spec = StreamingDictionary(l=l, k=4, alpha=alpha, backend="numpy", dtype=dtype)
+    kern = StreamingDictionary(l=l, k=4, alpha=alpha, backend="native", dtype=dtype)
+    cs, ck = spec.fit_transform(X), kern.fit_transform(X)
+    assert type(kern._bws).__module__ != type(spec._bws).__module__
+    assert spec.n_atoms_ == kern.n_atoms_ > 5
+    tol = STATE_TOL[dtype] * 100
+    n = kern.n_atoms_
+    for name in ("_D", "_G", "_Li"):
+        got, ref = getattr(kern, name)[:n, :n if name != "_D" else None], \
+            getattr(spec, name)[:n, :n if name != "_D" else None]
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * max(1, np.abs(ref).max()),
                                    err_msg=name)
-    Q = kern._Q[:n].astype(np.float64)
-    np.testing.assert_allclose(Q @ Q.T, np.eye(n), atol=50 * np.finfo(dtype).eps)
-    D, L = kern._D[:n].astype(np.float64), kern._L[:n, :n].astype(np.float64)
-    np.testing.assert_allclose(L @ Q, D, atol=50 * np.finfo(dtype).eps)
-    np.testing.assert_allclose(kern._G[:n, :n], D @ D.T, atol=50 * np.finfo(dtype).eps)
+    D, G, Li = (kern._D[:n].astype(np.float64), kern._G[:n, :n].astype(np.float64),
+                kern._Li[:n, :n].astype(np.float64))
+    np.testing.assert_allclose(G, D @ D.T, atol=50 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(Li @ G @ Li.T, np.eye(n), atol=1e3 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(ck, cs, atol=tol * 100 * np.abs(cs).max())
+    # the projection error (explicit residual everywhere) against the explicit inverse
+    P = D.T @ np.linalg.solve(G, D @ X[:20].T.astype(np.float64))
+    ref = np.linalg.norm(P - X[:20].T, axis=0) / np.linalg.norm(X[:20], axis=1)
+    np.testing.assert_allclose(kern.projection_error(X[:20]), ref, atol=1e3 * np.finfo(dtype).eps)
 
 
-def test_basis_workspace_checks_its_rows(native):
+def test_basis_workspace_checks_its_arrays(native):
     D = np.zeros((4, 10))
-    ws = native.prepare_basis(D, np.zeros((4, 10)), np.zeros((4, 4)), np.zeros((4, 4)))
-    with pytest.raises(ValueError, match="C-contiguous float64 row of 10"):
-        ws.wp_row(0, np.ones(10, np.float32))
-    with pytest.raises(ValueError, match="atom 4 does not fit the 4 rows"):
-        ws.append(4, np.ones(10))
-    with pytest.raises(ValueError, match="proj should have 2 values"):
-        ws.append(2, np.ones(10), np.ones(3))
-    with pytest.raises(ValueError, match="prepare_basis: Q should be C-contiguous"):
-        native.prepare_basis(D, np.zeros((10, 4)).T, np.zeros((4, 4)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="prepare_basis: G should be C-contiguous"):
+        native.prepare_basis(D, np.zeros((4, 4)).T[:, :3], np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="prepare_basis: Li should be C-contiguous"):
+        native.prepare_basis(D, np.zeros((4, 4)), np.zeros((4, 4), np.float32))

@@ -108,8 +108,8 @@ def test_transform_one_sample_and_invalidation(backend, tmp_path, require_backen
     sd.save(tmp_path / "t.npz")
     ld = StreamingDictionary.load(tmp_path / "t.npz")
     # prepared on load (and at the end of a fit), not on the first call
-    assert ld._ws is not None and ld._ws_n == ld.n_atoms_ and ld._ws.fixed_D
-    assert sd._ws_n == sd.n_atoms_
+    assert ld._bws._plan is not None and ld._bws._plan_key[0] == ld.n_atoms_
+    assert sd._bws._plan_key[0] == sd.n_atoms_
     assert np.array_equal(ld.transform(T), again)
     assert np.array_equal(ld.transform(T[:1])[0], again[0])
     # a copy whose arrays are read-only (joblib's memory maps)

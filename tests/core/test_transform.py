@@ -228,9 +228,14 @@ def test_atoms_unit_norm_and_joiner_coded_by_its_norm():
     for atom, i in enumerate(joined):
         assert codes[i, atom] == pytest.approx(np.linalg.norm(X[i]), rel=1e-14)
         np.testing.assert_allclose(codes[i] @ sd.dictionary_, X[i], atol=1e-12)
-    # the basis behind Wp stays orthonormal
-    Q = sd._Q[:sd.n_atoms_]
-    np.testing.assert_allclose(Q @ Q.T, np.eye(sd.n_atoms_), atol=1e-13)
+    # the state behind Wp: G = D D^T, and Li the inverse of G's Cholesky factor (lower
+    # triangular, positive diagonal): Li G Li^T = I, inv(Li) = cholesky(G)
+    n = sd.n_atoms_
+    D, G, Li = sd.dictionary_, sd._G[:n, :n], sd._Li[:n, :n]
+    np.testing.assert_allclose(G, D @ D.T, atol=1e-13)
+    assert np.array_equal(Li, np.tril(Li)) and (np.diag(Li) > 0).all()
+    np.testing.assert_allclose(Li @ G @ Li.T, np.eye(n), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.inv(Li), np.linalg.cholesky(D @ D.T), atol=1e-12)
 
 
 def test_zero_samples_and_extreme_alphas():
@@ -261,7 +266,7 @@ def test_steady_state_is_plain_omp_and_transform_changes_nothing():
     assert np.array_equal(streamed, t)
     np.testing.assert_allclose(t, omp(X[100:], sd.dictionary_, 3), atol=1e-12)
     after = state_of(sd)
-    for key in ("D", "Q", "G"):
+    for key in ("D", "Linv", "G"):
         assert np.array_equal(before[key], after[key])
     assert sd.n_samples_seen_ == 200
 
@@ -457,7 +462,16 @@ def test_save_load_unfitted_and_damaged(tmp_path):
         StreamingDictionary.load(tmp_path / "trunc.npz")
     # a file whose arrays disagree (D with the wrong shape) is refused, not half-loaded
     from tinydl.io import load_npz, save_npz
-    data = load_npz(path, "transform")
+    data = load_npz(path, "transform", max_version=2)
+    # a version-1 file (an orthonormal basis Q and D = L Q instead of Linv) still loads
+    v1 = dict(data)
+    L = np.linalg.inv(v1.pop("Linv"))
+    v1["L"], v1["Q"] = L, np.linalg.solve(L, v1["D"])
+    save_npz(tmp_path / "v1.npz", v1, "transform", 1)
+    old = StreamingDictionary.load(tmp_path / "v1.npz")
+    np.testing.assert_allclose(old._Li[:old.n_atoms_, :old.n_atoms_], data["Linv"], atol=1e-12)
+    Z = subspace_stream(19, n=10, m=6)
+    np.testing.assert_allclose(old.transform(Z), sd.transform(Z), atol=1e-10)
     data["D"] = data["D"][:, :3]
     save_npz(tmp_path / "bad.npz", data, "transform")
     with pytest.raises(ModelFileError, match="D should be"):

@@ -42,8 +42,7 @@ import numpy as np
 
 from ...backend import BackendUnavailable, OMPWorkspace, SparseCodes
 from ..blas import BlasBackend
-from ..numpy import PRODUCT_ROWS
-from .bound import BasisWorkspace, SparseLayerPlan, bad_index, ptr
+from .bound import BasisWorkspace, EncodePlan, SparseLayerPlan, bad_index, ptr
 from .build import build_library, load, load_error
 
 __all__ = ["NativeBackend", "build_library"]
@@ -104,21 +103,47 @@ class NativeBackend(BlasBackend):
         k = int(min(k, l))
         kk = max(k, 1)
         blk = self.block
+        sfx = "f32" if dtype == np.float32 else "f64"
         a = {
             "corr": np.empty((batch, l), dtype),
             "xx": np.zeros(batch, dtype),
             "scratch": np.zeros(l + kk * l + kk * kk + 4 * kk, dtype),
-            "pad_in": np.empty((PRODUCT_ROWS, m), dtype),
-            "pad_out": np.empty((l, PRODUCT_ROWS), dtype),
+            # the correlation kernel's accumulators, and D.T as it reads it: (m, lw), lw a
+            # whole number of vectors, zero-padded (filled by omp_encode)
+            "acc": np.zeros(int(getattr(self._nlib, "correlate_scratch_" + sfx)(l)), dtype),
+            "DTp": np.zeros((m, int(getattr(self._nlib, "correlate_width_" + sfx)(l))), dtype),
         }
-        if dtype == np.float32:
-            a["DT"] = np.empty((m, l), dtype)  # see NumpyBackend.prepare_omp
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
-        if ws is not None and "scratch" not in ws.arrays:
-            ws = None  # a NumPy backend's workspace
+        n, m = X.shape
+        l = D.shape[0]
+        kk = int(min(k, l))
+        if ws is None or "scratch" not in ws.arrays or ws.block != self.block \
+                or not ws.fits(min(n, ws.batch), m, l, kk, X.dtype):
+            ws = self.prepare_omp(min(n, self.batch), m, l, kk, X.dtype)
+        if not (ws.fixed_D and ws.dt_filled):  # the kernel's copy of D.T (see prepare_omp)
+            ws.arrays["DTp"][:, :l] = D.T
+            ws.dt_filled = True
         return super().omp_encode(X, D, G, k, tol=tol, ws=ws)
+
+    def _chunk_correlations(self, X, DT, A, corr=None):
+        """The chunk's correlations and ``|x|^2`` from the fixed-order kernel (``correlate.c``):
+        each value is a dot product in an order of its own, so a sample's code is the same
+        alone or in any batch, without NumPy's zero-padded 16-row tiles."""
+        n = X.shape[0]
+        c, xx = A["corr"][:n], A["xx"][:n]
+        if corr is not None:
+            return super()._chunk_correlations(X, DT, A, corr)
+        dt = X.dtype
+        X = np.ascontiguousarray(X)
+        DTp = A["DTp"]  # filled by omp_encode
+        ffi = self._nffi
+        fn, ct = (self._nlib.correlate_f32, "float *") if dt == np.float32 else \
+            (self._nlib.correlate_f64, "double *")
+        fn(n, c.shape[1], X.shape[1], ptr(ffi, ct, X), X.shape[1], ptr(ffi, ct, DTp),
+           DTp.shape[1], ptr(ffi, ct, c), c.shape[1], ptr(ffi, ct, xx), ptr(ffi, ct, A["acc"]))
+        return c, xx
 
     def _omp_chunk(self, X, DT, G, k, tol, ws, idx, val, nnz, resid_out, corr=None) -> int:
         n = X.shape[0]
@@ -137,24 +162,27 @@ class NativeBackend(BlasBackend):
             if not arr.flags.c_contiguous:
                 raise ValueError("omp outputs must be C-contiguous")
         tol2 = -1.0 if tol is None else float(tol) ** 2
-        return int(fn(n, l, k, ptr(ffi, ct, c), ptr(ffi, ct, xx), ptr(ffi, ct, G), tol2,
+        return int(fn(n, l, k, k, ptr(ffi, ct, c), ptr(ffi, ct, xx), ptr(ffi, ct, G), l, tol2,
                       float(np.finfo(dt).eps), ptr(ffi, ct, A["scratch"]),
                       ptr(ffi, "int *", idx), ptr(ffi, ct, val), ptr(ffi, "int *", nnz),
                       ptr(ffi, ct, resid_out)))
 
-    # -- the streaming transform's basis (its joins) -----------------------------------
-    def prepare_basis(self, D, Q, L, G) -> "BasisWorkspace":
-        """Bind the transform's state arrays (D and Q (lb, m), L and G (lb, lb); C-contiguous,
-        one float dtype, kept for the workspace's life) and allocate the kernels' scratch."""
-        dt = D.dtype
-        lb, m = D.shape
-        for name, a, shape in (("D", D, (lb, m)), ("Q", Q, (lb, m)), ("L", L, (lb, lb)),
-                               ("G", G, (lb, lb))):
-            if a.dtype != dt or a.shape != shape or not a.flags.c_contiguous \
-                    or dt not in (np.float32, np.float64):
-                raise ValueError(f"prepare_basis: {name} should be C-contiguous {dt} of shape "
-                                 f"{shape}, got {a.dtype} {a.shape}")
-        return BasisWorkspace(self._nffi, self._nlib, D, Q, L, G)
+    def prepare_encode(self, D, G, k, tol=None, mean=None, scale=None, width=None):
+        """A dictionary bound to the one-call ``encode`` kernel (see :class:`EncodePlan`):
+        finiteness check, standardization, correlations and Batch-OMP of a whole batch in
+        one cffi call, the same bits as :meth:`omp_encode` on the standardized batch."""
+        if D.dtype not in (np.float32, np.float64):
+            return super().prepare_encode(D, G, k, tol=tol, mean=mean, scale=scale,
+                                          width=width)
+        return EncodePlan(self._nffi, self._nlib, D, np.ascontiguousarray(G), k, tol=tol,
+                          mean=mean, scale=scale, width=width)
+
+    # -- the streaming transform -------------------------------------------------------
+    def prepare_basis(self, D, G, Li) -> "BasisWorkspace":
+        """Bind the transform's state arrays (D (lb, m), G and Li (lb, lb); C-contiguous, one
+        float dtype, kept for the workspace's life) to the ``stream`` kernel: Algorithm 2 on
+        a batch in one call (see :class:`BasisWorkspace`)."""
+        return BasisWorkspace(self._nffi, self._nlib, D, G, Li)
 
     def project(self, Q, x, out, h=None, u=None):
         """``out[:] = Q @ x`` and ``u -= h @ Q`` in one pass over Q (the basis kernels'

@@ -1,5 +1,6 @@
-/* The streaming transform's basis: the one-row Wp test and the atom append (the
-   specification: hal/backends/numpy/basis.py).  Included by kernels.c once per type. */
+/* Projections in a fixed order: the explicit residual of the streaming transform's Wp test
+   (stream.c; the specification: hal/backends/numpy/basis.py).  Included by kernels.c once
+   per type. */
 
 /* Projections on orthonormal rows, with an optional Gram-Schmidt update in the same pass:
    p[j] = Q[j] . x (if x), and u -= h[j] Q[j] (if u), for j = 0 .. n-1, Q (n, m) row-major.
@@ -145,84 +146,6 @@ void F(project)(long n, long m, const REAL *Q, const REAL *x, REAL *p, const REA
         const long g = n - j0 < PGROUP ? n - j0 : PGROUP;
         F(group)(g, m, Q + j0 * m, x, x ? p + j0 : 0, u ? h + j0 : 0, u, x != 0, u != 0);
     }
-}
-
-/* a dot product in project's fixed order */
-static REAL F(dot)(long m, const REAL *a, const REAL *b)
-{
-    REAL r;
-    F(group)(1, m, a, b, &r, 0, 0, 1, 0);
-    return r;
-}
-
-static REAL F(sumsq)(long n, const REAL *p)
-{
-    REAL s = 0;
-    for (long j = 0; j < n; j++) s += p[j] * p[j];
-    return s;
-}
-
-/* The projection-error inputs of one row x against the basis Q[:n]: p = Q[:n] x, and
-   out2 = (|x|^2, |p|^2); the caller forms Wp^2 = 1 - |p|^2 / |x|^2. */
-void F(wp_row)(long n, long m, const REAL *Q, const REAL *x, REAL *p, REAL *out2)
-{
-    if (n) F(project)(n, m, Q, x, p, 0, 0);
-    out2[0] = F(dot)(m, x, x);
-    out2[1] = F(sumsq)(n, p);
-}
-
-/* Append the atom a / |a| as row n of D (lb x m), its new direction as row n of Q, and
-   its rows of L (D = L Q, lb x lb) and of G = D D^T (lb x lb): the Gram-Schmidt step of
-   tinydl/transform.py's StreamingDictionary._add_atom (the specification), with
-   re-orthogonalization when the first step removed more than half of |d|^2.
-   proj: Q[:n] a from the atom's projection-error test, or NULL; it may be p itself (the
-   transform passes the last wp_row's output): it is read into h before p is written.
-   x: the next row of the stream or NULL; if given, its projections on Q[:n + 1] go to p (the
-   first n from the same pass over Q as the update) and out[1], out[2] get what wp_row would
-   give for it, bit for bit.  out[0] = |a|.  ws: 2 m + 2 lb values.  Returns 1 if it re-orthogonalized. */
-long F(append)(long n, long m, long lb, const REAL *a, const REAL *proj, const REAL *x,
-                REAL *D, REAL *Q, REAL *L, REAL *G, REAL *p, REAL *out, REAL *ws)
-{
-    REAL *u = ws, *h = ws + m, *h2 = h + lb;
-    const REAL norm = SQRT(F(dot)(m, a, a));
-    REAL *d = D + n * m;
-    for (long t = 0; t < m; t++) {
-        d[t] = a[t] / norm;
-        u[t] = d[t];
-    }
-    long reorth = 0;
-    const REAL dd = F(dot)(m, d, d);
-    if (n) {
-        if (proj) for (long j = 0; j < n; j++) h[j] = proj[j] / norm;
-        else F(project)(n, m, Q, u, h, 0, 0);
-        F(project)(n, m, Q, x, x ? p : 0, h, u);
-        if (F(dot)(m, u, u) < (REAL)0.5 * dd) {
-            F(project)(n, m, Q, u, h2, 0, 0);
-            F(project)(n, m, Q, 0, 0, h2, u);
-            for (long j = 0; j < n; j++) h[j] += h2[j];
-            reorth = 1;
-        }
-        REAL *Ln = L + n * lb;
-        for (long j = 0; j < n; j++) Ln[j] = h[j];
-        for (long i = 0; i < n; i++) {   /* D[:n] d = L[:n, :n] h (L lower triangular) */
-            REAL g = 0;
-            for (long j = 0; j <= i; j++) g += L[i * lb + j] * h[j];
-            G[n * lb + i] = g;
-            G[i * lb + n] = g;
-        }
-    }
-    G[n * lb + n] = dd;
-    const REAL unorm = SQRT(F(dot)(m, u, u));
-    L[n * lb + n] = unorm;
-    REAL *q = Q + n * m;
-    for (long t = 0; t < m; t++) q[t] = u[t] / unorm;
-    out[0] = norm;
-    if (x) {
-        p[n] = F(dot)(m, q, x);
-        out[1] = F(dot)(m, x, x);
-        out[2] = F(sumsq)(n + 1, p);
-    }
-    return reorth;
 }
 
 #undef PASS_STEP

@@ -1,10 +1,11 @@
-"""Arrays bound to the native kernels once: a sparse layer's plan and the transform's basis
-workspace (pointers made at binding time, so each call passes only what changes)."""
+"""Arrays bound to the native kernels once: a sparse layer's plan, the transform's basis
+workspace and a dictionary bound for encodes (pointers made at binding time, so each call
+passes only what changes)."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SparseLayerPlan", "BasisWorkspace", "bad_index", "ptr"]
+__all__ = ["SparseLayerPlan", "BasisWorkspace", "EncodePlan", "bad_index", "ptr"]
 
 
 def bad_index(idx: np.ndarray, pos: int, rows: int) -> IndexError:
@@ -19,8 +20,9 @@ _CTYPES = {np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
 
 
 def ptr(ffi, _ctype, a: np.ndarray):
-    """A C pointer into a C-contiguous array (``from_buffer``: ~4x cheaper than casting
-    ``__array_interface__``'s address, which matters for the trainer's small products)."""
+    """A C pointer into a C-contiguous array (``_ctype`` is documentation only;
+    ``from_buffer``: ~4x cheaper than casting ``__array_interface__``'s address, which
+    matters for the trainer's small products)."""
     return ffi.from_buffer(_CTYPES[a.dtype], a)
 
 
@@ -88,58 +90,177 @@ class SparseLayerPlan:
             raise bad_index(idx, bad, self.rows)
 
 
+class EncodePlan:
+    """A dictionary bound to the ``encode`` kernel (``correlate.c``): a whole call - the
+    finiteness check, the standardization, the fixed-order correlations and Batch-OMP - is one
+    kernel call, with every array but the batch and its codes bound once.  The interface of
+    :class:`hal.backends.numpy.encode.EncodePlan` (the specification).
+
+    Built from ``D`` (l, m) - the kernel's own zero-padded copy of ``D.T`` is made - or, with
+    ``DT`` (m, ldt) given, over that array's first ``l`` columns (the streaming transform's
+    state, shared, nothing copied).  ``G``'s rows may be longer than ``l`` (its first ``l``
+    columns are read)."""
+
+    def __init__(self, ffi, lib, D, G, k, tol=None, mean=None, scale=None, width=None,
+                 DT=None, l=None):
+        dt = G.dtype
+        sfx = "f32" if dt == np.float32 else "f64"
+        if DT is None:
+            l, m = D.shape
+            if D.dtype != dt:
+                raise ValueError(f"prepare_encode: D is {D.dtype}, G {dt}")
+            # the kernel reads the atoms as DT (m, lw), lw a whole number of vectors: a
+            # private, zero-padded copy made once here
+            DT = np.zeros((m, int(getattr(lib, "correlate_width_" + sfx)(l))), dt)
+            DT[:, :l] = D.T
+        m = DT.shape[0]
+        k = int(min(k, l))
+        width = k if width is None else int(width)
+        if width < k:
+            raise ValueError(f"prepare_encode: width={width} is below k={k}")
+        for name, a, shape in (("G", G, (G.shape[0], G.shape[1])), ("mean", mean, (m,)),
+                               ("scale", scale, (m,)), ("DT", DT, DT.shape)):
+            if a is not None and (a.dtype != dt or a.shape != shape
+                                  or not a.flags.c_contiguous):
+                raise ValueError(f"prepare_encode: {name} should be C-contiguous {dt} of "
+                                 f"shape {shape}, got {a.dtype} {a.shape}")
+        if G.shape[0] < l or G.shape[1] < l:
+            raise ValueError(f"prepare_encode: G {G.shape} is smaller than {l} atoms")
+        self.DT, self.G, self.mean, self.scale = DT, G, mean, scale
+        self.dtype, self.l, self.m, self.k, self.width = dt, l, m, k, width
+        self._ct = "float *" if dt == np.float32 else "double *"
+        self._ffi = ffi
+        self._fn = getattr(lib, "encode_" + sfx)
+        rows = 48  # CSB in kernels.c: rows per kernel block
+        kk = max(k, 1)
+        self._scratch = {
+            "xs": np.zeros((rows, m) if mean is not None else (1, 1), dt),
+            "corr": np.zeros((rows, l), dt), "xx": np.zeros(rows, dt),
+            "acc": np.zeros(int(getattr(lib, "correlate_scratch_" + sfx)(l)), dt),
+            "ows": np.zeros(l + kk * l + kk * kk + 4 * kk, dt),
+            "resid": np.zeros(rows, dt), "nnz": np.zeros(rows, np.int32)}
+        s = self._scratch
+        null = ffi.NULL
+        fields = {"m": m, "l": l, "k": k, "ldo": width, "ldt": DT.shape[1],
+                  "ldg": G.shape[1], "tol2": -1.0 if tol is None else float(tol) ** 2,
+                  "eps": float(np.finfo(dt).eps),
+                  "DT": ptr(ffi, self._ct, DT), "G": ptr(ffi, self._ct, G),
+                  "mean": null if mean is None else ptr(ffi, self._ct, mean),
+                  "scale": null if scale is None else ptr(ffi, self._ct, scale)}
+        for name in ("xs", "corr", "xx", "acc", "ows", "resid"):
+            fields[name] = ptr(ffi, self._ct, s[name])
+        fields["nnz"] = ptr(ffi, "int *", s["nnz"])
+        self._ptrs = fields  # the pointers' owners live as long as the plan
+        self._plan = ffi.new(f"struct tdl_encode_{sfx} *", fields)
+        # the same plan without the standardization, for rows already standardized
+        self._plan_std = self._plan if mean is None else \
+            ffi.new(f"struct tdl_encode_{sfx} *", dict(fields, mean=null, scale=null))
+        self._int = _CTYPES[np.dtype(np.int32)]
+        self._real = _CTYPES[dt]
+
+    def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
+               raw: bool = True) -> None:
+        """As :meth:`hal.backends.numpy.encode.EncodePlan.encode` (the caller checked the
+        arrays' shapes, dtypes and layouts)."""
+        ffi = self._ffi
+        n = X.shape[0]
+        dep = self._fn(self._plan if raw else self._plan_std, n,
+                       ffi.from_buffer(self._real, X),
+                       ffi.from_buffer(self._int, indices), ffi.from_buffer(self._real, values))
+        if dep < 0:
+            from ..numpy.encode import nonfinite_error
+            raise nonfinite_error(X)
+        if dep:
+            from ..numpy.omp import warn_stopped_early
+            warn_stopped_early(dep, n, self.l, self.k, self.m, stacklevel=3)
+
+
 class BasisWorkspace:
-    """The streaming transform's state bound for the basis kernels (pointers made once: the
-    per-join calls pass only the rows that change).
+    """The streaming transform's state bound to the ``stream`` kernel (``stream.c``): a batch
+    of Algorithm 2 - the Wp tests, the joins, the OMP codes - in one call.  The interface of
+    :class:`hal.backends.numpy.basis.BasisWorkspace` (the specification).  Keeps the atoms
+    transposed as well (``DT``, (m, lw), the layout the correlation kernel reads), filled from
+    ``D`` here and appended to by every join."""
 
-    Methods
-    -------
-    wp_row(n, x) -> (xx, pp)
-        ``p = Q[:n] x`` into :attr:`p`, and ``|x|^2``, ``|p|^2``.
-    append(n, a, proj, x) -> (norm, reorth, xx, pp)
-        The Gram-Schmidt append of atom ``a`` as row ``n`` (see the C source); if ``x`` (the
-        next row) is given, :attr:`p` and ``xx, pp`` are what ``wp_row(n + 1, x)`` would give,
-        bit for bit.
-    """
-
-    def __init__(self, ffi, lib, D, Q, L, G):
+    def __init__(self, ffi, lib, D, G, Li):
         dt = D.dtype
         lb, m = D.shape
+        for name, a, shape in (("D", D, (lb, m)), ("G", G, (lb, lb)), ("Li", Li, (lb, lb))):
+            if a.dtype != dt or a.shape != shape or not a.flags.c_contiguous \
+                    or dt not in (np.float32, np.float64):
+                raise ValueError(f"prepare_basis: {name} should be C-contiguous {dt} of shape "
+                                 f"{shape}, got {a.dtype} {a.shape}")
         self.dtype, self.m, self.lb = dt, m, lb
-        self._arrays = (D, Q, L, G)  # keep the memory the pointers point into alive
-        self.p = np.zeros(lb, dt)
-        self._out = np.zeros(3, dt)
-        self._ws = np.zeros(2 * m + 2 * lb, dt)
-        sfx, self._ct = ("f32", "float *") if dt == np.float32 else ("f64", "double *")
-        self._ffi = ffi
-        self._wp_row = getattr(lib, "wp_row_" + sfx)
-        self._append = getattr(lib, "append_" + sfx)
-        def bind(a):
-            return ptr(ffi, self._ct, a)
-        self._D, self._Q, self._L, self._G = bind(D), bind(Q), bind(L), bind(G)
-        self._pp, self._outp, self._wsp = bind(self.p), bind(self._out), bind(self._ws)
+        self.D, self.G, self.Li = D, G, Li
+        sfx = "f32" if dt == np.float32 else "f64"
+        self._sfx, self._ct, self._ffi, self._lib = sfx, _CTYPES[dt], ffi, lib
+        self.DT = np.zeros((m, int(getattr(lib, "correlate_width_" + sfx)(lb))), dt)
+        self.DT[:, :lb] = D.T
+        rows = 48  # CSB in kernels.c
+        self._scratch = {"c": np.zeros(lb, dt), "z": np.zeros(lb, dt), "w": np.zeros(lb, dt),
+                         "r": np.zeros(m, dt), "corr": np.zeros((rows, lb), dt),
+                         "xx": np.zeros(rows, dt), "resid": np.zeros(rows, dt),
+                         "acc": np.zeros(int(getattr(lib, "correlate_scratch_" + sfx)(lb)),
+                                         dt),
+                         "nnz": np.zeros(rows, np.int32)}
+        self._ows = None
+        self._fields = {"m": m, "lb": lb, "ldt": self.DT.shape[1], "k": 1, "ldo": 1, "dep": 0,
+                        "refine2": 0.0, "tol2": -1.0, "eps": float(np.finfo(dt).eps)}
+        for name, a in (("D", D), ("DT", self.DT), ("G", G), ("Li", Li)):
+            self._fields[name] = ptr(ffi, None, a)
+        for name, a in self._scratch.items():
+            self._fields[name] = ptr(ffi, None, a)
+        self._s = None
+        self._stream = getattr(lib, "stream_" + sfx)
+        self._wp_rows = getattr(lib, "wp_rows_" + sfx)
+        self._plan = None
+        self._plan_key = None
 
-    def _row(self, a):
-        if a.dtype != self.dtype or a.shape != (self.m,) or not a.flags.c_contiguous:
-            raise ValueError(f"basis kernels need a C-contiguous {self.dtype} row of "
-                             f"{self.m} values, got {a.dtype} {a.shape}")
-        return ptr(self._ffi, self._ct, a)
+    def _bind(self, k: int, width: int, tol) -> None:
+        """The kernel's struct for ``k`` non-zeros (its OMP scratch sized for them)."""
+        lb = self.lb
+        kk = max(min(int(k), lb), 1)
+        need = lb + kk * lb + kk * kk + 4 * kk
+        if self._ows is None or self._ows.size < need:
+            self._ows = np.zeros(need, self.dtype)
+            self._fields["ows"] = ptr(self._ffi, None, self._ows)
+            self._s = None
+        if self._s is None:
+            self._s = self._ffi.new(f"struct tdl_stream_{self._sfx} *", self._fields)
+        s = self._s
+        s.k, s.ldo = int(k), int(width)
+        s.tol2 = -1.0 if tol is None else float(tol) ** 2
 
-    def wp_row(self, n: int, x: np.ndarray):
-        self._wp_row(n, self.m, self._Q, self._row(x), self._pp, self._outp)
-        return self._out[0], self._out[1]
+    def run(self, n, lmax, rows, idx, val, thr, k, tol=None, refine2=None):
+        from ..numpy.basis import REFINE_WP2
+        ffi = self._ffi
+        self._bind(k, idx.shape[1], tol)
+        self._s.refine2 = REFINE_WP2 if refine2 is None else float(refine2)
+        N = rows.shape[0]
+        n = int(self._stream(self._s, n, lmax, N, ffi.from_buffer(self._ct, rows), float(thr),
+                             ffi.from_buffer("int[]", idx), ffi.from_buffer(self._ct, val)))
+        dep = int(self._s.dep)
+        if dep:
+            from ..numpy.omp import warn_stopped_early
+            warn_stopped_early(dep, N, n, k, self.m, stacklevel=3)
+        return n
 
-    def append(self, n: int, a: np.ndarray, proj=None, x=None):
-        if not 0 <= n < self.lb:
-            raise ValueError(f"atom {n} does not fit the {self.lb} rows of the basis")
-        null = self._ffi.NULL
-        if proj is not None:
-            proj = np.ascontiguousarray(proj, self.dtype)
-            if proj.shape != (n,):
-                raise ValueError(f"proj should have {n} values, got {proj.shape}")
-        reorth = self._append(n, self.m, self.lb, self._row(a),
-                              null if proj is None else ptr(self._ffi, self._ct, proj),
-                              null if x is None else self._row(x), self._D, self._Q, self._L,
-                              self._G, self._pp, self._outp, self._wsp)
-        out = self._out
-        return out[0], bool(reorth), out[1], out[2]
+    def wp(self, n, X):
+        self._bind(1, 1, None)
+        self._s.refine2 = 2.0  # the explicit residual for every row (Wp^2 <= 1)
+        out = np.empty(X.shape[0], self.dtype)
+        X = np.ascontiguousarray(X)
+        self._wp_rows(self._s, n, X.shape[0], self._ffi.from_buffer(self._ct, X),
+                      self._ffi.from_buffer(self._ct, out))
+        return out
+
+    def plan(self, n, k, tol=None, width=None, mean=None, scale=None):
+        """The encode plan over the first ``n`` atoms of this state (``DT`` and ``G`` shared,
+        nothing copied), made once per dictionary size and parameters."""
+        key = (n, k, tol, width, mean is not None)
+        if self._plan_key != key or (mean is not None and self._plan.mean is not mean):
+            self._plan = None
+            self._plan = EncodePlan(self._ffi, self._lib, None, self.G, min(k, n), tol=tol,
+                                    mean=mean, scale=scale, width=width, DT=self.DT, l=n)
+            self._plan_key = key
+        return self._plan

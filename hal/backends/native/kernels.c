@@ -1,9 +1,12 @@
-/* The native backend's one translation unit: omp.c, sparse.c and basis.c instantiated for
+/* The native backend's one translation unit: omp.c, sparse.c, basis.c, correlate.c and stream.c instantiated for
    float (suffix _f32) and double (_f64) by the preprocessor.  Inside them F(name) is
    name_f32 or name_f64, REAL the type, SQRT its square root, UINT/ABSMASK its bit pattern's
    integer and |.| mask, QB the columns per register block of OMP's direction update. */
 #include <math.h>
 #include <stdint.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 
@@ -12,6 +15,10 @@
 #define VBYTES 32
 #define PCHUNK 8192
 #define PGROUP 64
+/* correlate.c: samples per block sharing a chunk of DT, and the features per chunk (l=200
+   float atoms: 200 KB of DT, in L2) */
+#define CSB 48
+#define CKC 256
 
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
@@ -26,6 +33,11 @@
 #include "omp.c"
 #include "sparse.c"
 #include "basis.c"
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#include "correlate.c"
+#include "stream.c"
+#pragma GCC pop_options
 #undef REAL
 #undef SQRT
 #undef UINT
@@ -42,6 +54,11 @@
 #include "omp.c"
 #include "sparse.c"
 #include "basis.c"
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#include "correlate.c"
+#include "stream.c"
+#pragma GCC pop_options
 #undef REAL
 #undef SQRT
 #undef UINT

@@ -7,10 +7,57 @@
 #ifndef TINYDL_NATIVE_KERNELS_H
 #define TINYDL_NATIVE_KERNELS_H
 
-long omp_f32(long, long, long, const float *, const float *, const float *, float, float,
-             float *, int *, float *, int *, float *);
-long omp_f64(long, long, long, const double *, const double *, const double *, double, double,
-             double *, int *, double *, int *, double *);
+long omp_f32(long, long, long, long, const float *, const float *, const float *, long, float,
+             float, float *, int *, float *, int *, float *);
+long omp_f64(long, long, long, long, const double *, const double *, const double *, long,
+             double, double, double *, int *, double *, int *, double *);
+void correlate_f32(long, long, long, const float *, long, const float *, long, float *, long,
+                   float *, float *);
+void correlate_f64(long, long, long, const double *, long, const double *, long, double *,
+                   long, double *, double *);
+long correlate_scratch_f32(long);
+long correlate_scratch_f64(long);
+long correlate_width_f32(long);
+long correlate_width_f64(long);
+
+/* a dictionary bound for encode (correlate.c): every array but the batch and its codes */
+struct tdl_encode_f32 {
+    long m, l, k, ldo, ldt, ldg;
+    float tol2, eps;
+    const float *DT, *G, *mean, *scale;
+    float *xs, *corr, *xx, *acc, *ows, *resid;
+    int *nnz;
+};
+struct tdl_encode_f64 {
+    long m, l, k, ldo, ldt, ldg;
+    double tol2, eps;
+    const double *DT, *G, *mean, *scale;
+    double *xs, *corr, *xx, *acc, *ows, *resid;
+    int *nnz;
+};
+/* the streaming transform's state bound for stream (stream.c) */
+struct tdl_stream_f32 {
+    long m, lb, ldt, k, ldo, dep;
+    float refine2, tol2, eps;
+    float *D, *DT, *G, *Li;
+    float *c, *z, *w, *r, *corr, *xx, *acc, *ows, *resid;
+    int *nnz;
+};
+struct tdl_stream_f64 {
+    long m, lb, ldt, k, ldo, dep;
+    double refine2, tol2, eps;
+    double *D, *DT, *G, *Li;
+    double *c, *z, *w, *r, *corr, *xx, *acc, *ows, *resid;
+    int *nnz;
+};
+long stream_f32(struct tdl_stream_f32 *, long, long, long, const float *, float, int *,
+                float *);
+long stream_f64(struct tdl_stream_f64 *, long, long, long, const double *, double, int *,
+                double *);
+void wp_rows_f32(struct tdl_stream_f32 *, long, long, const float *, float *);
+void wp_rows_f64(struct tdl_stream_f64 *, long, long, const double *, double *);
+long encode_f32(const struct tdl_encode_f32 *, long, const float *, int *, float *);
+long encode_f64(const struct tdl_encode_f64 *, long, const double *, int *, double *);
 long gather_f32(long, long, long, long, const int *, const float *, const float *, float *);
 long gather_f64(long, long, long, long, const int *, const double *, const double *,
                 double *);
@@ -29,11 +76,5 @@ long layer_bwd_f32(long, long, long, long, const int *, const float *, const flo
                    float *);
 long layer_bwd_f64(long, long, long, long, const int *, const double *, const double *,
                    double *, double *);
-void wp_row_f32(long, long, const float *, const float *, float *, float *);
-void wp_row_f64(long, long, const double *, const double *, double *, double *);
-long append_f32(long, long, long, const float *, const float *, const float *, float *, float *,
-                float *, float *, float *, float *, float *);
-long append_f64(long, long, long, const double *, const double *, const double *, double *,
-                double *, double *, double *, double *, double *, double *);
 
 #endif

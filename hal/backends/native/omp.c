@@ -2,15 +2,17 @@
    kernels.c once per type; see there for F, REAL and SQRT. */
 
 /* Batch-OMP of n samples from their correlations alpha0 = D x (rows of corr, length l),
-   the Gram matrix G = D D^T (l x l, row-major) and |x|^2 (xx), in the scaled-direction form
+   the Gram matrix G = D D^T (l x l, row-major, rows ldg >= l apart) and |x|^2 (xx), in the scaled-direction form
    of the specification (hal/backends/numpy/omp.py): Y[t] = b_t (G[j_t] - sum_s rho_s u_s Y[s]),
    c -= Y[t], coefficients by one back substitution at the end.
-   Outputs: idx/val (n x k, row-major; -1 / 0 pad samples that stopped early), nnz, resid
+   Outputs: idx/val (n rows of ldo >= k values, row-major; -1 / 0 pad each row past its
+   non-zeros), nnz, resid
    (squared residual norm).  tol2 < 0: no tolerance; else stop once |r|^2 <= tol2 |x|^2.
    ws: l + k*l + k*k + 4*k scratch values.  Returns the number of samples stopped by a
    dependent atom while a residual above rounding level was left (the caller warns). */
-long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL *G,
-             REAL tol2, REAL eps, REAL *ws, int *idx, REAL *val, int *nnz, REAL *resid)
+long F(omp)(long n, long l, long k, long ldo, const REAL *corr, const REAL *xx,
+             const REAL *G, long ldg, REAL tol2, REAL eps, REAL *ws, int *idx, REAL *val,
+             int *nnz, REAL *resid)
 {
     long dependent = 0;
     REAL *c = ws;                /* the residual's correlations */
@@ -25,9 +27,9 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
     const REAL ctol = tiny * tiny;
     for (long i = 0; i < n; i++) {
         const REAL *a0 = corr + i * l;
-        int *J = idx + i * k;
-        REAL *v = val + i * k;
-        for (long t = 0; t < k; t++) { J[t] = -1; v[t] = 0; }
+        int *J = idx + i * ldo;
+        REAL *v = val + i * ldo;
+        for (long t = 0; t < ldo; t++) { J[t] = -1; v[t] = 0; }
         const REAL x2 = xx[i];
         REAL proj = 0;           /* sum_t b_t c_j(t) = |projection|^2 */
         long T = 0;
@@ -50,7 +52,7 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
                 long j = 0;
                 while (j < l - 1 && (bits[j] & ABSMASK) != best) j++;
                 const REAL cj = c[j];
-                const REAL gj = G[j * l + j];
+                const REAL gj = G[j * ldg + j];
                 /* the best correlation at rounding level: the residual is orthogonal to
                    every atom - x is represented (stop silently), or what is left lies
                    outside the atoms' span (rank-deficient: count it) - and a further atom
@@ -74,7 +76,7 @@ long F(omp)(long n, long l, long k, const REAL *corr, const REAL *xx, const REAL
                 const REAL b = cj / d2;
                 if (b == 0) break;            /* residual orthogonal to every atom */
                 REAL *Yt = Y + t * l;
-                const REAL *Gj = G + j * l;
+                const REAL *Gj = G + j * ldg;
                 /* Y[t] = b (G[j] + sum_s RU[s] Y[s]) in blocks of QB columns held in
                    registers across the sum (one pass over each Y[s], one store of Y[t]) */
                 long q0 = 0;

@@ -7,6 +7,7 @@ specification of one family of operations:
   makes a stream's results independent of its split -, ``dense_forward``, ``gemm``);
 * :mod:`.omp`: Batch-OMP, with the textbook OMP (the paper's Algorithm 1) beside it;
 * :mod:`.sparse`: the k-sparse products (gather and scatter of compact codes);
+* :mod:`.encode`: a dictionary bound once for repeated encodes into caller-owned codes;
 * :mod:`.basis`: the streaming transform's basis (the Wp test and the atom append).
 
 The native backend's C files carry the same names (``hal/backends/native/``).
@@ -17,11 +18,12 @@ import numpy as np
 
 from ...backend import Backend
 from .basis import BasisSpec, BasisWorkspace
+from .encode import EncodePlan
 from .omp import BatchOMP, LinearDependenceWarning, omp_textbook
 from .sparse import SparseProducts
 
-__all__ = ["PRODUCT_ROWS", "BasisWorkspace", "LinearDependenceWarning", "NumpyBackend",
-           "omp_textbook"]
+__all__ = ["PRODUCT_ROWS", "BasisWorkspace", "EncodePlan", "LinearDependenceWarning",
+           "NumpyBackend", "omp_textbook"]
 
 #: rows of every product whose rows must round independently of their neighbours
 #: (OMP's correlations ``X @ D.T``, the transform's Wp test): see

@@ -1,150 +1,192 @@
-"""The NumPy specification of the streaming transform's basis (TinyDL's Algorithm 2).
+"""The NumPy specification of the streaming transform's state (TinyDL's Algorithm 2).
 
-The transform keeps its dictionary ``D`` (atoms as rows, unit norm), an orthonormal basis
-``Q`` of span(D) in the same order, ``L`` with ``D = L Q`` (lower triangular) and the Gram
-matrix ``G = D D^T``.  Two operations touch them, and every backend offers both through
-:meth:`BasisSpec.prepare_basis` (the native backend in C, ``hal/backends/native/basis.c``):
+The transform keeps its dictionary ``D`` (atoms as rows, unit norm), the Gram matrix
+``G = D D^T`` and ``Li``, the inverse of G's Cholesky factor ``L`` (``G[:n, :n] = L L^T``,
+lower triangular).  For a row ``x`` with correlations ``c = D[:n] x`` and ``z = Li c``:
 
-* the projection-error test of one row ``x``: ``p = Q[:n] x``, ``|x|^2`` and ``|p|^2``
-  (``Wp^2 = 1 - |p|^2 / |x|^2``);
-* the append of a joining row ``a`` as atom ``n``: one Gram-Schmidt step (reusing ``Q a``
-  when the test just computed it), a second one (re-orthogonalization) only when the first
-  removed more than half of the atom's squared norm - the criterion of Daniel, Gragg,
-  Kaufman and Stewart (1976): below it the first step can lose orthogonality, above it one
-  step is orthogonal to working precision - and the new rows of ``L`` and ``G`` (``G``'s row
-  from ``L`` in O(l^2), without reading ``D``).
+    Wp^2 = 1 - |z|^2 / |x|^2            (|z|^2 = c^T G^-1 c = |projection of x on span(D)|^2)
+
+or, where that difference cancels (``Wp^2`` below ``refine2``), the explicit residual
+``|x - D^T w|^2 / |x|^2`` with ``w = Li^T z`` (the projection's coefficients).  The
+correlations serve OMP too when the row does not join: one pass over the atoms per row.  A
+join appends ``D[n] = x / |x|``, G's row and column (``c / |x|`` and ``d . d``) and Li's row:
+with ``h = z / |x|`` (L's new row) and ``L[n, n] = Wp`` (the row's own Wp, ``>= alpha``, so L
+stays well conditioned), ``Li[n, :n] = -(h Li[:n, :n]) / Wp`` and ``Li[n, n] = 1 / Wp``.  No
+second dictionary-sized array (an orthonormal basis) is kept.
+
+Every backend offers :meth:`BasisSpec.prepare_basis`; ``BasisWorkspace.run`` is Algorithm 2
+on a batch (the native backend runs it in one C call, ``hal/backends/native/stream.c``).
+Here the products run on the backend's row-independent tiles (``rows_matmul``), so each
+row's values depend only on that row and the state at its time: bit-identical results for
+any split of a stream (one BLAS thread).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BasisSpec", "BasisWorkspace"]
+__all__ = ["BasisSpec", "BasisWorkspace", "REFINE_WP2"]
+
+#: below this Wp^2 the cheap formula 1 - |z|^2/|x|^2 loses digits: the explicit residual
+REFINE_WP2 = 1e-2
+#: rows per Wp test block (the backend's product tile)
+_SCAN_ROWS = 16
 
 
 class BasisWorkspace:
-    """The transform's basis arrays bound once, with the scratch their operations need.
+    """The transform's state arrays bound once, with the scratch their operations need.
 
     Parameters
     ----------
     backend : NumpyBackend
-        Runs the row-independent product of the test (:meth:`rows_matmul`).
-    D, Q : ndarray of shape (lb, m)
-        Atoms and orthonormal basis, rows past the atoms in use zero; C-contiguous.
-    L, G : ndarray of shape (lb, lb)
-        ``D = L Q`` and ``G = D D^T``.
-
-    Attributes
-    ----------
-    p : ndarray of shape (lb,)
-        The projections ``Q[:n] x`` of the last tested row (a joining row's ``proj``).
+        Runs the row-independent products (:meth:`rows_matmul`) and OMP.
+    D : ndarray of shape (lb, m)
+        Atoms, rows past the atoms in use zero; C-contiguous.
+    G, Li : ndarray of shape (lb, lb)
+        ``D D^T`` and the inverse of its Cholesky factor, zero past the atoms in use.
     """
 
-    def __init__(self, backend, D, Q, L, G):
+    def __init__(self, backend, D, G, Li):
         lb, m = D.shape
         dt = D.dtype
-        for name, a, shape in (("D", D, (lb, m)), ("Q", Q, (lb, m)), ("L", L, (lb, lb)),
-                               ("G", G, (lb, lb))):
+        for name, a, shape in (("D", D, (lb, m)), ("G", G, (lb, lb)), ("Li", Li, (lb, lb))):
             if a.dtype != dt or a.shape != shape or not a.flags.c_contiguous:
                 raise ValueError(f"prepare_basis: {name} should be C-contiguous {dt} of shape "
                                  f"{shape}, got {a.dtype} {a.shape}")
         self.backend = backend
-        self.D, self.Q, self.L, self.G = D, Q, L, G
+        self.D, self.G, self.Li = D, G, Li
         self.dtype, self.m, self.lb = dt, m, lb
-        self.p = np.zeros(lb, dt)
-        # fixed buffers: the same memory alignment whatever the batch split
-        self._x1 = np.zeros((1, m), dt)
-        self._p1 = np.zeros((1, lb), dt)
-        self._avec = np.empty(m, dt)
-        self._uvec = np.empty(m, dt)
+        rows = _SCAN_ROWS
+        # fixed buffers: the same shapes whatever the batch split
+        self._xb = np.zeros((rows, m), dt)
+        self._cflat = np.zeros(rows * lb, dt)
+        self._zflat = np.zeros(rows * lb, dt)
+        self._plan = None
+        self._plan_key = None
+        self.dependent = 0
 
-    def wp_row(self, n: int, x: np.ndarray):
-        """The projection-error test of one row ``x`` (m,) against ``Q[:n]``.
-
-        Returns
-        -------
-        xx, pp : scalar
-            ``|x|^2`` and ``|Q[:n] x|^2``; the projections are left in ``p[:n]``.
-        """
-        x1 = self._x1
-        x1[0] = x
-        xx = np.einsum("ij,ij->i", x1, x1)[0]
-        if n == 0:
-            return xx, self.dtype.type(0)
-        # at least 2 rows of Q (zero past n): a one-column product would go through gemv
+    # -- the Wp test ---------------------------------------------------------------------
+    def _test(self, n, R, refine2):
+        """Wp^2 of the rows of ``R`` (r <= 16) against the first ``n`` atoms, computed in the
+        fixed-size zero-padded block; the block's ``c`` and ``z`` stay in ``self._C``,
+        ``self._Z`` and ``|x|^2`` in ``self._xx``."""
+        r = R.shape[0]
+        xb = self._xb
+        rows = xb.shape[0]
+        xb[:r] = R
+        xb[r:] = 0
+        xx = np.einsum("ij,ij->i", xb, xb)
+        self._xx = xx
+        live = xx[:r] > 0
+        if n == 0:  # line 8 of Algorithm 2: Wp = 1 while D is empty (0 for a zero sample)
+            return live.astype(self.dtype)
+        # at least 2 atoms (zero past n): a one-column product would go through gemv, whose
+        # rounding depends on the row's position
         nq = max(n, 2)
-        P = self._p1[:, :nq]
-        self.backend.rows_matmul(x1, self.Q[:nq].T, out=P)
-        self.p[:n] = P[0, :n]
-        return xx, np.einsum("ij,ij->i", P, P)[0]
+        C = self._cflat[:rows * nq].reshape(rows, nq)
+        self.backend.rows_matmul(xb, self.D[:nq].T, out=C)
+        Z = self._zflat[:rows * nq].reshape(rows, nq)
+        self.backend.rows_matmul(C, self.Li[:nq, :nq].T, out=Z)
+        self._C, self._Z = C, Z
+        pp = np.einsum("ij,ij->i", Z, Z)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wp2 = 1 - pp[:r] / xx[:r]
+            refine = live & (wp2 < refine2)
+            if refine.any():
+                W = self.backend.rows_matmul(Z, self.Li[:nq, :nq])
+                res = xb - self.backend.rows_matmul(W, self.D[:nq])
+                rr = np.einsum("ij,ij->i", res, res)[:r]
+                wp2 = np.where(refine, rr / xx[:r], wp2)
+        return np.where(live, np.clip(wp2, 0, 1), 0).astype(self.dtype, copy=False)
 
-    def append(self, n: int, a: np.ndarray, proj=None, x=None):
-        """Append ``a / |a|`` as atom ``n`` (and its direction as ``Q[n]``, its rows of ``L``
-        and ``G``).
+    def wp(self, n, X):
+        """Wp of each row of ``X`` against the first ``n`` atoms (the explicit residual
+        wherever the cheap formula cancels), shape (len(X),)."""
+        out = np.empty(X.shape[0], self.dtype)
+        for s in range(0, X.shape[0], _SCAN_ROWS):
+            out[s:s + _SCAN_ROWS] = np.sqrt(self._test(n, X[s:s + _SCAN_ROWS], REFINE_WP2))
+        return out
 
-        Parameters
-        ----------
-        n : int
-            The atoms in use (the new one's row).
-        a : ndarray of shape (m,)
-        proj : ndarray of shape (n,), optional
-            ``Q[:n] a`` from the row's test (saves a pass over Q).
-        x : ndarray of shape (m,), optional
-            The next row of the stream: its test against the new basis is returned too.
-
-        Returns
-        -------
-        norm : scalar
-            ``|a|`` (the joining row's code on its atom).
-        reorth : bool
-            Whether the second Gram-Schmidt step ran.
-        xx, pp : scalar or None
-            :meth:`wp_row` of ``x`` against ``Q[:n + 1]`` (None without ``x``).
-        """
-        if not 0 <= n < self.lb:
-            raise ValueError(f"atom {n} does not fit the {self.lb} rows of the basis")
-        v = self._avec
-        v[:] = a
-        norm = np.sqrt(np.dot(v, v))
+    def _join(self, n, a, r, wp2):
+        """Append row ``a`` (row ``r`` of the last tested block) as atom ``n``; return |a|."""
+        xx = self._xx[r]
+        norm = np.sqrt(xx)
         d = self.D[n]
-        np.divide(v, norm, out=d)
-        u = self._uvec
-        u[:] = d
-        Ln = self.L[n]
-        reorth = False
+        np.divide(a, norm, out=d)
+        G, Li = self.G, self.Li
         if n:
-            Qn = self.Q[:n]
-            h = Qn @ u if proj is None else proj / norm
-            u -= h @ Qn
-            if np.dot(u, u) < 0.5 * np.dot(d, d):
-                h2 = Qn @ u
-                u -= h2 @ Qn
-                h = h + h2
-                reorth = True
-            Ln[:n] = h  # d = h Q[:n] + |u| q_n
-            # D[:n] d = L[:n, :n] (Q[:n] d) = L[:n, :n] h: the Gram row without reading D
-            g = self.L[:n, :n] @ Ln[:n]
-            self.G[n, :n] = g
-            self.G[:n, n] = g
-        self.G[n, n] = np.dot(d, d)
-        unorm = np.sqrt(np.dot(u, u))
-        Ln[n] = unorm
-        np.divide(u, unorm, out=self.Q[n])
-        if x is None:
-            return norm, reorth, None, None
-        xx, pp = self.wp_row(n + 1, x)
-        return norm, reorth, xx, pp
+            G[n, :n] = self._C[r, :n] / norm
+            G[:n, n] = G[n, :n]
+            h = self._Z[r, :n] / norm
+            lnn = np.sqrt(wp2)
+            Li[n, :n] = -(h @ Li[:n, :n]) / lnn
+            Li[n, n] = 1 / lnn
+        else:
+            Li[0, 0] = 1 / np.sqrt(wp2)
+        G[n, n] = np.dot(d, d)
+        return norm
+
+    # -- Algorithm 2 on a batch ----------------------------------------------------------
+    def plan(self, n, k, tol=None, width=None, mean=None, scale=None):
+        """The encode plan (:meth:`hal.Backend.prepare_encode`) for the first ``n`` atoms,
+        made once per dictionary size and parameters."""
+        key = (n, k, tol, width, mean is not None)
+        if self._plan_key != key or (mean is not None and self._plan.mean is not mean):
+            self._plan = None  # the old plan goes first (peak memory)
+            nd = max(n, 2)     # a second, zero atom: see _test (OMP never picks it)
+            self._plan = self.backend.prepare_encode(
+                self.D[:nd], np.ascontiguousarray(self.G[:nd, :nd]), min(k, n), tol=tol,
+                mean=mean, scale=scale, width=width)
+            self._plan_key = key
+        return self._plan
+
+    def run(self, n, lmax, rows, idx, val, thr, k, tol=None, refine2=REFINE_WP2):
+        """Algorithm 2 on the standardized ``rows`` (N, m) from ``n`` atoms (at most
+        ``lmax``): codes into ``idx`` / ``val`` (N, width), a joining row coded by ``|x|`` on
+        its new atom.  ``thr``: the Wp threshold; ``refine2``: the explicit residual below
+        this Wp^2.  Returns the atoms after the batch."""
+        N = rows.shape[0]
+        width = idx.shape[1]
+        pos = 0
+        while pos < N:
+            if n >= lmax:  # full: nothing can join, plain OMP for the rest
+                self.plan(n, k, tol, width).encode(rows[pos:], idx[pos:], val[pos:], raw=False)
+                break
+            start, join = pos, -1
+            while pos < N:  # a block at a time, for the first row that must join
+                e = min(N, pos + _SCAN_ROWS)
+                wp2 = self._test(n, rows[pos:e], refine2)
+                hit = np.flatnonzero(np.sqrt(wp2) > thr)
+                if hit.size:
+                    join = pos + int(hit[0])
+                    break
+                pos = e
+            end = N if join < 0 else join
+            if end > start and n:
+                self.plan(n, k, tol, width).encode(rows[start:end], idx[start:end],
+                                                   val[start:end], raw=False)
+            if join < 0:
+                break
+            r = join - pos
+            idx[join] = -1
+            val[join] = 0
+            idx[join, 0] = n
+            val[join, 0] = self._join(n, rows[join], r, wp2[r])
+            n += 1
+            pos = join + 1
+        return n
 
 
 class BasisSpec:
     """Mixin of :class:`~hal.backends.numpy.NumpyBackend`: :meth:`prepare_basis`."""
 
-    def prepare_basis(self, D, Q, L, G) -> BasisWorkspace:
-        """Bind the streaming transform's basis arrays (D and Q (lb, m), L and G (lb, lb),
+    def prepare_basis(self, D, G, Li) -> BasisWorkspace:
+        """Bind the streaming transform's state arrays (D (lb, m), G and Li (lb, lb),
         C-contiguous, one float dtype, kept for the workspace's life).
 
         Returns
         -------
         BasisWorkspace
-            ``wp_row(n, x)`` and ``append(n, a, proj, x)``.
+            ``run`` (Algorithm 2 on a batch), ``wp`` (the projection error) and ``plan``
+            (the execution phase's encode plan).
         """
-        return BasisWorkspace(self, D, Q, L, G)
+        return BasisWorkspace(self, D, G, Li)

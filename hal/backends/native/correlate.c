@@ -1,0 +1,214 @@
+/* The correlations of samples with atoms, each accumulated in one fixed order, and the
+   one-call encode of a batch (standardize, correlate, Batch-OMP).  Included by kernels.c once
+   per type, after basis.c (whose F(VEC), F(vload), F(vstore) it uses), with floating-point
+   contraction off (see F(madd)).  The specification is NumPy's X @ D.T
+   (hal/backends/numpy/omp.py, _chunk_correlations): the same values up to rounding.
+
+   The fixed order.  C[i, j] = X[i] . D[j] is accumulated one feature at a time, in order:
+   acc = fma(X[i, t], D[j, t], acc) for t = 0 .. m-1 from acc = 0 (the product form of a
+   GEMM, with the atoms along the vector lanes of DT, the dictionary transposed and padded
+   to a whole number of vectors).  That order depends on nothing but t: not on the other rows
+   or atoms, on how many there are, on where a row sits in its batch, on the register block
+   it falls in or on the chunking over t (accumulators are carried across chunks in memory,
+   unchanged).  A lone sample gets the same bits as the same sample in any batch, which keeps
+   the streaming transform's results independent of the batch split without the zero-padded
+   16-row tiles a BLAS GEMM needs.  |X[i]|^2 has an order of its own (F(sqnorm)).
+
+   The blocking is for speed only: NS samples x NV vectors of atoms per register block
+   (NS * NV <= 12 accumulators: 6 x 2 for batches, 1 x 12 for a lone sample, so that a lone
+   sample has 12 independent FMA chains), chunks of CKC features (the DT rows of a chunk stay
+   in L2 while the samples of a block of CSB pass over them). */
+
+/* acc + x * d with one rounding, the same in every block shape: explicit where the target
+   has an FMA (GCC contracts a + b * c in some inlined variants of a loop and not in others:
+   measured, the last atom of a 3-sample block rounded differently from the same atom of a
+   lone sample), else two roundings (contraction is off for this file) */
+static inline F(VEC) F(madd)(F(VEC) acc, F(VEC) x, F(VEC) d)
+{
+#if defined(__FMA__) && VBYTES == 32
+    if (sizeof(REAL) == 4)
+        return (F(VEC))_mm256_fmadd_ps((__m256)x, (__m256)d, (__m256)acc);
+    return (F(VEC))_mm256_fmadd_pd((__m256d)x, (__m256d)d, (__m256d)acc);
+#else
+    return acc + x * d;
+#endif
+}
+
+static inline F(VEC) F(splat)(REAL x)
+{
+#if defined(__AVX__) && VBYTES == 32
+    if (sizeof(REAL) == 4) return (F(VEC))_mm256_set1_ps((float)x);
+    return (F(VEC))_mm256_set1_pd((double)x);
+#else
+    return x - (F(VEC)){0};  /* a broadcast (x - 0 is x, -0 included) */
+#endif
+}
+
+static inline REAL F(lanes)(F(VEC) a)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    REAL v[VL];
+    __builtin_memcpy(v, &a, sizeof a);
+    for (int w = VL / 2; w >= 1; w /= 2)   /* a fixed pairwise tree */
+        for (int i = 0; i < w; i++) v[i] += v[i + w];
+    return v[0];
+}
+
+/* NS samples x NV vectors of atoms over the features [t0, t1): x[s] the sample rows, dt the
+   first DT column of the block (rows of ldt values), acc[s * lda + v * VL] the accumulators
+   carried between calls */
+static inline __attribute__((always_inline)) void
+F(cblock)(long t0, long t1, const REAL *const *x, const REAL *dt, long ldt, REAL *acc,
+          long lda, const int NS, const int NV)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    F(VEC) A[6][12];
+    for (int s = 0; s < NS; s++)
+        for (int v = 0; v < NV; v++) A[s][v] = F(vload)(acc + s * lda + v * VL);
+    for (long t = t0; t < t1; t++) {
+        const REAL *row = dt + t * ldt;
+        F(VEC) dv[12];
+        for (int v = 0; v < NV; v++) dv[v] = F(vload)(row + v * VL);
+        for (int s = 0; s < NS; s++) {
+            const F(VEC) xb = F(splat)(x[s][t]);
+            for (int v = 0; v < NV; v++) A[s][v] = F(madd)(A[s][v], xb, dv[v]);
+        }
+    }
+    for (int s = 0; s < NS; s++)
+        for (int v = 0; v < NV; v++) F(vstore)(acc + s * lda + v * VL, A[s][v]);
+}
+
+#define CB(NS_, NV_) \
+    case (NS_) * 16 + (NV_): F(cblock)(t0, t1, xs, dt, ldt, acc, lda, NS_, NV_); break;
+
+/* the register block for ns samples (<= 6) and nv vectors (<= 12 / ns) */
+static void F(cblock_any)(long t0, long t1, const REAL *const *xs, const REAL *dt, long ldt,
+                           REAL *acc, long lda, int ns, int nv)
+{
+    switch (ns * 16 + nv) {
+    CB(6, 2) CB(6, 1) CB(5, 2) CB(5, 1) CB(4, 3) CB(4, 2) CB(4, 1)
+    CB(3, 4) CB(3, 3) CB(3, 2) CB(3, 1) CB(2, 6) CB(2, 5) CB(2, 4) CB(2, 3) CB(2, 2) CB(2, 1)
+    CB(1, 12) CB(1, 11) CB(1, 10) CB(1, 9) CB(1, 8) CB(1, 7) CB(1, 6) CB(1, 5) CB(1, 4)
+    CB(1, 3) CB(1, 2) default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 1, 1);
+    }
+}
+#undef CB
+
+/* |x|^2 in a fixed order of its own: VL lanes stepping VL features at a time, the tail
+   zero-padded into a last step, then the lane tree */
+static REAL F(sqnorm)(long m, const REAL *x)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    F(VEC) a = {0}, b = {0};
+    long t = 0;
+    for (; t + 2 * VL <= m; t += 2 * VL) {
+        const F(VEC) u = F(vload)(x + t), w = F(vload)(x + t + VL);
+        a = F(madd)(a, u, u);
+        b = F(madd)(b, w, w);
+    }
+    REAL tail[2 * VL];
+    __builtin_memset(tail, 0, sizeof tail);
+    __builtin_memcpy(tail, x + t, (unsigned long)(m - t) * sizeof(REAL));
+    const F(VEC) u = F(vload)(tail), w = F(vload)(tail + VL);
+    a = F(madd)(a, u, u);
+    b = F(madd)(b, w, w);
+    return F(lanes)(a + b);
+}
+
+/* The padded width of DT for l atoms: a whole number of vectors. */
+long F(correlate_width)(long l)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    return (l + VL - 1) / VL * VL;
+}
+
+/* C[i * ldc + j] = X[i] . D[j] for i < n, j < l, in the fixed order above, from DT (m rows
+   of ldt >= correlate_width(l) values: DT[t * ldt + j] = D[j, t]; the columns from l to
+   correlate_width(l) are computed and dropped, so they need only be finite); X rows at
+   stride ldx; xx[i] = |X[i]|^2 if xx.  acc: scratch of CSB * correlate_width(l) values
+   (correlate_scratch(l)), any alignment.  C[i, j] does not depend on l: the correlations
+   with atoms added later extend a row without changing it. */
+void F(correlate)(long n, long l, long m, const REAL *X, long ldx, const REAL *DT, long ldt,
+                  REAL *C, long ldc, REAL *xx, REAL *acc)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    const long lw = F(correlate_width)(l), nvec = lw / VL;
+    for (long i0 = 0; i0 < n; i0 += CSB) {
+        const long nb = n - i0 < CSB ? n - i0 : CSB;
+        __builtin_memset(acc, 0, (unsigned long)(nb * lw) * sizeof(REAL));
+        for (long t0 = 0; t0 < m; t0 += CKC) {
+            const long t1 = t0 + CKC < m ? t0 + CKC : m;
+            for (long s0 = 0; s0 < nb; s0 += 6) {
+                const int ns = nb - s0 < 6 ? (int)(nb - s0) : 6;
+                /* groups of at most 12 / ns vectors, as even as possible (13 vectors as 7 + 6,
+                   not 12 + 1: a lone vector is one FMA chain, latency-bound) */
+                const long cap = 12 / ns, ng = (nvec + cap - 1) / cap;
+                const int nvb = (int)((nvec + ng - 1) / ng);
+                const REAL *xs[6];
+                for (int s = 0; s < ns; s++) xs[s] = X + (i0 + s0 + s) * ldx;
+                for (long v0 = 0; v0 < nvec; v0 += nvb) {
+                    const int nv = nvec - v0 < nvb ? (int)(nvec - v0) : nvb;
+                    F(cblock_any)(t0, t1, xs, DT + v0 * VL, ldt, acc + s0 * lw + v0 * VL, lw,
+                                  ns, nv);
+                }
+            }
+        }
+        for (long s = 0; s < nb; s++) {
+            __builtin_memcpy(C + (i0 + s) * ldc, acc + s * lw, (unsigned long)l * sizeof(REAL));
+            if (xx) xx[i0 + s] = F(sqnorm)(m, X + (i0 + s) * ldx);
+        }
+    }
+}
+
+/* The scratch values correlate needs for l atoms. */
+long F(correlate_scratch)(long l) { return CSB * F(correlate_width)(l); }
+
+/* The first non-finite value of X (n x m) as 1 + its flat index, or 0: a vector pass
+   (x - x is 0 for every finite x, NaN otherwise), then a scalar one only to locate it. */
+static long F(nonfinite)(long n, long m, const REAL *X)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    const long N = n * m;
+    F(VEC) z = {0};
+    long q = 0;
+    for (; q + VL <= N; q += VL) {
+        const F(VEC) v = F(vload)(X + q);
+        z = z + (v - v);
+    }
+    REAL s = F(lanes)(z);
+    for (; q < N; q++) s += X[q] - X[q];
+    if (s == 0) return 0;
+    for (q = 0; q < N; q++)
+        if (!(X[q] - X[q] == 0)) return q + 1;
+    return 0;
+}
+
+/* Code the n rows of X (n x m, C order) on the bound dictionary p: check that X is finite,
+   standardize each row (if p->mean: (x - mean) / scale, the rounding of NumPy's
+   apply_stats), correlate it with the atoms and run Batch-OMP, CSB rows at a time, into idx
+   and val (n rows of p->ldo values).  Returns the samples stopped early by a dependent atom
+   (>= 0), or -(1 + i * m + t) for the first non-finite X[i, t] (then nothing is written). */
+long F(encode)(const struct CAT(tdl_encode, SUF) *p, long n, const REAL *X, int *idx,
+               REAL *val)
+{
+    const long m = p->m, l = p->l;
+    const long bad = F(nonfinite)(n, m, X);
+    if (bad) return -bad;
+    long dep = 0;
+    for (long i0 = 0; i0 < n; i0 += CSB) {
+        const long nb = n - i0 < CSB ? n - i0 : CSB;
+        const REAL *rows = X + i0 * m;
+        if (p->mean) {
+            for (long s = 0; s < nb; s++) {
+                const REAL *x = rows + s * m;
+                REAL *y = p->xs + s * m;
+                for (long t = 0; t < m; t++) y[t] = (x[t] - p->mean[t]) / p->scale[t];
+            }
+            rows = p->xs;
+        }
+        F(correlate)(nb, l, m, rows, m, p->DT, p->ldt, p->corr, l, p->xx, p->acc);
+        dep += F(omp)(nb, l, p->k, p->ldo, p->corr, p->xx, p->G, p->ldg, p->tol2, p->eps, p->ows,
+                      idx + i0 * p->ldo, val + i0 * p->ldo, p->nnz, p->resid);
+    }
+    return dep;
+}

@@ -1,0 +1,96 @@
+"""The transform's allocation-free execution path (``transform_into``) and one-row streaming:
+the same bits as the batched calls, whatever the split."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinydl.transform import NotFittedError, StreamingDictionary
+
+# every test once on the NumPy backend and once on the native one (see tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("each_omp_backend")
+
+
+def _stream(seed, n=300, m=40, rank=12, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, m))
+    X += 0.3 * rng.standard_normal((n, m))
+    return (X + 2.0).astype(dtype)
+
+
+def _same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(
+        a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_transform_into_matches_transform_bit_for_bit(dtype, standardize):
+    X = _stream(0, dtype=dtype)
+    sd = StreamingDictionary(l=30, k=5, alpha=0.4, standardize=standardize,
+                             n_standardize=50).fit(X[:200])
+    ref = sd.transform(X[200:], dense=False)
+    kc = min(sd.k, sd.l)
+    idx = np.full((100, kc), 7, np.int32)      # garbage: every entry must be written
+    val = np.full((100, kc), 3.0, dtype)
+    sd.transform_into(np.ascontiguousarray(X[200:]), idx, val)
+    assert _same_bits(idx, ref.indices) and _same_bits(val, ref.values)
+    # one row at a time, into the same buffers again and again
+    i1, v1 = np.empty((1, kc), np.int32), np.empty((1, kc), dtype)
+    for r in range(200, 300, 7):
+        sd.transform_into(X[r:r + 1].copy(), i1, v1)
+        assert _same_bits(i1[0], ref.indices[r - 200]) and _same_bits(v1[0], ref.values[r - 200])
+
+
+def test_transform_into_follows_k_and_a_growing_dictionary():
+    X = _stream(1)
+    sd = StreamingDictionary(l=40, k=6, alpha=0.5).partial_fit(X[:30])
+    idx, val = np.empty((1, 6), np.int32), np.empty((1, 6), np.float32)
+    x = X[-1:].copy()
+    sd.transform_into(x, idx, val)
+    sd.partial_fit(X[30:200])        # atoms join: the prepared state follows
+    sd.transform_into(x, idx, val)
+    ref = sd.transform(x, dense=False)
+    assert _same_bits(idx, ref.indices) and _same_bits(val, ref.values)
+    sd.set_params(k=3)               # kc = 3 now: the outputs' width follows
+    i3, v3 = np.empty((1, 3), np.int32), np.empty((1, 3), np.float32)
+    sd.transform_into(x, i3, v3)
+    ref = sd.transform(x, dense=False)
+    assert _same_bits(i3, ref.indices) and _same_bits(v3, ref.values)
+    with pytest.raises(ValueError, match=r"indices .* shape \(1, 3\)"):
+        sd.transform_into(x, idx, val)
+
+
+def test_transform_into_rejects_bad_arrays_without_writing():
+    X = _stream(2)
+    sd = StreamingDictionary(l=20, k=4).fit(X)
+    idx, val = np.full((2, 4), 9, np.int32), np.full((2, 4), 9.0, np.float32)
+    good = X[:2].copy()
+    bad_cases = [
+        (good.astype(np.float64), idx, val, r"X must be .*float32.*got .*float64"),
+        (np.asfortranarray(X[:2, :]), idx, val, r"C-contiguous"),
+        (X[:2, :-1].copy(), idx, val, r"\(n >= 1, 40\).*\(2, 39\)"),
+        (good[:1], idx, val, r"indices .*\(1, 4\).*\(2, 4\)"),
+        (good, idx.astype(np.int64), val, r"indices .*int32"),
+        (good, idx, val.astype(np.float64), r"values .*float32"),
+        (good, idx, np.full((2, 4), 9.0, np.float32)[:, ::-1], r"values .*C-contiguous"),
+        (list(good), idx, val, r"got list"),
+    ]
+    for x, i, v, msg in bad_cases:
+        with pytest.raises(ValueError, match=msg):
+            sd.transform_into(x, i, v)
+    nan = good.copy()
+    nan[1, 3] = np.nan
+    with pytest.raises(ValueError, match=r"1 NaN or Inf .* \(1, 3\)"):
+        sd.transform_into(nan, idx, val)
+    assert (idx == 9).all() and (val == 9).all()
+
+
+def test_transform_into_not_fitted():
+    idx, val = np.empty((1, 4), np.int32), np.empty((1, 4), np.float32)
+    with pytest.raises(NotFittedError):
+        StreamingDictionary(k=4).transform_into(np.zeros((1, 5), np.float32), idx, val)
+    sd = StreamingDictionary(k=4, standardize=True, n_standardize=10)
+    sd.partial_fit(_stream(3)[:5])
+    with pytest.raises(NotFittedError, match="5 of n_standardize=10"):
+        sd.transform_into(np.zeros((1, 40), np.float32), idx, val)
