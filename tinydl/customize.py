@@ -34,8 +34,9 @@ whole footprint fits the memory budget, in this order --
    held, then coded), then ``rebuild="never"`` with ``standardize="running"`` (no hold-back
    buffer; the warm-up rows, 256 or a sixteenth of a stream of known length and at least 32,
    fix the statistics and are not learned from);
-3. within those: the largest chunk of 256, 128, 64, 32, 16, 8, 4 rows (the OMP workspace is
-   sized for the chunk).
+3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
+   (:mod:`tinydl.lowmem`); then the largest chunk of 256, 128, 64, 32, 16, 8, 4 rows (the OMP
+   workspace is sized for the chunk).
 
 So a raw-sample reservoir is kept only when the plan budgets it.  At equal capacity the ranking
 prefers the same order.
@@ -82,7 +83,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    raw_rows: bool = True, standardize: str = "hold",
                    dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
                    window_policy: str = "reservoir", backend: str = "numpy",
-                   buffers: bool = False):
+                   dt_copy: Optional[bool] = None, buffers: bool = False):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
@@ -104,8 +105,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     rebuild = "new-class" if raw_rows else "never"
     buf = plan_buffers(m, n_classes, l, k, hidden_layer_sizes, window, dtype, batch_size,
                        chunk, n_standardize, standardize, rebuild, window_policy,
-                       dictionary_dtype, ob, dt_copy=_dt_copy(backend, dtype,
-                                                              dictionary_dtype))
+                       dictionary_dtype, ob,
+                       dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -265,15 +266,26 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                     npar = _n_params(sizes)
                     # the first storage/policy/chunk that fits, in the preference order of
                     # _options (the rule is stated in the module docstring)
-                    for opt in opts:
+                    # the cheapest option first: when even it does not fit, the candidate is
+                    # rejected at the least memory it could need (what the infeasible message
+                    # names)
+                    fp = plan_footprint(m, n_classes, l, k, hidden, window, dt.name,
+                                        chunk=opts[-1]["chunk"], raw_rows=opts[-1]["raw"],
+                                        standardize=opts[-1]["standardize"],
+                                        n_standardize=opts[-1]["n_standardize"],
+                                        dictionary_dtype=opts[-1]["ddtype"],
+                                        backend=be, dt_copy=opts[-1]["dt_copy"])["total"]
+                    for opt in (opts if fp <= mem_cap else ()):
                         fp = plan_footprint(m, n_classes, l, k, hidden, window, dt.name,
                                             chunk=opt["chunk"], raw_rows=opt["raw"],
                                             standardize=opt["standardize"],
                                             n_standardize=opt["n_standardize"],
                                             dictionary_dtype=opt["ddtype"],
-                                            backend=be)["total"]
+                                            backend=be, dt_copy=opt["dt_copy"])["total"]
                         if fp <= mem_cap:
                             break
+                    else:
+                        opt = opts[-1]
                     ch = opt["chunk"]
                     paper = paper_bytes(m, l, window, npar, dt.name, opt["ddtype"])
                     if (l, k, ch) not in tcache:
@@ -304,7 +316,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             rebuild="new-class" if opt["raw"] else "never",
                             standardize=opt["standardize"],
                             n_standardize=opt["n_standardize"],
-                            dictionary_dtype=opt["ddtype"] or dt.name))
+                            dictionary_dtype=opt["ddtype"] or dt.name,
+                            dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"])))
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
@@ -324,7 +337,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  standardize=best.standardize,
                                  n_standardize=best.n_standardize,
                                  dictionary_dtype=best.dictionary_dtype, backend=be,
-                                 buffers=True)
+                                 dt_copy=best.dt_copy, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
                      else f"profile power measured with {src}")
@@ -341,7 +354,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 budget=budget, error=best.error, reason=reason, rebuild=best.rebuild,
                 window_policy="reservoir", standardize=best.standardize,
                 n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
-                omp_batch=min(best.chunk, N_STANDARDIZE), buffers=tuple(buffers),
+                omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
+                buffers=tuple(buffers),
                 candidates=tuple(cands))
 
 
@@ -368,9 +382,10 @@ def _options(chunks, dtype, dictionary_dtype, n_samples):
     for dd in ddts:
         for raw, stdz, nstd in ((True, "hold", N_STANDARDIZE), (False, "hold", N_STANDARDIZE),
                                 (False, "running", run_n)):
-            for ch in chunks:
-                out.append(dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
-                                chunk=ch))
+            for dtc in (True, False):
+                for ch in chunks:
+                    out.append(dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
+                                    chunk=ch, dt_copy=dtc))
     return out
 
 

@@ -50,10 +50,16 @@ def dictionary_itemsize(dictionary_dtype, dtype="float32") -> int:
     return np.dtype(dictionary_dtype or dtype).itemsize
 
 
+_ITEM = {"float64": 8, "float32": 4, "float16": 2, "int8": 1, "int32": 4, "int64": 8,
+         "uint8": 1}
+
+
 def _buf(name, shape, dtype, term, phase, note=""):
-    shape = tuple(int(s) for s in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    return dict(name=name, shape=list(shape), dtype=np.dtype(dtype).name, bytes=int(nbytes),
+    # plain integers: the customizer prices thousands of candidates
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return dict(name=name, shape=[int(s) for s in shape], dtype=dtype, bytes=n * _ITEM[dtype],
                 term=term, phase=phase, note=note)
 
 
@@ -93,82 +99,93 @@ def plan_buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Seq
     list of dict
         ``name, shape, dtype, bytes, term, phase, note``.
     """
-    dt = np.dtype(dtype)
-    ddt = np.dtype(dictionary_dtype or dt)
+    dt = np.dtype(dtype).name
+    ddt = np.dtype(dictionary_dtype or dt).name
+    it = _ITEM[dt]
     lb, kk = max(int(l), 2), max(min(int(k), int(l)), 1)
+    m, chunk = int(m), int(chunk)
     slots = int(window)
     if window_policy == "reservoir":
         slots = max(1, int(window) // int(n_classes)) * int(n_classes)
+    hidden = tuple(int(h) for h in hidden_layer_sizes)
     S = "steady"
-    out = [_buf("transform.D (atoms)", (lb, m), ddt, "m*l", S, "the dictionary, stored dtype")]
-    if ddt == np.int8:
-        out.append(_buf("transform.D_scale (per-atom)", (lb,), np.float32, "m*l", S,
+    out = [_buf("transform.D", (lb, m), ddt, "m*l", S, "the atoms, in their stored dtype")]
+    if ddt == "int8":
+        out.append(_buf("transform.D_scale", (lb,), "float32", "m*l", S,
                         "int8 atoms: value = scale * q"))
-    out += [_buf("transform.G (Gram)", (lb, lb), dt, "overhead", S, "D D^T for Batch-OMP"),
-            _buf("transform.L (Cholesky)", (lb, lb), dt, "overhead", S,
-                 "G = L L^T: the projection error from D a"),
-            _buf("transform.scan", (_SCAN, lb), dt, "overhead", S, "D a of a scan block"),
-            _buf("transform.rowbuf", (_SCAN, m), dt, "overhead", S, "padded scan rows"),
-            _buf("backend.tiles", (2 * _TILE, m), dt, "overhead", S,
-                 "the product tiles (in and out)")]
+    out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
+            _buf("transform.Li", (lb, lb), dt, "overhead", S,
+                 "inverse Cholesky factor of G: Wp from D a"),
+            _buf("basis.rows", (_SCAN, m), dt, "overhead", S, "the Wp test's padded rows"),
+            _buf("basis.c,z", (2, _SCAN, lb), dt, "overhead", S, "D a and Li D a"),
+            _buf("backend.tiles", (2, _TILE, m), dt, "overhead", S,
+                 "the row-independent product tiles (in, out)")]
     if ddt != dt:
-        out.append(_buf("transform.decode tile", (_TILE, m), dt, "overhead", S,
+        out.append(_buf("transform.decode", (_TILE, m), dt, "overhead", S,
                         "atoms decoded to the compute dtype a tile at a time"))
-    if standardize != "off":
+    if standardize != "off" and rebuild == "never" or rebuild == "new-class":
         out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))
-    if standardize == "running":
-        out.append(_buf("standardizer.moments", (2, m), np.float64, "overhead", S,
+    if standardize == "running" and rebuild == "never":
+        out.append(_buf("standardizer.moments", (2, m), "float64", "overhead", S,
                         "running mean and M2 of the warm-up rows"))
-    # the OMP workspace (NumpyBackend.prepare_omp) for b rows
-    b = _omp_rows(int(omp_batch), lb, kk, dt.itemsize)
+    # the encode plan's OMP workspace (NumpyBackend.prepare_omp) for b rows
+    b = _omp_rows(int(omp_batch), lb, kk, it)
     out += [_buf("omp.corr,abs", (2, b, lb), dt, "overhead", S, ""),
             _buf("omp.Y", (kk + 1, b, lb), dt, "overhead", S, ""),
-            _buf("omp.small", (kk * kk + 5 * kk + kk + 1 + 6, b), dt, "overhead", S,
+            _buf("omp.state", (kk * kk + 6 * kk + 1 + 5, b), dt, "overhead", S,
                  "coef, u, ru, b, cj, nrho, gamma, vec, xx"),
-            _buf("omp.index", (kk + 2, b), np.intp, "overhead", S, "j, fj, rowoff"),
-            _buf("omp.pad_in,pad_out", (_TILE * (m + lb),), dt, "overhead", S, ""),
-            _buf("omp.Gn", (lb, lb), dt, "overhead", S, "contiguous Gram copy")]
+            _buf("omp.index", (kk + 2, b), "int64", "overhead", S, "j, fj, rowoff"),
+            _buf("omp.pad_in", (_TILE, m), dt, "overhead", S, ""),
+            _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, ""),
+            _buf("omp.G", (lb, lb), dt, "overhead", S, "the plan's contiguous Gram copy")]
     if dt_copy:
         out.append(_buf("omp.DT", (m, lb), dt, "overhead", S, "contiguous copy of D^T"))
     # the window: compact codes (the paper's l*n dense codes, stored as k indices + values)
-    out += [_buf("window.indices", (slots, kk), np.int32, "l*n", S, "compact codes"),
+    out += [_buf("window.indices", (slots, kk), "int32", "l*n", S, "compact codes"),
             _buf("window.values", (slots, kk), dt, "l*n", S, "compact codes"),
-            _buf("window.labels", (slots,), np.int64, "overhead", S, "")]
+            _buf("window.labels", (slots,), "int64", "overhead", S, "")]
     if rebuild == "new-class":
-        out.append(_buf("window.raw (reservoir)", (slots, m), dt, "overhead", S,
-                        "raw rows a rebuild re-learns from"))
-    net = _network_parts(int(l), kk, tuple(int(h) for h in hidden_layer_sizes), slots,
-                         int(n_classes), dt.name, int(batch_size))
+        out.append(_buf("window.raw", (slots, m), dt, "overhead", S,
+                        "raw-sample reservoir a rebuild re-learns from"))
+    net = _network_parts(int(l), kk, hidden, slots, int(n_classes), dt, int(batch_size))
     for key in ("parameters", "gradients", "optimizer", "activations", "batch", "labels"):
-        out.append(dict(name=f"network.{key}", shape=[], dtype=dt.name, bytes=int(net[key]),
+        out.append(dict(name=f"network.{key}", shape=[], dtype=dt, bytes=int(net[key]),
                         term="|param|" if key == "parameters" else "overhead", phase=S,
                         note="MLPClassifier.footprint"))
-    code = 4 + dt.itemsize
-    # (stats) fixing the standardization
-    if standardize == "hold":
+    h1 = hidden[0] if hidden else int(n_classes)
+    out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
+                    "the sparse first layer's gather scratch"))
+    code = 4 + it
+    # (stats) fixing the standardization (rebuild="never"; a rebuild fixes its own)
+    if rebuild == "never" and standardize == "hold":
         held = 0 if chunk >= n_standardize else (2 * (n_standardize - 1) + chunk)
-        out += [_buf("stats.read chunk", (chunk, m), dt, "overhead", "stats", ""),
-                _buf("stats.held rows", (held, m), dt, "overhead", "stats",
-                     "held back, and their concatenation with a chunk"),
-                _buf("stats.deviations", (n_standardize, m), np.float64, "overhead", "stats",
+        out += [_buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
+                _buf("stats.held", (held, m), dt, "overhead", "stats",
+                     "rows held back, and their concatenation with a chunk"),
+                _buf("stats.deviations", (n_standardize, m), "float64", "overhead", "stats",
                      "fit_stats' float64 temporaries")]
-    elif standardize == "running":
-        out += [_buf("stats.read chunk", (chunk, m), dt, "overhead", "stats", ""),
-                _buf("stats.chunk deviations", (chunk, m), dt, "overhead", "stats", "")]
-    # (stream) one chunk read, standardized, coded; the window's ordered copy at retraining
-    rows = max(chunk, n_standardize) if standardize == "hold" else chunk
-    out += [_buf("stream.read chunk", (chunk, m), dt, "overhead", "stream", ""),
+    elif rebuild == "never" and standardize == "running":
+        out += [_buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
+                _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
+                     "the chunk's squared deviations")]
+    # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
+    # copy and the network's per-call buffers (measured: 16 B a sample and 12 B a non-zero)
+    rows = max(chunk, n_standardize) if (rebuild == "never" and standardize == "hold") \
+        else chunk
+    out += [_buf("stream.read", (chunk, m), dt, "overhead", "stream", "the chunk read"),
             _buf("stream.standardized", (rows, m), dt, "overhead", "stream", ""),
-            _buf("stream.codes", (2 * rows, kk), np.dtype(f"V{code}"), "overhead", "stream",
+            _buf("stream.codes", (2 * rows, kk * code), "uint8", "overhead", "stream",
                  "the chunk's codes and their scaled copy"),
-            _buf("stream.window copy", (slots, kk * code + 8), np.uint8, "overhead", "stream",
-                 "the ordered window the network retrains on")]
+            _buf("stream.window copy", (slots, kk * code + 16), "uint8", "overhead", "stream",
+                 "the ordered window (and its slot index) the network retrains on"),
+            _buf("stream.training", (22 * 1024 + slots * (16 + 12 * kk),), "uint8",
+                 "overhead", "stream", "the network's per-call buffers")]
     if rebuild == "new-class":
         nb = min(n_standardize, slots)
-        out += [_buf("rebuild.read chunk", (chunk, m), dt, "overhead", "rebuild", ""),
-                _buf("rebuild.block", (nb, m), np.float64, "overhead", "rebuild",
+        out += [_buf("rebuild.read", (chunk, m), dt, "overhead", "rebuild", ""),
+                _buf("rebuild.block", (nb, m), "float64", "overhead", "rebuild",
                      "the statistics' deviations, then a gathered block and new codes"),
-                _buf("rebuild.codes", (2 * slots, kk), np.dtype(f"V{code}"), "overhead",
+                _buf("rebuild.codes", (2 * slots, kk * code), "uint8", "overhead",
                      "rebuild", "")]
     return out
 
@@ -243,13 +260,84 @@ def format_buffers(buffers) -> str:
     ph = peak_phase(buffers)
     rows = counted(buffers)
     lines = [f"predicted footprint, buffer by buffer (steady, plus the peak phase '{ph}'):",
-             f"  {'buffer':<32}{'shape':<18}{'dtype':<9}{'bytes':>11}  term"]
+             f"  {'buffer':<24}{'shape':<18}{'dtype':<9}{'bytes':>11}  term"]
     for b in rows:
         shape = "x".join(map(str, b["shape"])) if b["shape"] else "-"
-        dtn = b["dtype"] if not b["dtype"].startswith("void") else "code"
-        lines.append(f"  {b['name']:<32}{shape:<18}{dtn:<9}{b['bytes']:>11,}  {b['term']}")
+        lines.append(f"  {b['name']:<24}{shape:<18}{b['dtype']:<9}{b['bytes']:>11,}  "
+                     f"{b['term']}")
     tot = total(buffers)
     terms = by_term(buffers)
-    lines.append(f"  {'total':<59}{tot:>11,}  ({_fmt_bytes(tot)})")
+    lines.append(f"  {'total':<51}{tot:>11,}  ({_fmt_bytes(tot)})")
     lines.append("  by term: " + ", ".join(f"{t} {terms[t]:,}" for t in TERMS))
     return "\n".join(lines)
+
+
+def measured_buffers(learner) -> Dict[str, int]:
+    """Bytes of the learner's live buffers, under the names :func:`plan_buffers` gives them
+    (those that can be read off a learner after a run; transients cannot).
+
+    Parameters
+    ----------
+    learner : TinyDLClassifier
+
+    Returns
+    -------
+    dict
+        Buffer name -> bytes.
+    """
+    out: Dict[str, int] = {}
+
+    def put(name, *arrays):
+        n = sum(int(a.nbytes) for a in arrays if isinstance(a, np.ndarray))
+        if n:
+            out[name] = out.get(name, 0) + n
+
+    tr = getattr(learner, "transform_", None)
+    d = getattr(tr, "__dict__", {})
+    put("transform.D", d.get("_D"))
+    put("transform.D_scale", d.get("_D_scale"))
+    put("transform.G", d.get("_G"))
+    put("transform.Li", d.get("_Li"))
+    bws = d.get("_bws")
+    if bws is not None:
+        put("basis.rows", getattr(bws, "_xb", None))
+        put("basis.c,z", getattr(bws, "_cflat", None), getattr(bws, "_zflat", None))
+        plan = getattr(bws, "_plan", None)
+        ws = getattr(plan, "_ws", None)
+        arrays = getattr(ws, "arrays", {}) or {}
+        put("omp.corr,abs", arrays.get("corr"), arrays.get("abs"))
+        put("omp.Y", arrays.get("Y"))
+        put("omp.state", *(arrays.get(k) for k in ("coef", "u", "ru", "b", "cj", "nrho",
+                                                     "gamma", "vec", "xx", "ok", "act")))
+        put("omp.index", *(arrays.get(k) for k in ("j", "fj", "rowoff")))
+        put("omp.pad_in", arrays.get("pad_in"))
+        put("omp.pad_out", arrays.get("pad_out"))
+        put("omp.DT", arrays.get("DT"))
+        put("omp.G", getattr(plan, "G", None))
+    be = getattr(learner, "_backend_obj", None)
+    bd = getattr(be, "__dict__", {})
+    tiles = []
+    for v in (bd.get("_tiles") or {}).values():
+        tiles.extend(v if isinstance(v, (list, tuple)) else [v])
+    put("backend.tiles", *tiles)
+    put("backend.gather", bd.get("_gbuf"))
+    st = getattr(learner, "standardizer_", None)
+    if st is not None:
+        put("standardizer.mean,scale", st.mean_, st.scale_)
+        sd = st.__dict__
+        put("standardizer.moments", sd.get("_mean"), sd.get("_m2"))
+    win = getattr(learner, "window_", None)
+    if win is not None:
+        put("window.indices", win.indices)
+        put("window.values", win.values)
+        put("window.labels", win.labels)
+        put("window.raw", win.raw)
+    net = getattr(getattr(learner, "network_", None), "network_", None)
+    if net is not None:
+        put("network.parameters", getattr(net, "params", None))
+        put("network.gradients", getattr(net, "grads", None))
+    opt = getattr(getattr(learner, "network_", None), "optimizer_", None)
+    state = getattr(opt, "state", None)
+    if isinstance(state, dict):
+        put("network.optimizer", *state.values())
+    return out

@@ -255,7 +255,8 @@ class TinyDLClassifier(MarkedStream):
     def _new_transform(self):
         from .transform import StreamingDictionary
         return StreamingDictionary(l=self.l, k=self.k, alpha=self.alpha, standardize=False,
-                                   dtype=self.dtype, backend=self._backend_obj)
+                                   dtype=self.dtype, backend=self._backend_obj,
+                                   dictionary_dtype=self.dictionary_dtype)
 
     def _new_network(self):
         from .nn import MLPClassifier
@@ -441,7 +442,8 @@ class TinyDLClassifier(MarkedStream):
         that ``rebuild="new-class"`` keeps: ``window x n_features`` values), the dictionary
         (``l x n_features``) and the network's parameters."""
         item = np.dtype(self.dtype).itemsize
-        n = self.window_.nbytes + int(self.l) * self.n_features_in_ * item
+        n = self.window_.nbytes + int(self.transform_._D.nbytes if hasattr(
+            self.transform_, "_D") else int(self.l) * self.n_features_in_ * item)
         if hasattr(self.network_, "classes_"):
             n += self.n_params_ * item
         return int(n)

@@ -92,6 +92,7 @@ class Candidate:
     standardize: str = "hold"         # "hold" (hold-back buffer) or "running"
     n_standardize: int = N_STANDARDIZE
     dictionary_dtype: str = "float32"
+    dt_copy: bool = True
 
     def label(self) -> str:
         """One line naming the configuration."""
@@ -126,6 +127,9 @@ class Plan:
         How the atoms are stored (compute stays in ``dtype``).
     omp_batch : int
         Rows of the OMP workspace.
+    dt_copy : bool
+        Whether the backend's OMP workspace keeps its contiguous copy of ``D.T`` (a second
+        dictionary-sized array; :mod:`tinydl.lowmem`).
     buffers : list of dict
         The predicted footprint buffer by buffer (:func:`tinydl.footprint.plan_buffers`).
     m, n_classes : int
@@ -183,6 +187,7 @@ class Plan:
     n_standardize: int = N_STANDARDIZE
     dictionary_dtype: str = "float32"
     omp_batch: int = CHUNK
+    dt_copy: bool = True
     buffers: Tuple[Dict, ...] = field(default=(), compare=False, repr=False)
     candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
 
@@ -195,14 +200,10 @@ class Plan:
         -------
         dict
         """
-        backend = self.backend
-        if self.omp_batch < CHUNK:
-            # the OMP workspace sized for the plan's chunk (the backend's default: 256 rows)
-            import hal
-            try:
-                backend = hal.get_backend(self.backend, batch=int(self.omp_batch))
-            except TypeError:  # a backend without a batch option
-                backend = self.backend
+        from .lowmem import plan_backend
+        # the OMP workspace sized for the plan's chunk (the backend's default: 256 rows), and
+        # without the copy of D.T when the plan could not afford it
+        backend = plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy))
         out = dict(l=self.l, k=self.k, alpha=self.alpha,
                    hidden_layer_sizes=tuple(self.hidden_layer_sizes), window=self.window,
                    n_batch=self.n_batch, epochs_per_update=self.epochs_per_update,
@@ -346,7 +347,7 @@ def load_plan(path) -> Plan:
                     seconds_per_sample=0.0, energy_per_sample=0.0, energy_source="unknown",
                     # plans written before these fields: the learner's defaults then
                     rebuild="new-class", window_policy="reservoir", standardize="hold",
-                    n_standardize=N_STANDARDIZE, omp_batch=CHUNK)
+                    n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True)
     kw.pop("buffers", None)
     kw["buffers"] = tuple(dict(b) for b in (d.get("buffers") or []) if isinstance(b, dict))
     for k, v in defaults.items():

@@ -141,7 +141,8 @@ def run(args):
         import hal
         import hal.cost  # noqa: F401
 
-        from .. import customize, learner, transform  # noqa: F401
+        from .. import customize, footprint, learner, lowmem, nn, rebuild, transform  # noqa: F401
+        from ..nn import classifier  # noqa: F401
         hal.get_backend(args.backend)
         tracemalloc.start()
     if args.shuffle is not None and args.shuffle < 0:
@@ -242,6 +243,8 @@ def run(args):
         import tracemalloc
         result["peak_traced_bytes"] = int(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
+        from ..footprint import measured_buffers
+        result["measured_buffers"] = measured_buffers(learner)
     if rank != 0:
         return 0
     if args.json:
