@@ -73,7 +73,8 @@ def plan_buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Seq
                  window: int, dtype="float32", batch_size: int = 64, chunk: int = 256,
                  n_standardize: int = 256, standardize="hold", rebuild: str = "never",
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
-                 omp_batch: int = 256, dt_copy: bool = False) -> List[Dict]:
+                 omp_batch: int = 256, dt_copy: bool = False,
+                 alpha: float = 0.3) -> List[Dict]:
     """Every buffer of a streaming run, see the module docstring.
 
     Parameters
@@ -93,6 +94,8 @@ def plan_buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Seq
         Rows of the OMP workspace.
     dt_copy : bool
         The backend keeps a contiguous copy of ``D.T`` for its products.
+    alpha : float
+        The Wp threshold (below ~0.14 the explicit residual's tiles are counted).
 
     Returns
     -------
@@ -118,10 +121,13 @@ def plan_buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Seq
                  "inverse Cholesky factor of G: Wp from D a"),
             _buf("basis.rows", (_SCAN, m), dt, "overhead", S, "the Wp test's padded rows"),
             _buf("basis.c,z", (2, _SCAN, lb), dt, "overhead", S, "D a and Li D a"),
-            _buf("backend.tiles", (2, _TILE, m), dt, "overhead", S,
-                 "the row-independent product tiles (in, out)")]
+            # the row-independent products' tiles, grown to the widest operands: (16, m) in
+            # and (16, l) out, and (16, m) out too where the Wp test takes the explicit
+            # residual (alpha^2 below 2 x 0.01, hal.backends.numpy.basis)
+            _buf("backend.tiles", (_TILE, m + (m if alpha * alpha < 0.02 else lb)), dt,
+                 "overhead", S, "the row-independent product tiles (in, out)")]
     if ddt != dt:
-        out.append(_buf("transform.decode", (_TILE, m), dt, "overhead", S,
+        out.append(_buf("transform.decode", (min(_TILE, lb), m), dt, "overhead", S,
                         "atoms decoded to the compute dtype a tile at a time"))
     if standardize != "off" and rebuild == "never" or rebuild == "new-class":
         out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))

@@ -52,6 +52,6 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True):
         be = hal.get_backend(name, batch=int(batch))
     except TypeError:  # a backend without a batch option (native, opencl...)
         return name
-    if not dt_copy:
+    if not dt_copy and str(name) in ("numpy", "blas"):  # the backends that keep the copy
         be.__class__ = _lean_class(type(be))
     return be

@@ -200,10 +200,7 @@ class Plan:
         -------
         dict
         """
-        from .lowmem import plan_backend
-        # the OMP workspace sized for the plan's chunk (the backend's default: 256 rows), and
-        # without the copy of D.T when the plan could not afford it
-        backend = plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy))
+        backend = self.backend
         out = dict(l=self.l, k=self.k, alpha=self.alpha,
                    hidden_layer_sizes=tuple(self.hidden_layer_sizes), window=self.window,
                    n_batch=self.n_batch, epochs_per_update=self.epochs_per_update,
@@ -232,9 +229,15 @@ class Plan:
         """
         from .learner import TinyDLClassifier
         params = dict(self.learner_params(), seed=seed, **overrides)
-        if backend is not None:
-            params["backend"] = backend
+        params["backend"] = self.backend_object() if backend is None else backend
         return TinyDLClassifier(**params)
+
+    def backend_object(self):
+        """The backend the plan was priced for, its OMP workspace sized for ``omp_batch``
+        rows and without the copy of ``D.T`` when ``dt_copy`` is False
+        (:func:`tinydl.lowmem.plan_backend`; the name itself when the defaults apply)."""
+        from .lowmem import plan_backend
+        return plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy))
 
     def to_dict(self) -> Dict:
         """The plan as a JSON-ready dict (without the candidates).

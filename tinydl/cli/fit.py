@@ -187,6 +187,7 @@ def run(args):
         # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
         plan = dataclasses.replace(plan, candidates=())
         params = plan.learner_params()
+        params["backend"] = plan.backend_object()  # workspaces sized as the plan priced them
         params["dtype"] = args.dtype if args.plan is None else plan.dtype
         for name in _OVERRIDES:
             v = getattr(args, name)

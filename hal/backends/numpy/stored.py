@@ -70,7 +70,7 @@ class _Tiles:
     def __init__(self, backend, Dq, scale, dtype):
         self.backend, self.Dq, self.scale = backend, Dq, scale
         self.dtype = np.dtype(dtype)
-        self.buf = np.zeros((_TILE, Dq.shape[1]), self.dtype)
+        self.buf = np.zeros((min(_TILE, Dq.shape[0]), Dq.shape[1]), self.dtype)
 
     def tile(self, t, e):
         sc = None if self.scale is None else self.scale[t:e]
