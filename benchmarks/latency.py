@@ -6,7 +6,9 @@ For (m, l, k) = (5625, 100, 20), (617, 200, 20), (520, 100, 20) in float32, on s
 Gaussian data (no file is read), one BLAS thread, medians of ``--repeat`` single calls:
 
 * ``gemv_floor_us``: one ``D @ a`` (the dictionary's correlations of one sample);
-* ``transform_b1_us``: ``StreamingDictionary.transform`` of one sample (fitted);
+* ``transform_b1_us``: ``StreamingDictionary.transform_into`` of one sample (fitted): the
+  allocation-free execution path (codes into caller-owned arrays); ``transform_dense_b1_us``:
+  the public ``transform`` (dense codes returned, allocated) of the same sample;
 * ``predict_b1_us``: ``TinyDLClassifier.predict`` of one sample, end to end (network
   l-64-n_classes);
 * ``raw_b1_us``: the raw network of that size (5625-2000-500-19, 617-512-256-26,
@@ -73,7 +75,10 @@ def run(m, l, k, raw_hidden, n_classes, backend, repeat):
     a = x1[0].copy()
     out["n_atoms"] = int(sd.n_atoms_)
     out["gemv_floor_us"] = median_us(lambda: D @ a, repeat)
-    out["transform_b1_us"] = median_us(lambda: sd.transform(x1), repeat)
+    kc = min(k, l)
+    idx1, val1 = np.empty((1, kc), np.int32), np.empty((1, kc), np.float32)
+    out["transform_b1_us"] = median_us(lambda: sd.transform_into(x1, idx1, val1), repeat)
+    out["transform_dense_b1_us"] = median_us(lambda: sd.transform(x1), repeat)
 
     clf = TinyDLClassifier(l=l, k=k, hidden_layer_sizes=(64,), n_batch=512,
                                   epochs_per_update=1, dtype="float32", backend=backend)
@@ -120,8 +125,13 @@ def run(m, l, k, raw_hidden, n_classes, backend, repeat):
         t0 = time.perf_counter()
         s.partial_fit(Xs)
         return (time.perf_counter() - t0) / 256 * 1e6
-    out["partial_fit_b1_us"] = float(np.median([pf1() for _ in range(3)]))
-    out["partial_fit_batch_us"] = float(np.median([pfb() for _ in range(3)]))
+    # alternated, so that a load that comes and goes weighs on both alike
+    b1, batch = [], []
+    for _ in range(5):
+        b1.append(pf1())
+        batch.append(pfb())
+    out["partial_fit_b1_us"] = float(np.median(b1))
+    out["partial_fit_batch_us"] = float(np.median(batch))
     out["partial_fit_note"] = ("StreamingDictionary.partial_fit (the dictionary's stream), "
                                "per sample; the learner's retraining is excluded")
     return out

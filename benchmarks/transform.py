@@ -12,7 +12,9 @@ measured in this run (a square 1024 GEMM's rate is printed too: a stricter, shap
 
 Also the whole streaming transform (``StreamingDictionary.partial_fit_transform``: Wp test and
 coding, at the paper's m=5625, l=100, k=20) against plain ``omp`` of the same samples on the
-final dictionary.
+final dictionary; and, on the shared streams (Daily and Sports, UJIIndoorLoc in file order),
+the per-sample pre-processing with the fill phase included against the steady state (JSON key
+``shared_streams``: ``stream_us``, ``steady_us``, ``ratio`` per file).
 
 tinydl runs on ``--backend`` (default: the first of ``native``, ``blas``, ``numpy`` that can
 run here, the x86-64-host profile's preference); the NumPy reference backend's time is
@@ -177,6 +179,44 @@ def bench_streaming(X, repeat, backend):
             "backend": backend.name}
 
 
+#: the shared streams: file, how its rows read as samples, and how many are streamed
+SHARED_STREAMS = (("dsa_subset20_f16.npz", "X", 1824), ("ujiindoorloc.npz", "X_train", 4096))
+
+
+def bench_shared_streams(repeat, backend, quick=False):
+    """The per-sample pre-processing of the shared streams, fill phase included, against the
+    steady state: ``partial_fit_transform`` of the stream in file order from an empty
+    dictionary (l=100, k=20, alpha=0.3, standardization fixed from the first 256 samples, the
+    learner's defaults) per sample, over ``transform`` of the same samples on the dictionary
+    it ended with (plain OMP, the cost once nothing can join).  Files absent: skipped, said."""
+    from tinydl.transform import StreamingDictionary
+    d = data_dir()
+    out = {}
+    for name, key, n in SHARED_STREAMS:
+        path = None if d is None else os.path.join(d, name)
+        if path is None or not os.path.exists(path):
+            print(f"shared stream {name}: absent (../shared/data or $TINYDL_DATA), skipped")
+            continue
+        with np.load(path, allow_pickle=False) as z:
+            X = z[key]
+        n = min(n // 4 if quick else n, X.shape[0])
+        X = np.ascontiguousarray(X[:n].reshape(n, -1), dtype=np.float32)
+
+        def fresh():
+            return StreamingDictionary(l=100, k=20, alpha=0.3, standardize=True,
+                                       dtype="float32", backend=backend)
+
+        t_stream = time_call(lambda: fresh().partial_fit_transform(X, dense=False), repeat)
+        sd = fresh()
+        sd.partial_fit_transform(X, dense=False)
+        t_steady = time_call(lambda: sd.transform(X, dense=False), repeat)
+        out[os.path.splitext(name)[0]] = {
+            "stream_us": t_stream / n * 1e6, "steady_us": t_steady / n * 1e6,
+            "ratio": t_stream / t_steady, "n_samples": n, "n_features": X.shape[1],
+            "n_atoms": int(sd.n_atoms_), "backend": backend.name}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the results to this file")
@@ -248,6 +288,14 @@ def main(argv=None) -> int:
                     [["partial_fit_transform (Wp test + coding)", fmt(s["streaming_us"])],
                      ["omp on the final dictionary", fmt(s["omp_us"])],
                      ["ratio", fmt(s["streaming_us"] / s["omp_us"], 2) + "x"]])
+    print()
+    results["shared_streams"] = bench_shared_streams(repeat, backend, args.quick)
+    if results["shared_streams"]:
+        print_table(["shared stream (l=100, k=20, alpha=0.3, f32)", "m", "atoms",
+                     "stream us/sample", "steady us/sample", "stream/steady"],
+                    [[k, str(r["n_features"]), str(r["n_atoms"]), fmt(r["stream_us"]),
+                      fmt(r["steady_us"]), fmt(r["ratio"], 2) + "x"]
+                     for k, r in results["shared_streams"].items()])
     if args.json:
         write_json(args.json, results)
         print(f"\nwrote {args.json}")

@@ -21,7 +21,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ._algorithm2 import _SCRATCH, Algorithm2Scan
+from ._algorithm2 import _SCRATCH, Algorithm2Scan, _refine_below, _wp_floor
 from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
@@ -43,6 +43,8 @@ DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
 _PRIVATE_STATE = ("_D", "_D_scale", "_G", "_Li", "_fit_params", "_pending", "_n_pending")
+#: most rows a call streams through the bound runner (:meth:`StreamingDictionary._fast_stream`)
+_FAST_ROWS = 64
 
 
 class StreamingDictionary(Algorithm2Scan):
@@ -76,7 +78,7 @@ class StreamingDictionary(Algorithm2Scan):
         Where matrix products and OMP run (default: :func:`hal.get_backend`).
     block : int, default=64
         Rows per matrix product (see the module docstring): the backend's OMP products run on
-        ``block`` rows, the projection-error test on ``min(block, 16)``.
+        ``block`` rows (the native backend's own kernels block their work themselves).
     dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
         How the atoms are stored (None: the compute dtype).  ``"float16"``, or ``"int8"``
         with a float32 scale per atom (``atom = scale * q``), halve or quarter the
@@ -286,7 +288,8 @@ class StreamingDictionary(Algorithm2Scan):
             For a bad parameter or batch (NaN/Inf, wrong shape or number of features, empty,
             complex...).  Everything is checked before any state changes.
         """
-        self._stream(X, want_codes=False, final=False)
+        if self._fast_stream(X, False) is None:
+            self._stream(X, want_codes=False, final=False)
         return self
 
     def partial_fit_transform(self, X, dense: bool = True):
@@ -305,7 +308,53 @@ class StreamingDictionary(Algorithm2Scan):
             fixed after this batch (its codes cannot exist yet): feed at least
             ``n_standardize`` samples, or use :meth:`partial_fit` for the first ones.
         """
-        return self._codes_out(*self._stream(X, want_codes=True, final=False), dense)
+        out = self._fast_stream(X, True)
+        if out is None:
+            out = self._stream(X, want_codes=True, final=False)
+        return self._codes_out(*out, dense)
+
+    def _fast_stream(self, X, want_codes: bool):
+        """The stream of a few conforming rows (an ndarray of ``dtype_``, C-contiguous, at
+        most ``_FAST_ROWS``) once the statistics are fixed, with unchanged parameters: one
+        call of the backend's bound runner (finiteness, standardization, Algorithm 2), none
+        of the per-call checks and conversions of :meth:`_stream`.  Returns the codes, or None
+        where the checked path must run (which also raises for a bad batch: nothing has
+        changed then).  The same bits as the checked path (the same kernels)."""
+        f = self.__dict__.get("_fast")
+        if f is None or type(X) is not np.ndarray or X.ndim != 2 \
+                or not 0 < X.shape[0] <= _FAST_ROWS or X.shape[1] != f[1] \
+                or X.dtype != f[2] or not X.flags.c_contiguous or self._params_key() != f[0]:
+            return None
+        n = X.shape[0]
+        if want_codes:
+            idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
+        else:
+            idx = val = None  # the runner's own scratch
+        r = f[3](X, idx, val, self.n_atoms_)
+        if r < 0:
+            return None
+        self.n_samples_seen_ += n
+        if r != self.n_atoms_:
+            self.n_atoms_ = r
+            self._ready(self._check_params())
+        return idx, val
+
+    def _params_key(self):
+        """The parameters as set (what a bound runner was made for; == compares each by
+        identity first)."""
+        return (self.l, self.k, self.alpha, self.standardize, self.n_standardize, self.tol,
+                self.dtype, self.backend, self.block, self.dictionary_dtype)
+
+    def _prepare_fast(self, p) -> None:
+        """Bind the runner :meth:`_fast_stream` calls (the end of every checked batch)."""
+        self._fast = None
+        if self._pending is not None:
+            return
+        kc = min(p["k"], p["l"])
+        thr = max(p["alpha"], _wp_floor(self.dtype_))
+        run = self._bws.runner(p["l"], p["k"], p["tol"], thr, _refine_below(thr), kc,
+                               _FAST_ROWS, self.mean_, self.scale_)
+        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc)
 
     def _codes_out(self, idx, val, dense):
         l = self._fit_params["l"]
@@ -359,8 +408,14 @@ class StreamingDictionary(Algorithm2Scan):
         else:
             rows = X
         rows = self._standardized(rows)
-        idx, val = self._run(rows, p)
-        self._ready(p)
+        n_before, stats_before = self.n_atoms_, self.mean_ is not None
+        idx, val = self._run(rows, p, want_codes or offset > 0)
+        if self.n_atoms_ != n_before or stats_before != (self.mean_ is not None) or restart \
+                or not fitted:
+            self._ready(p)  # the dictionary changed: the execution phase follows it
+        fast = self.__dict__.get("_fast")
+        if fast is None or fast[0] != self._params_key():
+            self._prepare_fast(p)
         return idx[offset:], val[offset:]
 
     def _ready(self, p) -> None:
@@ -414,7 +469,11 @@ class StreamingDictionary(Algorithm2Scan):
         kc = min(p["k"], self._fit_params["l"])
         idx = np.empty((X.shape[0], kc), np.int32)
         val = np.empty((X.shape[0], kc), self.dtype_)
-        self.transform_into(X, idx, val)  # finiteness, standardization, codes: one call
+        # finiteness, standardization, codes: one call (transform leaves __dict__ as it is)
+        into = self.__dict__.get("_into")
+        if into is None or into[0] is not self.k or into[1] is not self.tol:
+            into = self._prepare_into(store=False)
+        self._encode_into(X, idx, val, into)
         return self._codes_out(idx, val, dense)
 
     def transform_into(self, X, indices, values) -> None:
@@ -446,6 +505,9 @@ class StreamingDictionary(Algorithm2Scan):
         into = self.__dict__.get("_into")
         if into is None or into[0] is not self.k or into[1] is not self.tol:
             into = self._prepare_into()
+        self._encode_into(X, indices, values, into)
+
+    def _encode_into(self, X, indices, values, into) -> None:
         _, _, kc, m, dt, pfx, plan = into
         if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[1] == m and X.dtype == dt
                 and X.flags.c_contiguous and X.shape[0] >= 1):
@@ -466,9 +528,10 @@ class StreamingDictionary(Algorithm2Scan):
             return
         plan.encode(X, indices, values)
 
-    def _prepare_into(self):
-        """Check the parameters :meth:`transform_into` depends on and keep them with the
-        values they came from (``k`` and the dictionary's size: a change re-prepares)."""
+    def _prepare_into(self, store: bool = True):
+        """Check the parameters :meth:`transform_into` depends on and keep them (if
+        ``store``) with the values they came from (``k`` and ``tol``: a change re-prepares;
+        so does any change of the stream's state, see :meth:`_ready`)."""
         p = self._check_params(store=False)
         self._require_fitted()
         if self._pending is not None:
@@ -476,8 +539,8 @@ class StreamingDictionary(Algorithm2Scan):
         kc = min(p["k"], self._fit_params["l"])
         plan = self._plan(p) if self.n_atoms_ else None
         into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_, "transform_into: ", plan)
-        self._into_p = p
-        self._into = into
+        if store:
+            self._into = into
         return into
 
     def projection_error(self, X) -> np.ndarray:

@@ -94,3 +94,48 @@ def test_transform_into_not_fitted():
     sd.partial_fit(_stream(3)[:5])
     with pytest.raises(NotFittedError, match="5 of n_standardize=10"):
         sd.transform_into(np.zeros((1, 40), np.float32), idx, val)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_partial_fit_one_row_at_a_time_is_bit_identical_to_one_batch(dtype, standardize):
+    """A stream fed a row at a time (the bound one-call path once the statistics are fixed)
+    ends with the same dictionary bits and gives the same codes as the same rows in one
+    batch, the fill phase included."""
+    X = _stream(4, n=160, dtype=dtype)
+    kw = dict(l=25, k=4, alpha=0.35, standardize=standardize, n_standardize=20)
+    whole = StreamingDictionary(**kw)
+    ref = whole.partial_fit_transform(X)
+    rows = StreamingDictionary(**kw)
+    rows.partial_fit(X[:20])            # the statistics are fixed by the first 20 rows
+    got = [rows.partial_fit_transform(X[i:i + 1]) for i in range(20, 100)]
+    for i in range(100, 160):           # and without codes
+        rows.partial_fit(X[i:i + 1])
+    assert rows._fast is not None       # the one-call path ran
+    assert rows.n_atoms_ == whole.n_atoms_ > 5
+    assert rows.n_samples_seen_ == whole.n_samples_seen_ == 160
+    for name in ("_D", "_G", "_Li"):
+        assert _same_bits(getattr(rows, name), getattr(whole, name)), name
+    assert _same_bits(np.concatenate(got), ref[20:100])
+    assert _same_bits(rows.transform(X[:7]), whole.transform(X[:7]))
+
+
+def test_one_row_path_refuses_bad_rows_and_follows_parameters():
+    X = _stream(5, n=80)
+    sd = StreamingDictionary(l=30, k=4, alpha=0.35).partial_fit(X[:40])
+    before = {name: getattr(sd, name).copy() for name in ("_D", "_G", "_Li")}
+    seen, atoms = sd.n_samples_seen_, sd.n_atoms_
+    bad = X[40:41].copy()
+    bad[0, 7] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or Inf .*\(0, 7\)"):
+        sd.partial_fit(bad)
+    assert (sd.n_samples_seen_, sd.n_atoms_) == (seen, atoms)
+    for name, a in before.items():
+        assert np.array_equal(getattr(sd, name), a)
+    # a parameter changed between rows: the next row takes the checked path with it
+    ref = StreamingDictionary(l=30, k=4, alpha=0.35).partial_fit(X[:40])
+    sd.set_params(k=2)
+    ref.set_params(k=2)
+    c1 = sd.partial_fit_transform(X[40:41])
+    assert c1.shape == (1, 30) and np.count_nonzero(c1) <= 2
+    assert _same_bits(c1, ref.partial_fit_transform(X[40:41]))

@@ -7,15 +7,16 @@ one C loop per sample, and the k-sparse first-layer products of the trainer
 (``gather_matmul`` and its transpose) are too.  Every matrix product still goes through the
 BLAS backend (OpenBLAS through cffi), which this backend extends.
 
-The streaming transform's joins have kernels too (:meth:`NativeBackend.prepare_basis`): the
-Gram-Schmidt append of an atom (its rows of D, Q, L and G) in one call, whose pass over the
-basis Q also computes the next row's projections for its Wp test.  Their projections are dot
-products in a fixed order of their own (vectors of VBYTES, a fixed reduction tree), so the
-fused result equals a separate call's bit for bit and the transform keeps its batch-split
-identity; their specification is ``hal/backends/numpy/basis.py``.
+The streaming transform has kernels too (:meth:`NativeBackend.prepare_basis`): Algorithm 2 on
+a batch - the Wp tests from the inverse Cholesky factor of the Gram matrix, the joins, the OMP
+codes - is one C call (``stream.c``), and every correlation, in a batch or alone, is computed
+in a fixed order of its own (``correlate.c``), so results do not depend on the batch split;
+their specification is ``hal/backends/numpy/basis.py``.  :meth:`NativeBackend.prepare_encode`
+binds a dictionary for the execution phase: a whole encode in one call.
 
 Files.  The kernels are C files beside this one, named after the NumPy specification they
-implement (``omp.c``, ``sparse.c``, ``basis.c``; ``kernels.h`` the prototypes, ``kernels.c``
+implement (``omp.c``, ``sparse.c``, ``basis.c``, ``correlate.c``, ``stream.c``;
+``kernels.h`` the prototypes, ``kernels.c``
 the unit that instantiates them for float and double).  :mod:`.build` compiles and caches
 them and loads them through cffi; :meth:`NativeBackend.probe` says why the backend cannot run
 (no cffi, no compiler, a failed build).
@@ -31,8 +32,8 @@ uses the textbook Batch-OMP form (progressive Cholesky factor ``L`` of the chose
 Gram matrix, coefficients from two triangular solves, ``alpha = alpha0 - G_I gamma``) rather
 than NumPy's scaled-direction form, so results are **not bit-identical** to NumPy's:
 coefficients agree within ``rtol`` (below) and supports agree wherever the argmax is not a
-near tie.  Each sample is coded on its own, so results do not depend on the batch split
-(the correlations come from the same fixed-size row blocks as NumPy's).
+near tie.  Each sample is coded on its own and its correlations are computed in a fixed
+order (``correlate.c``), so results do not depend on the batch split.
 """
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ class NativeBackend(BlasBackend):
 
     name = "native"
     bit_identical = False
-    # the kernel codes each sample on its own and |x|^2 comes from the fixed 16-row product
-    # tile: a lone sample needs no partner (see NumpyBackend.omp_encode)
+    # the kernel codes each sample on its own and its correlations and |x|^2 come in a fixed
+    # order: a lone sample needs no partner (see NumpyBackend.omp_encode)
     _lone_as_pair = False
     rtol = {"float32": 1e-5, "float64": 1e-13}
 

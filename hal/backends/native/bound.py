@@ -113,7 +113,7 @@ class EncodePlan:
             # private, zero-padded copy made once here
             DT = np.zeros((m, int(getattr(lib, "correlate_width_" + sfx)(l))), dt)
             DT[:, :l] = D.T
-        m = DT.shape[0]
+        m = DT.shape[0] if D is not None else DT.shape[0] - 1  # (see BasisWorkspace.DT)
         k = int(min(k, l))
         width = k if width is None else int(width)
         if width < k:
@@ -133,12 +133,14 @@ class EncodePlan:
         self._fn = getattr(lib, "encode_" + sfx)
         rows = 48  # CSB in kernels.c: rows per kernel block
         kk = max(k, 1)
+        # scratch the kernel writes before it reads (uninitialized: a plan is made at every
+        # join while the dictionary fills, and zeroing a (48, m) block cost more than the join)
         self._scratch = {
-            "xs": np.zeros((rows, m) if mean is not None else (1, 1), dt),
-            "corr": np.zeros((rows, l), dt), "xx": np.zeros(rows, dt),
-            "acc": np.zeros(int(getattr(lib, "correlate_scratch_" + sfx)(l)), dt),
-            "ows": np.zeros(l + kk * l + kk * kk + 4 * kk, dt),
-            "resid": np.zeros(rows, dt), "nnz": np.zeros(rows, np.int32)}
+            "xs": np.empty((rows, m) if mean is not None else (1, 1), dt),
+            "corr": np.empty((rows, l), dt), "xx": np.empty(rows, dt),
+            "acc": np.empty(int(getattr(lib, "correlate_scratch_" + sfx)(l)), dt),
+            "ows": np.empty(l + kk * l + kk * kk + 4 * kk, dt),
+            "resid": np.empty(rows, dt), "nnz": np.empty(rows, np.int32)}
         s = self._scratch
         null = ffi.NULL
         fields = {"m": m, "l": l, "k": k, "ldo": width, "ldt": DT.shape[1],
@@ -194,8 +196,10 @@ class BasisWorkspace:
         self.D, self.G, self.Li = D, G, Li
         sfx = "f32" if dt == np.float32 else "f64"
         self._sfx, self._ct, self._ffi, self._lib = sfx, _CTYPES[dt], ffi, lib
-        self.DT = np.zeros((m, int(getattr(lib, "correlate_width_" + sfx)(lb))), dt)
-        self.DT[:, :lb] = D.T
+        # one zero row past the end: the correlations of atoms that joined within a block are
+        # read from column n0 on, whole vectors at a time, which may run past a row's end
+        self.DT = np.zeros((m + 1, int(getattr(lib, "correlate_width_" + sfx)(lb))), dt)
+        self.DT[:m, :lb] = D.T
         rows = 48  # CSB in kernels.c
         self._scratch = {"c": np.zeros(lb, dt), "z": np.zeros(lb, dt), "w": np.zeros(lb, dt),
                          "r": np.zeros(m, dt), "corr": np.zeros((rows, lb), dt),
@@ -204,14 +208,18 @@ class BasisWorkspace:
                                          dt),
                          "nnz": np.zeros(rows, np.int32)}
         self._ows = None
+        null = ffi.NULL
         self._fields = {"m": m, "lb": lb, "ldt": self.DT.shape[1], "k": 1, "ldo": 1, "dep": 0,
-                        "refine2": 0.0, "tol2": -1.0, "eps": float(np.finfo(dt).eps)}
+                        "xs_rows": 0, "refine2": 0.0, "tol2": -1.0,
+                        "eps": float(np.finfo(dt).eps), "xs": null, "mean": null,
+                        "scale": null}
         for name, a in (("D", D), ("DT", self.DT), ("G", G), ("Li", Li)):
             self._fields[name] = ptr(ffi, None, a)
         for name, a in self._scratch.items():
             self._fields[name] = ptr(ffi, None, a)
         self._s = None
         self._stream = getattr(lib, "stream_" + sfx)
+        self._stream_raw = getattr(lib, "stream_raw_" + sfx)
         self._wp_rows = getattr(lib, "wp_rows_" + sfx)
         self._plan = None
         self._plan_key = None
@@ -244,6 +252,41 @@ class BasisWorkspace:
             from ..numpy.omp import warn_stopped_early
             warn_stopped_early(dep, N, n, k, self.m, stacklevel=3)
         return n
+
+    def runner(self, lmax, k, tol, thr, refine2, width, rows, mean=None, scale=None):
+        """``run`` on up to ``rows`` raw rows in one kernel call, with its parameters bound:
+        ``call(X, idx, val, n)`` checks that X is finite, standardizes it (``mean``,
+        ``scale``) and streams it from ``n`` atoms; returns the atoms after it, or a negative
+        number (nothing done) for a non-finite X."""
+        from ..numpy.basis import REFINE_WP2
+        self._bind(k, width, tol)  # sizes the shared OMP scratch for k
+        ffi, dt = self._ffi, self.dtype
+        xs = np.empty((rows, self.m) if mean is not None else (1, 1), dt)
+        fields = dict(self._fields, k=int(k), ldo=int(width),
+                      tol2=-1.0 if tol is None else float(tol) ** 2,
+                      refine2=REFINE_WP2 if refine2 is None else float(refine2),
+                      xs_rows=int(rows), xs=ptr(ffi, None, xs))
+        if mean is not None:
+            fields["mean"], fields["scale"] = ptr(ffi, None, mean), ptr(ffi, None, scale)
+        st = ffi.new(f"struct tdl_stream_{self._sfx} *", fields)
+        fn, fb, ct, m, thr = self._stream_raw, ffi.from_buffer, self._ct, self.m, float(thr)
+        # codes nobody reads (partial_fit): scratch with its pointers made once
+        sidx, sval = np.empty((rows, width), np.int32), np.empty((rows, width), dt)
+        psidx, psval = fb("int[]", sidx), fb(ct, sval)
+        keep = (xs, mean, scale, fields, self._ows, sidx, sval)  # what its pointers point into
+
+        def call(X, idx, val, n):
+            """``idx`` None: the codes go to the runner's scratch (not returned)."""
+            if idx is None:
+                r = fn(st, n, lmax, X.shape[0], fb(ct, X), thr, psidx, psval)
+            else:
+                r = fn(st, n, lmax, X.shape[0], fb(ct, X), thr, fb("int[]", idx), fb(ct, val))
+            if st.dep and r >= 0:
+                from ..numpy.omp import warn_stopped_early
+                warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)
+            return r
+        call.keep = keep
+        return call
 
     def wp(self, n, X):
         self._bind(1, 1, None)

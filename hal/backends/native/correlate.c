@@ -15,8 +15,8 @@
    16-row tiles a BLAS GEMM needs.  |X[i]|^2 has an order of its own (F(sqnorm)).
 
    The blocking is for speed only: NS samples x NV vectors of atoms per register block
-   (NS * NV <= 12 accumulators: 6 x 2 for batches, 1 x 12 for a lone sample, so that a lone
-   sample has 12 independent FMA chains), chunks of CKC features (the DT rows of a chunk stay
+   (NS * NV <= 12 accumulators: 6 x 2 for batches; up to 1 x 14 for a lone sample, so that a
+   lone sample has enough independent FMA chains and reads each row of DT in one pass), chunks of CKC features (the DT rows of a chunk stay
    in L2 while the samples of a block of CSB pass over them). */
 
 /* acc + x * d with one rounding, the same in every block shape: explicit where the target
@@ -62,12 +62,12 @@ F(cblock)(long t0, long t1, const REAL *const *x, const REAL *dt, long ldt, REAL
           long lda, const int NS, const int NV)
 {
     enum { VL = (int)(VBYTES / sizeof(REAL)) };
-    F(VEC) A[6][12];
+    F(VEC) A[6][14];
     for (int s = 0; s < NS; s++)
         for (int v = 0; v < NV; v++) A[s][v] = F(vload)(acc + s * lda + v * VL);
     for (long t = t0; t < t1; t++) {
         const REAL *row = dt + t * ldt;
-        F(VEC) dv[12];
+        F(VEC) dv[14];
         for (int v = 0; v < NV; v++) dv[v] = F(vload)(row + v * VL);
         for (int s = 0; s < NS; s++) {
             const F(VEC) xb = F(splat)(x[s][t]);
@@ -81,14 +81,15 @@ F(cblock)(long t0, long t1, const REAL *const *x, const REAL *dt, long ldt, REAL
 #define CB(NS_, NV_) \
     case (NS_) * 16 + (NV_): F(cblock)(t0, t1, xs, dt, ldt, acc, lda, NS_, NV_); break;
 
-/* the register block for ns samples (<= 6) and nv vectors (<= 12 / ns) */
+/* the register block for ns samples (<= 6) and nv vectors (<= 12 / ns; 14 for a lone
+   sample: 14 FMA chains and the broadcast fill the 16 AVX2 registers) */
 static void F(cblock_any)(long t0, long t1, const REAL *const *xs, const REAL *dt, long ldt,
                            REAL *acc, long lda, int ns, int nv)
 {
     switch (ns * 16 + nv) {
     CB(6, 2) CB(6, 1) CB(5, 2) CB(5, 1) CB(4, 3) CB(4, 2) CB(4, 1)
     CB(3, 4) CB(3, 3) CB(3, 2) CB(3, 1) CB(2, 6) CB(2, 5) CB(2, 4) CB(2, 3) CB(2, 2) CB(2, 1)
-    CB(1, 12) CB(1, 11) CB(1, 10) CB(1, 9) CB(1, 8) CB(1, 7) CB(1, 6) CB(1, 5) CB(1, 4)
+    CB(1, 14) CB(1, 13) CB(1, 12) CB(1, 11) CB(1, 10) CB(1, 9) CB(1, 8) CB(1, 7) CB(1, 6) CB(1, 5) CB(1, 4)
     CB(1, 3) CB(1, 2) default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 1, 1);
     }
 }
@@ -138,11 +139,11 @@ void F(correlate)(long n, long l, long m, const REAL *X, long ldx, const REAL *D
         __builtin_memset(acc, 0, (unsigned long)(nb * lw) * sizeof(REAL));
         for (long t0 = 0; t0 < m; t0 += CKC) {
             const long t1 = t0 + CKC < m ? t0 + CKC : m;
-            for (long s0 = 0; s0 < nb; s0 += 6) {
+            for (long s0 = 0; nvec && s0 < nb; s0 += 6) {  /* (no atoms: |x|^2 only) */
                 const int ns = nb - s0 < 6 ? (int)(nb - s0) : 6;
                 /* groups of at most 12 / ns vectors, as even as possible (13 vectors as 7 + 6,
                    not 12 + 1: a lone vector is one FMA chain, latency-bound) */
-                const long cap = 12 / ns, ng = (nvec + cap - 1) / cap;
+                const long cap = ns == 1 ? 14 : 12 / ns, ng = (nvec + cap - 1) / cap;
                 const int nvb = (int)((nvec + ng - 1) / ng);
                 const REAL *xs[6];
                 for (int s = 0; s < ns; s++) xs[s] = X + (i0 + s0 + s) * ldx;

@@ -37,16 +37,18 @@ struct tdl_encode_f64 {
 };
 /* the streaming transform's state bound for stream (stream.c) */
 struct tdl_stream_f32 {
-    long m, lb, ldt, k, ldo, dep;
+    long m, lb, ldt, k, ldo, dep, xs_rows;
     float refine2, tol2, eps;
-    float *D, *DT, *G, *Li;
+    float *D, *DT, *G, *Li, *xs;
+    const float *mean, *scale;
     float *c, *z, *w, *r, *corr, *xx, *acc, *ows, *resid;
     int *nnz;
 };
 struct tdl_stream_f64 {
-    long m, lb, ldt, k, ldo, dep;
+    long m, lb, ldt, k, ldo, dep, xs_rows;
     double refine2, tol2, eps;
-    double *D, *DT, *G, *Li;
+    double *D, *DT, *G, *Li, *xs;
+    const double *mean, *scale;
     double *c, *z, *w, *r, *corr, *xx, *acc, *ows, *resid;
     int *nnz;
 };
@@ -54,6 +56,10 @@ long stream_f32(struct tdl_stream_f32 *, long, long, long, const float *, float,
                 float *);
 long stream_f64(struct tdl_stream_f64 *, long, long, long, const double *, double, int *,
                 double *);
+long stream_raw_f32(struct tdl_stream_f32 *, long, long, long, const float *, float, int *,
+                    float *);
+long stream_raw_f64(struct tdl_stream_f64 *, long, long, long, const double *, double, int *,
+                    double *);
 void wp_rows_f32(struct tdl_stream_f32 *, long, long, const float *, float *);
 void wp_rows_f64(struct tdl_stream_f64 *, long, long, const double *, double *);
 long encode_f32(const struct tdl_encode_f32 *, long, const float *, int *, float *);

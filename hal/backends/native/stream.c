@@ -19,33 +19,45 @@
    depends only on the row and the state at its time: the results do not depend on the
    batch split.  Once n = lmax the rest of the batch is coded in blocks (encode's path). */
 
-/* Wp^2 of the row x against the first n atoms; c (n) and z (n) are left for the join or the
-   code; *xx gets |x|^2.  refine2: the explicit residual below this Wp^2. */
-static REAL F(wp2_row)(const struct CAT(tdl_stream, SUF) *s, long n, const REAL *x, REAL *xx)
+/* a . b over n values in a fixed order of its own (VL lanes, the tail zero-padded, the lane
+   tree): the triangular products below, vectorized */
+static REAL F(dotv)(long n, const REAL *a, const REAL *b)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    F(VEC) acc = {0};
+    long t = 0;
+    for (; t + VL <= n; t += VL) acc = F(madd)(acc, F(vload)(a + t), F(vload)(b + t));
+    if (t < n) {
+        REAL ta[VL], tb[VL];
+        __builtin_memset(ta, 0, sizeof ta);
+        __builtin_memset(tb, 0, sizeof tb);
+        __builtin_memcpy(ta, a + t, (unsigned long)(n - t) * sizeof(REAL));
+        __builtin_memcpy(tb, b + t, (unsigned long)(n - t) * sizeof(REAL));
+        acc = F(madd)(acc, F(vload)(ta), F(vload)(tb));
+    }
+    return F(lanes)(acc);
+}
+
+/* Wp^2 of the row x (|x|^2 = x2) against the first n atoms from its correlations c (n
+   values); z (n) is left for a join.  refine2: the explicit residual below this Wp^2. */
+static REAL F(wp2_of)(const struct CAT(tdl_stream, SUF) *s, long n, const REAL *x, REAL x2,
+                      const REAL *c)
 {
     const long m = s->m, lb = s->lb;
-    REAL *c = s->c, *z = s->z;
-    const REAL x2 = F(sqnorm)(m, x);
-    *xx = x2;
+    REAL *z = s->z;
     if (!(x2 > 0)) return 0;            /* a zero sample: Wp = 0, it never joins */
     if (n == 0) return 1;               /* line 8 of Algorithm 2 */
-    F(correlate)(1, n, m, x, m, s->DT, s->ldt, c, n, 0, s->acc);
     REAL pp = 0;
-    for (long i = 0; i < n; i++) {
-        const REAL *Lr = s->Li + i * lb;
-        REAL a = 0;
-        for (long j = 0; j <= i; j++) a += Lr[j] * c[j];
-        z[i] = a;
-        pp += a * a;
+    for (long i = 0; i < n; i++) {      /* z = Li c (Li lower triangular) */
+        z[i] = F(dotv)(i + 1, s->Li + i * lb, c);
+        pp += z[i] * z[i];
     }
     REAL wp2 = 1 - pp / x2;
     if (wp2 < s->refine2) {             /* explicit residual x - D^T (Li^T z) */
         REAL *w = s->w, *r = s->r;
-        for (long j = 0; j < n; j++) {
-            REAL a = 0;
-            for (long i = j; i < n; i++) a += z[i] * s->Li[i * lb + j];
-            w[j] = a;
-        }
+        for (long j = 0; j < n; j++) w[j] = 0;
+        for (long i = 0; i < n; i++)    /* w += z_i Li[i, :i + 1], i ascending */
+            for (long j = 0; j <= i; j++) w[j] += z[i] * s->Li[i * lb + j];
         for (long t = 0; t < m; t++) r[t] = x[t];
         F(project)(n, m, s->D, 0, 0, w, r);
         wp2 = F(sqnorm)(m, r) / x2;
@@ -53,9 +65,10 @@ static REAL F(wp2_row)(const struct CAT(tdl_stream, SUF) *s, long n, const REAL 
     return wp2 < 0 ? 0 : (wp2 > 1 ? 1 : wp2);
 }
 
-/* Append the row x (|x|^2 = xx, Wp^2 = wp2 > 0, c and z from wp2_row) as atom n. */
+/* Append the row x (|x|^2 = xx, Wp^2 = wp2 > 0, its correlations c and z from wp2_of) as
+   atom n. */
 static void F(join)(const struct CAT(tdl_stream, SUF) *s, long n, const REAL *x, REAL xx,
-                    REAL wp2)
+                    REAL wp2, const REAL *c)
 {
     const long m = s->m, lb = s->lb, ldt = s->ldt;
     const REAL norm = SQRT(xx);
@@ -64,62 +77,101 @@ static void F(join)(const struct CAT(tdl_stream, SUF) *s, long n, const REAL *x,
         d[t] = x[t] / norm;
         s->DT[t * ldt + n] = d[t];
     }
-    REAL *G = s->G, *Li = s->Li, *h = s->w;
+    REAL *G = s->G, *Li = s->Li, *h = s->w, *row = Li + n * lb;
     for (long j = 0; j < n; j++) {
-        G[n * lb + j] = G[j * lb + n] = s->c[j] / norm;
+        G[n * lb + j] = G[j * lb + n] = c[j] / norm;
         h[j] = s->z[j] / norm;
     }
     G[n * lb + n] = F(sqnorm)(m, d);
     const REAL lnn = SQRT(wp2);
-    for (long j = 0; j < n; j++) {
-        REAL a = 0;
-        for (long i = j; i < n; i++) a += h[i] * Li[i * lb + j];
-        Li[n * lb + j] = -a / lnn;
-    }
-    for (long j = n + 1; j < lb; j++) Li[n * lb + j] = 0;
-    Li[n * lb + n] = 1 / lnn;
+    for (long j = 0; j < lb; j++) row[j] = 0;
+    for (long i = 0; i < n; i++)        /* row[:n] = h Li[:n, :n], i ascending */
+        for (long j = 0; j <= i; j++) row[j] += h[i] * Li[i * lb + j];
+    for (long j = 0; j < n; j++) row[j] = -row[j] / lnn;
+    row[n] = 1 / lnn;
 }
 
 /* Algorithm 2 on the N standardized rows of X (N x m) from n atoms, at most lmax: codes into
    idx/val (rows of ldo; a joining row gets its new atom and |x|), the Wp threshold thr.
+   Rows go CSB at a time: their correlations with the atoms present come from one blocked
+   call, and after a join each later row of the block gets only its correlations with the
+   new atoms (every value in the fixed order: the same bits as one row at a time).
    Returns the atoms after the batch; s->dep gets the samples OMP stopped early. */
 long F(stream)(struct CAT(tdl_stream, SUF) *s, long n, long lmax, long N, const REAL *X,
                REAL thr, int *idx, REAL *val)
 {
-    const long m = s->m, ldo = s->ldo;
+    const long m = s->m, ldo = s->ldo, lb = s->lb;
     long dep = 0;
-    for (long i = 0; i < N; i++) {
-        const REAL *x = X + i * m;
-        int *J = idx + i * ldo;
-        REAL *V = val + i * ldo;
+    for (long i0 = 0; i0 < N; i0 += CSB) {
+        const long nb = N - i0 < CSB ? N - i0 : CSB;
         if (n >= lmax) {                /* full: nothing can join, plain OMP for the rest */
             const long kk = s->k < n ? s->k : n;
-            for (long i0 = i; i0 < N; i0 += CSB) {
-                const long nb = N - i0 < CSB ? N - i0 : CSB;
-                F(correlate)(nb, n, m, X + i0 * m, m, s->DT, s->ldt, s->corr, n, s->xx, s->acc);
-                dep += F(omp)(nb, n, kk, ldo, s->corr, s->xx, s->G, s->lb, s->tol2, s->eps,
-                              s->ows, idx + i0 * ldo, val + i0 * ldo, s->nnz, s->resid);
+            for (long j0 = i0; j0 < N; j0 += CSB) {
+                const long mb = N - j0 < CSB ? N - j0 : CSB;
+                F(correlate)(mb, n, m, X + j0 * m, m, s->DT, s->ldt, s->corr, n, s->xx,
+                             s->acc);
+                dep += F(omp)(mb, n, kk, ldo, s->corr, s->xx, s->G, s->lb, s->tol2, s->eps,
+                              s->ows, idx + j0 * ldo, val + j0 * ldo, s->nnz, s->resid);
             }
             break;
         }
-        REAL xx;
-        const REAL wp2 = F(wp2_row)(s, n, x, &xx);
-        if (SQRT(wp2) > thr) {
-            F(join)(s, n, x, xx, wp2);
-            for (long t = 0; t < ldo; t++) { J[t] = -1; V[t] = 0; }
-            J[0] = (int)n;
-            V[0] = SQRT(xx);
-            n++;
-        } else if (n == 0) {            /* an empty dictionary codes everything as zero */
-            for (long t = 0; t < ldo; t++) { J[t] = -1; V[t] = 0; }
-        } else {
-            const long kk = s->k < n ? s->k : n;
-            dep += F(omp)(1, n, kk, ldo, s->c, &xx, s->G, s->lb, s->tol2, s->eps, s->ows, J,
-                          V, s->nnz, s->resid);
+        /* the block's correlations with the n0 atoms present (rows lb apart), and |x|^2 */
+        const long n0 = n;
+        F(correlate)(nb, n0, m, X + i0 * m, m, s->DT, s->ldt, s->corr, lb, s->xx, s->acc);
+        for (long r = 0; r < nb; r++) {
+            const long i = i0 + r;
+            const REAL *x = X + i * m;
+            REAL *c = s->corr + r * lb;
+            int *J = idx + i * ldo;
+            REAL *V = val + i * ldo;
+            const REAL xx = s->xx[r];
+            if (n > n0)                 /* atoms that joined since: their correlations */
+                F(correlate)(1, n - n0, m, x, m, s->DT + n0, s->ldt, c + n0, lb, 0, s->acc);
+            if (n >= lmax) {            /* filled within this block */
+                const long kk = s->k < n ? s->k : n;
+                dep += F(omp)(1, n, kk, ldo, c, &xx, s->G, lb, s->tol2, s->eps, s->ows, J, V,
+                              s->nnz, s->resid);
+                continue;
+            }
+            const REAL wp2 = F(wp2_of)(s, n, x, xx, c);
+            if (SQRT(wp2) > thr) {
+                F(join)(s, n, x, xx, wp2, c);
+                for (long t = 0; t < ldo; t++) { J[t] = -1; V[t] = 0; }
+                J[0] = (int)n;
+                V[0] = SQRT(xx);
+                n++;
+            } else if (n == 0) {        /* an empty dictionary codes everything as zero */
+                for (long t = 0; t < ldo; t++) { J[t] = -1; V[t] = 0; }
+            } else {
+                const long kk = s->k < n ? s->k : n;
+                dep += F(omp)(1, n, kk, ldo, c, &xx, s->G, lb, s->tol2, s->eps, s->ows, J, V,
+                              s->nnz, s->resid);
+            }
         }
     }
     s->dep = dep;
     return n;
+}
+
+/* stream on raw rows: nothing is done (and -(1 + i * m + t) returned) if X[i, t] is the
+   first non-finite value; else each row is standardized into s->xs (if s->mean: (x - mean) /
+   scale, NumPy's rounding) and the batch streamed as above.  N <= s->xs_rows. */
+long F(stream_raw)(struct CAT(tdl_stream, SUF) *s, long n, long lmax, long N, const REAL *X,
+                   REAL thr, int *idx, REAL *val)
+{
+    const long m = s->m;
+    const long bad = F(nonfinite)(N, m, X);
+    if (bad) return -bad;
+    if (N > s->xs_rows) return -(N * m + 1);
+    if (s->mean) {
+        for (long i = 0; i < N; i++) {
+            const REAL *x = X + i * m;
+            REAL *y = s->xs + i * m;
+            for (long t = 0; t < m; t++) y[t] = (x[t] - s->mean[t]) / s->scale[t];
+        }
+        X = s->xs;
+    }
+    return F(stream)(s, n, lmax, N, X, thr, idx, val);
 }
 
 /* Wp of each of the N standardized rows of X against the first n atoms (always with the
@@ -127,7 +179,10 @@ long F(stream)(struct CAT(tdl_stream, SUF) *s, long n, long lmax, long N, const 
 void F(wp_rows)(struct CAT(tdl_stream, SUF) *s, long n, long N, const REAL *X, REAL *out)
 {
     for (long i = 0; i < N; i++) {
+        const REAL *x = X + i * s->m;
         REAL xx;
-        out[i] = SQRT(F(wp2_row)(s, n, X + i * s->m, &xx));
+        if (n) F(correlate)(1, n, s->m, x, s->m, s->DT, s->ldt, s->c, n, &xx, s->acc);
+        else xx = F(sqnorm)(s->m, x);
+        out[i] = SQRT(F(wp2_of)(s, n, x, xx, s->c));
     }
 }

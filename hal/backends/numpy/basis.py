@@ -141,9 +141,9 @@ class BasisWorkspace:
 
     def run(self, n, lmax, rows, idx, val, thr, k, tol=None, refine2=REFINE_WP2):
         """Algorithm 2 on the standardized ``rows`` (N, m) from ``n`` atoms (at most
-        ``lmax``): codes into ``idx`` / ``val`` (N, width), a joining row coded by ``|x|`` on
-        its new atom.  ``thr``: the Wp threshold; ``refine2``: the explicit residual below
-        this Wp^2.  Returns the atoms after the batch."""
+        ``lmax``): codes into ``idx`` / ``val`` (N, width; every entry written), a joining
+        row coded by ``|x|`` on its new atom.  ``thr``: the Wp threshold; ``refine2``: the
+        explicit residual below this Wp^2.  Returns the atoms after the batch."""
         N = rows.shape[0]
         width = idx.shape[1]
         pos = 0
@@ -164,6 +164,9 @@ class BasisWorkspace:
             if end > start and n:
                 self.plan(n, k, tol, width).encode(rows[start:end], idx[start:end],
                                                    val[start:end], raw=False)
+            elif end > start:  # an empty dictionary codes everything as zero
+                idx[start:end] = -1
+                val[start:end] = 0
             if join < 0:
                 break
             r = join - pos
@@ -174,6 +177,26 @@ class BasisWorkspace:
             n += 1
             pos = join + 1
         return n
+
+
+    def runner(self, lmax, k, tol, thr, refine2, width, rows, mean=None, scale=None):
+        """:meth:`run` on up to ``rows`` raw rows with its parameters bound:
+        ``call(X, idx, val, n)`` checks that ``X`` is finite, standardizes it (``mean``,
+        ``scale``: ``(x - mean) / scale``) and streams it from ``n`` atoms; returns the atoms
+        after it, or ``-1`` (nothing done) for a non-finite ``X``.  The one-call path of a
+        stream fed a row at a time (the native backend binds it to one kernel call)."""
+        def call(X, idx, val, n):
+            """``idx`` None: the codes go to scratch (not returned)."""
+            if X.shape[0] > rows or not np.isfinite(X).all():
+                return -1
+            if idx is None:
+                idx = np.empty((X.shape[0], width), np.int32)
+                val = np.empty((X.shape[0], width), self.dtype)
+            if mean is not None:
+                X = X - mean
+                X /= scale
+            return self.run(n, lmax, X, idx, val, thr, k, tol=tol, refine2=refine2)
+        return call
 
 
 class BasisSpec:
