@@ -136,13 +136,35 @@ def run(args):
     if args.trace_memory:
         # import (and build the backend) first: the measure is the run's data, not the
         # code objects of modules imported along the way
+        import encodings.cp437  # noqa: F401 - zipfile's, at the first checkpoint
+        import hashlib  # noqa: F401
+        import inspect  # noqa: F401
+        import secrets  # noqa: F401
         import tracemalloc
+        import zipfile  # noqa: F401
+
+        import numpy.ma  # noqa: F401 - imported lazily on the way otherwise
+        import numpy.random  # noqa: F401
 
         import hal
+        import hal.backends.numpy.stored  # noqa: F401
         import hal.cost  # noqa: F401
 
-        from .. import customize, footprint, learner, lowmem, nn, rebuild, transform  # noqa: F401
-        from ..nn import classifier  # noqa: F401
+        from .. import (  # noqa: F401
+            checkpoint,
+            customize,
+            data,
+            distributed,
+            footprint,
+            io,
+            learner,
+            lowmem,
+            nn,
+            rebuild,
+            transform,
+            warmup,
+        )
+        from ..nn import classifier, layers, network, optim, trainer  # noqa: F401
         hal.get_backend(args.backend)
         tracemalloc.start()
     if args.shuffle is not None and args.shuffle < 0:
@@ -243,6 +265,10 @@ def run(args):
     if args.trace_memory:
         import tracemalloc
         result["peak_traced_bytes"] = int(tracemalloc.get_traced_memory()[1])
+        # the data file's own bytes in memory (a deflated .npz is read whole): not the
+        # learner's footprint, which the plan predicts
+        result["stream_resident_bytes"] = int(st.resident_bytes)
+        result["peak_learner_bytes"] = result["peak_traced_bytes"] - st.resident_bytes
         tracemalloc.stop()
         from ..footprint import measured_buffers
         result["measured_buffers"] = measured_buffers(learner)

@@ -49,7 +49,7 @@ __all__ = ["Stream", "open_stream", "label_runs", "detect_preprocessing", "BLOCK
 PREPROCESSINGS = ("none", "uji-rssi")
 
 
-def detect_preprocessing(X, block: int = 4096) -> str:
+def detect_preprocessing(X, block: int = 256) -> str:
     """The documented preprocessing the values of ``X`` call for.
 
     Rule: ``"uji-rssi"`` for integer features of 520 columns whose every value is 100 ("not
@@ -124,6 +124,15 @@ class Stream:
             self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
         else:
             self.n_samples, self.n_features = csv.n_samples, csv.n_features
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of the file held in memory (a deflated ``.npz`` member is read whole; a
+        memory-mapped one is not counted), labels and permutation included."""
+        n = 0 if self._X is None or isinstance(self._X, np.memmap) else int(self._X.nbytes)
+        for a in (self.y, self.order):
+            n += 0 if a is None else int(np.asarray(a).nbytes)
+        return n
 
     def chunks(self, size: int, start: int = 0, stop: Optional[int] = None, dtype="float32",
                check: bool = True) -> Iterator[Tuple[int, np.ndarray, Optional[np.ndarray]]]:
