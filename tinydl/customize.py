@@ -48,6 +48,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import BudgetInfeasible
+from .footprint import plan_total
 from .plan import (
     BATCH_SIZE,
     CHUNK,
@@ -265,27 +266,16 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                     u_s, u_j = ucache[key]
                     npar = _n_params(sizes)
                     # the first storage/policy/chunk that fits, in the preference order of
-                    # _options (the rule is stated in the module docstring)
-                    # the cheapest option first: when even it does not fit, the candidate is
-                    # rejected at the least memory it could need (what the infeasible message
-                    # names)
-                    fp = plan_footprint(m, n_classes, l, k, hidden, window, dt.name,
-                                        chunk=opts[-1]["chunk"], raw_rows=opts[-1]["raw"],
-                                        standardize=opts[-1]["standardize"],
-                                        n_standardize=opts[-1]["n_standardize"],
-                                        dictionary_dtype=opts[-1]["ddtype"],
-                                        backend=be, dt_copy=opts[-1]["dt_copy"])["total"]
-                    for opt in (opts if fp <= mem_cap else ()):
-                        fp = plan_footprint(m, n_classes, l, k, hidden, window, dt.name,
-                                            chunk=opt["chunk"], raw_rows=opt["raw"],
-                                            standardize=opt["standardize"],
-                                            n_standardize=opt["n_standardize"],
-                                            dictionary_dtype=opt["ddtype"],
-                                            backend=be, dt_copy=opt["dt_copy"])["total"]
-                        if fp <= mem_cap:
-                            break
-                    else:
-                        opt = opts[-1]
+                    # _options (the rule is stated in the module docstring); rejected at the
+                    # least memory it could need when nothing fits
+                    def fp_of(opt, l=l, k=k, hidden=hidden, window=window):
+                        return plan_total(
+                            m, n_classes, l, k, hidden, window, dt.name, BATCH_SIZE,
+                            opt["chunk"], opt["n_standardize"], opt["standardize"],
+                            "new-class" if opt["raw"] else "never", "reservoir",
+                            opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
+                            _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"])
+                    opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
                     paper = paper_bytes(m, l, window, npar, dt.name, opt["ddtype"])
                     if (l, k, ch) not in tcache:
@@ -371,7 +361,8 @@ def paper_bytes(m, l, n, n_params, dtype="float32", dictionary_dtype=None) -> in
 
 def _options(chunks, dtype, dictionary_dtype, n_samples):
     """The storage, rebuild, standardization and chunk options of one configuration, in the
-    order of preference (the first that fits the budget is taken)."""
+    order of preference (the first that fits the budget is taken): groups of options that
+    differ only by chunk (largest first)."""
     from .footprint import DICTIONARY_DTYPES
     if dictionary_dtype is not None and dictionary_dtype not in DICTIONARY_DTYPES:
         raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)}, "
@@ -383,10 +374,30 @@ def _options(chunks, dtype, dictionary_dtype, n_samples):
         for raw, stdz, nstd in ((True, "hold", N_STANDARDIZE), (False, "hold", N_STANDARDIZE),
                                 (False, "running", run_n)):
             for dtc in (True, False):
-                for ch in chunks:
-                    out.append(dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
-                                    chunk=ch, dt_copy=dtc))
+                out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
+                                 chunk=ch, dt_copy=dtc) for ch in chunks])
     return out
+
+
+def _first_fit(groups, fp_of, cap):
+    """The first option of ``groups`` (lists of options that differ only by chunk, largest
+    chunk first) whose footprint fits ``cap``, and that footprint; else the last group's last
+    (cheapest) option and its footprint.  Within a group the footprint only shrinks with the
+    chunk: a group whose smallest chunk does not fit is skipped after one evaluation, and the
+    largest fitting chunk is found by bisection."""
+    for group in groups:
+        if fp_of(group[-1]) > cap:
+            continue
+        lo, hi = 0, len(group) - 1          # group[hi] fits
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fp_of(group[mid]) <= cap:
+                hi = mid
+            else:
+                lo = mid + 1
+        return group[hi], fp_of(group[hi])
+    last = groups[-1][-1]
+    return last, fp_of(last)
 
 
 def _running_warmup(n_samples) -> int:

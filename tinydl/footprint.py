@@ -55,12 +55,14 @@ _ITEM = {"float64": 8, "float32": 4, "float16": 2, "int8": 1, "int32": 4, "int64
 
 
 def _buf(name, shape, dtype, term, phase, note=""):
-    # plain integers: the customizer prices thousands of candidates
-    n = 1
+    # a tuple of plain integers: the customizer prices thousands of candidates
+    n = _ITEM[dtype]
     for s in shape:
-        n *= int(s)
-    return dict(name=name, shape=[int(s) for s in shape], dtype=dtype, bytes=n * _ITEM[dtype],
-                term=term, phase=phase, note=note)
+        n *= s
+    return (name, shape, dtype, int(n), term, phase, note)
+
+
+_FIELDS = ("name", "shape", "dtype", "bytes", "term", "phase", "note")
 
 
 def _omp_rows(batch: int, l: int, k: int, itemsize: int, block: int = 64) -> int:
@@ -69,13 +71,37 @@ def _omp_rows(batch: int, l: int, k: int, itemsize: int, block: int = 64) -> int
     return max(2, max(1, min(batch, fit)))
 
 
-def plan_buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequence[int],
+def plan_buffers(*args, **kwargs) -> List[Dict]:
+    """Every buffer of a streaming run (:func:`_buffers`'s arguments), see the module
+    docstring.
+
+    Returns
+    -------
+    list of dict
+        ``name, shape, dtype, bytes, term, phase, note``.
+    """
+    return [dict(zip(_FIELDS, (b[0], [int(v) for v in b[1]]) + b[2:]))
+            for b in _buffers(*args, **kwargs)]
+
+
+def plan_total(*args, **kwargs) -> int:
+    """:func:`total` of :func:`plan_buffers` (one pass, no dicts: the customizer's search)."""
+    steady, phases = 0, {}
+    for b in _buffers(*args, **kwargs):
+        if b[5] == "steady":
+            steady += b[3]
+        else:
+            phases[b[5]] = phases.get(b[5], 0) + b[3]
+    return steady + max(phases.values(), default=0)
+
+
+def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequence[int],
                  window: int, dtype="float32", batch_size: int = 64, chunk: int = 256,
                  n_standardize: int = 256, standardize="hold", rebuild: str = "never",
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
                  omp_batch: int = 256, dt_copy: bool = False,
-                 alpha: float = 0.3) -> List[Dict]:
-    """Every buffer of a streaming run, see the module docstring.
+                 alpha: float = 0.3) -> List[tuple]:
+    """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
     ----------
@@ -155,9 +181,9 @@ def plan_buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Seq
                         "raw-sample reservoir a rebuild re-learns from"))
     net = _network_parts(int(l), kk, hidden, slots, int(n_classes), dt, int(batch_size))
     for key in ("parameters", "gradients", "optimizer", "activations", "batch", "labels"):
-        out.append(dict(name=f"network.{key}", shape=[], dtype=dt, bytes=int(net[key]),
-                        term="|param|" if key == "parameters" else "overhead", phase=S,
-                        note="MLPClassifier.footprint"))
+        out.append((f"network.{key}", (), dt, int(net[key]),
+                    "|param|" if key == "parameters" else "overhead", S,
+                    "MLPClassifier.footprint"))
     h1 = hidden[0] if hidden else int(n_classes)
     out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
                     "the sparse first layer's gather scratch"))
