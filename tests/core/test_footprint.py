@@ -12,7 +12,6 @@ from tinydl.footprint import TERMS, by_term, counted, plan_buffers, total
 from tinydl.transform import StreamingDictionary
 from tinydl.warmup import RunningStandardizer
 
-
 #: narrowed ladders: each plan then weighs a few dozen candidates (seconds, not minutes)
 SMALL = dict(l_choices=(16, 50, 100), k_choices=(5, 10, 20), window_choices=(256, 1024),
              hidden_choices=((16,), (32,)))
