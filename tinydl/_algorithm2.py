@@ -34,9 +34,7 @@ __all__ = ["Algorithm2Scan"]
 
 #: scratch and the bound backend (``_alloc_scratch``): rebuilt on unpickling, never pickled
 #: (a copy that joblib memory-maps read-only must not be written to)
-_SCRATCH = ("_be", "_bws", "_pcache", "_into", "_into_p", "_plan_p", "_codebuf", "_fast")
-#: rows of the scratch codes of a partial_fit (whose codes nobody reads)
-_CODEBUF_ROWS = 64
+_SCRATCH = ("_be", "_bws", "_pcache", "_into", "_into_p", "_plan_p", "_fast")
 _FLOORS: Dict[Any, float] = {}
 
 
@@ -94,27 +92,6 @@ class Algorithm2Scan:
     def _stored(self) -> bool:
         """Whether the atoms are stored in another dtype than the compute dtype."""
         return self._D.dtype != self._G.dtype
-
-    def _run(self, rows: np.ndarray, p: Dict[str, Any], want_codes: bool = True):
-        """Algorithm 2 on the standardized ``rows``; their codes (new arrays if
-        ``want_codes``, else views of a scratch buffer kept for the next call)."""
-        n = rows.shape[0]
-        if not rows.flags.c_contiguous:
-            rows = np.ascontiguousarray(rows)
-        kc = min(p["k"], p["l"])
-        buf = self.__dict__.get("_codebuf")
-        if not want_codes and n <= _CODEBUF_ROWS:
-            if buf is None or buf[0].shape[1] != kc or buf[1].dtype != self.dtype_:
-                buf = self._codebuf = (np.empty((_CODEBUF_ROWS, kc), np.int32),
-                                       np.empty((_CODEBUF_ROWS, kc), self.dtype_))
-            idx, val = buf[0][:n], buf[1][:n]
-        else:  # every entry is written by the backend's run
-            idx = np.empty((n, kc), np.int32)
-            val = np.empty((n, kc), self.dtype_)
-        thr = max(p["alpha"], _wp_floor(self.dtype_))
-        self.n_atoms_ = self._bws.run(self.n_atoms_, p["l"], rows, idx, val, thr, p["k"],
-                                      tol=p["tol"], refine2=_refine_below(thr))
-        return idx, val
 
     def _wp_rows(self, X: np.ndarray) -> np.ndarray:
         """Wp of each (standardized) row of ``X`` against the current dictionary."""

@@ -21,7 +21,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ._algorithm2 import _SCRATCH, Algorithm2Scan, _refine_below, _wp_floor
+from ._algorithm2 import _SCRATCH, Algorithm2Scan
+from ._execution import ExecutionPaths
 from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
@@ -43,11 +44,9 @@ DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
 _PRIVATE_STATE = ("_D", "_D_scale", "_G", "_Li", "_fit_params", "_pending", "_n_pending")
-#: most rows a call streams through the bound runner (:meth:`StreamingDictionary._fast_stream`)
-_FAST_ROWS = 64
 
 
-class StreamingDictionary(Algorithm2Scan):
+class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
     """Streaming sparse coding (TinyDL Algorithm 2): a dictionary grown from the stream itself.
 
     Parameters
@@ -313,49 +312,6 @@ class StreamingDictionary(Algorithm2Scan):
             out = self._stream(X, want_codes=True, final=False)
         return self._codes_out(*out, dense)
 
-    def _fast_stream(self, X, want_codes: bool):
-        """The stream of a few conforming rows (an ndarray of ``dtype_``, C-contiguous, at
-        most ``_FAST_ROWS``) once the statistics are fixed, with unchanged parameters: one
-        call of the backend's bound runner (finiteness, standardization, Algorithm 2), none
-        of the per-call checks and conversions of :meth:`_stream`.  Returns the codes, or None
-        where the checked path must run (which also raises for a bad batch: nothing has
-        changed then).  The same bits as the checked path (the same kernels)."""
-        f = self.__dict__.get("_fast")
-        if f is None or type(X) is not np.ndarray or X.ndim != 2 \
-                or not 0 < X.shape[0] <= _FAST_ROWS or X.shape[1] != f[1] \
-                or X.dtype != f[2] or not X.flags.c_contiguous or self._params_key() != f[0]:
-            return None
-        n = X.shape[0]
-        if want_codes:
-            idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
-        else:
-            idx = val = None  # the runner's own scratch
-        r = f[3](X, idx, val, self.n_atoms_)
-        if r < 0:
-            return None
-        self.n_samples_seen_ += n
-        if r != self.n_atoms_:
-            self.n_atoms_ = r
-            self._ready(self._check_params())
-        return idx, val
-
-    def _params_key(self):
-        """The parameters as set (what a bound runner was made for; == compares each by
-        identity first)."""
-        return (self.l, self.k, self.alpha, self.standardize, self.n_standardize, self.tol,
-                self.dtype, self.backend, self.block, self.dictionary_dtype)
-
-    def _prepare_fast(self, p) -> None:
-        """Bind the runner :meth:`_fast_stream` calls (the end of every checked batch)."""
-        self._fast = None
-        if self._pending is not None:
-            return
-        kc = min(p["k"], p["l"])
-        thr = max(p["alpha"], _wp_floor(self.dtype_))
-        run = self._bws.runner(p["l"], p["k"], p["tol"], thr, _refine_below(thr), kc,
-                               _FAST_ROWS, self.mean_, self.scale_)
-        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc)
-
     def _codes_out(self, idx, val, dense):
         l = self._fit_params["l"]
         codes = SparseCodes(idx, val, l)
@@ -401,22 +357,45 @@ class StreamingDictionary(Algorithm2Scan):
             take = min(p["n_standardize"] - before, n)
             self._pending[before:before + take] = X[:take]
             self._fix_stats(self._pending[:before + take])
-            rows = np.concatenate([self._pending[:before], X]) if before else X
+            # the held rows, then the batch: raw, standardized chunk by chunk by the runner
+            parts = (self._pending[:before], X) if before else (X,)
             offset = before
             self._pending = None
             self._n_pending = 0
         else:
-            rows = X
-        rows = self._standardized(rows)
-        n_before, stats_before = self.n_atoms_, self.mean_ is not None
-        idx, val = self._run(rows, p, want_codes or offset > 0)
-        if self.n_atoms_ != n_before or stats_before != (self.mean_ is not None) or restart \
-                or not fitted:
-            self._ready(p)  # the dictionary changed: the execution phase follows it
+            parts = (X,)
+        n_before = self.n_atoms_
         fast = self.__dict__.get("_fast")
         if fast is None or fast[0] != self._params_key():
-            self._prepare_fast(p)
-        return idx[offset:], val[offset:]
+            self._prepare_fast(p)  # the runner, bound to the statistics as they are now
+        idx, val = self._run_raw(parts, p, want_codes)
+        if self.n_atoms_ != n_before or offset or restart or not fitted:
+            self._ready(p)  # the dictionary changed: the execution phase follows it
+        return (idx[offset:], val[offset:]) if want_codes else (None, None)
+
+    def _run_raw(self, parts, p, want_codes: bool):
+        """Algorithm 2 on the raw (checked) rows of ``parts``, in order, through the bound
+        runner, as many rows per call as it takes: each chunk is standardized inside the
+        call (no standardized copy of the batch); the same bits as any other split."""
+        run = self._fast[3]
+        total = sum(part.shape[0] for part in parts)
+        kc = self._fast[4]
+        idx = val = None
+        if want_codes:
+            idx, val = np.empty((total, kc), np.int32), np.empty((total, kc), self.dtype_)
+        step = getattr(run, "rows", None) or max(total, 1)
+        pos = 0
+        for part in parts:
+            for s in range(0, part.shape[0], step):
+                chunk = part[s:s + step]
+                e = pos + chunk.shape[0]
+                r = run(chunk, None if idx is None else idx[pos:e],
+                        None if val is None else val[pos:e], self.n_atoms_)
+                if r < 0:  # the rows were checked: only a runner's own limits get here
+                    raise RuntimeError(f"the backend's stream refused {chunk.shape} rows")
+                self.n_atoms_ = r
+                pos = e
+        return idx, val
 
     def _ready(self, p) -> None:
         """Prepare the execution phase (OMP's Gram matrix and the backend's encode plan) for
@@ -475,73 +454,6 @@ class StreamingDictionary(Algorithm2Scan):
             into = self._prepare_into(store=False)
         self._encode_into(X, idx, val, into)
         return self._codes_out(idx, val, dense)
-
-    def transform_into(self, X, indices, values) -> None:
-        """Code the rows of ``X`` into caller-owned arrays; the allocation-free execution path.
-
-        The same codes as ``transform(X, dense=False)`` (its ``indices`` and ``values``), bit
-        for bit, without allocating: the one-sample path of a device that classifies each
-        sample as it arrives.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n, n_features_in_)
-            Raw rows (standardized here when ``standardize=True``), dtype ``dtype_``,
-            C-contiguous, finite.  Nothing is converted: other input raises.
-        indices : ndarray of shape (n, kc), int32, C-contiguous
-            Receives each row's atoms in selection order, ``-1`` past its non-zeros
-            (``kc = min(k, l)``).
-        values : ndarray of shape (n, kc), dtype ``dtype_``, C-contiguous
-            Receives the coefficients, ``0`` past the non-zeros.
-
-        Raises
-        ------
-        NotFittedError
-            Before the first sample (or while standardization statistics are pending).
-        ValueError
-            For an array of the wrong type, dtype, shape or layout, or a NaN/Inf in ``X``
-            (the message gives the numbers); the outputs are then left untouched.
-        """
-        into = self.__dict__.get("_into")
-        if into is None or into[0] is not self.k or into[1] is not self.tol:
-            into = self._prepare_into()
-        self._encode_into(X, indices, values, into)
-
-    def _encode_into(self, X, indices, values, into) -> None:
-        _, _, kc, m, dt, pfx, plan = into
-        if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[1] == m and X.dtype == dt
-                and X.flags.c_contiguous and X.shape[0] >= 1):
-            raise ValueError(f"{pfx}X must be a C-contiguous {dt} ndarray of shape (n >= 1, "
-                             f"{m}), got {_describe(X)}")
-        n = X.shape[0]
-        for name, a, adt in (("indices", indices, _INT32), ("values", values, dt)):
-            if not (type(a) is np.ndarray and a.shape == (n, kc) and a.dtype == adt
-                    and a.flags.c_contiguous and a.flags.writeable):
-                raise ValueError(f"{pfx}{name} must be a writeable C-contiguous {adt} "
-                                 f"ndarray of shape ({n}, {kc}), got {_describe(a)}")
-        if plan is None:  # an empty dictionary codes everything as zero
-            if not np.isfinite(X).all():
-                from hal.backends.numpy.encode import nonfinite_error
-                raise nonfinite_error(X, "transform_into: ")
-            indices.fill(-1)
-            values.fill(0)
-            return
-        plan.encode(X, indices, values)
-
-    def _prepare_into(self, store: bool = True):
-        """Check the parameters :meth:`transform_into` depends on and keep them (if
-        ``store``) with the values they came from (``k`` and ``tol``: a change re-prepares;
-        so does any change of the stream's state, see :meth:`_ready`)."""
-        p = self._check_params(store=False)
-        self._require_fitted()
-        if self._pending is not None:
-            self._prepared(np.zeros((1, self.n_features_in_), self.dtype_), "transform")
-        kc = min(p["k"], self._fit_params["l"])
-        plan = self._plan(p) if self.n_atoms_ else None
-        into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_, "transform_into: ", plan)
-        if store:
-            self._into = into
-        return into
 
     def projection_error(self, X) -> np.ndarray:
         """``Wp`` of each row of ``X`` against the current dictionary, shape (n_samples,).
@@ -668,18 +580,6 @@ class StreamingDictionary(Algorithm2Scan):
         est._alloc_scratch()  # bind the state as loaded (a backend may keep a copy of D)
         est._ready(p)
         return est
-
-
-_INT32 = np.dtype(np.int32)
-
-
-def _describe(a) -> str:
-    """A short description of what was passed (for the errors of ``transform_into``)."""
-    if not isinstance(a, np.ndarray):
-        return type(a).__name__
-    layout = "C-contiguous" if a.flags.c_contiguous else "non-contiguous"
-    ro = "" if a.flags.writeable else " read-only"
-    return f"{layout}{ro} {a.dtype} of shape {a.shape}"
 
 
 def _finite(data, key, shape, dt) -> np.ndarray:

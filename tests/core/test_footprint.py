@@ -148,3 +148,17 @@ def test_bad_dictionary_dtype_is_refused_before_any_state():
     with pytest.raises(ValueError, match="dictionary_dtype must be one of .*int4"):
         sd.fit(np.ones((5, 3), np.float32))
     assert not hasattr(sd, "n_atoms_")
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_stored_dictionary_stream_is_the_same_however_it_is_cut(storage):
+    rng = np.random.default_rng(2)
+    X = (rng.standard_normal((300, 10)) @ rng.standard_normal((10, 70))).astype(np.float32)
+    whole = StreamingDictionary(l=20, k=4, dictionary_dtype=storage).fit_transform(X)
+    sd = StreamingDictionary(l=20, k=4, dictionary_dtype=storage)
+    parts = [sd.partial_fit_transform(X[s:s + e]) for s, e in
+             zip(range(0, 300, 37), [37] * 9)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    rows = StreamingDictionary(l=20, k=4, dictionary_dtype=storage)
+    singles = np.concatenate([rows.partial_fit_transform(X[i:i + 1]) for i in range(60)])
+    np.testing.assert_array_equal(singles, whole[:60])

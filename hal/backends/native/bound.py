@@ -286,6 +286,7 @@ class BasisWorkspace:
                 warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)
             return r
         call.keep = keep
+        call.rows = int(rows)  # the most rows per call (its standardization buffer)
         return call
 
     def wp(self, n, X):

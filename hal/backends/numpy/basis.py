@@ -180,14 +180,14 @@ class BasisWorkspace:
 
 
     def runner(self, lmax, k, tol, thr, refine2, width, rows, mean=None, scale=None):
-        """:meth:`run` on up to ``rows`` raw rows with its parameters bound:
+        """:meth:`run` on raw rows with its parameters bound (``rows``: unused here):
         ``call(X, idx, val, n)`` checks that ``X`` is finite, standardizes it (``mean``,
         ``scale``: ``(x - mean) / scale``) and streams it from ``n`` atoms; returns the atoms
         after it, or ``-1`` (nothing done) for a non-finite ``X``.  The one-call path of a
         stream fed a row at a time (the native backend binds it to one kernel call)."""
         def call(X, idx, val, n):
             """``idx`` None: the codes go to scratch (not returned)."""
-            if X.shape[0] > rows or not np.isfinite(X).all():
+            if not np.isfinite(X).all():
                 return -1
             if idx is None:
                 idx = np.empty((X.shape[0], width), np.int32)
@@ -196,6 +196,7 @@ class BasisWorkspace:
                 X = X - mean
                 X /= scale
             return self.run(n, lmax, X, idx, val, thr, k, tol=tol, refine2=refine2)
+        call.rows = None  # any number of rows per call (NumPy's OMP is vectorized over them)
         return call
 
 

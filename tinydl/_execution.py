@@ -1,0 +1,152 @@
+"""The transform's lean paths: the execution phase into caller-owned codes
+(:meth:`ExecutionPaths.transform_into`) and a few rows streamed by one bound call
+(:meth:`ExecutionPaths._fast_stream`, behind ``partial_fit`` and ``partial_fit_transform``).
+
+A mixin of :class:`tinydl.transform.StreamingDictionary`: "prepare, then invoke".  What
+depends only on the dictionary and the parameters (the backend's encode plan, its bound
+runner) is made once - at the end of a fit, on load, when the dictionary changes - and a
+one-sample call then checks its arrays and makes one kernel call.  Both paths give the same
+bits as the checked ones (the same kernels); anything they do not take (another dtype or
+layout, a changed parameter) goes the checked way.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._algorithm2 import _refine_below, _wp_floor
+
+__all__ = ["ExecutionPaths"]
+
+#: most rows a call streams through the bound runner (:meth:`ExecutionPaths._fast_stream`)
+_FAST_ROWS = 48  # (CSB in the native kernels: one block)
+
+
+class ExecutionPaths:
+    """Mixin of :class:`~tinydl.transform.StreamingDictionary` (see the module docstring)."""
+
+    def transform_into(self, X, indices, values) -> None:
+        """Code the rows of ``X`` into caller-owned arrays; the allocation-free execution path.
+
+        The same codes as ``transform(X, dense=False)`` (its ``indices`` and ``values``), bit
+        for bit, without allocating: the one-sample path of a device that classifies each
+        sample as it arrives.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, n_features_in_)
+            Raw rows (standardized here when ``standardize=True``), dtype ``dtype_``,
+            C-contiguous, finite.  Nothing is converted: other input raises.
+        indices : ndarray of shape (n, kc), int32, C-contiguous
+            Receives each row's atoms in selection order, ``-1`` past its non-zeros
+            (``kc = min(k, l)``).
+        values : ndarray of shape (n, kc), dtype ``dtype_``, C-contiguous
+            Receives the coefficients, ``0`` past the non-zeros.
+
+        Raises
+        ------
+        NotFittedError
+            Before the first sample (or while standardization statistics are pending).
+        ValueError
+            For an array of the wrong type, dtype, shape or layout, or a NaN/Inf in ``X``
+            (the message gives the numbers); the outputs are then left untouched.
+        """
+        into = self.__dict__.get("_into")
+        if into is None or into[0] is not self.k or into[1] is not self.tol:
+            into = self._prepare_into()
+        self._encode_into(X, indices, values, into)
+
+    def _encode_into(self, X, indices, values, into) -> None:
+        _, _, kc, m, dt, pfx, plan = into
+        if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[1] == m and X.dtype == dt
+                and X.flags.c_contiguous and X.shape[0] >= 1):
+            raise ValueError(f"{pfx}X must be a C-contiguous {dt} ndarray of shape (n >= 1, "
+                             f"{m}), got {_describe(X)}")
+        n = X.shape[0]
+        for name, a, adt in (("indices", indices, _INT32), ("values", values, dt)):
+            if not (type(a) is np.ndarray and a.shape == (n, kc) and a.dtype == adt
+                    and a.flags.c_contiguous and a.flags.writeable):
+                raise ValueError(f"{pfx}{name} must be a writeable C-contiguous {adt} "
+                                 f"ndarray of shape ({n}, {kc}), got {_describe(a)}")
+        if plan is None:  # an empty dictionary codes everything as zero
+            if not np.isfinite(X).all():
+                from hal.backends.numpy.encode import nonfinite_error
+                raise nonfinite_error(X, "transform_into: ")
+            indices.fill(-1)
+            values.fill(0)
+            return
+        plan.encode(X, indices, values)
+
+    def _prepare_into(self, store: bool = True):
+        """Check the parameters :meth:`transform_into` depends on and keep them (if
+        ``store``) with the values they came from (``k`` and ``tol``: a change re-prepares;
+        so does any change of the stream's state, see :meth:`_ready`)."""
+        p = self._check_params(store=False)
+        self._require_fitted()
+        if self._pending is not None:
+            self._prepared(np.zeros((1, self.n_features_in_), self.dtype_), "transform")
+        kc = min(p["k"], self._fit_params["l"])
+        plan = self._plan(p) if self.n_atoms_ else None
+        into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_, "transform_into: ", plan)
+        if store:
+            self._into = into
+        return into
+
+    def _fast_stream(self, X, want_codes: bool):
+        """The stream of a few conforming rows (an ndarray of ``dtype_``, C-contiguous, at
+        most ``_FAST_ROWS``) once the statistics are fixed, with unchanged parameters: one
+        call of the backend's bound runner (finiteness, standardization, Algorithm 2), none
+        of the per-call checks and conversions of :meth:`_stream`.  Returns the codes, or None
+        where the checked path must run (which also raises for a bad batch: nothing has
+        changed then).  The same bits as the checked path (the same kernels)."""
+        f = self.__dict__.get("_fast")
+        if f is None or type(X) is not np.ndarray or X.ndim != 2 \
+                or not 0 < X.shape[0] <= _FAST_ROWS or X.shape[1] != f[1] \
+                or X.dtype != f[2] or not X.flags.c_contiguous:
+            return None
+        try:
+            if self._params_key() != f[0]:
+                return None
+        except (TypeError, ValueError):  # a parameter set to something odd: the checks say
+            return None
+        n = X.shape[0]
+        if want_codes:
+            idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
+        else:
+            idx = val = None  # the runner's own scratch
+        r = f[3](X, idx, val, self.n_atoms_)
+        if r < 0:
+            return None
+        self.n_samples_seen_ += n
+        if r != self.n_atoms_:
+            self.n_atoms_ = r
+            self._ready(self._check_params())
+        return idx, val
+
+    def _params_key(self):
+        """The parameters as set (what a bound runner was made for; == compares each by
+        identity first)."""
+        return (self.l, self.k, self.alpha, self.standardize, self.n_standardize, self.tol,
+                self.dtype, self.backend, self.block, self.dictionary_dtype)
+
+    def _prepare_fast(self, p) -> None:
+        """Bind the runner :meth:`_fast_stream` calls (the end of every checked batch)."""
+        self._fast = None
+        if self._pending is not None:
+            return
+        kc = min(p["k"], p["l"])
+        thr = max(p["alpha"], _wp_floor(self.dtype_))
+        run = self._bws.runner(p["l"], p["k"], p["tol"], thr, _refine_below(thr), kc,
+                               _FAST_ROWS, self.mean_, self.scale_)
+        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc)
+
+
+_INT32 = np.dtype(np.int32)
+
+
+def _describe(a) -> str:
+    """A short description of what was passed (for the errors of ``transform_into``)."""
+    if not isinstance(a, np.ndarray):
+        return type(a).__name__
+    layout = "C-contiguous" if a.flags.c_contiguous else "non-contiguous"
+    ro = "" if a.flags.writeable else " read-only"
+    return f"{layout}{ro} {a.dtype} of shape {a.shape}"
