@@ -64,7 +64,12 @@ class Algorithm2Scan:
         # single-column product goes through BLAS gemv, whose rounding depends on the row's
         # position in the block)
         lb = max(l, 2)
-        self._D = np.zeros((lb, m), dtype)   # atoms as rows, unit norm
+        # atoms as rows, unit norm, in their storage dtype (int8: with a scale per atom)
+        store = self._fit_params.get("dictionary_dtype") or np.dtype(dtype).name
+        if store not in ("float16", "int8"):  # not narrower: stored as computed
+            store = np.dtype(dtype).name
+        self._D = np.zeros((lb, m), store)
+        self._D_scale = np.ones(lb, np.float32) if store == "int8" else None
         self._G = np.zeros((lb, lb), dtype)  # D D^T
         self._Li = np.zeros((lb, lb), dtype)  # L^-1, G[:n, :n] = L L^T (lower triangular)
 
@@ -73,8 +78,20 @@ class Algorithm2Scan:
         than by a batch: a load, an unpickling)."""
         self._bws = self._fast = None
         self._be = hal.get_backend(self.backend, block=self._fit_params["block"])
-        self._bws = self._be.prepare_basis(self._D, self._G, self._Li)
+        if self._stored():
+            # narrower storage: the NumPy reference (hal.backends.numpy.stored) decodes tiles
+            from hal.backends.numpy.stored import StoredBasisWorkspace
+            if not hasattr(self._be, "_omp_chunk"):
+                self._be = hal.get_backend("numpy", block=self._fit_params["block"])
+            self._bws = StoredBasisWorkspace(self._be, self._D, self._D_scale, self._G,
+                                             self._Li)
+        else:
+            self._bws = self._be.prepare_basis(self._D, self._G, self._Li)
         self._plan_p = None
+
+    def _stored(self) -> bool:
+        """Whether the atoms are stored in another dtype than the compute dtype."""
+        return self._D.dtype != self._G.dtype
 
     def _wp_rows(self, X: np.ndarray) -> np.ndarray:
         """Wp of each (standardized) row of ``X`` against the current dictionary."""

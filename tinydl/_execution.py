@@ -126,7 +126,7 @@ class ExecutionPaths:
         """The parameters as set (what a bound runner was made for; == compares each by
         identity first)."""
         return (self.l, self.k, self.alpha, self.standardize, self.n_standardize, self.tol,
-                self.dtype, self.backend, self.block)
+                self.dtype, self.backend, self.block, self.dictionary_dtype)
 
     def _prepare_fast(self, p) -> None:
         """Bind the runner :meth:`_fast_stream` calls (the end of every checked batch)."""

@@ -36,7 +36,8 @@ LEARNER_KIND = "tinydl-learner"
 LEARNER_VERSION = 3
 # what a learner checkpoint written before these parameters existed ran with
 LEARNER_LEGACY = dict(optimizer="sgd", window_policy="sliding", rebuild="never",
-                      rebuild_epochs=30)
+                      rebuild_epochs=30, n_standardize=256,
+                      dictionary_dtype=None)
 
 
 def latest(directory) -> str:
@@ -271,8 +272,8 @@ def read_learner(cls, directory, backend=None):
     (see :meth:`tinydl.learner.TinyDLClassifier.load`)."""
     from .learner import _PARAMS
     from .nn import MLPClassifier
-    from .standardize import N_STANDARDIZE, Standardizer
     from .transform import StreamingDictionary
+    from .warmup import standardizer_from_state
     from .window import CodeWindow
     directory = os.fspath(directory)
     target = os.path.join(directory, latest(directory))
@@ -308,8 +309,8 @@ def read_learner(cls, directory, backend=None):
         st, self.window, min(self.k, self.l), self.l, self.dtype, target,
         policy=self.window_policy, classes=self.classes_, seed=self.seed,
         n_features=self.n_features_in_ if self._rebuilds else None)
-    self.standardizer_ = Standardizer.from_state(
-        st, self.n_features_in_, N_STANDARDIZE, self.dtype, bool(self.standardize), target)
+    self.standardizer_ = standardizer_from_state(
+        st, self.n_features_in_, int(self.n_standardize), self.dtype, self.standardize, target)
     if as_labels:
         fill = self.window_.slots
         self.window_.labels = np.searchsorted(self.classes_, self.window_.labels[:fill]

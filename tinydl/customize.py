@@ -22,18 +22,33 @@ non-zeros, a longer window, a larger network), capped at the paper's setting (``
 (:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
 at least 20x smaller than its raw one).  With an error target the *cheapest* plan that meets
 it wins (the paper tunes ``k`` down to the error target).  :meth:`Plan.explain` lists what
-was weighed.
+was weighed, and the chosen plan's footprint buffer by buffer (:mod:`tinydl.footprint`).
+
+Storage and policy rule (memory): each configuration takes the *first* of these options whose
+whole footprint fits the memory budget, in this order --
+
+1. the dictionary in the compute dtype, then float16, then int8 with a float32 scale per atom
+   (the narrower storage only when the wider does not fit);
+2. within a storage: ``rebuild="new-class"`` with its raw-sample reservoir (``window x m``
+   values), then ``rebuild="never"`` with the hold-back standardization (the first 256 rows
+   held, then coded), then ``rebuild="never"`` with ``standardize="running"`` (no hold-back
+   buffer; the warm-up rows, 256 or a sixteenth of a stream of known length and at least 32,
+   fix the statistics and are not learned from);
+3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
+   (:mod:`tinydl.lowmem`); then the largest chunk of 256, 128, 64, 32, 16, 8, 4 rows (the OMP
+   workspace is sized for the chunk).
+
+So a raw-sample reservoir is kept only when the plan budgets it.  At equal capacity the ranking
+prefers the same order.
 """
 from __future__ import annotations
 
-import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from hal.backends.numpy import PRODUCT_ROWS
-
 from .errors import BudgetInfeasible
+from .footprint import plan_total
 from .plan import (
     BATCH_SIZE,
     CHUNK,
@@ -57,6 +72,7 @@ __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load
 L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
 K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
 WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
+CHUNK_LADDER = (256, 128, 64, 32, 16, 8, 4)
 HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
 ALPHA_LADDER = (0.1, 0.3, 0.5)
 
@@ -65,94 +81,43 @@ ALPHA_LADDER = (0.1, 0.3, 0.5)
 def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequence[int],
                    window: int, dtype="float32", batch_size: int = BATCH_SIZE,
                    chunk: int = CHUNK, n_standardize: int = N_STANDARDIZE,
-                   block: int = 64, omp_batch: int = 256,
-                   cache_bytes: int = 5 * 2 ** 19, raw_rows: bool = True) -> Dict[str, int]:
+                   raw_rows: bool = True, standardize: str = "hold",
+                   dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
+                   window_policy: str = "reservoir", backend: str = "numpy",
+                   dt_copy: Optional[bool] = None, buffers: bool = False):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
-    The parts mirror the learner's allocations: the transform's state (atoms ``D``, the
-    orthonormal basis ``Q``, the Gram matrix, the factor ``L`` of ``D = L Q``, the
-    projection-error scratch), the OMP workspace (:meth:`hal.Backend.prepare_omp`), the
-    compact code window (``k`` int32 indices and ``k`` values per sample, one int64 label,
-    and with ``raw_rows`` -- the learner's default ``rebuild="new-class"`` -- the raw row),
-    the network's parameters, gradients, optimizer state (Adam's, the learner's default) and
-    training buffers
-    (:meth:`tinydl.nn.MLPClassifier.footprint`), and the transient arrays of one chunk of
-    ``chunk`` rows (the rows read and converted, their standardized copy, their codes).
-    While the first ``n_standardize`` samples are held back, the held rows count instead of
-    the window copy made at retraining; with ``raw_rows`` a rebuild is a third phase (the
-    float64 deviations of ``n_standardize`` stored rows,
-    :func:`~tinydl.standardize.fit_stats_rows`); the largest phase is taken.  The
-    transform's part counts the backend's product tiles
-    (:data:`hal.backends.numpy.PRODUCT_ROWS` rows) and the basis workspace.
+    The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
+    transform's state (atoms ``D`` in their storage dtype, the Gram matrix and its Cholesky
+    factor, the scan buffers, the backend's product tiles), the OMP workspace for
+    ``omp_batch`` rows (default: ``chunk``), the compact code window (``k`` int32 indices and
+    ``k`` values per sample, one int64 label, and with ``raw_rows`` -- ``rebuild="new-class"``
+    -- each stored sample's raw row), the network's parameters, gradients, Adam state and
+    training buffers, and the largest transient phase (fixing the statistics, streaming a
+    chunk, a rebuild).
 
     Returns
     -------
     dict
-        Bytes per part and ``total``.
+        Bytes per part and ``total`` (with ``buffers=True``: ``(parts, buffer_list)``).
     """
-    it = np.dtype(dtype).itemsize
-    lb = max(int(l), 2)
-    kk = max(min(int(k), int(l)), 1)
-    scan = min(block, 16)
-    tile = PRODUCT_ROWS  # the rows of every row-independent product (NumpyBackend)
-    transform = it * (2 * lb * m + 2 * lb * lb + 2 * m      # D, Q, G, L, mean, scale
-                      + 2 * scan * m + scan * lb + 2 * scan + 2 * m  # Wp scratch
-                      + m                                   # the one-row scan buffer
-                      + 3 * m + 2 * lb                      # the basis workspace
-                      # the backend's rows_matmul tiles, grown to the widest operands: the
-                      # Wp test's (tile, m) input, the explicit residual's (m, tile) output
-                      + 2 * tile * m)
-    # OMP workspace (NumpyBackend.prepare_omp): chunk rows whose Y fits the cache
-    per = (kk + 1) * lb * it
-    rows = max(1, int(cache_bytes // per) // block) * block
-    b = max(2, min(omp_batch, rows))
-    omp = it * (2 * b * lb + (kk + 1) * b * lb + (kk + 1) * b + kk * kk * b + 5 * kk * b
-                + tile * m + tile * lb + m * lb) + 8 * kk * b  # pad_in, pad_out, D^T
-    code = 4 + it
-    # the window's codes and labels, and (with the learner's default rebuild="new-class") each
-    # stored sample's raw row, from which a rebuild re-fits statistics and dictionary
-    window_b = int(window) * (kk * code + 8)
-    raw_b = it * int(window) * m if raw_rows else 0
-    network = _network_bytes(int(l), kk, tuple(int(h) for h in hidden_layer_sizes),
-                             int(window), int(n_classes), np.dtype(dtype).name,
-                             int(batch_size))
-    read = it * chunk * m                      # the rows read from the file, converted
-    # Two phases hold different things; the peak is the larger.
-    # (a) fixing the standardization: the rows the standardizer holds back until
-    # n_standardize have arrived (and their concatenation with the next chunk) and the
-    # float64 temporaries of their mean and deviation; no OMP workspace, window or network
-    # exists yet.
-    held = 0 if chunk >= n_standardize else it * m * (2 * (n_standardize - 1) + chunk)
-    stats = read + held + 8 * n_standardize * m
-    # (b) streaming: everything allocated, plus one chunk's read rows, its standardized
-    # copy and codes, and the ordered copy of the window made at each retraining.
-    rows = max(chunk, n_standardize)  # the first coded batch is at least n_standardize
-    stream = read + it * rows * m + 2 * rows * kk * code + window_b
-    steady = transform + omp + window_b + raw_b + network
-    transient = max(stats + transform - steady, stream)
-    if raw_rows:
-        # (c) a rebuild (tinydl.rebuild), everything allocated and the arriving chunk alive:
-        # the statistics' float64 deviations of one block of stored rows
-        # (standardize.fit_stats_rows), then one gathered block standardized in place with
-        # the window's new codes (a list, then their concatenation)
-        nb = min(n_standardize, int(window))
-        transient = max(transient, read + 8 * nb * m,
-                        read + it * nb * m + 2 * int(window) * kk * code)
-    fp = {"transform": int(transform), "omp_workspace": int(omp), "window": int(window_b),
-          "raw_rows": int(raw_b), "network": network, "transient": int(transient)}
-    fp["total"] = int(sum(fp.values()))
-    return fp
+    from .footprint import parts, plan_buffers
+    ob = int(omp_batch or min(chunk, N_STANDARDIZE))
+    rebuild = "new-class" if raw_rows else "never"
+    buf = plan_buffers(m, n_classes, l, k, hidden_layer_sizes, window, dtype, batch_size,
+                       chunk, n_standardize, standardize, rebuild, window_policy,
+                       dictionary_dtype, ob,
+                       dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False)
+    fp = parts(buf)
+    return (fp, buf) if buffers else fp
 
 
-@functools.lru_cache(maxsize=4096)
-def _network_bytes(l, k, hidden, window, n_classes, dtype, batch_size) -> int:
-    """The network's training footprint on compact codes
-    (:meth:`tinydl.nn.MLPClassifier.footprint`), cached: the search asks for it often."""
-    from .nn import MLPClassifier
-    # the learner's default optimizer (Adam: two state buffers per parameter)
-    net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype,
-                        optimizer="adam")
-    return int(net.footprint(batch_size, l, n_classes, n_samples=window, sparse_k=k)["total"])
+def _dt_copy(backend, dtype, dictionary_dtype) -> bool:
+    """Whether the backend keeps a contiguous float32 copy of ``D.T`` (NumPy and BLAS do for
+    a float32 dictionary stored as float32)."""
+    dt = np.dtype(dtype)
+    return (str(backend) in ("numpy", "blas") and dt == np.float32
+            and np.dtype(dictionary_dtype or dt) == dt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,7 +168,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
          l_choices: Optional[Sequence[int]] = None,
          k_choices: Optional[Sequence[int]] = None,
          window_choices: Optional[Sequence[int]] = None,
-         hidden_choices: Optional[Sequence[Sequence[int]]] = None) -> Plan:
+         hidden_choices: Optional[Sequence[Sequence[int]]] = None,
+         dictionary_dtype: Optional[str] = None) -> Plan:
     """Choose a TinyDL configuration for ``m`` features and ``n_classes`` classes.
 
     Parameters
@@ -224,6 +190,9 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     n_samples : int, optional
         The stream's length, when known: windows longer than the stream are not weighed and
         ``n_batch`` gives at least 10 updates over it.
+    dictionary_dtype : {None, "float32", "float64", "float16", "int8"}
+        How the atoms are stored.  None: the customizer's choice (the rule in the module
+        docstring: the compute dtype unless the budget needs a narrower one).
 
     Returns
     -------
@@ -263,7 +232,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         n_samples = check_int(n_samples, "n_samples", low=1)
         windows = [w for w in windows if w <= n_samples] or windows[:1]
     hiddens = [tuple(int(u) for u in h) for h in (hidden_choices or HIDDEN_LADDER)]
-    chunks = [c for c in (256, 128, 64, 32, 16) if c <= chunk] or [int(chunk)]
+    chunks = [c for c in CHUNK_LADDER if c <= chunk] or [int(chunk)]
+    opts = _options(chunks, dt.name, dictionary_dtype, n_samples)
     alphas = (0.3,)
     errors: Dict = {}
     if target_error is not None:
@@ -295,13 +265,19 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                        EPOCHS_PER_UPDATE * up.joules)
                     u_s, u_j = ucache[key]
                     npar = _n_params(sizes)
-                    paper = dt.itemsize * (m * l + l * window + npar)
-                    # the largest chunk (fastest transform) whose transient fits the memory
-                    for ch in chunks:
-                        fp = plan_footprint(m, n_classes, l, k, hidden, window, dt.name,
-                                            chunk=ch)["total"]
-                        if fp <= mem_cap:
-                            break
+                    # the first storage/policy/chunk that fits, in the preference order of
+                    # _options (the rule is stated in the module docstring); rejected at the
+                    # least memory it could need when nothing fits
+                    def fp_of(opt, l=l, k=k, hidden=hidden, window=window):
+                        return plan_total(
+                            m, n_classes, l, k, hidden, window, dt.name, BATCH_SIZE,
+                            opt["chunk"], opt["n_standardize"], opt["standardize"],
+                            "new-class" if opt["raw"] else "never", "reservoir",
+                            opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
+                            _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"])
+                    opt, fp = _first_fit(opts, fp_of, mem_cap)
+                    ch = opt["chunk"]
+                    paper = paper_bytes(m, l, window, npar, dt.name, opt["ddtype"])
                     if (l, k, ch) not in tcache:
                         tp = predict_transform(prof, m, l, k, ch, dt.name, be)
                         tcache[(l, k, ch)] = (tp.seconds / ch, tp.joules / ch)
@@ -324,9 +300,14 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                        f"{energy_per_sample * 1e6:.2f} uJ")
                         if target_error is not None and err is not None and err > target_error:
                             why.append(f"error: {err:.4f} > target {target_error}")
-                        cands.append(Candidate(l, k, a, hidden, window, nb, int(paper),
-                                               int(fp), t_s, u_s, per, joules, npar, ch, err,
-                                               "; ".join(why)))
+                        cands.append(Candidate(
+                            l, k, a, hidden, window, nb, int(paper), int(fp), t_s, u_s, per,
+                            joules, npar, ch, err, "; ".join(why),
+                            rebuild="new-class" if opt["raw"] else "never",
+                            standardize=opt["standardize"],
+                            n_standardize=opt["n_standardize"],
+                            dictionary_dtype=opt["ddtype"] or dt.name,
+                            dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"])))
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
@@ -340,8 +321,13 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         reason = (f"the most capacity (atoms, then non-zeros, window, network) among {len(fits)} "
                   f"candidates that fit, capped at the paper's l={L_CAP}, k={K_CAP}, "
                   f"window={WINDOW_CAP}; ties go to the smaller footprint")
-    fp = plan_footprint(m, n_classes, best.l, best.k, best.hidden_layer_sizes, best.window,
-                        dt.name, chunk=best.chunk)
+    fp, buffers = plan_footprint(m, n_classes, best.l, best.k, best.hidden_layer_sizes,
+                                 best.window, dt.name, chunk=best.chunk,
+                                 raw_rows=best.rebuild == "new-class",
+                                 standardize=best.standardize,
+                                 n_standardize=best.n_standardize,
+                                 dictionary_dtype=best.dictionary_dtype, backend=be,
+                                 dt_copy=best.dt_copy, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
                      else f"profile power measured with {src}")
@@ -355,7 +341,71 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 transform_seconds=best.transform_seconds, update_seconds=best.update_seconds,
                 seconds_per_sample=best.seconds_per_sample,
                 energy_per_sample=best.energy_per_sample, energy_source=energy_source,
-                budget=budget, error=best.error, reason=reason, candidates=tuple(cands))
+                budget=budget, error=best.error, reason=reason, rebuild=best.rebuild,
+                window_policy="reservoir", standardize=best.standardize,
+                n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
+                omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
+                buffers=tuple(buffers),
+                candidates=tuple(cands))
+
+
+def paper_bytes(m, l, n, n_params, dtype="float32", dictionary_dtype=None) -> int:
+    """The paper's memory formula ``m*l + l*n + |param|`` in bytes: the dictionary's ``m*l``
+    values in their stored dtype (int8 adds its ``l`` float32 scales), the ``l*n`` codes and
+    the ``|param|`` parameters in the compute dtype."""
+    it = np.dtype(dtype).itemsize
+    dd = np.dtype(dictionary_dtype or dtype)
+    scales = 4 * int(l) if dd == np.int8 else 0
+    return int(dd.itemsize * int(m) * int(l) + scales + it * (int(l) * int(n) + int(n_params)))
+
+
+def _options(chunks, dtype, dictionary_dtype, n_samples):
+    """The storage, rebuild, standardization and chunk options of one configuration, in the
+    order of preference (the first that fits the budget is taken): groups of options that
+    differ only by chunk (largest first)."""
+    from .footprint import DICTIONARY_DTYPES
+    if dictionary_dtype is not None and dictionary_dtype not in DICTIONARY_DTYPES:
+        raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)}, "
+                         f"got {dictionary_dtype!r}")
+    ddts = [dictionary_dtype] if dictionary_dtype else [dtype, "float16", "int8"]
+    run_n = _running_warmup(n_samples)
+    out = []
+    for dd in ddts:
+        for raw, stdz, nstd in ((True, "hold", N_STANDARDIZE), (False, "hold", N_STANDARDIZE),
+                                (False, "running", run_n)):
+            for dtc in (True, False):
+                out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
+                                 chunk=ch, dt_copy=dtc) for ch in chunks])
+    return out
+
+
+def _first_fit(groups, fp_of, cap):
+    """The first option of ``groups`` (lists of options that differ only by chunk, largest
+    chunk first) whose footprint fits ``cap``, and that footprint; else the last group's last
+    (cheapest) option and its footprint.  Within a group the footprint only shrinks with the
+    chunk: a group whose smallest chunk does not fit is skipped after one evaluation, and the
+    largest fitting chunk is found by bisection."""
+    for group in groups:
+        if fp_of(group[-1]) > cap:
+            continue
+        lo, hi = 0, len(group) - 1          # group[hi] fits
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fp_of(group[mid]) <= cap:
+                hi = mid
+            else:
+                lo = mid + 1
+        return group[hi], fp_of(group[hi])
+    last = groups[-1][-1]
+    return last, fp_of(last)
+
+
+def _running_warmup(n_samples) -> int:
+    """Warm-up rows of ``standardize="running"`` (not learned from): 256, or a sixteenth of a
+    stream of known length, at least 32."""
+    if not n_samples:
+        return N_STANDARDIZE
+    return int(min(N_STANDARDIZE, max(32, int(n_samples) // 16)))
 
 
 def _infeasible_message(cands, budget, mem_cap, tag):

@@ -38,15 +38,16 @@ from .labels import check_labels, label_classes, label_index
 from .marks import MarkedStream
 from .onesample import OneSamplePath
 from .rebuild import REBUILD_POLICIES
-from .standardize import N_STANDARDIZE, Standardizer
+from .warmup import check_mode, make_standardizer
 from .window import POLICIES, CodeWindow
 
 __all__ = ["TinyDLClassifier"]
 
 # the parameters a checkpoint stores (get_params adds backend and the checkpoint settings)
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
-           "standardize", "dropout", "loss", "optimizer", "learning_rate", "momentum",
-           "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed", "dtype")
+           "standardize", "n_standardize", "dropout", "loss", "optimizer", "learning_rate",
+           "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed",
+           "dtype", "dictionary_dtype")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
 
 
@@ -65,10 +66,15 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         Retrain every ``n_batch`` samples.
     epochs_per_update : int, default=10
         Passes over the window at each retraining.
-    standardize : bool
+    standardize : bool or "running"
         Per-feature standardization before the transform (a departure from the paper; see
-        :mod:`tinydl.standardize`): fixed from the first 256 samples with
+        :mod:`tinydl.standardize`): fixed from the first ``n_standardize`` samples with
         ``rebuild="never"``, from the reservoir at each rebuild with ``rebuild="new-class"``.
+        ``True`` holds those samples back and codes them once the statistics are fixed;
+        ``"running"`` keeps only their running moments (no hold-back buffer) and uses them
+        for the statistics alone (:mod:`tinydl.warmup`; what small-memory plans choose).
+    n_standardize : int, default=256
+        Samples the standardization statistics come from.
     dropout, loss, optimizer, learning_rate, momentum, batch_size : network training settings
         Defaults ``dropout=0``, ``loss="l2"``, ``optimizer="adam"``, ``learning_rate=3e-3``,
         ``batch_size=64`` (with ``epochs_per_update=10``): a measured departure from the
@@ -96,6 +102,9 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         Epochs of the fresh network at a rebuild.
     seed : int
     dtype : {"float32", "float64"}
+    dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
+        How the transform stores its atoms (None: ``dtype``); compute stays in ``dtype``
+        (see :class:`~tinydl.transform.StreamingDictionary`).
     backend : str or hal.Backend, optional
         Where the transform and the network run (``None``: :func:`hal.select_backend`'s
         choice).  :attr:`backend_` names the backend that ran.
@@ -161,10 +170,12 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
             _writable(self.__dict__.get(part))
 
     def __init__(self, l=100, k=20, alpha=0.3, hidden_layer_sizes=(64, 32), window=2048,
-                 n_batch=256, epochs_per_update=10, standardize=True, dropout=0.0, loss="l2",
+                 n_batch=256, epochs_per_update=10, standardize=True, n_standardize=256,
+                 dropout=0.0, loss="l2",
                  optimizer="adam", learning_rate=3e-3, momentum=0.9, batch_size=64,
                  window_policy="reservoir", rebuild="new-class", rebuild_epochs=30, seed=0,
-                 dtype="float32", backend=None, checkpoint_dir=None, checkpoint_every=None):
+                 dtype="float32", dictionary_dtype=None, backend=None, checkpoint_dir=None,
+                 checkpoint_every=None):
         self.l = l
         self.k = k
         self.alpha = alpha
@@ -173,6 +184,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.n_batch = n_batch
         self.epochs_per_update = epochs_per_update
         self.standardize = standardize
+        self.n_standardize = n_standardize
         self.dropout = dropout
         self.loss = loss
         self.optimizer = optimizer
@@ -184,6 +196,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.rebuild_epochs = rebuild_epochs
         self.seed = seed
         self.dtype = dtype
+        self.dictionary_dtype = dictionary_dtype
         self.backend = backend
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
@@ -195,6 +208,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         check_int(self.n_batch, "n_batch", low=1)
         check_int(self.epochs_per_update, "epochs_per_update", low=1)
         check_int(self.rebuild_epochs, "rebuild_epochs", low=1)
+        check_int(self.n_standardize, "n_standardize", low=1)
+        check_mode(self.standardize)
         if self.checkpoint_every is not None:
             check_int(self.checkpoint_every, "checkpoint_every", low=1)
         if self.window_policy not in POLICIES:
@@ -213,8 +228,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.backend_ = backend if isinstance(backend, str) else backend.name
         # with rebuild="new-class" the statistics come from the window at each rebuild:
         # nothing is held back
-        self.standardizer_ = Standardizer(n_features, N_STANDARDIZE, self.dtype,
-                                          enabled=bool(self.standardize))
+        self.standardizer_ = make_standardizer(n_features, self.n_standardize, self.dtype,
+                                               self.standardize)
         self.transform_ = self._new_transform()
         self.network_ = self._new_network()
         self.classes_ = label_classes(classes)
@@ -241,7 +256,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
     def _new_transform(self):
         from .transform import StreamingDictionary
         return StreamingDictionary(l=self.l, k=self.k, alpha=self.alpha, standardize=False,
-                                   dtype=self.dtype, backend=self._backend_obj)
+                                   dtype=self.dtype, backend=self._backend_obj,
+                                   dictionary_dtype=self.dictionary_dtype)
 
     def _new_network(self):
         from .nn import MLPClassifier
@@ -440,7 +456,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         that ``rebuild="new-class"`` keeps: ``window x n_features`` values), the dictionary
         (``l x n_features``) and the network's parameters."""
         item = np.dtype(self.dtype).itemsize
-        n = self.window_.nbytes + int(self.l) * self.n_features_in_ * item
+        n = self.window_.nbytes + int(self.transform_._D.nbytes if hasattr(
+            self.transform_, "_D") else int(self.l) * self.n_features_in_ * item)
         if hasattr(self.network_, "classes_"):
             n += self.n_params_ * item
         return int(n)

@@ -88,12 +88,18 @@ class Candidate:
     chunk: int = CHUNK                # rows read and transformed at a time
     error: Optional[float] = None     # tuned reconstruction error, when data was given
     rejected: str = ""                # why it does not fit ("" when it does)
+    rebuild: str = "new-class"        # "new-class" keeps the raw reservoir
+    standardize: str = "hold"         # "hold" (hold-back buffer) or "running"
+    n_standardize: int = N_STANDARDIZE
+    dictionary_dtype: str = "float32"
+    dt_copy: bool = True
 
     def label(self) -> str:
         """One line naming the configuration."""
         net = "-".join(map(str, (self.l,) + tuple(self.hidden_layer_sizes)))
         return (f"l={self.l} k={self.k} alpha={self.alpha:g} net={net}-C window={self.window} "
-                f"n_batch={self.n_batch} chunk={self.chunk}")
+                f"n_batch={self.n_batch} chunk={self.chunk} D={self.dictionary_dtype} "
+                f"rebuild={self.rebuild} std={self.standardize}")
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,26 @@ class Plan:
         The learner's settings (:class:`~tinydl.learner.TinyDLClassifier` parameters).
     chunk : int
         Rows to read and transform at a time (``tinydl fit --chunk``): the largest of 256,
-        128, 64, 32, 16 whose transient arrays fit the memory budget.
+        128, 64, 32, 16, 8, 4 whose transient arrays fit the memory budget; the OMP
+        workspace is sized for ``min(chunk, 256)`` rows (``omp_batch``).
     backend, dtype : str
+    rebuild : {"new-class", "never"}
+        ``"new-class"`` keeps the raw-sample reservoir (``window x m`` values): only when the
+        plan's footprint, reservoir included, fits the budget.
+    window_policy : {"reservoir", "sliding"}
+    standardize : {"hold", "running"}
+        ``"hold"``: the first ``n_standardize`` rows are held back, then coded;
+        ``"running"``: only their running moments are kept (:mod:`tinydl.warmup`).
+    n_standardize : int
+    dictionary_dtype : {"float32", "float64", "float16", "int8"}
+        How the atoms are stored (compute stays in ``dtype``).
+    omp_batch : int
+        Rows of the OMP workspace.
+    dt_copy : bool
+        Whether the backend's OMP workspace keeps its contiguous copy of ``D.T`` (a second
+        dictionary-sized array; :mod:`tinydl.lowmem`).
+    buffers : list of dict
+        The predicted footprint buffer by buffer (:func:`tinydl.footprint.plan_buffers`).
     m, n_classes : int
     profile : str
         The profile's tag.
@@ -157,6 +181,14 @@ class Plan:
     budget: Budget
     error: Optional[float] = None
     reason: str = ""
+    rebuild: str = "new-class"
+    window_policy: str = "reservoir"
+    standardize: str = "hold"
+    n_standardize: int = N_STANDARDIZE
+    dictionary_dtype: str = "float32"
+    omp_batch: int = CHUNK
+    dt_copy: bool = True
+    buffers: Tuple[Dict, ...] = field(default=(), compare=False, repr=False)
     candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
 
     # -- use ------------------------------------------------------------------------------
@@ -168,10 +200,17 @@ class Plan:
         -------
         dict
         """
-        return dict(l=self.l, k=self.k, alpha=self.alpha,
-                    hidden_layer_sizes=tuple(self.hidden_layer_sizes), window=self.window,
-                    n_batch=self.n_batch, epochs_per_update=self.epochs_per_update,
-                    batch_size=self.batch_size, dtype=self.dtype, backend=self.backend)
+        backend = self.backend
+        out = dict(l=self.l, k=self.k, alpha=self.alpha,
+                   hidden_layer_sizes=tuple(self.hidden_layer_sizes), window=self.window,
+                   n_batch=self.n_batch, epochs_per_update=self.epochs_per_update,
+                   batch_size=self.batch_size, dtype=self.dtype, backend=backend,
+                   rebuild=self.rebuild, window_policy=self.window_policy,
+                   standardize="running" if self.standardize == "running" else True,
+                   n_standardize=self.n_standardize)
+        if self.dictionary_dtype != self.dtype:
+            out["dictionary_dtype"] = self.dictionary_dtype
+        return out
 
     def learner(self, seed: int = 0, backend=None, **overrides):
         """A fresh :class:`~tinydl.learner.TinyDLClassifier` with this plan's settings.
@@ -190,9 +229,15 @@ class Plan:
         """
         from .learner import TinyDLClassifier
         params = dict(self.learner_params(), seed=seed, **overrides)
-        if backend is not None:
-            params["backend"] = backend
+        params["backend"] = self.backend_object() if backend is None else backend
         return TinyDLClassifier(**params)
+
+    def backend_object(self):
+        """The backend the plan was priced for, its OMP workspace sized for ``omp_batch``
+        rows and without the copy of ``D.T`` when ``dt_copy`` is False
+        (:func:`tinydl.lowmem.plan_backend`; the name itself when the defaults apply)."""
+        from .lowmem import plan_backend
+        return plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy))
 
     def to_dict(self) -> Dict:
         """The plan as a JSON-ready dict (without the candidates).
@@ -203,6 +248,7 @@ class Plan:
         """
         d = asdict(self)
         d.pop("candidates")
+        d["buffers"] = [dict(b) for b in self.buffers]
         d["hidden_layer_sizes"] = list(self.hidden_layer_sizes)
         d["budget"] = {k: v for k, v in asdict(self.budget).items() if v is not None}
         return d
@@ -227,6 +273,10 @@ class Plan:
             f"real footprint {_fmt_bytes(self.footprint_bytes)}"
             + (f" of {_fmt_bytes(self.budget.memory_bytes)}" if self.budget.memory_bytes
                else ""),
+            f"  storage: dictionary {self.dictionary_dtype}, rebuild={self.rebuild} "
+            f"({'raw-sample reservoir kept' if self.rebuild == 'new-class' else 'no raw rows'}"
+            f"), window {self.window_policy}, standardization {self.standardize} from "
+            f"{self.n_standardize} samples, chunk {self.chunk} rows",
             f"  time: transform {self.transform_seconds * 1e6:.1f} us/sample, update "
             f"{self.update_seconds * 1e3:.1f} ms, {self.seconds_per_sample * 1e6:.1f} "
             f"us/sample with updates"
@@ -255,6 +305,9 @@ class Plan:
         for key, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
             out.append(f"  rejected {count}: {key}")
         out.append(f"why this plan: {self.reason}")
+        if self.buffers:
+            from .footprint import format_buffers
+            out.append(format_buffers(list(self.buffers)))
         ranked = sorted(fits, key=_rank_key(self.budget.target_error is not None))
         if ranked:
             out.append(f"best {min(top, len(ranked))} that fit (winner first):")
@@ -294,11 +347,22 @@ def load_plan(path) -> Plan:
     defaults = dict(epochs_per_update=EPOCHS_PER_UPDATE, batch_size=BATCH_SIZE, chunk=CHUNK,
                     backend="numpy", dtype="float32", profile="x86-64-host", paper_bytes=0,
                     footprint_bytes=0, footprint={}, transform_seconds=0.0, update_seconds=0.0,
-                    seconds_per_sample=0.0, energy_per_sample=0.0, energy_source="unknown")
+                    seconds_per_sample=0.0, energy_per_sample=0.0, energy_source="unknown",
+                    # plans written before these fields: the learner's defaults then
+                    rebuild="new-class", window_policy="reservoir", standardize="hold",
+                    n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True)
+    kw.pop("buffers", None)
+    kw["buffers"] = tuple(dict(b) for b in (d.get("buffers") or []) if isinstance(b, dict))
     for k, v in defaults.items():
         kw.setdefault(k, v)
+    kw.setdefault("dictionary_dtype", kw.get("dtype", "float32"))
+    _check_choice(path, "rebuild", kw["rebuild"], ("new-class", "never"))
+    _check_choice(path, "window_policy", kw["window_policy"], ("reservoir", "sliding"))
+    _check_choice(path, "standardize", kw["standardize"], ("hold", "running"))
+    from .footprint import DICTIONARY_DTYPES
+    _check_choice(path, "dictionary_dtype", kw["dictionary_dtype"], DICTIONARY_DTYPES)
     for name in ("l", "k", "window", "n_batch", "m", "n_classes", "epochs_per_update",
-                 "batch_size", "chunk"):
+                 "batch_size", "chunk", "n_standardize", "omp_batch"):
         v = kw[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{path}: plan {name} must be a positive integer, got {v!r}")
@@ -307,16 +371,31 @@ def load_plan(path) -> Plan:
     return Plan(budget=budget, **kw)
 
 
+def _check_choice(path, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{path}: plan {name} must be one of {', '.join(map(str, choices))}, "
+                         f"got {value!r}")
+
+
 # ---------------------------------------------------------------------------------------
-# the footprint
+# the ranking
 # ---------------------------------------------------------------------------------------
+#: dictionary storage, widest first (the customizer narrows it only when memory is tight)
+_DTYPE_RANK = {"float64": 0, "float32": 0, "float16": 1, "int8": 2}
+
+
 def _rank_key(with_target: bool):
+    def storage(c):
+        # at equal capacity: the widest dictionary, the raw reservoir (rebuilds), the
+        # hold-back standardization (no warm-up rows lost), then the largest chunk
+        return (_DTYPE_RANK.get(c.dictionary_dtype, 3), c.rebuild != "new-class",
+                c.standardize != "hold", -c.chunk)
     if with_target:
         # cheapest that meets the target: time, then memory
-        return lambda c: (c.seconds_per_sample, c.footprint_bytes, -c.window)
+        return lambda c: (c.seconds_per_sample, c.footprint_bytes, -c.window) + storage(c)
     # most capacity within the paper's setting
-    return lambda c: (c.l > L_CAP, -c.l, c.k > K_CAP, -c.k, c.window > WINDOW_CAP, -c.window,
-                      -c.n_params, -c.chunk, c.footprint_bytes, c.alpha != 0.3)
+    return lambda c: ((c.l > L_CAP, -c.l, c.k > K_CAP, -c.k, c.window > WINDOW_CAP, -c.window,
+                       -c.n_params) + storage(c) + (c.footprint_bytes, c.alpha != 0.3))
 
 
 def _fmt_bytes(n) -> str:

@@ -36,12 +36,14 @@ _KIND = "transform"
 #: (files of version 1 still load)
 _VERSION = 2
 _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
-           "block")
+           "block", "dictionary_dtype")
 #: parameters that fix the shape of the state: changing them needs a new fit
-_STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype")
+_STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype", "dictionary_dtype")
+#: how the atoms may be stored (compute stays in ``dtype``; see hal.backends.numpy.stored)
+DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
-_PRIVATE_STATE = ("_D", "_G", "_Li", "_fit_params", "_pending", "_n_pending")
+_PRIVATE_STATE = ("_D", "_D_scale", "_G", "_Li", "_fit_params", "_pending", "_n_pending")
 
 
 class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
@@ -76,6 +78,12 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
     block : int, default=64
         Rows per matrix product (see the module docstring): the backend's OMP products run on
         ``block`` rows (the native backend's own kernels block their work themselves).
+    dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
+        How the atoms are stored (None: the compute dtype).  ``"float16"``, or ``"int8"``
+        with a float32 scale per atom (``atom = scale * q``), halve or quarter the
+        dictionary; compute stays in ``dtype``: the products decode 16 atoms at a time
+        (:mod:`hal.backends.numpy.stored`, the NumPy reference, on any backend), and the Gram
+        matrix and Cholesky factor are those of the stored atoms.
 
     Attributes
     ----------
@@ -100,7 +108,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
     """
 
     def __init__(self, l=100, k=20, alpha=0.3, standardize=False, n_standardize=256,
-                 tol=None, dtype=None, backend=None, block=64):
+                 tol=None, dtype=None, backend=None, block=64, dictionary_dtype=None):
         self.l = l
         self.k = k
         self.alpha = alpha
@@ -110,6 +118,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         self.dtype = dtype
         self.backend = backend
         self.block = block
+        self.dictionary_dtype = dictionary_dtype
 
     # -- scikit-learn parameter protocol ---------------------------------------------------
     def get_params(self, deep: bool = True) -> Dict[str, Any]:
@@ -156,6 +165,11 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             raise TypeError(f"standardize must be True or False, got {self.standardize!r}")
         p["standardize"] = bool(self.standardize)
         p["dtype"] = None if self.dtype is None else check_dtype(self.dtype)
+        dd = self.dictionary_dtype
+        if dd is not None and str(getattr(dd, "name", dd)) not in DICTIONARY_DTYPES:
+            raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)} "
+                             f"(or None: the compute dtype), got {dd!r}")
+        p["dictionary_dtype"] = None if dd is None else str(getattr(dd, "name", dd))
         return p
 
     # -- fitted state ------------------------------------------------------------------------
@@ -170,6 +184,11 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
     @property
     def dictionary_(self) -> np.ndarray:
         self._require_fitted()
+        if self._stored():
+            from hal.backends.numpy.stored import decode
+            n = self.n_atoms_
+            return decode(self._D[:n], None if self._D_scale is None else self._D_scale[:n],
+                          self.dtype_)
         view = self._D[:self.n_atoms_]
         view.flags.writeable = False
         return view
@@ -228,6 +247,8 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                "n_samples_seen_": np.array(self.n_samples_seen_),
                "n_atoms_": np.array(n),
                "D": self._D[:n].copy(), "G": self._G[:n, :n].copy(),
+               "D_scale": (self._D_scale[:n].copy() if self._D_scale is not None
+                           else np.zeros(0, np.float32)),
                "Linv": self._Li[:n, :n].copy(),
                "has_stats": np.array(int(self.mean_ is not None)),
                "pending": (self._pending[:self._n_pending].copy() if self._pending is not None
@@ -451,6 +472,8 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             codes = codes.to_dense()
         l = self._fit_params["l"]
         codes = check_array(codes, "codes", dtype=self.dtype_, n_features=l)
+        if self._stored():  # the decoded atoms (columns past n_atoms_ are zero)
+            return codes[:, :self.n_atoms_] @ self.dictionary_
         return codes @ self._D[:l]
 
     # -- persistence ---------------------------------------------------------------------------
@@ -465,7 +488,8 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                   "n_standardize": np.array(p["n_standardize"]),
                   "tol": np.array(np.nan if p["tol"] is None else p["tol"]),
                   "dtype": np.array("" if p["dtype"] is None else p["dtype"].name),
-                  "backend": np.array(be), "block": np.array(p["block"])}
+                  "backend": np.array(be), "block": np.array(p["block"]),
+                  "dictionary_dtype": np.array(p["dictionary_dtype"] or "")}
         arrays.update(self._state_arrays())
         save_npz(path, arrays, _KIND, _VERSION)
 
@@ -507,7 +531,9 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                   n_standardize=int(num("n_standardize")),
                   tol=None if np.isnan(tol) else tol, dtype=dtype or None,
                   backend=backend if backend is not None else (be or None),
-                  block=int(num("block")))
+                  block=int(num("block")),
+                  dictionary_dtype=(str(data["dictionary_dtype"]) or None)
+                  if "dictionary_dtype" in data else None)
         p = est._check_params()
         if not num("fitted"):
             return est
@@ -518,8 +544,11 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         if not (m >= 1 and 0 <= n <= p["l"]):
             raise ValueError(f"n_features_in_={m}, n_atoms_={n} with l={p['l']}")
         arrs = {}
-        for key, shape in (("D", (n, m)), ("G", (n, n))):
-            arrs[key] = _finite(data, key, shape, dt)
+        sdt = np.dtype(p["dictionary_dtype"] or dt)
+        arrs["D"] = _finite(data, "D", (n, m), sdt)
+        arrs["G"] = _finite(data, "G", (n, n), dt)
+        if sdt == np.int8:
+            arrs["D_scale"] = _finite(data, "D_scale", (n,), np.dtype(np.float32))
         if "Linv" in data:
             arrs["Linv"] = _finite(data, "Linv", (n, n), dt)
         else:  # version 1 kept D = L Q (Q orthonormal): L is G's Cholesky factor
@@ -532,6 +561,8 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
         est._D[:n], est._G[:n, :n], est._Li[:n, :n] = arrs["D"], arrs["G"], arrs["Linv"]
+        if "D_scale" in arrs:
+            est._D_scale[:n] = arrs["D_scale"]
         est.n_atoms_ = n
         if num("has_stats"):
             est.mean_, est.scale_ = (_finite(data, key, (m,), dt).copy()

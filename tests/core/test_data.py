@@ -97,3 +97,42 @@ def test_npz_records_sample_shape_and_new_fields_default(tmp_path):
     assert ds.sample_shape == (5, 2) and ds.X_train.shape == (3, 10)
     d2 = load_dataset("digits")
     assert d2.sample_shape is None and d2.application == "" and d2.groups is None
+
+
+def test_streams_apply_the_uji_rssi_conversion_by_a_rule_on_the_data(tmp_path):
+    """Integer features of 520 columns whose every value is 100 or in -110..0 are
+    UJIIndoorLoc RSSI: fit/evaluate/predict read them converted as load_real does
+    (independent reference: the whole-array conversion), whatever the file's name."""
+    from tinydl.data import open_stream, uji_rssi_to_features
+    from tinydl.data.stream import detect_preprocessing
+    rng = np.random.default_rng(0)
+    W = rng.integers(-104, 1, (40, 520)).astype(np.int8)
+    W[rng.random(W.shape) < 0.9] = 100
+    y = rng.integers(0, 3, 40)
+    path = tmp_path / "rooms.npz"  # no "uji" in the name: the rule reads the data
+    np.savez(path, X_train=W, y_train=y, X_test=W[:10], y_test=y[:10])
+    st = open_stream(str(path))
+    assert st.preprocessing == "uji-rssi"
+    got = np.concatenate([X for _, X, _ in st.chunks(16)])
+    np.testing.assert_array_equal(got, uji_rssi_to_features(W))
+    shuffled = np.concatenate([X for _, X, _ in st.shuffled(3).chunks(7)])
+    order = np.random.default_rng(3).permutation(40)
+    np.testing.assert_array_equal(shuffled, uji_rssi_to_features(W)[order])
+    test = open_stream(str(path), split="test")
+    assert test.preprocessing == "uji-rssi"
+    # not the coding: floats, another width, a value outside, no "not detected" at all
+    assert detect_preprocessing(W.astype(np.float32)) == "none"
+    assert detect_preprocessing(W[:, :519]) == "none"
+    bad = W.copy()
+    bad[0, 0] = 5
+    assert detect_preprocessing(bad) == "none"
+    assert detect_preprocessing(np.full((3, 520), -50, np.int8)) == "none"
+
+
+def test_real_uji_stream_matches_load_real(shared_data):
+    from tinydl.data import load_real, open_stream
+    path = str(shared_data / "ujiindoorloc.npz")
+    ds = load_real(path)
+    st = open_stream(path, split="test")
+    X = np.concatenate([X for _, X, _ in st.chunks(512)])
+    np.testing.assert_array_equal(X, ds.X_test)

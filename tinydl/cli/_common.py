@@ -56,6 +56,10 @@ def add_budget_arguments(p, profile_default="x86-64-host"):
                    help="mean relative reconstruction error to reach; k and alpha are tuned "
                         "on ~5%% of the data")
     g.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    g.add_argument("--dictionary-dtype", dest="dictionary_dtype", default=None,
+                   choices=("float32", "float64", "float16", "int8"),
+                   help="how the dictionary is stored (default: the customizer's choice: "
+                        "the compute dtype unless the memory budget needs float16 or int8)")
 
 
 def tuning_rows(stream, fraction=0.05, cap=2000):
@@ -82,7 +86,8 @@ def make_plan(args, m, n_classes, X=None, n_samples=None):
     return plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
                 time_per_sample=args.time_per_sample, rate_hz=args.rate,
                 energy_per_sample=args.energy, target_error=args.target_error, X=X,
-                dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples)
+                dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples,
+                dictionary_dtype=getattr(args, "dictionary_dtype", None))
 
 
 class Progress:

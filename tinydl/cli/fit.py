@@ -136,12 +136,35 @@ def run(args):
     if args.trace_memory:
         # import (and build the backend) first: the measure is the run's data, not the
         # code objects of modules imported along the way
+        import encodings.cp437  # noqa: F401 - zipfile's, at the first checkpoint
+        import hashlib  # noqa: F401
+        import inspect  # noqa: F401
+        import secrets  # noqa: F401
         import tracemalloc
+        import zipfile  # noqa: F401
+
+        import numpy.ma  # noqa: F401 - imported lazily on the way otherwise
+        import numpy.random  # noqa: F401
 
         import hal
+        import hal.backends.numpy.stored  # noqa: F401
         import hal.cost  # noqa: F401
 
-        from .. import customize, learner, transform  # noqa: F401
+        from .. import (  # noqa: F401
+            checkpoint,
+            customize,
+            data,
+            distributed,
+            footprint,
+            io,
+            learner,
+            lowmem,
+            nn,
+            rebuild,
+            transform,
+            warmup,
+        )
+        from ..nn import classifier, layers, network, optim, trainer  # noqa: F401
         hal.get_backend(args.backend)
         tracemalloc.start()
     if args.shuffle is not None and args.shuffle < 0:
@@ -186,6 +209,7 @@ def run(args):
         # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
         plan = dataclasses.replace(plan, candidates=())
         params = plan.learner_params()
+        params["backend"] = plan.backend_object()  # workspaces sized as the plan priced them
         params["dtype"] = args.dtype if args.plan is None else plan.dtype
         for name in _OVERRIDES:
             v = getattr(args, name)
@@ -241,7 +265,13 @@ def run(args):
     if args.trace_memory:
         import tracemalloc
         result["peak_traced_bytes"] = int(tracemalloc.get_traced_memory()[1])
+        # the data file's own bytes in memory (a deflated .npz is read whole): not the
+        # learner's footprint, which the plan predicts
+        result["stream_resident_bytes"] = int(st.resident_bytes)
+        result["peak_learner_bytes"] = result["peak_traced_bytes"] - st.resident_bytes
         tracemalloc.stop()
+        from ..footprint import measured_buffers
+        result["measured_buffers"] = measured_buffers(learner)
     if rank != 0:
         return 0
     if args.json:

@@ -16,6 +16,13 @@ not live streams: a file in recorded order, labels in long blocks, is not what a
 learner should see as "the stream"); each chunk reads its rows by the permuted index, so memory
 stays one chunk (a memory-mapped file is read row by row, sorted within the chunk).
 :func:`label_runs` measures how blocked the labels are (``tinydl fit``'s warning).
+
+A documented preprocessing is applied by a rule on the data, never on the file name, so that
+``tinydl fit``, ``evaluate`` and ``predict`` see the features ``tinydl.data.load_real`` gives
+(:func:`detect_preprocessing`): integer features of 520 columns whose every value is 100 or lies
+in -110..0 are UJIIndoorLoc RSSI readings (100 = "not detected") and are mapped chunk by chunk
+with :func:`~tinydl.data.datasets.uji_rssi_to_features` (``Stream.preprocessing ==
+"uji-rssi"``); fed as stored, "not detected" would be the strongest signal.
 """
 from __future__ import annotations
 
@@ -35,7 +42,48 @@ from .files import (
     resolve,
 )
 
-__all__ = ["Stream", "open_stream", "label_runs", "BLOCKED_RUN_FACTOR"]
+__all__ = ["Stream", "open_stream", "label_runs", "detect_preprocessing", "BLOCKED_RUN_FACTOR",
+           "PREPROCESSINGS"]
+
+#: the preprocessings a stream may apply (see :func:`detect_preprocessing`)
+PREPROCESSINGS = ("none", "uji-rssi")
+
+
+def detect_preprocessing(X, block: int = 256) -> str:
+    """The documented preprocessing the values of ``X`` call for.
+
+    Rule: ``"uji-rssi"`` for integer features of 520 columns whose every value is 100 ("not
+    detected") or lies in -110..0 dBm, with at least one 100 (UJIIndoorLoc's RSSI coding, see
+    ``shared/data/README.md``); ``"none"`` otherwise.  Read ``block`` rows at a time.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+
+    Returns
+    -------
+    str
+        One of :data:`PREPROCESSINGS`.
+    """
+    from .datasets import UJI_N_WAPS, UJI_NO_SIGNAL
+    if X is None or X.ndim != 2 or X.shape[1] != UJI_N_WAPS or X.dtype.kind not in "iu":
+        return "none"
+    seen_missing = False
+    for s in range(0, X.shape[0], block):
+        W = np.asarray(X[s:s + block])
+        missing = W == UJI_NO_SIGNAL
+        if not (missing | ((W >= -110) & (W <= 0))).all():
+            return "none"
+        seen_missing = seen_missing or bool(missing.any())
+    return "uji-rssi" if seen_missing else "none"
+
+
+def _convert(name, X, dtype, path):
+    """``X`` (a chunk as stored) after the preprocessing ``name``, as ``dtype``."""
+    if name == "uji-rssi":
+        from .datasets import uji_rssi_to_features
+        return uji_rssi_to_features(X, path).astype(dtype, copy=False)
+    return np.asarray(X, dtype=dtype)
 
 #: labels "arrive in blocks" when their mean run length exceeds this many times that of the
 #: same labels shuffled
@@ -53,22 +101,38 @@ class Stream:
     ----------
     path : str
     n_samples, n_features : int
+    preprocessing : str
+        What :meth:`chunks` applies to the stored values (:func:`detect_preprocessing`).
     y : ndarray of shape (n_samples,) or None
         The labels (read whole: they are small).
     """
 
-    def __init__(self, path, X, y, csv: Optional[CsvReader] = None):
+    def __init__(self, path, X, y, csv: Optional[CsvReader] = None,
+                 preprocessing: Optional[str] = None):
         self.path = path
         self._X = X                  # array-like (memmap or ndarray), or None for CSV
         self._csv = csv
         self.y = y
         self.order = None            # a permutation of the rows (shuffled), or None
         self.shuffle_seed = None
+        # the documented preprocessing the data calls for (detect_preprocessing)
+        if preprocessing is None:
+            preprocessing = detect_preprocessing(X) if X is not None else "none"
+        self.preprocessing = preprocessing
         src = X if X is not None else None
         if src is not None:
             self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
         else:
             self.n_samples, self.n_features = csv.n_samples, csv.n_features
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of the file held in memory (a deflated ``.npz`` member is read whole; a
+        memory-mapped one is not counted), labels and permutation included."""
+        n = 0 if self._X is None or isinstance(self._X, np.memmap) else int(self._X.nbytes)
+        for a in (self.y, self.order):
+            n += 0 if a is None else int(np.asarray(a).nbytes)
+        return n
 
     def chunks(self, size: int, start: int = 0, stop: Optional[int] = None, dtype="float32",
                check: bool = True) -> Iterator[Tuple[int, np.ndarray, Optional[np.ndarray]]]:
@@ -101,8 +165,12 @@ class Stream:
                 e = min(stop, s + int(size))
                 idx = self.order[s:e]
                 srt = np.argsort(idx, kind="stable")
-                X = np.empty((e - s,) + tuple(self._X.shape[1:]), dtype)
+                stored = self.preprocessing == "none"
+                X = np.empty((e - s,) + tuple(self._X.shape[1:]),
+                             dtype if stored else self._X.dtype)
                 X[srt] = self._X[idx[srt]]   # rows read in file order, placed in stream order
+                if not stored:
+                    X = _convert(self.preprocessing, X, dtype, self.path)
                 if check and not np.isfinite(X).all():
                     for r in range(len(X)):  # name the bad row by its row in the file
                         check_finite(X[r:r + 1], self.path, first_row=int(idx[r]))
@@ -111,7 +179,10 @@ class Stream:
         if self._X is not None:
             for s in range(int(start), stop, int(size)):
                 e = min(stop, s + int(size))
-                X = np.array(self._X[s:e], dtype=dtype)
+                if self.preprocessing == "none":
+                    X = np.array(self._X[s:e], dtype=dtype)
+                else:
+                    X = _convert(self.preprocessing, self._X[s:e], dtype, self.path)
                 if check:
                     check_finite(X, self.path, first_row=s)
                 yield s, X, None if self.y is None else self.y[s:e]
@@ -132,7 +203,7 @@ class Stream:
         if self._X is None:
             raise DataError(f"{self.path}: a CSV file cannot be streamed shuffled (no random "
                             "access to its rows); convert it to .npy or .npz first")
-        out = Stream(self.path, self._X, self.y)
+        out = Stream(self.path, self._X, self.y, preprocessing=self.preprocessing)
         out.order = np.random.default_rng(int(seed)).permutation(self.n_samples)
         out.shuffle_seed = int(seed)
         if self.y is not None:

@@ -1,0 +1,143 @@
+"""Learning in a small memory budget: ``tinydl plan --memory`` then ``tinydl fit --plan
+--shuffle 0`` and ``tinydl evaluate``, against the raw network's accuracy from ``tinydl
+reproduce``.
+
+* UJIIndoorLoc at 256 KiB (``../shared/data/ujiindoorloc.npz``: UCI's training / validation
+  split; ``tinydl fit`` and ``evaluate`` apply the documented RSSI conversion by a rule on the
+  data, :func:`tinydl.data.stream.detect_preprocessing`);
+* the Daily and Sports subset at 1 MiB, on the split ``tinydl reproduce`` uses
+  (:func:`tinydl.data.split_dataset`, 20% stratified test, seed 0), written to a temporary
+  ``.npz`` (features flattened to m = 5625) that the commands read.
+
+Targets (issue 18): UJIIndoorLoc within 1 point of the raw network, Daily and Sports within 2.
+The raw accuracies are those of ``tinydl reproduce`` (``--reproduce-json`` reads them from its
+JSON; by default the figures of the last full run, :data:`RAW_ACCURACY`).
+
+    python benchmarks/small_memory.py --json small_memory.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np  # noqa: E402
+
+from benchmarks._common import REPO_ROOT, write_json  # noqa: E402
+
+DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
+#: test accuracy of the raw-feature network in `tinydl reproduce` (full protocol)
+RAW_ACCURACY = {"ujiindoorloc": 0.913, "dsa": 0.942}
+#: (data set, memory budget, allowed gap in points)
+CASES = (("ujiindoorloc", "256KiB", 1.0), ("dsa", "1MiB", 2.0))
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH",
+                                                                              ""))
+
+
+class Failed(Exception):
+    """A command failed (an infeasible plan, for one): its message."""
+
+
+def _tinydl(*args):
+    cmd = [sys.executable, "-m", "tinydl", *map(str, args)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    if r.returncode:
+        raise Failed(f"{' '.join(cmd[3:5])} failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout, time.perf_counter() - t0
+
+
+def dsa_file(tmp):
+    """The Daily and Sports subset on reproduce's split, as a flat ``.npz``."""
+    from tinydl.data import load_real, split_dataset
+    ds = split_dataset(load_real(os.path.join(DATA, "dsa_subset20_f16.npz")), 0.2, 0)
+    path = os.path.join(tmp, "dsa_split.npz")
+    np.savez(path, X_train=ds.X_train.astype(np.float32), y_train=ds.y_train,
+             X_test=ds.X_test.astype(np.float32), y_test=ds.y_test)
+    return path
+
+
+def run_case(name, path, memory, tmp, extra=()):
+    plan_path = os.path.join(tmp, f"{name}-plan.json")
+    _tinydl("plan", "--data", path, "--memory", memory, "-o", plan_path)
+    with open(plan_path) as fh:
+        plan = json.load(fh)
+    model = os.path.join(tmp, f"{name}-model")
+    fit_json = os.path.join(tmp, f"{name}-fit.json")
+    _, fit_s = _tinydl("fit", path, "--plan", plan_path, "--shuffle", 0, "-o", model,
+                       "--quiet", "--json", fit_json, *extra)
+    ev_json = os.path.join(tmp, f"{name}-eval.json")
+    _tinydl("evaluate", model, "--data", path, "--json", ev_json)
+    with open(ev_json) as fh:
+        ev = json.load(fh)
+    keys = ("l", "k", "hidden_layer_sizes", "window", "n_batch", "chunk", "dictionary_dtype",
+            "rebuild", "window_policy", "standardize", "n_standardize", "dt_copy",
+            "footprint_bytes", "paper_bytes")
+    return dict(memory=memory, plan={k: plan.get(k) for k in keys},
+                accuracy=float(ev["accuracy"]), n_test=int(ev["n_samples"]),
+                fit_seconds=fit_s, commands=[
+                    f"tinydl plan --data {path} --memory {memory} -o p.json",
+                    f"tinydl fit {path} --plan p.json --shuffle 0 -o MODEL",
+                    f"tinydl evaluate MODEL --data {path}"])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--reproduce-json", metavar="PATH",
+                    help="a `tinydl reproduce --json` result to read the raw accuracies from")
+    ap.add_argument("--only", choices=[c[0] for c in CASES])
+    args = ap.parse_args(argv)
+    raw = dict(RAW_ACCURACY)
+    if args.reproduce_json:
+        with open(args.reproduce_json) as fh:
+            rep = json.load(fh)
+        for fname, r in (rep.get("results") or rep).items():
+            if isinstance(r, dict) and "accuracy_raw" in r:
+                raw["dsa" if "dsa" in fname.lower() else "ujiindoorloc"] = r["accuracy_raw"]
+    out = {"raw_accuracy": raw, "raw_source": args.reproduce_json or "RAW_ACCURACY"}
+    with tempfile.TemporaryDirectory(prefix="tinydl-small-") as tmp:
+        for name, memory, gap in CASES:
+            if args.only and name != args.only:
+                continue
+            src = os.path.join(DATA, "ujiindoorloc.npz" if name == "ujiindoorloc"
+                               else "dsa_subset20_f16.npz")
+            if not os.path.exists(src):
+                print(f"{name}: {src} is absent: skipped")
+                continue
+            path = src if name == "ujiindoorloc" else dsa_file(tmp)
+            try:
+                r = run_case(name, path, memory, tmp)
+            except Failed as exc:  # e.g. no plan fits: recorded, the next case still runs
+                out[name] = dict(memory=memory, ok=False, error=str(exc),
+                                 raw_accuracy=raw[name], target_points=gap)
+                print(f"{name} at {memory}: {exc}", flush=True)
+                continue
+            r["raw_accuracy"] = raw[name]
+            r["gap_points"] = 100 * (raw[name] - r["accuracy"])
+            r["target_points"] = gap
+            r["ok"] = r["gap_points"] <= gap
+            out[name] = r
+            p = r["plan"]
+            print(f"{name} at {memory}: accuracy {100 * r['accuracy']:.2f}% vs raw "
+                  f"{100 * raw[name]:.2f}% ({r['gap_points']:+.2f} points below; target "
+                  f"<= {gap}: {'yes' if r['ok'] else 'NO'}); plan l={p['l']} k={p['k']} "
+                  f"net={p['hidden_layer_sizes']} window={p['window']} "
+                  f"D={p['dictionary_dtype']} rebuild={p['rebuild']} std={p['standardize']} "
+                  f"footprint {p['footprint_bytes']:,} B; fit {r['fit_seconds']:.0f} s",
+                  flush=True)
+    if args.json:
+        write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

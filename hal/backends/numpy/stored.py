@@ -1,0 +1,227 @@
+"""The NumPy reference of a dictionary *stored* narrower than it is computed with: float16, or
+int8 with one float32 scale per atom (``atom = scale * q``, ``q`` in -127..127).
+
+The transform's state is then ``Dq`` (lb, m) in the storage dtype and ``scale`` (lb,), with the
+Gram matrix ``G`` and the inverse Cholesky factor ``Li`` in the compute dtype, both of the
+*decoded* atoms (so OMP and the Wp test are exact for the dictionary as stored).  Every product
+with the atoms (the correlations ``D a`` of the Wp test and of OMP, the explicit residual)
+decodes ``_TILE`` atoms at a time into one float32 tile and multiplies it on the backend's
+row-independent products (``rows_matmul``): no dictionary-sized float32 array exists.  A join
+quantizes the new unit-norm atom, then appends G's row and column from the decoded atom and
+Li's row by the Cholesky update ``h = Li[:n, :n] G[:n, n]``, ``L[n, n] = sqrt(G[n, n] -
+|h|^2)``.
+
+:func:`quantize` and :func:`decode` are the storage arithmetic (the int8 rounding error of a
+value is at most ``scale / 2``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .basis import _SCAN_ROWS, BasisWorkspace
+from .encode import EncodePlan, nonfinite_error
+
+__all__ = ["StoredBasisWorkspace", "StoredEncodePlan", "quantize", "decode", "STORAGE"]
+
+#: the storage dtypes this module implements
+STORAGE = ("float16", "int8")
+#: atoms decoded at a time
+_TILE = 16
+
+
+def quantize(a: np.ndarray, storage) -> tuple:
+    """Rows of ``a`` in the storage dtype: ``(q, scale)``.
+
+    Parameters
+    ----------
+    a : ndarray of shape (n, m)
+    storage : {"float16", "int8"}
+
+    Returns
+    -------
+    q : ndarray of shape (n, m), the storage dtype
+    scale : ndarray of shape (n,), float32, or None for float16
+        int8: ``max |a_i| / 127`` per row (1 for a zero row), ``q = round(a / scale)``.
+    """
+    st = np.dtype(storage)
+    if st == np.float16:
+        return a.astype(np.float16), None
+    if st != np.int8:
+        raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
+    amax = np.max(np.abs(a), axis=1) if a.size else np.zeros(len(a))
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.rint(a / scale[:, None]).clip(-127, 127).astype(np.int8)
+    return q, scale
+
+
+def decode(q: np.ndarray, scale, dtype, out=None) -> np.ndarray:
+    """``scale * q`` (or the float16 values) in ``dtype``, into ``out`` if given."""
+    if out is None:
+        out = np.empty(q.shape, dtype)
+    np.copyto(out, q, casting="unsafe")
+    if scale is not None:
+        out *= scale[:, None].astype(out.dtype, copy=False)
+    return out
+
+
+class _Tiles:
+    """Products with the stored atoms, decoded ``_TILE`` at a time."""
+
+    def __init__(self, backend, Dq, scale, dtype):
+        self.backend, self.Dq, self.scale = backend, Dq, scale
+        self.dtype = np.dtype(dtype)
+        self.buf = np.zeros((min(_TILE, Dq.shape[0]), Dq.shape[1]), self.dtype)
+
+    def tile(self, t, e):
+        sc = None if self.scale is None else self.scale[t:e]
+        return decode(self.Dq[t:e], sc, self.dtype, out=self.buf[:e - t])
+
+    def correlate(self, X, nq, out):
+        """``out[:, :nq] = X @ decode(D[:nq]).T`` (row-independent)."""
+        for t in range(0, nq, _TILE):
+            e = min(nq, t + _TILE)
+            out[:, t:e] = self.backend.rows_matmul(X, self.tile(t, e).T)
+        return out
+
+    def combine(self, W, nq, out):
+        """``out -= W[:, :nq] @ decode(D[:nq])`` (row-independent)."""
+        for t in range(0, nq, _TILE):
+            e = min(nq, t + _TILE)
+            out -= self.backend.rows_matmul(np.ascontiguousarray(W[:, t:e]), self.tile(t, e))
+        return out
+
+
+class StoredEncodePlan(EncodePlan):
+    """:class:`~hal.backends.numpy.encode.EncodePlan` over stored atoms: the correlations
+    come from decoded tiles, then the backend's Batch-OMP runs on them."""
+
+    def __init__(self, backend, tiles, nq, G, k, tol=None, mean=None, scale=None, width=None):
+        self.backend, self.tiles, self.G, self.nq = backend, tiles, G, nq
+        self.l, self.m = nq, tiles.Dq.shape[1]
+        self.D = None
+        self.k = int(min(k, self.l))
+        self.width = self.k if width is None else int(width)
+        self.tol, self.mean, self.scale = tol, mean, scale
+        self.dtype = tiles.dtype
+        self._ws = backend.prepare_omp(getattr(backend, "batch", 256), self.m, self.l, self.k,
+                                       self.dtype)
+        self._ws.arrays.pop("DT", None)  # the products read the stored atoms
+        self._ws.fixed_D = True
+
+    def encode(self, X, indices, values, raw=True) -> None:
+        if raw and not np.isfinite(X).all():
+            raise nonfinite_error(X)
+        if raw and self.mean is not None:
+            X = X - self.mean
+            X /= self.scale
+        ws, be, k = self._ws, self.backend, self.k
+        n = X.shape[0]
+        nnz = np.zeros(n, np.int32)
+        resid = np.empty(n, self.dtype)
+        corr = np.empty((min(n, ws.batch), self.l), self.dtype)
+        for s in range(0, n, ws.batch):
+            e = min(n, s + ws.batch)
+            Xc = X[s:e]
+            if e - s == 1 and be._lone_as_pair:  # see BatchOMP.omp_encode
+                Xc = np.concatenate([Xc, Xc])
+                c = np.empty((2, self.l), self.dtype)
+                self.tiles.correlate(Xc, self.l, c)
+                pi, pv = np.full((2, k), -1, np.int32), np.zeros((2, k), self.dtype)
+                be._omp_chunk(Xc, None, self.G, k, self.tol, ws, pi, pv, np.zeros(2, np.int32),
+                              np.empty(2, self.dtype), corr=c)
+                indices[s, :k], values[s, :k] = pi[0], pv[0]
+                continue
+            c = corr[:e - s]
+            self.tiles.correlate(Xc, self.l, c)
+            be._omp_chunk(Xc, None, self.G, k, self.tol, ws, indices[s:e, :k],
+                          values[s:e, :k], nnz[s:e], resid[s:e], corr=c)
+        indices[:, k:] = -1
+        values[:, k:] = 0
+
+
+class StoredBasisWorkspace(BasisWorkspace):
+    """:class:`~hal.backends.numpy.basis.BasisWorkspace` over stored atoms ``Dq`` (float16,
+    or int8 with ``scale``); ``G`` and ``Li`` in the compute dtype, of the decoded atoms."""
+
+    def __init__(self, backend, Dq, scale, G, Li):
+        lb, m = Dq.shape
+        dt = G.dtype
+        if Dq.dtype.name not in STORAGE or not Dq.flags.c_contiguous:
+            raise ValueError(f"prepare_basis: stored atoms should be C-contiguous "
+                             f"{' or '.join(STORAGE)}, got {Dq.dtype}")
+        if (Dq.dtype == np.int8) != (scale is not None):
+            raise ValueError("prepare_basis: int8 atoms need their per-atom scale (and only "
+                             "they)")
+        self.backend = backend
+        self.D, self.G, self.Li, self.scale = Dq, G, Li, scale
+        self.dtype, self.m, self.lb = dt, m, lb
+        self._tiles = _Tiles(backend, Dq, scale, dt)
+        self._xb = np.zeros((_SCAN_ROWS, m), dt)
+        self._cflat = np.zeros(_SCAN_ROWS * lb, dt)
+        self._zflat = np.zeros(_SCAN_ROWS * lb, dt)
+        self._plan = None
+        self._plan_key = None
+        self.dependent = 0
+
+    def _test(self, n, R, refine2):
+        r = R.shape[0]
+        xb = self._xb
+        rows = xb.shape[0]
+        xb[:r] = R
+        xb[r:] = 0
+        xx = np.einsum("ij,ij->i", xb, xb)
+        self._xx = xx
+        live = xx[:r] > 0
+        if n == 0:
+            return live.astype(self.dtype)
+        nq = max(n, 2)
+        C = self._cflat[:rows * nq].reshape(rows, nq)
+        self._tiles.correlate(xb, nq, C)
+        Z = self._zflat[:rows * nq].reshape(rows, nq)
+        self.backend.rows_matmul(C, self.Li[:nq, :nq].T, out=Z)
+        self._C, self._Z = C, Z
+        pp = np.einsum("ij,ij->i", Z, Z)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wp2 = 1 - pp[:r] / xx[:r]
+            refine = live & (wp2 < refine2)
+            if refine.any():
+                W = self.backend.rows_matmul(Z, self.Li[:nq, :nq])
+                res = self._tiles.combine(W, nq, xb.copy())
+                rr = np.einsum("ij,ij->i", res, res)[:r]
+                wp2 = np.where(refine, rr / xx[:r], wp2)
+        return np.where(live, np.clip(wp2, 0, 1), 0).astype(self.dtype, copy=False)
+
+    def _join(self, n, a, r, wp2):
+        xx = self._xx[r]
+        norm = np.sqrt(xx)
+        q, sc = quantize((a / norm)[None, :].astype(self.dtype), self.D.dtype)
+        self.D[n] = q[0]
+        if sc is not None:
+            self.scale[n] = sc[0]
+        d = decode(self.D[n:n + 1], None if sc is None else self.scale[n:n + 1], self.dtype)
+        G, Li = self.G, self.Li
+        gnn = np.dot(d[0], d[0])
+        if n:
+            g = np.empty((1, max(n, 2)), self.dtype)
+            self._tiles.correlate(d, max(n, 2), g)
+            G[n, :n] = g[0, :n]
+            G[:n, n] = g[0, :n]
+            h = Li[:n, :n] @ g[0, :n]
+            lnn = np.sqrt(max(gnn - np.dot(h, h), np.finfo(self.dtype).tiny))
+            Li[n, :n] = -(h @ Li[:n, :n]) / lnn
+            Li[n, n] = 1 / lnn
+        else:
+            Li[0, 0] = 1 / np.sqrt(gnn)
+        G[n, n] = gnn
+        return norm
+
+    def plan(self, n, k, tol=None, width=None, mean=None, scale=None):
+        key = (n, k, tol, width, mean is not None)
+        if self._plan_key != key or (mean is not None and self._plan.mean is not mean):
+            self._plan = None
+            nd = max(n, 2)
+            self._plan = StoredEncodePlan(self.backend, self._tiles, nd,
+                                          np.ascontiguousarray(self.G[:nd, :nd]), min(k, n),
+                                          tol=tol, mean=mean, scale=scale, width=width)
+            self._plan_key = key
+        return self._plan

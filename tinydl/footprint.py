@@ -1,0 +1,375 @@
+"""The learner's predicted memory, buffer by buffer: what ``tinydl plan --explain`` itemizes.
+
+:func:`plan_buffers` lists every buffer a :class:`~tinydl.learner.TinyDLClassifier` allocates
+while it streams, each with its shape, dtype, bytes, the term of the paper's memory formula
+``m*l + l*n + |param|`` it belongs to (``"m*l"``: the dictionary, ``"l*n"``: the stored codes,
+``"|param|"``: the network's parameters, ``"overhead"``: everything the formula leaves out),
+and its *phase*:
+
+* ``"steady"``: allocated for the whole run (dictionary, Gram matrix and factor, the OMP
+  workspace, the code window, the network and its training state);
+* ``"stats"``: while the standardization statistics are fixed (the held-back rows, or with
+  ``standardize="running"`` one chunk's scratch);
+* ``"stream"``: while a chunk is read, standardized and coded, and the window's ordered copy
+  the network retrains on;
+* ``"rebuild"``: a rebuild from the raw reservoir (``rebuild="new-class"`` only).
+
+The peak is the steady buffers plus the largest transient phase; :func:`total` computes it and
+:func:`counted` returns the buffers whose bytes sum to it (the steady ones and the peak
+phase's), so the itemization adds up to the plan's ``footprint_bytes`` exactly.
+
+The transform's part mirrors :class:`~tinydl.transform.StreamingDictionary` (the dictionary
+in its storage dtype, with a float32 scale per atom for int8; the Gram matrix and its
+Cholesky factor; the scan buffers) and :meth:`hal.backends.numpy.NumpyBackend.prepare_omp`
+(the OMP workspace for ``omp_batch`` rows); the network's
+:meth:`tinydl.nn.MLPClassifier.footprint`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["plan_buffers", "total", "counted", "parts", "format_buffers", "DICTIONARY_DTYPES",
+           "dictionary_itemsize", "TERMS"]
+
+#: the dictionary's storage dtypes (compute stays in the learner's dtype)
+DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
+TERMS = ("m*l", "l*n", "|param|", "overhead")
+#: rows of the backend's product tiles (hal.backends.numpy.PRODUCT_ROWS)
+_TILE = 16
+#: rows of the projection-error scan block (tinydl._algorithm2._SCAN_ROWS)
+_SCAN = 16
+#: the NumPy backend's OMP cache (hal.backends.numpy.NumpyBackend.cache_bytes)
+_CACHE = 5 * 2 ** 19
+
+
+def dictionary_itemsize(dictionary_dtype, dtype="float32") -> int:
+    """Bytes per stored dictionary value (None: the compute dtype)."""
+    return np.dtype(dictionary_dtype or dtype).itemsize
+
+
+_ITEM = {"float64": 8, "float32": 4, "float16": 2, "int8": 1, "int32": 4, "int64": 8,
+         "uint8": 1}
+
+
+def _buf(name, shape, dtype, term, phase, note=""):
+    # a tuple of plain integers: the customizer prices thousands of candidates
+    n = _ITEM[dtype]
+    for s in shape:
+        n *= s
+    return (name, shape, dtype, int(n), term, phase, note)
+
+
+_FIELDS = ("name", "shape", "dtype", "bytes", "term", "phase", "note")
+
+
+def _omp_rows(batch: int, l: int, k: int, itemsize: int, block: int = 64) -> int:
+    per = (k + 1) * l * itemsize
+    fit = max(1, int(_CACHE // per) // block) * block
+    return max(2, max(1, min(batch, fit)))
+
+
+def plan_buffers(*args, **kwargs) -> List[Dict]:
+    """Every buffer of a streaming run (:func:`_buffers`'s arguments), see the module
+    docstring.
+
+    Returns
+    -------
+    list of dict
+        ``name, shape, dtype, bytes, term, phase, note``.
+    """
+    return [dict(zip(_FIELDS, (b[0], [int(v) for v in b[1]]) + b[2:]))
+            for b in _buffers(*args, **kwargs)]
+
+
+def plan_total(*args, **kwargs) -> int:
+    """:func:`total` of :func:`plan_buffers` (one pass, no dicts: the customizer's search)."""
+    steady, phases = 0, {}
+    for b in _buffers(*args, **kwargs):
+        if b[5] == "steady":
+            steady += b[3]
+        else:
+            phases[b[5]] = phases.get(b[5], 0) + b[3]
+    return steady + max(phases.values(), default=0)
+
+
+def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequence[int],
+                 window: int, dtype="float32", batch_size: int = 64, chunk: int = 256,
+                 n_standardize: int = 256, standardize="hold", rebuild: str = "never",
+                 window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
+                 omp_batch: int = 256, dt_copy: bool = False,
+                 alpha: float = 0.3) -> List[tuple]:
+    """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
+
+    Parameters
+    ----------
+    m, n_classes, l, k, hidden_layer_sizes, window, batch_size, chunk
+        The learner's settings (``chunk``: rows read at a time).
+    dtype : {"float32", "float64"}
+        Compute dtype.
+    n_standardize : int
+    standardize : {"hold", "running", "off"}
+    rebuild : {"never", "new-class"}
+        ``"new-class"`` keeps each stored sample's raw row.
+    window_policy : {"reservoir", "sliding"}
+    dictionary_dtype : {None, "float32", "float64", "float16", "int8"}
+        Storage of the atoms (None: ``dtype``).
+    omp_batch : int
+        Rows of the OMP workspace.
+    dt_copy : bool
+        The backend keeps a contiguous copy of ``D.T`` for its products.
+    alpha : float
+        The Wp threshold (below ~0.14 the explicit residual's tiles are counted).
+
+    Returns
+    -------
+    list of dict
+        ``name, shape, dtype, bytes, term, phase, note``.
+    """
+    dt = np.dtype(dtype).name
+    ddt = np.dtype(dictionary_dtype or dt).name
+    it = _ITEM[dt]
+    lb, kk = max(int(l), 2), max(min(int(k), int(l)), 1)
+    m, chunk = int(m), int(chunk)
+    slots = int(window)
+    if window_policy == "reservoir":
+        slots = max(1, int(window) // int(n_classes)) * int(n_classes)
+    hidden = tuple(int(h) for h in hidden_layer_sizes)
+    S = "steady"
+    out = [_buf("transform.D", (lb, m), ddt, "m*l", S, "the atoms, in their stored dtype")]
+    if ddt == "int8":
+        out.append(_buf("transform.D_scale", (lb,), "float32", "m*l", S,
+                        "int8 atoms: value = scale * q"))
+    out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
+            _buf("transform.Li", (lb, lb), dt, "overhead", S,
+                 "inverse Cholesky factor of G: Wp from D a"),
+            _buf("basis.rows", (_SCAN, m), dt, "overhead", S, "the Wp test's padded rows"),
+            _buf("basis.c,z", (2, _SCAN, lb), dt, "overhead", S, "D a and Li D a"),
+            # the row-independent products' tiles, grown to the widest operands: (16, m) in
+            # and (16, l) out, and (16, m) out too where the Wp test takes the explicit
+            # residual (alpha^2 below 2 x 0.01, hal.backends.numpy.basis)
+            _buf("backend.tiles", (_TILE, m + (m if alpha * alpha < 0.02 else lb)), dt,
+                 "overhead", S, "the row-independent product tiles (in, out)")]
+    if ddt != dt:
+        out.append(_buf("transform.decode", (min(_TILE, lb), m), dt, "overhead", S,
+                        "atoms decoded to the compute dtype a tile at a time"))
+    if standardize != "off" and rebuild == "never" or rebuild == "new-class":
+        out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))
+    if standardize == "running" and rebuild == "never":
+        out.append(_buf("standardizer.moments", (2, m), "float64", "overhead", S,
+                        "running mean and M2 of the warm-up rows"))
+    # the encode plan's OMP workspace (NumpyBackend.prepare_omp) for b rows
+    b = _omp_rows(int(omp_batch), lb, kk, it)
+    out += [_buf("omp.corr,abs", (2, b, lb), dt, "overhead", S, ""),
+            _buf("omp.Y", (kk + 1, b, lb), dt, "overhead", S, ""),
+            _buf("omp.state", (kk * kk + 6 * kk + 1 + 5, b), dt, "overhead", S,
+                 "coef, u, ru, b, cj, nrho, gamma, vec, xx"),
+            _buf("omp.index", (kk + 2, b), "int64", "overhead", S, "j, fj, rowoff"),
+            _buf("omp.pad_in", (_TILE, m), dt, "overhead", S, ""),
+            _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, ""),
+            _buf("omp.G", (lb, lb), dt, "overhead", S, "the plan's contiguous Gram copy")]
+    if dt_copy:
+        out.append(_buf("omp.DT", (m, lb), dt, "overhead", S, "contiguous copy of D^T"))
+    # the window: compact codes (the paper's l*n dense codes, stored as k indices + values)
+    out += [_buf("window.indices", (slots, kk), "int32", "l*n", S, "compact codes"),
+            _buf("window.values", (slots, kk), dt, "l*n", S, "compact codes"),
+            _buf("window.labels", (slots,), "int64", "overhead", S, "")]
+    if rebuild == "new-class":
+        out.append(_buf("window.raw", (slots, m), dt, "overhead", S,
+                        "raw-sample reservoir a rebuild re-learns from"))
+    net = _network_parts(int(l), kk, hidden, slots, int(n_classes), dt, int(batch_size))
+    for key in ("parameters", "gradients", "optimizer", "activations", "batch", "labels"):
+        out.append((f"network.{key}", (), dt, int(net[key]),
+                    "|param|" if key == "parameters" else "overhead", S,
+                    "MLPClassifier.footprint"))
+    h1 = hidden[0] if hidden else int(n_classes)
+    out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
+                    "the sparse first layer's gather scratch"))
+    code = 4 + it
+    # (stats) fixing the standardization (rebuild="never"; a rebuild fixes its own)
+    if rebuild == "never" and standardize == "hold":
+        held = 0 if chunk >= n_standardize else (2 * (n_standardize - 1) + chunk)
+        out += [_buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
+                _buf("stats.held", (held, m), dt, "overhead", "stats",
+                     "rows held back, and their concatenation with a chunk"),
+                _buf("stats.deviations", (n_standardize, m), "float64", "overhead", "stats",
+                     "fit_stats' float64 temporaries")]
+    elif rebuild == "never" and standardize == "running":
+        out += [_buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
+                _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
+                     "the chunk's squared deviations")]
+    # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
+    # copy and the network's per-call buffers (measured: 16 B a sample and 12 B a non-zero)
+    rows = max(chunk, n_standardize) if (rebuild == "never" and standardize == "hold") \
+        else chunk
+    out += [_buf("stream.read", (chunk, m), dt, "overhead", "stream", "the chunk read"),
+            _buf("stream.standardized", (rows, m), dt, "overhead", "stream", ""),
+            _buf("stream.codes", (2 * rows, kk * code), "uint8", "overhead", "stream",
+                 "the chunk's codes and their scaled copy"),
+            _buf("stream.window copy", (slots, kk * code + 16), "uint8", "overhead", "stream",
+                 "the ordered window (and its slot index) the network retrains on"),
+            _buf("stream.training", (22 * 1024 + slots * (16 + 12 * kk),), "uint8",
+                 "overhead", "stream", "the network's per-call buffers")]
+    if rebuild == "new-class":
+        nb = min(n_standardize, slots)
+        out += [_buf("rebuild.read", (chunk, m), dt, "overhead", "rebuild", ""),
+                _buf("rebuild.block", (nb, m), "float64", "overhead", "rebuild",
+                     "the statistics' deviations, then a gathered block and new codes"),
+                _buf("rebuild.codes", (2 * slots, kk * code), "uint8", "overhead",
+                     "rebuild", "")]
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _network_parts(l, k, hidden, window, n_classes, dtype, batch_size) -> Dict[str, int]:
+    """The network's training footprint on compact codes
+    (:meth:`tinydl.nn.MLPClassifier.footprint`), cached: the search asks for it often."""
+    from .nn import MLPClassifier
+    # the learner's default optimizer (Adam: two state buffers per parameter)
+    net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype,
+                        optimizer="adam")
+    return dict(net.footprint(batch_size, l, n_classes, n_samples=window, sparse_k=k))
+
+
+def _phase_bytes(buffers) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for b in buffers:
+        out[b["phase"]] = out.get(b["phase"], 0) + b["bytes"]
+    return out
+
+
+def peak_phase(buffers) -> str:
+    """The transient phase that sets the peak."""
+    ph = _phase_bytes(buffers)
+    trans = {k: v for k, v in ph.items() if k != "steady"}
+    return max(trans, key=lambda k: (trans[k], k)) if trans else "steady"
+
+
+def counted(buffers) -> List[Dict]:
+    """The buffers alive at the peak: the steady ones and the peak phase's."""
+    ph = peak_phase(buffers)
+    return [b for b in buffers if b["phase"] in ("steady", ph)]
+
+
+def total(buffers) -> int:
+    """The predicted peak bytes."""
+    return int(sum(b["bytes"] for b in counted(buffers)))
+
+
+def parts(buffers) -> Dict[str, int]:
+    """Bytes by part (the plan's ``footprint`` dict): the steady buffers grouped by their
+    owner (``transform``, ``omp_workspace``, ``window``, ``raw_rows``, ``network``,
+    ``standardizer``), the peak phase as ``transient``, and ``total``."""
+    out = {"transform": 0, "omp_workspace": 0, "window": 0, "raw_rows": 0, "network": 0,
+           "standardizer": 0, "backend": 0}
+    for b in buffers:
+        if b["phase"] != "steady":
+            continue
+        owner = b["name"].split(".")[0]
+        key = {"omp": "omp_workspace"}.get(owner, owner)
+        if b["name"].startswith("window.raw"):
+            key = "raw_rows"
+        out[key] = out.get(key, 0) + b["bytes"]
+    ph = peak_phase(buffers)
+    out["transient"] = int(sum(b["bytes"] for b in buffers if b["phase"] == ph))
+    out["total"] = total(buffers)
+    return out
+
+
+def by_term(buffers) -> Dict[str, int]:
+    """Counted bytes by formula term."""
+    out = {t: 0 for t in TERMS}
+    for b in counted(buffers):
+        out[b["term"]] += b["bytes"]
+    return out
+
+
+def format_buffers(buffers) -> str:
+    """The itemized footprint as a table (the counted buffers; the peak phase named)."""
+    from .plan import _fmt_bytes
+    ph = peak_phase(buffers)
+    rows = counted(buffers)
+    lines = [f"predicted footprint, buffer by buffer (steady, plus the peak phase '{ph}'):",
+             f"  {'buffer':<24}{'shape':<18}{'dtype':<9}{'bytes':>11}  term"]
+    for b in rows:
+        shape = "x".join(map(str, b["shape"])) if b["shape"] else "-"
+        lines.append(f"  {b['name']:<24}{shape:<18}{b['dtype']:<9}{b['bytes']:>11,}  "
+                     f"{b['term']}")
+    tot = total(buffers)
+    terms = by_term(buffers)
+    lines.append(f"  {'total':<51}{tot:>11,}  ({_fmt_bytes(tot)})")
+    lines.append("  by term: " + ", ".join(f"{t} {terms[t]:,}" for t in TERMS))
+    return "\n".join(lines)
+
+
+def measured_buffers(learner) -> Dict[str, int]:
+    """Bytes of the learner's live buffers, under the names :func:`plan_buffers` gives them
+    (those that can be read off a learner after a run; transients cannot).
+
+    Parameters
+    ----------
+    learner : TinyDLClassifier
+
+    Returns
+    -------
+    dict
+        Buffer name -> bytes.
+    """
+    out: Dict[str, int] = {}
+
+    def put(name, *arrays):
+        n = sum(int(a.nbytes) for a in arrays if isinstance(a, np.ndarray))
+        if n:
+            out[name] = out.get(name, 0) + n
+
+    tr = getattr(learner, "transform_", None)
+    d = getattr(tr, "__dict__", {})
+    put("transform.D", d.get("_D"))
+    put("transform.D_scale", d.get("_D_scale"))
+    put("transform.G", d.get("_G"))
+    put("transform.Li", d.get("_Li"))
+    bws = d.get("_bws")
+    if bws is not None:
+        put("basis.rows", getattr(bws, "_xb", None))
+        put("basis.c,z", getattr(bws, "_cflat", None), getattr(bws, "_zflat", None))
+        plan = getattr(bws, "_plan", None)
+        ws = getattr(plan, "_ws", None)
+        arrays = getattr(ws, "arrays", {}) or {}
+        put("omp.corr,abs", arrays.get("corr"), arrays.get("abs"))
+        put("omp.Y", arrays.get("Y"))
+        put("omp.state", *(arrays.get(k) for k in ("coef", "u", "ru", "b", "cj", "nrho",
+                                                     "gamma", "vec", "xx", "ok", "act")))
+        put("omp.index", *(arrays.get(k) for k in ("j", "fj", "rowoff")))
+        put("omp.pad_in", arrays.get("pad_in"))
+        put("omp.pad_out", arrays.get("pad_out"))
+        put("omp.DT", arrays.get("DT"))
+        put("omp.G", getattr(plan, "G", None))
+    be = getattr(learner, "_backend_obj", None)
+    bd = getattr(be, "__dict__", {})
+    tiles = []
+    for v in (bd.get("_tiles") or {}).values():
+        tiles.extend(v if isinstance(v, (list, tuple)) else [v])
+    put("backend.tiles", *tiles)
+    put("backend.gather", bd.get("_gbuf"))
+    st = getattr(learner, "standardizer_", None)
+    if st is not None:
+        put("standardizer.mean,scale", st.mean_, st.scale_)
+        sd = st.__dict__
+        put("standardizer.moments", sd.get("_mean"), sd.get("_m2"))
+    win = getattr(learner, "window_", None)
+    if win is not None:
+        put("window.indices", win.indices)
+        put("window.values", win.values)
+        put("window.labels", win.labels)
+        put("window.raw", win.raw)
+    net = getattr(getattr(learner, "network_", None), "network_", None)
+    if net is not None:
+        put("network.parameters", getattr(net, "params", None))
+        put("network.gradients", getattr(net, "grads", None))
+    opt = getattr(getattr(learner, "network_", None), "optimizer_", None)
+    state = getattr(opt, "state", None)
+    if isinstance(state, dict):
+        put("network.optimizer", *state.values())
+    return out
