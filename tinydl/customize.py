@@ -6,7 +6,7 @@ Three customizations, as in the paper:
 * **memory**: the paper's formula ``m*l + l*n + |param|`` values (dictionary, stored codes,
   network) must fit the memory budget; :class:`Plan` also gives the *real* footprint of
   :class:`~tinydl.learner.TinyDLClassifier` (compact codes of ``k`` indices and values
-  instead of ``l`` dense values, the orthonormal basis and Gram matrix, workspaces, the
+  instead of ``l`` dense values, the Gram matrix and its inverse Cholesky factor, workspaces, the
   network's gradients and momentum, the chunk being read), and that is what is checked;
 * **runtime**: the per-sample transform time predicted by the HAL cost model
   (:func:`hal.cost.predict_transform`) must fit ``time_per_sample``; with an arrival
