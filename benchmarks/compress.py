@@ -175,13 +175,15 @@ def sweep(net, layer_ids, log):
             pts["svd"].append((U.nbytes + V.nbytes, r, None,
                                _replace(model, li, "factored", U=U, V=V, b=b)
                                .score(Xt, yt)))
-        for r in (8, 16, 32, 64, 128):
-            if r >= n or m * r >= m * n:
+        # the sparse form at the SVD's ranks (and 1.5x) with k a quarter, half and three
+        # quarters of the atoms: fewer values per column is where it can store less
+        for r in sorted({v for q in pts["svd"] for v in (q[1], int(1.5 * q[1]))}):
+            if r > 128 or r >= n:
                 continue
-            for k in sorted({max(1, r // d) for d in (16, 8, 4, 2)}):
+            for k in sorted({max(1, r // 4), max(1, r // 2), max(1, 3 * r // 4)}):
                 f = fac.factors(r, k, check_cost=False)
                 cm = _replace(model, li, "sparse_factored", B=f.B, data=f.data,
-                                     indices=f.indices, indptr=f.indptr, b=b, n_out=n)
+                              indices=f.indices, indptr=f.indptr, b=b, n_out=n)
                 pts["sparse"].append((f.nbytes, r, k, cm.score(Xt, yt)))
         best = {}
         for meth, p in pts.items():

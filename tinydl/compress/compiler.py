@@ -219,7 +219,8 @@ def _smallest(best, cand):
     return cand if cand is not None and (best is None or cand[0] < best[0]) else best
 
 
-def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage):
+def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
+                      sparse_max_weights):
     """(bytes, choice, new_layers) for the cheapest passing form of a dense layer, or None."""
     layer = ctx.layer
     W, b = layer.arrays["W"], layer.arrays["b"]
@@ -244,7 +245,7 @@ def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage
         r_first = r_first or r
         lay = ctx.finish(svd_layer(r))
         best = _smallest(best, (lay[0].nbytes, f"{label} rank {r}", lay))
-    if method in ("sparse", "auto"):
+    if method in ("sparse", "auto") and m * n <= sparse_max_weights:
         fac = SparseFactorizer(W, X, n_iter=n_iter, seed=seed, decomposition=decs[0][1])
         r0 = r_first or rmax
         isz = 1 if quantize else W.dtype.itemsize
@@ -305,7 +306,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                    max_memory: Optional[int] = None, max_time: Optional[float] = None,
                    batch: int = 1, n_iter: int = 6, seed: int = 0, log=None,
                    quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
-                   shrinkage=None):
+                   shrinkage=None, sparse_max_weights: int = 4_000_000):
     """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
@@ -340,6 +341,12 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         Stack int8 weights (per-output-channel scales) on every form the search checks.
     criterion : {"lost", "accuracy"}
         What the budget bounds on validation (module docstring).
+    shrinkage : float or "ledoit-wolf", optional
+        Shrink the fitting inputs' second moment towards the identity
+        (:class:`~.factorize.DenseFactorizer`); None fits the outputs on ``X_fit`` as they are.
+    sparse_max_weights : int
+        The sparse dictionary is tried on dense layers of at most this many weights: K-SVD's
+        cost grows with the layer (a 5625 x 2000 layer takes minutes per searched ``k``).
     X_fit : ndarray of shape (n_fit, n_features), optional
         Unlabelled inputs the data-aware forms are fitted to (default ``X_val``).  Inputs
         apart from ``X_val`` keep the search's validation accuracy an unbiased estimate.
@@ -415,7 +422,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         ctx = _Layer(layer, x_val, x_fit, cur.layers[idx + 1:],
                      lambda pred, allowed=allowed: spent(pred) <= allowed, quantize)
         if layer.kind == "dense":
-            best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage)
+            best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
+                                    sparse_max_weights)
         else:
             best = _conv_candidates(ctx, data_aware)
         if quantize and layer.kind in QUANTIZABLE:

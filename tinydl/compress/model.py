@@ -227,7 +227,7 @@ def _flops(layer):
 
 
 #: elements of NumPy's casting buffer (NPY_BUFSIZE): ``astype`` from int8 holds one of these
-#: in the target dtype while it converts, plus its iterator (about 1 KiB)
+#: in the target dtype while it converts
 _CAST_BUFFER = 8192
 
 
@@ -237,7 +237,7 @@ def _deq(a, name, isz):
     w = a.get(name)
     if w is None or w.dtype != np.int8:
         return 0
-    return int(w.size) * isz + min(int(w.size), _CAST_BUFFER) * isz + 1024
+    return int(w.size) * isz + min(int(w.size), _CAST_BUFFER) * isz
 
 
 def _ws(layer, n, isz):
