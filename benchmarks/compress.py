@@ -24,7 +24,9 @@ Splits and the rule for every setting (stated here, never chosen on the test spl
 * methods: ``auto`` (per layer the smallest passing form among data-aware SVD, plain SVD and
   the sparse dictionary; convolutions among cross-channel / per-kernel separation and
   data-aware channel reduction), ``auto+int8`` (the same with int8 weights, per-output-channel
-  scales, stacked before each check), ``separation`` (convolutions by kernel separation only,
+  scales, stacked before each check), ``auto+ucb`` (``auto`` with the lost rate's Wilson
+  upper limit at one standard error held to the budget: a margin for a small validation set),
+  ``separation`` (convolutions by kernel separation only,
   dense layers by plain SVD: SparseSep's own forms), ``svd-weights`` (plain SVD only, for
   contrast); budgets 1% and 5% (accuracy points as fractions).
 
@@ -58,6 +60,7 @@ BUDGETS = (0.01, 0.05)
 #: (method label, compress_model keywords, budgets, models it runs on)
 RUNS = [("auto", dict(method="auto"), BUDGETS, "all"),
         ("auto+int8", dict(method="auto", quantize="int8"), BUDGETS, "all"),
+        ("auto+ucb", dict(method="auto", confidence=1.0), BUDGETS, "all"),
         ("separation", dict(method="svd", data_aware=False), (0.01,), "cnn"),
         ("svd-weights", dict(method="svd", data_aware=False), (0.05,), "mlp")]
 
@@ -190,6 +193,12 @@ def sweep(net, layer_ids, log):
             ok = [q for q in p if q[3] >= acc0 - 0.01 - 1e-9]
             best[meth] = min(ok) if ok else None
         rec = {"model": net.name, "layer": li, "shape": f"{m}x{n}", "accuracy_before": acc0}
+        if best["svd"]:  # the largest SVD rank below the chosen one that misses the bar
+            miss = [q for q in pts["svd"] if q[1] < best["svd"][1] and q[3] < acc0 - 0.01]
+            if miss:
+                q = max(miss)
+                rec["svd_largest_failing_rank"], rec["svd_largest_failing_bytes"] = q[1], q[0]
+                rec["svd_largest_failing_accuracy"] = q[3]
         for meth in ("svd", "sparse"):
             q = best[meth]
             rec[f"{meth}_bytes"] = q[0] if q else None
@@ -201,7 +210,9 @@ def sweep(net, layer_ids, log):
         log(f"  sweep {net.name} layer {li} ({m}x{n}), within 1 point of {100 * acc0:.2f}%: "
             f"svd {rec['svd_setting']} {rec['svd_bytes']} bytes (test "
             f"{rec['svd_accuracy_after']}), sparse {rec['sparse_setting']} "
-            f"{rec['sparse_bytes']} bytes (test {rec['sparse_accuracy_after']})")
+            f"{rec['sparse_bytes']} bytes (test {rec['sparse_accuracy_after']}); SVD rank "
+            f"{rec.get('svd_largest_failing_rank')} ({rec.get('svd_largest_failing_bytes')} "
+            f"bytes) misses it (test {rec.get('svd_largest_failing_accuracy')})")
         res.append(rec)
     return res
 
