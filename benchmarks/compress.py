@@ -33,11 +33,12 @@ Splits and the rule for every setting (stated here, never chosen on the test spl
 Each row: ``accuracy_before`` / ``accuracy_after`` on test, the validation figures, whether the
 budget held on test (``budget_held_on_test``: a broken budget is shown, not hidden),
 ``memory_reduction`` (all stored arrays, indices and scales included), ``speedup_b1`` and
-``speedup_b256`` (the same NumPy layer code, original vs compressed, one BLAS thread, in one
-process) and the layer-at-a-time runtime's predicted and measured (tracemalloc) peaks at batch 1
-and 256 with their relative error.  The sweep (``--no-sweep`` skips it) compares the sparse
-dictionary with SVD per layer: each form replaces one layer, the others kept, and the bytes each
-needs to stay within 1 point of the test accuracy are printed.
+``speedup_b256`` (the same NumPy layer code, original vs compressed, one BLAS thread, timed
+back to back in each of several rounds, the median ratio) and the layer-at-a-time runtime's
+predicted and measured (tracemalloc) peaks at batch 1 and 256 with their relative error.  The
+sweep (``--no-sweep`` skips it) compares the sparse dictionary with SVD per layer: each form
+replaces one layer, the others kept, and the bytes each needs to stay within 1 point of the
+test accuracy are printed.
 """
 from __future__ import annotations
 
@@ -65,20 +66,29 @@ RUNS = [("auto", dict(method="auto"), BUDGETS, "all"),
         ("svd-weights", dict(method="svd", data_aware=False), (0.05,), "mlp")]
 
 
-def per_call(fn, min_time=0.3, max_calls=2000):
-    """Median over 5 rounds of the mean seconds per call (rounds of >= min_time / 5)."""
+def _calls_for(fn, min_time):
     fn()
     t0 = time.perf_counter()
     fn()
     one = max(time.perf_counter() - t0, 1e-6)
-    calls = int(min(max_calls, max(1, min_time / 5 / one)))
-    rounds = []
-    for _ in range(5):
+    return int(min(2000, max(1, min_time / one)))
+
+
+def speedup(f_before, f_after, min_time=0.05, rounds=9):
+    """Median over ``rounds`` of (time of ``f_before`` / time of ``f_after``), the two timed
+    back to back in each round, so that load from other processes hits both alike."""
+    na, nb = _calls_for(f_before, min_time), _calls_for(f_after, min_time)
+    ratios = []
+    for _ in range(rounds):
         t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append((time.perf_counter() - t0) / calls)
-    return float(np.median(rounds))
+        for _ in range(na):
+            f_before()
+        ta = (time.perf_counter() - t0) / na
+        t0 = time.perf_counter()
+        for _ in range(nb):
+            f_after()
+        ratios.append(ta / ((time.perf_counter() - t0) / nb))
+    return float(np.median(ratios))
 
 
 def runtime_peaks(cm, path, X1, X256, rec):
@@ -106,8 +116,6 @@ def compress_rows(net, tmp, log):
     acc_before = model.score(Xt, yt)
     X1 = model._check_input(Xt[:1])
     X256 = model._check_input(np.resize(Xt, (256, Xt.shape[1])))
-    t_b1 = per_call(lambda: model.forward_range(X1))
-    t_b256 = per_call(lambda: model.forward_range(X256), min_time=1.0)
     kind = "cnn" if "cnn" in net.name else "mlp"
     out, runtime_rows = [], []
     for label, kw, budgets, which in RUNS:
@@ -120,8 +128,9 @@ def compress_rows(net, tmp, log):
             comp_s = time.perf_counter() - t0
             acc_after = cm.score(Xt, yt)
             # the original and the compressed model timed alternately, in one process
-            s1 = t_b1 / per_call(lambda: cm.forward_range(X1))
-            s256 = t_b256 / per_call(lambda: cm.forward_range(X256), min_time=1.0)
+            s1 = speedup(lambda: model.forward_range(X1), lambda: cm.forward_range(X1))
+            s256 = speedup(lambda: model.forward_range(X256), lambda: cm.forward_range(X256),
+                           min_time=0.2, rounds=5)
             drop = acc_before - acc_after
             rec = {"model": net.name, "method": label, "budget": budget,
                    "accuracy_before": acc_before, "accuracy_after": acc_after,
