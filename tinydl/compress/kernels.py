@@ -183,6 +183,8 @@ def _fw_conv_shifted(x, out, W, b, geom):
         for j in range(1, kw):
             np.matmul(taps[j], xp[:, :, j:j + span:sw], out=t)
             y += t
+        del t
+    del xp, taps  # the bias add below holds NumPy's buffer (up to 8192 elements) instead
     out += b[:, None, None]
     return out
 

@@ -263,8 +263,10 @@ def _ws(layer, n, isz):
         pad = n * c * (h + 2 * ph) * (w + 2 * pw) * isz if (ph or pw) else 0
         if k == "conv" and _shifted_conv(layer, n):
             # the padded copy, the taps re-laid (kw, F, C) and one product beside the
-            # output (with one tap, a 1 x 1 convolution, neither: the view is used as is)
-            return pad + (kw * f * c + n * f * wo) * isz * (kw > 1) + _deq(a, "W", isz)
+            # output (with one tap, a 1 x 1 convolution, neither: the view is used as is);
+            # then, those freed, the broadcast bias add's buffer (NumPy's NPY_BUFSIZE)
+            prods = pad + (kw * f * c + n * f * wo) * isz * (kw > 1)
+            return _deq(a, "W", isz) + max(prods, min(n * f * wo, _CAST_BUFFER) * isz)
         if k == "conv":
             # the padded copy is freed before the product: (padded + columns), then
             # (columns + product + W's dequantized copy)
