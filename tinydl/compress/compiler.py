@@ -24,6 +24,12 @@ Forms (``method``), each fitted to the layer's outputs on ``X_fit`` (default ``X
   with ``r`` in {r_svd, 2 r_svd} atoms and a searched ``k``;
 * ``"auto"``: as ``"sparse"``, plus the plain (weights-only) SVD beside the data-aware one.
 
+With ``refine`` > 0, a data-aware SVD rank whose plain factors fail gets its factors refined
+towards the original network's outputs on ``X_fit`` (:mod:`.refine`, no labels) and checked
+again; its rank is then the smallest passing one of the doubling grid 1, 2, 4, ... (a refined
+form's pass is far from monotone in the rank, and each extra candidate checked on a small
+validation set is one more chance to pass by luck).
+
 Each layer keeps the smallest form that passes (the report says which).  ``quantize="int8"``
 stacks int8 weights with per-output-channel scales (:mod:`.quantize`) on every candidate
 before it is checked, and on a layer no factorization pays for.
