@@ -58,7 +58,7 @@ from .conv import (
 from .factorize import DenseFactorizer, SparseFactorizer, sparse_index_dtype, svd_max_rank
 from .model import CompressedModel, make_layer
 from .quantize import QUANTIZABLE, quantize_layer
-from .refine import refinable, refine_factored
+from .refine import refinable, refine_layers
 from .targets import check_targets, predict_time
 
 __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasible",
@@ -252,27 +252,40 @@ def _smallest(best, cand):
     return cand if cand is not None and (best is None or cand[0] < best[0]) else best
 
 
-def _refined_search(ctx, svd_layer, ok_plain, dec, steps, seed):
-    """``(ok, forms)`` for the rank search with refinement: rank ``r`` passes if its plain
-    factors do or, failing that, its factors refined (:func:`~.refine.refine_factored`)
-    towards the original network's outputs on the fitting inputs do.  ``forms[r]`` is
-    ``(passed, layers, refined)`` for every rank tried."""
-    b = ctx.layer.arrays["b"]
-    x = ctx.x_fit.reshape(len(ctx.x_fit), -1)
+def _refined_search(ctx, make, ok_plain, steps, seed):
+    """``(ok, forms)`` for the search with refinement: value ``v`` passes if ``make(v)``
+    passes or, failing that, ``make(v)`` refined (:func:`~.refine.refine_layers`) towards the
+    original network's outputs on the fitting inputs does.  ``forms[v]`` is
+    ``(passed, layers, refined)`` for every value tried."""
     forms = {}
 
-    def ok(r):
-        if r not in forms:
-            if ok_plain(r):
-                forms[r] = (True, svd_layer(r), False)
+    def ok(v):
+        if v not in forms:
+            if ok_plain(v):
+                forms[v] = (True, make(v), False)
             else:
-                U, V = dec.factors(r)
-                U, V, bb = refine_factored(U, V, b, x, ctx.tail, ctx.target, steps=steps,
-                                           seed=seed)
-                lay = [make_layer("factored", U=U, V=V, b=bb)]
-                forms[r] = (ctx.passes(lay), lay, True)
-        return forms[r][0]
+                lay = refine_layers(_built(make(v), ctx.layer.in_shape), ctx.x_fit, ctx.tail,
+                                    ctx.target, steps=steps, seed=seed)
+                forms[v] = (ctx.passes(lay), lay, True)
+        return forms[v][0]
     return ok, forms
+
+
+def _form_search(ctx, make, vmax, steps, seed):
+    """The search of one form: ``(v, layers, refined)`` or None if nothing passes.  Without
+    refinement a bisection from the largest value; with it the doubling grid
+    (:func:`_search_up`)."""
+    ok, forms = ctx.ok_of(make), None
+    if steps and ctx.target is not None and ctx.x_fit is not None and refinable(ctx.tail):
+        ok, forms = _refined_search(ctx, make, ok, steps, seed)
+        v = _search_up(1, vmax, ok)
+        if not ok(v):
+            return None
+        return (v,) + forms[v][1:]
+    if not ok(vmax):
+        return None
+    v = _search(1, vmax, ok)
+    return v, make(v), False
 
 
 def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
@@ -294,21 +307,12 @@ def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage
         def svd_layer(r, dec=dec):
             U, V = dec.factors(r)
             return [make_layer("factored", U=U, V=V, b=b)]
-        ok, forms = ctx.ok_of(svd_layer), None
-        if refine and X is not None and label.startswith("data-aware") and refinable(ctx.tail):
-            ok, forms = _refined_search(ctx, svd_layer, ok, dec, refine, seed)
-        if forms is not None:
-            # doubling from rank 1 (refining each rank the plain factors fail at); stop
-            # if even the rank it ends at does not pass
-            r = _search_up(1, rmax, ok)
-            if not ok(r):
-                continue
-        elif not ok(rmax):
+        found = _form_search(ctx, svd_layer, rmax, refine if label.startswith("data-aware") else 0,
+                            seed)
+        if found is None:
             continue
-        else:
-            r = _search(1, rmax, ok)
+        r, new, refined = found
         r_first = r_first or r
-        new, refined = forms[r][1:] if forms else (svd_layer(r), False)
         lay = ctx.finish(new)
         best = _smallest(best, (lay[0].nbytes, f"{label} rank {r}"
                                 f"{' (refined)' if refined else ''}", lay))
@@ -343,7 +347,7 @@ def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage
     return best
 
 
-def _conv_candidates(ctx, data_aware):
+def _conv_candidates(ctx, data_aware, refine=0, seed=0):
     layer = ctx.layer
     W, b = layer.arrays["W"], layer.arrays["b"]
     f, c, kh, kw = W.shape
@@ -360,11 +364,13 @@ def _conv_candidates(ctx, data_aware):
     for label, vmax, make in forms:
         if vmax < 1:
             continue
-        ok = ctx.ok_of(make)
-        if ok(vmax):
-            v = _search(1, vmax, ok)
-            lay = ctx.finish(make(v))
-            best = _smallest(best, (sum(la.nbytes for la in lay), f"{label}={v}", lay))
+        # refined: the forms made of plain convolutions (not the per-kernel one)
+        found = _form_search(ctx, make, vmax, 0 if label.startswith("per-kernel") else refine, seed)
+        if found is not None:
+            v, new, refined = found
+            lay = ctx.finish(new)
+            best = _smallest(best, (sum(la.nbytes for la in lay),
+                                    f"{label}={v}{' (refined)' if refined else ''}", lay))
     return best
 
 
@@ -516,7 +522,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
             best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
                                     sparse_max_weights, refine)
         else:
-            best = _conv_candidates(ctx, data_aware)
+            best = _conv_candidates(ctx, data_aware, refine, seed)
         if quantize and layer.kind in QUANTIZABLE:
             q = ctx.finish([layer])
             if ctx.ok_new(np.argmax(_run(q + ctx.tail, x_val), axis=1)):
