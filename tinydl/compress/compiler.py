@@ -58,7 +58,9 @@ from .conv import (
 from .factorize import DenseFactorizer, SparseFactorizer, sparse_index_dtype, svd_max_rank
 from .model import CompressedModel, make_layer
 from .quantize import QUANTIZABLE, quantize_layer
-from .refine import refinable, refine_layers
+from .search import built as _built
+from .search import form_search as _form_search
+from .search import search as _search
 from .targets import check_targets, predict_time
 
 __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasible",
@@ -193,38 +195,6 @@ def wilson_upper(rate: float, n: int, z: float) -> float:
     return float(min(1.0, (centre + half) / (1 + z2 / n)))
 
 
-def _built(new_layers, in_shape):
-    s = in_shape
-    for la in new_layers:
-        s = la.build(s)
-    return new_layers
-
-
-def _search_up(lo, hi, ok):
-    """Smallest v of the doubling grid ``lo, 2 lo, 4 lo, ...`` (capped at ``hi``) with
-    ok(v).  For the refined forms, whose ok is far from monotone (a refined form can pass at
-    a small rank and fail at a larger one): a bisection from the top would stop high, and a
-    bisection below the first pass would check many more candidates on the same validation
-    samples, each one more chance to pass by luck (on ``dsa-mlp``'s 228 validation samples
-    that is what broke a 1% budget on test)."""
-    v = lo
-    while v < hi and not ok(v):
-        v = min(2 * v, hi)
-    return v
-
-
-def _search(lo, hi, ok):
-    """Smallest v in [lo, hi] with ok(v), assuming ok(hi) holds (ok is near-monotone, so
-    only values actually tested are ever returned)."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
-
-
 # -- the compiler ----------------------------------------------------------------------------
 class _Layer:
     """One layer's search context: its inputs (validation and fit) and the acceptance test."""
@@ -250,42 +220,6 @@ class _Layer:
 
 def _smallest(best, cand):
     return cand if cand is not None and (best is None or cand[0] < best[0]) else best
-
-
-def _refined_search(ctx, make, ok_plain, steps, seed):
-    """``(ok, forms)`` for the search with refinement: value ``v`` passes if ``make(v)``
-    passes or, failing that, ``make(v)`` refined (:func:`~.refine.refine_layers`) towards the
-    original network's outputs on the fitting inputs does.  ``forms[v]`` is
-    ``(passed, layers, refined)`` for every value tried."""
-    forms = {}
-
-    def ok(v):
-        if v not in forms:
-            if ok_plain(v):
-                forms[v] = (True, make(v), False)
-            else:
-                lay = refine_layers(_built(make(v), ctx.layer.in_shape), ctx.x_fit, ctx.tail,
-                                    ctx.target, steps=steps, seed=seed)
-                forms[v] = (ctx.passes(lay), lay, True)
-        return forms[v][0]
-    return ok, forms
-
-
-def _form_search(ctx, make, vmax, steps, seed):
-    """The search of one form: ``(v, layers, refined)`` or None if nothing passes.  Without
-    refinement a bisection from the largest value; with it the doubling grid
-    (:func:`_search_up`)."""
-    ok, forms = ctx.ok_of(make), None
-    if steps and ctx.target is not None and ctx.x_fit is not None and refinable(ctx.tail):
-        ok, forms = _refined_search(ctx, make, ok, steps, seed)
-        v = _search_up(1, vmax, ok)
-        if not ok(v):
-            return None
-        return (v,) + forms[v][1:]
-    if not ok(vmax):
-        return None
-    v = _search(1, vmax, ok)
-    return v, make(v), False
 
 
 def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
