@@ -10,6 +10,7 @@
 
 #include <string.h>
 
+#if defined(TDL_NEED_OMP)
 /* |x| as the integer of its bits (sign cleared): the same order as |x| for finite values,
    and an integer compare where the target has no FPU */
 static uint32_t tdl_absbits(float x)
@@ -18,7 +19,9 @@ static uint32_t tdl_absbits(float x)
     memcpy(&u, &x, sizeof u);
     return u & 0x7fffffffu;
 }
+#endif
 
+#if defined(TDL_NEED_OMP) || defined(TDL_NEED_DENSE)
 static float tdl_dot_f32(const float *w, const float *x, int n)
 {
     float acc = 0.0f;
@@ -39,6 +42,7 @@ static float tdl_row_dot(const tdl_mat *W, int row, int n, const float *x)
     if (W->f) return tdl_dot_f32(W->f + (long)row * n, x, n);
     return W->s[row] * tdl_dot_i8(W->q + (long)row * n, x, n);
 }
+#endif
 
 #if defined(TDL_NEED_STANDARDIZE)
 void tdl_standardize(const float *x, const float *mean, const float *scale, int m, float *out)
