@@ -1,17 +1,25 @@
 """The C export on a Cortex-M3: cross-compiled (arm-none-eabi-gcc, picolibc), run under
 qemu-system-arm (MPS2 AN385, semihosting), sized with arm-none-eabi-size.  In CI
 (TINYDL_REQUIRE_ARM=1) a missing toolchain fails these tests."""
-import numpy as np
+import subprocess
 
-from tests.export.conftest import need_tools
+import numpy as np
+import pytest
+
+from tests.export.conftest import all_kinds_model, need_tools
 from tinydl.customize import plan_export_footprint
 from tinydl.export import export_c
 from tinydl.export import toolchain as tc
 
 
-def test_cortex_m3_under_qemu_matches_python_and_host(uji_slice, tmp_path):
+@pytest.fixture(params=["digits", "uji"])
+def model(request):
+    return request.getfixturevalue("digits_model" if request.param == "digits" else "uji_slice")
+
+
+def test_cortex_m3_under_qemu_matches_python_and_host(model, tmp_path):
     need_tools("cc", "arm_gcc", "arm_size", "qemu")
-    clf, _, Xte, _ = uji_slice
+    clf, _, Xte, _ = model
     X = Xte[:24]
     info = export_c(clf, tmp_path / "export")
     elf = tc.build_arm(info["out_dir"], tmp_path / "elf")
@@ -23,30 +31,40 @@ def test_cortex_m3_under_qemu_matches_python_and_host(uji_slice, tmp_path):
     np.testing.assert_allclose(arm["scores"], host["scores"], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(arm["classes"], host["classes"])
     # instructions counted under -icount: the correlations alone are l*m multiply-adds
-    assert arm["insns_per_inference"] > clf.l * clf.n_features_in_
+    assert arm["insns_per_inference"] > clf.transform_.n_atoms_ * clf.n_features_in_
 
 
-def test_arm_size_within_5_percent_of_predictions(uji_slice, tmp_path):
+def test_every_layer_kind_under_qemu(tmp_path):
+    need_tools("arm_gcc", "qemu")
+    cm, X = all_kinds_model()
+    info = export_c(cm, tmp_path / "export")
+    arm = tc.run(tc.build_arm(info["out_dir"], tmp_path / "elf"), X[:10], tmp_path / "arm",
+                 arm=True, timeout=120)
+    ref = cm.decision_function(X[:10])
+    np.testing.assert_allclose(arm["scores"], ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(arm["classes"], np.argmax(ref, axis=1))
+
+
+def test_arm_size_within_5_percent_of_predictions(model, tmp_path):
     need_tools("arm_gcc", "arm_size")
-    clf, Xcal = uji_slice[:2]
+    clf, Xcal = model[:2]
     for w in ("float32", "int8"):
         info = export_c(clf, tmp_path / w, weights=w, calibrate=Xcal)
         got = tc.arm_object_sizes(info["out_dir"], tmp_path / (w + "-obj"))
         planned = plan_export_footprint(
             dict(m=clf.n_features_in_, n_classes=len(clf.classes_), l=clf.l, k=clf.k,
                  hidden_layer_sizes=clf.hidden_layer_sizes), weights=w, profile="cortex-m3")
+        assert clf.transform_.n_atoms_ == clf.l  # full dictionaries: the plan's shapes
         for key in ("flash_bytes", "ram_bytes"):
             assert abs(got[key] / info[key] - 1) <= 0.05, (w, key, got, info)
             assert abs(got[key] / planned[key] - 1) <= 0.05, (w, key, got, planned)
         assert planned["fits"] and got["flash_bytes"] <= planned["flash_limit"]
         assert got["ram_bytes"] <= planned["ram_limit"]
-    # what the objects call outside themselves: soft-float helpers, memcpy, nothing else
-    # (no malloc, no libm here: the model has no tanh, sigmoid or softmax)
-    import subprocess
+    # what the objects call outside themselves: soft-float helpers, memcpy/memset and their
+    # own kernels; no malloc, no libm (this model has no tanh, sigmoid or softmax)
     nm = tc.tools()["arm_gcc"].replace("gcc", "nm")
-    undef = set(subprocess.run([nm, "-u", str(tmp_path / "int8-obj" / "tinydl_runtime.o"),
-                                str(tmp_path / "int8-obj" / "tinydl_model.o")],
-                               capture_output=True, text=True, check=True).stdout.split())
-    undef -= {"U"}
+    objs = [str(tmp_path / "int8-obj" / f) for f in ("tinydl_model.o", "tinydl_runtime.o")]
+    out = subprocess.run([nm, "-u"] + objs, capture_output=True, text=True, check=True).stdout
+    undef = {s for s in out.split() if s != "U" and not s.endswith(":")}
     assert all(s.startswith(("__aeabi_", "tdl_")) or s in ("memcpy", "memset")
-               for s in undef if not s.endswith(":")), undef
+               for s in undef), undef

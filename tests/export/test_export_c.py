@@ -5,9 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.export.conftest import need_tools
-from tinydl.compress import CompressedModel
-from tinydl.compress.model import make_layer
+from tests.export.conftest import all_kinds_model, need_tools
 from tinydl.export import export_c, footprint, predict_tinydl_footprint
 from tinydl.export import toolchain as tc
 from tinydl.export.emit import layout
@@ -59,31 +57,7 @@ def test_tinydl_int8_close_to_float32(uji_slice, tmp_path):
 
 def test_every_layer_kind_against_numpy(tmp_path):
     """A random network of every compressed layer kind: the C scores are the NumPy layers'."""
-    rng = np.random.default_rng(0)
-
-    def r(*shape):
-        return rng.standard_normal(shape).astype(np.float32) * 0.3
-
-    F, r_ = 4, 2
-    S = (rng.random((6, 20)) < 0.4) * r(6, 20)
-    cols = [np.flatnonzero(S[:, j]) for j in range(20)]
-    indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int32)
-    layers = [make_layer("conv", W=r(3, 2, 3, 3), b=r(3), stride=[1, 2], padding=[1, 1]),
-              make_layer("tanh"),
-              make_layer("kernel_separated", v=r(3, F * r_, 3), h=r(F, 3 * r_, 2), b=r(F),
-                         stride=[1, 1], padding=[1, 0]),
-              make_layer("maxpool", pool_size=[2, 2], stride=[2, 1]),
-              make_layer("relu"), make_layer("avgpool", pool_size=[1, 2]),
-              make_layer("flatten"),
-              make_layer("factored", U=r(16, 5), V=r(5, 30), b=r(30)), make_layer("sigmoid"),
-              make_layer("sparse_factored", B=r(30, 6),
-                         data=np.concatenate([S[c, j] for j, c in enumerate(cols)]),
-                         indices=np.concatenate(cols).astype(np.uint16), indptr=indptr,
-                         b=r(20), n_out=20),
-              make_layer("relu"), make_layer("dense", W=r(20, 5), b=r(5)),
-              make_layer("softmax")]
-    cm = CompressedModel(layers, (2, 9, 8))
-    X = rng.standard_normal((25, 2 * 9 * 8)).astype(np.float32)
+    cm, X = all_kinds_model()
     _, res = _host_run(cm, X, tmp_path)
     ref = cm.decision_function(X)
     np.testing.assert_allclose(res["scores"], ref, rtol=1e-4, atol=1e-6)
