@@ -68,3 +68,31 @@ def test_arm_size_within_5_percent_of_predictions(model, tmp_path):
     undef = {s for s in out.split() if s != "U" and not s.endswith(":")}
     assert all(s.startswith(("__aeabi_", "tdl_")) or s in ("memcpy", "memset")
                for s in undef), undef
+
+
+def test_instruction_count_of_a_known_loop(tmp_path):
+    """The counting itself: a loop of exactly 2 instructions per pass (subs, bne), timed
+    by the harness's timer under -icount shift=0, reads 2 x passes instructions."""
+    need_tools("arm_gcc", "qemu")
+    src = tmp_path / "loop.c"
+    src.write_text(r'''
+#include <stdint.h>
+#include <stdio.h>
+#define T ((volatile uint32_t *)0x40000000u)
+int main(void)
+{
+    uint32_t n = 2000000;
+    T[0] = 0; T[2] = 0xffffffffu; T[1] = 0xffffffffu; T[0] = 1;
+    uint32_t a = T[1];
+    __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n) : : "cc");
+    uint32_t b = T[1];
+    printf("ticks %lu\n", (unsigned long)(a - b));
+    return 0;
+}
+''')
+    elf = str(tmp_path / "loop.elf")
+    subprocess.run([tc.tools()["arm_gcc"]] + tc.ARM_CFLAGS + [
+        "--oslib=semihost", "--crt0=semihost", "-o", elf, str(src)] + tc.MPS2_LDFLAGS,
+        check=True)
+    ticks = int(tc.run_qemu(elf, tmp_path).split()[1])
+    assert abs(ticks * tc.INSNS_PER_TICK - 2 * 2000000) <= 2 * tc.INSNS_PER_TICK

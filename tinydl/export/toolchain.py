@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["tools", "build_host", "build_arm", "run", "arm_object_sizes", "INSNS_PER_TICK",
-           "MissingToolchain"]
+__all__ = ["tools", "build_host", "build_arm", "run", "run_qemu", "arm_object_sizes",
+           "INSNS_PER_TICK", "MissingToolchain", "ARM_CFLAGS", "MPS2_LDFLAGS"]
 
 #: guest instructions per tick of the AN385 timer under ``-icount shift=0`` (1 ns / insn at
 #: 25 MHz)
@@ -28,7 +28,7 @@ INSNS_PER_TICK = 40
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the AN385's code and data memories (QEMU hw/arm/mps2.c: 4 MiB SSRAM1 at 0, 4 MiB SSRAM2/3
 #: at 0x20000000); the Cortex-M3 profile's 512 KiB / 64 KiB are checked on the sizes instead
-_MPS2_MEM = ["-Wl,--defsym=__flash=0x0", "-Wl,--defsym=__flash_size=0x400000",
+MPS2_LDFLAGS = ["-Wl,--defsym=__flash=0x0", "-Wl,--defsym=__flash_size=0x400000",
              "-Wl,--defsym=__ram=0x20000000", "-Wl,--defsym=__ram_size=0x400000"]
 ARM_CFLAGS = ["-mcpu=cortex-m3", "-mthumb", "-O2", "-std=c99", "-ffunction-sections",
               "-fdata-sections", "--specs=picolibc.specs"]
@@ -91,7 +91,7 @@ def build_arm(export_dir, build_dir) -> str:
     _run([t["arm_gcc"]] + ARM_CFLAGS + ["-Wall", "-Wextra", "-Werror", "-DTDL_MPS2_TIMER",
                                         "--oslib=semihost", "--crt0=semihost", "-I", export_dir,
                                         "-o", elf, os.path.join(HERE, "tinydl_main.c")]
-         + _sources(export_dir) + _MPS2_MEM + ["-Wl,--gc-sections", "-lm"])
+         + _sources(export_dir) + MPS2_LDFLAGS + ["-Wl,--gc-sections", "-lm"])
     return elf
 
 
@@ -111,6 +111,22 @@ def arm_object_sizes(export_dir, build_dir) -> Dict[str, int]:
             "ram_bytes": data + bss}
 
 
+def run_qemu(elf, workdir, timeout: float = 600) -> str:
+    """Run ``elf`` on QEMU's MPS2 AN385 (Cortex-M3) with semihosting (files in ``workdir``)
+    and ``-icount shift=0``; returns what the guest wrote to its standard output."""
+    t = _need("qemu")
+    # the guest's standard output (semihosting) goes to a file: QEMU would send it to its own
+    # standard error otherwise, beside its warnings
+    log = os.path.join(os.path.abspath(workdir), "tdl_stdout.txt")
+    cmd = [t["qemu"], "-M", "mps2-an385", "-nographic", "-monitor", "none", "-serial", "none",
+           "-chardev", f"file,id=tdlout,path={log}", "-semihosting-config",
+           "enable=on,target=native,chardev=tdlout", "-icount", "shift=0",
+           "-kernel", os.path.abspath(elf)]
+    _run(cmd, cwd=workdir, timeout=timeout)
+    with open(log) as fh:
+        return fh.read()
+
+
 def run(binary, X, workdir, arm: bool = False, timeout: float = 600) -> Dict:
     """Run a harness built by :func:`build_host` / :func:`build_arm` on the rows of ``X``.
 
@@ -126,17 +142,7 @@ def run(binary, X, workdir, arm: bool = False, timeout: float = 600) -> Dict:
         fh.write(np.array(X.shape, np.int32).tobytes())
         fh.write(X.tobytes())
     if arm:
-        t = _need("qemu")
-        # the guest's standard output (semihosting) goes to a file: QEMU would send it to its
-        # own standard error otherwise, beside its warnings
-        log = os.path.join(os.path.abspath(workdir), "tdl_stdout.txt")
-        cmd = [t["qemu"], "-M", "mps2-an385", "-nographic", "-monitor", "none", "-serial",
-               "none", "-chardev", f"file,id=tdlout,path={log}", "-semihosting-config",
-               "enable=on,target=native,chardev=tdlout", "-icount", "shift=0",
-               "-kernel", os.path.abspath(binary)]
-        _run(cmd, cwd=workdir, timeout=timeout)
-        with open(log) as fh:
-            lines = fh.read().split()
+        lines = run_qemu(binary, workdir, timeout).split()
     else:
         lines = _run([os.path.abspath(binary)], cwd=workdir, timeout=timeout).stdout.split()
     if lines[:1] == ["error:"]:
