@@ -123,3 +123,19 @@ def test_cli_export(uji_slice, tmp_path, capsys):
     assert main(["export", model_dir, "--target", "c", "-o", str(out), "--weights", "int8",
                  "--calibrate", str(tmp_path / "cal.npz"), "--json"]) == 0
     assert '"weights": "int8"' in capsys.readouterr().out
+
+
+def test_unstandardized_model_with_a_partial_dictionary(tmp_path):
+    """No standardization op, and fewer atoms learned than l: the export codes with the atoms
+    there are (as the learner does) and gives Python's classes."""
+    from tinydl.data import load_dataset
+    from tinydl.learner import TinyDLClassifier
+    d = load_dataset("digits")
+    clf = TinyDLClassifier(l=400, k=6, alpha=0.6, hidden_layer_sizes=(12,), standardize=False,
+                           rebuild="never", window=512, n_batch=256, seed=1).fit(
+        d.X_train, d.y_train)
+    assert 0 < clf.transform_.n_atoms_ < clf.l
+    info, res = _host_run(clf, d.X_test[:80], tmp_path)
+    assert info["ops"][0] == "omp"
+    py = clf.predict(d.X_test[:80])
+    assert np.count_nonzero(clf.classes_[res["classes"]] != py) <= 1

@@ -44,9 +44,15 @@ class Layout:
         if m.f is not None:
             self.mats.append((name, self.const(name + "_f", m.f), "0", "0"))
         else:
+            self.int8()
             self.mats.append((name, "0", self.const(name + "_q", m.q),
                               self.const(name + "_s", m.s)))
         return "&" + name
+
+    def int8(self) -> None:
+        """Some weights are int8: the runtime's int8-to-float table is compiled in."""
+        if "I8" not in self.needs:
+            self.needs.append("I8")
 
     def buffer(self, name, ctype, count) -> str:
         b = self.buffers.setdefault(name, [ctype, 0])
@@ -106,6 +112,7 @@ def layout(prog) -> Layout:
             if W.f is not None:
                 wf, wq, ws_ = L.const(p + "_W_f", W.f), "0", "0"
             else:
+                L.int8()
                 wf, wq, ws_ = "0", L.const(p + "_W_q", W.q), L.const(p + "_W_s", W.s)
             L.calls.append(f"tdl_gather_dense(tdl_idx, tdl_val, T, {_f(op['vscale'])}, "
                            f"{op['n']}, {wf}, {wq}, {ws_}, {L.const(p + '_b', op['b'])}, "

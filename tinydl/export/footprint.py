@@ -28,7 +28,9 @@ __all__ = ["footprint", "predict_tinydl_footprint", "KERNEL_CODE_BYTES", "CALL_C
 #: code bytes of each kernel of tinydl_runtime.c (arm-none-eabi-gcc 12.2, -O2, Cortex-M3)
 KERNEL_CODE_BYTES = {"BASE": 56, "STANDARDIZE": 56, "OMP": 1300, "GATHER": 304, "DENSE": 232,
                      "SPARSE": 192, "CONV": 564, "KSEP": 1016, "POOL": 364, "RELU": 52,
-                     "TANH": 144, "SIGMOID": 160, "SOFTMAX": 132}
+                     "TANH": 144, "SIGMOID": 160, "SOFTMAX": 132,
+                     # int8 weights: the int8-to-float table (1 KB) and slightly longer loops
+                     "I8": 1040}
 #: code bytes of one kernel call in tinydl_predict (arguments, the call, literal pool)
 CALL_CODE_BYTES = 28
 

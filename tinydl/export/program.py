@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["Mat", "program_of", "ELEMENTWISE"]
+__all__ = ["Mat", "program_of", "forward_dense", "ELEMENTWISE"]
 
 #: ops computed in place on their input buffer
 ELEMENTWISE = ("relu", "tanh", "sigmoid", "softmax")
@@ -170,11 +170,6 @@ def _compressed_program(cm) -> Dict:
     return {"ops": ops, "n_features": int(np.prod(cm.input_shape)),
             "n_outputs": int(np.prod(cm.output_shape)), "classes": np.asarray(cm.classes),
             "source": "CompressedModel"}
-
-
-def mats_of(op) -> Dict[str, Mat]:
-    """The op's weight matrices by name."""
-    return {k: v for k, v in op.items() if isinstance(v, Mat)}
 
 
 def forward_dense(ops, Z: np.ndarray, start: int = 0, stop: Optional[int] = None,

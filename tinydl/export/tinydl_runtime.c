@@ -10,6 +10,32 @@
 
 #include <string.h>
 
+#if defined(TDL_NEED_I8)
+/* int8 -> float by a table: on a core without an FPU a conversion is a library call of ~20
+   instructions, a table read is one load (1 KB of flash, only where a weight is int8) */
+static const float tdl_i8f[256] = {
+    0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f,
+    16.0f, 17.0f, 18.0f, 19.0f, 20.0f, 21.0f, 22.0f, 23.0f, 24.0f, 25.0f, 26.0f, 27.0f, 28.0f, 29.0f, 30.0f, 31.0f,
+    32.0f, 33.0f, 34.0f, 35.0f, 36.0f, 37.0f, 38.0f, 39.0f, 40.0f, 41.0f, 42.0f, 43.0f, 44.0f, 45.0f, 46.0f, 47.0f,
+    48.0f, 49.0f, 50.0f, 51.0f, 52.0f, 53.0f, 54.0f, 55.0f, 56.0f, 57.0f, 58.0f, 59.0f, 60.0f, 61.0f, 62.0f, 63.0f,
+    64.0f, 65.0f, 66.0f, 67.0f, 68.0f, 69.0f, 70.0f, 71.0f, 72.0f, 73.0f, 74.0f, 75.0f, 76.0f, 77.0f, 78.0f, 79.0f,
+    80.0f, 81.0f, 82.0f, 83.0f, 84.0f, 85.0f, 86.0f, 87.0f, 88.0f, 89.0f, 90.0f, 91.0f, 92.0f, 93.0f, 94.0f, 95.0f,
+    96.0f, 97.0f, 98.0f, 99.0f, 100.0f, 101.0f, 102.0f, 103.0f, 104.0f, 105.0f, 106.0f, 107.0f, 108.0f, 109.0f, 110.0f, 111.0f,
+    112.0f, 113.0f, 114.0f, 115.0f, 116.0f, 117.0f, 118.0f, 119.0f, 120.0f, 121.0f, 122.0f, 123.0f, 124.0f, 125.0f, 126.0f, 127.0f,
+    -128.0f, -127.0f, -126.0f, -125.0f, -124.0f, -123.0f, -122.0f, -121.0f, -120.0f, -119.0f, -118.0f, -117.0f, -116.0f, -115.0f, -114.0f, -113.0f,
+    -112.0f, -111.0f, -110.0f, -109.0f, -108.0f, -107.0f, -106.0f, -105.0f, -104.0f, -103.0f, -102.0f, -101.0f, -100.0f, -99.0f, -98.0f, -97.0f,
+    -96.0f, -95.0f, -94.0f, -93.0f, -92.0f, -91.0f, -90.0f, -89.0f, -88.0f, -87.0f, -86.0f, -85.0f, -84.0f, -83.0f, -82.0f, -81.0f,
+    -80.0f, -79.0f, -78.0f, -77.0f, -76.0f, -75.0f, -74.0f, -73.0f, -72.0f, -71.0f, -70.0f, -69.0f, -68.0f, -67.0f, -66.0f, -65.0f,
+    -64.0f, -63.0f, -62.0f, -61.0f, -60.0f, -59.0f, -58.0f, -57.0f, -56.0f, -55.0f, -54.0f, -53.0f, -52.0f, -51.0f, -50.0f, -49.0f,
+    -48.0f, -47.0f, -46.0f, -45.0f, -44.0f, -43.0f, -42.0f, -41.0f, -40.0f, -39.0f, -38.0f, -37.0f, -36.0f, -35.0f, -34.0f, -33.0f,
+    -32.0f, -31.0f, -30.0f, -29.0f, -28.0f, -27.0f, -26.0f, -25.0f, -24.0f, -23.0f, -22.0f, -21.0f, -20.0f, -19.0f, -18.0f, -17.0f,
+    -16.0f, -15.0f, -14.0f, -13.0f, -12.0f, -11.0f, -10.0f, -9.0f, -8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f
+};
+#define TDL_I8F(w) (tdl_i8f[(uint8_t)(w)])
+#else
+#define TDL_I8F(w) ((float)(w))
+#endif
+
 #if defined(TDL_NEED_OMP)
 /* |x| as the integer of its bits (sign cleared): the same order as |x| for finite values,
    and an integer compare where the target has no FPU */
@@ -32,7 +58,7 @@ static float tdl_dot_f32(const float *w, const float *x, int n)
 static float tdl_dot_i8(const int8_t *w, const float *x, int n)
 {
     float acc = 0.0f;
-    for (int i = 0; i < n; i++) acc += (float)w[i] * x[i];
+    for (int i = 0; i < n; i++) acc += TDL_I8F(w[i]) * x[i];
     return acc;
 }
 
@@ -144,7 +170,7 @@ void tdl_gather_dense(const int *idx, const float *val, int T, float vscale, int
             for (int o = 0; o < n_out; o++) y[o] += v * w[o];
         } else {
             const int8_t *w = Wq + (long)idx[t] * n_out;
-            for (int o = 0; o < n_out; o++) y[o] += v * (float)w[o];
+            for (int o = 0; o < n_out; o++) y[o] += v * TDL_I8F(w[o]);
         }
     }
     for (int o = 0; o < n_out; o++) y[o] = (Wf ? y[o] : Ws[o] * y[o]) + b[o];
@@ -172,7 +198,7 @@ void tdl_sparse_cols(const float *z, int n_out, const int32_t *indptr, const uin
         float acc = 0.0f;
         for (int32_t p = indptr[o]; p < indptr[o + 1]; p++) {
             const int32_t r = ind16 ? (int32_t)ind16[p] : ind32[p];
-            const float w = data->f ? data->f[p] : (float)data->q[p];
+            const float w = data->f ? data->f[p] : TDL_I8F(data->q[p]);
             acc += z[r] * w;
         }
         y[o] = (data->f ? acc : data->s[o] * acc) + b[o];
@@ -199,7 +225,7 @@ void tdl_conv(const float *x, int C, int H, int W_, const tdl_mat *Wt, const flo
                             const int iw = ow * sw + j - pw;
                             if (iw < 0 || iw >= W_) continue;
                             const long wi = (long)f * per + (c * kh + i) * kw + j;
-                            const float w = Wt->f ? Wt->f[wi] : (float)Wt->q[wi];
+                            const float w = Wt->f ? Wt->f[wi] : TDL_I8F(Wt->q[wi]);
                             acc += w * x[((long)c * H + ih) * W_ + iw];
                         }
                     }
@@ -229,7 +255,7 @@ void tdl_kernel_sep(const float *x, int C, int H, int W_, const tdl_mat *v, cons
                         for (int i = 0; i < kh; i++) {
                             const int ih = oh * sh + i - ph;
                             if (ih < 0 || ih >= H) continue;
-                            const float w = v->f ? v->f[row * kh + i] : (float)v->q[row * kh + i];
+                            const float w = v->f ? v->f[row * kh + i] : TDL_I8F(v->q[row * kh + i]);
                             acc += x[((long)c * H + ih) * W_ + iw] * w;
                         }
                     z[((row * Ho) + oh) * Wp + wp] = s * acc;
@@ -246,7 +272,7 @@ void tdl_kernel_sep(const float *x, int C, int H, int W_, const tdl_mat *v, cons
                         const long zrow = ((long)c * FR + f * r + rr) * Ho + oh;
                         for (int j = 0; j < kw; j++) {
                             const long wi = (long)f * per + (c * r + rr) * kw + j;
-                            const float w = h->f ? h->f[wi] : (float)h->q[wi];
+                            const float w = h->f ? h->f[wi] : TDL_I8F(h->q[wi]);
                             acc += z[zrow * Wp + ow * sw + j] * w;
                         }
                     }
