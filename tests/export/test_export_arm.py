@@ -96,3 +96,17 @@ int main(void)
         check=True)
     ticks = int(tc.run_qemu(elf, tmp_path).split()[1])
     assert abs(ticks * tc.INSNS_PER_TICK - 2 * 2000000) <= 2 * tc.INSNS_PER_TICK
+
+
+def test_a_missing_toolchain_fails_where_required(monkeypatch, tmp_path):
+    none = {"cc": None, "arm_gcc": None, "arm_size": None, "qemu": None}
+    monkeypatch.setattr(tc, "tools", lambda: none)
+    monkeypatch.setenv("TINYDL_REQUIRE_ARM", "1")
+    with pytest.raises(pytest.fail.Exception, match="TINYDL_REQUIRE_ARM=1 but not installed: "
+                                                    "arm_gcc, qemu"):
+        need_tools("arm_gcc", "qemu")
+    monkeypatch.delenv("TINYDL_REQUIRE_ARM")
+    with pytest.raises(pytest.skip.Exception, match="not installed: arm_gcc"):
+        need_tools("arm_gcc")
+    with pytest.raises(tc.MissingToolchain, match="arm_gcc"):
+        tc.build_arm(tmp_path, tmp_path / "b")
