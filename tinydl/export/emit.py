@@ -31,6 +31,8 @@ class Layout:
         self.buffers: Dict[str, List] = {}
         self.calls: List[str] = []
         self.needs: List[str] = []
+        #: bytes of the class-label table (a 32-bit long per class on the target)
+        self.labels_bytes = 0
 
     def const(self, name, a) -> str:
         a = np.ascontiguousarray(a)
@@ -62,7 +64,8 @@ class Layout:
     @property
     def flash_const_bytes(self) -> int:
         # each array starts 4-byte aligned (the linker's placement of float/int32 data)
-        return int(sum(-(-a.nbytes // 4) * 4 for _, a in self.consts)) + 12 * len(self.mats)
+        return int(sum(-(-a.nbytes // 4) * 4 for _, a in self.consts)) + 12 * len(self.mats) \
+            + self.labels_bytes
 
     @property
     def ram_bytes(self) -> int:
@@ -76,6 +79,8 @@ def _f(v: float) -> str:
 def layout(prog) -> Layout:
     """Lay out ``prog`` (:func:`.program.program_of`) as C: constants, buffers, calls."""
     L = Layout()
+    if prog["classes"].dtype.kind in "iub":
+        L.labels_bytes = 4 * len(prog["classes"])
     ops = prog["ops"]
     cur = "x"
     last = len(ops) - 1
