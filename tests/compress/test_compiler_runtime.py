@@ -105,6 +105,10 @@ def test_cnn_compiles(digits_split):
     model = from_network(clf)
     np.testing.assert_allclose(model.decision_function(Xt), clf.decision_function(Xt),
                                atol=1e-4)
-    cm, rep = compress_model(model, Xv, yv, 0.05)
+    cm, rep = compress_model(model, Xv, yv, 0.05, data_aware=False)
     assert rep.accuracy_before - rep.accuracy_after <= 0.05 + 1e-9
     assert any("cross-channel" in r.choice or "per-kernel" in r.choice for r in rep.layers)
+    # data-aware: channel reduction competes with the separations; the budget still holds
+    cm, rep = compress_model(model, Xv, yv, 0.05, X_fit=Xtr, quantize="int8")
+    assert rep.val_lost <= 0.05 + 1e-9 and rep.accuracy_before - rep.accuracy_after <= 0.05
+    assert all(r.choice != "kept" for r in rep.layers if r.kind == "conv")

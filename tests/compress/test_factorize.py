@@ -57,9 +57,10 @@ def test_sparse_within_tol_and_storage_counted(data_aware):
     fac = sparse_factorize(W, 16, tol=0.1, X=X, n_iter=4)
     assert relative_error(W, fac.reconstruct(), X) <= 0.1
     counts = np.diff(fac.indptr)
-    assert counts.max() <= 16 and fac.indices.dtype == np.uint16
+    # 16 atoms: an index fits in one byte
+    assert counts.max() <= 16 and fac.indices.dtype == np.uint8
     nnz = fac.data.size
-    assert fac.nbytes == 96 * 16 * 4 + nnz * (4 + 2) + 129 * 4 == sparse_nbytes(96, 128, 16, nnz)
+    assert fac.nbytes == 96 * 16 * 4 + nnz * (4 + 1) + 129 * 4 == sparse_nbytes(96, 128, 16, nnz)
     assert fac.nbytes < W.nbytes
 
 

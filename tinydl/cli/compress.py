@@ -15,8 +15,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-accuracy-loss", type=float, default=0.01, metavar="FRACTION",
                         help="allowed drop in validation accuracy, as a fraction "
                              "(0.01 = 1 point; default 0.01)")
-    parser.add_argument("--method", choices=("svd", "sparse"), default="svd",
-                        help="dense layers by SVD only, or also by sparse dictionary")
+    parser.add_argument("--method", choices=("svd", "sparse", "auto"), default="svd",
+                        help="dense layers by SVD only, also by sparse dictionary, or per "
+                             "layer the smallest of data-aware SVD, plain SVD and sparse")
+    parser.add_argument("--quantize", choices=("int8",), default=None,
+                        help="stack int8 weights (per-output-channel scales) on the forms")
+    parser.add_argument("--criterion", choices=("lost", "flips", "accuracy"), default="lost",
+                        help="what the budget bounds on validation: samples right before and "
+                             "wrong after (default), changed predictions, or the accuracy "
+                             "drop")
+    parser.add_argument("--fit-data", metavar="FIT.npz",
+                        help="unlabelled inputs (X_fit, or X / X_train) the data-aware forms "
+                             "are fitted to (default: the validation inputs)")
     parser.add_argument("--weights-only", action="store_true",
                         help="fit factorizations to W alone (default: to the layers' outputs "
                              "on the validation inputs)")
@@ -46,6 +56,23 @@ def _load_val(path):
     raise ValueError(f"{path} holds {sorted(files)}; expected X_val and y_val (or X, y)")
 
 
+def _load_fit(path):
+    import numpy as np
+
+    from ..io import ModelFileError
+    if not os.path.isfile(path):
+        raise OSError(f"no such data file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in ("X_fit", "X", "X_train"):
+                if key in z.files:
+                    return z[key]
+            files = sorted(z.files)
+    except (ValueError, OSError) as exc:
+        raise ModelFileError(f"{path} is not a readable .npz ({exc})") from None
+    raise ValueError(f"{path} holds {files}; expected X_fit (or X, X_train)")
+
+
 def run(args) -> int:
     from ..compress import compress_model, export_onnx, load_any_model, save_model
     from . import CommandError, emit_json
@@ -54,9 +81,11 @@ def run(args) -> int:
         raise CommandError(f"output must end in .npz or .onnx, got {args.output!r}")
     model = load_any_model(args.model)
     X, y = _load_val(args.data)
+    X_fit = _load_fit(args.fit_data) if args.fit_data else None
     cm, rep = compress_model(model, X, y, args.max_accuracy_loss, method=args.method,
                              data_aware=not args.weights_only, profile=args.profile,
-                             max_memory=args.max_memory, max_time=args.max_time)
+                             max_memory=args.max_memory, max_time=args.max_time,
+                             quantize=args.quantize, criterion=args.criterion, X_fit=X_fit)
     if out_ext == ".onnx":
         export_onnx(cm, args.output)
     else:

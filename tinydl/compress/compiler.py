@@ -1,20 +1,32 @@
-"""The layer compression compiler (SparseSep section 5): choose each layer's rank or sparsity.
+"""The layer compression compiler (SparseSep section 5): choose each layer's form and size.
 
 For each compressible layer, largest first, a binary search finds the smallest rank (SVD, kernel
-separation) or number of non-zeros per column (sparse dictionary) such that the **whole
-network's** validation accuracy stays within the budget; no weight is retrained.  The budget is
-spent in proportion to the layers' sizes: after the layers holding a fraction ``p`` of the
-compressible parameters are done, the accuracy may have dropped by at most ``p * budget``
-(unused budget carries over), so the largest layer cannot starve the others.
+separation, channel reduction) or number of non-zeros per column (sparse dictionary) such that
+the **whole network** stays within the accuracy budget on the validation data; no weight is
+retrained.  The budget is spent in proportion to the layers' sizes: after the layers holding a
+fraction ``p`` of the compressible parameters are done, at most ``p * budget`` may have been
+spent (unused budget carries over), so the largest layer cannot starve the others.
 
-Methods:
+The criterion (``criterion``):
 
-* ``"svd"``: dense layers by truncated SVD (data-aware by default: fit to the layer's outputs on
-  the validation inputs), convolutions by kernel separation (cross-channel or per-kernel,
-  whichever stores less).
-* ``"sparse"``: as ``"svd"``, then for dense layers also the sparse dictionary ``W ~ B S``
-  (K-SVD with tinydl's OMP) with ``r`` in {r_svd, 2 r_svd} atoms and a searched ``k``; the
-  smaller of the SVD and sparse forms is kept (the report says which).
+* ``"lost"`` (default): the fraction of validation samples the original model classifies
+  correctly and the compressed one does not.  It bounds the accuracy drop (drop = lost -
+  gained) and, unlike the drop, cannot be paid for by lucky flips the other way, which is
+  what let a validation budget break on test data;
+* ``"accuracy"``: the drop in validation accuracy itself.
+
+Forms (``method``), each fitted to the layer's outputs on ``X_fit`` (default ``X_val``) when
+``data_aware``:
+
+* ``"svd"``: dense layers by truncated SVD; convolutions by kernel separation (cross-channel
+  or per-kernel) and, data-aware, by channel reduction (:func:`~.conv.reduce_channels`);
+* ``"sparse"``: as ``"svd"``, plus the sparse dictionary ``W ~ B S`` (K-SVD with tinydl's OMP)
+  with ``r`` in {r_svd, 2 r_svd} atoms and a searched ``k``;
+* ``"auto"``: as ``"sparse"``, plus the plain (weights-only) SVD beside the data-aware one.
+
+Each layer keeps the smallest form that passes (the report says which).  ``quantize="int8"``
+stacks int8 weights with per-output-channel scales (:mod:`.quantize`) on every candidate
+before it is checked, and on a layer no factorization pays for.
 
 Afterwards the model is checked against a memory and time target on a device profile
 (:func:`hal.profile.load_profile`); if it misses, :class:`BudgetInfeasible` says the smallest
@@ -28,16 +40,26 @@ from typing import List, Optional
 import numpy as np
 
 from ..errors import BudgetInfeasible
-from .conv import cross_channel_max_rank, kernel_max_rank, separate_cross_channel, separate_kernels
-from .factorize import DenseFactorizer, SparseFactorizer, svd_max_rank
+from .conv import (
+    conv_output_gram,
+    cross_channel_max_rank,
+    kernel_max_rank,
+    reduce_channels,
+    reduce_max_rank,
+    separate_cross_channel,
+    separate_kernels,
+)
+from .factorize import DenseFactorizer, SparseFactorizer, sparse_index_dtype, svd_max_rank
 from .model import CompressedModel, make_layer
-from .runtime import predict_peak_bytes
+from .quantize import QUANTIZABLE, quantize_layer
+from .targets import check_targets, predict_time
 
 __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasible",
-           "predict_time", "METHODS"]
+           "predict_time", "METHODS", "CRITERIA", "QUANTIZE"]
 
-METHODS = ("svd", "sparse")
-
+METHODS = ("svd", "sparse", "auto")
+CRITERIA = ("flips", "lost", "accuracy")
+QUANTIZE = (None, "int8")
 
 @dataclass
 class LayerReport:
@@ -71,6 +93,10 @@ class CompressionReport:
     predicted_time_s: Optional[float] = None
     predicted_peak_bytes: Optional[int] = None
     targets: dict = field(default_factory=dict)
+    criterion: str = "accuracy"
+    quantize: Optional[str] = None
+    val_lost: Optional[float] = None   # validation samples right before, wrong after
+    val_flips: Optional[float] = None  # validation samples whose predicted class changed
 
     @property
     def memory_reduction(self) -> float:
@@ -105,7 +131,9 @@ class CompressionReport:
                  for r in rows]
         lines.insert(1, "  ".join("-" * x for x in w))
         lines.append(f"method {self.method} ({'data-aware' if self.data_aware else 'weights only'}"
-                     f"), budget {100 * self.budget:.2f} points: validation accuracy "
+                     f"{', ' + self.quantize if self.quantize else ''}), criterion "
+                     f"{self.criterion}, budget {100 * self.budget:.2f} points: validation "
+                     f"accuracy "
                      f"{100 * self.accuracy_before:.2f}% -> {100 * self.accuracy_after:.2f}%, "
                      f"memory {self.memory_reduction:.1f}x smaller, FLOPs "
                      f"{self.flops_reduction:.1f}x fewer")
@@ -166,138 +194,135 @@ def _search(lo, hi, ok):
     return hi
 
 
-def predict_time(model: CompressedModel, profile, batch: int = 1,
-                 backend: Optional[str] = None) -> float:
-    """Seconds for one batch on ``profile`` by hal's cost model (products as GEMMs, the sparse
-    product and element-wise layers as vector work)."""
-    from hal.cost import choose_backend, matmul_cost, vector_cost
-    from hal.profile import load_profile
-    profile = load_profile(profile)
-    be = choose_backend(profile, backend)
-    dt = model.dtype
-    n = int(batch)
-    t = 0.0
-    for la in model.layers:
-        a, k = la.arrays, la.kind
-        if k == "dense":
-            t += matmul_cost(profile, be, n, *a["W"].shape, dt)[0]
-        elif k == "factored":
-            t += matmul_cost(profile, be, n, *a["U"].shape, dt)[0]
-            t += matmul_cost(profile, be, n, *a["V"].shape, dt)[0]
-        elif k == "sparse_factored":
-            t += matmul_cost(profile, be, n, *a["B"].shape, dt)[0]
-            nnz = a["data"].size
-            t += vector_cost(profile, be, 2.0 * n * nnz, n * nnz * (dt.itemsize + 4), 3,
-                             n * nnz, dt)
-        elif k == "conv":
-            f, c, kh, kw = a["W"].shape
-            ho, wo = la.out_shape[1:]
-            t += matmul_cost(profile, be, n * ho * wo, c * kh * kw, f, dt)[0]
-        elif k == "kernel_separated":
-            f = la.out_shape[0]
-            c, fr, kh = a["v"].shape
-            kw = a["h"].shape[2]
-            ho, wo = la.out_shape[1:]
-            wp = la.in_shape[2] + 2 * la.cfg.get("padding", (0, 0))[1]
-            t += matmul_cost(profile, be, n * ho * wp, kh, fr, dt, calls=c)[0]
-            t += matmul_cost(profile, be, n * ho * wo, (fr // f) * c * kw, 1, dt, calls=f)[0]
-        elif k != "flatten":
-            size = n * int(np.prod(la.out_shape))
-            t += vector_cost(profile, be, la.flops() * n, 2 * size * dt.itemsize, 1, size, dt)
-    return float(t)
-
-
 # -- the compiler ----------------------------------------------------------------------------
-def _dense_candidates(layer, x_in, data_aware, method, n_iter, ok_of, seed):
+class _Layer:
+    """One layer's search context: its inputs (validation and fit) and the acceptance test."""
+
+    def __init__(self, layer, x_val, x_fit, tail, ok_new, quantize):
+        self.layer, self.x_val, self.x_fit, self.tail = layer, x_val, x_fit, tail
+        self.ok_new, self.quantize = ok_new, quantize
+
+    def finish(self, layers):
+        layers = _built(layers, self.layer.in_shape)
+        if self.quantize:
+            layers = [quantize_layer(la) for la in layers]
+        return layers
+
+    def ok_of(self, make):
+        def ok(v):
+            new = self.finish(make(v))
+            return self.ok_new(np.argmax(_run(new + self.tail, self.x_val), axis=1))
+        return ok
+
+
+def _smallest(best, cand):
+    return cand if cand is not None and (best is None or cand[0] < best[0]) else best
+
+
+def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
+                      sparse_max_weights):
     """(bytes, choice, new_layers) for the cheapest passing form of a dense layer, or None."""
+    layer = ctx.layer
     W, b = layer.arrays["W"], layer.arrays["b"]
     m, n = W.shape
-    isz = W.dtype.itemsize
     rmax = svd_max_rank(m, n)
     if rmax < 1:
         return None
-    X = x_in.reshape(len(x_in), -1) if data_aware else None
-    dec = DenseFactorizer(W, X)
-
-    def svd_layer(r):
-        U, V = dec.factors(r)
-        return [make_layer("factored", U=U, V=V, b=b)]
-
-    ok_svd = ok_of(svd_layer)
-    best = None
-    r_svd = None
-    if ok_svd(rmax):
-        r_svd = _search(1, rmax, ok_svd)
-        lay = svd_layer(r_svd)
-        best = (lay[0].nbytes, f"svd rank {r_svd}", lay)
-    if method == "sparse":
-        fac = SparseFactorizer(W, X, n_iter=n_iter, seed=seed, decomposition=dec)
-        r0 = r_svd or rmax
+    X = ctx.x_fit.reshape(len(ctx.x_fit), -1) if data_aware else None
+    decs = [("svd" if X is None else "data-aware svd",
+             DenseFactorizer(W, X, shrinkage=shrinkage if X is not None else None))]
+    if method == "auto" and X is not None:
+        decs.append(("svd", DenseFactorizer(W)))
+    best, r_first = None, None
+    for label, dec in decs:
+        def svd_layer(r, dec=dec):
+            U, V = dec.factors(r)
+            return [make_layer("factored", U=U, V=V, b=b)]
+        ok = ctx.ok_of(svd_layer)
+        if not ok(rmax):
+            continue
+        r = _search(1, rmax, ok)
+        r_first = r_first or r
+        lay = ctx.finish(svd_layer(r))
+        best = _smallest(best, (lay[0].nbytes, f"{label} rank {r}", lay))
+    if method in ("sparse", "auto") and m * n <= sparse_max_weights:
+        fac = SparseFactorizer(W, X, n_iter=n_iter, seed=seed, decomposition=decs[0][1])
+        r0 = r_first or rmax
+        isz = 1 if quantize else W.dtype.itemsize
         for r in sorted({r0, 2 * r0}):
-            if m * r >= m * n:
+            if r >= n:
+                continue
+            # the largest k whose stored bytes (B, values, indices, pointers; int8 scales)
+            # still beat the best form so far: larger k cannot win, so is never coded
+            per_value = isz + np.dtype(sparse_index_dtype(r)).itemsize
+            fixed = m * r * isz + (n + 1) * 4 + (4 * (r + n) if quantize else 0)
+            limit = best[0] if best is not None else m * n * W.dtype.itemsize
+            k_max = min(r, (limit - 1 - fixed) // (n * per_value))
+            if k_max < 1:
                 continue
 
             def sp_layer(k, r=r):
                 f = fac.factors(r, k, check_cost=False)
                 return [make_layer("sparse_factored", B=f.B, data=f.data, indices=f.indices,
                                    indptr=f.indptr, b=b, n_out=n)]
-            ok_sp = ok_of(sp_layer)
-            if not ok_sp(r):
+            ok = ctx.ok_of(sp_layer)
+            if not ok(k_max):
                 continue
-            k = _search(1, r, ok_sp)
-            lay = sp_layer(k)
-            if lay[0].nbytes < m * n * isz and (best is None or lay[0].nbytes < best[0]):
-                best = (lay[0].nbytes, f"sparse r={r} k={k} (nnz {lay[0].arrays['data'].size:,})",
-                        lay)
+            k = _search(1, k_max, ok)
+            lay = ctx.finish(sp_layer(k))
+            best = _smallest(best, (lay[0].nbytes, f"{'data-aware ' if X is not None else ''}"
+                                    f"sparse r={r} k={k} (nnz {lay[0].arrays['data'].size:,})",
+                                    lay))
     return best
 
 
-def _conv_candidates(layer, ok_of):
+def _conv_candidates(ctx, data_aware):
+    layer = ctx.layer
     W, b = layer.arrays["W"], layer.arrays["b"]
     f, c, kh, kw = W.shape
     stride, padding = layer.cfg.get("stride", (1, 1)), layer.cfg.get("padding", (0, 0))
     best = None
-    kmax = cross_channel_max_rank(f, c, kh, kw)
-    if kmax >= 1:
-        def cc(K):
-            return separate_cross_channel(W, b, K, stride, padding)
-        ok = ok_of(cc)
-        if ok(kmax):
-            K = _search(1, kmax, ok)
-            lay = cc(K)
-            best = (sum(la.nbytes for la in lay), f"cross-channel K={K}", lay)
-    rmax = kernel_max_rank(kh, kw)
-    if rmax >= 1:
-        def pk(r):
-            return [separate_kernels(W, b, r, stride, padding)]
-        ok = ok_of(pk)
-        if ok(rmax):
-            r = _search(1, rmax, ok)
-            lay = pk(r)
-            if best is None or lay[0].nbytes < best[0]:
-                best = (lay[0].nbytes, f"per-kernel r={r}", lay)
+    forms = [("cross-channel K", cross_channel_max_rank(f, c, kh, kw),
+              lambda K: separate_cross_channel(W, b, K, stride, padding)),
+             ("per-kernel r", kernel_max_rank(kh, kw),
+              lambda r: [separate_kernels(W, b, r, stride, padding)])]
+    if data_aware:
+        gram = conv_output_gram(W, ctx.x_fit, stride, padding)
+        forms.append(("data-aware channel reduction K", reduce_max_rank(f, c, kh, kw),
+                      lambda K: reduce_channels(W, b, K, gram, stride, padding)))
+    for label, vmax, make in forms:
+        if vmax < 1:
+            continue
+        ok = ctx.ok_of(make)
+        if ok(vmax):
+            v = _search(1, vmax, ok)
+            lay = ctx.finish(make(v))
+            best = _smallest(best, (sum(la.nbytes for la in lay), f"{label}={v}", lay))
     return best
 
 
 def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: float = 0.01,
                    method: str = "svd", data_aware: bool = True, profile=None,
                    max_memory: Optional[int] = None, max_time: Optional[float] = None,
-                   batch: int = 1, n_iter: int = 6, seed: int = 0, log=None):
-    """Compress ``model`` so that validation accuracy drops by at most ``max_accuracy_loss``.
+                   batch: int = 1, n_iter: int = 6, seed: int = 0, log=None,
+                   quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
+                   shrinkage=None, sparse_max_weights: int = 4_000_000):
+    """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
     ----------
     model : CompressedModel
         The trained model (not modified).
     X_val : ndarray of shape (n_samples, n_features) or (n_samples, *input_shape)
-        Validation inputs (keep them apart from the test set).
+        Validation inputs the search checks candidates on (keep them apart from the test set).
     y_val : ndarray of shape (n_samples,)
         Their labels (values of ``model.classes``).
     max_accuracy_loss : float in [0, 1]
         Budget in accuracy *points* as a fraction: 0.01 allows 90.0% -> 89.0%.
-    method : {"svd", "sparse"}
+    method : {"svd", "sparse", "auto"}
+        The forms tried per layer (module docstring).
     data_aware : bool
-        Fit dense factorizations to the layers' outputs on ``X_val`` (else to W alone).
+        Fit the factorizations to the layers' outputs on ``X_fit`` (else to W alone).
     profile : str or DeviceProfile, optional
         Device profile for the memory and time targets (e.g. ``"cortex-m3"``).
     max_memory : int, optional
@@ -307,8 +332,24 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         Seconds per batch of ``batch`` predicted on ``profile``.
     batch : int
         Batch size for the time and runtime-memory predictions.
+    n_iter : int
+        K-SVD iterations of the sparse dictionary.
+    seed : int
     log : callable, optional
         Called with one line per decision.
+    quantize : {None, "int8"}
+        Stack int8 weights (per-output-channel scales) on every form the search checks.
+    criterion : {"lost", "accuracy"}
+        What the budget bounds on validation (module docstring).
+    shrinkage : float or "ledoit-wolf", optional
+        Shrink the fitting inputs' second moment towards the identity
+        (:class:`~.factorize.DenseFactorizer`); None fits the outputs on ``X_fit`` as they are.
+    sparse_max_weights : int
+        The sparse dictionary is tried on dense layers of at most this many weights: K-SVD's
+        cost grows with the layer (a 5625 x 2000 layer takes minutes per searched ``k``).
+    X_fit : ndarray of shape (n_fit, n_features), optional
+        Unlabelled inputs the data-aware forms are fitted to (default ``X_val``).  Inputs
+        apart from ``X_val`` keep the search's validation accuracy an unbiased estimate.
 
     Returns
     -------
@@ -320,10 +361,15 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     BudgetInfeasible
         If a memory or time target is missed (it carries the smallest model reached).
     ValueError
-        For NaN weights or inputs, a bad budget or method, labels the model doesn't know.
+        For NaN weights or inputs, a bad budget, method, criterion or quantization, labels
+        the model doesn't know.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     budget = float(max_accuracy_loss)
     if not 0.0 <= budget <= 1.0:
         raise ValueError(f"max_accuracy_loss must be in [0, 1] (a fraction: 0.01 = 1 point), "
@@ -335,17 +381,34 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     yi = _labels_to_index(model, y_val)
     if len(yi) != len(X):
         raise ValueError(f"X_val has {len(X)} samples but y_val has {len(yi)}")
+    Xf = X if X_fit is None else model._check_input(X_fit)
     log = log or (lambda s: None)
     cur = model.copy()
-    acc0 = _acc(cur.layers, X, yi)
+    pred0 = np.argmax(_run(cur.layers, X), axis=1)
+    right0 = pred0 == yi
+    acc0 = float(right0.mean())
+
+    def spent(pred):
+        right = pred == yi
+        if criterion == "flips":
+            return float(np.mean(pred != pred0))
+        if criterion == "lost":
+            return float(np.mean(right0 & ~right))
+        return acc0 - float(right.mean())
+
     bytes0, flops0 = cur.nbytes, cur.flops()
 
+    def compressible(la):
+        if la.kind == "dense":
+            return svd_max_rank(*la.arrays["W"].shape) >= 1 or bool(quantize)
+        if la.kind == "conv":
+            f, c, kh, kw = la.arrays["W"].shape
+            return (cross_channel_max_rank(f, c, kh, kw) >= 1 or kernel_max_rank(kh, kw) >= 1
+                    or (data_aware and reduce_max_rank(f, c, kh, kw) >= 1) or bool(quantize))
+        return False
+
     # compressible layers, largest first
-    cand = [la for la in cur.layers
-            if (la.kind == "dense" and svd_max_rank(*la.arrays["W"].shape) >= 1)
-            or (la.kind == "conv" and (cross_channel_max_rank(*la.arrays["W"].shape) >= 1
-                                       or kernel_max_rank(*la.arrays["W"].shape[2:]) >= 1))]
-    cand.sort(key=lambda la: -la.nbytes)
+    cand = sorted((la for la in cur.layers if compressible(la)), key=lambda la: -la.nbytes)
     total = sum(la.nbytes for la in cand) or 1
     done = 0
     reports = []
@@ -353,25 +416,27 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         idx = cur.layers.index(layer)
         done += layer.nbytes
         allowed = budget * done / total + 1e-9
-        x_in = _run(cur.layers[:idx], X).reshape((len(X),) + layer.in_shape) if idx else X
-        tail = cur.layers[idx + 1:]
-
-        def ok_of(make, x_in=x_in, tail=tail, layer=layer, allowed=allowed):
-            def ok(v):
-                new = _built(make(v), layer.in_shape)
-                return acc0 - _acc(new + tail, x_in, yi) <= allowed
-            return ok
-
+        x_val = _run(cur.layers[:idx], X).reshape((len(X),) + layer.in_shape) if idx else X
+        x_fit = (_run(cur.layers[:idx], Xf).reshape((len(Xf),) + layer.in_shape) if idx
+                 else Xf) if data_aware else None
+        ctx = _Layer(layer, x_val, x_fit, cur.layers[idx + 1:],
+                     lambda pred, allowed=allowed: spent(pred) <= allowed, quantize)
         if layer.kind == "dense":
-            best = _dense_candidates(layer, x_in, data_aware, method, n_iter, ok_of, seed)
+            best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
+                                    sparse_max_weights)
         else:
-            best = _conv_candidates(layer, ok_of)
+            best = _conv_candidates(ctx, data_aware)
+        if quantize and layer.kind in QUANTIZABLE:
+            q = ctx.finish([layer])
+            if ctx.ok_new(np.argmax(_run(q + ctx.tail, x_val), axis=1)):
+                best = _smallest(best, (q[0].nbytes, f"kept ({quantize})", q))
         before_b, before_f = layer.nbytes, layer.flops()
         shape = "x".join(str(s) for s in (layer.arrays["W"].shape))
         if best is None or best[0] >= before_b:
             choice, new = "kept", [layer]
         else:
-            choice, new = best[1], _built(best[2], layer.in_shape)
+            choice, new = best[1] + (f" + {quantize}" if quantize and "kept" not in best[1]
+                                     else ""), best[2]
         cur.layers[idx:idx + 1] = new
         acc = _acc(cur.layers, X, yi)
         reports.append(LayerReport(idx, layer.kind, shape, choice, before_b,
@@ -379,55 +444,18 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                                    sum(la.flops() for la in new), acc))
         log(f"layer {idx} ({layer.kind} {shape}): {choice}, {before_b:,} -> "
             f"{reports[-1].bytes_after:,} bytes, val acc {100 * acc:.2f}% "
-            f"(allowed drop so far {100 * allowed:.2f} points)")
+            f"(allowed {criterion} so far {100 * allowed:.2f} points)")
         # later layers' indices shift by the layers inserted
         for r in reports[:-1]:
             if r.index > idx:
                 r.index += len(new) - 1
     cur.build()
-    acc1 = _acc(cur.layers, X, yi)
-    rep = CompressionReport(method, budget, bool(data_aware), acc0, acc1, bytes0, cur.nbytes,
-                            flops0, cur.flops(), reports)
+    pred1 = np.argmax(_run(cur.layers, X), axis=1)
+    rep = CompressionReport(method, budget, bool(data_aware), acc0, float(np.mean(pred1 == yi)),
+                            bytes0, cur.nbytes, flops0, cur.flops(), reports,
+                            criterion=criterion, quantize=quantize,
+                            val_lost=float(np.mean(right0 & (pred1 != yi))),
+                            val_flips=float(np.mean(pred1 != pred0)))
     if profile is not None or max_memory is not None:
-        _check_targets(cur, rep, profile, max_memory, max_time, batch)
+        check_targets(cur, rep, profile, max_memory, max_time, batch)
     return cur, rep
-
-
-def _check_targets(model, rep, profile, max_memory, max_time, batch):
-    problems = []
-    isz = model.dtype.itemsize
-    where = ""
-    if profile is not None:
-        from hal.profile import load_profile
-        prof = load_profile(profile)
-        where = f" on {prof.tag}"
-        flash = prof.memory.flash_bytes
-        xip = flash > 0  # weights stay in flash; only activations take RAM
-        peak = predict_peak_bytes(model.layers, model.input_shape, batch, isz,
-                                  load_weights=not xip)
-        rep.profile = prof.tag
-        rep.predicted_peak_bytes = peak
-        rep.predicted_time_s = predict_time(model, prof, batch)
-        if max_memory is None:
-            max_memory = flash if xip else prof.memory.capacity_bytes
-        cap = prof.memory.capacity_bytes
-        rep.targets["ram_bytes"] = cap
-        if peak > cap:
-            problems.append(f"the runtime needs {peak:,} bytes of RAM at batch {batch} "
-                            f"(capacity {cap:,})")
-        if max_time is not None:
-            rep.targets["time_s"] = float(max_time)
-            if rep.predicted_time_s > max_time:
-                problems.append(f"a batch of {batch} takes {rep.predicted_time_s:.4g} s "
-                                f"(target {max_time:.4g} s)")
-    if max_memory is not None:
-        rep.targets["model_bytes"] = int(max_memory)
-        if model.nbytes > max_memory:
-            problems.append(f"the weights take {model.nbytes:,} bytes (target {int(max_memory):,})")
-    if problems:
-        raise BudgetInfeasible(
-            f"target not met{where} within a {100 * rep.budget:.2f}-point accuracy budget: "
-            + "; ".join(problems) + f". The smallest model reached stores {model.nbytes:,} "
-            f"bytes ({rep.memory_reduction:.1f}x smaller than {rep.bytes_before:,}) at "
-            f"validation accuracy {100 * rep.accuracy_after:.2f}%",
-            model=model, report=rep)

@@ -134,3 +134,66 @@ def separate_cross_channel(W, b, rank: int, stride=(1, 1), padding=(0, 0)) -> Li
                        stride=[sh, 1], padding=[ph, 0]),
             make_layer("conv", W=horz.astype(W.dtype), b=np.asarray(b, W.dtype).copy(),
                        stride=[1, sw], padding=[0, pw])]
+
+
+def reduce_max_rank(f: int, c: int, kh: int, kw: int) -> int:
+    """Largest K with ``K (C kh kw + F) < F C kh kw`` (0 if none pays)."""
+    return max(0, (f * c * kh * kw - 1) // (c * kh * kw + f))
+
+
+def conv_output_gram(W, x, stride=(1, 1), padding=(0, 0), batch: int = 64) -> np.ndarray:
+    """``Y^T Y`` (F, F) of the convolution's outputs (bias excluded) on the inputs ``x``.
+
+    Parameters
+    ----------
+    W : ndarray of shape (F, C, kh, kw)
+    x : ndarray of shape (n_samples, C, H, W)
+        The layer's inputs; every output position of every sample is one row of Y.
+    batch : int
+        Samples convolved at a time (the Gram is summed, so memory stays small).
+    """
+    W = _check_W(W)
+    x = np.asarray(x)
+    f = W.shape[0]
+    layer = make_layer("conv", W=np.asarray(W, np.float32), b=np.zeros(f, np.float32),
+                       stride=list(stride), padding=list(padding))
+    layer.build(x.shape[1:])
+    G = np.zeros((f, f))
+    for s in range(0, len(x), batch):
+        xb = np.asarray(x[s:s + batch], np.float32)
+        out = np.empty((len(xb),) + layer.out_shape, np.float32)
+        Y = layer.forward(xb, out).transpose(0, 2, 3, 1).reshape(-1, f).astype(np.float64)
+        G += Y.T @ Y
+    return G
+
+
+def reduce_channels(W, b, rank: int, gram, stride=(1, 1), padding=(0, 0)) -> List[CLayer]:
+    """Data-aware channel reduction: the convolution's outputs projected on their top ``rank``
+    principal directions (of ``gram``, from :func:`conv_output_gram` on the validation inputs).
+
+    The layer W (F, C, kh, kw) becomes a (K, C, kh, kw) convolution with W's filters mixed by
+    the K directions, then a 1 x 1 (F, K, 1, 1) convolution back to F channels and the bias:
+    the data-aware SVD of W read as a (C kh kw) x F matrix, whose rows are the patches.
+
+    Returns
+    -------
+    list of CLayer
+        Two ``conv`` layers.
+
+    Raises
+    ------
+    FactorizationCostError
+        If ``K (C kh kw + F) >= F C kh kw``.
+    """
+    from .factorize import DenseFactorizer
+    W = _check_W(W)
+    f, c, kh, kw = W.shape
+    K = int(rank)
+    Wmat = W.reshape(f, -1).T  # (C kh kw, F): the patch rows times Wmat are the outputs
+    U, V = DenseFactorizer(Wmat, gram=gram).factors(K)
+    first = np.ascontiguousarray(U.T).reshape(K, c, kh, kw)
+    second = np.ascontiguousarray(V.T)[:, :, None, None]  # (F, K, 1, 1)
+    return [make_layer("conv", W=first.astype(W.dtype), b=np.zeros(K, W.dtype),
+                       stride=list(stride), padding=list(padding)),
+            make_layer("conv", W=second.astype(W.dtype), b=np.asarray(b, W.dtype).copy(),
+                       stride=[1, 1], padding=[0, 0])]

@@ -9,7 +9,8 @@ tinydl's layout).
 * **Sparse dictionary**: ``W ~ B S`` with a dense dictionary B (m, r) and a sparse S (r, n)
   holding at most ``k`` non-zeros per column (per output unit). S is learned by K-SVD whose
   coding step is tinydl's own Batch-OMP (:func:`tinydl.omp`). Storage is counted as stored:
-  B, S's values, its row indices (uint16 when r < 65,536) and its column pointers (int32).
+  B, S's values, its row indices (uint8 when r <= 256, uint16 when r <= 65,536) and its
+  column pointers (int32).
 * **Data-aware** (``X`` given, the layer's inputs on validation data): fit the layer's
   *outputs* ``X W`` instead of ``W``. For SVD that is ``W V_r V_r^T`` with V_r the top right
   singular vectors of ``X W`` (the best rank-r map in output space); for the sparse form, K-SVD
@@ -31,7 +32,7 @@ from ..omp import omp
 
 __all__ = ["FactorizationCostError", "svd_max_rank", "svd_factorize", "DenseFactorizer",
            "SparseFactors", "SparseFactorizer", "sparse_factorize", "sparse_nbytes",
-           "relative_error"]
+           "relative_error", "sparse_index_dtype"]
 
 
 def _fmt(x: int) -> str:
@@ -66,6 +67,12 @@ def _check_X(X, m):
     return X
 
 
+def _ledoit_wolf(X) -> float:
+    """Ledoit-Wolf shrinkage weight of the (uncentred) second moment of the rows of X."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+    return float(ledoit_wolf_shrinkage(X, assume_centered=True, block_size=2048))
+
+
 def relative_error(W, W_hat, X=None) -> float:
     """``||W - W_hat|| / ||W||`` (Frobenius), or ``||X (W - W_hat)|| / ||X W||`` with X."""
     W = np.asarray(W, np.float64)
@@ -85,6 +92,9 @@ class DenseFactorizer:
     W : ndarray of shape (m, n)
     X : ndarray of shape (n_samples, m), optional
         The layer's inputs (data-aware variant).
+    gram : ndarray of shape (n, n), optional
+        ``(X W)^T (X W)`` summed by the caller (data-aware without holding every input row at
+        once, e.g. a convolution's patches); not with ``X``.
 
     Attributes
     ----------
@@ -94,20 +104,47 @@ class DenseFactorizer:
         outputs X W).
     energy_ : ndarray of shape (q,)
         Squared singular values (of W or of X W), descending.
+    shrinkage_ : float or None
+        The shrinkage weight used.
     """
 
-    def __init__(self, W, X=None):
+    def __init__(self, W, X=None, gram=None, shrinkage=None):
         W = _check_W(W)
         self.dtype = W.dtype
         m, n = W.shape
         X = _check_X(X, m)
         W64 = W.astype(np.float64)
-        if X is None:
+        self.shrinkage_ = None
+        if gram is not None:
+            if X is not None:
+                raise ValueError("give X or gram, not both")
+            G = np.asarray(gram, np.float64)
+            if G.shape != (n, n) or not np.isfinite(G).all():
+                raise ValueError(f"gram must be a finite ({n}, {n}) matrix, got {G.shape}")
+            lam, V = np.linalg.eigh((G + G.T) / 2)
+            order = np.argsort(lam)[::-1]
+            lam, Vt = np.clip(lam[order], 0, None), V[:, order].T
+            self.left_, self.right_, self.energy_ = W64 @ Vt.T, Vt, lam
+        elif X is None:
             U, s, Vt = np.linalg.svd(W64, full_matrices=False)
             self.left_, self.right_, self.energy_ = U * s, Vt, s ** 2
         else:
             Y = X @ W64
-            if Y.shape[0] < n:  # fewer samples than units: X W has rank <= n_samples
+            if shrinkage is not None:
+                # the inputs' second moment shrunk towards a multiple of the identity
+                # (Ledoit & Wolf 2004): (1 - a) X^T X / N + a mu I, so the Gram of the
+                # outputs is (1 - a) Y^T Y / N + a mu W^T W; a = 1 is the plain SVD.  With
+                # fewer samples than inputs, X^T X misses directions unseen data has
+                a = _ledoit_wolf(X) if shrinkage == "ledoit-wolf" else float(shrinkage)
+                if not 0.0 <= a <= 1.0:
+                    raise ValueError(f"shrinkage must be in [0, 1] or 'ledoit-wolf', got {a}")
+                mu = float(np.einsum("ij,ij->", X, X)) / X.size
+                G = (1 - a) * (Y.T @ Y) / len(X) + a * mu * (W64.T @ W64)
+                self.shrinkage_ = a
+                lam, V = np.linalg.eigh((G + G.T) / 2)
+                order = np.argsort(lam)[::-1]
+                lam, Vt = np.clip(lam[order], 0, None), V[:, order].T
+            elif Y.shape[0] < n:  # fewer samples than units: X W has rank <= n_samples
                 _, s, Vt = np.linalg.svd(Y, full_matrices=False)
                 lam = s ** 2
             else:  # n x n: the cost does not grow with the sample count
@@ -176,7 +213,7 @@ class SparseFactors(NamedTuple):
     ----------
     B : ndarray of shape (m, r)
     data : ndarray of shape (nnz,)
-    indices : ndarray of shape (nnz,), uint16 or int32
+    indices : ndarray of shape (nnz,), uint8, uint16 or int32
         Row (atom) of each value.
     indptr : ndarray of shape (n + 1,), int32
         Column j's values are ``data[indptr[j]:indptr[j + 1]]``.
@@ -205,13 +242,18 @@ class SparseFactors(NamedTuple):
         return self.B @ self.S()
 
 
-def _index_dtype(r):
-    return np.uint16 if r <= np.iinfo(np.uint16).max else np.int32
+def sparse_index_dtype(r):
+    """The dtype of a sparse factorization's atom indices for ``r`` atoms."""
+    # the narrowest type that holds an atom index: a code's index costs as much as its value
+    # in int8, so the bytes spent on indices decide whether the sparse form beats the SVD
+    if r <= np.iinfo(np.uint8).max + 1:
+        return np.uint8
+    return np.uint16 if r <= np.iinfo(np.uint16).max + 1 else np.int32
 
 
 def sparse_nbytes(m: int, n: int, r: int, nnz: int, itemsize: int = 4) -> int:
     """Bytes of a sparse factorization as stored: B, values, indices, pointers."""
-    return int(m * r * itemsize + nnz * (itemsize + np.dtype(_index_dtype(r)).itemsize)
+    return int(m * r * itemsize + nnz * (itemsize + np.dtype(sparse_index_dtype(r)).itemsize)
                + (n + 1) * 4)
 
 
@@ -304,7 +346,7 @@ class SparseFactorizer:
         counts = nz.sum(axis=0)
         rows, cols = np.nonzero(nz.T)  # column-major order: CSC
         fac = SparseFactors(B.astype(self.dtype), S[cols, rows].astype(self.dtype),
-                            cols.astype(_index_dtype(r)),
+                            cols.astype(sparse_index_dtype(r)),
                             np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
         if check_cost and fac.nbytes >= m * n * isz:
             raise FactorizationCostError(

@@ -9,7 +9,7 @@ Layer kinds
 ``dense``            ``y = x W + b``; W (m, n), b (n,)  (tinydl's layout: W is ``Linear.weight.T``)
 ``factored``         ``y = (x U) V + b``; U (m, r), V (r, n): a new r-unit linear layer (SVD)
 ``sparse_factored``  ``y = (x B) S + b``; B (m, r) dense, S (r, n) sparse, stored by output
-                     column (CSC: ``data`` (nnz,), ``indices`` (nnz,) uint16/int32, ``indptr``
+                     column (CSC: ``data`` (nnz,), ``indices`` (nnz,) uint8/uint16/int32, ``indptr``
                      (n + 1,) int32)
 ``conv``             2-D cross-correlation, W (F, C, kh, kw), b (F,), stride and padding per axis
 ``kernel_separated`` each (f, c) kernel as r rank-1 pairs: vertical ``v`` (C, F*r, kh), then
@@ -17,7 +17,18 @@ Layer kinds
 ``maxpool``, ``avgpool``, ``relu``, ``tanh``, ``sigmoid``, ``softmax``, ``flatten``
 
 Cross-channel separation (Jaderberg et al.) needs no kind of its own: it is two ``conv`` layers,
-(K, C, kh, 1) then (F, K, 1, kw).
+(K, C, kh, 1) then (F, K, 1, kw); so does the data-aware channel reduction of a convolution:
+(K, C, kh, kw) then a 1 x 1 (F, K, 1, 1).
+
+int8 weights (version 1 files, added without a new kind; readers that predate them refuse the
+file only if they check dtypes, so check them): in a ``dense`` (W), ``factored`` (U, V),
+``sparse_factored`` (B, data) or ``conv`` (W) layer, a weight array may be stored as **int8**
+``q`` with a float32 array ``<name>_scale`` beside it holding one scale per output channel;
+the weight is ``q * scale``, the scale indexed by the column of a 2-D array (``W[:, j]``,
+``U[:, j]``, ``V[:, j]``, ``B[:, j]``), by the filter of a convolution (``W[f]``), and for a
+sparse ``data`` vector by the output column j whose run ``indptr[j]:indptr[j + 1]`` holds the
+value.  Biases stay float.  A C port computes ``y_j = s_j * sum_i x_i q_ij + b_j`` (one
+multiply per output, the inner loop in integers times floats).
 
 Files: :func:`save_model` writes an uncompressed ``.npz`` through :func:`tinydl.io.save_npz`
 (atomic, no pickle): arrays ``L<i>.<name>`` plus a JSON ``meta``; uncompressed members can be
@@ -30,6 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .kernels import FORWARD as _FORWARD
+from .kernels import SCALE_SUFFIX as _SCALE_SUFFIX
 from .kernels import conv_geom as _conv_geom
 from .kernels import image_shape as _img
 from .kernels import sparse_chunk as _sparse_chunk
@@ -72,6 +84,7 @@ class CLayer:
         """Check the arrays against the per-sample input shape; return the output shape."""
         self.in_shape = tuple(int(s) for s in in_shape)
         self.out_shape = _SHAPE[self.kind](self, self.in_shape)
+        _check_scales(self)
         return self.out_shape
 
     @property
@@ -161,6 +174,27 @@ def _pool_shape(layer, s):
     return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
 
 
+def _check_scales(layer):
+    """An int8 array needs float scales, one per output channel (see :func:`kernels.weight`)."""
+    for name, w in layer.arrays.items():
+        if w.dtype != np.int8:
+            continue
+        s = layer.arrays.get(name + _SCALE_SUFFIX)
+        if w.ndim == 2:
+            want = w.shape[1]
+        elif w.ndim == 4:
+            want = w.shape[0]
+        elif name == "data" and "indptr" in layer.arrays:
+            want = layer.arrays["indptr"].shape[0] - 1
+        else:
+            raise ValueError(f"{layer.kind} layer: int8 array {name} {w.shape} has no "
+                             "output-channel axis")
+        if s is None or s.shape != (want,) or s.dtype.kind != "f":
+            got = "none" if s is None else f"{s.dtype} {s.shape}"
+            raise ValueError(f"{layer.kind} layer: int8 array {name} {w.shape} needs float "
+                             f"scales {name}{_SCALE_SUFFIX} of shape ({want},), got {got}")
+
+
 _SHAPE = {"dense": _dense_shape, "factored": _dense_shape, "sparse_factored": _dense_shape,
           "conv": _conv_shape, "kernel_separated": _conv_shape,
           "maxpool": _pool_shape, "avgpool": _pool_shape,
@@ -192,21 +226,42 @@ def _flops(layer):
     return _flat(layer.out_shape) * (1 if k == "relu" else 4)
 
 
+#: elements of NumPy's casting buffer (NPY_BUFSIZE): ``astype`` from int8 holds one of these
+#: in the target dtype while it converts
+_CAST_BUFFER = 8192
+
+
+def _deq(a, name, isz):
+    """Bytes of the dequantized copy of ``a[name]`` if it is stored as int8 (else 0), with
+    the casting buffer that is alive while the copy is made."""
+    w = a.get(name)
+    if w is None or w.dtype != np.int8:
+        return 0
+    return int(w.size) * isz + min(int(w.size), _CAST_BUFFER) * isz
+
+
 def _ws(layer, n, isz):
     a, k = layer.arrays, layer.kind
+    if k == "dense":
+        return _deq(a, "W", isz)
     if k == "factored":
-        return n * a["U"].shape[1] * isz
+        # z = x U (n, r) lives on while V's dequantized copy is made; U's is gone by then
+        return n * a["U"].shape[1] * isz + max(_deq(a, "U", isz), _deq(a, "V", isz))
     if k == "sparse_factored":
         # x B (n, r); the indices as intp (np.take converts them); the gathered products of
-        # one chunk of rows (chunk, nnz)
+        # one chunk of rows (chunk, nnz); int8 factors add their dequantized copies (the
+        # values' scales are expanded to one per value while they are applied)
         nnz = a["data"].size
+        z = n * a["B"].shape[1] * isz
         idx = nnz * np.dtype(np.intp).itemsize if a["indices"].dtype != np.intp else 0
-        return n * a["B"].shape[1] * isz + idx + _sparse_chunk(n, nnz) * nnz * isz
+        dq = _deq(a, "data", isz)
+        loop = z + dq + idx + _sparse_chunk(n, nnz) * nnz * isz
+        return max(loop, z + _deq(a, "B", isz), z + 2 * dq)
     if k in ("conv", "kernel_separated"):
         c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = _conv_geom(layer, layer.in_shape)
         pad = n * c * (h + 2 * ph) * (w + 2 * pw) * isz if (ph or pw) else 0
         if k == "conv":
-            return pad + n * ho * wo * (c * kh * kw + f) * isz
+            return pad + n * ho * wo * (c * kh * kw + f) * isz + _deq(a, "W", isz)
         r = a["v"].shape[1] // f
         wp = w + 2 * pw
         cols_v = c * n * ho * wp * kh

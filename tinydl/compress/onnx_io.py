@@ -23,6 +23,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from .kernels import float_arrays
 from .model import CLayer, CompressedModel, make_layer
 
 __all__ = ["import_onnx", "export_onnx", "SUPPORTED_OPS"]
@@ -272,7 +273,8 @@ def export_onnx(model: CompressedModel, path=None, opset: int = 13):
 
     cur = "input"
     for i, la in enumerate(model.layers):
-        a, k = la.arrays, la.kind
+        # int8 weights go out dequantized: the graph is the float model they stand for
+        a, k = float_arrays(la.arrays, dt), la.kind
         low[0] = dt == np.float64 and k in ("conv", "kernel_separated", "avgpool")
         if low[0]:
             t = out_name()

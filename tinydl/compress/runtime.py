@@ -13,7 +13,7 @@ Memory held while running (what :meth:`SparseRuntime.predict_peak_bytes` adds up
   default, as a device that reads flash into SRAM would; with ``False`` the layer computes
   straight from the map, as with execute-in-place flash, and the weights count nothing);
 * that layer's temporaries (:meth:`CLayer.workspace_bytes`);
-* the output copy handed back.
+* the output copy handed back (made once the last layer's arrays are gone).
 
 So the peak is about the largest layer, not the sum of all layers.  ``run(..., measure=True)``
 measures the peak with :mod:`tracemalloc` (NumPy reports its allocations to it; mapped pages are
@@ -87,20 +87,24 @@ def predict_peak_bytes(layers, input_shape, batch: int, itemsize: int = 4,
                        load_weights: bool = True, layer_bytes=None) -> int:
     """Bytes the layer-at-a-time runtime holds at most for ``batch`` samples.
 
-    ``2 * batch * largest activation`` (the two buffers) ``+ max over layers of (its weights,
-    if loaded, + its temporaries) + the output copy``.  ``layers`` must be built.
+    ``2 * batch * largest activation`` (the two buffers) ``+ the larger of: the max over
+    layers of (its weights, if loaded, + its temporaries), and the output copy`` (made after
+    the last layer's arrays are freed).  ``layers`` must be built.
     """
     n = int(batch)
     sizes = layer_bytes if layer_bytes is not None else [la.nbytes for la in layers]
     # besides array data, mapping a layer costs Python objects (a memmap and an array header
     # per weight array, ~1 KiB each) and the loop a little more: small, but at batch 1 on a
-    # small model it is a fifth of the total, so it is counted
+    # small model it is a fifth of the total, so it is counted (int8 scales, a few hundred
+    # bytes each, measured at no more than their data)
     per_layer = max((sizes[i] if load_weights else 0) + la.workspace_bytes(n, itemsize)
-                    + _BOOKKEEPING_PER_ARRAY * len(la.arrays)
+                    + _BOOKKEEPING_PER_ARRAY * sum(not k.endswith("_scale")
+                                                   for k in la.arrays)
                     for i, la in enumerate(layers)) + _BOOKKEEPING
     act = max(int(np.prod(la.out_shape)) for la in layers)
     out = n * int(np.prod(layers[-1].out_shape)) * itemsize
-    return int(2 * n * act * itemsize + per_layer + out)
+    # the output copy is made after the last layer's weights and temporaries are gone
+    return int(2 * n * act * itemsize + max(per_layer, out + _BOOKKEEPING))
 
 
 class SparseRuntime:
@@ -189,7 +193,7 @@ class SparseRuntime:
         """Bytes this runtime will hold at most for a batch of ``batch`` samples.
 
         ``2 * batch * largest activation`` (the two buffers) ``+ max over layers of (its
-        weights if loaded + its temporaries) + the output copy``.
+        weights if loaded + its temporaries), or the output copy if larger``.
         """
         return predict_peak_bytes(self.layers, self.input_shape, batch, self.dtype.itemsize,
                                   self.load_weights, self._nbytes)
