@@ -139,3 +139,19 @@ def test_unstandardized_model_with_a_partial_dictionary(tmp_path):
     assert info["ops"][0] == "omp"
     py = clf.predict(d.X_test[:80])
     assert np.count_nonzero(clf.classes_[res["classes"]] != py) <= 1
+
+
+def test_int8_layers_of_tinydl_compress_kept(tmp_path):
+    """A compressed model whose weights tinydl compress stored as int8 (per-channel scales):
+    the export keeps them int8 and gives the NumPy layers' scores."""
+    from tinydl.compress.quantize import QUANTIZABLE, quantize_layer
+    cm, X = all_kinds_model()
+    cm.layers = [quantize_layer(la) if la.kind in QUANTIZABLE else la for la in cm.layers]
+    cm.build()
+    info, res = _host_run(cm, X, tmp_path)
+    src = (tmp_path / "export" / "tinydl_model.c").read_text()
+    for name in ("L0_W_q", "L6_U_q", "L6_V_q", "L8_B_q", "L8_S_q", "L10_W_q"):
+        assert f"static const int8_t {name}[" in src
+    assert info["weights"] == "float32 and int8"  # kernel separation has no int8 form
+    ref = cm.decision_function(X)
+    np.testing.assert_allclose(res["scores"], ref, rtol=1e-4, atol=1e-6)

@@ -83,7 +83,11 @@ def export_c(model, out_dir, weights: str = "float32", calibrate: Optional[np.nd
         quantize_program(prog, model, calibrate)
     L = emit.layout(prog)
     fp = footprint(L)
-    texts = {"tinydl_model.c": emit.model_c(prog, L, weights),
+    # a compressed model may store some weights as int8 already (tinydl compress): kept
+    kinds = {"int8" if name.endswith("_q") else "float32" for name, _ in L.consts
+             if name.endswith(("_q", "_f"))}
+    stored = kinds.pop() if len(kinds) == 1 else "float32 and int8"
+    texts = {"tinydl_model.c": emit.model_c(prog, L, stored),
              "tinydl_model.h": emit.model_h(prog, L, fp),
              "tinydl_config.h": emit.config_h(L)}
     from ..io import atomic_write_text
@@ -93,7 +97,7 @@ def export_c(model, out_dir, weights: str = "float32", calibrate: Optional[np.nd
     for name, text in texts.items():
         atomic_write_text(os.path.join(out_dir, name), text)
     from .readme import readme_text
-    info = {"out_dir": os.fspath(out_dir), "weights": weights, "source": prog["source"],
+    info = {"out_dir": os.fspath(out_dir), "weights": stored, "source": prog["source"],
             "n_features": prog["n_features"], "n_outputs": prog["n_outputs"],
             "ops": [op["kind"] for op in prog["ops"]], **fp}
     atomic_write_text(os.path.join(out_dir, "README.md"), readme_text(prog, info))

@@ -122,6 +122,19 @@ def _columns(W) -> Mat:
     return m
 
 
+def _weight(a, name, rows_first: bool) -> Mat:
+    """Layer array ``a[name]`` as C rows: float32, or int8 with its per-output-channel
+    ``<name>_scale`` (tinydl.compress stores int8 weights so).  ``rows_first``: the output
+    channels are the array's first axis (a convolution's filters); else its last (columns of
+    a (in, out) matrix), transposed here to one row per output."""
+    w = np.asarray(a[name])
+    if w.dtype == np.int8:
+        s = np.asarray(a[name + "_scale"], np.float32)
+        return Mat(q=w.reshape(w.shape[0], -1) if rows_first else w.T, s=s)
+    w = w.astype(np.float32)
+    return _rows(w.reshape(w.shape[0], -1) if rows_first else w.T)
+
+
 def _compressed_program(cm) -> Dict:
     from ..compress.kernels import conv_geom
     cm.check_finite()
@@ -130,22 +143,24 @@ def _compressed_program(cm) -> Dict:
         a, k = la.arrays, la.kind
         n = int(np.prod(la.out_shape))
         if k == "dense":
-            ops.append({"kind": "dense", "W": _rows(np.asarray(a["W"]).T), "b": a["b"], "n": n})
+            ops.append({"kind": "dense", "W": _weight(a, "W", False), "b": a["b"], "n": n})
         elif k == "factored":
-            ops.append({"kind": "factored", "U": _rows(np.asarray(a["U"]).T),
-                        "V": _rows(np.asarray(a["V"]).T), "b": a["b"], "n": n,
+            ops.append({"kind": "factored", "U": _weight(a, "U", False),
+                        "V": _weight(a, "V", False), "b": a["b"], "n": n,
                         "r": int(a["U"].shape[1])})
         elif k == "sparse_factored":
             indptr = np.asarray(a["indptr"], np.int32)
-            data = Mat(f=np.asarray(a["data"], np.float32), indptr=indptr)
-            ops.append({"kind": "sparse", "B": _rows(np.asarray(a["B"]).T), "data": data,
+            d = np.asarray(a["data"])
+            data = Mat(q=d, s=a["data_scale"], indptr=indptr) if d.dtype == np.int8 else \
+                Mat(f=d, indptr=indptr)
+            ops.append({"kind": "sparse", "B": _weight(a, "B", False), "data": data,
                         "indptr": indptr, "indices": np.asarray(a["indices"]), "b": a["b"],
                         "n": n, "r": int(a["B"].shape[1])})
         elif k in ("conv", "kernel_separated"):
             g = conv_geom(la, la.in_shape)
             op = {"kind": "conv" if k == "conv" else "ksep", "geom": g, "b": a["b"], "n": n}
             if k == "conv":
-                op["W"] = _rows(np.asarray(a["W"]).reshape(g[3], -1))
+                op["W"] = _weight(a, "W", True)
             else:
                 v = np.asarray(a["v"])
                 op["v"] = _rows(v.reshape(-1, v.shape[2]))

@@ -127,22 +127,31 @@ def _quantize_tinydl(ops, clf, X):
 
 
 def _quantize_compressed(ops, cm, X):
-    # each op's input: the model's layers run up to it (flatten is no op of its own)
+    # each op's input: the model's layers run up to it (flatten is no op of its own); a
+    # weight the model already stores as int8 (tinydl compress) is kept as it is
     layer_of = [i for i, la in enumerate(cm.layers) if la.kind != "flatten"]
     Xin = X.reshape((len(X),) + cm.input_shape)
     for op, li in zip(ops, layer_of):
-        x = cm.forward_range(Xin, 0, li).reshape(len(X), -1).astype(np.float64)
         k = op["kind"]
+        if k not in ("dense", "factored", "sparse", "conv", "ksep"):
+            continue
+        x = cm.forward_range(Xin, 0, li).reshape(len(X), -1).astype(np.float64)
+
+        def q(name, inputs=None):
+            if op[name].f is not None:
+                op[name] = quantize_rows(op[name].f, inputs)
+
         if k == "dense":
-            op["W"] = quantize_rows(op["W"].f, x)
+            q("W", x)
         elif k == "factored":
-            op["V"] = quantize_rows(op["V"].f, x @ op["U"].f.T.astype(np.float64))
-            op["U"] = quantize_rows(op["U"].f, x)
+            q("V", x @ op["U"].dense().T.astype(np.float64))
+            q("U", x)
         elif k == "sparse":
-            op["B"] = quantize_rows(op["B"].f, x)
-            op["data"] = _quant_ragged(op["data"])
+            q("B", x)
+            if op["data"].f is not None:
+                op["data"] = _quant_ragged(op["data"])
         elif k == "conv":
-            op["W"] = quantize_rows(op["W"].f)
-        elif k == "ksep":
-            op["v"] = quantize_rows(op["v"].f)
-            op["h"] = quantize_rows(op["h"].f)
+            q("W")
+        else:
+            q("v")
+            q("h")
