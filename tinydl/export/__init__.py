@@ -69,8 +69,9 @@ def export_c(model, out_dir, weights: str = "float32", calibrate: Optional[np.nd
     Returns
     -------
     dict
-        ``out_dir``, ``files``, ``weights``, ``flash_bytes``, ``ram_bytes`` (predicted) and
-        their parts.
+        ``out_dir``, ``files``, ``weights`` (the type the weights are stored in: ``"float32"``,
+        ``"int8"``, or ``"float32 and int8"`` for a compressed model that stores some layers
+        as int8), ``flash_bytes``, ``ram_bytes`` (predicted) and their parts.
     """
     if weights not in WEIGHT_DTYPES:
         raise ValueError(f"weights must be one of {WEIGHT_DTYPES}, got {weights!r}")
