@@ -24,6 +24,10 @@ def add_arguments(parser) -> None:
                         help="what the budget bounds on validation: samples right before and "
                              "wrong after (default), changed predictions, or the accuracy "
                              "drop")
+    parser.add_argument("--confidence", type=float, default=0.0, metavar="Z",
+                        help="hold the Wilson upper limit of the lost (or flips) rate at Z "
+                             "standard errors to the budget, a margin for a small validation "
+                             "set (default 0: the rate itself)")
     parser.add_argument("--fit-data", metavar="FIT.npz",
                         help="unlabelled inputs (X_fit, or X / X_train) the data-aware forms "
                              "are fitted to (default: the validation inputs)")
@@ -85,7 +89,8 @@ def run(args) -> int:
     cm, rep = compress_model(model, X, y, args.max_accuracy_loss, method=args.method,
                              data_aware=not args.weights_only, profile=args.profile,
                              max_memory=args.max_memory, max_time=args.max_time,
-                             quantize=args.quantize, criterion=args.criterion, X_fit=X_fit)
+                             quantize=args.quantize, criterion=args.criterion, X_fit=X_fit,
+                             confidence=args.confidence)
     if out_ext == ".onnx":
         export_onnx(cm, args.output)
     else:

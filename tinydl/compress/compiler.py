@@ -97,6 +97,7 @@ class CompressionReport:
     quantize: Optional[str] = None
     val_lost: Optional[float] = None   # validation samples right before, wrong after
     val_flips: Optional[float] = None  # validation samples whose predicted class changed
+    confidence: float = 0.0            # standard errors of the Wilson bound (0: the rate)
 
     @property
     def memory_reduction(self) -> float:
@@ -173,6 +174,16 @@ def _run(layers, x):
 
 def _acc(layers, x, yi):
     return float(np.mean(np.argmax(_run(layers, x), axis=1) == yi))
+
+
+def wilson_upper(rate: float, n: int, z: float) -> float:
+    """Wilson score upper limit of a binomial rate seen as ``rate`` on ``n`` samples."""
+    if n <= 0:
+        return 1.0
+    z2 = z * z
+    centre = rate + z2 / (2 * n)
+    half = z * np.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n))
+    return float(min(1.0, (centre + half) / (1 + z2 / n)))
 
 
 def _built(new_layers, in_shape):
@@ -306,7 +317,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                    max_memory: Optional[int] = None, max_time: Optional[float] = None,
                    batch: int = 1, n_iter: int = 6, seed: int = 0, log=None,
                    quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
-                   shrinkage=None, sparse_max_weights: int = 4_000_000):
+                   shrinkage=None, sparse_max_weights: int = 4_000_000,
+                   confidence: float = 0.0):
     """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
@@ -350,6 +362,11 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     X_fit : ndarray of shape (n_fit, n_features), optional
         Unlabelled inputs the data-aware forms are fitted to (default ``X_val``).  Inputs
         apart from ``X_val`` keep the search's validation accuracy an unbiased estimate.
+    confidence : float
+        With ``criterion`` "lost" or "flips": bound the Wilson upper confidence limit of the
+        rate at ``confidence`` standard errors (1.0: one-sided 84%) instead of the rate seen
+        on the validation samples, so that a small validation set buys a margin.  0 (the
+        default): the rate itself.
 
     Returns
     -------
@@ -368,6 +385,10 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if confidence and criterion == "accuracy":
+        raise ValueError("confidence needs criterion 'lost' or 'flips' (a rate)")
+    if not 0.0 <= float(confidence) <= 10.0:
+        raise ValueError(f"confidence must be in [0, 10] standard errors, got {confidence}")
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     budget = float(max_accuracy_loss)
@@ -391,10 +412,12 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     def spent(pred):
         right = pred == yi
         if criterion == "flips":
-            return float(np.mean(pred != pred0))
-        if criterion == "lost":
-            return float(np.mean(right0 & ~right))
-        return acc0 - float(right.mean())
+            rate = float(np.mean(pred != pred0))
+        elif criterion == "lost":
+            rate = float(np.mean(right0 & ~right))
+        else:
+            return acc0 - float(right.mean())
+        return wilson_upper(rate, len(yi), confidence) if confidence else rate
 
     bytes0, flops0 = cur.nbytes, cur.flops()
 
@@ -455,7 +478,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                             bytes0, cur.nbytes, flops0, cur.flops(), reports,
                             criterion=criterion, quantize=quantize,
                             val_lost=float(np.mean(right0 & (pred1 != yi))),
-                            val_flips=float(np.mean(pred1 != pred0)))
+                            val_flips=float(np.mean(pred1 != pred0)),
+                            confidence=float(confidence))
     if profile is not None or max_memory is not None:
         check_targets(cur, rep, profile, max_memory, max_time, batch)
     return cur, rep

@@ -261,7 +261,10 @@ def _ws(layer, n, isz):
         c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = _conv_geom(layer, layer.in_shape)
         pad = n * c * (h + 2 * ph) * (w + 2 * pw) * isz if (ph or pw) else 0
         if k == "conv":
-            return pad + n * ho * wo * (c * kh * kw + f) * isz + _deq(a, "W", isz)
+            # the padded copy is freed before the product: (padded + columns), then
+            # (columns + product + W's dequantized copy)
+            cols, ym = n * ho * wo * c * kh * kw * isz, n * ho * wo * f * isz
+            return max(pad + cols, cols + ym + _deq(a, "W", isz))
         r = a["v"].shape[1] // f
         wp = w + 2 * pw
         cols_v = c * n * ho * wp * kh
