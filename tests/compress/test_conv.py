@@ -75,3 +75,22 @@ def test_separations_that_do_not_pay_are_refused():
     separate_cross_channel(W, b, kmax)
     with pytest.raises(FactorizationCostError, match=r"rank 8 would cost 288 parameters"):
         separate_cross_channel(W, b, 8)
+
+
+@pytest.mark.parametrize("n,kw,stride,pad", [(1, 9, 1, 4), (3, 5, 2, 0), (2, 1, 1, 0),
+                                             (40, 3, 1, 1)])
+def test_1d_conv_matches_torch_conv1d(n, kw, stride, pad):
+    """Small batches of a 1-D convolution take the shifted-product path (batch 40 the patch
+    matrix): both against PyTorch's conv1d."""
+    torch = pytest.importorskip("torch")
+    from tinydl.compress.kernels import SHIFT_MAX_BATCH, shifted_conv
+    rng = np.random.default_rng(kw)
+    W = rng.standard_normal((6, 4, 1, kw)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    x = rng.standard_normal((n, 4, 1, 17)).astype(np.float32)
+    la = make_layer("conv", W=W, b=b, stride=[1, stride], padding=[0, pad])
+    y = _conv_out([la], x)
+    assert shifted_conv(la, n) == (n <= SHIFT_MAX_BATCH)
+    ref = torch.nn.functional.conv1d(torch.tensor(x[:, :, 0]), torch.tensor(W[:, :, 0]),
+                                     torch.tensor(b), stride=stride, padding=pad).numpy()
+    np.testing.assert_allclose(y.reshape(ref.shape), ref, atol=1e-4 * np.abs(ref).max())

@@ -28,6 +28,10 @@ def add_arguments(parser) -> None:
                         help="hold the Wilson upper limit of the lost (or flips) rate at Z "
                              "standard errors to the budget, a margin for a small validation "
                              "set (default 0: the rate itself)")
+    parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                        help="Adam steps of label-free refinement of a data-aware SVD rank "
+                             "whose plain factors miss the budget, towards the original "
+                             "network's outputs on the fitting inputs (MLPs; default 0: off)")
     parser.add_argument("--fit-data", metavar="FIT.npz",
                         help="unlabelled inputs (X_fit, or X / X_train) the data-aware forms "
                              "are fitted to (default: the validation inputs)")
@@ -90,7 +94,7 @@ def run(args) -> int:
                              data_aware=not args.weights_only, profile=args.profile,
                              max_memory=args.max_memory, max_time=args.max_time,
                              quantize=args.quantize, criterion=args.criterion, X_fit=X_fit,
-                             confidence=args.confidence)
+                             confidence=args.confidence, refine=args.refine)
     if out_ext == ".onnx":
         export_onnx(cm, args.output)
     else:

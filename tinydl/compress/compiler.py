@@ -24,6 +24,12 @@ Forms (``method``), each fitted to the layer's outputs on ``X_fit`` (default ``X
   with ``r`` in {r_svd, 2 r_svd} atoms and a searched ``k``;
 * ``"auto"``: as ``"sparse"``, plus the plain (weights-only) SVD beside the data-aware one.
 
+With ``refine`` > 0, a data-aware SVD rank whose plain factors fail gets its factors refined
+towards the original network's outputs on ``X_fit`` (:mod:`.refine`, no labels) and checked
+again; its rank is then the smallest passing one of the doubling grid 1, 2, 4, ... (a refined
+form's pass is far from monotone in the rank, and each extra candidate checked on a small
+validation set is one more chance to pass by luck).
+
 Each layer keeps the smallest form that passes (the report says which).  ``quantize="int8"``
 stacks int8 weights with per-output-channel scales (:mod:`.quantize`) on every candidate
 before it is checked, and on a layer no factorization pays for.
@@ -52,6 +58,7 @@ from .conv import (
 from .factorize import DenseFactorizer, SparseFactorizer, sparse_index_dtype, svd_max_rank
 from .model import CompressedModel, make_layer
 from .quantize import QUANTIZABLE, quantize_layer
+from .refine import refinable, refine_factored
 from .targets import check_targets, predict_time
 
 __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasible",
@@ -193,6 +200,19 @@ def _built(new_layers, in_shape):
     return new_layers
 
 
+def _search_up(lo, hi, ok):
+    """Smallest v of the doubling grid ``lo, 2 lo, 4 lo, ...`` (capped at ``hi``) with
+    ok(v).  For the refined forms, whose ok is far from monotone (a refined form can pass at
+    a small rank and fail at a larger one): a bisection from the top would stop high, and a
+    bisection below the first pass would check many more candidates on the same validation
+    samples, each one more chance to pass by luck (on ``dsa-mlp``'s 228 validation samples
+    that is what broke a 1% budget on test)."""
+    v = lo
+    while v < hi and not ok(v):
+        v = min(2 * v, hi)
+    return v
+
+
 def _search(lo, hi, ok):
     """Smallest v in [lo, hi] with ok(v), assuming ok(hi) holds (ok is near-monotone, so
     only values actually tested are ever returned)."""
@@ -209,9 +229,9 @@ def _search(lo, hi, ok):
 class _Layer:
     """One layer's search context: its inputs (validation and fit) and the acceptance test."""
 
-    def __init__(self, layer, x_val, x_fit, tail, ok_new, quantize):
+    def __init__(self, layer, x_val, x_fit, tail, ok_new, quantize, target=None):
         self.layer, self.x_val, self.x_fit, self.tail = layer, x_val, x_fit, tail
-        self.ok_new, self.quantize = ok_new, quantize
+        self.ok_new, self.quantize, self.target = ok_new, quantize, target
 
     def finish(self, layers):
         layers = _built(layers, self.layer.in_shape)
@@ -219,19 +239,44 @@ class _Layer:
             layers = [quantize_layer(la) for la in layers]
         return layers
 
+    def passes(self, layers):
+        """Whether the network with ``layers`` in place of this layer is within budget."""
+        new = self.finish(layers)
+        return self.ok_new(np.argmax(_run(new + self.tail, self.x_val), axis=1))
+
     def ok_of(self, make):
-        def ok(v):
-            new = self.finish(make(v))
-            return self.ok_new(np.argmax(_run(new + self.tail, self.x_val), axis=1))
-        return ok
+        return lambda v: self.passes(make(v))
 
 
 def _smallest(best, cand):
     return cand if cand is not None and (best is None or cand[0] < best[0]) else best
 
 
+def _refined_search(ctx, svd_layer, ok_plain, dec, steps, seed):
+    """``(ok, forms)`` for the rank search with refinement: rank ``r`` passes if its plain
+    factors do or, failing that, its factors refined (:func:`~.refine.refine_factored`)
+    towards the original network's outputs on the fitting inputs do.  ``forms[r]`` is
+    ``(passed, layers, refined)`` for every rank tried."""
+    b = ctx.layer.arrays["b"]
+    x = ctx.x_fit.reshape(len(ctx.x_fit), -1)
+    forms = {}
+
+    def ok(r):
+        if r not in forms:
+            if ok_plain(r):
+                forms[r] = (True, svd_layer(r), False)
+            else:
+                U, V = dec.factors(r)
+                U, V, bb = refine_factored(U, V, b, x, ctx.tail, ctx.target, steps=steps,
+                                           seed=seed)
+                lay = [make_layer("factored", U=U, V=V, b=bb)]
+                forms[r] = (ctx.passes(lay), lay, True)
+        return forms[r][0]
+    return ok, forms
+
+
 def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
-                      sparse_max_weights):
+                      sparse_max_weights, refine=0):
     """(bytes, choice, new_layers) for the cheapest passing form of a dense layer, or None."""
     layer = ctx.layer
     W, b = layer.arrays["W"], layer.arrays["b"]
@@ -249,13 +294,24 @@ def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage
         def svd_layer(r, dec=dec):
             U, V = dec.factors(r)
             return [make_layer("factored", U=U, V=V, b=b)]
-        ok = ctx.ok_of(svd_layer)
-        if not ok(rmax):
+        ok, forms = ctx.ok_of(svd_layer), None
+        if refine and X is not None and label.startswith("data-aware") and refinable(ctx.tail):
+            ok, forms = _refined_search(ctx, svd_layer, ok, dec, refine, seed)
+        if forms is not None:
+            # doubling from rank 1 (refining each rank the plain factors fail at); stop
+            # if even the rank it ends at does not pass
+            r = _search_up(1, rmax, ok)
+            if not ok(r):
+                continue
+        elif not ok(rmax):
             continue
-        r = _search(1, rmax, ok)
+        else:
+            r = _search(1, rmax, ok)
         r_first = r_first or r
-        lay = ctx.finish(svd_layer(r))
-        best = _smallest(best, (lay[0].nbytes, f"{label} rank {r}", lay))
+        new, refined = forms[r][1:] if forms else (svd_layer(r), False)
+        lay = ctx.finish(new)
+        best = _smallest(best, (lay[0].nbytes, f"{label} rank {r}"
+                                f"{' (refined)' if refined else ''}", lay))
     if method in ("sparse", "auto") and m * n <= sparse_max_weights:
         fac = SparseFactorizer(W, X, n_iter=n_iter, seed=seed, decomposition=decs[0][1])
         r0 = r_first or rmax
@@ -318,7 +374,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                    batch: int = 1, n_iter: int = 6, seed: int = 0, log=None,
                    quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
                    shrinkage=None, sparse_max_weights: int = 4_000_000,
-                   confidence: float = 0.0):
+                   confidence: float = 0.0, refine: int = 0):
     """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
@@ -368,6 +424,13 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         on the validation samples, so that a small validation set buys a margin.  0 (the
         default): the rate itself.
 
+    refine : int
+        Adam steps (minibatches of 256 fitting inputs) of label-free refinement
+        (:mod:`.refine`) of a data-aware SVD rank whose plain factors miss the budget: the
+        factors are moved towards reproducing the original network's outputs on ``X_fit``
+        and checked again.  Dense layers whose later layers are all dense, factored, ReLU or
+        flatten; 0 (the default): off.
+
     Returns
     -------
     model : CompressedModel
@@ -403,6 +466,9 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     if len(yi) != len(X):
         raise ValueError(f"X_val has {len(X)} samples but y_val has {len(yi)}")
     Xf = X if X_fit is None else model._check_input(X_fit)
+    refine = int(refine)
+    if refine < 0:
+        raise ValueError(f"refine must be a number of steps >= 0, got {refine}")
     log = log or (lambda s: None)
     cur = model.copy()
     pred0 = np.argmax(_run(cur.layers, X), axis=1)
@@ -420,6 +486,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         return wilson_upper(rate, len(yi), confidence) if confidence else rate
 
     bytes0, flops0 = cur.nbytes, cur.flops()
+    # the refinement's teacher: the original network's outputs on the fitting inputs
+    target = _run(cur.layers, Xf) if refine and data_aware else None
 
     def compressible(la):
         if la.kind == "dense":
@@ -443,10 +511,10 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         x_fit = (_run(cur.layers[:idx], Xf).reshape((len(Xf),) + layer.in_shape) if idx
                  else Xf) if data_aware else None
         ctx = _Layer(layer, x_val, x_fit, cur.layers[idx + 1:],
-                     lambda pred, allowed=allowed: spent(pred) <= allowed, quantize)
+                     lambda pred, allowed=allowed: spent(pred) <= allowed, quantize, target)
         if layer.kind == "dense":
             best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
-                                    sparse_max_weights)
+                                    sparse_max_weights, refine)
         else:
             best = _conv_candidates(ctx, data_aware)
         if quantize and layer.kind in QUANTIZABLE:

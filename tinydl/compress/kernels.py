@@ -153,9 +153,48 @@ def _pad(x, ph, pw):
     return xp
 
 
+#: batches up to this size take the shifted-product path of a 1-D convolution
+#: (:func:`shifted_conv`): no patch matrix, ``kw`` small products on strided views
+SHIFT_MAX_BATCH = 8
+
+
+def shifted_conv(layer, n, geom=None):
+    """Whether :func:`_fw_conv` computes a batch of ``n`` by shifted products.
+
+    A 1-D convolution (one input row, kernel height 1) on a small batch: the im2col patch
+    matrix it would copy is ``kw`` times the input, and at batch 1 that copy, not the
+    product, is most of the time; summing ``kw`` products of the filters' ``b``-th taps with
+    the input shifted by ``b`` (a strided view BLAS reads in place) copies only the padding.
+    """
+    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom or conv_geom(layer, layer.in_shape)
+    return n <= SHIFT_MAX_BATCH and h == 1 and kh == 1 and ph == 0
+
+
+def _fw_conv_shifted(x, out, W, b, geom):
+    n = x.shape[0]
+    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom
+    xp = _pad(x.reshape(n, c, 1, w), 0, pw)[:, :, 0, :]  # (n, C, Wp)
+    taps = np.ascontiguousarray(W[:, :, 0, :].transpose(2, 0, 1))  # (kw, F, C): BLAS-ready
+    y = out.reshape(n, f, wo)
+    span = sw * (wo - 1) + 1
+    np.matmul(taps[0], xp[:, :, 0:span:sw], out=y)
+    if kw > 1:
+        t = np.empty_like(y)
+        for j in range(1, kw):
+            np.matmul(taps[j], xp[:, :, j:j + span:sw], out=t)
+            y += t
+        del t
+    del xp, taps  # the bias add below holds NumPy's buffer (up to 8192 elements) instead
+    out += b[:, None, None]
+    return out
+
+
 def _fw_conv(layer, x, out, a):
     n = x.shape[0]
-    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = conv_geom(layer, layer.in_shape)
+    geom = conv_geom(layer, layer.in_shape)
+    if shifted_conv(layer, n, geom):
+        return _fw_conv_shifted(x, out, weight(a, "W", x.dtype), a["b"], geom)
+    c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom
     xp = _pad(x.reshape(n, c, h, w), ph, pw)
     cols = np.empty((n, ho, wo, c, kh, kw), x.dtype)
     np.copyto(cols, _windows(xp, kh, kw, sh, sw).transpose(0, 2, 3, 1, 4, 5))

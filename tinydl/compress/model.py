@@ -44,6 +44,7 @@ from .kernels import FORWARD as _FORWARD
 from .kernels import SCALE_SUFFIX as _SCALE_SUFFIX
 from .kernels import conv_geom as _conv_geom
 from .kernels import image_shape as _img
+from .kernels import shifted_conv as _shifted_conv
 from .kernels import sparse_chunk as _sparse_chunk
 
 __all__ = ["CLayer", "CompressedModel", "from_network", "FILE_KIND", "make_layer"]
@@ -260,6 +261,12 @@ def _ws(layer, n, isz):
     if k in ("conv", "kernel_separated"):
         c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = _conv_geom(layer, layer.in_shape)
         pad = n * c * (h + 2 * ph) * (w + 2 * pw) * isz if (ph or pw) else 0
+        if k == "conv" and _shifted_conv(layer, n):
+            # the padded copy, the taps re-laid (kw, F, C) and one product beside the
+            # output (with one tap, a 1 x 1 convolution, neither: the view is used as is);
+            # then, those freed, the broadcast bias add's buffer (NumPy's NPY_BUFSIZE)
+            prods = pad + (kw * f * c + n * f * wo) * isz * (kw > 1)
+            return _deq(a, "W", isz) + max(prods, min(n * f * wo, _CAST_BUFFER) * isz)
         if k == "conv":
             # the padded copy is freed before the product: (padded + columns), then
             # (columns + product + W's dequantized copy)

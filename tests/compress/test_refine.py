@@ -1,0 +1,58 @@
+"""Label-free refinement: its Adam steps match PyTorch's on the same loss; the compiler uses it
+within the budget."""
+import numpy as np
+import pytest
+
+from tinydl.compress import compress_model, from_network
+from tinydl.compress.model import make_layer
+from tinydl.compress.refine import refinable, refine_factored
+
+
+def test_refine_steps_match_torch_adam():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    m, r, n, h, o, s = 12, 3, 8, 6, 4, 20
+    U, V, b = (rng.standard_normal(q).astype(np.float32) for q in ((m, r), (r, n), (n,)))
+    W2, b2 = rng.standard_normal((n, h)).astype(np.float32), rng.standard_normal(h)
+    U3, V3 = rng.standard_normal((h, 2)).astype(np.float32), rng.standard_normal((2, o))
+    tail = [make_layer("relu"), make_layer("dense", W=W2, b=b2.astype(np.float32)),
+            make_layer("relu"),
+            make_layer("factored", U=U3, V=V3.astype(np.float32), b=np.zeros(o, np.float32))]
+    assert refinable(tail) and not refinable([make_layer("softmax")])
+    x = rng.standard_normal((s, m)).astype(np.float32)
+    target = rng.standard_normal((s, o)).astype(np.float32)
+    got = refine_factored(U, V, b, x, tail, target, steps=3, batch=s, lr=1e-2)
+    # the same three full-batch steps by PyTorch's autograd and Adam
+    T = torch.tensor
+    p = [T(U).requires_grad_(), T(V).requires_grad_(), T(b).requires_grad_()]
+    opt = torch.optim.Adam(p, lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        z = torch.relu(T(x) @ p[0] @ p[1] + p[2])
+        z = torch.relu(z @ T(W2) + T(b2.astype(np.float32)))
+        out = z @ T(U3) @ T(V3.astype(np.float32))
+        (((out - T(target)) ** 2).sum(dim=1).mean()).backward()
+        opt.step()
+    for g, q in zip(got, p):
+        np.testing.assert_allclose(g, q.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_refine_refuses_a_tail_it_cannot_differentiate():
+    with pytest.raises(ValueError, match="cannot refine through layer kinds.*softmax"):
+        refine_factored(np.ones((3, 1), np.float32), np.ones((1, 2), np.float32),
+                        np.zeros(2, np.float32), np.ones((4, 3), np.float32),
+                        [make_layer("softmax")], np.ones((4, 2), np.float32))
+
+
+def test_compiler_with_refinement_keeps_the_budget(trained_mlp, digits_split):
+    Xtr, _, Xv, yv, _, _ = digits_split
+    model = from_network(trained_mlp)
+    with pytest.raises(ValueError, match="refine must be a number of steps >= 0, got -1"):
+        compress_model(model, Xv, yv, 0.02, refine=-1)
+    cm, rep = compress_model(model, Xv, yv, 0.02, method="svd", X_fit=Xtr, refine=20)
+    assert rep.val_lost <= 0.02 + 1e-9
+    assert rep.bytes_after == cm.nbytes < model.nbytes
+    # same seed, same model
+    cm2, rep2 = compress_model(model, Xv, yv, 0.02, method="svd", X_fit=Xtr, refine=20)
+    assert [r.choice for r in rep2.layers] == [r.choice for r in rep.layers]
+    np.testing.assert_array_equal(cm2.decision_function(Xv), cm.decision_function(Xv))
