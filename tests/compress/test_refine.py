@@ -56,3 +56,42 @@ def test_compiler_with_refinement_keeps_the_budget(trained_mlp, digits_split):
     cm2, rep2 = compress_model(model, Xv, yv, 0.02, method="svd", X_fit=Xtr, refine=20)
     assert [r.choice for r in rep2.layers] == [r.choice for r in rep.layers]
     np.testing.assert_array_equal(cm2.decision_function(Xv), cm.decision_function(Xv))
+
+
+def test_refined_conv_steps_match_torch_adam():
+    """A channel-reduced convolution refined through maxpool, flatten and a sparse factored
+    layer: the same Adam steps as PyTorch's autograd."""
+    torch = pytest.importorskip("torch")
+    from tinydl.compress.refine import refine_layers
+    F = torch.nn.functional
+    rng = np.random.default_rng(1)
+    f32 = np.float32
+    W1, W2 = rng.standard_normal((3, 4, 1, 3)).astype(f32), rng.standard_normal((5, 3, 1, 1))
+    b2 = rng.standard_normal(5).astype(f32)
+    new = [make_layer("conv", W=W1, b=np.zeros(3, f32), stride=[1, 1], padding=[0, 1]),
+           make_layer("conv", W=W2.astype(f32), b=b2, stride=[1, 1], padding=[0, 0])]
+    B = rng.standard_normal((5 * 4, 3)).astype(f32)
+    indptr = np.array([0, 2, 3], np.int32)
+    data, indices = rng.standard_normal(3).astype(f32), np.array([0, 2, 1], np.int32)
+    tail = [make_layer("relu"), make_layer("maxpool", pool_size=[1, 2], stride=[1, 2]),
+            make_layer("flatten"),
+            make_layer("sparse_factored", B=B, data=data, indices=indices, indptr=indptr,
+                       b=np.zeros(2, f32), n_out=2)]
+    x = rng.standard_normal((6, 4, 1, 8)).astype(f32)
+    target = rng.standard_normal((6, 2)).astype(f32)
+    got = refine_layers(new, x, tail, target, steps=2, batch=6, lr=1e-2)
+    S = np.zeros((3, 2), f32)
+    S[indices, [0, 0, 1]] = data
+    T = torch.tensor
+    p = [T(W1).requires_grad_(), T(np.zeros(3, f32)).requires_grad_(),
+         T(W2.astype(f32)).requires_grad_(), T(b2).requires_grad_()]
+    opt = torch.optim.Adam(p, lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        h = F.conv2d(F.conv2d(T(x), p[0], p[1], padding=(0, 1)), p[2], p[3])
+        h = F.max_pool2d(F.relu(h), (1, 2), (1, 2)).flatten(1)
+        (((h @ T(B) @ T(S) - T(target)) ** 2).sum(dim=1).mean()).backward()
+        opt.step()
+    ours = [got[0].arrays["W"], got[0].arrays["b"], got[1].arrays["W"], got[1].arrays["b"]]
+    for g, q in zip(ours, p):
+        np.testing.assert_allclose(g, q.detach().numpy(), rtol=1e-4, atol=1e-5)

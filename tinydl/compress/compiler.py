@@ -58,7 +58,9 @@ from .conv import (
 from .factorize import DenseFactorizer, SparseFactorizer, sparse_index_dtype, svd_max_rank
 from .model import CompressedModel, make_layer
 from .quantize import QUANTIZABLE, quantize_layer
-from .refine import refinable, refine_factored
+from .search import built as _built
+from .search import form_search as _form_search
+from .search import search as _search
 from .targets import check_targets, predict_time
 
 __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasible",
@@ -193,38 +195,6 @@ def wilson_upper(rate: float, n: int, z: float) -> float:
     return float(min(1.0, (centre + half) / (1 + z2 / n)))
 
 
-def _built(new_layers, in_shape):
-    s = in_shape
-    for la in new_layers:
-        s = la.build(s)
-    return new_layers
-
-
-def _search_up(lo, hi, ok):
-    """Smallest v of the doubling grid ``lo, 2 lo, 4 lo, ...`` (capped at ``hi``) with
-    ok(v).  For the refined forms, whose ok is far from monotone (a refined form can pass at
-    a small rank and fail at a larger one): a bisection from the top would stop high, and a
-    bisection below the first pass would check many more candidates on the same validation
-    samples, each one more chance to pass by luck (on ``dsa-mlp``'s 228 validation samples
-    that is what broke a 1% budget on test)."""
-    v = lo
-    while v < hi and not ok(v):
-        v = min(2 * v, hi)
-    return v
-
-
-def _search(lo, hi, ok):
-    """Smallest v in [lo, hi] with ok(v), assuming ok(hi) holds (ok is near-monotone, so
-    only values actually tested are ever returned)."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
-
-
 # -- the compiler ----------------------------------------------------------------------------
 class _Layer:
     """One layer's search context: its inputs (validation and fit) and the acceptance test."""
@@ -252,29 +222,6 @@ def _smallest(best, cand):
     return cand if cand is not None and (best is None or cand[0] < best[0]) else best
 
 
-def _refined_search(ctx, svd_layer, ok_plain, dec, steps, seed):
-    """``(ok, forms)`` for the rank search with refinement: rank ``r`` passes if its plain
-    factors do or, failing that, its factors refined (:func:`~.refine.refine_factored`)
-    towards the original network's outputs on the fitting inputs do.  ``forms[r]`` is
-    ``(passed, layers, refined)`` for every rank tried."""
-    b = ctx.layer.arrays["b"]
-    x = ctx.x_fit.reshape(len(ctx.x_fit), -1)
-    forms = {}
-
-    def ok(r):
-        if r not in forms:
-            if ok_plain(r):
-                forms[r] = (True, svd_layer(r), False)
-            else:
-                U, V = dec.factors(r)
-                U, V, bb = refine_factored(U, V, b, x, ctx.tail, ctx.target, steps=steps,
-                                           seed=seed)
-                lay = [make_layer("factored", U=U, V=V, b=bb)]
-                forms[r] = (ctx.passes(lay), lay, True)
-        return forms[r][0]
-    return ok, forms
-
-
 def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
                       sparse_max_weights, refine=0):
     """(bytes, choice, new_layers) for the cheapest passing form of a dense layer, or None."""
@@ -294,21 +241,12 @@ def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage
         def svd_layer(r, dec=dec):
             U, V = dec.factors(r)
             return [make_layer("factored", U=U, V=V, b=b)]
-        ok, forms = ctx.ok_of(svd_layer), None
-        if refine and X is not None and label.startswith("data-aware") and refinable(ctx.tail):
-            ok, forms = _refined_search(ctx, svd_layer, ok, dec, refine, seed)
-        if forms is not None:
-            # doubling from rank 1 (refining each rank the plain factors fail at); stop
-            # if even the rank it ends at does not pass
-            r = _search_up(1, rmax, ok)
-            if not ok(r):
-                continue
-        elif not ok(rmax):
+        found = _form_search(ctx, svd_layer, rmax, refine if label.startswith("data-aware") else 0,
+                            seed)
+        if found is None:
             continue
-        else:
-            r = _search(1, rmax, ok)
+        r, new, refined = found
         r_first = r_first or r
-        new, refined = forms[r][1:] if forms else (svd_layer(r), False)
         lay = ctx.finish(new)
         best = _smallest(best, (lay[0].nbytes, f"{label} rank {r}"
                                 f"{' (refined)' if refined else ''}", lay))
@@ -343,7 +281,7 @@ def _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage
     return best
 
 
-def _conv_candidates(ctx, data_aware):
+def _conv_candidates(ctx, data_aware, refine=0, seed=0):
     layer = ctx.layer
     W, b = layer.arrays["W"], layer.arrays["b"]
     f, c, kh, kw = W.shape
@@ -360,11 +298,13 @@ def _conv_candidates(ctx, data_aware):
     for label, vmax, make in forms:
         if vmax < 1:
             continue
-        ok = ctx.ok_of(make)
-        if ok(vmax):
-            v = _search(1, vmax, ok)
-            lay = ctx.finish(make(v))
-            best = _smallest(best, (sum(la.nbytes for la in lay), f"{label}={v}", lay))
+        # refined: the forms made of plain convolutions (not the per-kernel one)
+        found = _form_search(ctx, make, vmax, 0 if label.startswith("per-kernel") else refine, seed)
+        if found is not None:
+            v, new, refined = found
+            lay = ctx.finish(new)
+            best = _smallest(best, (sum(la.nbytes for la in lay),
+                                    f"{label}={v}{' (refined)' if refined else ''}", lay))
     return best
 
 
@@ -516,7 +456,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
             best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
                                     sparse_max_weights, refine)
         else:
-            best = _conv_candidates(ctx, data_aware)
+            best = _conv_candidates(ctx, data_aware, refine, seed)
         if quantize and layer.kind in QUANTIZABLE:
             q = ctx.finish([layer])
             if ctx.ok_new(np.argmax(_run(q + ctx.tail, x_val), axis=1)):

@@ -265,8 +265,12 @@ def _ws(layer, n, isz):
             # the padded copy, the taps re-laid (kw, F, C) and one product beside the
             # output (with one tap, a 1 x 1 convolution, neither: the view is used as is);
             # then, those freed, the broadcast bias add's buffer (NumPy's NPY_BUFSIZE)
+            # (an int8 W's dequantized copy lives throughout; its casting buffer only while
+            # it is made)
             prods = pad + (kw * f * c + n * f * wo) * isz * (kw > 1)
-            return _deq(a, "W", isz) + max(prods, min(n * f * wo, _CAST_BUFFER) * isz)
+            wcopy = int(a["W"].size) * isz if a["W"].dtype == np.int8 else 0
+            return wcopy + max(_deq(a, "W", isz) - wcopy, prods,
+                               min(n * f * wo, _CAST_BUFFER) * isz)
         if k == "conv":
             # the padded copy is freed before the product: (padded + columns), then
             # (columns + product + W's dequantized copy)
