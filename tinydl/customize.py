@@ -66,7 +66,8 @@ from .plan import (
 )
 
 # Budget, Plan and load_plan live in tinydl.plan; they stay importable from here
-__all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load_plan"]
+__all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load_plan",
+           "plan_export_footprint"]
 
 #: candidate ladders (the paper's setting, l = 100 and k = 20, is on them)
 L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
@@ -455,3 +456,37 @@ def _infeasible_message(cands, budget, mem_cap, tag):
            f"candidates: " + "; ".join(parts or ["every candidate breaks more than one "
                                                  "budget"]))
     return msg, smallest, needs
+
+
+def plan_export_footprint(plan_or_settings, weights: str = "float32",
+                          profile="cortex-m3") -> Dict:
+    """Flash and RAM of the C export (``tinydl export --target c``) of the model a plan
+    trains, checked against an inference-only profile's memory: the customizer's plans for
+    a microcontroller (the model is trained on a host, then exported; see
+    :mod:`tinydl.export.footprint` for what the figures hold).
+
+    Parameters
+    ----------
+    plan_or_settings : Plan or dict
+        A :class:`Plan`, or a dict with ``m``, ``n_classes``, ``l``, ``k`` and
+        ``hidden_layer_sizes``.
+    weights : {"float32", "int8"}
+    profile : str or DeviceProfile
+        Its ``memory.capacity_bytes`` (RAM) and ``memory.flash_bytes`` are the limits.
+
+    Returns
+    -------
+    dict
+        ``flash_bytes``, ``ram_bytes`` (predicted), ``flash_limit``, ``ram_limit`` and
+        ``fits``.
+    """
+    from hal.profile import load_profile
+
+    from .export.footprint import predict_tinydl_footprint
+    s = plan_or_settings if isinstance(plan_or_settings, dict) else vars(plan_or_settings)
+    fp = predict_tinydl_footprint(int(s["m"]), int(s["n_classes"]), int(s["l"]), int(s["k"]),
+                                  tuple(s["hidden_layer_sizes"]), weights=weights)
+    prof = load_profile(profile)
+    ram, flash = int(prof.memory.capacity_bytes), int(prof.memory.flash_bytes)
+    fits = fp["ram_bytes"] <= ram and (flash == 0 or fp["flash_bytes"] <= flash)
+    return dict(fp, flash_limit=flash, ram_limit=ram, fits=bool(fits), profile=prof.tag)

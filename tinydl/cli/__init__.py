@@ -23,7 +23,7 @@ __all__ = ["main", "CommandError", "COMMANDS", "emit_json"]
 
 #: sub-commands, in the order ``tinydl --help`` lists them
 COMMANDS = ["demo", "devices", "calibrate", "plan", "fit", "evaluate", "predict", "compress",
-            "reproduce"]
+            "reproduce", "export"]
 
 
 class CommandError(Exception):
