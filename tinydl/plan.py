@@ -93,13 +93,15 @@ class Candidate:
     n_standardize: int = N_STANDARDIZE
     dictionary_dtype: str = "float32"
     dt_copy: bool = True
+    batch_size: int = BATCH_SIZE      # the network's minibatch
 
     def label(self) -> str:
         """One line naming the configuration."""
         net = "-".join(map(str, (self.l,) + tuple(self.hidden_layer_sizes)))
         return (f"l={self.l} k={self.k} alpha={self.alpha:g} net={net}-C window={self.window} "
                 f"n_batch={self.n_batch} chunk={self.chunk} D={self.dictionary_dtype} "
-                f"rebuild={self.rebuild} std={self.standardize}")
+                f"rebuild={self.rebuild} std={self.standardize}"
+                + (f" batch={self.batch_size}" if self.batch_size != BATCH_SIZE else ""))
 
 
 @dataclass(frozen=True)
