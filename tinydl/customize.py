@@ -62,6 +62,7 @@ from .plan import (
     L_CAP,
     N_STANDARDIZE,
     WINDOW_CAP,
+    WINDOW_PER_CLASS,
     Budget,
     Candidate,
     Plan,
@@ -320,16 +321,17 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
-    best = min(fits, key=_rank_key(target_error is not None))
+    best = min(fits, key=_rank_key(target_error is not None, n_classes))
     if target_error is not None:
         reason = (f"the cheapest of {len(fits)} candidates whose reconstruction error on the "
                   f"tuning sample ({best.error:.4f}) meets the target {target_error}: "
                   f"{best.seconds_per_sample * 1e6:.1f} us/sample, "
                   f"{_fmt_bytes(best.footprint_bytes)}")
     else:
-        reason = (f"the most capacity (atoms, then non-zeros, window, network) among {len(fits)} "
-                  f"candidates that fit, capped at the paper's l={L_CAP}, k={K_CAP}, "
-                  f"window={WINDOW_CAP}; ties go to the smaller footprint")
+        reason = (f"the most capacity (a window of up to {WINDOW_PER_CLASS} samples per "
+                  f"class, then atoms, non-zeros, the rest of the window, network) among "
+                  f"{len(fits)} candidates that fit, capped at the paper's l={L_CAP}, "
+                  f"k={K_CAP}, window={WINDOW_CAP}; ties go to the smaller footprint")
     fp, buffers = plan_footprint(m, n_classes, best.l, best.k, best.hidden_layer_sizes,
                                  best.window, dt.name, chunk=best.chunk,
                                  raw_rows=best.rebuild == "new-class",
