@@ -180,3 +180,32 @@ def test_smaller_network_batch_only_when_the_default_does_not_fit():
     assert tight.learner().batch_size == BATCH_LADDER[-1]
     with pytest.raises(BudgetInfeasible):
         plan(520, 13, "x86-64-host", memory_bytes=cap - 1, **fixed)
+
+
+def _least_memory(l, window, **fixed):
+    # the least budget a configuration needs, as the infeasible plan names it
+    with pytest.raises(BudgetInfeasible) as exc:
+        plan(520, 13, "x86-64-host", memory_bytes=1024, l_choices=(l,),
+             window_choices=(window,), **fixed)
+    return int(exc.value.needs["memory"])
+
+
+def test_window_up_to_its_floor_before_more_atoms_then_atoms():
+    # 13 classes: the floor is WINDOW_PER_CLASS * 13 samples; below it a longer window wins
+    # over more atoms, past it more atoms win over a longer window
+    from tinydl.plan import WINDOW_PER_CLASS
+    fixed = dict(k_choices=(2,), hidden_choices=((16,),), dictionary_dtype="float32")
+    floor = WINDOW_PER_CLASS * 13
+    short, long_ = 128, 256
+    assert short < floor <= long_
+    need = {(l, w): _least_memory(l, w, **fixed) for l in (8, 16) for w in (short, long_, 512)}
+    cap = max(need[8, long_], need[16, short])
+    assert cap < need[16, long_]       # the two compete; the larger pair does not fit
+    p = plan(520, 13, "x86-64-host", memory_bytes=cap, l_choices=(8, 16),
+             window_choices=(short, long_), **fixed)
+    assert (p.l, p.window) == (8, long_)
+    cap = max(need[8, 512], need[16, long_])
+    assert cap < need[16, 512]
+    p = plan(520, 13, "x86-64-host", memory_bytes=cap, l_choices=(8, 16),
+             window_choices=(long_, 512), **fixed)
+    assert (p.l, p.window) == (16, long_)
