@@ -78,7 +78,8 @@ def run_case(name, path, memory, tmp, extra=()):
     _tinydl("evaluate", model, "--data", path, "--json", ev_json)
     with open(ev_json) as fh:
         ev = json.load(fh)
-    keys = ("l", "k", "hidden_layer_sizes", "window", "n_batch", "chunk", "dictionary_dtype",
+    keys = ("l", "k", "hidden_layer_sizes", "window", "n_batch", "batch_size", "chunk",
+            "dictionary_dtype",
             "rebuild", "window_policy", "standardize", "n_standardize", "dt_copy",
             "footprint_bytes", "paper_bytes")
     return dict(memory=memory, plan={k: plan.get(k) for k in keys},
@@ -95,6 +96,9 @@ def main(argv=None):
     ap.add_argument("--reproduce-json", metavar="PATH",
                     help="a `tinydl reproduce --json` result to read the raw accuracies from")
     ap.add_argument("--only", choices=[c[0] for c in CASES])
+    ap.add_argument("--sweep", metavar="BUDGET", nargs="*", default=(),
+                    help="further memory budgets (e.g. 512KiB 1MiB) to run each data set at, "
+                         "reported under 'sweep' (what accuracy each budget reaches)")
     args = ap.parse_args(argv)
     raw = dict(RAW_ACCURACY)
     if args.reproduce_json:
@@ -114,6 +118,20 @@ def main(argv=None):
                 print(f"{name}: {src} is absent: skipped")
                 continue
             path = src if name == "ujiindoorloc" else dsa_file(tmp)
+            for extra_mem in args.sweep:
+                try:
+                    sw = run_case(name, path, extra_mem, tmp)
+                except Failed as exc:
+                    sw = dict(memory=extra_mem, ok=False, error=str(exc))
+                    print(f"{name} at {extra_mem} (sweep): {exc}", flush=True)
+                else:
+                    p = sw["plan"]
+                    print(f"{name} at {extra_mem} (sweep): accuracy {100 * sw['accuracy']:.2f}%"
+                          f"; plan l={p['l']} k={p['k']} net={p['hidden_layer_sizes']} "
+                          f"window={p['window']} D={p['dictionary_dtype']} footprint "
+                          f"{p['footprint_bytes']:,} B; fit {sw['fit_seconds']:.0f} s",
+                          flush=True)
+                out.setdefault("sweep", {}).setdefault(name, []).append(sw)
             try:
                 r = run_case(name, path, memory, tmp)
             except Failed as exc:  # e.g. no plan fits: recorded, the next case still runs
