@@ -16,8 +16,10 @@ Three customizations, as in the paper:
   tuned so that the mean relative reconstruction error ``||a - D c|| / ||a||`` of the sample
   meets ``target_error``.
 
-Among the candidates that fit, the plan with the most capacity wins (more atoms, then more
-non-zeros, a longer window, a larger network), capped at the paper's setting (``l = 100``,
+Among the candidates that fit, the plan with the most capacity wins (a window of up to
+:data:`~tinydl.plan.WINDOW_PER_CLASS` samples per class first -- below that the network
+retrains on too few examples of each class for more atoms to help --, then more atoms, more
+non-zeros, the rest of the window, a larger network), capped at the paper's setting (``l = 100``,
 ``k = 20``) and a window of 2,048; the network ladder runs from (16) to (256, 128)
 (:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
 at least 20x smaller than its raw one).  With an error target the *cheapest* plan that meets
