@@ -66,15 +66,16 @@ def dsa_file(tmp):
 
 
 def run_case(name, path, memory, tmp, extra=()):
-    plan_path = os.path.join(tmp, f"{name}-plan.json")
+    tag = f"{name}-{memory}"   # one directory per (data set, budget): the sweep reruns a set
+    plan_path = os.path.join(tmp, f"{tag}-plan.json")
     _tinydl("plan", "--data", path, "--memory", memory, "-o", plan_path)
     with open(plan_path) as fh:
         plan = json.load(fh)
-    model = os.path.join(tmp, f"{name}-model")
-    fit_json = os.path.join(tmp, f"{name}-fit.json")
+    model = os.path.join(tmp, f"{tag}-model")
+    fit_json = os.path.join(tmp, f"{tag}-fit.json")
     _, fit_s = _tinydl("fit", path, "--plan", plan_path, "--shuffle", 0, "-o", model,
                        "--quiet", "--json", fit_json, *extra)
-    ev_json = os.path.join(tmp, f"{name}-eval.json")
+    ev_json = os.path.join(tmp, f"{tag}-eval.json")
     _tinydl("evaluate", model, "--data", path, "--json", ev_json)
     with open(ev_json) as fh:
         ev = json.load(fh)
