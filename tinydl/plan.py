@@ -397,9 +397,10 @@ _DTYPE_RANK = {"float64": 0, "float32": 0, "float16": 1, "int8": 2}
 def _rank_key(with_target: bool, n_classes: int = 0):
     def storage(c):
         # at equal capacity: the widest dictionary, the raw reservoir (rebuilds), the
-        # hold-back standardization (no warm-up rows lost), then the largest chunk
+        # hold-back standardization (no warm-up rows lost), the default minibatch, then the
+        # largest chunk
         return (_DTYPE_RANK.get(c.dictionary_dtype, 3), c.rebuild != "new-class",
-                c.standardize != "hold", -c.chunk)
+                c.standardize != "hold", -c.batch_size, -c.chunk)
     if with_target:
         # cheapest that meets the target: time, then memory
         return lambda c: (c.seconds_per_sample, c.footprint_bytes, -c.window) + storage(c)
