@@ -66,19 +66,21 @@ def dsa_file(tmp):
 
 
 def run_case(name, path, memory, tmp, extra=()):
-    plan_path = os.path.join(tmp, f"{name}-plan.json")
+    tag = f"{name}-{memory}"   # one directory per (data set, budget): the sweep reruns a set
+    plan_path = os.path.join(tmp, f"{tag}-plan.json")
     _tinydl("plan", "--data", path, "--memory", memory, "-o", plan_path)
     with open(plan_path) as fh:
         plan = json.load(fh)
-    model = os.path.join(tmp, f"{name}-model")
-    fit_json = os.path.join(tmp, f"{name}-fit.json")
+    model = os.path.join(tmp, f"{tag}-model")
+    fit_json = os.path.join(tmp, f"{tag}-fit.json")
     _, fit_s = _tinydl("fit", path, "--plan", plan_path, "--shuffle", 0, "-o", model,
                        "--quiet", "--json", fit_json, *extra)
-    ev_json = os.path.join(tmp, f"{name}-eval.json")
+    ev_json = os.path.join(tmp, f"{tag}-eval.json")
     _tinydl("evaluate", model, "--data", path, "--json", ev_json)
     with open(ev_json) as fh:
         ev = json.load(fh)
-    keys = ("l", "k", "hidden_layer_sizes", "window", "n_batch", "chunk", "dictionary_dtype",
+    keys = ("l", "k", "hidden_layer_sizes", "window", "n_batch", "batch_size", "chunk",
+            "dictionary_dtype",
             "rebuild", "window_policy", "standardize", "n_standardize", "dt_copy",
             "footprint_bytes", "paper_bytes")
     return dict(memory=memory, plan={k: plan.get(k) for k in keys},
@@ -95,6 +97,9 @@ def main(argv=None):
     ap.add_argument("--reproduce-json", metavar="PATH",
                     help="a `tinydl reproduce --json` result to read the raw accuracies from")
     ap.add_argument("--only", choices=[c[0] for c in CASES])
+    ap.add_argument("--sweep", metavar="BUDGET", nargs="*", default=(),
+                    help="further memory budgets (e.g. 512KiB 1MiB) to run each data set at, "
+                         "reported under 'sweep' (what accuracy each budget reaches)")
     args = ap.parse_args(argv)
     raw = dict(RAW_ACCURACY)
     if args.reproduce_json:
@@ -114,6 +119,20 @@ def main(argv=None):
                 print(f"{name}: {src} is absent: skipped")
                 continue
             path = src if name == "ujiindoorloc" else dsa_file(tmp)
+            for extra_mem in args.sweep:
+                try:
+                    sw = run_case(name, path, extra_mem, tmp)
+                except Failed as exc:
+                    sw = dict(memory=extra_mem, ok=False, error=str(exc))
+                    print(f"{name} at {extra_mem} (sweep): {exc}", flush=True)
+                else:
+                    p = sw["plan"]
+                    print(f"{name} at {extra_mem} (sweep): accuracy {100 * sw['accuracy']:.2f}%"
+                          f"; plan l={p['l']} k={p['k']} net={p['hidden_layer_sizes']} "
+                          f"window={p['window']} D={p['dictionary_dtype']} footprint "
+                          f"{p['footprint_bytes']:,} B; fit {sw['fit_seconds']:.0f} s",
+                          flush=True)
+                out.setdefault("sweep", {}).setdefault(name, []).append(sw)
             try:
                 r = run_case(name, path, memory, tmp)
             except Failed as exc:  # e.g. no plan fits: recorded, the next case still runs

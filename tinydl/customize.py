@@ -16,8 +16,10 @@ Three customizations, as in the paper:
   tuned so that the mean relative reconstruction error ``||a - D c|| / ||a||`` of the sample
   meets ``target_error``.
 
-Among the candidates that fit, the plan with the most capacity wins (more atoms, then more
-non-zeros, a longer window, a larger network), capped at the paper's setting (``l = 100``,
+Among the candidates that fit, the plan with the most capacity wins (a window of up to
+:data:`~tinydl.plan.WINDOW_PER_CLASS` samples per class first -- below that the network
+retrains on too few examples of each class for more atoms to help --, then more atoms, more
+non-zeros, the rest of the window, a larger network), capped at the paper's setting (``l = 100``,
 ``k = 20``) and a window of 2,048; the network ladder runs from (16) to (256, 128)
 (:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
 at least 20x smaller than its raw one).  With an error target the *cheapest* plan that meets
@@ -36,7 +38,12 @@ whole footprint fits the memory budget, in this order --
    fix the statistics and are not learned from);
 3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
    (:mod:`tinydl.lowmem`); then the largest chunk of 256, 128, 64, 32, 16, 8, 4 rows (the OMP
-   workspace is sized for the chunk).
+   workspace is sized for the chunk);
+
+and all of that first at the network's default minibatch of 64 samples, then at 32, then 16
+(:data:`BATCH_LADDER`: the sparse first layer's gather scratch, the activations and the
+per-call training buffers scale with the minibatch; a smaller one keeps the same epochs, with
+more, noisier steps, so it is the last resort).
 
 So a raw-sample reservoir is kept only when the plan budgets it.  At equal capacity the ranking
 prefers the same order.
@@ -57,6 +64,7 @@ from .plan import (
     L_CAP,
     N_STANDARDIZE,
     WINDOW_CAP,
+    WINDOW_PER_CLASS,
     Budget,
     Candidate,
     Plan,
@@ -74,6 +82,9 @@ L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
 K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
 WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
 CHUNK_LADDER = (256, 128, 64, 32, 16, 8, 4)
+#: the network's minibatch, largest first: a smaller one only when nothing fits at the larger
+#: (its gather scratch, activations and per-call buffers scale with it)
+BATCH_LADDER = (BATCH_SIZE, 32, 16)
 HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
 ALPHA_LADDER = (0.1, 0.3, 0.5)
 
@@ -258,26 +269,26 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 nb = _default_n_batch(window, n_samples)
                 for hidden in hiddens:
                     sizes = (l,) + hidden + (n_classes,)
-                    key = (sizes, window, k)
-                    if key not in ucache:
-                        up = predict_training_epoch(prof, sizes, window, BATCH_SIZE, dt.name,
-                                                    be, sparse_input_k=k)
-                        ucache[key] = (EPOCHS_PER_UPDATE * up.seconds,
-                                       EPOCHS_PER_UPDATE * up.joules)
-                    u_s, u_j = ucache[key]
                     npar = _n_params(sizes)
                     # the first storage/policy/chunk that fits, in the preference order of
                     # _options (the rule is stated in the module docstring); rejected at the
                     # least memory it could need when nothing fits
                     def fp_of(opt, l=l, k=k, hidden=hidden, window=window):
                         return plan_total(
-                            m, n_classes, l, k, hidden, window, dt.name, BATCH_SIZE,
+                            m, n_classes, l, k, hidden, window, dt.name, opt["batch"],
                             opt["chunk"], opt["n_standardize"], opt["standardize"],
                             "new-class" if opt["raw"] else "never", "reservoir",
                             opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
                             _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
+                    key = (sizes, window, k, opt["batch"])
+                    if key not in ucache:
+                        up = predict_training_epoch(prof, sizes, window, opt["batch"],
+                                                    dt.name, be, sparse_input_k=k)
+                        ucache[key] = (EPOCHS_PER_UPDATE * up.seconds,
+                                       EPOCHS_PER_UPDATE * up.joules)
+                    u_s, u_j = ucache[key]
                     paper = paper_bytes(m, l, window, npar, dt.name, opt["ddtype"])
                     if (l, k, ch) not in tcache:
                         tp = predict_transform(prof, m, l, k, ch, dt.name, be)
@@ -308,34 +319,37 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             standardize=opt["standardize"],
                             n_standardize=opt["n_standardize"],
                             dictionary_dtype=opt["ddtype"] or dt.name,
-                            dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"])))
+                            dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
+                            batch_size=opt["batch"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
-    best = min(fits, key=_rank_key(target_error is not None))
+    best = min(fits, key=_rank_key(target_error is not None, n_classes))
     if target_error is not None:
         reason = (f"the cheapest of {len(fits)} candidates whose reconstruction error on the "
                   f"tuning sample ({best.error:.4f}) meets the target {target_error}: "
                   f"{best.seconds_per_sample * 1e6:.1f} us/sample, "
                   f"{_fmt_bytes(best.footprint_bytes)}")
     else:
-        reason = (f"the most capacity (atoms, then non-zeros, window, network) among {len(fits)} "
-                  f"candidates that fit, capped at the paper's l={L_CAP}, k={K_CAP}, "
-                  f"window={WINDOW_CAP}; ties go to the smaller footprint")
+        reason = (f"the most capacity (a window of up to {WINDOW_PER_CLASS} samples per "
+                  f"class, then atoms, non-zeros, the rest of the window, network) among "
+                  f"{len(fits)} candidates that fit, capped at the paper's l={L_CAP}, "
+                  f"k={K_CAP}, window={WINDOW_CAP}; ties go to the smaller footprint")
     fp, buffers = plan_footprint(m, n_classes, best.l, best.k, best.hidden_layer_sizes,
                                  best.window, dt.name, chunk=best.chunk,
                                  raw_rows=best.rebuild == "new-class",
                                  standardize=best.standardize,
                                  n_standardize=best.n_standardize,
                                  dictionary_dtype=best.dictionary_dtype, backend=be,
-                                 dt_copy=best.dt_copy, buffers=True)
+                                 dt_copy=best.dt_copy, batch_size=best.batch_size,
+                                 buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
                      else f"profile power measured with {src}")
     return Plan(l=best.l, k=best.k, alpha=best.alpha,
                 hidden_layer_sizes=tuple(best.hidden_layer_sizes), window=best.window,
                 n_batch=best.n_batch, epochs_per_update=EPOCHS_PER_UPDATE,
-                batch_size=BATCH_SIZE, chunk=best.chunk, backend=be, dtype=dt.name, m=m,
+                batch_size=best.batch_size, chunk=best.chunk, backend=be, dtype=dt.name, m=m,
                 n_classes=n_classes,
                 profile=prof.tag, paper_bytes=best.paper_bytes,
                 footprint_bytes=best.footprint_bytes, footprint=fp,
@@ -371,12 +385,13 @@ def _options(chunks, dtype, dictionary_dtype, n_samples):
     ddts = [dictionary_dtype] if dictionary_dtype else [dtype, "float16", "int8"]
     run_n = _running_warmup(n_samples)
     out = []
-    for dd in ddts:
-        for raw, stdz, nstd in ((True, "hold", N_STANDARDIZE), (False, "hold", N_STANDARDIZE),
-                                (False, "running", run_n)):
-            for dtc in (True, False):
-                out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
-                                 chunk=ch, dt_copy=dtc) for ch in chunks])
+    for batch in BATCH_LADDER:
+        for dd in ddts:
+            for raw, stdz, nstd in ((True, "hold", N_STANDARDIZE),
+                                    (False, "hold", N_STANDARDIZE), (False, "running", run_n)):
+                for dtc in (True, False):
+                    out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
+                                     chunk=ch, dt_copy=dtc, batch=batch) for ch in chunks])
     return out
 
 

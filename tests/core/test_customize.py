@@ -158,3 +158,54 @@ def test_footprint_matches_the_learners_measured_peak(chunk):
 def _plan_args(chunk):
     p = plan(1500, 5, "x86-64-host", chunk=chunk, memory_bytes=64 * 2 ** 20)
     return p.l, p.k, p.hidden_layer_sizes, p.window, "float32", p.batch_size, p.chunk
+
+
+def test_smaller_network_batch_only_when_the_default_does_not_fit():
+    # one configuration (m=520, l=16, k=5, net 16-32, window 128): the default minibatch
+    # where it fits; where only a smaller one does, the plan takes the largest that fits and
+    # its footprint is that of the learner with that batch
+    from tinydl.customize import BATCH_LADDER
+    from tinydl.plan import BATCH_SIZE
+    fixed = dict(l_choices=(16,), k_choices=(5,), window_choices=(128,),
+                 hidden_choices=((32,),), dictionary_dtype="float32")
+    roomy = plan(520, 13, "x86-64-host", memory_bytes=4 * 2 ** 20, **fixed)
+    assert roomy.batch_size == BATCH_SIZE == BATCH_LADDER[0]
+    least = {b: plan_footprint(520, 13, 16, 5, (32,), 128, batch_size=b, chunk=4,
+                               raw_rows=False, standardize="running", backend=roomy.backend,
+                               dt_copy=False)["total"] for b in BATCH_LADDER}
+    assert least[BATCH_LADDER[-1]] < least[BATCH_LADDER[0]]
+    cap = least[BATCH_LADDER[-1]]      # only the smallest minibatch fits
+    tight = plan(520, 13, "x86-64-host", memory_bytes=cap, **fixed)
+    assert tight.batch_size == BATCH_LADDER[-1] and tight.footprint_bytes <= cap
+    assert tight.learner().batch_size == BATCH_LADDER[-1]
+    with pytest.raises(BudgetInfeasible):
+        plan(520, 13, "x86-64-host", memory_bytes=cap - 1, **fixed)
+
+
+def _least_memory(l, window, **fixed):
+    # the least budget a configuration needs, as the infeasible plan names it
+    with pytest.raises(BudgetInfeasible) as exc:
+        plan(520, 13, "x86-64-host", memory_bytes=1024, l_choices=(l,),
+             window_choices=(window,), **fixed)
+    return int(exc.value.needs["memory"])
+
+
+def test_window_up_to_its_floor_before_more_atoms_then_atoms():
+    # 13 classes: the floor is WINDOW_PER_CLASS * 13 samples; below it a longer window wins
+    # over more atoms, past it more atoms win over a longer window
+    from tinydl.plan import WINDOW_PER_CLASS
+    fixed = dict(k_choices=(2,), hidden_choices=((16,),), dictionary_dtype="float32")
+    floor = WINDOW_PER_CLASS * 13
+    short, long_ = 128, 256
+    assert short < floor <= long_
+    need = {(l, w): _least_memory(l, w, **fixed) for l in (8, 16) for w in (short, long_, 512)}
+    cap = max(need[8, long_], need[16, short])
+    assert cap < need[16, long_]       # the two compete; the larger pair does not fit
+    p = plan(520, 13, "x86-64-host", memory_bytes=cap, l_choices=(8, 16),
+             window_choices=(short, long_), **fixed)
+    assert (p.l, p.window) == (8, long_)
+    cap = max(need[8, 512], need[16, long_])
+    assert cap < need[16, 512]
+    p = plan(520, 13, "x86-64-host", memory_bytes=cap, l_choices=(8, 16),
+             window_choices=(long_, 512), **fixed)
+    assert (p.l, p.window) == (16, long_)
