@@ -2,11 +2,12 @@
 against the paper's formula.
 
 First ``tinydl plan`` makes the plan (the paper's setting, ``l=100``, ``k=20``, by default
-with the memory budget ``--budget-factor`` (1.5) times the paper's formula at that setting, so
-the customizer must choose storage and policies that fit it: no raw-sample reservoir, chunk
-and workspaces sized to it); then the real command (``python -m tinydl fit ... --plan P
---trace-memory --json``) runs in a child process on two ``.npy`` streams of the same data
-distribution, one ``--factor`` times longer, and compares:
+for each dictionary storage dtype (``--dictionary-dtypes``, float32 first: the main row), with
+the memory budget ``--budget-factor`` (1.5 / 1.05) times the paper's formula in bytes of that
+stored dtype, so the customizer must choose policies that fit it: no raw-sample reservoir,
+chunk and workspaces sized to it; see :func:`make_plan`); then the real command
+(``python -m tinydl fit ... --plan P --trace-memory --json``) runs in a child process on
+two ``.npy`` streams of the same data distribution, one ``--factor`` times longer, and compares:
 
 * ``peak_short_bytes`` / ``peak_long_bytes``: tracemalloc's peak in the child (every NumPy
   buffer and Python object the run allocates after its imports) less the data file's bytes
@@ -68,28 +69,44 @@ def make_plan(args, m, n_classes, path, dictionary_dtype):
     Returns ``(plan, budget_bytes)``.
 
     The storage dtype is fixed by the caller, so the budget is not circular: by default it is
-    ``--budget-factor`` times the paper's formula in bytes of that stored dtype (|param| of
-    the network the unconstrained plan picks at that setting); when no plan fits, the plan
-    with the least predicted footprint is taken (the budget then is that least footprint).
-    ``--memory`` sets the budget instead."""
+    ``--budget-factor`` (1.5 / 1.05: the issue's 1.5x target over the 5% the prediction may
+    miss by) times the paper's formula in bytes of that stored dtype, at |param| of the
+    network the plan picks: starting from the unconstrained plan's network, re-planned until
+    the plan's own formula gives the budget it was made for (a smaller budget picks a smaller
+    network, whose formula is smaller).  When no plan fits, the plan with the least predicted
+    footprint is taken (the budget then is that least footprint).  ``--memory`` sets the
+    budget instead."""
     from tinydl.customize import paper_bytes, plan
     from tinydl.errors import BudgetInfeasible
     fixed = dict(l_choices=(args.l,), k_choices=(args.k,), window_choices=(args.window,),
                  dictionary_dtype=dictionary_dtype)
-    if args.memory is None:
-        free = plan(m, n_classes, args.profile, **fixed)
-        budget = int(args.budget_factor * paper_bytes(m, args.l, args.window, _n_params(free),
-                                                      dictionary_dtype=dictionary_dtype))
-    else:
+
+    def formula(q):
+        return int(args.budget_factor * paper_bytes(m, args.l, args.window, _n_params(q),
+                                                    dictionary_dtype=dictionary_dtype))
+
+    if args.memory is not None:
         from tinydl.cli._common import parse_bytes
         budget = parse_bytes(args.memory)
-    try:
-        p = plan(m, n_classes, args.profile, memory_bytes=budget, **fixed)
-    except BudgetInfeasible as exc:
-        budget = int(exc.smallest["memory_bytes"])
-        p = plan(m, n_classes, args.profile, memory_bytes=budget, **fixed)
+        return _save(plan(m, n_classes, args.profile, memory_bytes=budget, **fixed), path), \
+            budget
+    p = plan(m, n_classes, args.profile, **fixed)
+    for _ in range(8):
+        budget = formula(p)
+        try:
+            p = plan(m, n_classes, args.profile, memory_bytes=budget, **fixed)
+        except BudgetInfeasible as exc:
+            budget = int(exc.smallest["memory_bytes"])
+            p = plan(m, n_classes, args.profile, memory_bytes=budget, **fixed)
+            break
+        if formula(p) >= budget:
+            break
+    return _save(p, path), budget
+
+
+def _save(p, path):
     p.save(path)
-    return p, budget
+    return p
 
 
 def _n_params(p):
@@ -133,8 +150,9 @@ def measure(args, paths, tmp, m, n_classes, dictionary_dtype, source):
     _, budget = make_plan(args, m, n_classes, plan_path, dictionary_dtype)
     res = {}
     for name in ("short", "long"):
-        res[name] = run_fit(*paths[name], os.path.join(tmp, f"model-{name}"),
-                            os.path.join(tmp, f"{name}.json"), ["--plan", plan_path])
+        tag = f"{name}-{dictionary_dtype}"
+        res[name] = run_fit(*paths[name], os.path.join(tmp, f"model-{tag}"),
+                            os.path.join(tmp, f"{tag}.json"), ["--plan", plan_path])
     # the learner's peak: tracemalloc's, less the data file's own bytes held in memory (the
     # labels, read whole; the .npy features are memory-mapped)
     raw_s, raw_l = res["short"]["peak_traced_bytes"], res["long"]["peak_traced_bytes"]
@@ -214,7 +232,7 @@ def main(argv=None):
     ap.add_argument("--profile", default="x86-64-host")
     ap.add_argument("--memory", default=None, help="memory budget passed to the plan "
                     "(default: --budget-factor x the paper's formula in the stored dtype)")
-    ap.add_argument("--budget-factor", type=float, default=1.5)
+    ap.add_argument("--budget-factor", type=float, default=1.5 / 1.05)
     ap.add_argument("--dictionary-dtypes", default="float32,float16,int8",
                     help="comma-separated storage dtypes, one row each; the first is the main "
                     "row (the top-level JSON keys), all are summarized under 'rows'")

@@ -201,7 +201,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
                      "the chunk's squared deviations")]
     # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
-    # copy and the network's per-call buffers (measured: 16 B a sample and 12 B a non-zero)
+    # copy and the network's per-call buffers (measured: 16 B a sample; the window's codes are
+    # trained on in place: no padded-index or values copy per non-zero, tinydl.nn.trainer)
     rows = max(chunk, n_standardize) if (rebuild == "never" and standardize == "hold") \
         else chunk
     out += [_buf("stream.read", (chunk, m), dt, "overhead", "stream", "the chunk read"),
@@ -210,7 +211,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  "the chunk's codes and their scaled copy"),
             _buf("stream.window copy", (slots, kk * code + 16), "uint8", "overhead", "stream",
                  "the ordered window (and its slot index) the network retrains on"),
-            _buf("stream.training", (22 * 1024 + slots * (16 + 12 * kk),), "uint8",
+            _buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
                  "overhead", "stream", "the network's per-call buffers")]
     if rebuild == "new-class":
         nb = min(n_standardize, slots)
