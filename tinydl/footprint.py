@@ -145,11 +145,12 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
             _buf("transform.Li", (lb, lb), dt, "overhead", S,
                  "inverse Cholesky factor of G: Wp from D a"),
-            _buf("basis.rows", (_SCAN, m), dt, "overhead", S, "the Wp test's padded rows"),
             _buf("basis.c,z", (2, _SCAN, lb), dt, "overhead", S, "D a and Li D a"),
             # the row-independent products' tiles, grown to the widest operands: (16, m) in
             # and (16, l) out, and (16, m) out too where the Wp test takes the explicit
-            # residual (alpha^2 below 2 x 0.01, hal.backends.numpy.basis)
+            # residual (alpha^2 below 2 x 0.01, hal.backends.numpy.basis); the in tile is
+            # also the Wp test's padded rows and OMP's padded chunk rows (one tile, not
+            # three: NumpyBackend.product_tiles)
             _buf("backend.tiles", (_TILE, m + (m if alpha * alpha < 0.02 else lb)), dt,
                  "overhead", S, "the row-independent product tiles (in, out)")]
     if ddt != dt:
@@ -167,7 +168,6 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
             _buf("omp.state", (kk * kk + 6 * kk + 1 + 5, b), dt, "overhead", S,
                  "coef, u, ru, b, cj, nrho, gamma, vec, xx"),
             _buf("omp.index", (kk + 2, b), "int64", "overhead", S, "j, fj, rowoff"),
-            _buf("omp.pad_in", (_TILE, m), dt, "overhead", S, ""),
             _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, ""),
             _buf("omp.G", (lb, lb), dt, "overhead", S, "the plan's contiguous Gram copy")]
     if dt_copy:
@@ -201,7 +201,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
                      "the chunk's squared deviations")]
     # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
-    # copy and the network's per-call buffers (measured: 16 B a sample and 12 B a non-zero)
+    # copy and the network's per-call buffers (measured: 16 B a sample; the window's codes are
+    # trained on in place: no padded-index or values copy per non-zero, tinydl.nn.trainer)
     rows = max(chunk, n_standardize) if (rebuild == "never" and standardize == "hold") \
         else chunk
     out += [_buf("stream.read", (chunk, m), dt, "overhead", "stream", "the chunk read"),
@@ -210,7 +211,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  "the chunk's codes and their scaled copy"),
             _buf("stream.window copy", (slots, kk * code + 16), "uint8", "overhead", "stream",
                  "the ordered window (and its slot index) the network retrains on"),
-            _buf("stream.training", (22 * 1024 + slots * (16 + 12 * kk),), "uint8",
+            _buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
                  "overhead", "stream", "the network's per-call buffers")]
     if rebuild == "new-class":
         nb = min(n_standardize, slots)
@@ -332,7 +333,7 @@ def measured_buffers(learner) -> Dict[str, int]:
     put("transform.Li", d.get("_Li"))
     bws = d.get("_bws")
     if bws is not None:
-        put("basis.rows", getattr(bws, "_xb", None))
+        put("basis.rows", getattr(bws, "_xb", None))  # None: the backend's shared tile
         put("basis.c,z", getattr(bws, "_cflat", None), getattr(bws, "_zflat", None))
         plan = getattr(bws, "_plan", None)
         ws = getattr(plan, "_ws", None)

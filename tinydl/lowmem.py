@@ -20,12 +20,13 @@ def _lean_class(cls):
     """``cls`` whose OMP workspaces hold no copy of ``D.T`` (same name, same results up to
     the product's rounding)."""
 
-    def prepare_omp(self, batch, m, l, k, dtype):
-        ws = cls.prepare_omp(self, batch, m, l, k, dtype)
+    def prepare_omp(self, batch, m, l, k, dtype, dt_copy=None):
+        ws = cls.prepare_omp(self, batch, m, l, k, dtype, dt_copy=False)
         ws.arrays.pop("DT", None)  # omp_encode then multiplies by the view D.T
         return ws
 
     return type(f"Lean{cls.__name__}", (cls,), {"prepare_omp": prepare_omp,
+                                               "omp_dt_copy": False,
                                                "__module__": __name__})
 
 

@@ -246,12 +246,14 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                "n_features_in_": np.array(self.n_features_in_),
                "n_samples_seen_": np.array(self.n_samples_seen_),
                "n_atoms_": np.array(n),
-               "D": self._D[:n].copy(), "G": self._G[:n, :n].copy(),
-               "D_scale": (self._D_scale[:n].copy() if self._D_scale is not None
+               # views: save writes them as they are (a copy of the atoms was a
+               # dictionary-sized transient at every checkpoint)
+               "D": self._D[:n], "G": self._G[:n, :n].copy(),
+               "D_scale": (self._D_scale[:n] if self._D_scale is not None
                            else np.zeros(0, np.float32)),
                "Linv": self._Li[:n, :n].copy(),
                "has_stats": np.array(int(self.mean_ is not None)),
-               "pending": (self._pending[:self._n_pending].copy() if self._pending is not None
+               "pending": (self._pending[:self._n_pending] if self._pending is not None
                            else np.zeros((0, self.n_features_in_), self.dtype_)),
                "buffering": np.array(int(self._pending is not None))}
         if self.mean_ is not None:

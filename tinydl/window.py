@@ -212,6 +212,9 @@ class CodeWindow:
             sl = slice(0, self.fill)  # a view: no copy
         else:
             sl = self.occupied()
+            if len(sl) and sl[-1] - sl[0] == len(sl) - 1 and np.all(np.diff(sl) == 1):
+                # one run of slots (a full reservoir): a view, not a copy of the window
+                sl = slice(int(sl[0]), int(sl[-1]) + 1)
         return SparseCodes(self.indices[sl], self.values[sl], self.n_atoms), self.labels[sl]
 
     def raw_view(self) -> Tuple[np.ndarray, np.ndarray]:

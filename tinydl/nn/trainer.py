@@ -63,7 +63,7 @@ class InputChecks:
     def _check_X(self, X, n_features=None):
         """Dense rows (n, n_features) in the model's dtype, or validated compact codes (a
         :class:`~tinydl.codes.SparseCodes` in the model's dtype, int32 indices, zero values in
-        the padding, padded indices built); returns (data, n_samples, n_features, is_sparse)."""
+        the padding); returns (data, n_samples, n_features, is_sparse)."""
         dtype = np.dtype(self.dtype)
         if hasattr(X, "indices") and hasattr(X, "values") and hasattr(X, "n_atoms"):
             idx = np.asarray(X.indices)
@@ -81,8 +81,14 @@ class InputChecks:
                 raise ValueError(f"codes' indices must be in [-1, {l}), got values in "
                                  f"[{idx.min()}, {idx.max()}]")
             idx = np.ascontiguousarray(idx, np.int32)
-            codes = SparseCodes(idx, np.where(idx >= 0, vals, 0).astype(dtype), l)
-            codes.padded_indices()  # built once here, gathered per mini-batch
+            # the padding's values must read 0; codes whose padding already does (a window's,
+            # an encoder's) are used as they are (read only here), else one zeroed copy
+            pad = idx < 0
+            if pad.any() and np.any(vals[pad] != 0):
+                vals = np.where(pad, 0, vals).astype(dtype, copy=False)
+            # no padded-index copy of the whole data (n x k intp): training pads each
+            # mini-batch's indices (Trainer), other uses build it on demand
+            codes = SparseCodes(idx, np.ascontiguousarray(vals, dtype), l)
             return codes, idx.shape[0], l, True
         if hasattr(X, "tocsr") or hasattr(X, "todense"):
             raise TypeError(f"sparse input is not supported ({type(X).__name__}); pass a dense "
@@ -211,8 +217,11 @@ class Trainer:
                     xb = bufs["codes"].rows(0, nb)  # views of the buffers, padding included
                     np.take(data.indices, rows, axis=0, out=xb.indices, mode="clip")
                     np.take(data.values, rows, axis=0, out=xb.values, mode="clip")
-                    np.take(data.padded_indices(), rows, axis=0, out=xb.padded_indices(),
-                            mode="clip")
+                    # the batch's padded indices, from its own (the padding to column
+                    # n_atoms, as SparseCodes.padded_indices)
+                    pb = xb.padded_indices()
+                    np.copyto(pb, xb.indices)
+                    np.copyto(pb, data.n_atoms, where=xb.indices < 0)
                     if self.sparse_product == "auto" and not getattr(self, "_sp_chosen", False):
                         net.choose_sparse_product(xb)
                         self._sp_chosen = True

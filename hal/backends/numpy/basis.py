@@ -57,7 +57,10 @@ class BasisWorkspace:
         self.dtype, self.m, self.lb = dt, m, lb
         rows = _SCAN_ROWS
         # fixed buffers: the same shapes whatever the batch split
-        self._xb = np.zeros((rows, m), dt)
+        # the Wp test's padded rows are the backend's shared input tile when it has one
+        # (NumpyBackend.product_tiles: (16, m) values fewer); else a buffer of their own
+        self._xb = None if hasattr(backend, "product_tiles") and rows == getattr(
+            backend, "product_rows", None) else np.zeros((rows, m), dt)
         self._cflat = np.zeros(rows * lb, dt)
         self._zflat = np.zeros(rows * lb, dt)
         self._plan = None
@@ -71,6 +74,8 @@ class BasisWorkspace:
         ``self._Z`` and ``|x|^2`` in ``self._xx``."""
         r = R.shape[0]
         xb = self._xb
+        if xb is None:
+            xb = self.backend.product_tiles(self.dtype, self.m)[0]
         rows = xb.shape[0]
         xb[:r] = R
         xb[r:] = 0

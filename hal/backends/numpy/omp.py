@@ -106,6 +106,10 @@ class BatchOMP:
     #: code a lone sample as a pair (NumPy's reductions round a single row differently);
     #: a backend that codes each sample on its own, in a fixed order, turns it off
     _lone_as_pair = True
+    #: whether a float32 workspace keeps a contiguous copy of ``D.T`` (``m x l`` values);
+    #: :func:`tinydl.lowmem.plan_backend` turns it off for a small-memory plan (the copy is
+    #: then never allocated: allocating and dropping it was a dictionary-sized transient)
+    omp_dt_copy = True
 
     def _chunk_rows(self, batch: int, l: int, k: int, itemsize: int) -> int:
         """Samples per chunk: at most ``batch``, and a multiple of ``block`` whose ``Y``
@@ -114,9 +118,10 @@ class BatchOMP:
         fit = max(1, int(self.cache_bytes // per_sample) // self.block) * self.block
         return max(1, min(batch, fit))
 
-    def prepare_omp(self, batch, m, l, k, dtype) -> OMPWorkspace:
+    def prepare_omp(self, batch, m, l, k, dtype, dt_copy=None) -> OMPWorkspace:
         """Allocate every buffer :meth:`omp_encode` needs for chunks of up to ``batch``
-        samples (fewer if their state would not fit :attr:`cache_bytes`)."""
+        samples (fewer if their state would not fit :attr:`cache_bytes`); ``dt_copy``: keep
+        the float32 copy of ``D.T`` (None: :attr:`omp_dt_copy`)."""
         dtype = np.dtype(dtype)
         batch = int(min(batch, self.batch)) if batch else self.batch
         k = int(min(k, l))
@@ -143,10 +148,9 @@ class BatchOMP:
             "ok": np.zeros(batch, bool),
             "act": np.zeros(batch, bool),
             "xx": np.zeros(batch, dtype),               # |x|^2 per sample
-            "pad_in": np.empty((self.product_rows, m), dtype),
             "pad_out": np.empty((l, self.product_rows), dtype),
         }
-        if dtype == np.float32:
+        if dtype == np.float32 and (self.omp_dt_copy if dt_copy is None else dt_copy):
             # X @ D.T on a contiguous copy of D.T: measured ~1.3x faster for float32 GEMMs on
             # OpenBLAS (no gain in float64); refreshed on every call, so D may change
             a["DT"] = np.empty((m, l), dtype)
@@ -233,7 +237,9 @@ class BatchOMP:
         n = X.shape[0]
         c, xx = A["corr"][:n], A["xx"][:n]
         if corr is None:
-            self._rows_matmul(X, DT, c, A["pad_in"], A["pad_out"], sq=xx)
+            # the padded input tile is the backend's shared one (product_tiles)
+            pad_in = self.product_tiles(X.dtype, X.shape[1])[0]
+            self._rows_matmul(X, DT, c, pad_in, A["pad_out"], sq=xx)
         else:
             np.copyto(c, corr)
             np.einsum("ij,ij->i", X, X, out=xx)

@@ -103,9 +103,11 @@ class StoredEncodePlan(EncodePlan):
         self.width = self.k if width is None else int(width)
         self.tol, self.mean, self.scale = tol, mean, scale
         self.dtype = tiles.dtype
+        # the products read the stored atoms: no copy of D.T (not even allocated and dropped)
+        opt = {"dt_copy": False} if hasattr(backend, "omp_dt_copy") else {}
         self._ws = backend.prepare_omp(getattr(backend, "batch", 256), self.m, self.l, self.k,
-                                       self.dtype)
-        self._ws.arrays.pop("DT", None)  # the products read the stored atoms
+                                       self.dtype, **opt)
+        self._ws.arrays.pop("DT", None)
         self._ws.fixed_D = True
 
     def encode(self, X, indices, values, raw=True) -> None:
@@ -156,7 +158,9 @@ class StoredBasisWorkspace(BasisWorkspace):
         self.D, self.G, self.Li, self.scale = Dq, G, Li, scale
         self.dtype, self.m, self.lb = dt, m, lb
         self._tiles = _Tiles(backend, Dq, scale, dt)
-        self._xb = np.zeros((_SCAN_ROWS, m), dt)
+        # the padded rows: the backend's shared input tile when it has one (as the base's)
+        self._xb = None if hasattr(backend, "product_tiles") and _SCAN_ROWS == getattr(
+            backend, "product_rows", None) else np.zeros((_SCAN_ROWS, m), dt)
         self._cflat = np.zeros(_SCAN_ROWS * lb, dt)
         self._zflat = np.zeros(_SCAN_ROWS * lb, dt)
         self._plan = None
@@ -166,6 +170,8 @@ class StoredBasisWorkspace(BasisWorkspace):
     def _test(self, n, R, refine2):
         r = R.shape[0]
         xb = self._xb
+        if xb is None:
+            xb = self.backend.product_tiles(self.dtype, self.m)[0]
         rows = xb.shape[0]
         xb[:r] = R
         xb[r:] = 0
