@@ -52,8 +52,14 @@ class BasisWorkspace:
             if a.dtype != dt or a.shape != shape or not a.flags.c_contiguous:
                 raise ValueError(f"prepare_basis: {name} should be C-contiguous {dt} of shape "
                                  f"{shape}, got {a.dtype} {a.shape}")
+        self.D = D
+        self._setup(backend, G, Li, dt, m, lb)
+
+    def _setup(self, backend, G, Li, dt, m, lb) -> None:
+        """The state every workspace shares (this one and the stored-atom one): the Gram
+        matrix, its inverse Cholesky factor and the Wp test's fixed buffers."""
         self.backend = backend
-        self.D, self.G, self.Li = D, G, Li
+        self.G, self.Li = G, Li
         self.dtype, self.m, self.lb = dt, m, lb
         rows = _SCAN_ROWS
         # fixed buffers: the same shapes whatever the batch split
@@ -88,7 +94,7 @@ class BasisWorkspace:
         # rounding depends on the row's position
         nq = max(n, 2)
         C = self._cflat[:rows * nq].reshape(rows, nq)
-        self.backend.rows_matmul(xb, self.D[:nq].T, out=C)
+        self._correlate(xb, nq, C)
         Z = self._zflat[:rows * nq].reshape(rows, nq)
         self.backend.rows_matmul(C, self.Li[:nq, :nq].T, out=Z)
         self._C, self._Z = C, Z
@@ -98,10 +104,19 @@ class BasisWorkspace:
             refine = live & (wp2 < refine2)
             if refine.any():
                 W = self.backend.rows_matmul(Z, self.Li[:nq, :nq])
-                res = xb - self.backend.rows_matmul(W, self.D[:nq])
+                res = self._residual(W, nq, xb)
                 rr = np.einsum("ij,ij->i", res, res)[:r]
                 wp2 = np.where(refine, rr / xx[:r], wp2)
         return np.where(live, np.clip(wp2, 0, 1), 0).astype(self.dtype, copy=False)
+
+    # the test's two products with the atoms (the stored-atom workspace decodes them)
+    def _correlate(self, X, nq, out):
+        """``out = X @ D[:nq].T`` (row-independent)."""
+        self.backend.rows_matmul(X, self.D[:nq].T, out=out)
+
+    def _residual(self, W, nq, X):
+        """A new array ``X - W @ D[:nq]`` (row-independent)."""
+        return X - self.backend.rows_matmul(W, self.D[:nq])
 
     def wp(self, n, X):
         """Wp of each row of ``X`` against the first ``n`` atoms (the explicit residual

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .basis import _SCAN_ROWS, BasisWorkspace
+from .basis import BasisWorkspace
 from .encode import EncodePlan, nonfinite_error
 
 __all__ = ["StoredBasisWorkspace", "StoredEncodePlan", "quantize", "decode", "STORAGE"]
@@ -154,48 +154,15 @@ class StoredBasisWorkspace(BasisWorkspace):
         if (Dq.dtype == np.int8) != (scale is not None):
             raise ValueError("prepare_basis: int8 atoms need their per-atom scale (and only "
                              "they)")
-        self.backend = backend
-        self.D, self.G, self.Li, self.scale = Dq, G, Li, scale
-        self.dtype, self.m, self.lb = dt, m, lb
+        self.D, self.scale = Dq, scale
+        self._setup(backend, G, Li, dt, m, lb)
         self._tiles = _Tiles(backend, Dq, scale, dt)
-        # the padded rows: the backend's shared input tile when it has one (as the base's)
-        self._xb = None if hasattr(backend, "product_tiles") and _SCAN_ROWS == getattr(
-            backend, "product_rows", None) else np.zeros((_SCAN_ROWS, m), dt)
-        self._cflat = np.zeros(_SCAN_ROWS * lb, dt)
-        self._zflat = np.zeros(_SCAN_ROWS * lb, dt)
-        self._plan = None
-        self._plan_key = None
-        self.dependent = 0
 
-    def _test(self, n, R, refine2):
-        r = R.shape[0]
-        xb = self._xb
-        if xb is None:
-            xb = self.backend.product_tiles(self.dtype, self.m)[0]
-        rows = xb.shape[0]
-        xb[:r] = R
-        xb[r:] = 0
-        xx = np.einsum("ij,ij->i", xb, xb)
-        self._xx = xx
-        live = xx[:r] > 0
-        if n == 0:
-            return live.astype(self.dtype)
-        nq = max(n, 2)
-        C = self._cflat[:rows * nq].reshape(rows, nq)
-        self._tiles.correlate(xb, nq, C)
-        Z = self._zflat[:rows * nq].reshape(rows, nq)
-        self.backend.rows_matmul(C, self.Li[:nq, :nq].T, out=Z)
-        self._C, self._Z = C, Z
-        pp = np.einsum("ij,ij->i", Z, Z)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            wp2 = 1 - pp[:r] / xx[:r]
-            refine = live & (wp2 < refine2)
-            if refine.any():
-                W = self.backend.rows_matmul(Z, self.Li[:nq, :nq])
-                res = self._tiles.combine(W, nq, xb.copy())
-                rr = np.einsum("ij,ij->i", res, res)[:r]
-                wp2 = np.where(refine, rr / xx[:r], wp2)
-        return np.where(live, np.clip(wp2, 0, 1), 0).astype(self.dtype, copy=False)
+    def _correlate(self, X, nq, out):
+        self._tiles.correlate(X, nq, out)
+
+    def _residual(self, W, nq, X):
+        return self._tiles.combine(W, nq, X.copy())
 
     def _join(self, n, a, r, wp2):
         xx = self._xx[r]
