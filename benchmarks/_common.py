@@ -23,7 +23,23 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 from typing import Callable, List, Optional, Sequence  # noqa: E402
 
-__all__ = ["REPO_ROOT", "blas_threads", "time_call", "print_table", "write_json", "fmt"]
+__all__ = ["REPO_ROOT", "SHARED_DATA", "SHARED_FILES", "shared_file", "blas_threads",
+           "time_call", "print_table", "write_json", "fmt"]
+
+
+#: the workplace's shared data folder beside the checkout, and its two data sets by name
+SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+SHARED_FILES = {"ujiindoorloc": "ujiindoorloc.npz", "dsa": "dsa_subset20_f16.npz"}
+
+
+def shared_file(name: str) -> Optional[str]:
+    """The path of the shared data set ``name`` (a key of :data:`SHARED_FILES`), or None after
+    saying it is absent (a benchmark then skips that data set, loudly)."""
+    path = os.path.join(SHARED_DATA, SHARED_FILES[name])
+    if not os.path.exists(path):
+        print(f"{name}: {path} is absent: skipped")
+        return None
+    return path
 
 
 def blas_threads() -> str:

@@ -26,18 +26,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
-from benchmarks._common import REPO_ROOT, print_table, write_json  # noqa: E402
+from benchmarks._common import SHARED_DATA, print_table, shared_file, write_json  # noqa: E402
 
-DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
 DTYPES = ("float32", "float16", "int8")
 
 
 def load(name, limit=None):
     from tinydl.data import load_real, split_dataset
     if name == "ujiindoorloc":
-        ds = load_real(os.path.join(DATA, "ujiindoorloc.npz"))
+        ds = load_real(os.path.join(SHARED_DATA, "ujiindoorloc.npz"))
     else:
-        ds = split_dataset(load_real(os.path.join(DATA, "dsa_subset20_f16.npz")), 0.2, 0)
+        ds = split_dataset(load_real(os.path.join(SHARED_DATA, "dsa_subset20_f16.npz")), 0.2, 0)
     order = np.random.default_rng(0).permutation(len(ds.y_train))
     if limit:
         order = order[:limit]
@@ -83,10 +82,8 @@ def main(argv=None):
     for name in ("ujiindoorloc", "dsa"):
         if args.only and name != args.only:
             continue
-        src = os.path.join(DATA, "ujiindoorloc.npz" if name == "ujiindoorloc"
-                           else "dsa_subset20_f16.npz")
-        if not os.path.exists(src):
-            print(f"{name}: {src} is absent: skipped")
+        src = shared_file(name)
+        if src is None:
             continue
         X, y, Xte, yte = load(name, args.limit)
         models = {dt: fit(X, y, dt) for dt in DTYPES}

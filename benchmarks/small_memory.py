@@ -28,9 +28,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
-from benchmarks._common import REPO_ROOT, write_json  # noqa: E402
+from benchmarks._common import REPO_ROOT, SHARED_DATA, shared_file, write_json  # noqa: E402
 
-DATA = os.path.join(REPO_ROOT, "..", "shared", "data")
 #: test accuracy of the raw-feature network in `tinydl reproduce` (full protocol)
 RAW_ACCURACY = {"ujiindoorloc": 0.913, "dsa": 0.942}
 #: (data set, memory budget, allowed gap in points)
@@ -58,7 +57,7 @@ def _tinydl(*args):
 def dsa_file(tmp):
     """The Daily and Sports subset on reproduce's split, as a flat ``.npz``."""
     from tinydl.data import load_real, split_dataset
-    ds = split_dataset(load_real(os.path.join(DATA, "dsa_subset20_f16.npz")), 0.2, 0)
+    ds = split_dataset(load_real(os.path.join(SHARED_DATA, "dsa_subset20_f16.npz")), 0.2, 0)
     path = os.path.join(tmp, "dsa_split.npz")
     np.savez(path, X_train=ds.X_train.astype(np.float32), y_train=ds.y_train,
              X_test=ds.X_test.astype(np.float32), y_test=ds.y_test)
@@ -113,10 +112,8 @@ def main(argv=None):
         for name, memory, gap in CASES:
             if args.only and name != args.only:
                 continue
-            src = os.path.join(DATA, "ujiindoorloc.npz" if name == "ujiindoorloc"
-                               else "dsa_subset20_f16.npz")
-            if not os.path.exists(src):
-                print(f"{name}: {src} is absent: skipped")
+            src = shared_file(name)
+            if src is None:
                 continue
             path = src if name == "ujiindoorloc" else dsa_file(tmp)
             for extra_mem in args.sweep:
