@@ -112,6 +112,10 @@ class Backend:
     #: no temporary): only then does the trainer fold the weight gradients into the
     #: optimizer's velocity (a reference :meth:`gemm` that allocates would be no gain)
     fused_gemm: bool = False
+    #: whether the execution phase (a fitted transform's encode, a learner's one-sample
+    #: predict: per-row work) runs on the native backend's per-row kernels where they build
+    #: (:func:`hal.execution.execution_backend`, the rule); False: on this backend's own
+    compiled_execution: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = dict(options)

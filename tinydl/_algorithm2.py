@@ -103,6 +103,17 @@ class Algorithm2Scan:
         return self._bws.plan(self.n_atoms_, p["k"], tol=p["tol"],
                               width=min(p["k"], p["l"]), mean=self.mean_, scale=self.scale_)
 
+    def _exec_plan(self, p):
+        """The execution phase's encode plan (``transform``, ``transform_into``, the
+        learner's one-sample predict): the workspace's ``exec_plan`` where it has one (the
+        native per-row kernels for a ``compiled_execution`` backend, see
+        :mod:`hal.execution`), else the training plan of :meth:`_plan`."""
+        make = getattr(self._bws, "exec_plan", None)
+        if make is None:
+            return self._plan(p)
+        return make(self.n_atoms_, p["k"], tol=p["tol"], width=min(p["k"], p["l"]),
+                    mean=self.mean_, scale=self.scale_)
+
     def _omp_into(self, R, idx, val, p) -> None:
         """OMP codes of the standardized rows ``R`` into ``idx`` and ``val`` (kc wide)."""
         if self.n_atoms_ == 0:  # an empty dictionary codes everything as zero

@@ -85,7 +85,7 @@ class ExecutionPaths:
         if self._pending is not None:
             self._prepared(np.zeros((1, self.n_features_in_), self.dtype_), "transform")
         kc = min(p["k"], self._fit_params["l"])
-        plan = self._plan(p) if self.n_atoms_ else None
+        plan = self._exec_plan(p) if self.n_atoms_ else None
         into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_, "transform_into: ", plan)
         if store:
             self._into = into

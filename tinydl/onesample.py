@@ -26,7 +26,9 @@ multi-row batch may differ in the last bits of the outputs (BLAS ``?gemm`` again
 ``?gemv`` in the dense layers), the codes not at all.
 
 On a backend with a fused one-sample predict (the native backend's ``prepare_predict``:
-``hal/backends/native/predict.c``), :meth:`OneSample.predict` is one kernel call: the
+``hal/backends/native/predict.c``; also ``blas`` and the other ``compiled_execution``
+backends where the native kernels build, see :mod:`hal.execution`), :meth:`OneSample.predict`
+is one kernel call: the
 finiteness check, this standardization, the transform's encode (the same kernels as
 ``transform_into``), the code scale, the network's layers and the argmax.  Its codes are the
 same bits as above (written into ``indices`` / ``values``); its outputs agree with
@@ -104,7 +106,8 @@ class OneSample:
         one kernel call for the standardization, the codes, the code scale, the network and
         the argmax) with the transform's execution state it was made for; (None, None) where
         the backend has none or the network has a layer it does not run."""
-        prepare = getattr(self.net.backend, "prepare_predict", None)
+        from hal.execution import execution_backend  # blas: the native kernels (the rule)
+        prepare = getattr(execution_backend(self.net.backend), "prepare_predict", None)
         specs = layer_specs(self.net) if prepare is not None else None
         if specs is None or (self.mean is not None and (
                 self.mean.dtype != self.dtype or self.scale.dtype != self.dtype)):

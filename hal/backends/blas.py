@@ -138,6 +138,8 @@ class BlasBackend(NumpyBackend):
     bit_identical = False
     rtol = {"float32": 1e-5, "float64": 1e-13}
     fused_gemm = True
+    #: the execution phase on the native per-row kernels where they build (hal.execution)
+    compiled_execution = True
     #: products of at most this many multiply-adds (``m k n``), and those with one row or
     #: one column, run as ``numpy.matmul`` (its call overhead is ~5 us less than cffi's;
     #: equal speed from ~2^20 up, measured on the trainer's and OMP's shapes)

@@ -80,6 +80,9 @@ class MPIBackend(ShardedRows, NumpyBackend):
 
     name = "mpi"
     bit_identical = False
+    #: the execution phase (per-row, never sharded) on the native per-row kernels where
+    #: they build, as the blas backend's (hal.execution): the same codes as one process
+    compiled_execution = True
     #: the operations whose results are bit-identical to NumPy's
     bit_identical_ops = ("omp_encode", "gather_matmul")
     rtol = {"float32": 1e-5, "float64": 1e-13}

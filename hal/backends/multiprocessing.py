@@ -172,6 +172,9 @@ class MultiprocessingBackend(ShardedRows, NumpyBackend):
 
     name = "multiprocessing"
     bit_identical = False
+    #: the execution phase (per-row, never sharded) on the native per-row kernels where
+    #: they build, as the blas backend's (hal.execution): the same codes as one process
+    compiled_execution = True
     #: the operations whose results are bit-identical to NumPy's
     bit_identical_ops = ("omp_encode", "gather_matmul")
     rtol = {"float32": 1e-5, "float64": 1e-13}

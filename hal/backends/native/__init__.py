@@ -73,6 +73,7 @@ class NativeBackend(BlasBackend):
     # the kernel codes each sample on its own and its correlations and |x|^2 come in a fixed
     # order: a lone sample needs no partner (see NumpyBackend.omp_encode)
     _lone_as_pair = False
+    compiled_execution = False  # its own plans are the per-row kernels
     rtol = {"float32": 1e-5, "float64": 1e-13}
 
     def __init__(self, block: int = 128, batch: int = 256, threads: Optional[int] = None,
@@ -177,6 +178,21 @@ class NativeBackend(BlasBackend):
                                           width=width)
         return EncodePlan(self._nffi, self._nlib, D, np.ascontiguousarray(G), k, tol=tol,
                           mean=mean, scale=scale, width=width)
+
+    def transposed_atoms(self, lb, m, dtype) -> np.ndarray:
+        """A zeroed array for up to ``lb`` atoms of ``m`` features transposed as the
+        encode kernel reads them ((m + 1, lw), lw a whole number of vectors; the last row
+        zero, see :class:`BasisWorkspace`), for :meth:`encode_plan_over`."""
+        sfx = "f32" if np.dtype(dtype) == np.float32 else "f64"
+        return np.zeros((m + 1, int(getattr(self._nlib, "correlate_width_" + sfx)(lb))),
+                        dtype)
+
+    def encode_plan_over(self, DT, G, l, k, tol=None, mean=None, scale=None, width=None):
+        """An :class:`EncodePlan` over the first ``l`` columns of ``DT`` (from
+        :meth:`transposed_atoms`, kept, not copied) and ``G`` (rows of at least ``l``): the
+        execution phase of another backend's transform (:mod:`hal.execution`)."""
+        return EncodePlan(self._nffi, self._nlib, None, G, k, tol=tol, mean=mean, scale=scale,
+                          width=width, DT=DT, l=l)
 
     def prepare_predict(self, plan, mean, scale, code_scale, layers):
         """A learner's one-sample predict in one kernel call (see :class:`PredictPlan`):

@@ -72,6 +72,10 @@ class BasisWorkspace:
         self._plan = None
         self._plan_key = None
         self.dependent = 0
+        # the execution phase's plan on compiled per-row kernels (exec_plan), its key, and
+        # the atoms transposed as those kernels read them (columns filled as atoms join)
+        self._xplan = self._xkey = self._xdt = None
+        self._xfilled = 0
 
     # -- the Wp test ---------------------------------------------------------------------
     def _test(self, n, R, refine2):
@@ -158,6 +162,35 @@ class BasisWorkspace:
                 mean=mean, scale=scale, width=width)
             self._plan_key = key
         return self._plan
+
+    def exec_plan(self, n, k, tol=None, width=None, mean=None, scale=None):
+        """The execution phase's encode plan for the first ``n`` atoms: on the native
+        backend's per-row kernels where :func:`hal.execution.execution_backend` says so
+        (the backend is ``compiled_execution`` and they build; atoms stored in the compute
+        dtype), else :meth:`plan`.  Made once per dictionary size and parameters; the
+        atoms' transposed copy it reads is kept and extended as atoms join (one copy of each
+        atom, not one of the dictionary per join).  Training never uses it."""
+        from ...execution import execution_backend
+        xbe = execution_backend(self.backend)
+        if xbe is self.backend or n == 0 or self.D.dtype != self.G.dtype \
+                or not hasattr(xbe, "encode_plan_over"):
+            return self.plan(n, k, tol, width, mean, scale)
+        key = (n, k, tol, width, mean is not None)
+        if self._xkey == key and (mean is None or self._xplan.mean is mean):
+            return self._xplan
+        self._xplan = self._xkey = None
+        if self._xdt is None:
+            self._xdt = xbe.transposed_atoms(self.lb, self.m, self.dtype)
+            self._xfilled = 0
+        if n < self._xfilled:  # never by Algorithm 2 (atoms only join): copied again
+            self._xfilled = 0
+        if n > self._xfilled:
+            self._xdt[:self.m, self._xfilled:n] = self.D[self._xfilled:n].T
+            self._xfilled = n
+        self._xplan = xbe.encode_plan_over(self._xdt, self.G, n, min(k, n), tol=tol,
+                                           mean=mean, scale=scale, width=width)
+        self._xkey = key
+        return self._xplan
 
     def run(self, n, lmax, rows, idx, val, thr, k, tol=None, refine2=REFINE_WP2):
         """Algorithm 2 on the standardized ``rows`` (N, m) from ``n`` atoms (at most
