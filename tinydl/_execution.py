@@ -11,6 +11,8 @@ layout, a changed parameter) goes the checked way.
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ._algorithm2 import _refine_below, _wp_floor
@@ -101,19 +103,20 @@ class ExecutionPaths:
         f = self.__dict__.get("_fast")
         if f is None or type(X) is not np.ndarray or X.ndim != 2 \
                 or not 0 < X.shape[0] <= _FAST_ROWS or X.shape[1] != f[1] \
-                or X.dtype != f[2] or not X.flags.c_contiguous:
+                or (X.dtype is not f[2] and X.dtype != f[2]) or not X.flags.c_contiguous:
             return None
         try:
-            if self._params_key() != f[0]:
+            if _params_key(self) != f[0]:
                 return None
         except (TypeError, ValueError):  # a parameter set to something odd: the checks say
             return None
         n = X.shape[0]
         if want_codes:
             idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
-        else:
-            idx = val = None  # the runner's own scratch
-        r = f[3](X, idx, val, self.n_atoms_)
+            r = f[3](X, idx, val, self.n_atoms_)
+        else:  # the codes go to the runner's own scratch
+            idx = val = None
+            r = f[5](X, self.n_atoms_)
         if r < 0:
             return None
         self.n_samples_seen_ += n
@@ -125,8 +128,7 @@ class ExecutionPaths:
     def _params_key(self):
         """The parameters as set (what a bound runner was made for; == compares each by
         identity first)."""
-        return (self.l, self.k, self.alpha, self.standardize, self.n_standardize, self.tol,
-                self.dtype, self.backend, self.block, self.dictionary_dtype)
+        return _params_key(self)
 
     def _prepare_fast(self, p) -> None:
         """Bind the runner :meth:`_fast_stream` calls (the end of every checked batch)."""
@@ -137,10 +139,17 @@ class ExecutionPaths:
         thr = max(p["alpha"], _wp_floor(self.dtype_))
         run = self._bws.runner(p["l"], p["k"], p["tol"], thr, _refine_below(thr), kc,
                                _FAST_ROWS, self.mean_, self.scale_)
-        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc)
+        lean = getattr(run, "lean", None)  # the runner without codes (partial_fit)
+        if lean is None:
+            def lean(X, n):
+                return run(X, None, None, n)
+        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc, lean)
 
 
 _INT32 = np.dtype(np.int32)
+#: the parameters as set, one C-level call (the one-row path checks them on every call)
+_params_key = operator.attrgetter("l", "k", "alpha", "standardize", "n_standardize", "tol",
+                                  "dtype", "backend", "block", "dictionary_dtype")
 
 
 def _describe(a) -> str:

@@ -269,12 +269,21 @@ class BasisWorkspace:
                       xs_rows=int(rows), xs=ptr(ffi, None, xs))
         if mean is not None:
             fields["mean"], fields["scale"] = ptr(ffi, None, mean), ptr(ffi, None, scale)
-        st = ffi.new(f"struct tdl_stream_{self._sfx} *", fields)
         fn, fb, ct, m, thr = self._stream_raw, ffi.from_buffer, self._ct, self.m, float(thr)
-        # codes nobody reads (partial_fit): scratch with its pointers made once
+        # codes nobody reads (partial_fit): scratch with its pointers made once, bound in
+        # the struct with the other fixed arguments of stream_bound
         sidx, sval = np.empty((rows, width), np.int32), np.empty((rows, width), dt)
         psidx, psval = fb("int[]", sidx), fb(ct, sval)
+        fields.update(lmax=int(lmax), thr=thr, bidx=psidx, bval=psval)
+        st = ffi.new(f"struct tdl_stream_{self._sfx} *", fields)
         keep = (xs, mean, scale, fields, self._ows, sidx, sval)  # what its pointers point into
+        bound = getattr(self._lib, "stream_bound_" + self._sfx)
+        # cffi's from_buffer without its Python wrapper's per-call type lookup (~0.6 us of
+        # a one-row call, measured); the documented call where the backend lacks it
+        fbt, rfb = ffi.typeof(ct), getattr(getattr(ffi, "_backend", None), "from_buffer",
+                                           None)
+        if rfb is None:
+            rfb = ffi.from_buffer
 
         def call(X, idx, val, n):
             """``idx`` None: the codes go to the runner's scratch (not returned)."""
@@ -286,7 +295,16 @@ class BasisWorkspace:
                 from ..numpy.omp import warn_stopped_early
                 warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)
             return r
+
+        def lean(X, n):
+            """``call(X, None, None, n)`` in a four-argument kernel call."""
+            r = bound(st, n, X.shape[0], rfb(fbt, X, False))
+            if st.dep and r >= 0:
+                from ..numpy.omp import warn_stopped_early
+                warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)
+            return r
         call.keep = keep
+        call.lean = lean
         call.rows = int(rows)  # the most rows per call (its standardization buffer)
         return call
 

@@ -29,7 +29,7 @@
 #define SQRT sqrtf
 #define UINT uint32_t
 #define ABSMASK 0x7fffffffu
-#define QB 32
+#define QB 64
 #define SUF f32
 #include "omp.c"
 #include "sparse.c"
@@ -51,7 +51,7 @@
 #define SQRT sqrt
 #define UINT uint64_t
 #define ABSMASK 0x7fffffffffffffffull
-#define QB 16
+#define QB 32
 #define SUF f64
 #include "omp.c"
 #include "sparse.c"

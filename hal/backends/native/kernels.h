@@ -43,6 +43,12 @@ struct tdl_stream_f32 {
     const float *mean, *scale;
     float *c, *z, *w, *r, *corr, *xx, *acc, *ows, *resid;
     int *nnz;
+    /* stream_bound's other arguments, bound once: the atoms' limit, the Wp threshold and
+       where the codes go */
+    long lmax;
+    float thr;
+    int *bidx;
+    float *bval;
 };
 struct tdl_stream_f64 {
     long m, lb, ldt, k, ldo, dep, xs_rows;
@@ -51,6 +57,12 @@ struct tdl_stream_f64 {
     const double *mean, *scale;
     double *c, *z, *w, *r, *corr, *xx, *acc, *ows, *resid;
     int *nnz;
+    /* stream_bound's other arguments, bound once: the atoms' limit, the Wp threshold and
+       where the codes go */
+    long lmax;
+    double thr;
+    int *bidx;
+    double *bval;
 };
 long stream_f32(struct tdl_stream_f32 *, long, long, long, const float *, float, int *,
                 float *);
@@ -60,6 +72,8 @@ long stream_raw_f32(struct tdl_stream_f32 *, long, long, long, const float *, fl
                     float *);
 long stream_raw_f64(struct tdl_stream_f64 *, long, long, long, const double *, double, int *,
                     double *);
+long stream_bound_f32(struct tdl_stream_f32 *, long, long, const float *);
+long stream_bound_f64(struct tdl_stream_f64 *, long, long, const double *);
 void wp_rows_f32(struct tdl_stream_f32 *, long, long, const float *, float *);
 void wp_rows_f64(struct tdl_stream_f64 *, long, long, const double *, double *);
 long encode_f32(const struct tdl_encode_f32 *, long, const float *, int *, float *);

@@ -78,7 +78,8 @@ long F(omp)(long n, long l, long k, long ldo, const REAL *corr, const REAL *xx,
                 REAL *Yt = Y + t * l;
                 const REAL *Gj = G + j * ldg;
                 /* Y[t] = b (G[j] + sum_s RU[s] Y[s]) in blocks of QB columns held in
-                   registers across the sum (one pass over each Y[s], one store of Y[t]) */
+                   registers across the sum (one pass over each Y[s], one store of Y[t]):
+                   8 vectors of independent sums, enough to hide the FMA latency */
                 long q0 = 0;
                 for (; q0 + QB <= l; q0 += QB) {
                     REAL acc[QB];
@@ -93,11 +94,23 @@ long F(omp)(long n, long l, long k, long ldo, const REAL *corr, const REAL *xx,
                         c[q0 + q] -= acc[q] * b;
                     }
                 }
-                for (long q = q0; q < l; q++) {
-                    REAL acc = Gj[q];
-                    for (long s = 0; s < t; s++) acc += RU[s] * Y[s * l + q];
-                    Yt[q] = acc * b;
-                    c[q] -= acc * b;
+                if (q0 < l) {
+                    /* the last l - q0 < QB columns: the same sums in the same order, the
+                       columns inner (independent sums side by side in Y[t] itself, where
+                       one column after the other would chain every step on the last) */
+                    REAL *restrict acc = Yt + q0;
+                    const long w = l - q0;
+                    for (long q = 0; q < w; q++) acc[q] = Gj[q0 + q];
+                    for (long s = 0; s < t; s++) {
+                        const REAL r = RU[s];
+                        const REAL *restrict Ys = Y + s * l + q0;
+                        for (long q = 0; q < w; q++) acc[q] += r * Ys[q];
+                    }
+                    for (long q = 0; q < w; q++) {
+                        const REAL a = acc[q];
+                        acc[q] = a * b;
+                        c[q0 + q] -= a * b;
+                    }
                 }
                 /* the chosen atom's correlation is 0 up to rounding: make it exact, so that
                    it is picked again only when every correlation is rounding noise (d^2 ~ 0
