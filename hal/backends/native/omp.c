@@ -1,6 +1,35 @@
 /* Batch-OMP's iterations (the specification: hal/backends/numpy/omp.py).  Included by
    kernels.c once per type; see there for F, REAL and SQRT. */
 
+/* vectors of OVL values, loaded and stored at any alignment */
+#define OVL ((long)(32 / sizeof(REAL)))
+typedef REAL F(ovec) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+
+/* acc[0 .. NV OVL) = g + sum_{s < t} RU[s] Y[s * l + .] (s ascending, each column a sum of
+   its own): NV vectors of independent sums held in registers across s, enough of them to
+   hide the multiply-add latency */
+static inline __attribute__((always_inline)) void
+F(ysum)(REAL *acc, const REAL *g, const REAL *Y, long l, long t, const REAL *RU, const int NV)
+{
+    F(ovec) A[8];
+    for (int v = 0; v < NV; v++) A[v] = *(const F(ovec) *)(g + v * OVL);
+    for (long s = 0; s < t; s++) {
+        const F(ovec) r = (F(ovec)){0} + RU[s];
+        const REAL *Ys = Y + s * l;
+        for (int v = 0; v < NV; v++) A[v] += r * *(const F(ovec) *)(Ys + v * OVL);
+    }
+    for (int v = 0; v < NV; v++) *(F(ovec) *)(acc + v * OVL) = A[v];
+}
+
+#define YS(NV_) case NV_: F(ysum)(acc, g, Y, l, t, RU, NV_); break;
+static void F(ysum_any)(REAL *acc, const REAL *g, const REAL *Y, long l, long t,
+                        const REAL *RU, int nv)
+{
+    switch (nv) { YS(1) YS(2) YS(3) YS(4) YS(5) YS(6) YS(7) default: F(ysum)(acc, g, Y, l, t, RU, 8); }
+}
+#undef YS
+
+
 /* Batch-OMP of n samples from their correlations alpha0 = D x (rows of corr, length l),
    the Gram matrix G = D D^T (l x l, row-major, rows ldg >= l apart) and |x|^2 (xx), in the scaled-direction form
    of the specification (hal/backends/numpy/omp.py): Y[t] = b_t (G[j_t] - sum_s rho_s u_s Y[s]),
@@ -78,38 +107,27 @@ long F(omp)(long n, long l, long k, long ldo, const REAL *corr, const REAL *xx,
                 REAL *Yt = Y + t * l;
                 const REAL *Gj = G + j * ldg;
                 /* Y[t] = b (G[j] + sum_s RU[s] Y[s]) in blocks of QB columns held in
-                   registers across the sum (one pass over each Y[s], one store of Y[t]):
-                   8 vectors of independent sums, enough to hide the FMA latency */
+                   registers across the sum (one pass over each Y[s], one store of Y[t]);
+                   the last l - q0 < QB columns in a block of as many vectors as they need
+                   (G's values copied, zero-padded; Y[s] read up to a vector past its end:
+                   within the scratch, the extra sums dropped) */
                 long q0 = 0;
                 for (; q0 + QB <= l; q0 += QB) {
                     REAL acc[QB];
-                    for (long q = 0; q < QB; q++) acc[q] = Gj[q0 + q];
-                    for (long s = 0; s < t; s++) {
-                        const REAL r = RU[s];
-                        const REAL *restrict Ys = Y + s * l + q0;
-                        for (long q = 0; q < QB; q++) acc[q] += r * Ys[q];
-                    }
+                    F(ysum)(acc, Gj + q0, Y + q0, l, t, RU, QB / OVL);
                     for (long q = 0; q < QB; q++) {
                         Yt[q0 + q] = acc[q] * b;
                         c[q0 + q] -= acc[q] * b;
                     }
                 }
                 if (q0 < l) {
-                    /* the last l - q0 < QB columns: the same sums in the same order, the
-                       columns inner (independent sums side by side in Y[t] itself, where
-                       one column after the other would chain every step on the last) */
-                    REAL *restrict acc = Yt + q0;
                     const long w = l - q0;
-                    for (long q = 0; q < w; q++) acc[q] = Gj[q0 + q];
-                    for (long s = 0; s < t; s++) {
-                        const REAL r = RU[s];
-                        const REAL *restrict Ys = Y + s * l + q0;
-                        for (long q = 0; q < w; q++) acc[q] += r * Ys[q];
-                    }
+                    REAL acc[QB], g[QB];
+                    for (long q = 0; q < QB; q++) g[q] = q < w ? Gj[q0 + q] : 0;
+                    F(ysum_any)(acc, g, Y + q0, l, t, RU, (int)((w + OVL - 1) / OVL));
                     for (long q = 0; q < w; q++) {
-                        const REAL a = acc[q];
-                        acc[q] = a * b;
-                        c[q0 + q] -= a * b;
+                        Yt[q0 + q] = acc[q] * b;
+                        c[q0 + q] -= acc[q] * b;
                     }
                 }
                 /* the chosen atom's correlation is 0 up to rounding: make it exact, so that
