@@ -1,0 +1,154 @@
+"""The execution-phase rule (hal.execution): a ``compiled_execution`` backend (blas) codes a
+fitted transform's rows and runs a learner's one-sample predict on the native per-row
+kernels where they build; its own plan where they do not (or with TINYDL_EXECUTION=backend);
+training untouched either way."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hal
+import hal.execution as execution
+from hal.backends.numpy.encode import EncodePlan as NumpyEncodePlan
+from tinydl.learner import TinyDLClassifier
+from tinydl.transform import StreamingDictionary
+
+# float32 OMP against the NumPy specification (the native backend's stated tolerance)
+COEF_TOL = 1e-4
+
+
+def _stream(seed=0, n=400, m=36, rank=10):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, m))
+    X += 0.3 * rng.standard_normal((n, m))
+    y = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] > 0)
+    return (X + 1.0).astype(np.float32), y
+
+
+@pytest.fixture
+def blas_and_native(require_backend):
+    require_backend("blas")
+    require_backend("native")
+
+
+@pytest.fixture
+def no_native(monkeypatch):
+    """As on a machine without a C compiler: the rule finds no native kernels."""
+    monkeypatch.setattr(execution, "_NATIVE", [None])
+
+
+def _native_reference(sd, X, k):
+    """The codes of the native backend's own encode plan over the transform's final
+    dictionary (its own transposed copy, made from ``dictionary_``), on standardized X."""
+    be = hal.get_backend("native")
+    n = sd.n_atoms_
+    D = np.ascontiguousarray(sd.dictionary_)
+    G = np.ascontiguousarray(sd._G[:n, :n])
+    plan = be.prepare_encode(D, G, k)
+    Xs = X if sd.mean_ is None else (X - sd.mean_) / sd.scale_
+    Xs = np.ascontiguousarray(Xs, np.float32)
+    idx = np.empty((len(X), min(k, n)), np.int32)
+    val = np.empty((len(X), min(k, n)), np.float32)
+    plan.encode(Xs, idx, val)
+    return idx, val
+
+
+def test_rule_per_backend(blas_and_native, monkeypatch):
+    assert execution.execution_backend(hal.get_backend("blas")).name == "native"
+    for name in ("numpy", "native"):
+        be = hal.get_backend(name)
+        assert execution.execution_backend(be) is be
+    monkeypatch.setenv("TINYDL_EXECUTION", "backend")
+    be = hal.get_backend("blas")
+    assert execution.execution_backend(be) is be
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_blas_transform_runs_the_native_kernels_as_the_dictionary_grows(blas_and_native,
+                                                                        standardize):
+    X, _ = _stream()
+    T = X[300:]
+    sd = StreamingDictionary(l=40, k=6, alpha=0.1, standardize=standardize,
+                             n_standardize=50, backend="blas")
+    atoms = []
+    for start, stop in ((0, 60), (60, 150), (150, 300)):  # atoms join between the calls
+        sd.partial_fit(X[start:stop])
+        atoms.append(sd.n_atoms_)
+        got = sd.transform(T, dense=False)
+        idx, val = _native_reference(sd, T, 6)
+        assert np.array_equal(got.indices, idx) and np.array_equal(got.values, val)
+        # one row at a time: the same bits as in the batch
+        i1, v1 = np.empty((1, idx.shape[1]), np.int32), np.empty((1, idx.shape[1]), np.float32)
+        for r in (0, 7, 99):
+            sd.transform_into(np.ascontiguousarray(T[r:r + 1]), i1, v1)
+            assert np.array_equal(i1[0], idx[r]) and np.array_equal(v1[0], val[r])
+    assert atoms[0] < atoms[1] < atoms[2]  # the execution plan followed a growing dictionary
+    assert type(sd._bws._xplan).__module__ == "hal.backends.native.bound"
+
+
+def test_blas_without_native_falls_back_to_its_own_plan(blas_and_native, no_native):
+    X, _ = _stream(1)
+    sd = StreamingDictionary(l=40, k=6, alpha=0.35, backend="blas").fit(X[:300])
+    got = sd.transform(X[300:], dense=False)
+    assert isinstance(sd._exec_plan(sd._check_params()), NumpyEncodePlan)
+    # the native kernels' codes agree to their stated tolerance: same supports, coefficients
+    # within COEF_TOL of the largest (the data are well separated: no near-tie argmax)
+    idx, val = _native_reference(sd, X[300:], 6)
+    assert np.array_equal(np.sort(got.indices, axis=1), np.sort(idx, axis=1))
+    dense_got = got.to_dense()
+    from hal.codes import SparseCodes
+    dense_ref = SparseCodes(idx, val, sd.l).to_dense()
+    assert np.abs(dense_got - dense_ref).max() <= COEF_TOL * np.abs(dense_ref).max()
+
+
+def test_training_is_untouched_by_the_rule(blas_and_native, monkeypatch):
+    """The stream's dictionary and codes under blas are the same bits with the rule on and
+    off (training never uses the execution kernels)."""
+    X, _ = _stream(2)
+    on = StreamingDictionary(l=40, k=6, alpha=0.35, backend="blas")
+    codes_on = on.partial_fit_transform(X[:200])
+    on.transform(X[200:])  # the execution plan exists now
+    codes_on2 = on.partial_fit_transform(X[200:])
+    monkeypatch.setenv("TINYDL_EXECUTION", "backend")
+    off = StreamingDictionary(l=40, k=6, alpha=0.35, backend="blas")
+    codes_off = off.partial_fit_transform(X[:200])
+    off.transform(X[200:])
+    codes_off2 = off.partial_fit_transform(X[200:])
+    for a, b in ((codes_on, codes_off), (codes_on2, codes_off2), (on._D, off._D),
+                 (on._G, off._G), (on._Li, off._Li)):
+        assert np.array_equal(a, b)
+
+
+def test_blas_learner_fuses_the_one_sample_predict(blas_and_native):
+    X, y = _stream(3, n=600)
+    clf = TinyDLClassifier(l=24, k=5, hidden_layer_sizes=(12,), window=256, n_batch=128,
+                           epochs_per_update=2, backend="blas").fit(X[:500], y[:500])
+    row = clf._row
+    assert row is not None and row.fused is not None
+    Xt = X[500:]
+    std = clf.standardizer_.transform(Xt)
+    ref = clf.transform_.transform(std, dense=False)
+    batch = clf.predict(Xt)
+    for i in range(len(Xt)):
+        z = row.outputs(Xt[i:i + 1]).copy()  # the unfused one-sample path
+        label = clf.predict(Xt[i:i + 1])      # the fused kernel
+        assert np.array_equal(row.indices[0], ref.indices[i])
+        assert np.array_equal(row.values[0], ref.values[i] * clf._code_scale)
+        np.testing.assert_allclose(row.fused.out[0], z[0], rtol=0,
+                                   atol=1e-5 * float(np.abs(z).max()))
+        assert label[0] == clf.classes_[np.argmax(z)] == batch[i]
+
+
+def test_blas_learner_without_native_keeps_its_path(blas_and_native, no_native):
+    X, y = _stream(4, n=500)
+    clf = TinyDLClassifier(l=24, k=5, hidden_layer_sizes=(12,), window=256, n_batch=128,
+                           epochs_per_update=2, backend="blas").fit(X[:400], y[:400])
+    row = clf._row
+    assert row is not None and row.fused is None
+    Xt = X[400:]
+    ref = clf.transform_.transform(clf.standardizer_.transform(Xt), dense=False)
+    proba = clf.predict_proba(Xt)
+    for i in range(0, 100, 9):
+        np.testing.assert_allclose(clf.predict_proba(Xt[i:i + 1])[0], proba[i], rtol=1e-5,
+                                   atol=1e-6)
+        assert np.array_equal(row.indices[0], ref.indices[i])
