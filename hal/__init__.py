@@ -84,7 +84,9 @@ def available_backends() -> Dict[str, Tuple[bool, str]]:
 #: default: its k-sparse and basis kernels round by batch (measured: a two-rank MPI fit's
 #: dictionary differed from one process's in the last bit, and a resumed fit's optimizer
 #: state from an uninterrupted one's), so it runs when asked for (argument,
-#: ``TINYDL_BACKEND``) or listed in a profile's preferences
+#: ``TINYDL_BACKEND``) or listed in a profile's preferences.  The execution phase (per-row
+#: coding and predict, split-independent) runs on native's kernels anyway where they build:
+#: see :mod:`hal.execution`
 DEFAULT_ORDER: Tuple[str, ...] = ("blas", "numpy")
 
 
