@@ -101,8 +101,10 @@ class ExecutionPaths:
         where the checked path must run (which also raises for a bad batch: nothing has
         changed then).  The same bits as the checked path (the same kernels)."""
         f = self.__dict__.get("_fast")
-        if f is None or type(X) is not np.ndarray or X.ndim != 2 \
-                or not 0 < X.shape[0] <= _FAST_ROWS or X.shape[1] != f[1] \
+        if f is None or type(X) is not np.ndarray:
+            return None
+        shape = X.shape
+        if len(shape) != 2 or shape[1] != f[1] or not 0 < shape[0] <= _FAST_ROWS \
                 or (X.dtype is not f[2] and X.dtype != f[2]) or not X.flags.c_contiguous:
             return None
         try:
@@ -110,7 +112,7 @@ class ExecutionPaths:
                 return None
         except (TypeError, ValueError):  # a parameter set to something odd: the checks say
             return None
-        n = X.shape[0]
+        n = shape[0]
         if want_codes:
             idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
             r = f[3](X, idx, val, self.n_atoms_)

@@ -390,6 +390,13 @@ class PredictPlan:
             "code_scale": float(code_scale)})
         self._fn = getattr(lib, "predict1_" + sfx)
         self._fb, self._real, self._int = ffi.from_buffer, ct, _CTYPES[np.dtype(np.int32)]
+        # the row's pointer without from_buffer's Python wrapper (see BasisWorkspace.runner),
+        # and the outputs' pointers made once for the arrays last passed (a caller's fixed
+        # buffers: OneSample's)
+        self._xt = ffi.typeof(ct)
+        self._rfb = getattr(getattr(ffi, "_backend", None), "from_buffer", None) or \
+            ffi.from_buffer
+        self._outs = None
         self.dtype, self.m, self.k, self.l, self.width = dt, m, plan.k, plan.l, plan.width
         self.nbytes = int(sum(a.nbytes for a in keep[3:]))
 
@@ -397,9 +404,11 @@ class PredictPlan:
         """The index of the largest output for one raw row ``x`` (1, m) (the outputs in
         :attr:`out`, the scaled codes in ``indices`` and ``values``, (1, width)), or -1 for a
         row with a NaN or Inf (nothing written).  The caller checked the arrays."""
-        fb = self._fb
-        r = self._fn(self._p, fb(self._real, x), fb(self._int, indices),
-                     fb(self._real, values))
+        o = self._outs
+        if o is None or o[0] is not indices or o[1] is not values:
+            fb = self._fb
+            o = self._outs = (indices, values, fb(self._int, indices), fb(self._real, values))
+        r = self._fn(self._p, self._rfb(self._xt, x, False), o[2], o[3])
         if r < 0:
             return -1
         if self._p.dep:
