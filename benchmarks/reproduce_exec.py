@@ -60,8 +60,9 @@ def main(argv=None) -> int:
                      f"{r['exec_us_tinydl_with_transform']:.1f}",
                      f"{r['exec_time_ratio']:.1f}x", f"{r['exec_time_ratio_with_transform']:.2f}x"])
         print(f"{key}: done in {r['wall_s']:.0f} s", file=sys.stderr, flush=True)
-    print(f"backend={results[key]['backend']}, one BLAS thread, us per sample (best of 3 passes "
-          "over 200 test rows, one at a time)")
+    print(f"backend={results[key]['backend']} (execution phase on "
+          f"{results[key].get('exec_kernels', '?')} kernels), one BLAS thread, us per sample "
+          "(best of 3 passes over 200 test rows, one at a time)")
     print_table(["data", "raw", "tinydl", "raw us", "net us", "e2e us", "net ratio",
                  "e2e ratio"], rows)
     if args.json:

@@ -124,14 +124,17 @@ def exec_times(raw: Run, tiny: Run, Xte) -> dict:
     Xte : ndarray of shape (n_test, n_features)
         The raw test rows (float32, as the raw network's are).
     """
+    from hal.execution import execution_backend
     Xte = np.ascontiguousarray(Xte, np.float32)
     codes_te = tiny.model.transform(Xte)
+    # which kernels coded the execution phase (hal.execution: native's where they build)
+    kernels = execution_backend(tiny.model.transform_._be).name
     tiny.exec_us = exec_time_us(tiny.model.network_.predict, codes_te)
     tiny.exec_full_us = exec_time_us(tiny.model.predict, Xte)
     return dict(exec_time_ratio=raw.exec_us / tiny.exec_us,
                 exec_time_ratio_with_transform=raw.exec_us / tiny.exec_full_us,
                 exec_us_raw=raw.exec_us, exec_us_tinydl=tiny.exec_us,
-                exec_us_tinydl_with_transform=tiny.exec_full_us)
+                exec_us_tinydl_with_transform=tiny.exec_full_us, exec_kernels=kernels)
 
 
 def run_tiny(S, l, k, alpha, hidden, st, source, classes, recipe="sgd-l2", standardize=True,
