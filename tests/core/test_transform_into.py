@@ -139,3 +139,23 @@ def test_one_row_path_refuses_bad_rows_and_follows_parameters():
     c1 = sd.partial_fit_transform(X[40:41])
     assert c1.shape == (1, 30) and np.count_nonzero(c1) <= 2
     assert _same_bits(c1, ref.partial_fit_transform(X[40:41]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_row_partial_fit_through_the_fill_phase_is_the_batch(dtype):
+    """partial_fit a row at a time (codes nobody reads: the runner's lean call) while atoms
+    join: the dictionary's bits, atom for atom, are those of the same rows in one batch."""
+    X = _stream(6, n=220, m=30, rank=25, dtype=dtype)
+    kw = dict(l=40, k=5, alpha=0.15)
+    whole = StreamingDictionary(**kw).partial_fit(X[:20]).partial_fit(X[20:])
+    rows = StreamingDictionary(**kw).partial_fit(X[:20])
+    start = rows.n_atoms_
+    joined = 0
+    for i in range(20, 220):
+        n0 = rows.n_atoms_
+        rows.partial_fit(X[i:i + 1])
+        joined += rows.n_atoms_ > n0
+    assert rows._fast is not None and joined >= 5 and rows.n_atoms_ > start
+    assert rows.n_atoms_ == whole.n_atoms_ and rows.n_samples_seen_ == 220
+    for name in ("_D", "_G", "_Li"):
+        assert _same_bits(getattr(rows, name), getattr(whole, name)), name
