@@ -17,12 +17,12 @@ from tinydl.transform import StreamingDictionary
 COEF_TOL = 1e-4
 
 
-def _stream(seed=0, n=400, m=36, rank=10):
+def _stream(seed=0, n=400, m=36, rank=10, dtype=np.float32):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, m))
     X += 0.3 * rng.standard_normal((n, m))
     y = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] > 0)
-    return (X + 1.0).astype(np.float32), y
+    return (X + 1.0).astype(dtype), y
 
 
 @pytest.fixture
@@ -46,9 +46,9 @@ def _native_reference(sd, X, k):
     G = np.ascontiguousarray(sd._G[:n, :n])
     plan = be.prepare_encode(D, G, k)
     Xs = X if sd.mean_ is None else (X - sd.mean_) / sd.scale_
-    Xs = np.ascontiguousarray(Xs, np.float32)
+    Xs = np.ascontiguousarray(Xs, sd.dtype_)
     idx = np.empty((len(X), min(k, n)), np.int32)
-    val = np.empty((len(X), min(k, n)), np.float32)
+    val = np.empty((len(X), min(k, n)), sd.dtype_)
     plan.encode(Xs, idx, val)
     return idx, val
 
@@ -63,10 +63,11 @@ def test_rule_per_backend(blas_and_native, monkeypatch):
     assert execution.execution_backend(be) is be
 
 
-@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("standardize,dtype", [(False, np.float32), (True, np.float32),
+                                               (True, np.float64)])
 def test_blas_transform_runs_the_native_kernels_as_the_dictionary_grows(blas_and_native,
-                                                                        standardize):
-    X, _ = _stream()
+                                                                        standardize, dtype):
+    X, _ = _stream(dtype=dtype)
     T = X[300:]
     sd = StreamingDictionary(l=40, k=6, alpha=0.1, standardize=standardize,
                              n_standardize=50, backend="blas")
@@ -78,7 +79,7 @@ def test_blas_transform_runs_the_native_kernels_as_the_dictionary_grows(blas_and
         idx, val = _native_reference(sd, T, 6)
         assert np.array_equal(got.indices, idx) and np.array_equal(got.values, val)
         # one row at a time: the same bits as in the batch
-        i1, v1 = np.empty((1, idx.shape[1]), np.int32), np.empty((1, idx.shape[1]), np.float32)
+        i1, v1 = np.empty((1, idx.shape[1]), np.int32), np.empty((1, idx.shape[1]), dtype)
         for r in (0, 7, 99):
             sd.transform_into(np.ascontiguousarray(T[r:r + 1]), i1, v1)
             assert np.array_equal(i1[0], idx[r]) and np.array_equal(v1[0], val[r])

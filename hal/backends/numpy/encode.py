@@ -2,9 +2,10 @@
 calls into caller-owned codes (the streaming transform's execution phase).
 
 :meth:`hal.Backend.prepare_encode` (every backend but ``native`` uses this plan over its
-own ``omp_encode``) binds the atoms, their Gram matrix, ``k``, ``tol`` and the
-optional standardization statistics; :meth:`EncodePlan.encode` then checks that a batch is
-finite, standardizes it (``(x - mean) / scale``, the rounding of
+own ``omp_encode``; the execution phase of ``blas``, ``mpi`` and ``multiprocessing`` uses the
+native one where it builds, see :mod:`hal.execution`) binds the atoms, their Gram matrix,
+``k``, ``tol`` and the optional standardization statistics; :meth:`EncodePlan.encode` then
+checks that a batch is finite, standardizes it (``(x - mean) / scale``, the rounding of
 :func:`tinydl.standardize.apply_stats`) and writes Batch-OMP's codes into the caller's
 ``indices`` and ``values``: the same bits as :meth:`~hal.backends.numpy.omp.BatchOMP.omp_encode`
 on the standardized batch.  The native backend does all of it in one C call
