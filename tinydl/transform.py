@@ -400,11 +400,13 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         return idx, val
 
     def _ready(self, p) -> None:
-        """Prepare the execution phase (OMP's Gram matrix and the backend's encode plan) for
-        the dictionary as it stands, unless already done (see ``_plan``)."""
+        """Prepare the execution phase (OMP's Gram matrix and the encode plan the execution
+        rule picks, see ``_exec_plan``) for the dictionary as it stands, unless already
+        done.  On a ``compiled_execution`` backend the stream's own coding reuses that plan
+        (``code_plan``): no second plan per join."""
         self._into = None  # transform_into's checked parameters: checked again
         if self.n_atoms_ and self._pending is None:
-            self._plan(p)
+            self._exec_plan(p)
 
     def _fix_stats(self, S: np.ndarray) -> None:
         # the arithmetic of tinydl.standardize, shared with the learner's Standardizer

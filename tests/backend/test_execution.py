@@ -102,22 +102,92 @@ def test_blas_without_native_falls_back_to_its_own_plan(blas_and_native, no_nati
     assert np.abs(dense_got - dense_ref).max() <= COEF_TOL * np.abs(dense_ref).max()
 
 
-def test_training_is_untouched_by_the_rule(blas_and_native, monkeypatch):
-    """The stream's dictionary and codes under blas are the same bits with the rule on and
-    off (training never uses the execution kernels)."""
+def _feed(sd, X, one_row):
+    """The stream's codes of ``X`` fed as one batch, or a row at a time (then also the
+    atoms after each row)."""
+    if not one_row:
+        c = sd.partial_fit_transform(X, dense=False)
+        return c.indices, c.values, None
+    parts, atoms = [], []
+    for i in range(len(X)):
+        parts.append(sd.partial_fit_transform(X[i:i + 1], dense=False))
+        atoms.append(sd.n_atoms_)
+    return (np.concatenate([p.indices for p in parts]),
+            np.concatenate([p.values for p in parts]), np.array(atoms))
+
+
+@pytest.mark.parametrize("standardize,dtype", [(False, np.float32), (True, np.float32),
+                                               (True, np.float64)])
+def test_blas_stream_one_row_gives_the_batch_bits(blas_and_native, standardize, dtype):
+    """The stream's coding on the execution kernels (fill phase, joins, steady state,
+    lean one-row partial_fit): a row at a time gives the batch's dictionary and codes bit
+    for bit."""
+    X, _ = _stream(5, n=240, dtype=dtype)
+    s = 10  # the first rows fix the statistics (standardize): fed as a batch by all
+    kw = dict(l=12, k=6, alpha=0.3, standardize=standardize, n_standardize=s,
+              backend="blas")
+    batch = StreamingDictionary(**kw)
+    _feed(batch, X[:s], False)
+    ci, cv, _ = _feed(batch, X[s:], False)
+    one = StreamingDictionary(**kw)
+    _feed(one, X[:s], False)
+    oi, ov, atoms = _feed(one, X[s:], True)
+    # rows while atoms joined, then the steady state (the runner's one-call path)
+    assert atoms[0] < 12 and atoms[-1] == 12 and (atoms == 12).sum() > 100
+    assert np.array_equal(oi, ci) and np.array_equal(ov, cv)
+    lean = StreamingDictionary(**kw)
+    lean.partial_fit(X[:s])
+    for i in range(s, len(X)):
+        lean.partial_fit(X[i:i + 1])  # the runner's codes go to its scratch
+    for sd in (one, lean):
+        for a, b in ((sd._D, batch._D), (sd._G, batch._G), (sd._Li, batch._Li)):
+            assert np.array_equal(a, b)
+    # the steady state's codes are the execution kernel's over the final dictionary: the
+    # same bits as transform's and as the native backend's own encode plan
+    full = np.flatnonzero(np.r_[0, atoms[:-1]] == 12)
+    t = batch.transform(X[s:][full], dense=False)
+    ri, rv = _native_reference(batch, X[s:][full], 6)
+    for idx, val in ((ci[full], cv[full]), (t.indices, t.values)):
+        assert np.array_equal(idx, ri) and np.array_equal(val, rv)
+
+
+def test_blas_stream_resumes_and_matches_without_the_rule(blas_and_native, monkeypatch,
+                                                          tmp_path):
+    """A saved and reloaded stream continues bit for bit; with the rule off, the dictionary
+    (the Wp tests and joins are the backend's own) is the same bits and the codes agree to
+    the native kernels' stated tolerance."""
     X, _ = _stream(2)
-    on = StreamingDictionary(l=40, k=6, alpha=0.35, backend="blas")
+    kw = dict(l=40, k=6, alpha=0.35, backend="blas")
+    on = StreamingDictionary(**kw)
     codes_on = on.partial_fit_transform(X[:200])
-    on.transform(X[200:])  # the execution plan exists now
+    on.save(tmp_path / "mid.npz")
     codes_on2 = on.partial_fit_transform(X[200:])
+    resumed = StreamingDictionary.load(tmp_path / "mid.npz")
+    assert np.array_equal(resumed.partial_fit_transform(X[200:]), codes_on2)
+    assert np.array_equal(resumed._D, on._D) and np.array_equal(resumed._Li, on._Li)
     monkeypatch.setenv("TINYDL_EXECUTION", "backend")
-    off = StreamingDictionary(l=40, k=6, alpha=0.35, backend="blas")
+    off = StreamingDictionary(**kw)
     codes_off = off.partial_fit_transform(X[:200])
-    off.transform(X[200:])
     codes_off2 = off.partial_fit_transform(X[200:])
-    for a, b in ((codes_on, codes_off), (codes_on2, codes_off2), (on._D, off._D),
-                 (on._G, off._G), (on._Li, off._Li)):
+    assert off._bws._xplan is None  # its own plan coded the stream
+    for a, b in ((on._D, off._D), (on._G, off._G), (on._Li, off._Li)):
         assert np.array_equal(a, b)
+    for a, b in ((codes_on, codes_off), (codes_on2, codes_off2)):
+        assert np.array_equal(a != 0, b != 0)  # the same supports (no near ties here)
+        assert np.abs(a - b).max() <= COEF_TOL * np.abs(b).max()
+
+
+def test_blas_stream_without_native_codes_on_its_own_plan(blas_and_native, no_native):
+    """No C compiler: the stream codes on NumPy's Batch-OMP, still split-independent."""
+    X, _ = _stream(6, n=200)
+    kw = dict(l=12, k=5, alpha=0.3, backend="blas")
+    batch = StreamingDictionary(**kw)
+    bi, bv, _ = _feed(batch, X, False)
+    one = StreamingDictionary(**kw)
+    oi, ov, _ = _feed(one, X, True)
+    assert batch.n_atoms_ == 12 and batch._bws._xplan is None
+    assert np.array_equal(oi, bi) and np.array_equal(ov, bv)
+    assert np.array_equal(one._D, batch._D) and np.array_equal(one._Li, batch._Li)
 
 
 def test_blas_learner_fuses_the_one_sample_predict(blas_and_native):

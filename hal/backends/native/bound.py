@@ -158,24 +158,36 @@ class EncodePlan:
         # the same plan without the standardization, for rows already standardized
         self._plan_std = self._plan if mean is None else \
             ffi.new(f"struct tdl_encode_{sfx} *", dict(fields, mean=null, scale=null))
-        self._int = _CTYPES[np.dtype(np.int32)]
-        self._real = _CTYPES[dt]
+        # cffi's from_buffer without its Python wrapper's per-call type lookup (see
+        # BasisWorkspace.runner); the documented call where the backend lacks it
+        self._rt, self._it = ffi.typeof(_CTYPES[dt]), ffi.typeof("int[]")
+        rfb = getattr(getattr(ffi, "_backend", None), "from_buffer", None)
+        self._rfb = rfb if rfb is not None else \
+            (lambda ct, a, _w=False, _fb=ffi.from_buffer: _fb(ct, a))
 
     def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
                raw: bool = True) -> None:
         """As :meth:`hal.backends.numpy.encode.EncodePlan.encode` (the caller checked the
         arrays' shapes, dtypes and layouts)."""
-        ffi = self._ffi
-        n = X.shape[0]
-        dep = self._fn(self._plan if raw else self._plan_std, n,
-                       ffi.from_buffer(self._real, X),
-                       ffi.from_buffer(self._int, indices), ffi.from_buffer(self._real, values))
-        if dep < 0:
+        if not self.encode_rows(X, indices, values, raw, stacklevel=4):
             from ..numpy.encode import nonfinite_error
             raise nonfinite_error(X)
+
+    def encode_rows(self, X, indices, values, raw: bool = True, stacklevel: int = 3) -> bool:
+        """:meth:`encode`, returning False for an ``X`` with a NaN or Inf (nothing written)
+        instead of raising: the streaming transform's steady state codes a conforming raw
+        batch through it in one kernel call (:meth:`hal.backends.numpy.basis.BasisWorkspace
+        .runner`)."""
+        fb, real = self._rfb, self._rt
+        n = X.shape[0]
+        dep = self._fn(self._plan if raw else self._plan_std, n, fb(real, X, False),
+                       fb(self._it, indices, False), fb(real, values, False))
+        if dep < 0:
+            return False
         if dep:
             from ..numpy.omp import warn_stopped_early
-            warn_stopped_early(dep, n, self.l, self.k, self.m, stacklevel=3)
+            warn_stopped_early(dep, n, self.l, self.k, self.m, stacklevel=stacklevel)
+        return True
 
 
 class BasisWorkspace:
