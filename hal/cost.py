@@ -14,6 +14,15 @@ The transform (Batch-OMP, :mod:`hal.backends.numpy`) costs per sample ``2 m l`` 
 correlation (blocked matrix products) and ``sum_t (c1 l + c2 t l)`` FLOP-equivalents for the
 ``k`` OMP iterations, plus ``calls_per_iteration`` calls per batch and iteration; ``c1``, ``c2``
 and the calls are fitted by ``tinydl calibrate`` on a grid of (m, l, k).
+
+The execution phase (:func:`predict_inference` with a transform; ``kernels="execution"``) is
+priced on the kernels :mod:`hal.execution` picks for the backend: on a ``compiled_execution``
+backend (``blas``, ``mpi``, ``multiprocessing``) where the native kernels build, and on
+``native``, those are the per-row kernels (``transform_parts(per_row=True)``): the
+correlations of the rows actually given (no zero-padded block), the same OMP FLOP-equivalents,
+and one call per encode instead of ``calls_per_iteration`` per iteration and batch (the
+iterations are a C loop), with the figures of the backend that runs them where the profile has
+them (else the training backend's).
 """
 from __future__ import annotations
 
@@ -153,11 +162,13 @@ def _finish(profile, backend, parts, peak, flops, nbytes) -> Prediction:
 
 
 def transform_parts(profile: DeviceProfile, m: int, l: int, k: int, n: int, dtype,
-                    backend: str, batch: int = 256, block: int = 64):
+                    backend: str, batch: int = 256, block: int = 64, per_row: bool = False):
     """The transform's cost terms: ``dict`` of seconds for the correlation and the fixed
     per-batch work, and the three fitted terms' *unit* amounts (``c1``, ``c2`` in
     FLOP-equivalents divided by throughput, ``calls`` in seconds of overhead), so that
-    calibration can fit the constants and the model can apply them."""
+    calibration can fit the constants and the model can apply them.  ``per_row``: the
+    native per-row kernels (one call per batch, the batch's own rows; ``calls`` is then
+    seconds already, not a unit for ``calls_per_iteration``)."""
     dt, size = _dtype(dtype)
     spec = profile.backend(backend)
     k = min(k, l)
@@ -168,16 +179,23 @@ def transform_parts(profile: DeviceProfile, m: int, l: int, k: int, n: int, dtyp
     vec_rate = lambda elems: spec.throughput("vector", dt, elems) * 1e9  # noqa: E731
     for s in range(0, n, batch):
         bc = min(batch, n - s)
-        # every product runs on exactly `block` rows (the last one zero-padded)
-        t, f, b = matmul_cost(profile, backend, block, m, l, dtype, calls=-(-bc // block))
+        if per_row:  # one kernel call: the rows given, iterations in C
+            t, f, b = matmul_cost(profile, backend, bc, m, l, dtype)
+            fixed_t += vector_cost(profile, backend, 2.0 * bc * m, size * bc * m, 0,
+                                   bc * m, dtype)
+            u_calls += spec.call_overhead_s
+        else:
+            # every product runs on exactly `block` rows (the last one zero-padded)
+            t, f, b = matmul_cost(profile, backend, block, m, l, dtype,
+                                  calls=-(-bc // block))
+            # |x|^2 (2 m per sample) and ~15 calls of set-up and back substitution per batch
+            fixed_t += vector_cost(profile, backend, 2.0 * bc * m, size * bc * m, 15,
+                                   bc * m, dtype)
+            u_calls += k * spec.call_overhead_s
         corr_t, corr_f, corr_b = corr_t + t, corr_f + f, corr_b + b
-        # |x|^2 (2 m per sample) and ~15 calls of set-up and back substitution per batch
-        fixed_t += vector_cost(profile, backend, 2.0 * bc * m, size * bc * m, 15,
-                               bc * m, dtype)
         rate = vec_rate(bc * l)
         u1 += bc * k * l / rate
         u2 += bc * l * k * (k - 1) / 2.0 / rate
-        u_calls += k * spec.call_overhead_s
         omp_b += size * bc * l * k * 4.0
     return dict(corr_t=corr_t, corr_f=corr_f, corr_b=corr_b, fixed_t=fixed_t, u1=u1, u2=u2,
                 u_calls=u_calls, omp_b=omp_b)
@@ -185,7 +203,7 @@ def transform_parts(profile: DeviceProfile, m: int, l: int, k: int, n: int, dtyp
 
 def predict_transform(profile, m: int, l: int, k: int, n: int, dtype="float32",
                       backend: Optional[str] = None, batch: int = 256,
-                      block: int = 64) -> Prediction:
+                      block: int = 64, kernels: str = "backend") -> Prediction:
     """Predict the cost of coding ``n`` samples of ``m`` features with ``k`` of ``l`` atoms.
 
     Parameters
@@ -199,23 +217,38 @@ def predict_transform(profile, m: int, l: int, k: int, n: int, dtype="float32",
         Default: the profile's first preferred backend with figures.
     batch, block : int
         The backend's OMP batch and product block (NumpyBackend's defaults).
+    kernels : {"backend", "execution"}
+        ``"backend"``: the backend's own Batch-OMP (NumPy's loop: the training stream's
+        pricing, what ``tinydl calibrate`` fits); ``"execution"``: the kernels
+        :func:`hal.execution.execution_kernels` picks for it (the execution phase: the
+        native per-row kernels on ``blas`` / ``mpi`` / ``multiprocessing`` where they build,
+        and on ``native``).
 
     Returns
     -------
     Prediction
         ``breakdown`` holds ``correlation``, ``norms``, ``omp_iterations`` and
-        ``iteration_calls``.
+        ``iteration_calls``; ``backend`` names the backend whose kernels were priced.
     """
     profile = load_profile(profile)
     m, l, k, n = (_pos(a, v) for a, v in (("m", m), ("l", l), ("k", k), ("n", n)))
     batch, block = _pos("batch", batch), _pos("block", block)
+    if kernels not in ("backend", "execution"):
+        raise ValueError(f"kernels must be 'backend' or 'execution', got {kernels!r}")
     backend = choose_backend(profile, backend)
+    per_row = False
+    if kernels == "execution":
+        from .execution import execution_kernels
+        xname = execution_kernels(backend)
+        per_row = xname == "native"
+        if xname in profile.backend_names:  # else the training backend's figures
+            backend = xname
     _, size = _dtype(dtype)
     tr = profile.transform
-    P = transform_parts(profile, m, l, k, n, dtype, backend, batch, block)
+    P = transform_parts(profile, m, l, k, n, dtype, backend, batch, block, per_row=per_row)
     omp_t = tr.c1_flops * P["u1"] + tr.c2_flops * P["u2"]
     omp_t = max(omp_t, P["omp_b"] / (profile.memory.bandwidth_gbs * 1e9))
-    calls_t = tr.calls_per_iteration * P["u_calls"]
+    calls_t = P["u_calls"] if per_row else tr.calls_per_iteration * P["u_calls"]
     kk = min(k, l)
     omp_f = n * (tr.c1_flops * kk * l + tr.c2_flops * l * kk * (kk - 1) / 2.0)
     flops = P["corr_f"] + omp_f + 2.0 * n * m
@@ -353,7 +386,8 @@ def predict_inference(profile, layer_sizes: Sequence[int], n_samples: int = 1,
         m, l, k = transform
         if sizes[0] != l:
             raise ValueError(f"layer_sizes[0] must equal the transform's l={l}, got {sizes[0]}")
-        tp = predict_transform(profile, m, l, k, n, dtype, backend)
+        # the execution phase: priced on the kernels the execution rule picks
+        tp = predict_transform(profile, m, l, k, n, dtype, backend, kernels="execution")
         parts += [(f"transform_{name}", s) for name, s in tp.breakdown]
         flops, nbytes, peak_extra = tp.flops, tp.bytes, tp.peak_bytes
         if sparse_input_k is None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-__all__ = ["execution_backend", "native_kernels"]
+__all__ = ["execution_backend", "execution_kernels", "native_kernels"]
 
 _NATIVE: list = []  # [NativeBackend or None], filled on first use
 
@@ -60,3 +60,19 @@ def execution_backend(backend):
         return backend
     native: Optional[object] = native_kernels()
     return backend if native is None else native
+
+
+def execution_kernels(name: str) -> str:
+    """The name of the backend whose kernels run the execution phase of the backend named
+    ``name`` (the rule of :func:`execution_backend`, without building ``name``: what
+    :mod:`hal.cost` prices the execution phase on)."""
+    from . import _load_class
+    from .backend import BackendUnavailable
+    try:
+        cls = _load_class(name)
+    except BackendUnavailable:
+        return name
+    if not getattr(cls, "compiled_execution", False) \
+            or os.environ.get("TINYDL_EXECUTION", "").strip().lower() == "backend":
+        return name
+    return name if native_kernels() is None else "native"

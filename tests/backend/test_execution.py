@@ -223,3 +223,35 @@ def test_blas_learner_without_native_keeps_its_path(blas_and_native, no_native):
         np.testing.assert_allclose(clf.predict_proba(Xt[i:i + 1])[0], proba[i], rtol=1e-5,
                                    atol=1e-6)
         assert np.array_equal(row.indices[0], ref.indices[i])
+
+
+def test_cost_model_prices_the_execution_phase_on_the_rule_s_kernels(blas_and_native,
+                                                                     monkeypatch):
+    """hal.cost: a one-sample transform on blas is priced on the native per-row kernels (the
+    given row's products, one call, no per-iteration overhead); without them, or with the
+    rule off, on blas's own Batch-OMP."""
+    from hal.cost import matmul_cost, predict_inference, predict_transform
+    from hal.profile import load_profile
+    prof = load_profile("x86-64-host")
+    m, l, k = 5625, 100, 20
+    ex = predict_transform(prof, m, l, k, 1, backend="blas", kernels="execution")
+    own = predict_transform(prof, m, l, k, 1, backend="blas")
+    parts = dict(ex.breakdown)
+    assert ex.backend == "native" and own.backend == "blas"
+    assert parts["correlation"] == matmul_cost(prof, "native", 1, m, l, "float32")[0]
+    assert parts["iteration_calls"] == prof.backend("native").call_overhead_s
+    assert ex.seconds < own.seconds / 5
+    inf = predict_inference(prof, [l, 64, 19], 1, backend="blas", transform=(m, l, k))
+    assert dict(inf.breakdown)["transform_correlation"] == parts["correlation"]
+    for setting in ("env", "no compiler"):
+        with monkeypatch.context() as mp:
+            if setting == "env":
+                mp.setenv("TINYDL_EXECUTION", "backend")
+            else:
+                mp.setattr(execution, "_NATIVE", [None])
+            off = predict_inference(prof, [l, 64, 19], 1, backend="blas", transform=(m, l, k))
+            got = {n[len("transform_"):]: s for n, s in off.breakdown
+                   if n.startswith("transform_")}
+            assert got == dict(own.breakdown)
+    with pytest.raises(ValueError, match="kernels"):
+        predict_transform(prof, m, l, k, 1, kernels="fast")
