@@ -84,9 +84,9 @@ def available_backends() -> Dict[str, Tuple[bool, str]]:
 #: default: its k-sparse and basis kernels round by batch (measured: a two-rank MPI fit's
 #: dictionary differed from one process's in the last bit, and a resumed fit's optimizer
 #: state from an uninterrupted one's), so it runs when asked for (argument,
-#: ``TINYDL_BACKEND``) or listed in a profile's preferences.  The execution phase (per-row
-#: coding and predict, split-independent) runs on native's kernels anyway where they build:
-#: see :mod:`hal.execution`
+#: ``TINYDL_BACKEND``) or listed in a profile's preferences.  Coding rows by OMP (the
+#: execution phase, the stream's codes of rows that do not join: per row, split-independent)
+#: runs on native's per-row encode kernel anyway where it builds: see :mod:`hal.execution`
 DEFAULT_ORDER: Tuple[str, ...] = ("blas", "numpy")
 
 

@@ -1,28 +1,31 @@
-"""Which kernels run the execution phase: the one rule.
+"""Which kernels code the rows: the one rule.
 
-The execution phase - a fitted transform's encode (``transform``, ``transform_into``) and a
-learner's one-sample predict - codes every row on its own, in a fixed order: its results
-do not depend on how rows are batched, how a stream was split or where a fit resumed.  The
-training phase (Algorithm 2's stream, the network's updates) is where a backend's choice
-matters for those properties (see :data:`hal.DEFAULT_ORDER`).  So:
+Coding a row by OMP over a given dictionary depends on nothing but the row and the
+dictionary.  The execution phase - a fitted transform's encode (``transform``,
+``transform_into``) and a learner's one-sample predict - and the streaming transform's codes
+of the rows that do not join (``hal.backends.numpy.basis.BasisWorkspace.code_plan``) are such
+codings; the Wp test and the joins (the dictionary itself) and the network's updates are not,
+and stay on the training backend (see :data:`hal.DEFAULT_ORDER`).  So:
 
 * a backend that sets ``compiled_execution = True`` (``blas``, ``mpi``,
   ``multiprocessing``: NumPy-family backends whose per-row OMP is NumPy's per-iteration
-  loop, ~100x a dictionary pass for one sample) runs its execution phase on the native
-  backend's per-row kernels (``hal/backends/native``: ``correlate.c``'s encode,
-  ``predict.c``'s fused predict) whenever they build here, and on its own plan otherwise
-  (no C compiler or no cffi: nothing else changes);
-* ``numpy`` (the reference) and the backends with execution kernels of their own
-  (``native``, ``opencl``) keep theirs;
+  loop, ~100x a dictionary pass for one sample) codes rows on the native backend's per-row
+  kernels (``hal/backends/native``: ``correlate.c``'s encode, ``predict.c``'s fused predict)
+  whenever they build here, and on its own plan otherwise (no C compiler or no cffi:
+  nothing else changes);
+* ``numpy`` (the reference) and the backends with kernels of their own (``native``,
+  ``opencl``) keep theirs;
 * ``TINYDL_EXECUTION=backend`` turns the rule off (the training backend's own plan runs).
 
-Results.  The codes of the execution phase are then the native kernel's: the same bits
-whichever of those backends trained the model (given the same dictionary), on any batch
-split; against the backend's own plan (NumPy's Batch-OMP) they agree to the native
-backend's stated tolerance (the same supports wherever the argmax is not a near tie,
-coefficients within 1e-4 (float32) / 1e-10 (float64) of the largest).  What training
-produces - the dictionary, the codes a stream returns, the network - is untouched by this
-rule, so its bit-identity across splits, ranks and resumed fits is the training backend's.
+Results.  The codes are then the native kernel's: each row's depend only on the row and the
+dictionary at its time (a fixed order of its own), so a stream's dictionary and codes stay
+the same bits for any batch split, N MPI ranks against one process and a resumed fit, and
+the stream's codes once the dictionary is full are the same bits as ``transform``'s and as
+the native backend's own encode.  The dictionary, Gram matrix and ``Li`` are the same bits
+with the rule on and off (the Wp test and the joins do not use it); the codes agree with the
+backend's own plan (NumPy's Batch-OMP) to the native backend's stated tolerance (the same
+supports wherever the argmax is not a near tie, coefficients within 1e-4 (float32) / 1e-10
+(float64) of the largest).  :func:`execution_kernels` names the kernels for the cost model.
 """
 from __future__ import annotations
 

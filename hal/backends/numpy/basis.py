@@ -16,9 +16,12 @@ second dictionary-sized array (an orthonormal basis) is kept.
 
 Every backend offers :meth:`BasisSpec.prepare_basis`; ``BasisWorkspace.run`` is Algorithm 2
 on a batch (the native backend runs it in one C call, ``hal/backends/native/stream.c``).
-Here the products run on the backend's row-independent tiles (``rows_matmul``), so each
-row's values depend only on that row and the state at its time: bit-identical results for
-any split of a stream (one BLAS thread).
+Here the Wp test's products run on the backend's row-independent tiles (``rows_matmul``),
+and the rows that do not join are coded by :meth:`BasisWorkspace.code_plan` (the native
+per-row encode on a ``compiled_execution`` backend where it builds, see
+:mod:`hal.execution`; else the backend's own Batch-OMP), so each row's values depend only on
+that row and the state at its time: bit-identical results for any split of a stream (one
+BLAS thread).
 """
 from __future__ import annotations
 
