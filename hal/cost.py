@@ -22,7 +22,9 @@ backend (``blas``, ``mpi``, ``multiprocessing``) where the native kernels build,
 correlations of the rows actually given (no zero-padded block), the same OMP FLOP-equivalents,
 and one call per encode instead of ``calls_per_iteration`` per iteration and batch (the
 iterations are a C loop), with the figures of the backend that runs them where the profile has
-them (else the training backend's).
+them (else the training backend's); one sample with a transform is the learner's fused
+one-sample predict there (encode and network in that one call: the layers carry no call
+overhead of their own).
 """
 from __future__ import annotations
 
@@ -268,10 +270,14 @@ def _check_layers(layer_sizes) -> Tuple[int, ...]:
     return tuple(_pos(f"layer_sizes[{i}]", s) for i, s in enumerate(sizes))
 
 
-def _layers_pass(profile, backend, sizes, rows, dtype, backward, sparse_input_k):
-    """Seconds, flops and bytes of one forward (and backward) pass over ``rows`` samples."""
+def _layers_pass(profile, backend, sizes, rows, dtype, backward, sparse_input_k,
+                 fused=False):
+    """Seconds, flops and bytes of one forward (and backward) pass over ``rows`` samples.
+    ``fused``: the layers run inside one kernel call priced elsewhere (the native fused
+    one-sample predict): no call overhead of their own."""
     _, size = _dtype(dtype)
     spec = profile.backend(backend)
+    per_call = 0.0 if fused else 1.0
     mm_t = vec_t = 0.0
     flops = nbytes = 0.0
     n_layers = len(sizes) - 1
@@ -282,7 +288,8 @@ def _layers_pass(profile, backend, sizes, rows, dtype, backward, sparse_input_k)
             passes = 2 if backward else 1
             f = 2.0 * rows * kk * q * passes
             b = size * rows * kk * q * passes
-            mm_t += vector_cost(profile, backend, f, b, kk * passes, rows * q, dtype)
+            mm_t += vector_cost(profile, backend, f, b, kk * passes * per_call, rows * q,
+                                dtype)
             flops, nbytes = flops + f, nbytes + b
         else:
             products = [(rows, p, q)]
@@ -292,6 +299,7 @@ def _layers_pass(profile, backend, sizes, rows, dtype, backward, sparse_input_k)
                     products.append((rows, q, p))    # dX = dY @ W.T
             for a, b_, c in products:
                 t, f, b = matmul_cost(profile, backend, a, b_, c, dtype)
+                t -= (1.0 - per_call) * spec.call_overhead_s
                 mm_t, flops, nbytes = mm_t + t, flops + f, nbytes + b
         # bias, activation (and its derivative, the bias gradient, the momentum update)
         f = rows * q * (2.0 + (4.0 if backward else 0.0)) + (4.0 * p * q if backward else 0.0)
@@ -299,7 +307,7 @@ def _layers_pass(profile, backend, sizes, rows, dtype, backward, sparse_input_k)
         vec_t += vector_cost(profile, backend, f, b, 0, rows * q, dtype)
         flops, nbytes = flops + f, nbytes + b
     calls = (profile.training_model.calls_per_layer if backward else 3.0) * n_layers
-    return mm_t, vec_t, calls * spec.call_overhead_s, flops, nbytes
+    return mm_t, vec_t, calls * spec.call_overhead_s * per_call, flops, nbytes
 
 
 def predict_training_epoch(profile, layer_sizes: Sequence[int], n_samples: int,
@@ -392,8 +400,16 @@ def predict_inference(profile, layer_sizes: Sequence[int], n_samples: int = 1,
         flops, nbytes, peak_extra = tp.flops, tp.bytes, tp.peak_bytes
         if sparse_input_k is None:
             sparse_input_k = k
+        from .execution import execution_kernels
+        # one sample on the native kernels: encode and network are one fused call (the
+        # learner's one-sample predict), already counted in the transform's one call
+        fused = n == 1 and execution_kernels(backend) == "native"
+        if fused:
+            backend = tp.backend
+    else:
+        fused = False
     mm, vec, calls, f, b = _layers_pass(profile, backend, sizes, n, dtype, False,
-                                        sparse_input_k)
+                                        sparse_input_k, fused)
     parts += [("matmul", mm), ("vector", vec), ("call_overhead", calls)]
     n_params = sum(p * q + q for p, q in zip(sizes[:-1], sizes[1:]))
     weights = 0 if profile.memory.flash_bytes > 0 else size * n_params

@@ -243,6 +243,13 @@ def test_cost_model_prices_the_execution_phase_on_the_rule_s_kernels(blas_and_na
     assert ex.seconds < own.seconds / 5
     inf = predict_inference(prof, [l, 64, 19], 1, backend="blas", transform=(m, l, k))
     assert dict(inf.breakdown)["transform_correlation"] == parts["correlation"]
+    # one sample: the fused predict (one call: no call overhead of the layers), the same
+    # prediction as on native itself; two samples: the network on blas, with its calls
+    assert dict(inf.breakdown)["call_overhead"] == 0
+    assert inf.seconds == predict_inference(prof, [l, 64, 19], 1, backend="native",
+                                            transform=(m, l, k)).seconds
+    two = predict_inference(prof, [l, 64, 19], 2, backend="blas", transform=(m, l, k))
+    assert dict(two.breakdown)["call_overhead"] > 0
     for setting in ("env", "no compiler"):
         with monkeypatch.context() as mp:
             if setting == "env":
