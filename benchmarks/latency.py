@@ -3,8 +3,8 @@
     python benchmarks/latency.py [--json PATH] [--backend native|blas|default] [--repeat 200]
 
 (``--backend default``: no backend named, the one ``hal.select_backend`` picks, as a user's
-default run; its execution phase then runs on the native per-row kernels where they build,
-see :mod:`hal.execution`.)
+default run; its execution phase and the stream's coding of the rows that do not join then
+run on the native per-row kernels where they build, see :mod:`hal.execution`.)
 
 For (m, l, k) = (5625, 100, 20), (617, 200, 20), (520, 100, 20) in float32, on synthetic
 Gaussian data (no file is read), one BLAS thread, medians of ``--repeat`` single calls
