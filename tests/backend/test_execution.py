@@ -262,3 +262,20 @@ def test_cost_model_prices_the_execution_phase_on_the_rule_s_kernels(blas_and_na
             assert got == dict(own.breakdown)
     with pytest.raises(ValueError, match="kernels"):
         predict_transform(prof, m, l, k, 1, kernels="fast")
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_blas_steady_state_one_row_refuses_nan_unchanged(blas_and_native, standardize):
+    """The steady state's one-call path (the kernel checks finiteness): a row with a NaN
+    raises naming it, and nothing changes."""
+    X, _ = _stream(5, n=240)
+    sd = StreamingDictionary(l=12, k=6, alpha=0.3, standardize=standardize, n_standardize=10,
+                             backend="blas").fit(X[:200])
+    assert sd.n_atoms_ == 12
+    sd.partial_fit(X[200:201])  # the one-call path is bound and used
+    D, seen = sd._D.copy(), sd.n_samples_seen_
+    bad = X[201:202].copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or Inf.*\(0, 3\)"):
+        sd.partial_fit(bad)
+    assert np.array_equal(sd._D, D) and sd.n_samples_seen_ == seen
