@@ -135,6 +135,10 @@ class StoredEncodePlan(EncodePlan):
                 continue
             c = corr[:e - s]
             self.tiles.correlate(Xc, self.l, c)
+            # a code that stops early (rank deficiency) leaves its tail unwritten: pads as
+            # omp_encode's (the caller's buffers may be uninitialized)
+            indices[s:e, :k] = -1
+            values[s:e, :k] = 0
             be._omp_chunk(Xc, None, self.G, k, self.tol, ws, indices[s:e, :k],
                           values[s:e, :k], nnz[s:e], resid[s:e], corr=c)
         indices[:, k:] = -1
