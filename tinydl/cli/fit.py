@@ -203,6 +203,9 @@ def run(args):
                            "or choose another directory")
     Learner = _learner_class(args)
     plan = None
+    seed = _shuffle_seed(args, out, args.resume and has_ckpt)
+    if seed is not None:
+        st = st.shuffled(seed)
     if args.resume and has_ckpt:
         learner = Learner.load(out, backend=args.backend)
         if learner.n_features_in_ != st.n_features:
@@ -219,11 +222,17 @@ def run(args):
                 raise CommandError(f"the plan {args.plan} is for m={plan.m} features; "
                                    f"{args.data} has {st.n_features}")
         else:
-            X = tuning_rows(st) if args.target_error is not None else None
-            plan = make_plan(args, st.n_features, int(classes.size), X, n_samples=n_total)
+            rows = tuning_rows(st)
+            X = rows if args.target_error is not None else None
+            plan = make_plan(args, st.n_features, int(classes.size), X, n_samples=n_total,
+                             scaling_rows=rows)
         # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
         plan = dataclasses.replace(plan, candidates=())
-        params = plan.learner_params()
+        from ..data import label_runs
+        # an "auto" window policy follows the stream as it will be streamed: the paper's
+        # sliding window unless its labels arrive in blocks (then the reservoir)
+        blocked = label_runs(st.y[:n_total], plan.n_batch)["blocked"]
+        params = plan.learner_params(blocked=blocked)
         params["backend"] = plan.backend_object()  # workspaces sized as the plan priced them
         params["dtype"] = args.dtype if args.plan is None else plan.dtype
         for name in _OVERRIDES:
@@ -236,9 +245,6 @@ def run(args):
             params["backend"] = args.backend
         learner = Learner(**params, seed=args.seed)
         os.makedirs(out, exist_ok=True)
-    seed = _shuffle_seed(args, out, args.resume and has_ckpt)
-    if seed is not None:
-        st = st.shuffled(seed)
     every = args.checkpoint_every or 16 * int(learner.n_batch)
     learner.checkpoint_dir, learner.checkpoint_every = out, every
     rank = int(getattr(learner, "rank", 0))
