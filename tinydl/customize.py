@@ -56,6 +56,7 @@ import numpy as np
 
 from .errors import BudgetInfeasible
 from .footprint import plan_total
+from .lowmem import DECODE_LADDER, DECODE_ROWS
 from .plan import (
     BATCH_SIZE,
     CHUNK,
@@ -102,7 +103,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    raw_rows: bool = True, standardize: str = "hold",
                    dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
                    window_policy: str = "reservoir", backend: str = "numpy",
-                   dt_copy: Optional[bool] = None, buffers: bool = False):
+                   dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
+                   buffers: bool = False):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
@@ -125,7 +127,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     buf = plan_buffers(m, n_classes, l, k, hidden_layer_sizes, window, dtype, batch_size,
                        chunk, n_standardize, standardize, rebuild, window_policy,
                        dictionary_dtype, ob,
-                       dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False)
+                       dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False,
+                       decode_rows=decode_rows)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -328,7 +331,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             opt["chunk"], opt["n_standardize"], opt["standardize"],
                             "new-class" if opt["raw"] else "never", WINDOW_POLICY,
                             opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
-                            _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"])
+                            _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"],
+                            decode_rows=opt["decode"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
                     key = (sizes, window, k, opt["batch"])
@@ -369,6 +373,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             n_standardize=opt["n_standardize"],
                             dictionary_dtype=opt["ddtype"] or dt.name,
                             dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
+                            decode_rows=opt["decode"],
                             batch_size=opt["batch"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
@@ -392,6 +397,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  n_standardize=best.n_standardize,
                                  dictionary_dtype=best.dictionary_dtype, backend=be,
                                  dt_copy=best.dt_copy, batch_size=best.batch_size,
+                                 decode_rows=best.decode_rows,
                                  window_policy=WINDOW_POLICY, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
@@ -410,6 +416,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 window_policy=WINDOW_POLICY, standardize=best.standardize,
                 n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
                 omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
+                decode_rows=best.decode_rows,
                 buffers=tuple(buffers),
                 candidates=tuple(cands))
 
@@ -442,9 +449,14 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
     for batch in BATCH_LADDER:
         for dd in ddts:
             for raw, stdz, nstd in policies:
-                for dtc in (True, False):
+                # a stored (narrower) dictionary keeps no D.T copy; it decodes 16 atoms at a
+                # time, then 1 (tinydl.lowmem.DECODE_LADDER)
+                stored = dd in ("float16", "int8")
+                for dtc, dec in (((False, r) for r in DECODE_LADDER) if stored else
+                                 ((True, DECODE_ROWS), (False, DECODE_ROWS))):
                     out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
-                                     chunk=ch, dt_copy=dtc, batch=batch) for ch in chunks])
+                                     chunk=ch, dt_copy=dtc, batch=batch, decode=dec)
+                                for ch in chunks])
     return out
 
 

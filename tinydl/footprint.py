@@ -100,7 +100,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  n_standardize: int = 256, standardize="hold", rebuild: str = "never",
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
                  omp_batch: int = 256, dt_copy: bool = False,
-                 alpha: float = 0.3) -> List[tuple]:
+                 alpha: float = 0.3, decode_rows: int = _TILE) -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -122,6 +122,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         The backend keeps a contiguous copy of ``D.T`` for its products.
     alpha : float
         The Wp threshold (below ~0.14 the explicit residual's tiles are counted).
+    decode_rows : int
+        Atoms a stored dictionary decodes at a time (:func:`tinydl.lowmem.plan_backend`).
 
     Returns
     -------
@@ -154,7 +156,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
             _buf("backend.tiles", (_TILE, m + (m if alpha * alpha < 0.02 else lb)), dt,
                  "overhead", S, "the row-independent product tiles (in, out)")]
     if ddt != dt:
-        out.append(_buf("transform.decode", (min(_TILE, lb), m), dt, "overhead", S,
+        out.append(_buf("transform.decode", (min(int(decode_rows), lb), m), dt, "overhead", S,
                         "atoms decoded to the compute dtype a tile at a time"))
     if standardize != "off" and rebuild == "never" or rebuild == "new-class":
         out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))

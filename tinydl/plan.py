@@ -114,6 +114,7 @@ class Candidate:
     dictionary_dtype: str = "float32"
     dt_copy: bool = True
     batch_size: int = BATCH_SIZE      # the network's minibatch
+    decode_rows: int = 16             # atoms a stored dictionary decodes at a time
 
     def label(self) -> str:
         """One line naming the configuration."""
@@ -121,7 +122,8 @@ class Candidate:
         return (f"l={self.l} k={self.k} alpha={self.alpha:g} net={net}-C window={self.window} "
                 f"n_batch={self.n_batch} chunk={self.chunk} D={self.dictionary_dtype} "
                 f"rebuild={self.rebuild} std={self.standardize}"
-                + (f" batch={self.batch_size}" if self.batch_size != BATCH_SIZE else ""))
+                + (f" batch={self.batch_size}" if self.batch_size != BATCH_SIZE else "")
+                + (f" decode={self.decode_rows}" if self.decode_rows != 16 else ""))
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,9 @@ class Plan:
     dt_copy : bool
         Whether the backend's OMP workspace keeps its contiguous copy of ``D.T`` (a second
         dictionary-sized array; :mod:`tinydl.lowmem`).
+    decode_rows : int
+        Atoms a float16 / int8 dictionary decodes at a time into its float32 tile (16, or 1
+        when that tile does not fit: :func:`tinydl.lowmem.plan_backend`).
     buffers : list of dict
         The predicted footprint buffer by buffer (:func:`tinydl.footprint.plan_buffers`).
     m, n_classes : int
@@ -213,6 +218,7 @@ class Plan:
     dictionary_dtype: str = "float32"
     omp_batch: int = CHUNK
     dt_copy: bool = True
+    decode_rows: int = 16
     buffers: Tuple[Dict, ...] = field(default=(), compare=False, repr=False)
     candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
 
@@ -277,7 +283,8 @@ class Plan:
         rows and without the copy of ``D.T`` when ``dt_copy`` is False
         (:func:`tinydl.lowmem.plan_backend`; the name itself when the defaults apply)."""
         from .lowmem import plan_backend
-        return plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy))
+        return plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy),
+                            int(self.decode_rows))
 
     def to_dict(self) -> Dict:
         """The plan as a JSON-ready dict (without the candidates).
@@ -391,7 +398,8 @@ def load_plan(path) -> Plan:
                     seconds_per_sample=0.0, energy_per_sample=0.0, energy_source="unknown",
                     # plans written before these fields: the learner's defaults then
                     rebuild="new-class", window_policy="reservoir", standardize="hold",
-                    n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True)
+                    n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True,
+                    decode_rows=16)
     kw.pop("buffers", None)
     kw["buffers"] = tuple(dict(b) for b in (d.get("buffers") or []) if isinstance(b, dict))
     for k, v in defaults.items():
@@ -403,7 +411,7 @@ def load_plan(path) -> Plan:
     from .footprint import DICTIONARY_DTYPES
     _check_choice(path, "dictionary_dtype", kw["dictionary_dtype"], DICTIONARY_DTYPES)
     for name in ("l", "k", "window", "n_batch", "m", "n_classes", "epochs_per_update",
-                 "batch_size", "chunk", "n_standardize", "omp_batch"):
+                 "batch_size", "chunk", "n_standardize", "omp_batch", "decode_rows"):
         v = kw[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{path}: plan {name} must be a positive integer, got {v!r}")
