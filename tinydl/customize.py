@@ -102,7 +102,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    chunk: int = CHUNK, n_standardize: int = N_STANDARDIZE,
                    raw_rows: bool = True, standardize: str = "hold",
                    dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
-                   window_policy: str = "reservoir", backend: str = "numpy",
+                   window_policy: str = WINDOW_POLICY, backend: str = "numpy",
                    dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
                    buffers: bool = False):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.

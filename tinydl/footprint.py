@@ -160,9 +160,6 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                         "atoms decoded to the compute dtype a tile at a time"))
     if standardize != "off" and rebuild == "never" or rebuild == "new-class":
         out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))
-    if standardize == "running" and rebuild == "never":
-        out.append(_buf("standardizer.moments", (2, m), "float64", "overhead", S,
-                        "running mean and M2 of the warm-up rows"))
     # the encode plan's OMP workspace (NumpyBackend.prepare_omp) for b rows
     b = _omp_rows(int(omp_batch), lb, kk, it)
     out += [_buf("omp.corr,abs", (2, b, lb), dt, "overhead", S, ""),
@@ -199,7 +196,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("stats.deviations", (n_standardize, m), "float64", "overhead", "stats",
                      "fit_stats' float64 temporaries")]
     elif rebuild == "never" and standardize == "running":
-        out += [_buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
+        # the running moments live until the statistics are fixed (tinydl.warmup)
+        out += [_buf("standardizer.moments", (2, m), "float64", "overhead", "stats",
+                     "running mean and M2 of the warm-up rows"),
+                _buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
                 _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
                      "the chunk's squared deviations")]
     # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
