@@ -465,7 +465,13 @@ def _first_fit(groups, fp_of, cap):
     chunk first) whose footprint fits ``cap``, and that footprint; else the last group's last
     (cheapest) option and its footprint.  Within a group the footprint only shrinks with the
     chunk: a group whose smallest chunk does not fit is skipped after one evaluation, and the
-    largest fitting chunk is found by bisection."""
+    largest fitting chunk is found by bisection.  The last option (the narrowest storage, no
+    statistics buffers or the running ones, the smallest minibatch and chunk) is the cheapest
+    of all: when it does not fit, nothing does, and it is returned at once."""
+    last = groups[-1][-1]
+    least = fp_of(last)
+    if least > cap:
+        return last, least
     for group in groups:
         if fp_of(group[-1]) > cap:
             continue
@@ -477,8 +483,7 @@ def _first_fit(groups, fp_of, cap):
             else:
                 lo = mid + 1
         return group[hi], fp_of(group[hi])
-    last = groups[-1][-1]
-    return last, fp_of(last)
+    return last, least
 
 
 def _running_warmup(n_samples) -> int:

@@ -130,8 +130,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     list of dict
         ``name, shape, dtype, bytes, term, phase, note``.
     """
-    dt = np.dtype(dtype).name
-    ddt = np.dtype(dictionary_dtype or dt).name
+    dt = _dtype_name(dtype)
+    ddt = _dtype_name(dictionary_dtype or dt)
     it = _ITEM[dt]
     lb, kk = max(int(l), 2), max(min(int(k), int(l)), 1)
     m, chunk = int(m), int(chunk)
@@ -225,7 +225,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     return out
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=None)
+def _dtype_name(dtype) -> str:
+    # the customizer prices ~10^5 options: np.dtype(...).name is a visible share of it
+    return np.dtype(dtype).name
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _network_parts(l, k, hidden, window, n_classes, dtype, batch_size) -> Dict[str, int]:
     """The network's training footprint on compact codes
     (:meth:`tinydl.nn.MLPClassifier.footprint`), cached: the search asks for it often."""
