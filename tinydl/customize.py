@@ -18,8 +18,10 @@ Three customizations, as in the paper:
 
 Among the candidates that fit, the plan with the most capacity wins (a window of up to
 :data:`~tinydl.plan.WINDOW_PER_CLASS` samples per class first -- below that the network
-retrains on too few examples of each class for more atoms to help --, then more atoms, more
-non-zeros, the rest of the window, a larger network), capped at the paper's setting (``l = 100``,
+retrains on too few examples of each class for more atoms to help --, then a first hidden
+layer of up to :data:`~tinydl.plan.HIDDEN_PER_CLASS` (2) units per class -- a narrower one is
+a bottleneck --, then more atoms, more non-zeros, the rest of the window, a larger network),
+capped at the paper's setting (``l = 100``,
 ``k = 20``) and a window of 2,048; the network ladder runs from (16) to (256, 128)
 (:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
 at least 20x smaller than its raw one).  With an error target the *cheapest* plan that meets
@@ -35,10 +37,13 @@ whole footprint fits the memory budget, in this order --
    values), then ``rebuild="never"`` with the hold-back standardization (the first 256 rows
    held, then coded), then ``rebuild="never"`` with ``standardize="running"`` (no hold-back
    buffer; the warm-up rows, 256 or a sixteenth of a stream of known length and at least 32,
-   fix the statistics and are not learned from);
+   fix the statistics and are not learned from; their moments are released then); with data
+   whose features share one scale (:func:`scaling_rule`, ``tinydl plan --data`` and ``tinydl
+   fit``) only ``rebuild="never"`` without standardization (``standardize="off"``);
 3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
-   (:mod:`tinydl.lowmem`); then the largest chunk of 256, 128, 64, 32, 16, 8, 4 rows (the OMP
-   workspace is sized for the chunk);
+   (:mod:`tinydl.lowmem`) -- for a float16 / int8 dictionary, its float32 decode tile of 16
+   atoms, then of 1 --; then the largest chunk of 256, 128, 64, 32, 16, 8, 4, 2, 1 rows (the
+   OMP workspace is sized for the chunk);
 
 and all of that first at the network's default minibatch of 64 samples, then at 32, then 16
 (:data:`BATCH_LADDER`: the sparse first layer's gather scratch, the activations and the
@@ -47,6 +52,11 @@ more, noisier steps, so it is the last resort).
 
 So a raw-sample reservoir is kept only when the plan budgets it.  At equal capacity the ranking
 prefers the same order.
+
+The window policy is ``"auto"`` (:data:`tinydl.plan.WINDOW_POLICY`): ``tinydl fit`` resolves it
+from the stream as it will be streamed -- the paper's sliding window, which sees every sample,
+unless the labels arrive in blocks, then the class-balanced reservoir; the footprint prices a
+window of ``window`` slots either way.
 """
 from __future__ import annotations
 

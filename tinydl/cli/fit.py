@@ -16,6 +16,12 @@ warning on stderr: the rule is a mean run length of equal labels more than
 ``1 / (1 - sum_c p_c**2)`` (Daily and Sports sorted by activity: 96 vs 1.06; UJIIndoorLoc in
 file order: 16.3 vs 1.09; a shuffled file: about 1x).
 
+With a plan (``--plan``, or the one made from the budget arguments), the window policy
+follows the stream as it will be streamed (after ``--shuffle``): the paper's sliding window
+unless its labels arrive in blocks by the rule above, then the class-balanced reservoir
+(:data:`tinydl.plan.WINDOW_POLICY`).  Without ``--plan``, whether to standardize is decided
+by :func:`tinydl.customize.scaling_rule` on a sample of the file.
+
 Under ``mpiexec -n N`` (or with ``--mpi``) every rank reads the same chunks and the learner
 shards the work (:mod:`tinydl.distributed`); only rank 0 prints and writes.
 """
