@@ -74,6 +74,8 @@ def run_case(name, path, memory, tmp, extra=()):
     fit_json = os.path.join(tmp, f"{tag}-fit.json")
     _, fit_s = _tinydl("fit", path, "--plan", plan_path, "--shuffle", 0, "-o", model,
                        "--quiet", "--json", fit_json, *extra)
+    with open(fit_json) as fh:
+        fit = json.load(fh)
     ev_json = os.path.join(tmp, f"{tag}-eval.json")
     _tinydl("evaluate", model, "--data", path, "--json", ev_json)
     with open(ev_json) as fh:
@@ -82,7 +84,12 @@ def run_case(name, path, memory, tmp, extra=()):
             "dictionary_dtype",
             "rebuild", "window_policy", "standardize", "n_standardize", "dt_copy",
             "footprint_bytes", "paper_bytes")
-    return dict(memory=memory, plan={k: plan.get(k) for k in keys},
+    # what the run resolved: the window policy ("auto": sliding unless the labels arrive in
+    # blocks), the network updates made
+    ran = dict(window_policy=fit["params"]["window_policy"],
+               standardize=fit["params"]["standardize"], n_updates=fit["n_updates"],
+               n_atoms=fit["n_atoms"])
+    return dict(memory=memory, plan={k: plan.get(k) for k in keys}, fit=ran,
                 accuracy=float(ev["accuracy"]), n_test=int(ev["n_samples"]),
                 fit_seconds=fit_s, commands=[
                     f"tinydl plan --data {path} --memory {memory} -o p.json",
@@ -148,6 +155,7 @@ def main(argv=None):
                   f"<= {gap}: {'yes' if r['ok'] else 'NO'}); plan l={p['l']} k={p['k']} "
                   f"net={p['hidden_layer_sizes']} window={p['window']} "
                   f"D={p['dictionary_dtype']} rebuild={p['rebuild']} std={p['standardize']} "
+                  f"window policy {r['fit']['window_policy']} "
                   f"footprint {p['footprint_bytes']:,} B; fit {r['fit_seconds']:.0f} s",
                   flush=True)
     if args.json:

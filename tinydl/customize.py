@@ -18,8 +18,10 @@ Three customizations, as in the paper:
 
 Among the candidates that fit, the plan with the most capacity wins (a window of up to
 :data:`~tinydl.plan.WINDOW_PER_CLASS` samples per class first -- below that the network
-retrains on too few examples of each class for more atoms to help --, then more atoms, more
-non-zeros, the rest of the window, a larger network), capped at the paper's setting (``l = 100``,
+retrains on too few examples of each class for more atoms to help --, then a first hidden
+layer of up to :data:`~tinydl.plan.HIDDEN_PER_CLASS` (2) units per class -- a narrower one is
+a bottleneck --, then more atoms, more non-zeros, the rest of the window, a larger network),
+capped at the paper's setting (``l = 100``,
 ``k = 20``) and a window of 2,048; the network ladder runs from (16) to (256, 128)
 (:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
 at least 20x smaller than its raw one).  With an error target the *cheapest* plan that meets
@@ -35,10 +37,13 @@ whole footprint fits the memory budget, in this order --
    values), then ``rebuild="never"`` with the hold-back standardization (the first 256 rows
    held, then coded), then ``rebuild="never"`` with ``standardize="running"`` (no hold-back
    buffer; the warm-up rows, 256 or a sixteenth of a stream of known length and at least 32,
-   fix the statistics and are not learned from);
+   fix the statistics and are not learned from; their moments are released then); with data
+   whose features share one scale (:func:`scaling_rule`, ``tinydl plan --data`` and ``tinydl
+   fit``) only ``rebuild="never"`` without standardization (``standardize="off"``);
 3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
-   (:mod:`tinydl.lowmem`); then the largest chunk of 256, 128, 64, 32, 16, 8, 4 rows (the OMP
-   workspace is sized for the chunk);
+   (:mod:`tinydl.lowmem`) -- for a float16 / int8 dictionary, its float32 decode tile of 16
+   atoms, then of 1 --; then the largest chunk of 256, 128, 64, 32, 16, 8, 4, 2, 1 rows (the
+   OMP workspace is sized for the chunk);
 
 and all of that first at the network's default minibatch of 64 samples, then at 32, then 16
 (:data:`BATCH_LADDER`: the sparse first layer's gather scratch, the activations and the
@@ -47,6 +52,11 @@ more, noisier steps, so it is the last resort).
 
 So a raw-sample reservoir is kept only when the plan budgets it.  At equal capacity the ranking
 prefers the same order.
+
+The window policy is ``"auto"`` (:data:`tinydl.plan.WINDOW_POLICY`): ``tinydl fit`` resolves it
+from the stream as it will be streamed -- the paper's sliding window, which sees every sample,
+unless the labels arrive in blocks, then the class-balanced reservoir; the footprint prices a
+window of ``window`` slots either way.
 """
 from __future__ import annotations
 
@@ -54,17 +64,29 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._plan_options import (  # noqa: F401 - BATCH_LADDER etc. stay importable from here
+    BATCH_LADDER,
+    CHUNK_LADDER,
+    SCALE_SPREAD,
+    _first_fit,
+    _options,
+    _running_warmup,
+    scaling_rule,
+)
 from .errors import BudgetInfeasible
 from .footprint import plan_total
+from .lowmem import DECODE_ROWS
 from .plan import (
     BATCH_SIZE,
     CHUNK,
     EPOCHS_PER_UPDATE,
+    HIDDEN_PER_CLASS,
     K_CAP,
     L_CAP,
     N_STANDARDIZE,
     WINDOW_CAP,
     WINDOW_PER_CLASS,
+    WINDOW_POLICY,
     Budget,
     Candidate,
     Plan,
@@ -81,10 +103,6 @@ __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load
 L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
 K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
 WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
-CHUNK_LADDER = (256, 128, 64, 32, 16, 8, 4)
-#: the network's minibatch, largest first: a smaller one only when nothing fits at the larger
-#: (its gather scratch, activations and per-call buffers scale with it)
-BATCH_LADDER = (BATCH_SIZE, 32, 16)
 HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
 ALPHA_LADDER = (0.1, 0.3, 0.5)
 
@@ -95,8 +113,9 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    chunk: int = CHUNK, n_standardize: int = N_STANDARDIZE,
                    raw_rows: bool = True, standardize: str = "hold",
                    dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
-                   window_policy: str = "reservoir", backend: str = "numpy",
-                   dt_copy: Optional[bool] = None, buffers: bool = False):
+                   window_policy: str = WINDOW_POLICY, backend: str = "numpy",
+                   dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
+                   buffers: bool = False):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
@@ -119,7 +138,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     buf = plan_buffers(m, n_classes, l, k, hidden_layer_sizes, window, dtype, batch_size,
                        chunk, n_standardize, standardize, rebuild, window_policy,
                        dictionary_dtype, ob,
-                       dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False)
+                       dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False,
+                       decode_rows=decode_rows)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -181,7 +201,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
          k_choices: Optional[Sequence[int]] = None,
          window_choices: Optional[Sequence[int]] = None,
          hidden_choices: Optional[Sequence[Sequence[int]]] = None,
-         dictionary_dtype: Optional[str] = None) -> Plan:
+         dictionary_dtype: Optional[str] = None,
+         standardize: Optional[bool] = None) -> Plan:
     """Choose a TinyDL configuration for ``m`` features and ``n_classes`` classes.
 
     Parameters
@@ -205,6 +226,11 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     dictionary_dtype : {None, "float32", "float64", "float16", "int8"}
         How the atoms are stored.  None: the customizer's choice (the rule in the module
         docstring: the compute dtype unless the budget needs a narrower one).
+    standardize : bool, optional
+        Per-feature standardization before the transform; ``False`` plans
+        ``standardize="off"`` (no statistics buffers, no warm-up rows).  None: on (the
+        hold-back or running statistics, the storage rule).  ``tinydl plan --data`` and
+        ``tinydl fit`` pass :func:`scaling_rule`'s choice on a sample of the file.
 
     Returns
     -------
@@ -245,7 +271,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         windows = [w for w in windows if w <= n_samples] or windows[:1]
     hiddens = [tuple(int(u) for u in h) for h in (hidden_choices or HIDDEN_LADDER)]
     chunks = [c for c in CHUNK_LADDER if c <= chunk] or [int(chunk)]
-    opts = _options(chunks, dt.name, dictionary_dtype, n_samples)
+    opts = _options(chunks, dt.name, dictionary_dtype, n_samples, standardize)
     alphas = (0.3,)
     errors: Dict = {}
     if target_error is not None:
@@ -277,9 +303,10 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                         return plan_total(
                             m, n_classes, l, k, hidden, window, dt.name, opt["batch"],
                             opt["chunk"], opt["n_standardize"], opt["standardize"],
-                            "new-class" if opt["raw"] else "never", "reservoir",
+                            "new-class" if opt["raw"] else "never", WINDOW_POLICY,
                             opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
-                            _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"])
+                            _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"],
+                            decode_rows=opt["decode"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
                     key = (sizes, window, k, opt["batch"])
@@ -320,6 +347,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             n_standardize=opt["n_standardize"],
                             dictionary_dtype=opt["ddtype"] or dt.name,
                             dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
+                            decode_rows=opt["decode"],
                             batch_size=opt["batch"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
@@ -332,7 +360,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                   f"{_fmt_bytes(best.footprint_bytes)}")
     else:
         reason = (f"the most capacity (a window of up to {WINDOW_PER_CLASS} samples per "
-                  f"class, then atoms, non-zeros, the rest of the window, network) among "
+                  f"class, a first hidden layer of {HIDDEN_PER_CLASS} units per class, then "
+                  f"atoms, non-zeros, the rest of the window, network) among "
                   f"{len(fits)} candidates that fit, capped at the paper's l={L_CAP}, "
                   f"k={K_CAP}, window={WINDOW_CAP}; ties go to the smaller footprint")
     fp, buffers = plan_footprint(m, n_classes, best.l, best.k, best.hidden_layer_sizes,
@@ -342,7 +371,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  n_standardize=best.n_standardize,
                                  dictionary_dtype=best.dictionary_dtype, backend=be,
                                  dt_copy=best.dt_copy, batch_size=best.batch_size,
-                                 buffers=True)
+                                 decode_rows=best.decode_rows,
+                                 window_policy=WINDOW_POLICY, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
                      else f"profile power measured with {src}")
@@ -357,9 +387,10 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 seconds_per_sample=best.seconds_per_sample,
                 energy_per_sample=best.energy_per_sample, energy_source=energy_source,
                 budget=budget, error=best.error, reason=reason, rebuild=best.rebuild,
-                window_policy="reservoir", standardize=best.standardize,
+                window_policy=WINDOW_POLICY, standardize=best.standardize,
                 n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
                 omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
+                decode_rows=best.decode_rows,
                 buffers=tuple(buffers),
                 candidates=tuple(cands))
 
@@ -372,56 +403,6 @@ def paper_bytes(m, l, n, n_params, dtype="float32", dictionary_dtype=None) -> in
     dd = np.dtype(dictionary_dtype or dtype)
     scales = 4 * int(l) if dd == np.int8 else 0
     return int(dd.itemsize * int(m) * int(l) + scales + it * (int(l) * int(n) + int(n_params)))
-
-
-def _options(chunks, dtype, dictionary_dtype, n_samples):
-    """The storage, rebuild, standardization and chunk options of one configuration, in the
-    order of preference (the first that fits the budget is taken): groups of options that
-    differ only by chunk (largest first)."""
-    from .footprint import DICTIONARY_DTYPES
-    if dictionary_dtype is not None and dictionary_dtype not in DICTIONARY_DTYPES:
-        raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)}, "
-                         f"got {dictionary_dtype!r}")
-    ddts = [dictionary_dtype] if dictionary_dtype else [dtype, "float16", "int8"]
-    run_n = _running_warmup(n_samples)
-    out = []
-    for batch in BATCH_LADDER:
-        for dd in ddts:
-            for raw, stdz, nstd in ((True, "hold", N_STANDARDIZE),
-                                    (False, "hold", N_STANDARDIZE), (False, "running", run_n)):
-                for dtc in (True, False):
-                    out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
-                                     chunk=ch, dt_copy=dtc, batch=batch) for ch in chunks])
-    return out
-
-
-def _first_fit(groups, fp_of, cap):
-    """The first option of ``groups`` (lists of options that differ only by chunk, largest
-    chunk first) whose footprint fits ``cap``, and that footprint; else the last group's last
-    (cheapest) option and its footprint.  Within a group the footprint only shrinks with the
-    chunk: a group whose smallest chunk does not fit is skipped after one evaluation, and the
-    largest fitting chunk is found by bisection."""
-    for group in groups:
-        if fp_of(group[-1]) > cap:
-            continue
-        lo, hi = 0, len(group) - 1          # group[hi] fits
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if fp_of(group[mid]) <= cap:
-                hi = mid
-            else:
-                lo = mid + 1
-        return group[hi], fp_of(group[hi])
-    last = groups[-1][-1]
-    return last, fp_of(last)
-
-
-def _running_warmup(n_samples) -> int:
-    """Warm-up rows of ``standardize="running"`` (not learned from): 256, or a sixteenth of a
-    stream of known length, at least 32."""
-    if not n_samples:
-        return N_STANDARDIZE
-    return int(min(N_STANDARDIZE, max(32, int(n_samples) // 16)))
 
 
 def _infeasible_message(cands, budget, mem_cap, tag):

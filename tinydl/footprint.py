@@ -100,7 +100,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  n_standardize: int = 256, standardize="hold", rebuild: str = "never",
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
                  omp_batch: int = 256, dt_copy: bool = False,
-                 alpha: float = 0.3) -> List[tuple]:
+                 alpha: float = 0.3, decode_rows: int = _TILE) -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -122,14 +122,16 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         The backend keeps a contiguous copy of ``D.T`` for its products.
     alpha : float
         The Wp threshold (below ~0.14 the explicit residual's tiles are counted).
+    decode_rows : int
+        Atoms a stored dictionary decodes at a time (:func:`tinydl.lowmem.plan_backend`).
 
     Returns
     -------
     list of dict
         ``name, shape, dtype, bytes, term, phase, note``.
     """
-    dt = np.dtype(dtype).name
-    ddt = np.dtype(dictionary_dtype or dt).name
+    dt = _dtype_name(dtype)
+    ddt = _dtype_name(dictionary_dtype or dt)
     it = _ITEM[dt]
     lb, kk = max(int(l), 2), max(min(int(k), int(l)), 1)
     m, chunk = int(m), int(chunk)
@@ -154,13 +156,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
             _buf("backend.tiles", (_TILE, m + (m if alpha * alpha < 0.02 else lb)), dt,
                  "overhead", S, "the row-independent product tiles (in, out)")]
     if ddt != dt:
-        out.append(_buf("transform.decode", (min(_TILE, lb), m), dt, "overhead", S,
+        out.append(_buf("transform.decode", (min(int(decode_rows), lb), m), dt, "overhead", S,
                         "atoms decoded to the compute dtype a tile at a time"))
     if standardize != "off" and rebuild == "never" or rebuild == "new-class":
         out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))
-    if standardize == "running" and rebuild == "never":
-        out.append(_buf("standardizer.moments", (2, m), "float64", "overhead", S,
-                        "running mean and M2 of the warm-up rows"))
     # the encode plan's OMP workspace (NumpyBackend.prepare_omp) for b rows
     b = _omp_rows(int(omp_batch), lb, kk, it)
     out += [_buf("omp.corr,abs", (2, b, lb), dt, "overhead", S, ""),
@@ -197,7 +196,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("stats.deviations", (n_standardize, m), "float64", "overhead", "stats",
                      "fit_stats' float64 temporaries")]
     elif rebuild == "never" and standardize == "running":
-        out += [_buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
+        # the running moments live until the statistics are fixed (tinydl.warmup)
+        out += [_buf("standardizer.moments", (2, m), "float64", "overhead", "stats",
+                     "running mean and M2 of the warm-up rows"),
+                _buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
                 _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
                      "the chunk's squared deviations")]
     # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
@@ -223,7 +225,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     return out
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=None)
+def _dtype_name(dtype) -> str:
+    # the customizer prices ~10^5 options: np.dtype(...).name is a visible share of it
+    return np.dtype(dtype).name
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _network_parts(l, k, hidden, window, n_classes, dtype, batch_size) -> Dict[str, int]:
     """The network's training footprint on compact codes
     (:meth:`tinydl.nn.MLPClassifier.footprint`), cached: the search asks for it often."""

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["plan_backend"]
+__all__ = ["plan_backend", "DECODE_ROWS", "DECODE_LADDER"]
+
+#: atoms a stored (float16 / int8) dictionary decodes at a time by default
+#: (hal.backends.numpy.stored._TILE), and the customizer's options: 16, then 1 when the
+#: (16, m) float32 tile does not fit (at m=5625 it is 360 KB: 64 int8 atoms)
+DECODE_ROWS = 16
+DECODE_LADDER = (16, 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,9 +36,11 @@ def _lean_class(cls):
                                                "__module__": __name__})
 
 
-def plan_backend(name: str, batch: int = 256, dt_copy: bool = True):
+def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
+                 decode_rows: int = DECODE_ROWS):
     """The backend ``name`` with OMP workspaces for ``batch`` rows (and, with
-    ``dt_copy=False``, without the copy of ``D.T``).
+    ``dt_copy=False``, without the copy of ``D.T``; with ``decode_rows`` below 16, a stored
+    float16 / int8 dictionary decoded that many atoms at a time).
 
     Parameters
     ----------
@@ -40,6 +48,9 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True):
         A registered backend (``hal.get_backend``).
     batch : int
     dt_copy : bool
+    decode_rows : int
+        Atoms a stored dictionary decodes at a time into its float32 tile
+        (:mod:`hal.backends.numpy.stored`: ``decode_rows x m`` values; 16 by default).
 
     Returns
     -------
@@ -47,7 +58,7 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True):
         ``name`` itself when the defaults apply or the backend takes no ``batch`` option.
     """
     import hal
-    if batch >= 256 and dt_copy:
+    if batch >= 256 and dt_copy and decode_rows == DECODE_ROWS:
         return name
     try:
         be = hal.get_backend(name, batch=int(batch))
@@ -55,4 +66,6 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True):
         return name
     if not dt_copy and str(name) in ("numpy", "blas"):  # the backends that keep the copy
         be.__class__ = _lean_class(type(be))
+    if decode_rows != DECODE_ROWS:
+        be.stored_tile_rows = int(decode_rows)  # read by the stored-atom tiles
     return be

@@ -32,6 +32,9 @@ __all__ = ["RunningStandardizer", "make_standardizer", "standardizer_from_state"
 
 #: the learner's ``standardize`` values
 STANDARDIZE_MODES = (True, False, "running")
+#: the released moments (read-only: never written)
+_EMPTY = np.zeros(0, np.float64)
+_EMPTY.flags.writeable = False
 
 
 def check_mode(standardize):
@@ -126,6 +129,9 @@ class RunningStandardizer:
         const = std <= 16 * np.finfo(self.dtype).eps * np.maximum(np.abs(mean), 1e-300)
         std[const] = 1.0
         self.mean_, self.scale_ = mean.astype(self.dtype), std.astype(self.dtype)
+        # the moments have served: released, so that their 2 m float64 values are a
+        # warm-up transient, not held beside the window and the network for the whole run
+        self._mean = self._m2 = _EMPTY
 
     def push(self, X: np.ndarray, y: Optional[np.ndarray] = None):
         """Take validated rows; return those past the warm-up, standardized (or None).
@@ -182,7 +188,7 @@ class RunningStandardizer:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the running moments."""
+        """Bytes of the running moments (none once the statistics are fixed)."""
         return int(self._mean.nbytes + self._m2.nbytes)
 
     # -- state ---------------------------------------------------------------------------
@@ -216,15 +222,18 @@ class RunningStandardizer:
         n = int(arrays["std_run_n"])
         if not 0 <= n <= n_standardize:
             raise ModelFileError(f"{where}: std_run_n={n} outside 0..{n_standardize}")
+        ready = bool(int(arrays["std_has_stats"]))
         for key in ("std_run_mean", "std_run_m2"):
             a = arrays[key]
-            if a.shape != (n_features,) or a.dtype != np.float64:
+            # once the statistics are fixed the moments are released (saved empty)
+            if a.dtype != np.float64 or a.shape not in ((n_features,),) + ((0,),) * ready:
                 raise ModelFileError(f"{where}: {key} has {a.dtype} {a.shape}, expected "
                                      f"float64 ({n_features},)")
         self._n = n
         self._mean = np.array(arrays["std_run_mean"])
         self._m2 = np.array(arrays["std_run_m2"])
-        if int(arrays["std_has_stats"]):
+        if ready:
+            self._mean = self._m2 = _EMPTY
             mean, scale = arrays["std_mean"], arrays["std_scale"]
             for name, a in (("mean", mean), ("scale", scale)):
                 if a.shape != (n_features,) or a.dtype != self.dtype:

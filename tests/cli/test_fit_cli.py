@@ -126,7 +126,7 @@ def test_shuffle_is_deterministic_and_resume_continues_the_permutation(stream, r
             f"{key} differs after resuming at {at}"
     # and it is another stream than the file order
     ref = _final_arrays(reference)
-    assert not np.array_equal(ref["learner.npz:window_raw"], a["learner.npz:window_raw"])
+    assert not np.array_equal(ref["learner.npz:labels_window"], a["learner.npz:labels_window"])
 
 
 def test_blocked_labels_warn_once_unless_shuffled(tmp_path):

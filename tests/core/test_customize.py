@@ -164,13 +164,13 @@ def test_smaller_network_batch_only_when_the_default_does_not_fit():
     # one configuration (m=520, l=16, k=5, net 16-32, window 128): the default minibatch
     # where it fits; where only a smaller one does, the plan takes the largest that fits and
     # its footprint is that of the learner with that batch
-    from tinydl.customize import BATCH_LADDER
+    from tinydl.customize import BATCH_LADDER, CHUNK_LADDER
     from tinydl.plan import BATCH_SIZE
     fixed = dict(l_choices=(16,), k_choices=(5,), window_choices=(128,),
                  hidden_choices=((32,),), dictionary_dtype="float32")
     roomy = plan(520, 13, "x86-64-host", memory_bytes=4 * 2 ** 20, **fixed)
     assert roomy.batch_size == BATCH_SIZE == BATCH_LADDER[0]
-    least = {b: plan_footprint(520, 13, 16, 5, (32,), 128, batch_size=b, chunk=4,
+    least = {b: plan_footprint(520, 13, 16, 5, (32,), 128, batch_size=b, chunk=CHUNK_LADDER[-1],
                                raw_rows=False, standardize="running", backend=roomy.backend,
                                dt_copy=False)["total"] for b in BATCH_LADDER}
     assert least[BATCH_LADDER[-1]] < least[BATCH_LADDER[0]]

@@ -97,6 +97,15 @@ def test_running_standardizer_matches_numpy_and_drops_the_warmup_rows():
     np.testing.assert_allclose(released, (X[100:] - st.mean_) / st.scale_, rtol=1e-6)
     back = RunningStandardizer.from_state(st.state(), 7, 100, "float32")
     np.testing.assert_array_equal(back.mean_, st.mean_)
+    # the moments are a warm-up transient: released once the statistics are fixed
+    assert st.nbytes == 0 and back.nbytes == 0
+    mid = RunningStandardizer(7, 100, "float32")
+    mid.push(X[:40])
+    assert mid.nbytes == 2 * 7 * 8 and not mid.ready
+    again = RunningStandardizer.from_state(mid.state(), 7, 100, "float32")
+    again.push(X[40:300])
+    np.testing.assert_allclose(again.mean_, st.mean_, rtol=1e-6)
+    np.testing.assert_allclose(again.scale_, st.scale_, rtol=1e-6)
 
 
 @pytest.mark.parametrize("storage", ["float16", "int8"])

@@ -77,17 +77,28 @@ def tuning_rows(stream, fraction=0.05, cap=2000):
     return X
 
 
-def make_plan(args, m, n_classes, X=None, n_samples=None):
-    from ..customize import plan
+def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None):
+    """The customizer's plan for the command's budget arguments.  ``X``: the rows
+    ``--target-error`` is tuned on; ``scaling_rows``: a sample of the file (:func:`tuning_rows`)
+    the standardization rule reads (:func:`tinydl.customize.scaling_rule`; None: standardize,
+    the rule for data not seen)."""
+    import dataclasses
+
+    from ..customize import plan, scaling_rule
     if args.target_error is not None and X is None:
         raise CommandError("--target-error needs --data (k and alpha are tuned on ~5% of it)")
     if args.rate is not None and args.rate <= 0:
         raise CommandError(f"--rate must be positive, got {args.rate}")
-    return plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
-                time_per_sample=args.time_per_sample, rate_hz=args.rate,
-                energy_per_sample=args.energy, target_error=args.target_error, X=X,
-                dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples,
-                dictionary_dtype=getattr(args, "dictionary_dtype", None))
+    rule = scaling_rule(scaling_rows) if scaling_rows is not None else None
+    p = plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
+             time_per_sample=args.time_per_sample, rate_hz=args.rate,
+             energy_per_sample=args.energy, target_error=args.target_error, X=X,
+             dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples,
+             dictionary_dtype=getattr(args, "dictionary_dtype", None),
+             standardize=None if rule is None else rule["standardize"])
+    if rule is not None:
+        p = dataclasses.replace(p, reason=f"{p.reason}; scaling: {rule['rule']}")
+    return p
 
 
 class Progress:

@@ -16,6 +16,12 @@ warning on stderr: the rule is a mean run length of equal labels more than
 ``1 / (1 - sum_c p_c**2)`` (Daily and Sports sorted by activity: 96 vs 1.06; UJIIndoorLoc in
 file order: 16.3 vs 1.09; a shuffled file: about 1x).
 
+With a plan (``--plan``, or the one made from the budget arguments), the window policy
+follows the stream as it will be streamed (after ``--shuffle``): the paper's sliding window
+unless its labels arrive in blocks by the rule above, then the class-balanced reservoir
+(:data:`tinydl.plan.WINDOW_POLICY`).  Without ``--plan``, whether to standardize is decided
+by :func:`tinydl.customize.scaling_rule` on a sample of the file.
+
 Under ``mpiexec -n N`` (or with ``--mpi``) every rank reads the same chunks and the learner
 shards the work (:mod:`tinydl.distributed`); only rank 0 prints and writes.
 """
@@ -180,6 +186,10 @@ def run(args):
         )
         from ..nn import classifier, layers, network, optim, trainer  # noqa: F401
         hal.get_backend(args.backend)
+        # the window-policy rule's first np.unique imports code lazily (~1 MB of code
+        # objects): imported here, before the measure, like the modules above
+        from ..data import label_runs
+        label_runs(np.array([0, 1, 1, 0]), 2)
         _presize_interned()
         tracemalloc.start()
     if args.shuffle is not None and args.shuffle < 0:
@@ -203,6 +213,9 @@ def run(args):
                            "or choose another directory")
     Learner = _learner_class(args)
     plan = None
+    seed = _shuffle_seed(args, out, args.resume and has_ckpt)
+    if seed is not None:
+        st = st.shuffled(seed)
     if args.resume and has_ckpt:
         learner = Learner.load(out, backend=args.backend)
         if learner.n_features_in_ != st.n_features:
@@ -219,11 +232,17 @@ def run(args):
                 raise CommandError(f"the plan {args.plan} is for m={plan.m} features; "
                                    f"{args.data} has {st.n_features}")
         else:
-            X = tuning_rows(st) if args.target_error is not None else None
-            plan = make_plan(args, st.n_features, int(classes.size), X, n_samples=n_total)
+            rows = tuning_rows(st)
+            X = rows if args.target_error is not None else None
+            plan = make_plan(args, st.n_features, int(classes.size), X, n_samples=n_total,
+                             scaling_rows=rows)
         # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
         plan = dataclasses.replace(plan, candidates=())
-        params = plan.learner_params()
+        from ..data import label_runs
+        # an "auto" window policy follows the stream as it will be streamed: the paper's
+        # sliding window unless its labels arrive in blocks (then the reservoir)
+        blocked = label_runs(st.y[:n_total], plan.n_batch)["blocked"]
+        params = plan.learner_params(blocked=blocked)
         params["backend"] = plan.backend_object()  # workspaces sized as the plan priced them
         params["dtype"] = args.dtype if args.plan is None else plan.dtype
         for name in _OVERRIDES:
@@ -236,9 +255,6 @@ def run(args):
             params["backend"] = args.backend
         learner = Learner(**params, seed=args.seed)
         os.makedirs(out, exist_ok=True)
-    seed = _shuffle_seed(args, out, args.resume and has_ckpt)
-    if seed is not None:
-        st = st.shuffled(seed)
     every = args.checkpoint_every or 16 * int(learner.n_batch)
     learner.checkpoint_dir, learner.checkpoint_every = out, every
     rank = int(getattr(learner, "rank", 0))

@@ -26,20 +26,22 @@ def add_arguments(p):
 
 def run(args):
     from . import CommandError, emit_json
-    X = None
+    X = rows = None
     n_samples = None
     if args.data:
         from ..data import open_stream
         st = open_stream(args.data, labels=args.labels)
         m, n_classes = st.n_features, int(np.unique(st.y).size)
         n_samples = st.n_samples
+        # a sample of the whole file: the standardization rule, and --target-error's tuning
+        rows = tuning_rows(st)
         if args.target_error is not None:
-            X = tuning_rows(st)
+            X = rows
     else:
         if args.m is None or args.classes is None:
             raise CommandError("give --data, or both --m and --classes")
         m, n_classes = args.m, args.classes
-    plan = make_plan(args, m, n_classes, X, n_samples=n_samples)
+    plan = make_plan(args, m, n_classes, X, n_samples=n_samples, scaling_rows=rows)
     if args.output:
         plan.save(args.output)
     if args.json:

@@ -25,7 +25,8 @@ __all__ = ["StoredBasisWorkspace", "StoredEncodePlan", "quantize", "decode", "ST
 
 #: the storage dtypes this module implements
 STORAGE = ("float16", "int8")
-#: atoms decoded at a time
+#: atoms decoded at a time (a backend's ``stored_tile_rows`` attribute overrides it: a
+#: small-memory plan decodes fewer, ``tinydl.lowmem.plan_backend``)
 _TILE = 16
 
 
@@ -70,7 +71,8 @@ class _Tiles:
     def __init__(self, backend, Dq, scale, dtype):
         self.backend, self.Dq, self.scale = backend, Dq, scale
         self.dtype = np.dtype(dtype)
-        self.buf = np.zeros((min(_TILE, Dq.shape[0]), Dq.shape[1]), self.dtype)
+        self.rows = max(1, int(getattr(backend, "stored_tile_rows", _TILE)))
+        self.buf = np.zeros((min(self.rows, Dq.shape[0]), Dq.shape[1]), self.dtype)
 
     def tile(self, t, e):
         sc = None if self.scale is None else self.scale[t:e]
@@ -78,15 +80,15 @@ class _Tiles:
 
     def correlate(self, X, nq, out):
         """``out[:, :nq] = X @ decode(D[:nq]).T`` (row-independent)."""
-        for t in range(0, nq, _TILE):
-            e = min(nq, t + _TILE)
+        for t in range(0, nq, self.rows):
+            e = min(nq, t + self.rows)
             out[:, t:e] = self.backend.rows_matmul(X, self.tile(t, e).T)
         return out
 
     def combine(self, W, nq, out):
         """``out -= W[:, :nq] @ decode(D[:nq])`` (row-independent)."""
-        for t in range(0, nq, _TILE):
-            e = min(nq, t + _TILE)
+        for t in range(0, nq, self.rows):
+            e = min(nq, t + self.rows)
             out -= self.backend.rows_matmul(np.ascontiguousarray(W[:, t:e]), self.tile(t, e))
         return out
 
@@ -135,6 +137,10 @@ class StoredEncodePlan(EncodePlan):
                 continue
             c = corr[:e - s]
             self.tiles.correlate(Xc, self.l, c)
+            # a code that stops early (rank deficiency) leaves its tail unwritten: pads as
+            # omp_encode's (the caller's buffers may be uninitialized)
+            indices[s:e, :k] = -1
+            values[s:e, :k] = 0
             be._omp_chunk(Xc, None, self.G, k, self.tol, ws, indices[s:e, :k],
                           values[s:e, :k], nnz[s:e], resid[s:e], corr=c)
         indices[:, k:] = -1
