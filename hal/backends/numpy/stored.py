@@ -156,7 +156,19 @@ class StoredBasisWorkspace(BasisWorkspace):
                              "they)")
         self.D, self.scale = Dq, scale
         self._setup(backend, G, Li, dt, m, lb)
-        self._tiles = _Tiles(backend, Dq, scale, dt)
+        self._tiles = self._make_tiles(backend, Dq, scale, dt)
+
+    # the two things a backend with kernels of its own replaces (hal.backends.native.stored)
+    def _make_tiles(self, backend, Dq, scale, dt):
+        """The products with the stored atoms: ``correlate(X, nq, out)`` and
+        ``combine(W, nq, out)`` (see :class:`_Tiles`)."""
+        return _Tiles(backend, Dq, scale, dt)
+
+    def _make_plan(self, nd, k, tol, mean, scale, width):
+        """The encode plan over the first ``nd`` (>= 2) stored atoms."""
+        return StoredEncodePlan(self.backend, self._tiles, nd,
+                                np.ascontiguousarray(self.G[:nd, :nd]), k, tol=tol, mean=mean,
+                                scale=scale, width=width)
 
     def _correlate(self, X, nq, out):
         self._tiles.correlate(X, nq, out)
@@ -193,8 +205,6 @@ class StoredBasisWorkspace(BasisWorkspace):
         if self._plan_key != key or (mean is not None and self._plan.mean is not mean):
             self._plan = None
             nd = max(n, 2)
-            self._plan = StoredEncodePlan(self.backend, self._tiles, nd,
-                                          np.ascontiguousarray(self.G[:nd, :nd]), min(k, n),
-                                          tol=tol, mean=mean, scale=scale, width=width)
+            self._plan = self._make_plan(nd, min(k, n), tol, mean, scale, width)
             self._plan_key = key
         return self._plan
