@@ -40,8 +40,8 @@ _ROWS = 48
 
 def _rows_ok(a: np.ndarray) -> bool:
     """Rows at any stride, values contiguous within a row (what the kernels take)."""
-    return a.dtype == np.float32 and a.ndim == 2 and (a.shape[0] <= 1 or a.strides[0] % 4 == 0) \
-        and (a.shape[1] <= 1 or a.strides[1] == 4)
+    return a.dtype == np.float32 and a.ndim == 2 and (a.size == 0 or (
+        (a.shape[0] <= 1 or a.strides[0] % 4 == 0) and (a.shape[1] <= 1 or a.strides[1] == 4)))
 
 
 class StoredTiles:

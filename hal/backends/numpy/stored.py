@@ -54,11 +54,33 @@ def quantize(a: np.ndarray, storage) -> tuple:
     return q, scale
 
 
+def _half_to_single(q: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = q`` for float16 ``q`` into float32 ``out`` (both C-contiguous), exactly, by
+    the bits: NumPy's own conversion is scalar (170 us for a (16, 5625) tile, measured; this
+    ~60 us).  The half's bits moved into place (sign to bit 31, exponent and mantissa to bits
+    13..27) make a float32 2^112 times too small, subnormals included; Inf and NaN (never in
+    stored atoms) come out at 65536 or more in magnitude, which no finite half reaches, and
+    are then converted NumPy's way."""
+    b = out.view(np.uint32)
+    np.copyto(b, q.view(np.uint16), casting="unsafe")
+    b <<= 16
+    s = out.view(np.int32)
+    s >>= 3  # arithmetic: the sign fills bits 28..31
+    b &= np.uint32(0x8FFFFFFF)
+    out *= np.float32(2.0 ** 112)
+    if out.size and (out.max() >= 65536 or out.min() <= -65536):
+        np.copyto(out, q, casting="unsafe")
+
+
 def decode(q: np.ndarray, scale, dtype, out=None) -> np.ndarray:
     """``scale * q`` (or the float16 values) in ``dtype``, into ``out`` if given."""
     if out is None:
         out = np.empty(q.shape, dtype)
-    np.copyto(out, q, casting="unsafe")
+    if q.dtype == np.float16 and out.dtype == np.float32 and out.flags.c_contiguous \
+            and q.flags.c_contiguous:
+        _half_to_single(q, out)
+    else:
+        np.copyto(out, q, casting="unsafe")
     if scale is not None:
         out *= scale[:, None].astype(out.dtype, copy=False)
     return out
