@@ -65,7 +65,11 @@ static inline sd_v8 sd_load_f16(const uint16_t *p)
     return (sd_v8)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 #else
     sd_v8 v;
-    for (int u = 0; u < 8; u++) v[u] = sd_half(p[u]);
+    for (int u = 0; u < 8; u++) {
+        uint16_t h;  /* by memcpy: p may point into a buffer of another type (the tail's) */
+        __builtin_memcpy(&h, p + u, sizeof h);
+        v[u] = sd_half(h);
+    }
     return v;
 #endif
 }
@@ -151,7 +155,7 @@ sd_block(long len, int tail, const float *const *x, const void *const *d, float 
             __builtin_memcpy(xt[s], x[s] + t, (unsigned long)r * sizeof(float));
         }
         for (int a = 0; a < NA; a++) {
-            float dt[8] = {0};  /* 32 zero bytes: room for 8 values of any kind */
+            unsigned char dt[32] = {0};  /* room for 8 values of any kind */
             __builtin_memcpy(dt, (const char *)d[a] + t * sd_size(KIND),
                              (unsigned long)(r * sd_size(KIND)));
             const sd_v8 dv = sd_load(dt, 0, KIND);

@@ -41,15 +41,26 @@ def quantize(a: np.ndarray, storage) -> tuple:
     -------
     q : ndarray of shape (n, m), the storage dtype
     scale : ndarray of shape (n,), float32, or None for float16
-        int8: ``max |a_i| / 127`` per row (1 for a zero row), ``q = round(a / scale)``.
+        int8: ``max |a_i| / 127`` per row (1 for a zero row; rounded up where it would be
+        subnormal), ``q = round(a / scale)``: ``|decode - a| <= scale / 2``.
     """
-    st = np.dtype(storage)
+    st = np.dtype(storage) if str(storage) in STORAGE or isinstance(storage, np.dtype) \
+        else None
     if st == np.float16:
         return a.astype(np.float16), None
     if st != np.int8:
         raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
     amax = np.max(np.abs(a), axis=1) if a.size else np.zeros(len(a))
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    # a row below ~1.5e-36 in magnitude: its scale is subnormal (or 0) with few bits, and
+    # amax / scale could pass 127.5 (clipped: more than half a step off) or divide by zero;
+    # there the scale is rounded up to the next float32 whose 127 steps cover amax
+    low = (amax > 0) & (scale < np.finfo(np.float32).tiny)
+    if low.any():
+        s = np.maximum(scale[low], np.float32(np.finfo(np.float32).smallest_subnormal))
+        short = s.astype(np.float64) * 127 < amax[low]
+        s[short] = np.nextafter(s[short], np.float32(np.inf))
+        scale[low] = s
     q = np.rint(a / scale[:, None]).clip(-127, 127).astype(np.int8)
     return q, scale
 
