@@ -145,6 +145,20 @@ def test_encode_plan_matches_the_reference(native, storage):
         p.encode(raw, idx, val)
         out.append((idx, val))
     (gi, gv), (ri, rv) = out
+    # a fresh plan coding single rows first (its one-row scratch), the tiles grown by a
+    # 16-row product meanwhile, then a batch (the plan takes the group scratch): same bits
+    ws2 = StoredBasisWorkspace(native, q, sc, G, Li)
+    p2 = ws2.plan(lb, k, mean=mean, scale=scale, width=k + 2)
+    i1, v1 = np.empty((1, k + 2), np.int32), np.empty((1, k + 2), np.float32)
+    p2.encode(raw[5:6], i1, v1)
+    ws2._tiles.correlate(raw[:16], lb, np.empty((16, lb), np.float32))
+    i2, v2 = np.empty((70, k + 2), np.int32), np.empty((70, k + 2), np.float32)
+    p2.encode(raw, i2, v2)
+    p2.encode(raw[5:6], i1, v1)
+    np.testing.assert_array_equal(i2, gi)
+    np.testing.assert_array_equal(v2, gv)
+    np.testing.assert_array_equal(i1[0], gi[5])
+    np.testing.assert_array_equal(v1[0], gv[5])
     np.testing.assert_array_equal(gi[:, k:], -1)
     np.testing.assert_array_equal(gv[:, k:], 0)
 

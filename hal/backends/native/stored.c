@@ -189,16 +189,28 @@ static void sd_block_any(long len, int tail, const float *const *x, const void *
 }
 #undef SDB
 
-/* The features per decoded chunk for l atoms. */
-static long sd_chunk(long l)
+/* The features per decoded chunk for l atoms of m features: SD_TILE floats' worth, a multiple
+   of 64 and at least 256, at most m rounded up to a multiple of 8. */
+static long sd_chunk(long l, long m)
 {
-    const long tc = l ? SD_TILE / l / 64 * 64 : 256;
-    return tc < 256 ? 256 : tc;
+    long tc = l ? SD_TILE / l / 64 * 64 : 256;
+    if (tc < 256) tc = 256;
+    const long m8 = (m + 7) / 8 * 8;
+    return tc < m8 ? tc : m8;
 }
 
-/* The float scratch stored_correlate needs for l atoms: SD_RG rows of l 8-lane accumulators,
-   and a decoded tile of l atoms x sd_chunk(l) features. */
-long stored_scratch(long l) { return SD_RG * l * 8 + l * sd_chunk(l); }
+/* The rows a scratch for up to cap rows per call groups (1: every row alone). */
+static long sd_group(long cap) { return cap < 1 ? 1 : cap < SD_RG ? cap : SD_RG; }
+
+/* The float scratch stored_correlate needs for l atoms of m features and calls of up to
+   rows rows: a lone row l 8-lane accumulators; a group of g = min(rows, SD_RG) rows g * l
+   accumulators and a decoded tile of l atoms x sd_chunk(l, m) features (a one-row scratch
+   is all a one-sample encode needs: 3.2 KB at l = 100). */
+long stored_scratch(long l, long m, long rows)
+{
+    const long g = sd_group(rows);
+    return g == 1 ? l * 8 : g * l * 8 + l * sd_chunk(l, m);
+}
 
 /* tile[j * ldt + u] = atom j's value t0 + u as a float, for u < len (zero up to the next
    multiple of 8): exact (every float16 and int8 value is a float) */
@@ -221,21 +233,24 @@ static void sd_decode(long l, long len, long t0, const char *base, long row, lon
 
 /* C[i * ldc + j] = X[i] . atom j for i < n, j < l, in the fixed order above: Dq the atoms as
    rows of m stored values (kind 0 float16 bits, 1 int8), ascale the int8 atoms' scales
-   (unused for float16); X rows at stride ldx; acc: stored_scratch(l) floats (any
-   alignment).  C[i, j] depends on X[i] and atom j only.  The blocking is for speed only (a
-   value's sum is the same, the decoded values being exact): a lone row reads the stored atoms
-   directly, decoding in registers (each value is used once); a group of up to SD_RG rows
-   decodes a chunk of sd_chunk(l) features of every atom into a float tile (in L2) once and passes
-   over it, SD_NS rows x SD_NA atoms per register block, the accumulators carried in acc. */
+   (unused for float16); X rows at stride ldx; acc: stored_scratch(l, m, cap) floats (any
+   alignment), for groups of up to min(cap, SD_RG) rows.  C[i, j] depends on X[i] and atom j
+   only.  The blocking is for speed only (a value's sum is the same, the decoded values being
+   exact): a lone row reads the stored atoms directly, decoding in registers (each value is
+   used once); a group of rows decodes a chunk of sd_chunk(l, m) features of every atom into
+   a float tile (in L2) once and passes over it, SD_NS rows x SD_NA atoms per register block
+   (3 x 4: 12 accumulators, 3 rows and 1 atom vector in the 16 AVX registers), the
+   accumulators carried in acc.  Measured at m = 5625, l = 100 (batches of 48): chunks of 256
+   features ran at 0.8x float32's correlate, 1024 at 1.0x (per-chunk overhead). */
 void stored_correlate(long n, long l, long m, const float *X, long ldx, const void *Dq,
-                      long kind, const float *ascale, float *C, long ldc, float *acc)
+                      long kind, const float *ascale, float *C, long ldc, float *acc, long cap)
 {
     const char *base = (const char *)Dq;
-    const long row = m * sd_size(kind);
-    float *tile = acc + SD_RG * l * 8;
-    for (long g0 = 0; g0 < n; g0 += SD_RG) {
-        const long nr = n - g0 < SD_RG ? n - g0 : SD_RG;
-        const long tc = nr == 1 ? m : sd_chunk(l);
+    const long row = m * sd_size(kind), g = sd_group(cap);
+    float *tile = acc + g * l * 8;
+    for (long g0 = 0; g0 < n; g0 += g) {
+        const long nr = n - g0 < g ? n - g0 : g;
+        const long tc = nr == 1 ? m : sd_chunk(l, m);
         __builtin_memset(acc, 0, (unsigned long)(nr * l * 8) * sizeof(float));
         for (long t0 = 0; t0 < m; t0 += tc) {
             const long len = t0 + tc < m ? tc : m - t0;
@@ -243,9 +258,9 @@ void stored_correlate(long n, long l, long m, const float *X, long ldx, const vo
             if (nr > 1) sd_decode(l, len, t0, base, row, kind, tile, tc);
             for (long i0 = 0; i0 < nr; i0 += SD_NS) {
                 const int ns = nr - i0 < SD_NS ? (int)(nr - i0) : SD_NS;
-                const long cap = ns == 1 ? SD_NA1 : SD_NA;
+                const long most = ns == 1 ? SD_NA1 : SD_NA;
                 /* atom groups as even as possible (11 atoms as 6 + 5, not 10 + 1) */
-                const long ng = (l + cap - 1) / cap;
+                const long ng = (l + most - 1) / most;
                 const long nab = ng ? (l + ng - 1) / ng : 1;
                 const float *x[SD_NS];
                 for (int s = 0; s < ns; s++) x[s] = X + (g0 + i0 + s) * ldx + t0;
@@ -254,7 +269,8 @@ void stored_correlate(long n, long l, long m, const float *X, long ldx, const vo
                     const void *d[SD_NA1];
                     for (int a = 0; a < na; a++)
                         d[a] = nr > 1 ? (const void *)(tile + (j0 + a) * tc)
-                                      : (const void *)(base + (j0 + a) * row + t0 * sd_size(kind));
+                                      : (const void *)(base + (j0 + a) * row
+                                                       + t0 * sd_size(kind));
                     sd_block_any(len, tail, x, d, acc + (i0 * l + j0) * 8, l, ns, na,
                                  nr > 1 ? 2 : kind);
                 }
@@ -320,7 +336,8 @@ long stored_encode(const struct tdl_stored *p, long n, const float *X, int *idx,
             }
             rows = p->xs;
         }
-        stored_correlate(nb, l, m, rows, m, p->Dq, p->kind, p->ascale, p->corr, l, p->acc);
+        stored_correlate(nb, l, m, rows, m, p->Dq, p->kind, p->ascale, p->corr, l, p->acc,
+                         p->rows);
         for (long s = 0; s < nb; s++) p->xx[s] = sqnorm_f32(m, rows + s * m);
         dep += omp_f32(nb, l, p->k, p->ldo, p->corr, p->xx, p->G, p->ldg, p->tol2, p->eps,
                        p->ows, idx + i0 * p->ldo, val + i0 * p->ldo, p->nnz, p->resid);

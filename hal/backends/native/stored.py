@@ -64,9 +64,21 @@ class StoredTiles:
         self._ffi, self._lib = ffi, lib
         self._dq = ffi.from_buffer("char[]", Dq)
         self._sc = ffi.NULL if scale is None else ptr(ffi, None, scale)
-        # the kernel's accumulators, for as many atoms as are stored
-        self.acc = np.empty(int(lib.stored_scratch(Dq.shape[0])), np.float32)
-        self._acc = ptr(ffi, None, self.acc)
+        # the kernel's scratch, for as many atoms as are stored: one row's accumulators
+        # until a call of more rows grows it (a batch group's, and a decoded tile)
+        self.rows = 0
+        self.scratch(1)
+
+    def scratch(self, n: int):
+        """The kernel's scratch for calls of ``n`` rows (grown, never shrunk; a group of
+        48 rows at most): ``(pointer, rows it holds)``."""
+        want = 1 if n <= 1 else min(int(n), _ROWS)
+        if want > self.rows:
+            lb, m = self.Dq.shape
+            self.acc = np.empty(int(self._lib.stored_scratch(lb, m, want)), np.float32)
+            self._acc = ptr(self._ffi, None, self.acc)
+            self.rows = want
+        return self._acc, self.rows
 
     def _check(self, name, a, rows, cols):
         if not _rows_ok(a) or a.shape[0] != rows or a.shape[1] < cols:
@@ -86,9 +98,10 @@ class StoredTiles:
         if n == 0 or nq == 0:
             return out
         fb = self._ffi.from_buffer
+        acc, cap = self.scratch(n)
         self._lib.stored_correlate(n, nq, m, fb("float[]", X), X.strides[0] // 4, self._dq,
                                    self.kind, self._sc, fb("float[]", out),
-                                   out.strides[0] // 4 if n > 1 else nq, self._acc)
+                                   out.strides[0] // 4 if n > 1 else nq, acc, cap)
         return out
 
     def combine(self, W, nq, out):
@@ -152,7 +165,7 @@ class StoredEncodePlan:
                   "mean": null if mean is None else ptr(ffi, None, mean),
                   "scale": null if scale is None else ptr(ffi, None, scale),
                   "nnz": ptr(ffi, None, s["nnz"])}
-        fields["acc"] = tiles._acc  # shared: the kernels run one at a time
+        fields["acc"], fields["rows"] = tiles.scratch(1)  # shared: one call at a time
         for name in ("xs", "corr", "xx", "ows", "resid"):
             fields[name] = ptr(ffi, None, s[name])
         self._ptrs = fields  # the pointers' owners live as long as the plan
@@ -169,6 +182,11 @@ class StoredEncodePlan:
         if X.dtype != np.float32 or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, np.float32)
         n = X.shape[0]
+        if n > self._plan.rows and self._plan.rows < _ROWS:  # a batch: the group scratch
+            acc, rows = self.tiles.scratch(n)
+            self._ptrs["acc"] = acc  # kept alive while the structs point into it
+            for plan in {id(p): p for p in (self._plan, self._plan_std)}.values():
+                plan.acc, plan.rows = acc, rows
         dep = self._fn(self._plan if raw else self._plan_std, n, fb("float[]", X),
                        fb("int[]", indices), fb("float[]", values))
         if dep < 0:

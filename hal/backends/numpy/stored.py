@@ -13,6 +13,11 @@ Li's row by the Cholesky update ``h = Li[:n, :n] G[:n, n]``, ``L[n, n] = sqrt(G[
 
 :func:`quantize` and :func:`decode` are the storage arithmetic (the int8 rounding error of a
 value is at most ``scale / 2``).
+
+The native backend reads the stored atoms directly instead (``hal/backends/native/stored.c``,
+:mod:`hal.backends.native.stored`: decoded in registers, no float32 tile per call); this
+module is its specification.  A workspace takes its products from :meth:`_make_tiles` and
+its encode plans from :meth:`_make_plan`: what a backend with kernels of its own replaces.
 """
 from __future__ import annotations
 
