@@ -204,3 +204,13 @@ def test_stream_on_native_follows_numpy_and_any_cut(native, storage):
     np.testing.assert_array_equal(singles, whole[:40])
     one = np.concatenate([nat.transform(X[i:i + 1]) for i in range(8)])
     np.testing.assert_array_equal(one, nat.transform(X[:8]))
+
+
+def test_float64_compute_takes_the_reference_tiles(native):
+    X = _stream_data(6).astype(np.float64)
+    kw = dict(l=12, k=3, alpha=0.3, dtype="float64", dictionary_dtype="float16")
+    nat = StreamingDictionary(backend="native", **kw).fit(X)
+    assert type(nat._bws) is Reference
+    ref = StreamingDictionary(backend="numpy", **kw).fit(X)
+    np.testing.assert_array_equal(nat._D, ref._D)
+    np.testing.assert_allclose(nat.transform(X[:20]), ref.transform(X[:20]), atol=1e-9)

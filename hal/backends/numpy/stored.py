@@ -21,6 +21,8 @@ its encode plans from :meth:`_make_plan`: what a backend with kernels of its own
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from .basis import BasisWorkspace
@@ -142,7 +144,9 @@ class StoredEncodePlan(EncodePlan):
         self.tol, self.mean, self.scale = tol, mean, scale
         self.dtype = tiles.dtype
         # the products read the stored atoms: no copy of D.T (not even allocated and dropped)
-        opt = {"dt_copy": False} if hasattr(backend, "omp_dt_copy") else {}
+        # (a backend whose prepare_omp has no such copy, native's, takes no dt_copy)
+        opt = {"dt_copy": False} if "dt_copy" in inspect.signature(
+            backend.prepare_omp).parameters else {}
         self._ws = backend.prepare_omp(getattr(backend, "batch", 256), self.m, self.l, self.k,
                                        self.dtype, **opt)
         self._ws.arrays.pop("DT", None)
