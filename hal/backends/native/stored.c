@@ -27,10 +27,10 @@ typedef float sd_v8 __attribute__((vector_size(32)));
 #define SD_NA 4
 /* atoms per block for a lone sample: enough independent FMA chains to cover their latency */
 #define SD_NA1 10
-/* rows per group sharing a decoded chunk of the atoms, and the floats of that chunk (400 KB,
-   in L2; its features a multiple of 64, at least 256) */
+/* rows per group sharing each decoded chunk of the atoms, and the features per chunk (the
+   group's rows' chunks, 48 x 1024 floats, stay in L2) */
 #define SD_RG 48
-#define SD_TILE 102400
+#define SD_TC 1024
 
 /* IEEE binary16 bits to float (normal, subnormal, zero, Inf and NaN): the scalar fallback */
 static inline float sd_half(uint16_t h)
@@ -206,14 +206,12 @@ static void sd_block_any(long len, int tail, const float *const *x, const void *
 }
 #undef SDB
 
-/* The features per decoded chunk for l atoms of m features: SD_TILE floats' worth, a multiple
-   of 64 and at least 256, at most m rounded up to a multiple of 8. */
-static long sd_chunk(long l, long m)
+/* The features per decoded chunk for m features: SD_TC, at most m rounded up to a multiple
+   of 8. */
+static long sd_chunk(long m)
 {
-    long tc = l ? SD_TILE / l / 64 * 64 : 256;
-    if (tc < 256) tc = 256;
     const long m8 = (m + 7) / 8 * 8;
-    return tc < m8 ? tc : m8;
+    return SD_TC < m8 ? SD_TC : m8;
 }
 
 /* The rows a scratch for up to cap rows per call groups (1: every row alone). */
@@ -221,20 +219,20 @@ static long sd_group(long cap) { return cap < 1 ? 1 : cap < SD_RG ? cap : SD_RG;
 
 /* The float scratch stored_correlate needs for l atoms of m features and calls of up to
    rows rows: a lone row l 8-lane accumulators; a group of g = min(rows, SD_RG) rows g * l
-   accumulators and a decoded tile of l atoms x sd_chunk(l, m) features (a one-row scratch
+   accumulators and a decoded tile of SD_NA atoms x sd_chunk(m) features (a one-row scratch
    is all a one-sample encode needs: 3.2 KB at l = 100). */
 long stored_scratch(long l, long m, long rows)
 {
     const long g = sd_group(rows);
-    return g == 1 ? l * 8 : g * l * 8 + l * sd_chunk(l, m);
+    return g == 1 ? l * 8 : g * l * 8 + SD_NA * sd_chunk(m);
 }
 
-/* tile[j * ldt + u] = atom j's value t0 + u as a float, for u < len (zero up to the next
-   multiple of 8): exact (every float16 and int8 value is a float) */
-static void sd_decode(long l, long len, long t0, const char *base, long row, long kind,
+/* tile[j * ldt + u] = atom j's value t0 + u as a float, for j < na, u < len (zero up to the
+   next multiple of 8): exact (every float16 and int8 value is a float) */
+static void sd_decode(long na, long len, long t0, const char *base, long row, long kind,
                       float *tile, long ldt)
 {
-    for (long j = 0; j < l; j++) {
+    for (long j = 0; j < na; j++) {
         const char *d = base + j * row + t0 * sd_size(kind);
         float *o = tile + j * ldt;
         long u = 0;
@@ -254,9 +252,8 @@ static void sd_decode(long l, long len, long t0, const char *base, long row, lon
    alignment), for groups of up to min(cap, SD_RG) rows.  C[i, j] depends on X[i] and atom j
    only.  The blocking is for speed only (a value's sum is the same, the decoded values being
    exact): a lone row reads the stored atoms directly, decoding in registers (each value is
-   used once); a group of rows decodes a chunk of sd_chunk(l, m) features of every atom into
-   a float tile (in L2) once, then each block of SD_NA atoms (its chunk in L1) meets the rows
-   SD_NS at a time (3 x 4: 12 accumulators, 3 rows and 1 atom vector in the 16 AVX
+   used once); a group of rows meets each block of SD_NA atoms a chunk of sd_chunk(m)
+   features at a time, decoded once into a float tile (in L1), the rows SD_NS at a time (3 x 4: 12 accumulators, 3 rows and 1 atom vector in the 16 AVX
    registers; 4 x 3 spilled and ran at 0.4x), the accumulators carried in acc.  Measured at m = 5625, l = 100 (batches of 48): chunks of 256
    features ran at 0.8x float32's correlate, 1024 at 1.0x (per-chunk overhead). */
 void stored_correlate(long n, long l, long m, const float *X, long ldx, const void *Dq,
@@ -267,7 +264,7 @@ void stored_correlate(long n, long l, long m, const float *X, long ldx, const vo
     float *tile = acc + g * l * 8;
     for (long g0 = 0; g0 < n; g0 += g) {
         const long nr = n - g0 < g ? n - g0 : g;
-        const long tc = nr == 1 ? m : sd_chunk(l, m);
+        const long tc = nr == 1 ? m : sd_chunk(m);
         __builtin_memset(acc, 0, (unsigned long)(nr * l * 8) * sizeof(float));
         /* atom blocks as even as possible (11 atoms as 6 + 5, not 10 + 1) */
         const long most = nr == 1 ? SD_NA1 : SD_NA, ng = (l + most - 1) / most;
@@ -275,13 +272,14 @@ void stored_correlate(long n, long l, long m, const float *X, long ldx, const vo
         for (long t0 = 0; t0 < m; t0 += tc) {
             const long len = t0 + tc < m ? tc : m - t0;
             const int tail = t0 + len == m;
-            if (nr > 1) sd_decode(l, len, t0, base, row, kind, tile, tc);
-            /* atoms outer: a block's chunk of the tile stays in L1 while the rows pass */
             for (long j0 = 0; j0 < l; j0 += nab) {
                 const int na = l - j0 < nab ? (int)(l - j0) : (int)nab;
                 const void *d[SD_NA1];
+                /* a group: the block's atoms decoded once for the chunk (in L1 while the
+                   group's rows pass) */
+                if (nr > 1) sd_decode(na, len, t0, base + j0 * row, row, kind, tile, tc);
                 for (int a = 0; a < na; a++)
-                    d[a] = nr > 1 ? (const void *)(tile + (j0 + a) * tc)
+                    d[a] = nr > 1 ? (const void *)(tile + a * tc)
                                   : (const void *)(base + (j0 + a) * row + t0 * sd_size(kind));
                 for (long i0 = 0; i0 < nr; i0 += SD_NS) {
                     const int ns = nr - i0 < SD_NS ? (int)(nr - i0) : SD_NS;
