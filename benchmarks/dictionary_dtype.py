@@ -20,9 +20,10 @@ Throughput.  The seed-0 transforms of each dtype, bound to each backend of ``--b
 that runs here (``numpy``, ``blas``, ``native``; the same state, reloaded), code the test
 rows (execution phase, standardized rows in, compact codes out): samples per second in
 batches of 256 and one sample at a time (the first 200 rows), each the fastest of 3 passes.
-All dtypes and backends are timed in this one process, interleaved round by round
-(``--repeat`` rounds, median); the ratio against float32 is the median over rounds of the
-ratio within a round (the machine's load hits neighbours alike).  Narrower storage runs
+All dtypes and backends are timed in this one process, interleaved round by round (each
+round starting at another dtype; ``--repeat`` rounds, median); the ratio against float32
+is the median over rounds of the ratio within a round (the machine's load hits neighbours
+alike).  Narrower storage runs
 ``hal.backends.numpy.stored`` (16 atoms decoded at a time) on numpy and blas, and
 ``hal/backends/native/stored.c`` (the atoms read as stored, decoded in registers) on native.
 
@@ -141,10 +142,12 @@ def bind(models, backends, tmp):
 def timings(bound, Z, repeat):
     """Interleaved rounds: {backend: {dt: (batch, one, batch ratio, one ratio)}} (medians)."""
     rounds = {be: {dt: [] for dt in trs} for be, trs in bound.items()}
-    for _ in range(repeat):
+    for r in range(repeat):
         for be, trs in bound.items():
-            for dt, tr in trs.items():
-                rounds[be][dt].append(throughput(tr, Z))
+            names = list(trs)
+            # each round starts at another dtype: no dtype always runs first or last
+            for dt in names[r % len(names):] + names[:r % len(names)]:
+                rounds[be][dt].append(throughput(trs[dt], Z))
     out = {}
     for be, per in rounds.items():
         ref = np.asarray(per["float32"])
