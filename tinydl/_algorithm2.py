@@ -80,11 +80,13 @@ class Algorithm2Scan:
         self._be = hal.get_backend(self.backend, block=self._fit_params["block"])
         if self._stored():
             # narrower storage: the NumPy reference (hal.backends.numpy.stored) decodes tiles
+            # (a backend with kernels for them offers prepare_stored_basis: native, stored.c)
             from hal.backends.numpy.stored import StoredBasisWorkspace
             if not hasattr(self._be, "_omp_chunk"):
                 self._be = hal.get_backend("numpy", block=self._fit_params["block"])
-            self._bws = StoredBasisWorkspace(self._be, self._D, self._D_scale, self._G,
-                                             self._Li)
+            make = getattr(self._be, "prepare_stored_basis", None) or (
+                lambda *a: StoredBasisWorkspace(self._be, *a))
+            self._bws = make(self._D, self._D_scale, self._G, self._Li)
         else:
             self._bws = self._be.prepare_basis(self._D, self._G, self._Li)
         self._plan_p = None

@@ -210,6 +210,15 @@ class NativeBackend(BlasBackend):
         a batch in one call (see :class:`BasisWorkspace`)."""
         return BasisWorkspace(self._nffi, self._nlib, D, G, Li)
 
+    def prepare_stored_basis(self, Dq, scale, G, Li):
+        """:meth:`prepare_basis` for atoms stored as float16, or int8 with a float32 ``scale``
+        per atom (compute in float32): the products read the stored atoms in ``stored.c``
+        (see :mod:`.stored`); float64 compute gets the NumPy reference's tiles."""
+        from ..numpy.stored import StoredBasisWorkspace as Reference
+        from .stored import StoredBasisWorkspace
+        cls = StoredBasisWorkspace if G.dtype == np.float32 else Reference
+        return cls(self, Dq, scale, G, Li)
+
     def project(self, Q, x, out, h=None, u=None):
         """``out[:] = Q @ x`` and ``u -= h @ Q`` in one pass over Q (the basis kernels'
         primitive; each ``out[j]`` is a dot product in a fixed order of its own,

@@ -29,7 +29,8 @@ __all__ = ["build_library", "load", "load_error", "SOURCES", "HEADER", "cdef"]
 #: the folder of the C files
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the translation unit compiled, and every file it includes (all of them key the cache)
-SOURCES = ("kernels.c", "omp.c", "sparse.c", "basis.c", "correlate.c", "stream.c", "predict.c")
+SOURCES = ("kernels.c", "omp.c", "sparse.c", "basis.c", "correlate.c", "stream.c", "predict.c",
+           "stored.c")
 HEADER = "kernels.h"
 
 # -O3 vectorizes the inner loops; no -ffast-math: the kernels must keep IEEE semantics

@@ -68,3 +68,9 @@
 #undef ABSMASK
 #undef QB
 #undef SUF
+
+/* stored.c: float16 / int8 atoms with float32 compute, once (it calls the float kernels) */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#include "stored.c"
+#pragma GCC pop_options

@@ -13,8 +13,15 @@ Li's row by the Cholesky update ``h = Li[:n, :n] G[:n, n]``, ``L[n, n] = sqrt(G[
 
 :func:`quantize` and :func:`decode` are the storage arithmetic (the int8 rounding error of a
 value is at most ``scale / 2``).
+
+The native backend reads the stored atoms directly instead (``hal/backends/native/stored.c``,
+:mod:`hal.backends.native.stored`: decoded in registers, no float32 tile per call); this
+module is its specification.  A workspace takes its products from :meth:`_make_tiles` and
+its encode plans from :meth:`_make_plan`: what a backend with kernels of its own replaces.
 """
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -42,24 +49,57 @@ def quantize(a: np.ndarray, storage) -> tuple:
     -------
     q : ndarray of shape (n, m), the storage dtype
     scale : ndarray of shape (n,), float32, or None for float16
-        int8: ``max |a_i| / 127`` per row (1 for a zero row), ``q = round(a / scale)``.
+        int8: ``max |a_i| / 127`` per row (1 for a zero row; rounded up where it would be
+        subnormal), ``q = round(a / scale)``: ``|decode - a| <= scale / 2``.
     """
-    st = np.dtype(storage)
+    st = np.dtype(storage) if str(storage) in STORAGE or isinstance(storage, np.dtype) \
+        else None
     if st == np.float16:
         return a.astype(np.float16), None
     if st != np.int8:
         raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
     amax = np.max(np.abs(a), axis=1) if a.size else np.zeros(len(a))
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    # a row below ~1.5e-36 in magnitude: its scale is subnormal (or 0) with few bits, and
+    # amax / scale could pass 127.5 (clipped: more than half a step off) or divide by zero;
+    # there the scale is rounded up to the next float32 whose 127 steps cover amax
+    low = (amax > 0) & (scale < np.finfo(np.float32).tiny)
+    if low.any():
+        s = np.maximum(scale[low], np.float32(np.finfo(np.float32).smallest_subnormal))
+        short = s.astype(np.float64) * 127 < amax[low]
+        s[short] = np.nextafter(s[short], np.float32(np.inf))
+        scale[low] = s
     q = np.rint(a / scale[:, None]).clip(-127, 127).astype(np.int8)
     return q, scale
+
+
+def _half_to_single(q: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = q`` for float16 ``q`` into float32 ``out`` (both C-contiguous), exactly, by
+    the bits: NumPy's own conversion is scalar (170 us for a (16, 5625) tile, measured; this
+    ~60 us).  The half's bits moved into place (sign to bit 31, exponent and mantissa to bits
+    13..27) make a float32 2^112 times too small, subnormals included; Inf and NaN (never in
+    stored atoms) come out at 65536 or more in magnitude, which no finite half reaches, and
+    are then converted NumPy's way."""
+    b = out.view(np.uint32)
+    np.copyto(b, q.view(np.uint16), casting="unsafe")
+    b <<= 16
+    s = out.view(np.int32)
+    s >>= 3  # arithmetic: the sign fills bits 28..31
+    b &= np.uint32(0x8FFFFFFF)
+    out *= np.float32(2.0 ** 112)
+    if out.size and (out.max() >= 65536 or out.min() <= -65536):
+        np.copyto(out, q, casting="unsafe")
 
 
 def decode(q: np.ndarray, scale, dtype, out=None) -> np.ndarray:
     """``scale * q`` (or the float16 values) in ``dtype``, into ``out`` if given."""
     if out is None:
         out = np.empty(q.shape, dtype)
-    np.copyto(out, q, casting="unsafe")
+    if q.dtype == np.float16 and out.dtype == np.float32 and out.flags.c_contiguous \
+            and q.flags.c_contiguous:
+        _half_to_single(q, out)
+    else:
+        np.copyto(out, q, casting="unsafe")
     if scale is not None:
         out *= scale[:, None].astype(out.dtype, copy=False)
     return out
@@ -106,7 +146,9 @@ class StoredEncodePlan(EncodePlan):
         self.tol, self.mean, self.scale = tol, mean, scale
         self.dtype = tiles.dtype
         # the products read the stored atoms: no copy of D.T (not even allocated and dropped)
-        opt = {"dt_copy": False} if hasattr(backend, "omp_dt_copy") else {}
+        # (a backend whose prepare_omp has no such copy, native's, takes no dt_copy)
+        opt = {"dt_copy": False} if "dt_copy" in inspect.signature(
+            backend.prepare_omp).parameters else {}
         self._ws = backend.prepare_omp(getattr(backend, "batch", 256), self.m, self.l, self.k,
                                        self.dtype, **opt)
         self._ws.arrays.pop("DT", None)
@@ -162,7 +204,19 @@ class StoredBasisWorkspace(BasisWorkspace):
                              "they)")
         self.D, self.scale = Dq, scale
         self._setup(backend, G, Li, dt, m, lb)
-        self._tiles = _Tiles(backend, Dq, scale, dt)
+        self._tiles = self._make_tiles(backend, Dq, scale, dt)
+
+    # the two things a backend with kernels of its own replaces (hal.backends.native.stored)
+    def _make_tiles(self, backend, Dq, scale, dt):
+        """The products with the stored atoms: ``correlate(X, nq, out)`` and
+        ``combine(W, nq, out)`` (see :class:`_Tiles`)."""
+        return _Tiles(backend, Dq, scale, dt)
+
+    def _make_plan(self, nd, k, tol, mean, scale, width):
+        """The encode plan over the first ``nd`` (>= 2) stored atoms."""
+        return StoredEncodePlan(self.backend, self._tiles, nd,
+                                np.ascontiguousarray(self.G[:nd, :nd]), k, tol=tol, mean=mean,
+                                scale=scale, width=width)
 
     def _correlate(self, X, nq, out):
         self._tiles.correlate(X, nq, out)
@@ -199,8 +253,6 @@ class StoredBasisWorkspace(BasisWorkspace):
         if self._plan_key != key or (mean is not None and self._plan.mean is not mean):
             self._plan = None
             nd = max(n, 2)
-            self._plan = StoredEncodePlan(self.backend, self._tiles, nd,
-                                          np.ascontiguousarray(self.G[:nd, :nd]), min(k, n),
-                                          tol=tol, mean=mean, scale=scale, width=width)
+            self._plan = self._make_plan(nd, min(k, n), tol, mean, scale, width)
             self._plan_key = key
         return self._plan

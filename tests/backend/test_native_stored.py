@@ -1,0 +1,216 @@
+"""The native backend's stored-dictionary kernels (``hal/backends/native/stored.c``) against
+their specification, the NumPy reference ``hal.backends.numpy.stored`` (decoded float32 tiles
+multiplied by NumPy), and their fixed order.
+
+What is bit-identical and what agrees within a tolerance:
+
+* ``correlate`` (``X @ decode(D).T``): within ``1e-5 * (|X| @ |decode(D)|.T)`` of a float64
+  product of the decoded atoms (another summation order; the int8 scale applied once to the
+  finished sum); each value bit-identical alone, in any batch, with any number of atoms after
+  it (a lone row decodes in registers, a batch from a decoded tile: the same sums);
+* ``combine`` (``out -= W @ decode(D)``): within ``1e-5 * (|out| + |W| @ |decode(D)|)``;
+* the one-call encode: the codes of the NumPy reference's plan (same supports, values within
+  1e-4 of the largest);
+* a StreamingDictionary on the native backend with a float16 / int8 dictionary: the same joins
+  as on NumPy, the same bits however the stream is cut.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hal
+from hal.backends.numpy.stored import StoredBasisWorkspace as Reference
+from hal.backends.numpy.stored import decode, quantize
+from tinydl.transform import StreamingDictionary
+
+STORAGE = ["float16", "int8"]
+RTOL = 1e-5
+# row lengths: shorter than one vector step, not a multiple of 8, across decoded chunks
+LENGTHS = [1, 7, 9, 520, 2100]
+
+
+@pytest.fixture(scope="module")
+def native(require_backend):
+    require_backend("native")
+    return hal.get_backend("native")
+
+
+def _atoms(rng, l, m, storage):
+    D = rng.standard_normal((l, m)).astype(np.float32)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    q, sc = quantize(D, storage)
+    return q, sc, decode(q, sc, np.float32)
+
+
+def _tiles(native, q, sc):
+    from hal.backends.native.stored import StoredTiles
+    return StoredTiles(native._nffi, native._nlib, q, sc)
+
+
+@pytest.mark.parametrize("storage", STORAGE)
+@pytest.mark.parametrize("m", LENGTHS)
+def test_correlate_agrees_and_each_value_is_stable(native, storage, m):
+    rng = np.random.default_rng(m)
+    l = 37
+    q, sc, Dd = _atoms(rng, l, m, storage)
+    t = _tiles(native, q, sc)
+    X = rng.standard_normal((53, m)).astype(np.float32)  # more than one 48-row group
+    C = np.full((53, l), np.nan, np.float32)
+    t.correlate(X, l, C)
+    ref = X.astype(np.float64) @ Dd.T.astype(np.float64)
+    bound = np.abs(X).astype(np.float64) @ np.abs(Dd).T.astype(np.float64)
+    assert np.all(np.abs(C - ref) <= RTOL * bound + 1e-30)
+    for i in (0, 1, 47, 48, 52):  # alone, and with fewer atoms: the same bits
+        one = np.empty((1, l), np.float32)
+        t.correlate(X[i:i + 1], l, one)
+        np.testing.assert_array_equal(one[0], C[i])
+        few = np.empty((1, 5), np.float32)
+        t.correlate(X[i:i + 1], 5, few)
+        np.testing.assert_array_equal(few[0], C[i, :5])
+    part = np.empty((6, l), np.float32)
+    t.correlate(X[3:9], l, part)
+    np.testing.assert_array_equal(part, C[3:9])
+
+
+@settings(max_examples=25, deadline=None)
+@given(storage=st.sampled_from(STORAGE), n=st.integers(1, 60), l=st.integers(1, 30),
+       m=st.integers(1, 300), seed=st.integers(0, 2 ** 31 - 1), split=st.integers(0, 60))
+def test_correlate_property_any_split_same_bits(native, storage, n, l, m, seed, split):
+    rng = np.random.default_rng(seed)
+    q, sc, Dd = _atoms(rng, l, m, storage)
+    t = _tiles(native, q, sc)
+    X = (rng.standard_normal((n, m)) * rng.uniform(0.1, 10)).astype(np.float32)
+    C = np.empty((n, l), np.float32)
+    t.correlate(X, l, C)
+    bound = np.abs(X).astype(np.float64) @ np.abs(Dd).T.astype(np.float64)
+    ref = X.astype(np.float64) @ Dd.T.astype(np.float64)
+    assert np.all(np.abs(C - ref) <= RTOL * bound + 1e-30)
+    s = min(split, n)
+    A = np.empty((s, l), np.float32)
+    B = np.empty((n - s, l), np.float32)
+    t.correlate(X[:s], l, A)
+    t.correlate(X[s:], l, B)
+    np.testing.assert_array_equal(np.concatenate([A, B]), C)
+
+
+@pytest.mark.parametrize("storage", STORAGE)
+@pytest.mark.parametrize("m", [9, 2100])
+def test_combine_agrees(native, storage, m):
+    rng = np.random.default_rng(3)
+    l = 21
+    q, sc, Dd = _atoms(rng, l, m, storage)
+    W = rng.standard_normal((17, l)).astype(np.float32)
+    W[:, -3:] = 0  # zero weights: no change from those atoms
+    X = rng.standard_normal((17, m)).astype(np.float32)
+    got = _tiles(native, q, sc).combine(W, l, X.copy())
+    ref = X.astype(np.float64) - W.astype(np.float64) @ Dd.astype(np.float64)
+    bound = np.abs(X) + np.abs(W).astype(np.float64) @ np.abs(Dd).astype(np.float64)
+    assert np.all(np.abs(got - ref) <= RTOL * bound)
+
+
+def test_shapes_and_dtypes_are_refused(native):
+    q = np.zeros((4, 8), np.float32)
+    with pytest.raises(ValueError, match="float16 or int8"):
+        _tiles(native, q, None)
+    with pytest.raises(ValueError, match="scale per atom"):
+        _tiles(native, q.astype(np.int8), None)
+    t = _tiles(native, q.astype(np.float16), None)
+    with pytest.raises(ValueError, match="5 atoms asked, 4 stored"):
+        t.correlate(np.zeros((1, 8), np.float32), 5, np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError, match="at least 8 contiguous"):
+        t.correlate(np.zeros((1, 7), np.float32), 4, np.zeros((1, 4), np.float32))
+
+
+@pytest.mark.parametrize("storage", STORAGE)
+def test_encode_plan_matches_the_reference(native, storage):
+    rng = np.random.default_rng(5)
+    lb, m, k = 40, 300, 6
+    q, sc, Dd = _atoms(rng, lb, m, storage)
+    G = (Dd @ Dd.T).astype(np.float32)
+    Li = np.zeros_like(G)
+    from hal.backends.native.stored import StoredBasisWorkspace
+    ws = StoredBasisWorkspace(native, q, sc, G, Li)
+    ref = Reference(hal.get_backend("numpy"), q, sc, G.copy(), Li.copy())
+    X = (rng.standard_normal((70, 12)) @ Dd[:12] * 3).astype(np.float32)
+    X += 0.01 * rng.standard_normal(X.shape).astype(np.float32)
+    mean = rng.standard_normal(m).astype(np.float32) * 0.1
+    scale = rng.uniform(0.5, 2, m).astype(np.float32)
+    raw = X * scale + mean
+    out = []
+    for w, plan_args in ((ws, {}), (ref, {})):
+        p = w.plan(lb, k, mean=mean, scale=scale, width=k + 2, **plan_args)
+        idx = np.empty((70, k + 2), np.int32)
+        val = np.empty((70, k + 2), np.float32)
+        p.encode(raw, idx, val)
+        out.append((idx, val))
+    (gi, gv), (ri, rv) = out
+    # a fresh plan coding single rows first (its one-row scratch), the tiles grown by a
+    # 16-row product meanwhile, then a batch (the plan takes the group scratch): same bits
+    ws2 = StoredBasisWorkspace(native, q, sc, G, Li)
+    p2 = ws2.plan(lb, k, mean=mean, scale=scale, width=k + 2)
+    i1, v1 = np.empty((1, k + 2), np.int32), np.empty((1, k + 2), np.float32)
+    p2.encode(raw[5:6], i1, v1)
+    ws2._tiles.correlate(raw[:16], lb, np.empty((16, lb), np.float32))
+    i2, v2 = np.empty((70, k + 2), np.int32), np.empty((70, k + 2), np.float32)
+    p2.encode(raw, i2, v2)
+    p2.encode(raw[5:6], i1, v1)
+    np.testing.assert_array_equal(i2, gi)
+    np.testing.assert_array_equal(v2, gv)
+    np.testing.assert_array_equal(i1[0], gi[5])
+    np.testing.assert_array_equal(v1[0], gv[5])
+    np.testing.assert_array_equal(gi[:, k:], -1)
+    np.testing.assert_array_equal(gv[:, k:], 0)
+
+    def dense(i, v):
+        d = np.zeros((70, lb))
+        for r in range(70):
+            ok = i[r] >= 0
+            d[r, i[r, ok]] = v[r, ok]
+        return d
+    a, b = dense(gi, gv), dense(ri, rv)
+    assert np.all(np.abs(a - b) <= 1e-4 * np.abs(b).max(axis=1, keepdims=True))
+    with pytest.raises(ValueError, match="NaN"):
+        bad = raw[:2].copy()
+        bad[1, 3] = np.nan
+        ws.plan(lb, k).encode(bad, np.empty((2, k), np.int32), np.empty((2, k), np.float32))
+
+
+def _stream_data(seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((260, 10)) @ rng.standard_normal((10, 90))).astype(np.float32)
+
+
+@pytest.mark.parametrize("storage", STORAGE)
+def test_stream_on_native_follows_numpy_and_any_cut(native, storage):
+    X = _stream_data(2)
+    kw = dict(l=20, k=4, alpha=0.3, dictionary_dtype=storage)
+    nat = StreamingDictionary(backend="native", **kw)
+    whole = nat.fit_transform(X)
+    assert type(nat._bws).__module__ == "hal.backends.native.stored"
+    ref = StreamingDictionary(backend="numpy", **kw).fit(X)
+    assert nat.n_atoms_ == ref.n_atoms_
+    np.testing.assert_array_equal(nat._D, ref._D)  # the same joins: the same stored atoms
+    if storage == "int8":
+        np.testing.assert_array_equal(nat._D_scale, ref._D_scale)
+    np.testing.assert_allclose(nat._G, ref._G, atol=1e-5)
+    codes, want = nat.transform(X[:50]), ref.transform(X[:50])
+    assert np.all(np.abs(codes - want) <= 1e-4 * np.abs(want).max(axis=1, keepdims=True))
+    cut = StreamingDictionary(backend="native", **kw)
+    parts = [cut.partial_fit_transform(X[s:s + 37]) for s in range(0, 260, 37)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    rows = StreamingDictionary(backend="native", **kw)
+    singles = np.concatenate([rows.partial_fit_transform(X[i:i + 1]) for i in range(40)])
+    np.testing.assert_array_equal(singles, whole[:40])
+    one = np.concatenate([nat.transform(X[i:i + 1]) for i in range(8)])
+    np.testing.assert_array_equal(one, nat.transform(X[:8]))
+
+
+def test_float64_compute_takes_the_reference_tiles(native):
+    X = _stream_data(6).astype(np.float64)
+    kw = dict(l=12, k=3, alpha=0.3, dtype="float64", dictionary_dtype="float16")
+    nat = StreamingDictionary(backend="native", **kw).fit(X)
+    assert type(nat._bws) is Reference
+    ref = StreamingDictionary(backend="numpy", **kw).fit(X)
+    np.testing.assert_array_equal(nat._D, ref._D)
+    np.testing.assert_allclose(nat.transform(X[:20]), ref.transform(X[:20]), atol=1e-9)
