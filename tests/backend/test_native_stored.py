@@ -214,3 +214,33 @@ def test_float64_compute_takes_the_reference_tiles(native):
     ref = StreamingDictionary(backend="numpy", **kw).fit(X)
     np.testing.assert_array_equal(nat._D, ref._D)
     np.testing.assert_allclose(nat.transform(X[:20]), ref.transform(X[:20]), atol=1e-9)
+
+
+@pytest.mark.parametrize("storage", STORAGE)
+def test_blas_codes_stored_atoms_on_the_native_kernels(native, storage, require_backend):
+    """The execution rule (hal.execution) over stored atoms: a blas stream codes with
+    ``stored.c``'s encode while the Wp test and the joins stay on blas (the NumPy
+    reference's tiles: the same joins, so the same stored atoms, as the native backend's
+    stream; G from other products, within rounding), so its codes agree with the native
+    stream's to the native tolerance and any batch split gives the same bits."""
+    require_backend("blas")
+    X = _stream_data(3)
+    kw = dict(l=20, k=4, alpha=0.3, dictionary_dtype=storage)
+    bl = StreamingDictionary(backend="blas", **kw)
+    whole = bl.fit_transform(X)
+    plan = bl._bws.exec_plan(bl.n_atoms_, 4)
+    assert type(plan).__module__ == "hal.backends.native.stored"
+    nat = StreamingDictionary(backend="native", **kw)
+    theirs = nat.fit_transform(X)
+    np.testing.assert_array_equal(bl._D, nat._D)
+    np.testing.assert_array_equal(np.abs(whole) > 0, np.abs(theirs) > 0)
+    big = np.abs(theirs).max(axis=1, keepdims=True)
+    assert np.all(np.abs(whole - theirs) <= 1e-4 * big)
+    one = np.concatenate([bl.transform(X[i:i + 1]) for i in range(8)])
+    np.testing.assert_array_equal(one, bl.transform(X[:8]))
+    cut = StreamingDictionary(backend="blas", **kw)
+    parts = [cut.partial_fit_transform(X[s:s + 37]) for s in range(0, len(X), 37)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    rows = StreamingDictionary(backend="blas", **kw)
+    singles = np.concatenate([rows.partial_fit_transform(X[i:i + 1]) for i in range(40)])
+    np.testing.assert_array_equal(singles, whole[:40])
