@@ -163,29 +163,51 @@ def shifted_conv(layer, n, geom=None):
 
     A 1-D convolution (one input row, kernel height 1) on a small batch: the im2col patch
     matrix it would copy is ``kw`` times the input, and at batch 1 that copy, not the
-    product, is most of the time; summing ``kw`` products of the filters' ``b``-th taps with
-    the input shifted by ``b`` (a strided view BLAS reads in place) copies only the padding.
+    product, is most of the time.  Instead every tap of every filter meets the whole padded
+    input in **one** product ``P = T x`` (T the (kw F, C) taps, tap-major), and the output
+    is the sum over taps ``j`` of ``P``'s ``j``-th block shifted by ``j`` (one reduction over
+    a strided view): two NumPy calls whatever the kernel width, where a product per tap
+    cost ``kw`` calls, and on a narrow layer (a separated or reduced convolution) those
+    calls' overhead was most of its time.
     """
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom or conv_geom(layer, layer.in_shape)
     return n <= SHIFT_MAX_BATCH and h == 1 and kh == 1 and ph == 0
 
 
-def _fw_conv_shifted(x, out, W, b, geom):
+def _taps(layer, a, dtype):
+    """The convolution's taps as a (kw F, C) matrix, tap-major; kept on the layer while its
+    weight array is the same object (a model's own arrays), rebuilt for arrays handed in
+    (the runtime's, mapped one layer at a time, are not held past the call)."""
+    Wst = a["W"]
+    kept = layer.__dict__.get("_taps")
+    if kept is not None and kept[0] is Wst and kept[1].dtype == dtype:
+        return kept[1]
+    W = weight(a, "W", dtype)
+    f, c, _, kw = W.shape
+    taps = np.ascontiguousarray(W[:, :, 0, :].transpose(2, 0, 1)).reshape(kw * f, c)
+    if a is layer.arrays:
+        layer._taps = (Wst, taps)
+    return taps
+
+
+def _fw_conv_shifted(layer, x, out, a, geom):
     n = x.shape[0]
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom
+    taps = _taps(layer, a, x.dtype)
     xp = _pad(x.reshape(n, c, 1, w), 0, pw)[:, :, 0, :]  # (n, C, Wp)
-    taps = np.ascontiguousarray(W[:, :, 0, :].transpose(2, 0, 1))  # (kw, F, C): BLAS-ready
     y = out.reshape(n, f, wo)
-    span = sw * (wo - 1) + 1
-    np.matmul(taps[0], xp[:, :, 0:span:sw], out=y)
-    if kw > 1:
-        t = np.empty_like(y)
-        for j in range(1, kw):
-            np.matmul(taps[j], xp[:, :, j:j + span:sw], out=t)
-            y += t
-        del t
+    if kw == 1:
+        np.matmul(taps, xp[:, :, 0:sw * (wo - 1) + 1:sw], out=y)
+    else:
+        P = np.matmul(taps, xp)  # (n, kw F, Wp): P[i, j F + g, t] = sum_c W[g, c, j] x[c, t]
+        s0, s1, s2 = P.strides
+        # y[i, g, t] = sum_j P[i, j F + g, j + sw t]
+        shifted = as_strided(P, (n, kw, f, wo), (s0, f * s1 + s2, s1, sw * s2),
+                             writeable=False)
+        np.sum(shifted, axis=1, out=y)
+        del P, shifted
     del xp, taps  # the bias add below holds NumPy's buffer (up to 8192 elements) instead
-    out += b[:, None, None]
+    out += a["b"][:, None, None]
     return out
 
 
@@ -193,7 +215,7 @@ def _fw_conv(layer, x, out, a):
     n = x.shape[0]
     geom = conv_geom(layer, layer.in_shape)
     if shifted_conv(layer, n, geom):
-        return _fw_conv_shifted(x, out, weight(a, "W", x.dtype), a["b"], geom)
+        return _fw_conv_shifted(layer, x, out, a, geom)
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom
     xp = _pad(x.reshape(n, c, h, w), ph, pw)
     cols = np.empty((n, ho, wo, c, kh, kw), x.dtype)

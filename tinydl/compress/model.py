@@ -262,12 +262,15 @@ def _ws(layer, n, isz):
         c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = _conv_geom(layer, layer.in_shape)
         pad = n * c * (h + 2 * ph) * (w + 2 * pw) * isz if (ph or pw) else 0
         if k == "conv" and _shifted_conv(layer, n):
-            # the padded copy, the taps re-laid (kw, F, C) and one product beside the
-            # output (with one tap, a 1 x 1 convolution, neither: the view is used as is);
-            # then, those freed, the broadcast bias add's buffer (NumPy's NPY_BUFSIZE)
-            # (an int8 W's dequantized copy lives throughout; its casting buffer only while
-            # it is made)
-            prods = pad + (kw * f * c + n * f * wo) * isz * (kw > 1)
+            # the taps re-laid (kw F, C) (rebuilt for weights handed in, as the runtime's
+            # are; a model's own are kept on the layer), the padded copy and the product of
+            # every tap with it (n, kw F, Wp) beside the output, and the sum over the taps'
+            # strided view buffering up to NPY_BUFSIZE elements (with one tap, a 1 x 1
+            # convolution, none of these: views and the output are used); then, those
+            # freed, the broadcast bias add's buffer (an int8 W's dequantized copy lives
+            # throughout; its casting buffer only while it is made)
+            prods = pad + (kw * f * c + n * kw * f * (w + 2 * pw)
+                           + min(n * kw * f * wo, _CAST_BUFFER)) * isz * (kw > 1)
             wcopy = int(a["W"].size) * isz if a["W"].dtype == np.int8 else 0
             return wcopy + max(_deq(a, "W", isz) - wcopy, prods,
                                min(n * f * wo, _CAST_BUFFER) * isz)
