@@ -5,7 +5,10 @@ separation, channel reduction) or number of non-zeros per column (sparse diction
 the **whole network** stays within the accuracy budget on the validation data; no weight is
 retrained.  The budget is spent in proportion to the layers' sizes: after the layers holding a
 fraction ``p`` of the compressible parameters are done, at most ``p * budget`` may have been
-spent (unused budget carries over), so the largest layer cannot starve the others.
+spent (unused budget carries over), so the largest layer cannot starve the others.  With
+``allocate="flops"`` the layers go by FLOPs per sample instead (order and shares): for a
+network whose time is in a few small convolutions and whose bytes are in a dense layer, the
+budget then goes where the time is.
 
 The criterion (``criterion``):
 
@@ -69,6 +72,7 @@ __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasib
 METHODS = ("svd", "sparse", "auto")
 CRITERIA = ("flips", "lost", "accuracy")
 QUANTIZE = (None, "int8")
+ALLOCATE = ("bytes", "flops")
 
 @dataclass
 class LayerReport:
@@ -314,7 +318,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                    batch: int = 1, n_iter: int = 6, seed: int = 0, log=None,
                    quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
                    shrinkage=None, sparse_max_weights: int = 4_000_000,
-                   confidence: float = 0.0, refine: int = 0):
+                   confidence: float = 0.0, refine: int = 0, allocate: str = "bytes"):
     """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
@@ -370,6 +374,9 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         factors are moved towards reproducing the original network's outputs on ``X_fit``
         and checked again.  Dense layers whose later layers are all dense, factored, ReLU or
         flatten; 0 (the default): off.
+    allocate : {"bytes", "flops"}
+        What orders the layers (largest first) and shares the budget among them: their
+        stored bytes (the default) or their FLOPs per sample (module docstring).
 
     Returns
     -------
@@ -392,6 +399,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         raise ValueError("confidence needs criterion 'lost' or 'flips' (a rate)")
     if not 0.0 <= float(confidence) <= 10.0:
         raise ValueError(f"confidence must be in [0, 10] standard errors, got {confidence}")
+    if allocate not in ALLOCATE:
+        raise ValueError(f"allocate must be one of {ALLOCATE}, got {allocate!r}")
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     budget = float(max_accuracy_loss)
@@ -439,13 +448,15 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         return False
 
     # compressible layers, largest first
-    cand = sorted((la for la in cur.layers if compressible(la)), key=lambda la: -la.nbytes)
-    total = sum(la.nbytes for la in cand) or 1
+    def size(la):
+        return la.flops() if allocate == "flops" else la.nbytes
+    cand = sorted((la for la in cur.layers if compressible(la)), key=lambda la: -size(la))
+    total = sum(size(la) for la in cand) or 1
     done = 0
     reports = []
     for layer in cand:
         idx = cur.layers.index(layer)
-        done += layer.nbytes
+        done += size(layer)
         allowed = budget * done / total + 1e-9
         x_val = _run(cur.layers[:idx], X).reshape((len(X),) + layer.in_shape) if idx else X
         x_fit = (_run(cur.layers[:idx], Xf).reshape((len(Xf),) + layer.in_shape) if idx

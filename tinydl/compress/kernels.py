@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["FORWARD", "sparse_chunk", "conv_geom", "image_shape", "weight", "float_arrays",
-           "SCALE_SUFFIX"]
+           "SCALE_SUFFIX", "shift_by_columns"]
 
 #: an int8 weight array ``name`` carries its per-output-channel scales as ``name + SCALE_SUFFIX``
 SCALE_SUFFIX = "_scale"
@@ -190,22 +190,43 @@ def _taps(layer, a, dtype):
     return taps
 
 
+def shift_by_columns(geom):
+    """Whether the small-batch 1-D path copies the input's windows (``C kw`` rows, then one
+    product with W as it is stored) rather than summing shifted tap products (``F kw``
+    rows): each copies or adds ``kw`` values per output position and input (columns) or
+    output (taps) channel, so the narrower side decides; a separated layer's narrow input
+    (cross-channel: K channels into F) takes the columns, its narrow output (channel
+    reduction: C into K) the taps."""
+    c, f, kw = geom[0], geom[3], geom[5]
+    return kw > 1 and c < f
+
+
 def _fw_conv_shifted(layer, x, out, a, geom):
     n = x.shape[0]
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom
+    y = out.reshape(n, f, wo)
+    if shift_by_columns(geom):
+        xp = _pad(x.reshape(n, c, 1, w), 0, pw)
+        s0, s1, _, s3 = xp.strides
+        cols = np.empty((n, c, kw, wo), x.dtype)
+        np.copyto(cols, np.ndarray((n, c, kw, wo), xp.dtype, xp, 0, (s0, s1, s3, sw * s3)))
+        del xp
+        np.matmul(weight(a, "W", x.dtype).reshape(f, c * kw), cols.reshape(n, c * kw, wo),
+                  out=y)
+        del cols
+        out += a["b"][:, None, None]
+        return out
     taps = _taps(layer, a, x.dtype)
     xp = _pad(x.reshape(n, c, 1, w), 0, pw)[:, :, 0, :]  # (n, C, Wp)
-    y = out.reshape(n, f, wo)
     if kw == 1:
         np.matmul(taps, xp[:, :, 0:sw * (wo - 1) + 1:sw], out=y)
     else:
         P = np.matmul(taps, xp)  # (n, kw F, Wp): P[i, j F + g, t] = sum_c W[g, c, j] x[c, t]
         s0, s1, s2 = P.strides
         # y[i, g, t] = sum_j P[i, j F + g, j + sw t]
-        shifted = as_strided(P, (n, kw, f, wo), (s0, f * s1 + s2, s1, sw * s2),
-                             writeable=False)
-        np.sum(shifted, axis=1, out=y)
-        del P, shifted
+        np.sum(np.ndarray((n, kw, f, wo), P.dtype, P, 0, (s0, f * s1 + s2, s1, sw * s2)),
+               axis=1, out=y)
+        del P
     del xp, taps  # the bias add below holds NumPy's buffer (up to 8192 elements) instead
     out += a["b"][:, None, None]
     return out
