@@ -206,6 +206,7 @@ class _Layer:
     def __init__(self, layer, x_val, x_fit, tail, ok_new, quantize, target=None):
         self.layer, self.x_val, self.x_fit, self.tail = layer, x_val, x_fit, tail
         self.ok_new, self.quantize, self.target = ok_new, quantize, target
+        self.refine_kw = {}  # refine_layers' batch and lr
 
     def finish(self, layers):
         layers = _built(layers, self.layer.in_shape)
@@ -318,7 +319,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                    batch: int = 1, n_iter: int = 6, seed: int = 0, log=None,
                    quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
                    shrinkage=None, sparse_max_weights: int = 4_000_000,
-                   confidence: float = 0.0, refine: int = 0, allocate: str = "bytes"):
+                   confidence: float = 0.0, refine: int = 0, allocate: str = "bytes",
+                   refine_batch: int = 256, refine_lr: float = 1e-3):
     """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
@@ -374,6 +376,10 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         factors are moved towards reproducing the original network's outputs on ``X_fit``
         and checked again.  Dense layers whose later layers are all dense, factored, ReLU or
         flatten; 0 (the default): off.
+    refine_batch : int
+        Fitting inputs per refinement step.
+    refine_lr : float
+        Adam's step size in the refinement.
     allocate : {"bytes", "flops"}
         What orders the layers (largest first) and shares the budget among them: their
         stored bytes (the default) or their FLOPs per sample (module docstring).
@@ -418,6 +424,9 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     refine = int(refine)
     if refine < 0:
         raise ValueError(f"refine must be a number of steps >= 0, got {refine}")
+    if int(refine_batch) < 1 or not 0.0 < float(refine_lr) < 1.0:
+        raise ValueError(f"refine_batch must be >= 1 and refine_lr in (0, 1), got "
+                         f"{refine_batch} and {refine_lr}")
     log = log or (lambda s: None)
     cur = model.copy()
     pred0 = np.argmax(_run(cur.layers, X), axis=1)
@@ -463,6 +472,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                  else Xf) if data_aware else None
         ctx = _Layer(layer, x_val, x_fit, cur.layers[idx + 1:],
                      lambda pred, allowed=allowed: spent(pred) <= allowed, quantize, target)
+        ctx.refine_kw = dict(batch=int(refine_batch), lr=float(refine_lr))
         if layer.kind == "dense":
             best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
                                     sparse_max_weights, refine)

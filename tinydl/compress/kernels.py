@@ -234,7 +234,7 @@ def _fw_conv_shifted(layer, x, out, a, geom):
 
 def _fw_conv(layer, x, out, a):
     n = x.shape[0]
-    geom = conv_geom(layer, layer.in_shape)
+    geom = layer.__dict__.get("_geom") or conv_geom(layer, layer.in_shape)
     if shifted_conv(layer, n, geom):
         return _fw_conv_shifted(layer, x, out, a, geom)
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom

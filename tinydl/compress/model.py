@@ -166,6 +166,7 @@ def _conv_shape(layer, s):
     if layer.arrays["b"].shape != (g[3],):
         raise ValueError(f"{layer.kind} layer: bias {layer.arrays['b'].shape}, expected "
                          f"({g[3]},)")
+    layer._geom = g  # the forward's geometry, worked out once (at batch 1 it is not free)
     return (g[3], g[10], g[11])
 
 
