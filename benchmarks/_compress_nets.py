@@ -3,7 +3,8 @@
 Every network is trained the way ``tinydl reproduce`` trains its raw-feature network
 (:func:`tinydl.reproduce.runs.run_raw`): the protocol's split (a stratified 20% test split,
 seed 0, where the data set has none; UJIIndoorLoc tests on UCI's validationData), the training
-set in a shuffled order minus a stratified 15% **validation** hold-out, one pass of the stream
+set in a shuffled order minus a stratified **validation** hold-out (15% of each class, but at
+least :data:`MIN_VAL_PER_CLASS` samples of it: see :func:`validation_mask`), one pass of the stream
 retraining every 256 samples on the last 2,048 for 10 epochs, inputs standardized with the
 first 256 stream samples' statistics, and the recipe (of :data:`~tinydl.reproduce.protocol.
 RECIPES`) with the best validation accuracy.  The compiler searches on that same validation
@@ -40,6 +41,12 @@ from tinydl.io import load_npz, save_npz
 KIND = "tinydl.benchmark.compress-prep"
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "tinydl", "compress")
 DSA_SEGMENT = (125, 45)
+#: the validation hold-out keeps at least this many training samples of every class (while
+#: leaving two to the stream).  The protocol's 15% gives Daily and Sports 12 per class, 228 in
+#: all, where a 1-point budget is 2.3 samples and one sample's luck decides a search step;
+#: 20 per class (380 samples, 3.8 per point) is the stated floor, set before any result was
+#: seen; UJIIndoorLoc's 15% is already above it in every class, so its split is unchanged.
+MIN_VAL_PER_CLASS = 20
 
 
 @dataclass
@@ -77,18 +84,39 @@ def _log(msg):
     print(f"[nets] {msg}", file=sys.stderr, flush=True)
 
 
+def validation_mask(y, fraction, seed, min_per_class=MIN_VAL_PER_CLASS):
+    """Stratified hold-out mask: per class ``max(round(fraction n_c), min_per_class)`` rows
+    (at most ``n_c - 2``, none of a class under three rows), drawn as the protocol's
+    :func:`~tinydl.reproduce.protocol._holdout` draws them (same generator, same order), so a
+    class whose fraction is above the floor keeps exactly the protocol's rows."""
+    rng = np.random.default_rng(seed + 1)   # not the test split's draw
+    mask = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        n = max(int(round(fraction * len(idx))), int(min_per_class))
+        n = min(max(n, 1), len(idx) - 2) if len(idx) >= 3 else 0
+        mask[rng.permutation(idx)[:n]] = True
+    return mask
+
+
+def split_digest(idx):
+    """A short digest of the row indices of a part (the cache's key to its split)."""
+    import hashlib
+    return hashlib.sha1(np.asarray(idx, np.int64).tobytes()).hexdigest()[:16]
+
+
 def protocol_splits(path, st):
     """The reproduce protocol's stream, validation and test parts of the data set at ``path``
-    (the same code path as :func:`tinydl.reproduce.protocol.run_dataset`)."""
-    from tinydl.reproduce.protocol import _holdout
+    (the same code path as :func:`tinydl.reproduce.protocol.run_dataset`, the validation
+    part with :func:`validation_mask`'s floor per class)."""
     ds = split_dataset(load_real(path), st.test_fraction, st.split_seed)
     Xtr, ytr = ds.X_train, ds.y_train
     order = np.random.default_rng(st.stream_seed).permutation(len(Xtr))
-    val = _holdout(ytr[order], st.val_fraction, st.split_seed)
+    val = validation_mask(ytr[order], st.val_fraction, st.split_seed)
     fit_idx, val_idx = order[~val], order[val]
     classes = np.unique(np.concatenate([ytr, ds.y_test]))
     S = dict(X=Xtr[fit_idx], y=ytr[fit_idx], Xval=Xtr[val_idx], yval=ytr[val_idx],
-             Xte=ds.X_test, yte=ds.y_test)
+             Xte=ds.X_test, yte=ds.y_test, val_digest=split_digest(val_idx))
     return S, classes, ds.application
 
 
@@ -156,6 +184,14 @@ def _load(cache, name):
     return load_model(mpath), prep, json.loads(str(d["info"]))
 
 
+def _same_split(info, S):
+    """Whether a cached network's recorded split is ``S``'s (older caches recorded only the
+    part sizes)."""
+    if "val_digest" in info:
+        return info["val_digest"] == S["val_digest"]
+    return info.get("n_val") == len(S["Xval"]) and info.get("n_stream") == len(S["X"])
+
+
 def networks(dsa_path, uji_path, cache=DEFAULT_CACHE, quick=False, names=None):
     """Yield a :class:`Net` per network whose data file exists (trained or from the cache)."""
     from tinydl.reproduce.protocol import APPLICATIONS, RECIPES, Settings
@@ -175,6 +211,10 @@ def networks(dsa_path, uji_path, cache=DEFAULT_CACHE, quick=False, names=None):
             continue
         S, classes, app = protocol_splits(path, st)
         cached = _load(cache, name + tag)
+        if cached is not None and not _same_split(cached[2], S):
+            _log(f"{name}: the cached network was trained on another split (validation "
+                 f"{cached[2].get('n_val')} rows, now {len(S['Xval'])}): training again")
+            cached = None
         if cached is not None:
             model, prep, info = cached
             _log(f"{name}: from the cache {_paths(cache, name + tag)[0]}")
@@ -200,7 +240,8 @@ def networks(dsa_path, uji_path, cache=DEFAULT_CACHE, quick=False, names=None):
             model = from_network(clf)
             info = dict(recipe=recipe, recipes_tried=tried, hidden=list(hidden),
                         train_s=time.perf_counter() - t0, settings=repr(st),
-                        n_stream=len(S["X"]), n_val=len(S["Xval"]), n_test=len(S["Xte"]))
+                        n_stream=len(S["X"]), n_val=len(S["Xval"]), n_test=len(S["Xte"]),
+                        val_digest=S["val_digest"])
             _save(cache, name + tag, model, prep, info)
             _log(f"{name}: trained in {info['train_s']:.0f} s, cached")
         if name == "dsa-mlp":

@@ -94,3 +94,66 @@ def test_1d_conv_matches_torch_conv1d(n, kw, stride, pad):
     ref = torch.nn.functional.conv1d(torch.tensor(x[:, :, 0]), torch.tensor(W[:, :, 0]),
                                      torch.tensor(b), stride=stride, padding=pad).numpy()
     np.testing.assert_allclose(y.reshape(ref.shape), ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_1d_conv_taps_follow_the_weights_and_runtime_peak(tmp_path):
+    """The tap-products path keeps a model's taps on the layer: a replaced W is used at
+    once (against PyTorch); a 1-D convolution model's runtime peak (layers on both
+    small-batch paths and a 1 x 1) is within 10% of its prediction at the batches those
+    paths serve (float32 and int8)."""
+    torch = pytest.importorskip("torch")
+    from tinydl.compress import SparseRuntime, quantize_layer, save_model
+    from tinydl.compress.model import CompressedModel
+    rng = np.random.default_rng(5)
+    la = make_layer("conv", W=rng.standard_normal((16, 20, 1, 9)).astype(np.float32),
+                    b=rng.standard_normal(16).astype(np.float32), stride=[1, 1],
+                    padding=[0, 4])
+    x = rng.standard_normal((2, 20, 1, 125)).astype(np.float32)
+    _conv_out([la], x)
+    for _ in range(2):  # the second W must replace the kept taps
+        W = rng.standard_normal((16, 20, 1, 9)).astype(np.float32)
+        la.arrays["W"] = W
+        ref = torch.nn.functional.conv1d(torch.tensor(x[:, :, 0]), torch.tensor(W[:, :, 0]),
+                                         torch.tensor(la.arrays["b"]), padding=4).numpy()
+        np.testing.assert_allclose(_conv_out([la], x).reshape(ref.shape), ref,
+                                   atol=1e-4 * np.abs(ref).max())
+    head = [la, make_layer("relu"), make_layer("maxpool", pool_size=[1, 2], stride=[1, 2]),
+            make_layer("conv", W=rng.standard_normal((8, 16, 1, 3)).astype(np.float32),
+                       b=np.zeros(8, np.float32), stride=[1, 1], padding=[0, 1]),
+            make_layer("conv", W=rng.standard_normal((24, 8, 1, 5)).astype(np.float32),
+                       b=np.zeros(24, np.float32), stride=[1, 1], padding=[0, 2]),
+            make_layer("conv", W=rng.standard_normal((8, 24, 1, 1)).astype(np.float32),
+                       b=np.zeros(8, np.float32), stride=[1, 1], padding=[0, 0]),
+            make_layer("flatten"),
+            make_layer("dense", W=rng.standard_normal((8 * 62, 5)).astype(np.float32),
+                       b=np.zeros(5, np.float32))]
+    for q in (False, True):
+        layers = [quantize_layer(h) if q and h.kind in ("conv", "dense") else h for h in head]
+        model = CompressedModel(layers, (20, 1, 125))
+        save_model(model, tmp_path / "c.npz")
+        rt = SparseRuntime(tmp_path / "c.npz")
+        for n in (1, 4):
+            out = rt.run(x[:1].repeat(n, 0), measure=True)
+            np.testing.assert_allclose(out, model.decision_function(x[:1].repeat(n, 0)),
+                                       rtol=1e-4, atol=1e-4)
+            pred = rt.predict_peak_bytes(n)
+            assert abs(rt.last_peak_bytes - pred) <= 0.10 * pred, (q, n, pred,
+                                                                   rt.last_peak_bytes)
+
+
+@pytest.mark.parametrize("f,c", [(16, 4), (4, 16)])
+def test_1d_conv_columns_and_taps_paths_match_torch(f, c):
+    """Both small-batch 1-D paths (windows when the input is narrower, tap products when
+    the output is) against PyTorch's conv1d, strided and padded."""
+    torch = pytest.importorskip("torch")
+    from tinydl.compress.kernels import conv_geom, shift_by_columns
+    rng = np.random.default_rng(f)
+    W = rng.standard_normal((f, c, 1, 5)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    x = rng.standard_normal((3, c, 1, 23)).astype(np.float32)
+    la = make_layer("conv", W=W, b=b, stride=[1, 2], padding=[0, 2])
+    y = _conv_out([la], x)
+    assert shift_by_columns(conv_geom(la, la.in_shape)) == (c < f)
+    ref = torch.nn.functional.conv1d(torch.tensor(x[:, :, 0]), torch.tensor(W[:, :, 0]),
+                                     torch.tensor(b), stride=2, padding=2).numpy()
+    np.testing.assert_allclose(y.reshape(ref.shape), ref, atol=1e-4 * np.abs(ref).max())

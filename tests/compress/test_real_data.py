@@ -52,3 +52,21 @@ def test_one_preparation_path_and_budget(shared_data, tmp_path):
         rt.run(Xt[:b], measure=True)
         pred = rt.predict_peak_bytes(b)
         assert abs(rt.last_peak_bytes - pred) <= 0.15 * pred, (b, pred, rt.last_peak_bytes)
+
+
+def test_validation_mask_floor_and_protocol_rows():
+    """The benchmark's validation hold-out: 15% of a class, at least the floor (leaving two
+    rows to the stream); a class above the floor keeps exactly the protocol's rows."""
+    from benchmarks._compress_nets import split_digest, validation_mask
+    from tinydl.reproduce.protocol import _holdout
+    y = np.repeat(np.arange(4), [77, 300, 21, 2])
+    rng = np.random.default_rng(3)
+    y = y[rng.permutation(len(y))]
+    mask = validation_mask(y, 0.15, 0, min_per_class=20)
+    counts = [int(mask[y == c].sum()) for c in range(4)]
+    assert counts == [20, 45, 19, 0]
+    proto = _holdout(y, 0.15, 0)
+    np.testing.assert_array_equal(mask[y == 1], proto[y == 1])
+    # the floor only adds rows: the protocol's rows of every class are kept
+    assert not (proto & ~mask).any()
+    assert split_digest(np.flatnonzero(mask)) != split_digest(np.flatnonzero(proto))

@@ -49,6 +49,11 @@ def test_compiler_with_refinement_keeps_the_budget(trained_mlp, digits_split):
     model = from_network(trained_mlp)
     with pytest.raises(ValueError, match="refine must be a number of steps >= 0, got -1"):
         compress_model(model, Xv, yv, 0.02, refine=-1)
+    for bad in (dict(refine_batch=0), dict(refine_lr=0.0), dict(refine_lr=2.0)):
+        with pytest.raises(ValueError, match="refine_batch must be >= 1 and refine_lr in"):
+            compress_model(model, Xv, yv, 0.02, refine=5, **bad)
+    with pytest.raises(ValueError, match="allocate must be one of"):
+        compress_model(model, Xv, yv, 0.02, allocate="time")
     cm, rep = compress_model(model, Xv, yv, 0.02, method="svd", X_fit=Xtr, refine=20)
     assert rep.val_lost <= 0.02 + 1e-9
     assert rep.bytes_after == cm.nbytes < model.nbytes

@@ -5,7 +5,10 @@ separation, channel reduction) or number of non-zeros per column (sparse diction
 the **whole network** stays within the accuracy budget on the validation data; no weight is
 retrained.  The budget is spent in proportion to the layers' sizes: after the layers holding a
 fraction ``p`` of the compressible parameters are done, at most ``p * budget`` may have been
-spent (unused budget carries over), so the largest layer cannot starve the others.
+spent (unused budget carries over), so the largest layer cannot starve the others.  With
+``allocate="flops"`` the layers go by FLOPs per sample instead (order and shares): for a
+network whose time is in a few small convolutions and whose bytes are in a dense layer, the
+budget then goes where the time is.
 
 The criterion (``criterion``):
 
@@ -69,6 +72,7 @@ __all__ = ["compress_model", "CompressionReport", "LayerReport", "BudgetInfeasib
 METHODS = ("svd", "sparse", "auto")
 CRITERIA = ("flips", "lost", "accuracy")
 QUANTIZE = (None, "int8")
+ALLOCATE = ("bytes", "flops")
 
 @dataclass
 class LayerReport:
@@ -202,6 +206,7 @@ class _Layer:
     def __init__(self, layer, x_val, x_fit, tail, ok_new, quantize, target=None):
         self.layer, self.x_val, self.x_fit, self.tail = layer, x_val, x_fit, tail
         self.ok_new, self.quantize, self.target = ok_new, quantize, target
+        self.refine_kw = {}  # refine_layers' batch and lr
 
     def finish(self, layers):
         layers = _built(layers, self.layer.in_shape)
@@ -314,7 +319,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                    batch: int = 1, n_iter: int = 6, seed: int = 0, log=None,
                    quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
                    shrinkage=None, sparse_max_weights: int = 4_000_000,
-                   confidence: float = 0.0, refine: int = 0):
+                   confidence: float = 0.0, refine: int = 0, allocate: str = "bytes",
+                   refine_batch: int = 256, refine_lr: float = 1e-3):
     """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
@@ -370,6 +376,13 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         factors are moved towards reproducing the original network's outputs on ``X_fit``
         and checked again.  Dense layers whose later layers are all dense, factored, ReLU or
         flatten; 0 (the default): off.
+    refine_batch : int
+        Fitting inputs per refinement step.
+    refine_lr : float
+        Adam's step size in the refinement.
+    allocate : {"bytes", "flops"}
+        What orders the layers (largest first) and shares the budget among them: their
+        stored bytes (the default) or their FLOPs per sample (module docstring).
 
     Returns
     -------
@@ -392,6 +405,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         raise ValueError("confidence needs criterion 'lost' or 'flips' (a rate)")
     if not 0.0 <= float(confidence) <= 10.0:
         raise ValueError(f"confidence must be in [0, 10] standard errors, got {confidence}")
+    if allocate not in ALLOCATE:
+        raise ValueError(f"allocate must be one of {ALLOCATE}, got {allocate!r}")
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     budget = float(max_accuracy_loss)
@@ -409,6 +424,9 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     refine = int(refine)
     if refine < 0:
         raise ValueError(f"refine must be a number of steps >= 0, got {refine}")
+    if int(refine_batch) < 1 or not 0.0 < float(refine_lr) < 1.0:
+        raise ValueError(f"refine_batch must be >= 1 and refine_lr in (0, 1), got "
+                         f"{refine_batch} and {refine_lr}")
     log = log or (lambda s: None)
     cur = model.copy()
     pred0 = np.argmax(_run(cur.layers, X), axis=1)
@@ -439,19 +457,22 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         return False
 
     # compressible layers, largest first
-    cand = sorted((la for la in cur.layers if compressible(la)), key=lambda la: -la.nbytes)
-    total = sum(la.nbytes for la in cand) or 1
+    def size(la):
+        return la.flops() if allocate == "flops" else la.nbytes
+    cand = sorted((la for la in cur.layers if compressible(la)), key=lambda la: -size(la))
+    total = sum(size(la) for la in cand) or 1
     done = 0
     reports = []
     for layer in cand:
         idx = cur.layers.index(layer)
-        done += layer.nbytes
+        done += size(layer)
         allowed = budget * done / total + 1e-9
         x_val = _run(cur.layers[:idx], X).reshape((len(X),) + layer.in_shape) if idx else X
         x_fit = (_run(cur.layers[:idx], Xf).reshape((len(Xf),) + layer.in_shape) if idx
                  else Xf) if data_aware else None
         ctx = _Layer(layer, x_val, x_fit, cur.layers[idx + 1:],
                      lambda pred, allowed=allowed: spent(pred) <= allowed, quantize, target)
+        ctx.refine_kw = dict(batch=int(refine_batch), lr=float(refine_lr))
         if layer.kind == "dense":
             best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
                                     sparse_max_weights, refine)

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["FORWARD", "sparse_chunk", "conv_geom", "image_shape", "weight", "float_arrays",
-           "SCALE_SUFFIX"]
+           "SCALE_SUFFIX", "shift_by_columns"]
 
 #: an int8 weight array ``name`` carries its per-output-channel scales as ``name + SCALE_SUFFIX``
 SCALE_SUFFIX = "_scale"
@@ -163,37 +163,80 @@ def shifted_conv(layer, n, geom=None):
 
     A 1-D convolution (one input row, kernel height 1) on a small batch: the im2col patch
     matrix it would copy is ``kw`` times the input, and at batch 1 that copy, not the
-    product, is most of the time; summing ``kw`` products of the filters' ``b``-th taps with
-    the input shifted by ``b`` (a strided view BLAS reads in place) copies only the padding.
+    product, is most of the time.  Instead every tap of every filter meets the whole padded
+    input in **one** product ``P = T x`` (T the (kw F, C) taps, tap-major), and the output
+    is the sum over taps ``j`` of ``P``'s ``j``-th block shifted by ``j`` (one reduction over
+    a strided view): two NumPy calls whatever the kernel width, where a product per tap
+    cost ``kw`` calls, and on a narrow layer (a separated or reduced convolution) those
+    calls' overhead was most of its time.
     """
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom or conv_geom(layer, layer.in_shape)
     return n <= SHIFT_MAX_BATCH and h == 1 and kh == 1 and ph == 0
 
 
-def _fw_conv_shifted(x, out, W, b, geom):
+def _taps(layer, a, dtype):
+    """The convolution's taps as a (kw F, C) matrix, tap-major; kept on the layer while its
+    weight array is the same object (a model's own arrays), rebuilt for arrays handed in
+    (the runtime's, mapped one layer at a time, are not held past the call)."""
+    Wst = a["W"]
+    kept = layer.__dict__.get("_taps")
+    if kept is not None and kept[0] is Wst and kept[1].dtype == dtype:
+        return kept[1]
+    W = weight(a, "W", dtype)
+    f, c, _, kw = W.shape
+    taps = np.ascontiguousarray(W[:, :, 0, :].transpose(2, 0, 1)).reshape(kw * f, c)
+    if a is layer.arrays:
+        layer._taps = (Wst, taps)
+    return taps
+
+
+def shift_by_columns(geom):
+    """Whether the small-batch 1-D path copies the input's windows (``C kw`` rows, then one
+    product with W as it is stored) rather than summing shifted tap products (``F kw``
+    rows): each copies or adds ``kw`` values per output position and input (columns) or
+    output (taps) channel, so the narrower side decides; a separated layer's narrow input
+    (cross-channel: K channels into F) takes the columns, its narrow output (channel
+    reduction: C into K) the taps."""
+    c, f, kw = geom[0], geom[3], geom[5]
+    return kw > 1 and c < f
+
+
+def _fw_conv_shifted(layer, x, out, a, geom):
     n = x.shape[0]
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom
-    xp = _pad(x.reshape(n, c, 1, w), 0, pw)[:, :, 0, :]  # (n, C, Wp)
-    taps = np.ascontiguousarray(W[:, :, 0, :].transpose(2, 0, 1))  # (kw, F, C): BLAS-ready
     y = out.reshape(n, f, wo)
-    span = sw * (wo - 1) + 1
-    np.matmul(taps[0], xp[:, :, 0:span:sw], out=y)
-    if kw > 1:
-        t = np.empty_like(y)
-        for j in range(1, kw):
-            np.matmul(taps[j], xp[:, :, j:j + span:sw], out=t)
-            y += t
-        del t
+    if shift_by_columns(geom):
+        xp = _pad(x.reshape(n, c, 1, w), 0, pw)
+        s0, s1, _, s3 = xp.strides
+        cols = np.empty((n, c, kw, wo), x.dtype)
+        np.copyto(cols, np.ndarray((n, c, kw, wo), xp.dtype, xp, 0, (s0, s1, s3, sw * s3)))
+        del xp
+        np.matmul(weight(a, "W", x.dtype).reshape(f, c * kw), cols.reshape(n, c * kw, wo),
+                  out=y)
+        del cols
+        out += a["b"][:, None, None]
+        return out
+    taps = _taps(layer, a, x.dtype)
+    xp = _pad(x.reshape(n, c, 1, w), 0, pw)[:, :, 0, :]  # (n, C, Wp)
+    if kw == 1:
+        np.matmul(taps, xp[:, :, 0:sw * (wo - 1) + 1:sw], out=y)
+    else:
+        P = np.matmul(taps, xp)  # (n, kw F, Wp): P[i, j F + g, t] = sum_c W[g, c, j] x[c, t]
+        s0, s1, s2 = P.strides
+        # y[i, g, t] = sum_j P[i, j F + g, j + sw t]
+        np.sum(np.ndarray((n, kw, f, wo), P.dtype, P, 0, (s0, f * s1 + s2, s1, sw * s2)),
+               axis=1, out=y)
+        del P
     del xp, taps  # the bias add below holds NumPy's buffer (up to 8192 elements) instead
-    out += b[:, None, None]
+    out += a["b"][:, None, None]
     return out
 
 
 def _fw_conv(layer, x, out, a):
     n = x.shape[0]
-    geom = conv_geom(layer, layer.in_shape)
+    geom = layer.__dict__.get("_geom") or conv_geom(layer, layer.in_shape)
     if shifted_conv(layer, n, geom):
-        return _fw_conv_shifted(x, out, weight(a, "W", x.dtype), a["b"], geom)
+        return _fw_conv_shifted(layer, x, out, a, geom)
     c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = geom
     xp = _pad(x.reshape(n, c, h, w), ph, pw)
     cols = np.empty((n, ho, wo, c, kh, kw), x.dtype)

@@ -44,6 +44,7 @@ from .kernels import FORWARD as _FORWARD
 from .kernels import SCALE_SUFFIX as _SCALE_SUFFIX
 from .kernels import conv_geom as _conv_geom
 from .kernels import image_shape as _img
+from .kernels import shift_by_columns as _by_columns
 from .kernels import shifted_conv as _shifted_conv
 from .kernels import sparse_chunk as _sparse_chunk
 
@@ -71,7 +72,9 @@ class CLayer:
         if kind not in _FORWARD:
             raise ValueError(f"unknown layer kind {kind!r}; known: {', '.join(sorted(_FORWARD))}")
         self.kind = kind
-        self.arrays = dict(arrays or {})
+        # C order: a transposed or sliced array (a factorization's natural result) would
+        # be copied, or multiplied outside BLAS, on every forward
+        self.arrays = {k: np.ascontiguousarray(v) for k, v in (arrays or {}).items()}
         self.cfg = dict(cfg or {})
         self.in_shape: Tuple[int, ...] = ()
         self.out_shape: Tuple[int, ...] = ()
@@ -163,6 +166,7 @@ def _conv_shape(layer, s):
     if layer.arrays["b"].shape != (g[3],):
         raise ValueError(f"{layer.kind} layer: bias {layer.arrays['b'].shape}, expected "
                          f"({g[3]},)")
+    layer._geom = g  # the forward's geometry, worked out once (at batch 1 it is not free)
     return (g[3], g[10], g[11])
 
 
@@ -262,15 +266,29 @@ def _ws(layer, n, isz):
         c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo = _conv_geom(layer, layer.in_shape)
         pad = n * c * (h + 2 * ph) * (w + 2 * pw) * isz if (ph or pw) else 0
         if k == "conv" and _shifted_conv(layer, n):
-            # the padded copy, the taps re-laid (kw, F, C) and one product beside the
-            # output (with one tap, a 1 x 1 convolution, neither: the view is used as is);
-            # then, those freed, the broadcast bias add's buffer (NumPy's NPY_BUFSIZE)
-            # (an int8 W's dequantized copy lives throughout; its casting buffer only while
-            # it is made)
-            prods = pad + (kw * f * c + n * f * wo) * isz * (kw > 1)
-            wcopy = int(a["W"].size) * isz if a["W"].dtype == np.int8 else 0
-            return wcopy + max(_deq(a, "W", isz) - wcopy, prods,
-                               min(n * f * wo, _CAST_BUFFER) * isz)
+            geom = (c, h, w, f, kh, kw, sh, sw, ph, pw, ho, wo)
+            bias = min(n * f * wo, _CAST_BUFFER) * isz  # the broadcast bias add's buffer
+            if _by_columns(geom):
+                # the padded copy while the windows (n, C kw, Wo) are copied; then the
+                # windows beside an int8 W's dequantized copy (and its casting buffer)
+                cols = n * c * kw * wo * isz
+                return max(pad + cols, cols + _deq(a, "W", isz), bias)
+            # the taps re-laid (kw F, C) (rebuilt for weights handed in, as the runtime's
+            # are; a model's own are kept on the layer), the padded copy and the product of
+            # every tap with it (n, kw F, Wp) beside the output, and the sum over the taps'
+            # strided view buffering up to NPY_BUFSIZE elements; then, those freed, the
+            # bias add's buffer.  An int8 W's dequantized copy lives while the taps are
+            # made from it (with one tap, a 1 x 1 convolution, the taps are a view of it,
+            # so it lives until the bias add; no product nor sum: the output is used)
+            dq = _deq(a, "W", isz)
+            if kw == 1:
+                wcopy = int(a["W"].size) * isz if dq else 0
+                return max(dq, wcopy + pad, bias)
+            taps = kw * f * c * isz
+            prods = taps + pad + (n * kw * f * (w + 2 * pw) + min(n * kw * f * wo,
+                                                                   _CAST_BUFFER)) * isz
+            return max(dq, dq and dq - min(int(a["W"].size), _CAST_BUFFER) * isz + taps,
+                       prods, bias)
         if k == "conv":
             # the padded copy is freed before the product: (padded + columns), then
             # (columns + product + W's dequantized copy)

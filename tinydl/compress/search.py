@@ -59,7 +59,8 @@ def _refined_search(ctx, make, ok_plain, steps, seed):
                 forms[v] = (True, make(v), False)
             else:
                 lay = refine_layers(built(make(v), ctx.layer.in_shape), ctx.x_fit, ctx.tail,
-                                    ctx.target, steps=steps, seed=seed)
+                                    ctx.target, steps=steps, seed=seed,
+                                    **ctx.refine_kw)
                 forms[v] = (ctx.passes(lay), lay, True)
         return forms[v][0]
     return ok, forms
