@@ -55,7 +55,8 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
     Returns
     -------
     hal.Backend or str
-        ``name`` itself when the defaults apply or the backend takes no ``batch`` option.
+        ``name`` itself when the defaults apply or the backend takes no ``batch`` option;
+        a backend sized here has ``compiled_execution`` off (see :mod:`hal.execution`).
     """
     import hal
     if batch >= 256 and dt_copy and decode_rows == DECODE_ROWS:
@@ -68,4 +69,9 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
         be.__class__ = _lean_class(type(be))
     if decode_rows != DECODE_ROWS:
         be.stored_tile_rows = int(decode_rows)  # read by the stored-atom tiles
+    # the plan priced this backend's own OMP workspaces, sized above; the execution rule's
+    # native kernels (hal.execution) keep a transposed copy of the atoms and 48-row scratch
+    # of their own (measured at m=5625, l=100: +3.3 MB, a peak 1.57x the plan's), so a
+    # backend sized by a plan codes its rows on its own kernels
+    be.compiled_execution = False
     return be

@@ -279,3 +279,17 @@ def test_blas_steady_state_one_row_refuses_nan_unchanged(blas_and_native, standa
     with pytest.raises(ValueError, match=r"NaN or Inf.*\(0, 3\)"):
         sd.partial_fit(bad)
     assert np.array_equal(sd._D, D) and sd.n_samples_seen_ == seen
+
+
+@pytest.mark.parametrize("dt_copy", [True, False])
+def test_a_backend_sized_by_a_plan_codes_on_its_own_kernels(blas_and_native, dt_copy):
+    """A plan prices the backend's own OMP workspaces (tinydl.lowmem.plan_backend); the
+    native kernels' transposed copy and scratch are not in that price, so such a backend
+    keeps the rule off: its transform's plan is the blas one, the rule's default still on."""
+    from tinydl.lowmem import plan_backend
+    be = plan_backend("blas", batch=16, dt_copy=dt_copy)
+    assert execution.execution_backend(be) is be
+    assert execution.execution_backend(hal.get_backend("blas")).name == "native"
+    X, _ = _stream(3)
+    sd = StreamingDictionary(l=12, k=3, alpha=0.3, backend=be).fit(X)
+    assert type(sd._bws.exec_plan(sd.n_atoms_, 3)).__module__.startswith("hal.backends.numpy")
