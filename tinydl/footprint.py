@@ -160,6 +160,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                         "atoms decoded to the compute dtype a tile at a time"))
     if standardize != "off" and rebuild == "never" or rebuild == "new-class":
         out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))
+        # after each network update the learner prepares its one-row predict path
+        # (tinydl.onesample.OneSample), whose standardized row lives from then on
+        out.append(_buf("onesample.x", (1, m), dt, "overhead", S,
+                        "the one-row predict path's standardized row"))
     # the encode plan's OMP workspace (NumpyBackend.prepare_omp) for b rows
     b = _omp_rows(int(omp_batch), lb, kk, it)
     out += [_buf("omp.corr,abs", (2, b, lb), dt, "overhead", S, ""),
@@ -215,6 +219,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  "the ordered window (and its slot index) the network retrains on"),
             _buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
                  "overhead", "stream", "the network's per-call buffers")]
+    ob = max(int(omp_batch), 1)
+    if chunk == 1 or ob == 1 or chunk % ob == 1:
+        # a lone row is coded as a pair (its concatenation with itself), so that its code is
+        # bit-identical to the same row's in any batch (hal.backends.numpy BatchOMP and its
+        # stored-atom plan): with chunks of one row, or one-row OMP batches, every row
+        out.append(_buf("stream.lone pair", (2, m), dt, "overhead", "stream",
+                        "a lone row coded as a pair (bit-identical to any batch)"))
     if rebuild == "new-class":
         nb = min(n_standardize, slots)
         out += [_buf("rebuild.read", (chunk, m), dt, "overhead", "rebuild", ""),

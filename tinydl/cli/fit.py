@@ -258,8 +258,10 @@ def run(args):
     every = args.checkpoint_every or 16 * int(learner.n_batch)
     learner.checkpoint_dir, learner.checkpoint_every = out, every
     rank = int(getattr(learner, "rank", 0))
+    plan_file = None
     if plan is not None and rank == 0:
-        plan.save(os.path.join(out, "plan.json"))
+        plan_file = os.path.join(out, "plan.json")
+        plan.save(plan_file)
         from ..io import atomic_write_text
         atomic_write_text(os.path.join(out, _STREAM_FILE),
                           json.dumps({"shuffle": seed, "n_samples": st.n_samples}) + "\n")
@@ -271,6 +273,21 @@ def run(args):
     if seed is None and rank == 0 and start == 0:
         _warn_blocked(st, 0, n_total, int(learner.n_batch))
     prog = Progress(n_total, "fit", enabled=not args.quiet and rank == 0)
+    predicted = None if plan is None else int(plan.footprint_bytes)
+    if plan_file is not None:
+        # the plan (its buffer list and reasons, ~25 kB of Python objects) is the command's,
+        # not the learner's: read back from its file for the result, not held while streaming
+        plan = None
+    base = 0
+    if args.trace_memory:
+        # the learner's peak is measured from here: opening the data (a deflated .npz member
+        # is unpacked whole, its compressed bytes beside it), the labels' classes and the
+        # plan are the command's one-time work, and what it holds from then on (the data
+        # resident in memory, the labels, the permutation, the readers' caches) is the
+        # command's, not the learner's (whose buffers are all made on its first chunk)
+        import tracemalloc
+        tracemalloc.reset_peak()
+        base = int(tracemalloc.get_traced_memory()[0])
     t0 = time.perf_counter()
     dtype = learner.dtype
     for s, X, y in st.chunks(chunk, start, n_total, dtype=dtype, check=False):
@@ -291,18 +308,23 @@ def run(args):
     be = result["params"]["backend"]
     if be is not None and not isinstance(be, str):
         result["params"]["backend"] = be.name
-    if plan is not None:
-        result["plan"] = plan.to_dict()
     if args.trace_memory:
         import tracemalloc
+        # peak_traced_bytes: the peak while streaming, everything the process holds
+        # included; peak_learner_bytes: less what the command held when the stream began
+        # (command_resident_bytes, of which stream_resident_bytes is the data file's own
+        # bytes in memory: a deflated .npz is read whole) - what the plan predicts
         result["peak_traced_bytes"] = int(tracemalloc.get_traced_memory()[1])
-        # the data file's own bytes in memory (a deflated .npz is read whole): not the
-        # learner's footprint, which the plan predicts
         result["stream_resident_bytes"] = int(st.resident_bytes)
-        result["peak_learner_bytes"] = result["peak_traced_bytes"] - st.resident_bytes
+        result["command_resident_bytes"] = base
+        result["peak_learner_bytes"] = result["peak_traced_bytes"] - base
         tracemalloc.stop()
         from ..footprint import measured_buffers
         result["measured_buffers"] = measured_buffers(learner)
+    if plan_file is not None:  # after the measure: reading it back is the command's
+        plan = load_plan(plan_file)
+    if plan is not None:
+        result["plan"] = plan.to_dict()
     if rank != 0:
         return 0
     if args.json:
@@ -317,8 +339,9 @@ def run(args):
           f"{result['n_params']} parameters")
     if args.trace_memory:
         line = f"peak memory (tracemalloc): {result['peak_traced_bytes']:,} bytes"
-        if plan is not None:
-            line += f"; plan predicted {plan.footprint_bytes:,}"
+        line += f" (learner {result['peak_learner_bytes']:,})"
+        if predicted is not None:
+            line += f"; plan predicted {predicted:,}"
         print(line)
     print(f"model: {out} (tinydl evaluate {out} --data TEST)")
     return 0
