@@ -160,10 +160,6 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                         "atoms decoded to the compute dtype a tile at a time"))
     if standardize != "off" and rebuild == "never" or rebuild == "new-class":
         out.append(_buf("standardizer.mean,scale", (2, m), dt, "overhead", S, ""))
-        # after each network update the learner prepares its one-row predict path
-        # (tinydl.onesample.OneSample), whose standardized row lives from then on
-        out.append(_buf("onesample.x", (1, m), dt, "overhead", S,
-                        "the one-row predict path's standardized row"))
     # the encode plan's OMP workspace (NumpyBackend.prepare_omp) for b rows
     b = _omp_rows(int(omp_batch), lb, kk, it)
     out += [_buf("omp.corr,abs", (2, b, lb), dt, "overhead", S, ""),

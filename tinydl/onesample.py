@@ -86,7 +86,9 @@ class OneSample:
                                                         learner.network_.network_, tr, std)
         self.mean, self.scale = (std.mean_, std.scale_) if std.enabled else (None, None)
         self.m, self.dtype = m, dt
-        self.x = np.zeros((1, m), dt) if self.mean is not None else None
+        # the standardized row's buffer is made on first use (see x): a learner prepares this
+        # path after every network update while it streams, and a stream need not hold it
+        self._x = None
         kc = min(int(tr.k), int(tr.l))
         self.indices = np.full((1, kc), -1, np.int32)
         self.values = np.zeros((1, kc), dt)
@@ -97,9 +99,17 @@ class OneSample:
         self.labels1 = [self.labels[j:j + 1] for j in range(len(self.labels))]
         self.shape = (1, m)
         self.fused, self._into = self._fuse(learner, kc)
-        self.nbytes = int(sum(a.nbytes for a in (self.x, self.indices, self.values)
-                              if a is not None) + plan.nbytes
+        self.nbytes = int(sum(a.nbytes for a in (self.indices, self.values))
+                          + (0 if self.mean is None else m * dt.itemsize) + plan.nbytes
                           + (0 if self.fused is None else self.fused.nbytes))
+
+    @property
+    def x(self) -> Optional[np.ndarray]:
+        """The standardized row's buffer (1, n_features), made on first use; None when
+        standardization is off."""
+        if self._x is None and self.mean is not None:
+            self._x = np.zeros(self.shape, self.dtype)
+        return self._x
 
     def _fuse(self, learner, kc):
         """The backend's fused one-sample predict (``prepare_predict``: the native backend's

@@ -358,12 +358,16 @@ class NetworkClassifier(Trainer, InputChecks):
                 "layers": [[la.kind, la.config()] for la in net.layers],
                 "input_shape": list(net.input_shape), "n_features_in": self.n_features_in_,
                 "t": self.t_, "opt_t": self.optimizer_.t,
-                "rng": net.rng.bit_generator.state, "loss_curve": self.loss_curve_,
+                "rng": net.rng.bit_generator.state,
                 # the first layer's product for compact codes as training left it ("auto"
                 # picks one by timing): a loaded model computes as the saved one did
                 "first_sparse_product": getattr(net.layers[0], "sparse_product", None)}
         meta["params"]["backend"] = None  # a backend object is not data
+        # the loss curve grows by an entry per epoch: a float64 member, not JSON text in the
+        # meta's unicode array (4 bytes a character, then copied again by the digest: ~40x
+        # its float64 bytes in transient memory at each checkpoint)
         arrays = {"params": net.params, "classes": classes,
+                  "loss_curve": np.asarray(self.loss_curve_, np.float64),
                   "meta": np.array(json.dumps(meta, default=_json_default))}
         for name, arr in self.optimizer_.state.items():
             arrays["opt_" + name] = arr
@@ -412,7 +416,8 @@ class NetworkClassifier(Trainer, InputChecks):
         model.classes_ = data["classes"]
         model.n_features_in_ = int(meta["n_features_in"])
         model.n_params_ = net.n_params
-        model.loss_curve_ = list(meta["loss_curve"])
+        model.loss_curve_ = (data["loss_curve"].astype(np.float64).tolist()
+                             if "loss_curve" in data else list(meta["loss_curve"]))
         model.t_ = int(meta["t"])
         model._init_optimizer()
         for name in model.optimizer_.buffer_names:
