@@ -126,3 +126,24 @@ def test_stored_codes_that_stop_early_are_padded():
         ws.plan(6, 5).encode(X, idx, val)
     assert ((idx >= -1) & (idx < 6)).all()
     assert (val[idx == -1] == 0).all()
+
+
+def test_footprint_prices_the_lone_row_pair_only_where_rows_are_coded_alone():
+    """A row coded alone is coded as a pair (its concatenation with itself, so that its code
+    is bit-identical to any batch's): the plan prices that copy for one-row chunks or one-row
+    OMP batches, and not where every OMP batch holds several rows."""
+    from tinydl.footprint import plan_buffers
+    m = 300
+    x = np.ones((1, m), np.float32)
+    pair_bytes = np.concatenate([x, x]).nbytes  # what the coding path allocates
+
+    def lone(**kw):
+        bufs = plan_buffers(m, 5, 16, 4, (8,), 64, "float32", **kw)
+        return [b for b in bufs if b["name"] == "stream.lone pair"]
+
+    for kw in (dict(chunk=1, omp_batch=1), dict(chunk=8, omp_batch=1),
+               dict(chunk=9, omp_batch=4)):
+        (b,) = lone(**kw)
+        assert b["bytes"] == pair_bytes and b["phase"] == "stream", kw
+    for kw in (dict(chunk=8, omp_batch=4), dict(chunk=256, omp_batch=256)):
+        assert lone(**kw) == [], kw
