@@ -89,6 +89,8 @@ def run_case(name, path, memory, tmp, extra=()):
     ran = dict(window_policy=fit["params"]["window_policy"],
                standardize=fit["params"]["standardize"], n_updates=fit["n_updates"],
                n_atoms=fit["n_atoms"])
+    if "peak_learner_bytes" in fit:  # --trace-memory: the learner's measured peak
+        ran["peak_learner_bytes"] = fit["peak_learner_bytes"]
     return dict(memory=memory, plan={k: plan.get(k) for k in keys}, fit=ran,
                 accuracy=float(ev["accuracy"]), n_test=int(ev["n_samples"]),
                 fit_seconds=fit_s, commands=[
@@ -106,7 +108,11 @@ def main(argv=None):
     ap.add_argument("--sweep", metavar="BUDGET", nargs="*", default=(),
                     help="further memory budgets (e.g. 512KiB 1MiB) to run each data set at, "
                          "reported under 'sweep' (what accuracy each budget reaches)")
+    ap.add_argument("--trace-memory", action="store_true",
+                    help="run `tinydl fit --trace-memory` (slower): the learner's measured "
+                         "peak beside the plan's footprint")
     args = ap.parse_args(argv)
+    extra = ("--trace-memory",) if args.trace_memory else ()
     raw = dict(RAW_ACCURACY)
     if args.reproduce_json:
         with open(args.reproduce_json) as fh:
@@ -125,7 +131,7 @@ def main(argv=None):
             path = src if name == "ujiindoorloc" else dsa_file(tmp)
             for extra_mem in args.sweep:
                 try:
-                    sw = run_case(name, path, extra_mem, tmp)
+                    sw = run_case(name, path, extra_mem, tmp, extra)
                 except Failed as exc:
                     sw = dict(memory=extra_mem, ok=False, error=str(exc))
                     print(f"{name} at {extra_mem} (sweep): {exc}", flush=True)
@@ -138,7 +144,7 @@ def main(argv=None):
                           flush=True)
                 out.setdefault("sweep", {}).setdefault(name, []).append(sw)
             try:
-                r = run_case(name, path, memory, tmp)
+                r = run_case(name, path, memory, tmp, extra)
             except Failed as exc:  # e.g. no plan fits: recorded, the next case still runs
                 out[name] = dict(memory=memory, ok=False, error=str(exc),
                                  raw_accuracy=raw[name], target_points=gap)
@@ -156,7 +162,10 @@ def main(argv=None):
                   f"net={p['hidden_layer_sizes']} window={p['window']} "
                   f"D={p['dictionary_dtype']} rebuild={p['rebuild']} std={p['standardize']} "
                   f"window policy {r['fit']['window_policy']} "
-                  f"footprint {p['footprint_bytes']:,} B; fit {r['fit_seconds']:.0f} s",
+                  f"footprint {p['footprint_bytes']:,} B"
+                  + (f" (measured peak {r['fit']['peak_learner_bytes']:,} B)"
+                     if "peak_learner_bytes" in r["fit"] else "")
+                  + f"; fit {r['fit_seconds']:.0f} s",
                   flush=True)
     if args.json:
         write_json(args.json, out)
