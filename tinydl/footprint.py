@@ -183,6 +183,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         out.append((f"network.{key}", (), dt, int(net[key]),
                     "|param|" if key == "parameters" else "overhead", S,
                     "MLPClassifier.footprint"))
+    from .learner import LOSS_CURVE_LEN
+    # a list of Python floats: an 8-byte pointer and a 24-byte float object a pass
+    out.append(("network.loss_curve", (), "object", 32 * LOSS_CURVE_LEN,
+                "overhead", S, "the last passes' mean loss (Python floats)"))
     h1 = hidden[0] if hidden else int(n_classes)
     out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
                     "the sparse first layer's gather scratch"))

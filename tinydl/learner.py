@@ -44,6 +44,10 @@ from .window import POLICIES, CodeWindow
 __all__ = ["TinyDLClassifier"]
 
 # the parameters a checkpoint stores (get_params adds backend and the checkpoint settings)
+#: training passes the network's ``loss_curve_`` keeps (the last ones; ``n_epochs_`` counts
+#: all): the learner retrains every ``n_batch`` samples for as long as the stream runs
+LOSS_CURVE_LEN = 64
+
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
            "standardize", "n_standardize", "dropout", "loss", "optimizer", "learning_rate",
            "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed",
@@ -261,12 +265,14 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
 
     def _new_network(self):
         from .nn import MLPClassifier
-        return MLPClassifier(hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+        net = MLPClassifier(hidden_layer_sizes=tuple(self.hidden_layer_sizes),
                              dropout=self.dropout, loss=self.loss, optimizer=self.optimizer,
                              learning_rate=self.learning_rate, momentum=self.momentum,
                              batch_size=self.batch_size, epochs=1, seed=self.seed,
                              dtype=self.dtype, backend=self._backend_obj,
                              sparse_product="gather")
+        net.loss_curve_len = LOSS_CURVE_LEN  # retrained along an unbounded stream
+        return net
 
     # compatibility views of the window (the arrays a checkpoint stores)
     codes_indices_ = property(lambda self: self.window_.indices,

@@ -68,6 +68,11 @@ class NetworkClassifier(Trainer, InputChecks):
     compact-code input; "auto" times both on the first batch and keeps the faster).
     """
 
+    #: passes kept in ``loss_curve_`` (None: all).  Not a constructor parameter: a holder
+    #: that retrains the network along a stream (the TinyDL learner) bounds it, so that a
+    #: long stream does not grow the model (a Python float a pass, ~32 bytes)
+    loss_curve_len = None
+
     # -- sklearn plumbing ---------------------------------------------------------------
     _param_names: tuple = ()
 
@@ -132,6 +137,7 @@ class NetworkClassifier(Trainer, InputChecks):
         self.n_features_in_ = n_features
         self.n_params_ = self.network_.n_params
         self.loss_curve_ = []
+        self.n_epochs_ = 0
         self.t_ = 0
 
     def _dense_layers(self, n_classes) -> List:
@@ -357,7 +363,8 @@ class NetworkClassifier(Trainer, InputChecks):
         meta = {"class": type(self).__name__, "params": self.get_params(),
                 "layers": [[la.kind, la.config()] for la in net.layers],
                 "input_shape": list(net.input_shape), "n_features_in": self.n_features_in_,
-                "t": self.t_, "opt_t": self.optimizer_.t,
+                "t": self.t_, "opt_t": self.optimizer_.t, "n_epochs": self.n_epochs_,
+                "loss_curve_len": self.loss_curve_len,
                 "rng": net.rng.bit_generator.state,
                 # the first layer's product for compact codes as training left it ("auto"
                 # picks one by timing): a loaded model computes as the saved one did
@@ -419,6 +426,10 @@ class NetworkClassifier(Trainer, InputChecks):
         model.loss_curve_ = (data["loss_curve"].astype(np.float64).tolist()
                              if "loss_curve" in data else list(meta["loss_curve"]))
         model.t_ = int(meta["t"])
+        # files written before the count existed: every pass was in the curve
+        model.n_epochs_ = int(meta.get("n_epochs", len(model.loss_curve_)))
+        if meta.get("loss_curve_len") is not None:
+            model.loss_curve_len = int(meta["loss_curve_len"])
         model._init_optimizer()
         for name in model.optimizer_.buffer_names:
             if "opt_" + name in data:
@@ -459,7 +470,10 @@ class MLPClassifier(NetworkClassifier):
         Exact parameter count (weights and biases).
     network_ : Network
     loss_curve_ : list of float
-        Mean training loss of each pass.
+        Mean training loss of each pass (the last :attr:`loss_curve_len` passes when that is
+        set: a network retrained along an unbounded stream keeps a bounded curve).
+    n_epochs_ : int
+        Passes run in all (seeds each pass's shuffle, so a bounded curve changes no result).
     """
 
     _param_names = ("hidden_layer_sizes", "activation", "dropout", "loss", "optimizer",

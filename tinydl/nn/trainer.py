@@ -193,7 +193,9 @@ class Trainer:
         if ws is None or ws["grad"].shape[0] < b:
             self.loss_fn_.prepare(b, len(self.classes_), net.dtype)
         bufs = self._batch_buffers(sparse, data, self.n_features_in_)
-        rng = np.random.default_rng([self.seed, len(self.loss_curve_)])
+        # seeded by the passes run so far (not the curve's length: a bounded curve stops
+        # growing, the count does not)
+        rng = np.random.default_rng([self.seed, self.n_epochs_])
         order = np.arange(n)
         loss_fn, opt = self.loss_fn_, self.optimizer_
         params, grads = net.params, net.grads
@@ -253,6 +255,10 @@ class Trainer:
                 total += loss * nb
                 self.t_ += 1
             self.loss_curve_.append(total / n)
+            self.n_epochs_ += 1
+            keep = self.loss_curve_len
+            if keep is not None and len(self.loss_curve_) > keep:
+                del self.loss_curve_[:len(self.loss_curve_) - keep]
 
     @staticmethod
     def _fused_step(net, opt, hook) -> bool:
