@@ -184,6 +184,20 @@ static long F(nonfinite)(long n, long m, const REAL *X)
     return 0;
 }
 
+/* The nb rows of X (nb x m) standardized into xs, (x - mean) / scale (the rounding of
+   NumPy's apply_stats), or X itself without statistics: the rows an encode correlates. */
+static const REAL *F(standardized)(long nb, long m, const REAL *X, const REAL *mean,
+                                   const REAL *scale, REAL *xs)
+{
+    if (!mean) return X;
+    for (long s = 0; s < nb; s++) {
+        const REAL *x = X + s * m;
+        REAL *y = xs + s * m;
+        for (long t = 0; t < m; t++) y[t] = (x[t] - mean[t]) / scale[t];
+    }
+    return xs;
+}
+
 /* Code the n rows of X (n x m, C order) on the bound dictionary p: check that X is finite,
    standardize each row (if p->mean: (x - mean) / scale, the rounding of NumPy's
    apply_stats), correlate it with the atoms and run Batch-OMP, CSB rows at a time, into idx
@@ -198,15 +212,7 @@ long F(encode)(const struct CAT(tdl_encode, SUF) *p, long n, const REAL *X, int 
     long dep = 0;
     for (long i0 = 0; i0 < n; i0 += CSB) {
         const long nb = n - i0 < CSB ? n - i0 : CSB;
-        const REAL *rows = X + i0 * m;
-        if (p->mean) {
-            for (long s = 0; s < nb; s++) {
-                const REAL *x = rows + s * m;
-                REAL *y = p->xs + s * m;
-                for (long t = 0; t < m; t++) y[t] = (x[t] - p->mean[t]) / p->scale[t];
-            }
-            rows = p->xs;
-        }
+        const REAL *rows = F(standardized)(nb, m, X + i0 * m, p->mean, p->scale, p->xs);
         F(correlate)(nb, l, m, rows, m, p->DT, p->ldt, p->corr, l, p->xx, p->acc);
         dep += F(omp)(nb, l, p->k, p->ldo, p->corr, p->xx, p->G, p->ldg, p->tol2, p->eps, p->ows,
                       idx + i0 * p->ldo, val + i0 * p->ldo, p->nnz, p->resid);

@@ -344,15 +344,7 @@ long stored_encode(const struct tdl_stored *p, long n, const float *X, int *idx,
     long dep = 0;
     for (long i0 = 0; i0 < n; i0 += CSB) {
         const long nb = n - i0 < CSB ? n - i0 : CSB;
-        const float *rows = X + i0 * m;
-        if (p->mean) {
-            for (long s = 0; s < nb; s++) {
-                const float *x = rows + s * m;
-                float *y = p->xs + s * m;
-                for (long t = 0; t < m; t++) y[t] = (x[t] - p->mean[t]) / p->scale[t];
-            }
-            rows = p->xs;
-        }
+        const float *rows = standardized_f32(nb, m, X + i0 * m, p->mean, p->scale, p->xs);
         stored_correlate(nb, l, m, rows, m, p->Dq, p->kind, p->ascale, p->corr, l, p->acc,
                          p->rows);
         for (long s = 0; s < nb; s++) p->xx[s] = sqnorm_f32(m, rows + s * m);

@@ -163,14 +163,7 @@ long F(stream_raw)(struct CAT(tdl_stream, SUF) *s, long n, long lmax, long N, co
     const long bad = F(nonfinite)(N, m, X);
     if (bad) return -bad;
     if (N > s->xs_rows) return -(N * m + 1);
-    if (s->mean) {
-        for (long i = 0; i < N; i++) {
-            const REAL *x = X + i * m;
-            REAL *y = s->xs + i * m;
-            for (long t = 0; t < m; t++) y[t] = (x[t] - s->mean[t]) / s->scale[t];
-        }
-        X = s->xs;
-    }
+    X = F(standardized)(N, m, X, s->mean, s->scale, s->xs);
     return F(stream)(s, n, lmax, N, X, thr, idx, val);
 }
 
