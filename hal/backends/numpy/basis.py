@@ -175,13 +175,24 @@ class BasisWorkspace:
         atom, not one of the dictionary per join).  Training never uses it."""
         from ...execution import execution_backend
         xbe = execution_backend(self.backend)
-        if xbe is self.backend or n == 0 or self.D.dtype != self.G.dtype \
-                or not hasattr(xbe, "encode_plan_over"):
+        if xbe is self.backend or n == 0 or not self._exec_ok(xbe):
             return self.plan(n, k, tol, width, mean, scale)
         key = (n, k, tol, width, mean is not None)
         if self._xkey == key and (mean is None or self._xplan.mean is mean):
             return self._xplan
-        self._xplan = self._xkey = None
+        self._xplan = self._xkey = None  # the old plan goes first (peak memory)
+        self._xplan = self._exec_make(xbe, n, k, tol, width, mean, scale)
+        self._xkey = key
+        return self._xplan
+
+    # the two things a workspace over other atoms replaces (hal.backends.numpy.stored)
+    def _exec_ok(self, xbe) -> bool:
+        """Whether ``xbe``'s kernels can code these atoms (stored in the compute dtype)."""
+        return self.D.dtype == self.G.dtype and hasattr(xbe, "encode_plan_over")
+
+    def _exec_make(self, xbe, n, k, tol, width, mean, scale):
+        """``xbe``'s encode plan over the first ``n`` atoms, on its transposed copy of them
+        (``_xdt``), extended column by column as atoms join."""
         if self._xdt is None:
             self._xdt = xbe.transposed_atoms(self.lb, self.m, self.dtype)
             self._xfilled = 0
@@ -190,10 +201,8 @@ class BasisWorkspace:
         if n > self._xfilled:
             self._xdt[:self.m, self._xfilled:n] = self.D[self._xfilled:n].T
             self._xfilled = n
-        self._xplan = xbe.encode_plan_over(self._xdt, self.G, n, min(k, n), tol=tol,
-                                           mean=mean, scale=scale, width=width)
-        self._xkey = key
-        return self._xplan
+        return xbe.encode_plan_over(self._xdt, self.G, n, min(k, n), tol=tol, mean=mean,
+                                    scale=scale, width=width)
 
     def code_plan(self, n, k, tol=None, width=None):
         """The plan that codes the stream's rows that do not join (standardized rows,

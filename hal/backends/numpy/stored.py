@@ -248,30 +248,19 @@ class StoredBasisWorkspace(BasisWorkspace):
         G[n, n] = gnn
         return norm
 
-    def exec_plan(self, n, k, tol=None, width=None, mean=None, scale=None):
-        """The execution phase's plan (see :meth:`BasisWorkspace.exec_plan
-        <hal.backends.numpy.basis.BasisWorkspace.exec_plan>`): on a ``compiled_execution``
-        backend whose rule picks the native kernels, ``stored.c``'s one-call encode over these
-        stored atoms (read in place: no copy; float32 compute only), else :meth:`plan`.  Its
-        codes depend only on the row and the atoms (a fixed order per row), so the stream's
-        codes stay independent of the batch split."""
-        from ...execution import execution_backend
-        xbe = execution_backend(self.backend)
-        if xbe is self.backend or n == 0 or self.dtype != np.float32 \
-                or not hasattr(xbe, "prepare_stored_basis"):
-            return self.plan(n, k, tol, width, mean, scale)
-        key = (n, k, tol, width, mean is not None)
-        if self._xkey == key and (mean is None or self._xplan.mean is mean):
-            return self._xplan
+    # the execution phase (BasisWorkspace.exec_plan) on a compiled_execution backend:
+    # stored.c's one-call encode reads these stored atoms in place (no copy; float32
+    # compute), a fixed order per row, so the stream's codes stay independent of the split
+    def _exec_ok(self, xbe) -> bool:
+        return self.dtype == np.float32 and hasattr(xbe, "prepare_stored_basis")
+
+    def _exec_make(self, xbe, n, k, tol, width, mean, scale):
         from ..native.stored import StoredEncodePlan as NativePlan
         from ..native.stored import StoredTiles
-        self._xplan = self._xkey = None
-        if self._xdt is None:  # the native tiles over the stored atoms (bound once)
+        if self._xdt is None:  # here: the native tiles over the stored atoms, bound once
             self._xdt = StoredTiles(xbe._nffi, xbe._nlib, self.D, self.scale)
-        self._xplan = NativePlan(self._xdt, max(n, 2), self.G, min(k, n), tol=tol, mean=mean,
-                                 scale=scale, width=width)
-        self._xkey = key
-        return self._xplan
+        return NativePlan(self._xdt, max(n, 2), self.G, min(k, n), tol=tol, mean=mean,
+                          scale=scale, width=width)
 
     def plan(self, n, k, tol=None, width=None, mean=None, scale=None):
         key = (n, k, tol, width, mean is not None)
