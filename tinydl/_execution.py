@@ -100,18 +100,19 @@ class ExecutionPaths:
         of the per-call checks and conversions of :meth:`_stream`.  Returns the codes, or None
         where the checked path must run (which also raises for a bad batch: nothing has
         changed then).  The same bits as the checked path (the same kernels)."""
-        f = self.__dict__.get("_fast")
+        d = self.__dict__
+        f = d.get("_fast")
         if f is None or type(X) is not np.ndarray:
             return None
         shape = X.shape
         if len(shape) != 2 or shape[1] != f[1] or not 0 < shape[0] <= _FAST_ROWS \
                 or (X.dtype is not f[2] and X.dtype != f[2]) or not X.flags.c_contiguous:
             return None
-        try:
-            if _params_key(self) != f[0]:
+        try:  # the parameters as set, read from the instance's dict in one C-level call
+            if _params_in(d) != f[0]:  # (the attribute lookups cost ~0.5 us a row)
                 return None
-        except (TypeError, ValueError):  # a parameter set to something odd: the checks say
-            return None
+        except (KeyError, TypeError, ValueError):  # not set there, or set to something odd:
+            return None                            # the checks say
         n = shape[0]
         if want_codes:
             idx, val = np.empty((n, f[4]), np.int32), np.empty((n, f[4]), f[2])
@@ -150,8 +151,12 @@ class ExecutionPaths:
 
 _INT32 = np.dtype(np.int32)
 #: the parameters as set, one C-level call (the one-row path checks them on every call)
-_params_key = operator.attrgetter("l", "k", "alpha", "standardize", "n_standardize", "tol",
-                                  "dtype", "backend", "block", "dictionary_dtype")
+_PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
+           "block", "dictionary_dtype")
+_params_key = operator.attrgetter(*_PARAMS)
+#: the same from an instance's ``__dict__`` (the same objects where they are plain instance
+#: attributes, as an estimator's parameters are; a KeyError otherwise)
+_params_in = operator.itemgetter(*_PARAMS)
 
 
 def _describe(a) -> str:

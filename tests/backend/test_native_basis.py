@@ -75,11 +75,13 @@ def test_project_refuses_what_it_cannot_do_exactly(native):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m", [3, 37, 2100])
-def test_correlate_each_value_in_a_fixed_order(native, dtype, m):
+@pytest.mark.parametrize("l", [37, 200])
+def test_correlate_each_value_in_a_fixed_order(native, dtype, m, l):
     """Each correlation is the same bits alone, in any batch, at any position, with any
-    number of atoms after it; and agrees with float64 NumPy within the tolerance."""
+    number of atoms after it; and agrees with float64 NumPy within the tolerance.  (l=200:
+    a lone row's atoms take more than one register block, its path of its own.)"""
     rng = np.random.default_rng(m)
-    l, n = 37, 50
+    n = 50
     X = rng.standard_normal((n, m)).astype(dtype)
     D = rng.standard_normal((l, m)).astype(dtype)
     ws = native.prepare_omp(64, m, l, 3, dtype)

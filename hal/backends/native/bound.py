@@ -173,6 +173,27 @@ class EncodePlan:
             from ..numpy.encode import nonfinite_error
             raise nonfinite_error(X)
 
+    def rows_into(self, indices, values):
+        """:meth:`encode_rows` of raw rows into the fixed ``indices`` / ``values`` (at least
+        as many rows as any ``X`` passed; their pointers made once here): ``call(X)``, the
+        streaming transform's steady state fed a row at a time (partial_fit's codes go to
+        scratch nobody reads), a kernel call and nothing else per row."""
+        fn, plan, rfb, real = self._fn, self._plan, self._rfb, self._rt
+        pi, pv = self._ffi.from_buffer("int[]", indices), self._ffi.from_buffer(
+            _CTYPES[self.dtype], values)
+        l, k, m = self.l, self.k, self.m
+
+        def call(X) -> bool:
+            dep = fn(plan, X.shape[0], rfb(real, X, False), pi, pv)
+            if dep:
+                if dep < 0:
+                    return False
+                from ..numpy.omp import warn_stopped_early
+                warn_stopped_early(dep, X.shape[0], l, k, m, stacklevel=5)
+            return True
+        call.keep = (indices, values)  # what its pointers point into
+        return call
+
     def encode_rows(self, X, indices, values, raw: bool = True, stacklevel: int = 3) -> bool:
         """:meth:`encode`, returning False for an ``X`` with a NaN or Inf (nothing written)
         instead of raising: the streaming transform's steady state codes a conforming raw

@@ -266,7 +266,17 @@ class BasisWorkspace:
         # codes nobody reads (partial_fit): scratch for up to ``rows`` rows, made once
         cap = int(rows or 0)
         sidx, sval = np.empty((cap, width), np.int32), np.empty((cap, width), self.dtype)
-        held = [None, None, None]  # (atoms, the steady state's plan, its encode_rows)
+        # (atoms, the steady state's plan, its encode_rows, its rows_into on the scratch)
+        held = [None, None, None, None]
+
+        def steady(n):
+            """The steady state's plan, looked up again only when the workspace made
+            another (``held``)."""
+            if held[0] != n or held[1] is not self._xplan:
+                plan = self.exec_plan(n, k, tol, width, mean, scale)
+                into = getattr(plan, "rows_into", None)
+                held[:] = (n, plan, getattr(plan, "encode_rows", None),
+                           None if into is None or not cap else into(sidx, sval))
 
         def call(X, idx, val, n):
             """``idx`` None: the codes go to scratch (not returned)."""
@@ -279,11 +289,8 @@ class BasisWorkspace:
             if n >= lmax and self._xkey is not None:
                 # the steady state on the execution kernels (code_plan's, here with the
                 # statistics bound): finiteness, standardization (NumPy's rounding) and the
-                # codes in one kernel call, the same bits as the path below; the plan is
-                # looked up again only when the workspace made another
-                if held[0] != n or held[1] is not self._xplan:
-                    plan = self.exec_plan(n, k, tol, width, mean, scale)
-                    held[:] = (n, plan, getattr(plan, "encode_rows", None))
+                # codes in one kernel call, the same bits as the path below
+                steady(n)
                 if held[2] is not None:
                     return n if held[2](X, idx, val, True, 4) else -1
             if not np.isfinite(X).all():
@@ -292,6 +299,19 @@ class BasisWorkspace:
                 X = X - mean
                 X /= scale
             return self.run(n, lmax, X, idx, val, thr, k, tol=tol, refine2=refine2)
+
+        def lean(X, n):
+            """``call(X, None, None, n)``: in the steady state one kernel call into the
+            scratch (pointers made once), the same bits."""
+            if X.shape[0] <= cap:
+                if held[0] != n or held[1] is not self._xplan:  # (held[0] == n: n >= lmax)
+                    if n < lmax or self._xkey is None:
+                        return call(X, None, None, n)
+                    steady(n)
+                if held[3] is not None:
+                    return n if held[3](X) else -1
+            return call(X, None, None, n)
+        call.lean = lean
         call.rows = None  # any number of rows per call (NumPy's OMP is vectorized over them)
         return call
 
