@@ -151,6 +151,36 @@ def test_blas_stream_one_row_gives_the_batch_bits(blas_and_native, standardize, 
         assert np.array_equal(idx, ri) and np.array_equal(val, rv)
 
 
+def test_blas_stream_one_row_steady_state_goes_on_after_a_refused_row(blas_and_native):
+    """Once the dictionary is full, a one-row partial_fit is one kernel call into bound
+    scratch: an Inf is refused with nothing changed (a NaN: see the test above), and the
+    rows after it still give the batch's bits."""
+    X, _ = _stream(7, n=200)
+    kw = dict(l=12, k=6, alpha=0.3, backend="blas")
+    one = StreamingDictionary(**kw).partial_fit(X[:100])
+    ref = StreamingDictionary(**kw).partial_fit(X[:100])
+    assert one.n_atoms_ == 12
+    for i in range(100, 120):
+        one.partial_fit(X[i:i + 1])
+    state = [a.copy() for a in (one._D, one._G, one._Li)]
+    seen = one.n_samples_seen_
+    bad = X[120:121].copy()
+    bad[0, 9] = -np.inf
+    with pytest.raises(ValueError, match=r"NaN or Inf .*\(0, 9\)"):
+        one.partial_fit(bad)
+    assert one.n_samples_seen_ == seen
+    assert all(np.array_equal(a, b) for a, b in zip(state, (one._D, one._G, one._Li)))
+    for i in range(120, 200):
+        one.partial_fit(X[i:i + 1])
+    ref.partial_fit(X[100:200])
+    assert one.n_samples_seen_ == ref.n_samples_seen_ == 200
+    for a, b in ((one._D, ref._D), (one._G, ref._G), (one._Li, ref._Li)):
+        assert np.array_equal(a, b)
+    got = one.partial_fit_transform(X[:3], dense=False)
+    want = ref.partial_fit_transform(X[:3], dense=False)
+    assert np.array_equal(got.indices, want.indices) and np.array_equal(got.values, want.values)
+
+
 def test_blas_stream_resumes_and_matches_without_the_rule(blas_and_native, monkeypatch,
                                                           tmp_path):
     """A saved and reloaded stream continues bit for bit; with the rule off, the dictionary
