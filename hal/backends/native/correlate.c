@@ -95,21 +95,53 @@ F(cblock)(long t0, long t1, const REAL *const *x, const REAL *dt, long ldt, REAL
 }
 
 #define CB(NS_, NV_) \
-    case (NS_) * 16 + (NV_): F(cblock)(t0, t1, xs, dt, ldt, acc, lda, pf, pfn, NS_, NV_); break;
+    case (NS_) * 16 + (NV_): F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, NS_, NV_); break;
 
 /* the register block for ns samples (<= 6) and nv vectors (<= 12 / ns; 14 for a lone
    sample: 14 FMA chains and the broadcast fill the 16 AVX2 registers) */
 static void F(cblock_any)(long t0, long t1, const REAL *const *xs, const REAL *dt, long ldt,
-                           REAL *acc, long lda, const char *pf, long pfn, int ns, int nv)
+                           REAL *acc, long lda, int ns, int nv)
 {
     switch (ns * 16 + nv) {
     CB(6, 2) CB(6, 1) CB(5, 2) CB(5, 1) CB(4, 3) CB(4, 2) CB(4, 1)
     CB(3, 4) CB(3, 3) CB(3, 2) CB(3, 1) CB(2, 6) CB(2, 5) CB(2, 4) CB(2, 3) CB(2, 2) CB(2, 1)
     CB(1, 14) CB(1, 13) CB(1, 12) CB(1, 11) CB(1, 10) CB(1, 9) CB(1, 8) CB(1, 7) CB(1, 6) CB(1, 5) CB(1, 4)
-    CB(1, 3) CB(1, 2) default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, pf, pfn, 1, 1);
+    CB(1, 3) CB(1, 2) default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, 1, 1);
     }
 }
 #undef CB
+
+#define CB1(NV_) \
+    case NV_: F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, NV_ * VBYTES, 1, NV_); \
+    break;
+
+/* a lone sample's block of nv <= 14 vectors, its lines of DT prefetched PFD rows ahead */
+static void F(cblock1_any)(long t0, long t1, const REAL *x, const REAL *dt, long ldt,
+                           REAL *acc, int nv)
+{
+    switch (nv) {
+    CB1(14) CB1(13) CB1(12) CB1(11) CB1(10) CB1(9) CB1(8) CB1(7) CB1(6) CB1(5) CB1(4) CB1(3)
+    CB1(2) default: F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, VBYTES, 1, 1);
+    }
+}
+#undef CB1
+
+/* correlate's acc (lw values) for one sample x: groups of at most 14 vectors, as even as
+   possible; chunks of LONE_CKC features where there are two groups or more (see PFD) */
+static void F(correlate1)(long m, const REAL *x, const REAL *DT, long ldt, REAL *acc,
+                          long nvec)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    const long ng = (nvec + 13) / 14, nvb = (nvec + ng - 1) / ng;
+    const long ckc = ng > 1 ? LONE_CKC : CKC;
+    for (long t0 = 0; t0 < m; t0 += ckc) {
+        const long t1 = t0 + ckc < m ? t0 + ckc : m;
+        for (long v0 = 0; v0 < nvec; v0 += nvb) {
+            const int nv = nvec - v0 < nvb ? (int)(nvec - v0) : (int)nvb;
+            F(cblock1_any)(t0, t1, x, DT + v0 * VL, ldt, acc + v0 * VL, nv);
+        }
+    }
+}
 
 /* |x|^2 in a fixed order of its own: VL lanes stepping VL features at a time, the tail
    zero-padded into a last step, then the lane tree */
@@ -153,9 +185,10 @@ void F(correlate)(long n, long l, long m, const REAL *X, long ldx, const REAL *D
     for (long i0 = 0; i0 < n; i0 += CSB) {
         const long nb = n - i0 < CSB ? n - i0 : CSB;
         __builtin_memset(acc, 0, (unsigned long)(nb * lw) * sizeof(REAL));
-        const long ckc = nb == 1 && nvec > 14 ? LONE_CKC : CKC;
-        for (long t0 = 0; t0 < m; t0 += ckc) {
-            const long t1 = t0 + ckc < m ? t0 + ckc : m;
+        if (nb == 1 && nvec)
+            F(correlate1)(m, X + i0 * ldx, DT, ldt, acc, nvec);
+        else for (long t0 = 0; t0 < m; t0 += CKC) {
+            const long t1 = t0 + CKC < m ? t0 + CKC : m;
             for (long s0 = 0; nvec && s0 < nb; s0 += 6) {  /* (no atoms: |x|^2 only) */
                 const int ns = nb - s0 < 6 ? (int)(nb - s0) : 6;
                 /* groups of at most 12 / ns vectors, as even as possible (13 vectors as 7 + 6,
@@ -167,7 +200,6 @@ void F(correlate)(long n, long l, long m, const REAL *X, long ldx, const REAL *D
                 for (long v0 = 0; v0 < nvec; v0 += nvb) {
                     const int nv = nvec - v0 < nvb ? (int)(nvec - v0) : nvb;
                     F(cblock_any)(t0, t1, xs, DT + v0 * VL, ldt, acc + s0 * lw + v0 * VL, lw,
-                                  (const char *)(DT + v0 * VL), nb == 1 ? nv * VBYTES : 0,
                                   ns, nv);
                 }
             }
