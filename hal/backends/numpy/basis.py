@@ -266,7 +266,8 @@ class BasisWorkspace:
         # codes nobody reads (partial_fit): scratch for up to ``rows`` rows, made once
         cap = int(rows or 0)
         sidx, sval = np.empty((cap, width), np.int32), np.empty((cap, width), self.dtype)
-        # (atoms, the steady state's plan, its encode_rows, its rows_into on the scratch)
+        # (atoms, the steady state's plan, its encode_rows, its rows_into on the scratch:
+        # made on the first one-row call - None until then, False where the plan has none)
         held = [None, None, None, None]
 
         def steady(n):
@@ -274,9 +275,7 @@ class BasisWorkspace:
             another (``held``)."""
             if held[0] != n or held[1] is not self._xplan:
                 plan = self.exec_plan(n, k, tol, width, mean, scale)
-                into = getattr(plan, "rows_into", None)
-                held[:] = (n, plan, getattr(plan, "encode_rows", None),
-                           None if into is None or not cap else into(sidx, sval))
+                held[:] = (n, plan, getattr(plan, "encode_rows", None), None)
 
         def call(X, idx, val, n):
             """``idx`` None: the codes go to scratch (not returned)."""
@@ -308,8 +307,12 @@ class BasisWorkspace:
                     if n < lmax or self._xkey is None:
                         return call(X, None, None, n)
                     steady(n)
-                if held[3] is not None:
-                    return n if held[3](X) else -1
+                one = held[3]
+                if one is None:  # bound here, not in steady: a batch has no use for it
+                    into = getattr(held[1], "rows_into", None)
+                    one = held[3] = False if into is None or not cap else into(sidx, sval)
+                if one:
+                    return n if one(X) else -1
             return call(X, None, None, n)
         call.lean = lean
         call.rows = None  # any number of rows per call (NumPy's OMP is vectorized over them)
