@@ -58,12 +58,8 @@ static inline REAL F(lanes)(F(VEC) a)
    its block's lines of DT are prefetched; where its atoms take two register blocks or
    more, chunks of LONE_CKC features, so that the blocks over a chunk read lines the first
    one brought in (measured at m=617, l=200: -15%; one block: no change) */
-#ifndef PFD
 #define PFD 4
-#endif
-#ifndef LONE_CKC
 #define LONE_CKC 32
-#endif
 
 /* NS samples x NV vectors of atoms over the features [t0, t1): x[s] the sample rows, dt the
    first DT column of the block (rows of ldt values), acc[s * lda + v * VL] the accumulators
