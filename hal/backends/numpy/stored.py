@@ -25,7 +25,7 @@ import inspect
 
 import numpy as np
 
-from ...quantize import clip_rows
+from ...quantize import FINE_CLIP_FACTORS, clip_rows
 from .basis import BasisWorkspace
 from .encode import EncodePlan, nonfinite_error
 
@@ -51,8 +51,8 @@ def quantize(a: np.ndarray, storage) -> tuple:
     q : ndarray of shape (n, m), the storage dtype
     scale : ndarray of shape (n,), float32, or None for float16
         int8: ``f max |a_i| / 127`` per row, ``q = clip(round(a / scale), -127, 127)``, the
-        clip factor ``f`` of :data:`hal.quantize.CLIP_FACTORS` with the least reconstruction
-        error ``|a_i - scale_i q_i|^2`` (:func:`hal.quantize.clip_rows`: the export's rule):
+        clip factor ``f`` of :data:`hal.quantize.FINE_CLIP_FACTORS` (1 down to 1/2 in steps of
+        1/64) with the least reconstruction error ``|a_i - scale_i q_i|^2`` (:func:`hal.quantize.clip_rows`: the export's rule):
         never more error than ``f = 1`` (max-abs), whose error per value is at most
         ``scale / 2``.
     """
@@ -62,7 +62,7 @@ def quantize(a: np.ndarray, storage) -> tuple:
         return a.astype(np.float16), None
     if st != np.int8:
         raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
-    return clip_rows(a)
+    return clip_rows(a, factors=FINE_CLIP_FACTORS)
 
 
 def _half_to_single(q: np.ndarray, out: np.ndarray) -> None:
