@@ -51,10 +51,10 @@ def quantize(a: np.ndarray, storage) -> tuple:
     q : ndarray of shape (n, m), the storage dtype
     scale : ndarray of shape (n,), float32, or None for float16
         int8: ``f max |a_i| / 127`` per row, ``q = clip(round(a / scale), -127, 127)``, the
-        clip factor ``f`` of :data:`hal.quantize.FINE_CLIP_FACTORS` (1 down to 1/2 in steps of
-        1/64) with the least reconstruction error ``|a_i - scale_i q_i|^2`` (:func:`hal.quantize.clip_rows`: the export's rule):
-        never more error than ``f = 1`` (max-abs), whose error per value is at most
-        ``scale / 2``.
+        clip factor ``f`` of :data:`hal.quantize.FINE_CLIP_FACTORS` (1 down to 1/2 in steps
+        of 1/64) with the least reconstruction error ``|a_i - scale_i q_i|^2``
+        (:func:`hal.quantize.clip_rows`, the export's search): never more error than
+        ``f = 1`` (max-abs), whose error per value is at most ``scale / 2``.
     """
     st = np.dtype(storage) if str(storage) in STORAGE or isinstance(storage, np.dtype) \
         else None
