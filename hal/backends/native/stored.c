@@ -303,10 +303,16 @@ long stored_scratch(long l, long m, long rows)
    alignment), for groups of up to min(cap, SD_RG) rows.  C[i, j] depends on X[i] and atom j
    only.  The blocking is for speed only (a value's sum is the same, the decoded values being
    exact): a lone row reads the stored atoms directly, decoding in registers (each value is
-   used once); a group of rows meets each block of SD_NA atoms a chunk of sd_chunk(m)
-   features at a time, decoded once into a float tile (in L1), the rows SD_NS at a time (3 x 4: 12 accumulators, 3 rows and 1 atom vector in the 16 AVX
-   registers; 4 x 3 spilled and ran at 0.4x), the accumulators carried in acc.  Measured at m = 5625, l = 100 (batches of 48): chunks of 256
-   features ran at 0.8x float32's correlate, 1024 at 1.0x (per-chunk overhead). */
+   used once), its sums finished in the block.  A group of rows meets each block of SD_NA
+   atoms a chunk of sd_chunk(m) features at a time: its first SD_NS rows read the stored
+   atoms, decoding in registers, and store the decoded chunk into a float tile (in L1) as
+   they go (the decoding overlaps their FMAs: a separate decoding pass cost ~5% at m = 5625);
+   the whole triples after them read the tile in one call, then the last one or two rows.
+   Rows SD_NS at a time (3 x 4: 12 accumulators, 3 rows and 1 atom vector in the 16 AVX
+   registers; 4 x 3 spilled and ran at 0.4x); the accumulators start at zero in registers,
+   are carried in acc between chunks, and the last chunk finishes them (lane tree, scale)
+   in the block.  Measured at m = 5625, l = 100 (batches of 48): chunks of 256 features ran
+   at 0.8x float32's correlate, 512 and 1536 below 1024 (per-chunk overhead; L1). */
 void stored_correlate(long n, long l, long m, const float *X, long ldx, const void *Dq,
                       long kind, const float *ascale, float *C, long ldc, float *acc, long cap)
 {

@@ -7,7 +7,8 @@ a float32 tile and multiplies it.  Here the products read the stored atoms direc
 float16, a sign extension and conversion for int8, the atom's scale applied once to the
 finished dot product), so a one-sample encode - a matrix-vector product over the whole
 dictionary, bound by the bytes it reads - reads 2 or 1 bytes per atom value instead of 4,
-and no float32 copy of any atom exists.
+and no float32 copy of any atom exists (a batch's group of up to 48 rows keeps a decoded
+float tile of 4 atoms x 1024 features, written by its first rows as they decode).
 
 * :class:`StoredTiles`: the products the Wp test, the joins and OMP need
   (``correlate``: ``X @ D.T``; ``combine``: ``out -= W @ D``), the interface of the NumPy
