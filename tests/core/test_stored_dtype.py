@@ -1,5 +1,6 @@
 """The storage arithmetic of narrower dictionaries (``hal.backends.numpy.stored``): float16
-decoding by the bits against NumPy's conversion for every half, the int8 rounding bound, and
+decoding by the bits against NumPy's conversion for every half, the int8 clip rule against a
+literal transcription (and never worse than max-abs), a joined atom's own Wp, and
 the portable (no F16C, no AVX2) build of the native stored kernels against float64."""
 import os
 import subprocess
@@ -28,23 +29,110 @@ def test_float16_decode_is_numpys_conversion_for_every_half():
     np.testing.assert_array_equal(out.view(np.uint32), fin.astype(np.float32).view(np.uint32))
 
 
+def _reference_int8(a):
+    """A literal transcription of the stored int8 rule, row by row: for each clip factor
+    f = 1 - j/64 (j = 0..32), s = float32(f max|a| / 127), q = clip(rint(a / s), -127, 127),
+    the error sum((a - s q)^2) in float64; the least error wins, the largest f on a tie."""
+    Q, S = [], []
+    for row in a:
+        amax = float(np.max(np.abs(row))) if row.size else 0.0
+        best = None
+        for j in range(33):
+            f = 1 - j / 64
+            s = np.float32(f * amax / 127) if f * amax > 0 else np.float32(1)
+            q = np.clip(np.rint(row / s), -127, 127)
+            e = float(np.sum((row.astype(np.float64) - q * np.float64(s)) ** 2))
+            if best is None or e < best[0]:
+                best = (e, q, s)
+        Q.append(best[1])
+        S.append(best[2])
+    return np.array(Q, np.int8).reshape(a.shape), np.array(S, np.float32)
+
+
 @settings(max_examples=40, deadline=None)
 @given(a=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40),
-                    elements=st.floats(-1e3, 1e3, width=32)))
-def test_quantize_roundtrip_bounds(a):
-    q, sc = quantize(a, "int8")
-    assert q.dtype == np.int8 and sc.dtype == np.float32 and np.all(np.abs(q) <= 127)
-    back = decode(q, sc, np.float32)
-    # the rounding error of a value is at most half a step (plus float32 rounding)
-    assert np.all(np.abs(back - a) <= sc[:, None] / 2 * (1 + 1e-5) + 1e-6 * np.abs(a))
-    amax = np.abs(a).max(axis=1).astype(np.float64) if a.size else np.zeros(len(a))
-    normal = amax / 127 >= np.finfo(np.float32).tiny  # else rounded up to cover amax
-    np.testing.assert_allclose(sc[normal], (amax / 127)[normal], rtol=1e-6)
-    assert np.all(sc[~normal & (amax > 0)] * 127.0 >= amax[~normal & (amax > 0)])
+                    elements=st.floats(-1e3, 1e3, width=32)),
+       spike=st.floats(1, 200))
+def test_quantize_int8_is_the_clip_rule(a, spike):
     h, none = quantize(a, "float16")
     assert none is None
     np.testing.assert_array_equal(decode(h, None, np.float32), a.astype(np.float16)
                                   .astype(np.float32))
+    a = a.copy()
+    if a.size:
+        a[:, 0] *= np.float32(spike)  # an outlier column: clipping pays on some rows
+    q, sc = quantize(a, "int8")
+    assert q.dtype == np.int8 and sc.dtype == np.float32 and np.all(np.abs(q) <= 127)
+    amax = np.abs(a).max(axis=1).astype(np.float64) if a.size else np.zeros(len(a))
+    normal = amax / 254 >= np.finfo(np.float32).tiny  # else the scale is rounded up
+    rq, rs = _reference_int8(a)
+    np.testing.assert_array_equal(q[normal], rq[normal])
+    np.testing.assert_array_equal(sc[normal], rs[normal])
+    # never more reconstruction error than max-abs (f = 1), whose error is at most half a
+    # step per value
+    back = q * sc[:, None].astype(np.float64)
+    q1 = np.clip(np.rint(a / np.where(amax > 0, amax / 127, 1).astype(np.float32)[:, None]),
+                 -127, 127)
+    s1 = np.where(amax > 0, amax / 127, 1).astype(np.float32).astype(np.float64)
+    e1 = np.square(a - q1 * s1[:, None]).sum(axis=1)
+    e = np.square(a - back).sum(axis=1)
+    assert np.all(e[normal] <= e1[normal] * (1 + 1e-6) + 1e-30)
+    # tiny rows: a scale whose 127 steps cover the clip level, never 0 or subnormal-short
+    tiny = ~normal & (amax > 0)
+    assert np.all(sc[tiny] > 0) and np.all(sc[tiny] * 127.0 >= amax[tiny] / 2)
+
+
+def test_quantize_int8_clips_a_long_row_and_not_a_short_one():
+    """Clipping the largest value at f < 1 costs its own error and refines the step of all
+    the others: worth it on a long row (m = 6000, the Daily and Sports atoms' scale: a
+    Gaussian row's best factor is near 31/32), not on a short one (m = 60) - the reference's
+    choice either way, with less error than max-abs where it clips."""
+    rng = np.random.default_rng(0)
+    for m, clips in ((6000, True), (60, False)):
+        a = rng.standard_normal((3, m)).astype(np.float32)
+        q, sc = quantize(a, "int8")
+        rq, rs = _reference_int8(a)
+        np.testing.assert_array_equal(q, rq)
+        np.testing.assert_array_equal(sc, rs)
+        f = sc.astype(np.float64) * 127 / np.abs(a).max(axis=1)
+        assert np.all(f < 0.999) if clips else np.all(np.abs(f - 1) < 1e-6)
+        e = np.square(a - q * sc[:, None].astype(np.float64)).sum(axis=1)
+        q1, s1 = _maxabs(a)
+        e1 = np.square(a - q1 * s1[:, None].astype(np.float64)).sum(axis=1)
+        assert np.all(e < e1) if clips else np.array_equal(q, q1)
+
+
+def _maxabs(a):
+    s = (np.abs(a).max(axis=1).astype(np.float64) / 127).astype(np.float32)
+    return np.clip(np.rint(a / s[:, None]), -127, 127).astype(np.int8), s
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_joined_atom_wp_within_its_quantization_error(backend, require_backend):
+    """A sample joins as the first atom (its unit row quantized by the rule); its own Wp
+    (``projection_error``, relative) against the stored dictionary is at most
+    ``|u - decode(q)|`` (``u = x / |x|``: the stored atom is in the span), and a sample of
+    another direction keeps its own relative residual."""
+    if backend == "native":
+        require_backend("native")
+    from tinydl.transform import StreamingDictionary
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((2, 6000)).astype(np.float32)  # a long row: f < 1 (clipped)
+    sd = StreamingDictionary(l=4, k=1, dictionary_dtype="int8", backend=backend).fit(X[:1])
+    assert sd.n_atoms_ == 1
+    u = X[:1] / np.linalg.norm(X[0])
+    q, sc = quantize(u, "int8")
+    # (the join divides by its own |x|, maybe an ulp off this one)
+    np.testing.assert_array_equal(sd._D[0], q[0])
+    np.testing.assert_allclose(sd._D_scale[0], sc[0], rtol=1e-6)
+    assert sc[0] * 127 < 0.999 * np.abs(u).max()  # clipped
+    stored = decode(sd._D[:1], sd._D_scale[:1], np.float32)[0].astype(np.float64)
+    bound = np.linalg.norm(u[0] - stored)
+    wp = sd.projection_error(X)
+    assert 0 < wp[0] <= bound * (1 + 1e-3) + 1e-6
+    v = X[1] / np.linalg.norm(X[1])
+    d = stored / np.linalg.norm(stored)
+    np.testing.assert_allclose(wp[1], np.linalg.norm(v - (v @ d) * d), rtol=1e-3)
 
 
 def test_quantize_refuses_other_storage():

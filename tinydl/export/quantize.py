@@ -3,7 +3,9 @@
 Each row of a weight matrix (one output unit, filter or dictionary atom: a channel) is stored
 as int8 ``q`` and one float32 scale ``s``: ``w ~ s q``, ``q = round(w / s)`` clipped to
 [-127, 127], ``s = f max|w| / 127``.  The clip factor ``f`` is chosen per channel among
-:data:`FACTORS` to minimise the error of that channel's *outputs* on the calibration inputs,
+:data:`FACTORS` (the rule of :mod:`hal.quantize`, shared with the stored int8 dictionaries,
+which minimise the reconstruction error instead) to minimise the error of that channel's
+*outputs* on the calibration inputs,
 ``|| X (w - s q) ||^2`` (X: the inputs the layer sees on the user's data), so that a row with a
 few large weights the data rarely excites is clipped, and one whose large weights matter is
 not.  Without inputs for a layer (convolutions, a sparse layer's values) ``f = 1``.
@@ -18,25 +20,24 @@ from typing import Optional
 
 import numpy as np
 
+from hal.quantize import CLIP_FACTORS, clip_rows, int8_rows
+
 from .program import Mat, forward_dense
 
 __all__ = ["FACTORS", "quantize_rows", "quantize_program", "CALIBRATION_ROWS"]
 
 #: clip factors tried per channel (fractions of the channel's largest |weight|)
-FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+FACTORS = CLIP_FACTORS
 #: calibration rows used at most (the first ones given)
 CALIBRATION_ROWS = 1024
 
 
 def _quant(W, f, unit_norm):
-    amax = np.abs(W).max(axis=1) if W.shape[1] else np.zeros(W.shape[0])
-    s = amax * f / 127.0
-    s[s == 0] = 1.0
-    q = np.clip(np.rint(W / s[:, None]), -127, 127)
+    q, s = int8_rows(W, f)
     if unit_norm:
-        nq = np.linalg.norm(q, axis=1)
-        s = np.where(nq > 0, 1.0 / np.where(nq > 0, nq, 1.0), 1.0)
-    return q.astype(np.int8), s.astype(np.float32)
+        nq = np.linalg.norm(q.astype(np.float64), axis=1)
+        s = np.where(nq > 0, 1.0 / np.where(nq > 0, nq, 1.0), 1.0).astype(np.float32)
+    return q, s
 
 
 def quantize_rows(W, X: Optional[np.ndarray] = None, unit_norm: bool = False) -> Mat:
@@ -55,21 +56,16 @@ def quantize_rows(W, X: Optional[np.ndarray] = None, unit_norm: bool = False) ->
     Mat
     """
     W = np.asarray(W, np.float64)
-    best_q, best_s = _quant(W, 1.0, unit_norm)
     if X is None or not len(X) or not W.size:
-        return Mat(q=best_q, s=best_s)
+        q, s = _quant(W, 1.0, unit_norm)
+        return Mat(q=q, s=s)
     X = np.asarray(X, np.float64)
 
     def err(q, s):
         return np.square(X @ (W - q * s[:, None]).T).sum(axis=0)
 
-    best_e = err(best_q, best_s)
-    for f in FACTORS[1:]:
-        q, s = _quant(W, f, unit_norm)
-        e = err(q, s)
-        better = e < best_e
-        best_q[better], best_s[better], best_e[better] = q[better], s[better], e[better]
-    return Mat(q=best_q, s=best_s)
+    q, s = clip_rows(W, err, quant=lambda a, f: _quant(a, f, unit_norm))
+    return Mat(q=q, s=s)
 
 
 def _quant_ragged(m: Mat) -> Mat:

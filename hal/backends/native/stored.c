@@ -127,30 +127,57 @@ static inline float sd_lanes(sd_v8 a)
 
 /* out[k] = sd_lanes(a[k]) for 4 accumulators at once (at m = 520 the scalar trees were ~10%
    of a batch's correlations) */
-static inline void sd_lanes4(const float *a, float *out)
+static inline void sd_lanes4v(const sd_v8 *a, float *out)
 {
 #if defined(__AVX__)
     __m128 s[4];
     for (int k = 0; k < 4; k++) {
-        const __m256 v = _mm256_loadu_ps(a + 8 * k);
+        const __m256 v = (__m256)a[k];
         s[k] = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     }
     _mm_storeu_ps(out, _mm_hadd_ps(_mm_hadd_ps(s[0], s[1]), _mm_hadd_ps(s[2], s[3])));
 #else
-    for (int k = 0; k < 4; k++) out[k] = sd_lanes(sd_loadx(a + 8 * k));
+    for (int k = 0; k < 4; k++) out[k] = sd_lanes(a[k]);
 #endif
+}
+
+static inline void sd_lanes4(const float *a, float *out)
+{
+    sd_v8 v[4];
+    __builtin_memcpy(v, a, sizeof v);
+    sd_lanes4v(v, out);
+}
+
+/* out[a] = sd_lanes(A[a]) (times sc[a] if sc) for a < na: the finished correlations */
+static inline __attribute__((always_inline)) void
+sd_finish(const sd_v8 *A, int na, const float *sc, float *out)
+{
+    int a = 0;
+    for (; a + 4 <= na; a += 4) sd_lanes4v(A + a, out + a);
+    for (; a < na; a++) out[a] = sd_lanes(A[a]);
+    if (sc)
+        for (a = 0; a < na; a++) out[a] *= sc[a];
 }
 
 /* NS samples x NA atoms over len features from x[s] (the sample rows) and d[a] (the atom
    rows, values of kind KIND) on, in steps of 8; a last partial step (tail: the end of the
-   rows) zero-padded; acc[(s * lda + a) * 8 ...] the accumulators carried between calls */
+   rows) zero-padded.  The accumulators acc[(s * lda + a) * 8 ...] carried between calls, from
+   zero where first; where out, finished instead of stored (the lane tree, times sc[a] if sc)
+   into out[s * ldo + a].
+   WRITE (stored kinds only): each decoded vector is also stored at w + a * ldw + t (the
+   group's float tile, zero-padded to the step: the rows after this block read it as kind 2,
+   so the decoding is done once per group, overlapped with this block's FMAs, without a pass
+   of its own) */
 static inline __attribute__((always_inline)) void
 sd_block(long len, int tail, const float *const *x, const void *const *d, float *acc,
-         long lda, const int NS, const int NA, const int KIND)
+         long lda, int first, float *out, long ldo, const float *sc, float *w, long ldw,
+         const int NS, const int NA, const int KIND, const int WRITE)
 {
     sd_v8 A[SD_NS][SD_NA1];
     for (int s = 0; s < NS; s++)
-        for (int a = 0; a < NA; a++) A[s][a] = sd_loadx(acc + (s * lda + a) * 8);
+        for (int a = 0; a < NA; a++)
+            if (first) A[s][a] = (sd_v8){0};
+            else A[s][a] = sd_loadx(acc + (s * lda + a) * 8);
     long t = 0;
     for (; t + 8 <= len; t += 8) {
         sd_v8 xv[SD_NS];
@@ -161,6 +188,7 @@ sd_block(long len, int tail, const float *const *x, const void *const *d, float 
         for (int a = 0; a < NA; a++) {
             sd_v8 dv = sd_load(d[a], t, KIND);
             SD_PIN(dv);
+            if (WRITE) __builtin_memcpy(w + a * ldw + t, &dv, sizeof dv);
             for (int s = 0; s < NS; s++) A[s][a] = sd_madd(A[s][a], xv[s], dv);
         }
     }
@@ -176,35 +204,77 @@ sd_block(long len, int tail, const float *const *x, const void *const *d, float 
             __builtin_memcpy(dt, (const char *)d[a] + t * sd_size(KIND),
                              (unsigned long)(r * sd_size(KIND)));
             const sd_v8 dv = sd_load(dt, 0, KIND);
+            if (WRITE) __builtin_memcpy(w + a * ldw + t, &dv, sizeof dv);
             for (int s = 0; s < NS; s++) A[s][a] = sd_madd(A[s][a], sd_loadx(xt[s]), dv);
         }
     }
-    for (int s = 0; s < NS; s++)
-        for (int a = 0; a < NA; a++)
-            __builtin_memcpy(acc + (s * lda + a) * 8, &A[s][a], sizeof A[s][a]);
+    if (out)
+        for (int s = 0; s < NS; s++) sd_finish(A[s], NA, sc, out + s * ldo);
+    else
+        for (int s = 0; s < NS; s++)
+            for (int a = 0; a < NA; a++)
+                __builtin_memcpy(acc + (s * lda + a) * 8, &A[s][a], sizeof A[s][a]);
 }
 
+/* kind: 0 float16, 1 int8, 2 float (a decoded tile), 3 float16 and 4 int8 written to the
+   tile w as they are decoded (WRITE) */
 #define SDB(NS_, NA_) \
     case (NS_) * 16 + (NA_): \
-        if (kind == 2) sd_block(len, tail, x, d, acc, lda, NS_, NA_, 2); \
-        else if (kind) sd_block(len, tail, x, d, acc, lda, NS_, NA_, 1); \
-        else sd_block(len, tail, x, d, acc, lda, NS_, NA_, 0); \
+        switch (kind) { \
+        case 2: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, NS_, NA_, 2, 0); break; \
+        case 1: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, NS_, NA_, 1, 0); break; \
+        case 0: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, NS_, NA_, 0, 0); break; \
+        case 4: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, NS_, NA_, 1, 1); break; \
+        default: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, NS_, NA_, 0, 1); \
+        } \
         break;
 
 static void sd_block_any(long len, int tail, const float *const *x, const void *const *d,
-                         float *acc, long lda, int ns, int na, long kind)
+                         float *acc, long lda, int first, float *out, long ldo,
+                         const float *sc, float *w, long ldw, int ns, int na, long kind)
 {
     switch (ns * 16 + na) {
     SDB(3, 4) SDB(3, 3) SDB(3, 2) SDB(3, 1) SDB(2, 6) SDB(2, 5) SDB(2, 4) SDB(2, 3) SDB(2, 2)
     SDB(2, 1)
     SDB(1, 10) SDB(1, 9) SDB(1, 8) SDB(1, 7) SDB(1, 6) SDB(1, 5) SDB(1, 4) SDB(1, 3) SDB(1, 2)
     default:
-        if (kind == 2) sd_block(len, tail, x, d, acc, lda, 1, 1, 2);
-        else if (kind) sd_block(len, tail, x, d, acc, lda, 1, 1, 1);
-        else sd_block(len, tail, x, d, acc, lda, 1, 1, 0);
+        switch (kind) {
+        case 2: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, 1, 1, 2, 0); break;
+        case 1: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, 1, 1, 1, 0); break;
+        case 0: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, 1, 1, 0, 0); break;
+        case 4: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, 1, 1, 1, 1); break;
+        default: sd_block(len, tail, x, d, acc, lda, first, out, ldo, sc, w, ldw, 1, 1, 0, 1);
+        }
     }
 }
 #undef SDB
+
+/* sd_block for nt triples of rows from the decoded tile (kind 2): row 3 i + s of the triples
+   at X0 + (3 i + s) * ldx, accumulators at acc + 3 i * lda * 8, results at out + 3 i * ldo;
+   one dispatch for a whole atom block (a call per triple cost ~5% at m = 520) */
+static inline __attribute__((always_inline)) void
+sd_triples(long nt, long len, int tail, const float *X0, long ldx, const void *const *d,
+           float *acc, long lda, int first, float *out, long ldo, const float *sc, const int NA)
+{
+    for (long i = 0; i < nt; i++) {
+        const float *x[SD_NS];
+        for (int s = 0; s < SD_NS; s++) x[s] = X0 + (3 * i + s) * ldx;
+        sd_block(len, tail, x, d, acc + 3 * i * lda * 8, lda, first, out ? out + 3 * i * ldo : 0,
+                 ldo, sc, 0, 0, SD_NS, NA, 2, 0);
+    }
+}
+
+static void sd_triples_any(long nt, long len, int tail, const float *X0, long ldx,
+                           const void *const *d, float *acc, long lda, int first, float *out,
+                           long ldo, const float *sc, int na)
+{
+    switch (na) {
+    case 4: sd_triples(nt, len, tail, X0, ldx, d, acc, lda, first, out, ldo, sc, 4); break;
+    case 3: sd_triples(nt, len, tail, X0, ldx, d, acc, lda, first, out, ldo, sc, 3); break;
+    case 2: sd_triples(nt, len, tail, X0, ldx, d, acc, lda, first, out, ldo, sc, 2); break;
+    default: sd_triples(nt, len, tail, X0, ldx, d, acc, lda, first, out, ldo, sc, 1);
+    }
+}
 
 /* The features per decoded chunk for m features: SD_TC, at most m rounded up to a multiple
    of 8. */
@@ -227,45 +297,36 @@ long stored_scratch(long l, long m, long rows)
     return g == 1 ? l * 8 : g * l * 8 + SD_NA * sd_chunk(m);
 }
 
-/* tile[j * ldt + u] = atom j's value t0 + u as a float, for j < na, u < len (zero up to the
-   next multiple of 8): exact (every float16 and int8 value is a float) */
-static void sd_decode(long na, long len, long t0, const char *base, long row, long kind,
-                      float *tile, long ldt)
-{
-    for (long j = 0; j < na; j++) {
-        const char *d = base + j * row + t0 * sd_size(kind);
-        float *o = tile + j * ldt;
-        long u = 0;
-        for (; u + 8 <= len; u += 8) {
-            const sd_v8 v = kind ? sd_load(d, u, 1) : sd_load(d, u, 0);
-            __builtin_memcpy(o + u, &v, sizeof v);
-        }
-        for (; u < len; u++)
-            o[u] = kind ? (float)((const int8_t *)d)[u] : sd_half(((const uint16_t *)d)[u]);
-        for (; u % 8; u++) o[u] = 0;
-    }
-}
-
 /* C[i * ldc + j] = X[i] . atom j for i < n, j < l, in the fixed order above: Dq the atoms as
    rows of m stored values (kind 0 float16 bits, 1 int8), ascale the int8 atoms' scales
    (unused for float16); X rows at stride ldx; acc: stored_scratch(l, m, cap) floats (any
    alignment), for groups of up to min(cap, SD_RG) rows.  C[i, j] depends on X[i] and atom j
    only.  The blocking is for speed only (a value's sum is the same, the decoded values being
    exact): a lone row reads the stored atoms directly, decoding in registers (each value is
-   used once); a group of rows meets each block of SD_NA atoms a chunk of sd_chunk(m)
-   features at a time, decoded once into a float tile (in L1), the rows SD_NS at a time (3 x 4: 12 accumulators, 3 rows and 1 atom vector in the 16 AVX
-   registers; 4 x 3 spilled and ran at 0.4x), the accumulators carried in acc.  Measured at m = 5625, l = 100 (batches of 48): chunks of 256
-   features ran at 0.8x float32's correlate, 1024 at 1.0x (per-chunk overhead). */
+   used once), its sums finished in the block.  A group of rows meets each block of SD_NA
+   atoms a chunk of sd_chunk(m) features at a time: its first SD_NS rows read the stored
+   atoms, decoding in registers, and store the decoded chunk into a float tile (in L1) as
+   they go (the decoding overlaps their FMAs: a separate decoding pass cost ~5% at m = 5625);
+   the whole triples after them read the tile in one call, then the last one or two rows.
+   Rows SD_NS at a time (3 x 4: 12 accumulators, 3 rows and 1 atom vector in the 16 AVX
+   registers; 4 x 3 spilled and ran at 0.4x); the accumulators start at zero in registers,
+   are carried in acc between chunks, and the last chunk finishes them (lane tree, scale)
+   in the block.  Measured at m = 5625, l = 100 (batches of 48): chunks of 256 features ran
+   at 0.8x float32's correlate, 512 and 1536 below 1024 (per-chunk overhead; L1). */
 void stored_correlate(long n, long l, long m, const float *X, long ldx, const void *Dq,
                       long kind, const float *ascale, float *C, long ldc, float *acc, long cap)
 {
     const char *base = (const char *)Dq;
     const long row = m * sd_size(kind), g = sd_group(cap);
     float *tile = acc + g * l * 8;
+    if (m <= 0) {  /* no features: no chunk finishes the sums */
+        for (long i = 0; i < n; i++)
+            for (long j = 0; j < l; j++) C[i * ldc + j] = 0;
+        return;
+    }
     for (long g0 = 0; g0 < n; g0 += g) {
         const long nr = n - g0 < g ? n - g0 : g;
         const long tc = nr == 1 ? m : sd_chunk(m);
-        __builtin_memset(acc, 0, (unsigned long)(nr * l * 8) * sizeof(float));
         /* atom blocks as even as possible (11 atoms as 6 + 5, not 10 + 1) */
         const long most = nr == 1 ? SD_NA1 : SD_NA, ng = (l + most - 1) / most;
         const long nab = ng ? (l + ng - 1) / ng : 1;
@@ -275,28 +336,33 @@ void stored_correlate(long n, long l, long m, const float *X, long ldx, const vo
             for (long j0 = 0; j0 < l; j0 += nab) {
                 const int na = l - j0 < nab ? (int)(l - j0) : (int)nab;
                 const void *d[SD_NA1];
-                /* a group: the block's atoms decoded once for the chunk (in L1 while the
-                   group's rows pass) */
-                if (nr > 1) sd_decode(na, len, t0, base + j0 * row, row, kind, tile, tc);
                 for (int a = 0; a < na; a++)
-                    d[a] = nr > 1 ? (const void *)(tile + a * tc)
-                                  : (const void *)(base + (j0 + a) * row + t0 * sd_size(kind));
-                for (long i0 = 0; i0 < nr; i0 += SD_NS) {
+                    d[a] = base + (j0 + a) * row + t0 * sd_size(kind);
+                /* a group: its first rows decode the block's chunk into the tile as they
+                   read it, the whole triples after them read the tile (in L1) in one call,
+                   then the last one or two rows */
+                long i0 = 0;
+                while (i0 < nr) {
                     const int ns = nr - i0 < SD_NS ? (int)(nr - i0) : SD_NS;
+                    float *out = tail ? C + (g0 + i0) * ldc + j0 : 0;
+                    const float *sc = kind ? ascale + j0 : 0;
+                    float *ac = acc + (i0 * l + j0) * 8;
+                    if (i0 && ns == SD_NS) {  /* the whole triples after the first */
+                        const long nt = (nr - i0) / SD_NS;
+                        sd_triples_any(nt, len, tail, X + (g0 + i0) * ldx + t0, ldx, d, ac, l,
+                                       t0 == 0, out, ldc, sc, na);
+                        i0 += nt * SD_NS;
+                        continue;
+                    }
                     const float *x[SD_NS];
                     for (int s = 0; s < ns; s++) x[s] = X + (g0 + i0 + s) * ldx + t0;
-                    sd_block_any(len, tail, x, d, acc + (i0 * l + j0) * 8, l, ns, na,
-                                 nr > 1 ? 2 : kind);
+                    sd_block_any(len, tail, x, d, ac, l, t0 == 0, out, ldc, sc, tile, tc, ns,
+                                 na, nr == 1 ? kind : i0 ? 2 : kind + 3);
+                    if (nr > 1 && !i0)
+                        for (int a = 0; a < na; a++) d[a] = tile + a * tc;
+                    i0 += ns;
                 }
             }
-        }
-        for (long s = 0; s < nr; s++) {
-            float *c = C + (g0 + s) * ldc;
-            long j = 0;
-            for (; j + 4 <= l; j += 4) sd_lanes4(acc + (s * l + j) * 8, c + j);
-            for (; j < l; j++) c[j] = sd_lanes(sd_loadx(acc + (s * l + j) * 8));
-            if (kind)
-                for (j = 0; j < l; j++) c[j] *= ascale[j];
         }
     }
 }

@@ -7,7 +7,8 @@ a float32 tile and multiplies it.  Here the products read the stored atoms direc
 float16, a sign extension and conversion for int8, the atom's scale applied once to the
 finished dot product), so a one-sample encode - a matrix-vector product over the whole
 dictionary, bound by the bytes it reads - reads 2 or 1 bytes per atom value instead of 4,
-and no float32 copy of any atom exists.
+and no float32 copy of any atom exists (a batch's group of up to 48 rows keeps a decoded
+float tile of 4 atoms x 1024 features, written by its first rows as they decode).
 
 * :class:`StoredTiles`: the products the Wp test, the joins and OMP need
   (``correlate``: ``X @ D.T``; ``combine``: ``out -= W @ D``), the interface of the NumPy
@@ -172,13 +173,20 @@ class StoredEncodePlan:
         self._plan = ffi.new("struct tdl_stored *", fields)
         self._plan_std = self._plan if mean is None else \
             ffi.new("struct tdl_stored *", dict(fields, mean=null, scale=null))
-        self._fn, self._fb = lib.stored_encode, ffi.from_buffer
+        self._fn = lib.stored_encode
+        # cffi's from_buffer without its Python wrapper's per-call type lookup (as
+        # bound.EncodePlan: ~1 us of a one-sample encode), the documented call where the
+        # backend lacks it
+        self._ft, self._it = ffi.typeof("float[]"), ffi.typeof("int[]")
+        rfb = getattr(getattr(ffi, "_backend", None), "from_buffer", None)
+        self._rfb = rfb if rfb is not None else \
+            (lambda ct, a, _w=False, _fb=ffi.from_buffer: _fb(ct, a))
 
     def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
                raw: bool = True) -> None:
         """As :meth:`hal.backends.numpy.encode.EncodePlan.encode` (C-contiguous float32 rows
         in, C-contiguous (n, width) codes out; the caller checked them)."""
-        fb = self._fb
+        fb, ft = self._rfb, self._ft
         if X.dtype != np.float32 or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, np.float32)
         n = X.shape[0]
@@ -187,8 +195,8 @@ class StoredEncodePlan:
             self._ptrs["acc"] = acc  # kept alive while the structs point into it
             for plan in {id(p): p for p in (self._plan, self._plan_std)}.values():
                 plan.acc, plan.rows = acc, rows
-        dep = self._fn(self._plan if raw else self._plan_std, n, fb("float[]", X),
-                       fb("int[]", indices), fb("float[]", values))
+        dep = self._fn(self._plan if raw else self._plan_std, n, fb(ft, X, False),
+                       fb(self._it, indices, False), fb(ft, values, False))
         if dep < 0:
             from ..numpy.encode import nonfinite_error
             raise nonfinite_error(X)
@@ -209,6 +217,12 @@ class StoredBasisWorkspace(_Reference):
 
     def _make_tiles(self, backend, Dq, scale, dt):
         return StoredTiles(backend._nffi, backend._nlib, Dq, scale)
+
+    def exec_plan(self, n, k, tol=None, width=None, mean=None, scale=None):
+        """:meth:`plan`: the native backend's own plans are its per-row kernels (it is not
+        ``compiled_execution``), where the inherited ``exec_plan`` comes back after a lookup
+        per call (~1 us of a one-sample transform)."""
+        return self.plan(n, k, tol, width, mean, scale)
 
     def _make_plan(self, nd, k, tol, mean, scale, width):
         # G shared, not copied: a join makes a new plan (the key holds the atom count)

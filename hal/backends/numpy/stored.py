@@ -11,8 +11,8 @@ quantizes the new unit-norm atom, then appends G's row and column from the decod
 Li's row by the Cholesky update ``h = Li[:n, :n] G[:n, n]``, ``L[n, n] = sqrt(G[n, n] -
 |h|^2)``.
 
-:func:`quantize` and :func:`decode` are the storage arithmetic (the int8 rounding error of a
-value is at most ``scale / 2``).
+:func:`quantize` and :func:`decode` are the storage arithmetic (int8: the per-atom clip
+factor of :mod:`hal.quantize` with the least reconstruction error).
 
 The native backend reads the stored atoms directly instead (``hal/backends/native/stored.c``,
 :mod:`hal.backends.native.stored`: decoded in registers, no float32 tile per call); this
@@ -25,6 +25,7 @@ import inspect
 
 import numpy as np
 
+from ...quantize import FINE_CLIP_FACTORS, clip_rows
 from .basis import BasisWorkspace
 from .encode import EncodePlan, nonfinite_error
 
@@ -49,8 +50,11 @@ def quantize(a: np.ndarray, storage) -> tuple:
     -------
     q : ndarray of shape (n, m), the storage dtype
     scale : ndarray of shape (n,), float32, or None for float16
-        int8: ``max |a_i| / 127`` per row (1 for a zero row; rounded up where it would be
-        subnormal), ``q = round(a / scale)``: ``|decode - a| <= scale / 2``.
+        int8: ``f max |a_i| / 127`` per row, ``q = clip(round(a / scale), -127, 127)``, the
+        clip factor ``f`` of :data:`hal.quantize.FINE_CLIP_FACTORS` (1 down to 1/2 in steps
+        of 1/64) with the least reconstruction error ``|a_i - scale_i q_i|^2``
+        (:func:`hal.quantize.clip_rows`, the export's search): never more error than
+        ``f = 1`` (max-abs), whose error per value is at most ``scale / 2``.
     """
     st = np.dtype(storage) if str(storage) in STORAGE or isinstance(storage, np.dtype) \
         else None
@@ -58,19 +62,7 @@ def quantize(a: np.ndarray, storage) -> tuple:
         return a.astype(np.float16), None
     if st != np.int8:
         raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
-    amax = np.max(np.abs(a), axis=1) if a.size else np.zeros(len(a))
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    # a row below ~1.5e-36 in magnitude: its scale is subnormal (or 0) with few bits, and
-    # amax / scale could pass 127.5 (clipped: more than half a step off) or divide by zero;
-    # there the scale is rounded up to the next float32 whose 127 steps cover amax
-    low = (amax > 0) & (scale < np.finfo(np.float32).tiny)
-    if low.any():
-        s = np.maximum(scale[low], np.float32(np.finfo(np.float32).smallest_subnormal))
-        short = s.astype(np.float64) * 127 < amax[low]
-        s[short] = np.nextafter(s[short], np.float32(np.inf))
-        scale[low] = s
-    q = np.rint(a / scale[:, None]).clip(-127, 127).astype(np.int8)
-    return q, scale
+    return clip_rows(a, factors=FINE_CLIP_FACTORS)
 
 
 def _half_to_single(q: np.ndarray, out: np.ndarray) -> None:
