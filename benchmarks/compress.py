@@ -44,6 +44,10 @@ Splits and the rule for every setting (stated here, never chosen on the test spl
   its plain factors fail at, towards the original network's outputs on the training stream's
   inputs: dense factors and the convolutions' separated or reduced kernels; ranks on a
   doubling grid, docs/compress.md),
+  ``svd+refine`` (the MLPs: ``auto+refine`` without the sparse dictionary, data-aware and
+  plain SVD only: its product is a gather and a segmented sum, which at batch 1 costs NumPy
+  about twice the SVD of the same rank, 63 against 31 us on ``dsa-mlp``'s second layer at
+  r = 128, k = 22, so this row is the one for speed and ``auto+refine`` the one for bytes),
   ``auto+refine/no-margin`` (the same at 1% with the drop seen held to the budget, no
   margin: what the margin costs, and whether the budget then holds on test),
   ``separation`` (convolutions by kernel separation only,
@@ -98,6 +102,8 @@ ALLOCATE = "flops"
 RUNS = [("auto", dict(method="auto"), BUDGETS, "all"),
         ("auto+int8", dict(method="auto", quantize="int8"), BUDGETS, "all"),
         ("auto+refine", dict(method="auto", **REFINE), BUDGETS, "all"),
+        # the same without the sparse dictionary: the dense factors' products only
+        ("svd+refine", dict(method="auto", sparse_max_weights=0, **REFINE), BUDGETS, "mlp"),
         # the same search without the margin (the rate seen held to the budget), for contrast
         ("auto+refine/no-margin", dict(method="auto", confidence=0.0, **REFINE), (0.01,),
          "all"),
