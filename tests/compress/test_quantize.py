@@ -190,3 +190,16 @@ def test_paired_criterion_margin_is_held(trained_mlp, digits_split):
         assert (lost, gained) == (int(np.sum(right0 & ~right1)), int(np.sum(~right0 & right1)))
         assert paired_upper(lost, gained, n, z) <= 0.03 + 1e-9
         assert rep.memory_reduction > 1
+
+
+def test_auto_without_the_sparse_dictionary(trained_mlp, digits_split):
+    """sparse_max_weights=0 (the benchmark's svd+refine rows): auto keeps to dense factors,
+    and still meets its budget."""
+    Xtr, _, Xv, yv, _, _ = digits_split
+    model = from_network(trained_mlp)
+    cm, rep = compress_model(model, Xv, yv, 0.03, method="auto", sparse_max_weights=0,
+                             X_fit=Xtr, criterion="paired")
+    assert not any(la.kind == "sparse_factored" for la in cm.layers)
+    assert not any("sparse" in r.choice for r in rep.layers)
+    assert rep.accuracy_before - rep.accuracy_after <= 0.03 + 1e-9
+    assert rep.memory_reduction > 1
