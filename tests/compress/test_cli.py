@@ -35,6 +35,21 @@ def test_compress_cli_errors(tmp_path, trained_mlp, digits_split, capsys):
     assert rc == 2 and "no such data file" in capsys.readouterr().err
 
 
+def test_compress_cli_paired_criterion(tmp_path, trained_mlp, digits_split, capsys):
+    from tinydl.compress.compiler import paired_upper
+    Xtr, _, Xv, yv, _, _ = digits_split
+    trained_mlp.save(tmp_path / "mlp.npz")
+    np.savez(tmp_path / "val.npz", X_val=Xv, y_val=yv)
+    rc = main(["compress", str(tmp_path / "mlp.npz"), "--data", str(tmp_path / "val.npz"),
+               "--criterion", "paired", "--confidence", "1", "--max-accuracy-loss", "0.03",
+               "-o", str(tmp_path / "p.npz")])
+    assert rc == 0 and "criterion paired" in capsys.readouterr().out
+    cm = load_model(tmp_path / "p.npz")
+    right0, right1 = trained_mlp.predict(Xv) == yv, cm.predict(Xv) == yv
+    assert paired_upper(int(np.sum(right0 & ~right1)), int(np.sum(~right0 & right1)), len(yv),
+                        1.0) <= 0.03 + 1e-9
+
+
 def test_compress_cli_int8_auto_with_fit_data(tmp_path, trained_mlp, digits_split, capsys):
     Xtr, _, Xv, yv, Xt, _ = digits_split
     trained_mlp.save(tmp_path / "mlp.npz")

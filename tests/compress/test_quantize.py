@@ -136,18 +136,20 @@ def test_pooling_matches_torch(kind):
     np.testing.assert_allclose(m.forward_range(x), ref, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("criterion", ["lost", "flips", "accuracy"])
+@pytest.mark.parametrize("criterion", ["lost", "flips", "accuracy", "paired"])
 def test_criteria_bound_what_they_say(trained_mlp, digits_split, criterion):
     Xtr, _, Xv, yv, _, _ = digits_split
     model = from_network(trained_mlp)
     cm, rep = compress_model(model, Xv, yv, 0.03, method="auto", quantize="int8",
                              criterion=criterion, X_fit=Xtr, n_iter=2)
-    spent = {"lost": rep.val_lost, "flips": rep.val_flips,
-             "accuracy": rep.accuracy_before - rep.accuracy_after}[criterion]
+    drop = rep.accuracy_before - rep.accuracy_after
+    spent = {"lost": rep.val_lost, "flips": rep.val_flips, "accuracy": drop,
+             "paired": drop}[criterion]
+    np.testing.assert_allclose(drop, rep.val_lost - rep.val_gained, atol=1e-12)
     assert spent <= 0.03 + 1e-9
     # lost and flips bound the drop too
     assert rep.accuracy_before - rep.accuracy_after <= max(spent, 0) + 1e-9 or \
-        criterion == "accuracy"
+        criterion in ("accuracy", "paired")
     assert rep.val_lost <= rep.val_flips + 1e-12
     assert rep.memory_reduction > 4  # int8 alone is 4x on the weights
     assert all(la.arrays[n].dtype == np.int8 for la in cm.layers
@@ -156,3 +158,48 @@ def test_criteria_bound_what_they_say(trained_mlp, digits_split, criterion):
         compress_model(model, Xv, yv, 0.03, criterion="test")
     with pytest.raises(ValueError, match="quantize must be one of"):
         compress_model(model, Xv, yv, 0.03, quantize="int4")
+
+
+def test_paired_upper_is_the_mean_plus_z_standard_errors_of_the_differences():
+    """paired_upper against the per-sample differences d in {-1, 0, 1} written out and
+    reduced with NumPy (mean + z * std / sqrt(n), population std)."""
+    from tinydl.compress.compiler import paired_upper
+    for lost, gained, n, z in [(6, 5, 380, 1.0), (10, 10, 380, 1.0), (3, 0, 100, 2.0),
+                               (0, 0, 50, 1.0), (7, 2, 2989, 0.5), (5, 4, 380, 0.0)]:
+        d = np.zeros(n)
+        d[:lost], d[lost:lost + gained] = 1, -1
+        ref = d.mean() + z * d.std() / np.sqrt(n)
+        np.testing.assert_allclose(paired_upper(lost, gained, n, z), ref, rtol=1e-12,
+                                   atol=1e-15)
+    assert paired_upper(1, 0, 0, 1.0) == 1.0
+
+
+def test_paired_criterion_margin_is_held(trained_mlp, digits_split):
+    """With a margin, the chosen model's paired upper limit (recomputed from its lost and
+    gained validation samples) is within the budget; without one the drop itself is."""
+    from tinydl.compress.compiler import paired_upper
+    Xtr, _, Xv, yv, _, _ = digits_split
+    model = from_network(trained_mlp)
+    n = len(yv)
+    for z in (0.0, 1.0):
+        cm, rep = compress_model(model, Xv, yv, 0.03, method="svd", criterion="paired",
+                                 confidence=z, X_fit=Xtr)
+        lost, gained = round(rep.val_lost * n), round(rep.val_gained * n)
+        right0 = model.predict(Xv) == yv
+        right1 = cm.predict(Xv) == yv
+        assert (lost, gained) == (int(np.sum(right0 & ~right1)), int(np.sum(~right0 & right1)))
+        assert paired_upper(lost, gained, n, z) <= 0.03 + 1e-9
+        assert rep.memory_reduction > 1
+
+
+def test_auto_without_the_sparse_dictionary(trained_mlp, digits_split):
+    """sparse_max_weights=0 (the benchmark's svd+refine rows): auto keeps to dense factors,
+    and still meets its budget."""
+    Xtr, _, Xv, yv, _, _ = digits_split
+    model = from_network(trained_mlp)
+    cm, rep = compress_model(model, Xv, yv, 0.03, method="auto", sparse_max_weights=0,
+                             X_fit=Xtr, criterion="paired")
+    assert not any(la.kind == "sparse_factored" for la in cm.layers)
+    assert not any("sparse" in r.choice for r in rep.layers)
+    assert rep.accuracy_before - rep.accuracy_after <= 0.03 + 1e-9
+    assert rep.memory_reduction > 1

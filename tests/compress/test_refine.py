@@ -21,7 +21,8 @@ def test_refine_steps_match_torch_adam():
     assert refinable(tail) and not refinable([make_layer("softmax")])
     x = rng.standard_normal((s, m)).astype(np.float32)
     target = rng.standard_normal((s, o)).astype(np.float32)
-    got = refine_factored(U, V, b, x, tail, target, steps=3, batch=s, lr=1e-2)
+    got = refine_factored(U, V, b, x, tail, target, steps=3, batch=s, lr=1e-2,
+                          keep_best=False)
     # the same three full-batch steps by PyTorch's autograd and Adam
     T = torch.tensor
     p = [T(U).requires_grad_(), T(V).requires_grad_(), T(b).requires_grad_()]
@@ -84,7 +85,7 @@ def test_refined_conv_steps_match_torch_adam():
                        b=np.zeros(2, f32), n_out=2)]
     x = rng.standard_normal((6, 4, 1, 8)).astype(f32)
     target = rng.standard_normal((6, 2)).astype(f32)
-    got = refine_layers(new, x, tail, target, steps=2, batch=6, lr=1e-2)
+    got = refine_layers(new, x, tail, target, steps=2, batch=6, lr=1e-2, keep_best=False)
     S = np.zeros((3, 2), f32)
     S[indices, [0, 0, 1]] = data
     T = torch.tensor
@@ -100,3 +101,40 @@ def test_refined_conv_steps_match_torch_adam():
     ours = [got[0].arrays["W"], got[0].arrays["b"], got[1].arrays["W"], got[1].arrays["b"]]
     for g, q in zip(ours, p):
         np.testing.assert_allclose(g, q.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_refine_keeps_the_best_fit_not_a_diverged_last_step():
+    """keep_best: a step size far too large must not return factors worse on the fitting
+    inputs than the start (the loss recomputed here on the network run as compiled layers,
+    apart from refine's own forward pass)."""
+    from tinydl.compress.compiler import _run
+    rng = np.random.default_rng(2)
+    m, r, n, o, s = 10, 2, 6, 3, 40
+    U, V = rng.standard_normal((m, r)).astype(np.float32), rng.standard_normal((r, n))
+    V, b = V.astype(np.float32), np.zeros(n, np.float32)
+    W2 = rng.standard_normal((n, o)).astype(np.float32)
+    x = rng.standard_normal((s, m)).astype(np.float32)
+
+    def net(U_, V_, b_):
+        lay = [make_layer("factored", U=U_, V=V_, b=b_), make_layer("relu"),
+               make_layer("dense", W=W2, b=np.zeros(o, np.float32))]
+        for la, shape in zip(lay, ((m,), (n,), (n,))):
+            la.build(shape)
+        return lay
+
+    def loss(target, U_, V_, b_):
+        return float(np.mean(np.sum((_run(net(U_, V_, b_), x) - target) ** 2, axis=1)))
+    tail = net(U, V, b)[1:]
+    # a random target: a sensible step size improves on the start
+    target = rng.standard_normal((s, o)).astype(np.float32)
+    good = refine_factored(U, V, b, x, tail, target, steps=60, batch=8, lr=1e-2)
+    assert loss(target, *good) < loss(target, U, V, b)
+    # the start nearly is the target (the network's own outputs, slightly moved): a large
+    # step size leads away from it, and keep_best returns no worse than the start
+    near = _run(net(U, V, b), x) + 0.01 * rng.standard_normal((s, o)).astype(np.float32)
+    start = loss(near, U, V, b)
+    wild = refine_factored(U, V, b, x, tail, near, steps=12, batch=8, lr=0.5,
+                           keep_best=False)
+    kept = refine_factored(U, V, b, x, tail, near, steps=12, batch=8, lr=0.5)
+    assert loss(near, *wild) > 10 * start
+    assert loss(near, *kept) <= start * (1 + 1e-5)

@@ -20,14 +20,17 @@ def add_arguments(parser) -> None:
                              "layer the smallest of data-aware SVD, plain SVD and sparse")
     parser.add_argument("--quantize", choices=("int8",), default=None,
                         help="stack int8 weights (per-output-channel scales) on the forms")
-    parser.add_argument("--criterion", choices=("lost", "flips", "accuracy"), default="lost",
+    parser.add_argument("--criterion", choices=("lost", "flips", "accuracy", "paired"),
+                        default="lost",
                         help="what the budget bounds on validation: samples right before and "
-                             "wrong after (default), changed predictions, or the accuracy "
-                             "drop")
+                             "wrong after (default), changed predictions, the accuracy "
+                             "drop, or the drop with a paired (McNemar) standard error for "
+                             "--confidence")
     parser.add_argument("--confidence", type=float, default=0.0, metavar="Z",
-                        help="hold the Wilson upper limit of the lost (or flips) rate at Z "
-                             "standard errors to the budget, a margin for a small validation "
-                             "set (default 0: the rate itself)")
+                        help="hold the Wilson upper limit of the lost (or flips) rate, or the "
+                             "paired drop plus Z paired standard errors, at Z standard errors "
+                             "to the budget, a margin for a small validation set (default 0: "
+                             "the rate itself)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="Adam steps of label-free refinement of a data-aware SVD rank "
                              "whose plain factors miss the budget, towards the original "

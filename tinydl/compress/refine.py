@@ -146,8 +146,17 @@ def _backward(layers, cache, g, grads=None):
     return g
 
 
+def _fit_loss(layers, x_fit, target, chunk=256):
+    """Mean over every fitting sample of the summed squared output error (in chunks)."""
+    tot = 0.0
+    for i in range(0, len(x_fit), chunk):
+        out, _ = _forward(layers, np.asarray(x_fit[i:i + chunk], np.float32))
+        tot += float(np.sum((out.reshape(len(out), -1) - target[i:i + chunk]) ** 2))
+    return tot / max(len(x_fit), 1)
+
+
 def refine_layers(new, x_fit, tail, target, steps: int = 100, batch: int = 256,
-                  lr: float = 1e-3, seed: int = 0):
+                  lr: float = 1e-3, seed: int = 0, keep_best: bool = True):
     """Adam on the arrays of ``new`` so that ``tail(new(x))`` matches ``target``.
 
     Parameters
@@ -168,6 +177,12 @@ def refine_layers(new, x_fit, tail, target, steps: int = 100, batch: int = 256,
     lr : float
         Adam's step size.
     seed : int
+    keep_best : bool
+        Return the arrays with the lowest loss on **all** of ``x_fit`` among the start and
+        every ``max(1, steps // 6)``-th step (the last included), not the last step's: Adam at
+        a step size that suits a small rank can overshoot at a large one (on the Daily and
+        Sports MLP 300 steps at 3e-3 took rank 192's agreement with the original on its own
+        fitting inputs from 100% to 69%).  Chosen on the fitting inputs only.
 
     Returns
     -------
@@ -199,6 +214,9 @@ def refine_layers(new, x_fit, tail, target, steps: int = 100, batch: int = 256,
     batch = max(1, min(int(batch), n))
     order, pos = rng.permutation(n), 0
     layers = work + list(tail)
+    every = max(1, int(steps) // 6)
+    best = (_fit_loss(layers, x_fit, target), [dict(la.arrays) for la in new]) if keep_best \
+        else None
     for t in range(1, int(steps) + 1):
         if pos + batch > n:
             order, pos = rng.permutation(n), 0
@@ -216,13 +234,19 @@ def refine_layers(new, x_fit, tail, target, steps: int = 100, batch: int = 256,
             a2 *= b2
             a2 += (1 - b2) * gp * gp
             work[i].arrays[k] -= lr * (a1 / (1 - b1 ** t)) / (np.sqrt(a2 / (1 - b2 ** t)) + eps)
-    return [make_layer(la.kind, **la.cfg, **{k: w.arrays[k].astype(v.dtype)
+        if best is not None and (t % every == 0 or t == int(steps)):
+            loss = _fit_loss(layers, x_fit, target)
+            if loss < best[0]:
+                best = (loss, [{k: w.arrays[k].copy() for k in la.arrays}
+                               for la, w in zip(new, work)])
+    final = best[1] if best is not None else [w.arrays for w in work]
+    return [make_layer(la.kind, **la.cfg, **{k: a[k].astype(v.dtype)
                                              for k, v in la.arrays.items()})
-            for la, w in zip(new, work)]
+            for la, a in zip(new, final)]
 
 
 def refine_factored(U, V, b, x_fit, tail, target, steps: int = 100, batch: int = 256,
-                    lr: float = 1e-3, seed: int = 0):
+                    lr: float = 1e-3, seed: int = 0, keep_best: bool = True):
     """Adam on ``(U, V, b)`` so that ``tail(pre(x U V + b))`` matches ``target``.
 
     Parameters
@@ -244,6 +268,8 @@ def refine_factored(U, V, b, x_fit, tail, target, steps: int = 100, batch: int =
     lr : float
         Adam's step size.
     seed : int
+    keep_best : bool
+        As in :func:`refine_layers`.
 
     Returns
     -------
@@ -260,5 +286,6 @@ def refine_factored(U, V, b, x_fit, tail, target, steps: int = 100, batch: int =
     if x_fit.shape[1] != U.shape[0]:
         raise ValueError(f"x_fit {x_fit.shape} does not fit U {U.shape}")
     la = refine_layers([make_layer("factored", U=U, V=V, b=np.asarray(b))], x_fit, tail,
-                       target, steps=steps, batch=batch, lr=lr, seed=seed)[0]
+                       target, steps=steps, batch=batch, lr=lr, seed=seed,
+                       keep_best=keep_best)[0]
     return la.arrays["U"], la.arrays["V"], la.arrays["b"]
