@@ -116,8 +116,3 @@ class Algorithm2Scan:
         return make(self.n_atoms_, p["k"], tol=p["tol"], width=min(p["k"], p["l"]),
                     mean=self.mean_, scale=self.scale_)
 
-    def _omp_into(self, R, idx, val, p) -> None:
-        """OMP codes of the standardized rows ``R`` into ``idx`` and ``val`` (kc wide)."""
-        if self.n_atoms_ == 0:  # an empty dictionary codes everything as zero
-            return
-        self._plan(p).encode(R, idx, val, raw=False)

@@ -10,6 +10,7 @@ which ``omp`` reads).
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -270,6 +271,25 @@ def test_dependent_atoms_warn_and_never_nan():
     best = np.linalg.lstsq(base.T, X.T, rcond=None)[0].T
     best_r = ((X - best @ base) ** 2).sum(axis=1)
     np.testing.assert_allclose(((X - codes @ D) ** 2).sum(axis=1), best_r, rtol=1e-8)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "blas", "native", "multiprocessing"])
+def test_dependent_atoms_warning_points_at_the_callers_line(backend, require_backend):
+    # however many library frames the call goes through (backend, plan, runner), the
+    # warning names this file and line, not a line inside hal/ or tinydl/
+    require_backend(backend)
+    rng = np.random.default_rng(6)
+    base = unit_dictionary(rng, 5, 12)
+    D = np.vstack([base, base[:1]]).astype(np.float32)
+    X = rng.standard_normal((6, 12)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        omp(X, D, 6, backend=backend)
+    hits = [w for w in caught if issubclass(w.category, LinearDependenceWarning)]
+    assert hits, "no LinearDependenceWarning"
+    assert all((w.filename, w.lineno) == (__file__, line) for w in hits), \
+        [(w.filename, w.lineno) for w in hits]
 
 
 def test_zero_samples_give_zero_codes():

@@ -35,6 +35,8 @@ textbook OMP it is tested against sits here too.
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -84,9 +86,26 @@ def omp_textbook(a, Dp, k):
     return code, support
 
 
-def warn_stopped_early(stopped, n, l, k, m, stacklevel=3) -> None:
+#: the packages whose frames a warning skips to reach the caller's line (hal/ and tinydl/)
+_OWN_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))), d) + os.sep for d in ("hal", "tinydl"))
+
+
+def caller_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` made in the caller of this function that points
+    at the first frame outside ``hal`` and ``tinydl``: the user's line, however many library
+    frames (backend, plan, runner, estimator) the call went through on its way down."""
+    f, level = sys._getframe(2), 2
+    while f is not None and f.f_code.co_filename.startswith(_OWN_DIRS):
+        f, level = f.f_back, level + 1
+    return level
+
+
+def warn_stopped_early(stopped, n, l, k, m, stacklevel=None) -> None:
     """The one warning of an OMP call whose ``stopped`` samples (of ``n``) stopped at the
-    rank of their chosen atoms with fewer than ``k`` non-zeros (every backend issues it)."""
+    rank of their chosen atoms with fewer than ``k`` non-zeros (every backend issues it).
+    It points at the caller's line outside the library (``stacklevel`` is accepted for
+    old callers and ignored: a fixed depth was wrong on some paths)."""
     if stopped:
         k = min(int(k), int(l))
         why = (f"k={k} exceeds the {m} dimensions, so no sample can take more than {m} "
@@ -96,7 +115,7 @@ def warn_stopped_early(stopped, n, l, k, m, stacklevel=3) -> None:
         warnings.warn(
             f"OMP stopped early for {stopped} of {n} samples, with fewer than k={k} "
             f"non-zeros, at the rank of their chosen atoms: {why}", LinearDependenceWarning,
-            stacklevel=stacklevel + 1)
+            stacklevel=caller_stacklevel())
 
 
 class BatchOMP:
