@@ -115,4 +115,3 @@ class Algorithm2Scan:
             return self._plan(p)
         return make(self.n_atoms_, p["k"], tol=p["tol"], width=min(p["k"], p["l"]),
                     mean=self.mean_, scale=self.scale_)
-
