@@ -371,7 +371,7 @@ class MultiprocessingBackend(ShardedRows, NumpyBackend):
              "nnz": ((n,), np.int32), "resid": ((n,), X.dtype)},
             {"k": k, "tol": tol})
         from .numpy.omp import warn_stopped_early
-        warn_stopped_early(sum(messages), n, D.shape[0], k, X.shape[1], stacklevel=2)
+        warn_stopped_early(sum(messages), n, D.shape[0], k, X.shape[1])
         return SparseCodes(res["indices"], res["values"], D.shape[0], res["nnz"], res["resid"])
 
 

@@ -169,7 +169,7 @@ class EncodePlan:
                raw: bool = True) -> None:
         """As :meth:`hal.backends.numpy.encode.EncodePlan.encode` (the caller checked the
         arrays' shapes, dtypes and layouts)."""
-        if not self.encode_rows(X, indices, values, raw, stacklevel=4):
+        if not self.encode_rows(X, indices, values, raw):
             from ..numpy.encode import nonfinite_error
             raise nonfinite_error(X)
 
@@ -189,12 +189,12 @@ class EncodePlan:
                 if dep < 0:
                     return False
                 from ..numpy.omp import warn_stopped_early
-                warn_stopped_early(dep, X.shape[0], l, k, m, stacklevel=5)
+                warn_stopped_early(dep, X.shape[0], l, k, m)
             return True
         call.keep = (indices, values)  # what its pointers point into
         return call
 
-    def encode_rows(self, X, indices, values, raw: bool = True, stacklevel: int = 3) -> bool:
+    def encode_rows(self, X, indices, values, raw: bool = True) -> bool:
         """:meth:`encode`, returning False for an ``X`` with a NaN or Inf (nothing written)
         instead of raising: the streaming transform's steady state codes a conforming raw
         batch through it in one kernel call (:meth:`hal.backends.numpy.basis.BasisWorkspace
@@ -207,7 +207,7 @@ class EncodePlan:
             return False
         if dep:
             from ..numpy.omp import warn_stopped_early
-            warn_stopped_early(dep, n, self.l, self.k, self.m, stacklevel=stacklevel)
+            warn_stopped_early(dep, n, self.l, self.k, self.m)
         return True
 
 
@@ -284,7 +284,7 @@ class BasisWorkspace:
         dep = int(self._s.dep)
         if dep:
             from ..numpy.omp import warn_stopped_early
-            warn_stopped_early(dep, N, n, k, self.m, stacklevel=3)
+            warn_stopped_early(dep, N, n, k, self.m)
         return n
 
     def runner(self, lmax, k, tol, thr, refine2, width, rows, mean=None, scale=None):
@@ -326,7 +326,7 @@ class BasisWorkspace:
                 r = fn(st, n, lmax, X.shape[0], fb(ct, X), thr, fb("int[]", idx), fb(ct, val))
             if st.dep and r >= 0:
                 from ..numpy.omp import warn_stopped_early
-                warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)
+                warn_stopped_early(int(st.dep), X.shape[0], r, k, m)
             return r
 
         def lean(X, n):
@@ -334,7 +334,7 @@ class BasisWorkspace:
             r = bound(st, n, X.shape[0], rfb(fbt, X, False))
             if st.dep and r >= 0:
                 from ..numpy.omp import warn_stopped_early
-                warn_stopped_early(int(st.dep), X.shape[0], r, k, m, stacklevel=4)
+                warn_stopped_early(int(st.dep), X.shape[0], r, k, m)
             return r
         call.keep = keep
         call.lean = lean
@@ -446,5 +446,5 @@ class PredictPlan:
             return -1
         if self._p.dep:
             from ..numpy.omp import warn_stopped_early
-            warn_stopped_early(1, 1, self.l, self.k, self.m, stacklevel=4)
+            warn_stopped_early(1, 1, self.l, self.k, self.m)
         return r

@@ -202,7 +202,7 @@ class StoredEncodePlan:
             raise nonfinite_error(X)
         if dep:
             from ..numpy.omp import warn_stopped_early
-            warn_stopped_early(dep, n, self.l, self.k, self.m, stacklevel=3)
+            warn_stopped_early(dep, n, self.l, self.k, self.m)
 
 
 class StoredBasisWorkspace(_Reference):

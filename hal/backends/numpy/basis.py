@@ -291,7 +291,7 @@ class BasisWorkspace:
                 # codes in one kernel call, the same bits as the path below
                 steady(n)
                 if held[2] is not None:
-                    return n if held[2](X, idx, val, True, 4) else -1
+                    return n if held[2](X, idx, val, True) else -1
             if not np.isfinite(X).all():
                 return -1
             if mean is not None:

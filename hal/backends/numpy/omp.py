@@ -101,11 +101,11 @@ def caller_stacklevel() -> int:
     return level
 
 
-def warn_stopped_early(stopped, n, l, k, m, stacklevel=None) -> None:
+def warn_stopped_early(stopped, n, l, k, m) -> None:
     """The one warning of an OMP call whose ``stopped`` samples (of ``n``) stopped at the
     rank of their chosen atoms with fewer than ``k`` non-zeros (every backend issues it).
-    It points at the caller's line outside the library (``stacklevel`` is accepted for
-    old callers and ignored: a fixed depth was wrong on some paths)."""
+    It points at the caller's line outside the library (:func:`caller_stacklevel`), however
+    deep the backend's path."""
     if stopped:
         k = min(int(k), int(l))
         why = (f"k={k} exceeds the {m} dimensions, so no sample can take more than {m} "
@@ -199,7 +199,7 @@ class BatchOMP:
             ``n_nonzero`` (n,) int32 and ``residual_sq`` (n,) filled.
         """
         codes, stopped = self._omp_encode(X, D, G, k, tol, ws)
-        warn_stopped_early(stopped, X.shape[0], D.shape[0], k, X.shape[1], stacklevel=3)
+        warn_stopped_early(stopped, X.shape[0], D.shape[0], k, X.shape[1])
         return codes
 
     def _omp_encode(self, X, D, G, k, tol=None, ws=None):
