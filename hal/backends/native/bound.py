@@ -27,6 +27,13 @@ def ptr(ffi, _ctype, a: np.ndarray):
     return ffi.from_buffer(_CTYPES[a.dtype], a)
 
 
+def raw_from_buffer(ffi):
+    """cffi's ``from_buffer`` without its Python wrapper's per-call type lookup (~0.6 us of a
+    one-row call, measured), called as ``f(ctype, array, False)``; the documented
+    ``ffi.from_buffer`` (the same arguments) where the backend lacks it."""
+    return getattr(getattr(ffi, "_backend", None), "from_buffer", None) or ffi.from_buffer
+
+
 class SparseLayerPlan:
     """A dense layer fed compact codes, bound to its arrays (W (rows, q), b (q,), the output
     workspace y (batch, q) and the gradients gW, gb): forward and backward are one kernel call
@@ -158,12 +165,8 @@ class EncodePlan:
         # the same plan without the standardization, for rows already standardized
         self._plan_std = self._plan if mean is None else \
             ffi.new(f"struct tdl_encode_{sfx} *", dict(fields, mean=null, scale=null))
-        # cffi's from_buffer without its Python wrapper's per-call type lookup (see
-        # BasisWorkspace.runner); the documented call where the backend lacks it
         self._rt, self._it = ffi.typeof(_CTYPES[dt]), ffi.typeof("int[]")
-        rfb = getattr(getattr(ffi, "_backend", None), "from_buffer", None)
-        self._rfb = rfb if rfb is not None else \
-            (lambda ct, a, _w=False, _fb=ffi.from_buffer: _fb(ct, a))
+        self._rfb = raw_from_buffer(ffi)
 
     def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
                raw: bool = True) -> None:
@@ -311,12 +314,7 @@ class BasisWorkspace:
         st = ffi.new(f"struct tdl_stream_{self._sfx} *", fields)
         keep = (xs, mean, scale, fields, self._ows, sidx, sval)  # what its pointers point into
         bound = getattr(self._lib, "stream_bound_" + self._sfx)
-        # cffi's from_buffer without its Python wrapper's per-call type lookup (~0.6 us of
-        # a one-row call, measured); the documented call where the backend lacks it
-        fbt, rfb = ffi.typeof(ct), getattr(getattr(ffi, "_backend", None), "from_buffer",
-                                           None)
-        if rfb is None:
-            rfb = ffi.from_buffer
+        fbt, rfb = ffi.typeof(ct), raw_from_buffer(ffi)
 
         def call(X, idx, val, n):
             """``idx`` None: the codes go to the runner's scratch (not returned)."""
@@ -423,12 +421,10 @@ class PredictPlan:
             "code_scale": float(code_scale)})
         self._fn = getattr(lib, "predict1_" + sfx)
         self._fb, self._real, self._int = ffi.from_buffer, ct, _CTYPES[np.dtype(np.int32)]
-        # the row's pointer without from_buffer's Python wrapper (see BasisWorkspace.runner),
-        # and the outputs' pointers made once for the arrays last passed (a caller's fixed
-        # buffers: OneSample's)
+        # the row's pointer by raw_from_buffer, and the outputs' pointers made once for the
+        # arrays last passed (a caller's fixed buffers: OneSample's)
         self._xt = ffi.typeof(ct)
-        self._rfb = getattr(getattr(ffi, "_backend", None), "from_buffer", None) or \
-            ffi.from_buffer
+        self._rfb = raw_from_buffer(ffi)
         self._outs = None
         self.dtype, self.m, self.k, self.l, self.width = dt, m, plan.k, plan.l, plan.width
         self.nbytes = int(sum(a.nbytes for a in keep[3:]))

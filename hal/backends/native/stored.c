@@ -116,7 +116,7 @@ static inline sd_v8 sd_madd(sd_v8 acc, sd_v8 x, sd_v8 d)
 #endif
 
 /* The fixed lane tree: w[i] = v[i] + v[i + 4], then (w[0] + w[1]) + (w[2] + w[3]) (the
-   pairs of sd_lanes4's horizontal adds: the same bits) */
+   pairs of sd_lanes4v's horizontal adds: the same bits) */
 static inline float sd_lanes(sd_v8 a)
 {
     float v[8];
@@ -139,13 +139,6 @@ static inline void sd_lanes4v(const sd_v8 *a, float *out)
 #else
     for (int k = 0; k < 4; k++) out[k] = sd_lanes(a[k]);
 #endif
-}
-
-static inline void sd_lanes4(const float *a, float *out)
-{
-    sd_v8 v[4];
-    __builtin_memcpy(v, a, sizeof v);
-    sd_lanes4v(v, out);
 }
 
 /* out[a] = sd_lanes(A[a]) (times sc[a] if sc) for a < na: the finished correlations */

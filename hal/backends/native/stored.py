@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..numpy.stored import StoredBasisWorkspace as _Reference
-from .bound import ptr
+from .bound import ptr, raw_from_buffer
 
 __all__ = ["StoredTiles", "StoredEncodePlan", "StoredBasisWorkspace", "KINDS"]
 
@@ -174,13 +174,8 @@ class StoredEncodePlan:
         self._plan_std = self._plan if mean is None else \
             ffi.new("struct tdl_stored *", dict(fields, mean=null, scale=null))
         self._fn = lib.stored_encode
-        # cffi's from_buffer without its Python wrapper's per-call type lookup (as
-        # bound.EncodePlan: ~1 us of a one-sample encode), the documented call where the
-        # backend lacks it
         self._ft, self._it = ffi.typeof("float[]"), ffi.typeof("int[]")
-        rfb = getattr(getattr(ffi, "_backend", None), "from_buffer", None)
-        self._rfb = rfb if rfb is not None else \
-            (lambda ct, a, _w=False, _fb=ffi.from_buffer: _fb(ct, a))
+        self._rfb = raw_from_buffer(ffi)  # (~1 us of a one-sample encode)
 
     def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
                raw: bool = True) -> None:
