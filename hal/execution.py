@@ -53,13 +53,18 @@ def native_kernels():
     return _NATIVE[0]
 
 
+def _rule_applies(backend) -> bool:
+    """Whether the rule sends ``backend``'s (an instance's or a class's) execution phase to
+    the native kernels, before asking whether they build here."""
+    return bool(getattr(backend, "compiled_execution", False)) \
+        and os.environ.get("TINYDL_EXECUTION", "").strip().lower() != "backend"
+
+
 def execution_backend(backend):
     """The backend whose kernels run ``backend``'s execution phase (see the module
     docstring): the native backend for a ``compiled_execution`` backend where it builds
     and ``TINYDL_EXECUTION`` is not ``"backend"``, else ``backend`` itself."""
-    if not getattr(backend, "compiled_execution", False):
-        return backend
-    if os.environ.get("TINYDL_EXECUTION", "").strip().lower() == "backend":
+    if not _rule_applies(backend):
         return backend
     native: Optional[object] = native_kernels()
     return backend if native is None else native
@@ -75,7 +80,4 @@ def execution_kernels(name: str) -> str:
         cls = _load_class(name)
     except BackendUnavailable:
         return name
-    if not getattr(cls, "compiled_execution", False) \
-            or os.environ.get("TINYDL_EXECUTION", "").strip().lower() == "backend":
-        return name
-    return name if native_kernels() is None else "native"
+    return "native" if _rule_applies(cls) and native_kernels() is not None else name
