@@ -85,18 +85,11 @@ def _log(msg):
 
 
 def validation_mask(y, fraction, seed, min_per_class=MIN_VAL_PER_CLASS):
-    """Stratified hold-out mask: per class ``max(round(fraction n_c), min_per_class)`` rows
-    (at most ``n_c - 2``, none of a class under three rows), drawn as the protocol's
-    :func:`~tinydl.reproduce.protocol._holdout` draws them (same generator, same order), so a
-    class whose fraction is above the floor keeps exactly the protocol's rows."""
-    rng = np.random.default_rng(seed + 1)   # not the test split's draw
-    mask = np.zeros(len(y), bool)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        n = max(int(round(fraction * len(idx))), int(min_per_class))
-        n = min(max(n, 1), len(idx) - 2) if len(idx) >= 3 else 0
-        mask[rng.permutation(idx)[:n]] = True
-    return mask
+    """Stratified hold-out mask: the protocol's :func:`~tinydl.reproduce.protocol._holdout`
+    with a floor of ``min_per_class`` rows per class (same generator, same order), so a class
+    whose fraction is above the floor keeps exactly the protocol's rows."""
+    from tinydl.reproduce.protocol import _holdout
+    return _holdout(y, fraction, seed, min_per_class)
 
 
 def split_digest(idx):

@@ -40,16 +40,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")  # before NumPy loads OpenBLAS (as benchmarks._common)
-
+# first: _common sets one BLAS thread before NumPy loads OpenBLAS
+from benchmarks._common import SHARED_DATA, print_table, shared_file, write_json  # noqa: E402, I001
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-from benchmarks._common import SHARED_DATA, print_table, shared_file, write_json  # noqa: E402
 
 DTYPES = ("float32", "float16", "int8")
 BACKENDS = ("numpy", "blas", "native")

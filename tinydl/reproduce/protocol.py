@@ -160,14 +160,15 @@ def _n_params(sizes: Sequence[int]) -> int:
 
 # -- noise ----------------------------------------------------------------------------------
 
-def _holdout(y, fraction, seed):
-    """Stratified hold-out: boolean mask of the validation rows (at least one per class with
-    three or more samples), the rest keeping their order."""
+def _holdout(y, fraction, seed, min_per_class: int = 0):
+    """Stratified hold-out: boolean mask of the validation rows, ``max(round(fraction n_c),
+    min_per_class)`` of a class of ``n_c`` (at least one and at most ``n_c - 2``; none of a
+    class under three rows), the rest keeping their order."""
     rng = np.random.default_rng(seed + 1)   # not the test split's draw
     mask = np.zeros(len(y), bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        n = int(round(fraction * len(idx)))
+        n = max(int(round(fraction * len(idx))), int(min_per_class))
         n = min(max(n, 1), len(idx) - 2) if len(idx) >= 3 else 0
         mask[rng.permutation(idx)[:n]] = True
     return mask
