@@ -183,9 +183,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         out.append((f"network.{key}", (), dt, int(net[key]),
                     "|param|" if key == "parameters" else "overhead", S,
                     "MLPClassifier.footprint"))
-    from .learner import LOSS_CURVE_LEN
-    # a list of Python floats: an 8-byte pointer and a 24-byte float object a pass
-    out.append(("network.loss_curve", (), "object", 32 * LOSS_CURVE_LEN,
+    out.append(("network.loss_curve", (), "object", _loss_curve_bytes(),
                 "overhead", S, "the last passes' mean loss (Python floats)"))
     h1 = hidden[0] if hidden else int(n_classes)
     out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
@@ -240,6 +238,14 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
 def _dtype_name(dtype) -> str:
     # the customizer prices ~10^5 options: np.dtype(...).name is a visible share of it
     return np.dtype(dtype).name
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_curve_bytes() -> int:
+    """The learner's bounded loss curve: a list of Python floats, an 8-byte pointer and a
+    24-byte float object a pass (imported once: the customizer prices many candidates)."""
+    from .learner import LOSS_CURVE_LEN
+    return 32 * LOSS_CURVE_LEN
 
 
 @functools.lru_cache(maxsize=1 << 16)

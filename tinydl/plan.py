@@ -13,6 +13,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from .lowmem import DECODE_ROWS
+
 __all__ = ["Budget", "Candidate", "Plan", "load_plan"]
 
 #: the learner's fixed settings a plan does not tune (TinyDLClassifier's defaults)
@@ -114,7 +116,7 @@ class Candidate:
     dictionary_dtype: str = "float32"
     dt_copy: bool = True
     batch_size: int = BATCH_SIZE      # the network's minibatch
-    decode_rows: int = 16             # atoms a stored dictionary decodes at a time
+    decode_rows: int = DECODE_ROWS    # atoms a stored dictionary decodes at a time
 
     def label(self) -> str:
         """One line naming the configuration."""
@@ -123,7 +125,7 @@ class Candidate:
                 f"n_batch={self.n_batch} chunk={self.chunk} D={self.dictionary_dtype} "
                 f"rebuild={self.rebuild} std={self.standardize}"
                 + (f" batch={self.batch_size}" if self.batch_size != BATCH_SIZE else "")
-                + (f" decode={self.decode_rows}" if self.decode_rows != 16 else ""))
+                + (f" decode={self.decode_rows}" if self.decode_rows != DECODE_ROWS else ""))
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ class Plan:
     dictionary_dtype: str = "float32"
     omp_batch: int = CHUNK
     dt_copy: bool = True
-    decode_rows: int = 16
+    decode_rows: int = DECODE_ROWS
     buffers: Tuple[Dict, ...] = field(default=(), compare=False, repr=False)
     candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
 
@@ -399,7 +401,7 @@ def load_plan(path) -> Plan:
                     # plans written before these fields: the learner's defaults then
                     rebuild="new-class", window_policy="reservoir", standardize="hold",
                     n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True,
-                    decode_rows=16)
+                    decode_rows=DECODE_ROWS)
     kw.pop("buffers", None)
     kw["buffers"] = tuple(dict(b) for b in (d.get("buffers") or []) if isinstance(b, dict))
     for k, v in defaults.items():
