@@ -34,7 +34,7 @@ __all__ = ["Algorithm2Scan"]
 
 #: scratch and the bound backend (``_alloc_scratch``): rebuilt on unpickling, never pickled
 #: (a copy that joblib memory-maps read-only must not be written to)
-_SCRATCH = ("_be", "_bws", "_pcache", "_into", "_into_p", "_plan_p", "_fast")
+_SCRATCH = ("_be", "_bws", "_pcache", "_into", "_into_p", "_plan_p", "_fast", "_one")
 _FLOORS: Dict[Any, float] = {}
 
 
@@ -76,7 +76,7 @@ class Algorithm2Scan:
     def _alloc_scratch(self) -> None:
         """Bind the state to the backend (after any change of the state arrays made other
         than by a batch: a load, an unpickling)."""
-        self._bws = self._fast = None
+        self._bws = self._fast = self._one = None
         self._be = hal.get_backend(self.backend, block=self._fit_params["block"])
         if self._stored():
             # narrower storage: the NumPy reference (hal.backends.numpy.stored) decodes tiles

@@ -126,7 +126,40 @@ class ExecutionPaths:
         if r != self.n_atoms_:
             self.n_atoms_ = r
             self._ready(self._check_params())
+        if r == f[6] and idx is None and n == 1 and d.get("_one") is None:
+            self._bind_one(f)  # full: later one-row calls take the one-row path
         return idx, val
+
+    def _bind_one(self, f) -> None:
+        """Bind ``_one``: ``partial_fit`` of one row once the dictionary is full, in one
+        bound kernel call (the runner's ``steady_row``: no Wp test, nothing can join) and
+        one Python frame, for the runner ``f`` (``_fast``: cleared with it)."""
+        make = getattr(f[3], "steady_row", None)
+        row = None if make is None else make()
+        if row is None:
+            self._one = _never
+            return
+        d, ndarray = self.__dict__, np.ndarray
+        key, shape, dt, lmax = f[0], (1, f[1]), f[2], f[6]
+
+        def one(X) -> bool:
+            """``partial_fit(X)`` for one conforming row in the steady state: True when
+            done; False (nothing done) where ``partial_fit`` must take its other paths (a
+            row that is not one C-contiguous row of ``dtype_``, a changed parameter, a NaN
+            or Inf: the checked path converts or raises)."""
+            if type(X) is not ndarray or X.dtype is not dt or X.shape != shape \
+                    or not X.flags.c_contiguous:
+                return False
+            try:  # the parameters as set (see _fast_stream), and still full
+                if _params_in(d) != key or d["n_atoms_"] != lmax:
+                    return False
+            except (KeyError, TypeError, ValueError):
+                return False
+            if not row(X):
+                return False
+            d["n_samples_seen_"] += 1
+            return True
+        self._one = one
 
     def _params_key(self):
         """The parameters as set (what a bound runner was made for; == compares each by
@@ -135,7 +168,7 @@ class ExecutionPaths:
 
     def _prepare_fast(self, p) -> None:
         """Bind the runner :meth:`_fast_stream` calls (the end of every checked batch)."""
-        self._fast = None
+        self._fast = self._one = None
         if self._pending is not None:
             return
         kc = min(p["k"], p["l"])
@@ -146,7 +179,8 @@ class ExecutionPaths:
         if lean is None:
             def lean(X, n):
                 return run(X, None, None, n)
-        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc, lean)
+        self._fast = (self._params_key(), self.n_features_in_, self.dtype_, run, kc, lean,
+                      p["l"])
 
 
 _INT32 = np.dtype(np.int32)
@@ -157,6 +191,11 @@ _params_key = operator.attrgetter(*_PARAMS)
 #: the same from an instance's ``__dict__`` (the same objects where they are plain instance
 #: attributes, as an estimator's parameters are; a KeyError otherwise)
 _params_in = operator.itemgetter(*_PARAMS)
+
+
+def _never(X) -> bool:
+    """``_one`` where the runner has no one-row call: partial_fit takes its other paths."""
+    return False
 
 
 def _describe(a) -> str:

@@ -289,7 +289,8 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             For a bad parameter or batch (NaN/Inf, wrong shape or number of features, empty,
             complex...).  Everything is checked before any state changes.
         """
-        if self._fast_stream(X, False) is None:
+        one = self.__dict__.get("_one")  # one row, dictionary full: one bound call
+        if (one is None or not one(X)) and self._fast_stream(X, False) is None:
             self._stream(X, want_codes=False, final=False)
         return self
 

@@ -138,7 +138,8 @@ class EncodePlan:
         self.dtype, self.l, self.m, self.k, self.width = dt, l, m, k, width
         self._ct = "float *" if dt == np.float32 else "double *"
         self._ffi = ffi
-        self._fn = getattr(lib, "encode_" + sfx)
+        self._fn, self._fn1, self._sfx = getattr(lib, "encode_" + sfx), getattr(
+            lib, "encode1_" + sfx), sfx
         rows = 48  # CSB in kernels.c: rows per kernel block
         kk = max(k, 1)
         # scratch the kernel writes before it reads (uninitialized: a plan is made at every
@@ -176,26 +177,51 @@ class EncodePlan:
             from ..numpy.encode import nonfinite_error
             raise nonfinite_error(X)
 
-    def rows_into(self, indices, values):
+    def rows_into(self, indices, values, one: bool = False):
         """:meth:`encode_rows` of raw rows into the fixed ``indices`` / ``values`` (at least
         as many rows as any ``X`` passed; their pointers made once here): ``call(X)``, the
         streaming transform's steady state fed a row at a time (partial_fit's codes go to
-        scratch nobody reads), a kernel call and nothing else per row."""
+        scratch nobody reads), a kernel call and nothing else per row.  ``one``: ``X`` is
+        always one row (1, m), the kernel's row count bound (a one-row partial_fit, see
+        :meth:`hal.backends.numpy.basis.BasisWorkspace.runner`).  The call keeps the plan
+        alive (its struct points into the plan's scratch)."""
         fn, plan, rfb, real = self._fn, self._plan, self._rfb, self._rt
         pi, pv = self._ffi.from_buffer("int[]", indices), self._ffi.from_buffer(
             _CTYPES[self.dtype], values)
         l, k, m = self.l, self.k, self.m
+
+        def warn(dep, n):
+            from ..numpy.omp import warn_stopped_early
+            warn_stopped_early(dep, n, l, k, m)
 
         def call(X) -> bool:
             dep = fn(plan, X.shape[0], rfb(real, X, False), pi, pv)
             if dep:
                 if dep < 0:
                     return False
-                from ..numpy.omp import warn_stopped_early
-                warn_stopped_early(dep, X.shape[0], l, k, m)
+                warn(dep, X.shape[0])
             return True
-        call.keep = (indices, values)  # what its pointers point into
+
+        # one row: the plan and the codes' pointers bound in a struct of their own, so that
+        # each call passes two arguments (encode1)
+        b1 = self._ffi.new(f"struct tdl_encode1_{self._sfx} *", {"p": plan, "idx": pi,
+                                                                  "val": pv})
+        fn1 = self._fn1
+
+        def call1(X) -> bool:
+            dep = fn1(b1, rfb(real, X, False))
+            if dep:
+                if dep < 0:
+                    return False
+                warn(dep, 1)
+            return True
+        call = call1 if one else call
+        call.keep = (self, indices, values, pi, pv, b1)  # what its pointers point into
         return call
+
+    def row_into(self, indices, values):
+        """``rows_into(indices, values, one=True)``: the call for exactly one row."""
+        return self.rows_into(indices, values, one=True)
 
     def encode_rows(self, X, indices, values, raw: bool = True) -> bool:
         """:meth:`encode`, returning False for an ``X`` with a NaN or Inf (nothing written)
@@ -334,8 +360,28 @@ class BasisWorkspace:
                 from ..numpy.omp import warn_stopped_early
                 warn_stopped_early(int(st.dep), X.shape[0], r, k, m)
             return r
+
+        def steady_row():
+            """``row(X) -> bool`` for one raw conforming row (1, m) once the state holds
+            ``lmax`` atoms: ``lean(X, lmax) >= 0`` in a two-argument call (``stream1``;
+            False: a NaN or Inf, nothing done); ``row.codes``: the (1, width) scratch its
+            codes go to."""
+            lm = int(lmax)
+            one = getattr(self._lib, "stream1_" + self._sfx)
+
+            def row(X) -> bool:
+                if one(st, rfb(fbt, X, False)) < 0:
+                    return False
+                if st.dep:
+                    from ..numpy.omp import warn_stopped_early
+                    warn_stopped_early(int(st.dep), 1, lm, k, m)
+                return True
+            row.keep = keep
+            row.codes = (sidx[:1], sval[:1])  # where its codes go (scratch)
+            return row
         call.keep = keep
         call.lean = lean
+        call.steady_row = steady_row
         call.rows = int(rows)  # the most rows per call (its standardization buffer)
         return call
 

@@ -74,6 +74,21 @@ long stream_raw_f64(struct tdl_stream_f64 *, long, long, long, const double *, d
                     double *);
 long stream_bound_f32(struct tdl_stream_f32 *, long, long, const float *);
 long stream_bound_f64(struct tdl_stream_f64 *, long, long, const double *);
+long stream1_f32(struct tdl_stream_f32 *, const float *);
+long stream1_f64(struct tdl_stream_f64 *, const double *);
+/* encode's arguments for one row, bound (stream.c, encode1): the plan and the codes' arrays */
+struct tdl_encode1_f32 {
+    const struct tdl_encode_f32 *p;
+    int *idx;
+    float *val;
+};
+struct tdl_encode1_f64 {
+    const struct tdl_encode_f64 *p;
+    int *idx;
+    double *val;
+};
+long encode1_f32(const struct tdl_encode1_f32 *, const float *);
+long encode1_f64(const struct tdl_encode1_f64 *, const double *);
 void wp_rows_f32(struct tdl_stream_f32 *, long, long, const float *, float *);
 void wp_rows_f64(struct tdl_stream_f64 *, long, long, const double *, double *);
 long encode_f32(const struct tdl_encode_f32 *, long, const float *, int *, float *);

@@ -177,6 +177,24 @@ long F(stream_bound)(struct CAT(tdl_stream, SUF) *s, long n, long N, const REAL 
     return F(stream_raw)(s, n, s->lmax, N, X, s->thr, s->bidx, s->bval);
 }
 
+/* stream_bound of one raw row in the steady state (s->lmax atoms: no Wp test, nothing
+   joins: the row's finiteness check, standardization and OMP code, into s->bidx / s->bval):
+   a one-row partial_fit once the dictionary is full, in a two-argument call.  Returns
+   s->lmax, or a negative number (nothing done) for a non-finite row. */
+long F(stream1)(struct CAT(tdl_stream, SUF) *s, const REAL *X)
+{
+    return F(stream_raw)(s, s->lmax, s->lmax, 1, X, s->thr, s->bidx, s->bval);
+}
+
+/* encode of one raw row with the plan and the codes' arrays bound (b): the one-row
+   partial_fit of a stream whose steady state runs on the execution kernels
+   (hal/backends/numpy/basis.py), in a two-argument call (cffi's ABI mode costs ~0.1 us an
+   argument).  Returns encode's value. */
+long F(encode1)(const struct CAT(tdl_encode1, SUF) *b, const REAL *X)
+{
+    return F(encode)(b->p, 1, X, b->idx, b->val);
+}
+
 /* Wp of each of the N standardized rows of X against the first n atoms (always with the
    explicit residual where the difference cancels) into out. */
 void F(wp_rows)(struct CAT(tdl_stream, SUF) *s, long n, long N, const REAL *X, REAL *out)

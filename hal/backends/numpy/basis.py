@@ -314,7 +314,24 @@ class BasisWorkspace:
                 if one:
                     return n if one(X) else -1
             return call(X, None, None, n)
+
+        def steady_row():
+            """``row(X) -> bool`` for one raw conforming row (1, m) once the dictionary holds
+            ``lmax`` atoms: ``lean(X, lmax) >= 0`` in one kernel call (the steady state's
+            plan bound now, with its row count; False: a NaN or Inf, nothing done);
+            ``row.codes``: the (1, width) scratch its codes go to.  None where the plan
+            has no such call (the caller keeps :func:`lean`)."""
+            if not cap or self._xkey is None:
+                return None
+            make = getattr(self.exec_plan(lmax, k, tol, width, mean, scale), "row_into",
+                           None)
+            if make is None:
+                return None
+            row = make(sidx[:1], sval[:1])
+            row.codes = (sidx[:1], sval[:1])
+            return row
         call.lean = lean
+        call.steady_row = steady_row
         call.rows = None  # any number of rows per call (NumPy's OMP is vectorized over them)
         return call
 
