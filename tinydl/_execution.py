@@ -15,6 +15,8 @@ import operator
 
 import numpy as np
 
+from hal.backends.numpy.omp import warn_stopped_early
+
 from ._algorithm2 import _refine_below, _wp_floor
 
 __all__ = ["ExecutionPaths"]
@@ -136,30 +138,39 @@ class ExecutionPaths:
         one Python frame, for the runner ``f`` (``_fast``: cleared with it)."""
         make = getattr(f[3], "steady_row", None)
         row = None if make is None else make()
-        if row is None:
+        if getattr(row, "kernel", None) is None:
             self._one = _never
             return
         d, ndarray = self.__dict__, np.ndarray
-        key, shape, dt, lmax = f[0], (1, f[1]), f[2], f[6]
+        shape, dt, lmax, k, m = (1, f[1]), f[2], f[6], f[0][_PARAMS.index("k")], f[1]
+        fn, st, ct = row.kernel
+        rfb = row.rfb
 
         def one(X) -> bool:
             """``partial_fit(X)`` for one conforming row in the steady state: True when
             done; False (nothing done) where ``partial_fit`` must take its other paths (a
-            row that is not one C-contiguous row of ``dtype_``, a changed parameter, a NaN
-            or Inf: the checked path converts or raises)."""
+            row that is not one C-contiguous row of ``dtype_``, a NaN or Inf: the checked
+            path converts or raises).  A parameter set since is not checked here: setting
+            one drops this call (``__setattr__``), and ``_fast_stream`` checks them."""
             if type(X) is not ndarray or X.dtype is not dt or X.shape != shape \
-                    or not X.flags.c_contiguous:
+                    or not X.flags.c_contiguous or d["n_atoms_"] != lmax:
                 return False
-            try:  # the parameters as set (see _fast_stream), and still full
-                if _params_in(d) != key or d["n_atoms_"] != lmax:
+            dep = fn(st, rfb(ct, X, False))  # the kernel: < 0 for a NaN or Inf, else the
+            if dep:                          # samples OMP stopped early (0 or 1)
+                if dep < 0:
                     return False
-            except (KeyError, TypeError, ValueError):
-                return False
-            if not row(X):
-                return False
+                warn_stopped_early(dep, 1, lmax, k, m)
             d["n_samples_seen_"] += 1
             return True
+        one.keep = row  # what the kernel's pointers point into
         self._one = one
+
+    def __setattr__(self, name, value):
+        # a parameter assigned (set_params assigns too): the one-row call, which does not
+        # check the parameters itself (~0.2 us a row), goes; _fast_stream checks them
+        if name in _PARAM_NAMES:
+            self.__dict__.pop("_one", None)
+        super().__setattr__(name, value)
 
     def _params_key(self):
         """The parameters as set (what a bound runner was made for; == compares each by
@@ -191,6 +202,7 @@ _params_key = operator.attrgetter(*_PARAMS)
 #: the same from an instance's ``__dict__`` (the same objects where they are plain instance
 #: attributes, as an estimator's parameters are; a KeyError otherwise)
 _params_in = operator.itemgetter(*_PARAMS)
+_PARAM_NAMES = frozenset(_PARAMS)
 
 
 def _never(X) -> bool:

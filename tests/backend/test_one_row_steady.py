@@ -108,10 +108,20 @@ def test_a_changed_parameter_takes_the_checked_path(backend):
     sd, kw = _full(backend, X)
     sd.partial_fit(X[120:121])
     state, seen = _state(sd), sd.n_samples_seen_
-    sd.set_params(alpha=-1.0)
-    with pytest.raises(ValueError, match="alpha"):
-        sd.partial_fit(X[121:122])
-    assert sd.n_samples_seen_ == seen and _same_state(_state(sd), state)
+    for bad in ({"alpha": -1.0}, {"k": 0}, {"dtype": "int8"}):
+        sd.partial_fit(X[121:122])  # (bound again)
+        seen += 1
+        name, value = next(iter(bad.items()))
+        for how in ("set_params", "assigned"):
+            if how == "set_params":
+                sd.set_params(**bad)
+            else:
+                setattr(sd, name, value)
+            assert "_one" not in sd.__dict__  # a parameter set drops the one-row call
+            with pytest.raises((ValueError, TypeError), match=name):
+                sd.partial_fit(X[122:123])
+            assert sd.n_samples_seen_ == seen and _same_state(_state(sd), state)
+            sd.set_params(**{name: kw[name]})
     sd.set_params(alpha=0.3, k=2)
     ref = StreamingDictionary(**dict(kw, k=2)).partial_fit(X[:120]).partial_fit(X[120:121])
     for i in range(121, 140):

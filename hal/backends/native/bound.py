@@ -217,6 +217,8 @@ class EncodePlan:
             return True
         call = call1 if one else call
         call.keep = (self, indices, values, pi, pv, b1)  # what its pointers point into
+        if one:  # the call inlined by a caller (see BasisWorkspace.runner's steady_row)
+            call.kernel, call.rfb = (fn1, b1, real), rfb
         return call
 
     def row_into(self, indices, values):
@@ -365,19 +367,24 @@ class BasisWorkspace:
             """``row(X) -> bool`` for one raw conforming row (1, m) once the state holds
             ``lmax`` atoms: ``lean(X, lmax) >= 0`` in a two-argument call (``stream1``;
             False: a NaN or Inf, nothing done); ``row.codes``: the (1, width) scratch its
-            codes go to."""
+            codes go to; ``row.kernel`` / ``row.rfb``: its kernel call, for a caller to
+            make itself."""
             lm = int(lmax)
             one = getattr(self._lib, "stream1_" + self._sfx)
 
             def row(X) -> bool:
-                if one(st, rfb(fbt, X, False)) < 0:
-                    return False
-                if st.dep:
+                dep = one(st, rfb(fbt, X, False))
+                if dep:
+                    if dep < 0:
+                        return False
                     from ..numpy.omp import warn_stopped_early
-                    warn_stopped_early(int(st.dep), 1, lm, k, m)
+                    warn_stopped_early(dep, 1, lm, k, m)
                 return True
             row.keep = keep
             row.codes = (sidx[:1], sval[:1])  # where its codes go (scratch)
+            # the call inlined by a caller: fn(struct, rfb(ctype, X, False)) -> < 0 for a
+            # NaN or Inf, else the samples OMP stopped early
+            row.kernel, row.rfb = (one, st, fbt), rfb
             return row
         call.keep = keep
         call.lean = lean

@@ -179,11 +179,13 @@ long F(stream_bound)(struct CAT(tdl_stream, SUF) *s, long n, long N, const REAL 
 
 /* stream_bound of one raw row in the steady state (s->lmax atoms: no Wp test, nothing
    joins: the row's finiteness check, standardization and OMP code, into s->bidx / s->bval):
-   a one-row partial_fit once the dictionary is full, in a two-argument call.  Returns
-   s->lmax, or a negative number (nothing done) for a non-finite row. */
+   a one-row partial_fit once the dictionary is full, in a two-argument call.  Returns, as
+   encode1 does, 1 if OMP stopped early on it (s->dep), else 0, or a negative number
+   (nothing done) for a non-finite row. */
 long F(stream1)(struct CAT(tdl_stream, SUF) *s, const REAL *X)
 {
-    return F(stream_raw)(s, s->lmax, s->lmax, 1, X, s->thr, s->bidx, s->bval);
+    const long r = F(stream_raw)(s, s->lmax, s->lmax, 1, X, s->thr, s->bidx, s->bval);
+    return r < 0 ? r : s->dep;
 }
 
 /* encode of one raw row with the plan and the codes' arrays bound (b): the one-row

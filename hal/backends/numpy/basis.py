@@ -319,8 +319,10 @@ class BasisWorkspace:
             """``row(X) -> bool`` for one raw conforming row (1, m) once the dictionary holds
             ``lmax`` atoms: ``lean(X, lmax) >= 0`` in one kernel call (the steady state's
             plan bound now, with its row count; False: a NaN or Inf, nothing done);
-            ``row.codes``: the (1, width) scratch its codes go to.  None where the plan
-            has no such call (the caller keeps :func:`lean`)."""
+            ``row.codes``: the (1, width) scratch its codes go to; ``row.kernel`` /
+            ``row.rfb``: its kernel call, ``fn(struct, rfb(ctype, X, False))`` -> < 0 for
+            a NaN or Inf, else the samples OMP stopped early, for a caller to make itself.
+            None where the plan has no such call (the caller keeps :func:`lean`)."""
             if not cap or self._xkey is None:
                 return None
             make = getattr(self.exec_plan(lmax, k, tol, width, mean, scale), "row_into",
