@@ -112,6 +112,7 @@ def test_a_changed_parameter_takes_the_checked_path(backend):
         sd.partial_fit(X[121:122])  # (bound again)
         seen += 1
         name, value = next(iter(bad.items()))
+        good = sd.get_params()[name]
         for how in ("set_params", "assigned"):
             if how == "set_params":
                 sd.set_params(**bad)
@@ -121,7 +122,7 @@ def test_a_changed_parameter_takes_the_checked_path(backend):
             with pytest.raises((ValueError, TypeError), match=name):
                 sd.partial_fit(X[122:123])
             assert sd.n_samples_seen_ == seen and _same_state(_state(sd), state)
-            sd.set_params(**{name: kw[name]})
+            sd.set_params(**{name: good})
     sd.set_params(alpha=0.3, k=2)
     ref = StreamingDictionary(**dict(kw, k=2)).partial_fit(X[:120]).partial_fit(X[120:121])
     for i in range(121, 140):
