@@ -125,10 +125,11 @@ def test_a_changed_parameter_takes_the_checked_path(backend):
             sd.set_params(**{name: good})
     sd.set_params(alpha=0.3, k=2)
     ref = StreamingDictionary(**dict(kw, k=2)).partial_fit(X[:120]).partial_fit(X[120:121])
+    ref.partial_fit(np.repeat(X[121:122], 3, axis=0))  # the rows fed above
     for i in range(121, 140):
         sd.partial_fit(X[i:i + 1])
     ref.partial_fit(X[121:140])
-    assert sd.n_samples_seen_ == ref.n_samples_seen_ == 140
+    assert sd.n_samples_seen_ == ref.n_samples_seen_ == 143
     if backend != "numpy":
         assert sd._one.__name__ == "one"
         row = sd._fast[3].steady_row()
