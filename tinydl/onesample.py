@@ -99,6 +99,7 @@ class OneSample:
         self.labels1 = [self.labels[j:j + 1] for j in range(len(self.labels))]
         self.shape = (1, m)
         self.fused, self._into = self._fuse(learner, kc)
+        self.fast = None if self.fused is None else self._bind_fast()
         self.nbytes = int(sum(a.nbytes for a in (self.indices, self.values))
                           + (0 if self.mean is None else m * dt.itemsize) + plan.nbytes
                           + (0 if self.fused is None else self.fused.nbytes))
@@ -128,6 +129,43 @@ class OneSample:
         self.fused_specs = specs
         fused = prepare(into[6], self.mean, self.scale, self.code_scale, specs)
         return (None, None) if fused is None else (fused, into)
+
+    def _bind_fast(self):
+        """:meth:`predict` on the fused kernel for the learner it was made for, in one
+        Python frame: ``fast(learner, X)`` returns the label, shape (1,), or None where
+        :meth:`valid_for` or :meth:`predict` would not take ``X`` (the learner's other
+        paths then run).  The checks of both, written out, and the kernel call with the
+        codes' arrays bound (``predict1b``)."""
+        fn, b, xt, rfb, p = self.fused.kernel(self.indices, self.values)
+        ndarray, shape, dt, labels1 = np.ndarray, self.shape, self.dtype, self.labels1
+        clf0, net, tr, std, mean, into = (self.clf, self.net, self.transform, self.std,
+                                          self.mean, self._into)
+        params, gather = self.plan.params, self.plan.sparse_input
+        l, k, m = self.fused.l, self.fused.k, self.fused.m
+
+        def fast(learner, X):
+            if type(X) is not ndarray or X.dtype is not dt or X.shape != shape \
+                    or not X.flags.c_contiguous:
+                return None
+            d = learner.__dict__
+            try:  # valid_for's identities (a KeyError: not trained, the checked path says)
+                if d["network_"] is not clf0 or d["transform_"] is not tr \
+                        or d["standardizer_"] is not std or not d["n_updates_"] \
+                        or clf0.network_ is not net or net.params is not params \
+                        or (mean is not None and std.mean_ is not mean) \
+                        or tr.__dict__.get("_into") is not into \
+                        or (gather and net.layers[0].sparse_product != "gather"):
+                    return None
+            except KeyError:
+                return None
+            j = fn(b, rfb(xt, X, False))  # -1: a NaN or Inf (the batch path says)
+            if j < 0:
+                return None
+            if p.dep:
+                from hal.backends.numpy.omp import warn_stopped_early
+                warn_stopped_early(1, 1, l, k, m)
+            return labels1[j].copy()
+        return fast
 
     def valid_for(self, learner) -> bool:
         """Whether these buffers still describe ``learner``'s state."""

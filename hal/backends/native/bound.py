@@ -472,7 +472,8 @@ class PredictPlan:
         self._p = ffi.new(f"struct tdl_predict_{sfx} *", {
             "enc": self._enc, "layers": specs, "n_layers": len(layers), "dep": 0,
             "code_scale": float(code_scale)})
-        self._fn = getattr(lib, "predict1_" + sfx)
+        self._fn, self._fn1 = getattr(lib, "predict1_" + sfx), getattr(lib, "predict1b_" + sfx)
+        self._ffi, self._sfx = ffi, sfx
         self._fb, self._real, self._int = ffi.from_buffer, ct, _CTYPES[np.dtype(np.int32)]
         # the row's pointer by raw_from_buffer, and the outputs' pointers made once for the
         # arrays last passed (a caller's fixed buffers: OneSample's)
@@ -497,3 +498,16 @@ class PredictPlan:
             from ..numpy.omp import warn_stopped_early
             warn_stopped_early(1, 1, self.l, self.k, self.m)
         return r
+
+    def kernel(self, indices, values):
+        """:meth:`predict` into the fixed ``indices`` / ``values`` as a kernel call for a
+        caller to make itself: ``(fn, b, ctype, rfb, p)``, ``fn(b, rfb(ctype, x, False))``
+        returns what :meth:`predict` does but -1 (any negative number for a NaN or Inf), and
+        ``p.dep`` is true where OMP stopped early.  Two arguments a call (``predict1b``); the
+        struct is kept with the plan."""
+        fb = self._fb
+        pi, pv = fb(self._int, indices), fb(self._real, values)
+        b = self._ffi.new(f"struct tdl_predict1_{self._sfx} *", {"p": self._p, "idx": pi,
+                                                                   "val": pv})
+        self._keep += [indices, values, pi, pv, b]
+        return self._fn1, b, self._xt, self._rfb, self._p

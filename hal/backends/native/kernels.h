@@ -138,6 +138,19 @@ struct tdl_predict_f64 {
 };
 long predict1_f32(struct tdl_predict_f32 *, const float *, int *, float *);
 long predict1_f64(struct tdl_predict_f64 *, const double *, int *, double *);
+/* predict1's arguments but the row, bound (predict.c, predict1b): the plan and the codes */
+struct tdl_predict1_f32 {
+    struct tdl_predict_f32 *p;
+    int *idx;
+    float *val;
+};
+struct tdl_predict1_f64 {
+    struct tdl_predict_f64 *p;
+    int *idx;
+    double *val;
+};
+long predict1b_f32(const struct tdl_predict1_f32 *, const float *);
+long predict1b_f64(const struct tdl_predict1_f64 *, const double *);
 
 /* a dictionary stored narrower than float32, bound for stored_encode (stored.c): kind 0
    float16 atoms (binary16 bits), 1 int8 atoms with ascale (one float32 scale per atom) */

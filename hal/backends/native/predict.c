@@ -57,3 +57,11 @@ long F(predict1)(struct CAT(tdl_predict, SUF) *p, const REAL *x, int *idx, REAL 
     }
     return best;
 }
+
+/* predict1 with the plan and the codes' arrays bound (b): the learner's prepared one-sample
+   predict (tinydl/onesample.py) in a two-argument call (cffi's ABI mode costs ~0.1 us an
+   argument). */
+long F(predict1b)(const struct CAT(tdl_predict1, SUF) *b, const REAL *x)
+{
+    return F(predict1)(b->p, x, b->idx, b->val);
+}
