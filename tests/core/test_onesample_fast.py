@@ -75,8 +75,8 @@ def test_fast_predict_steps_aside_for_what_it_was_not_made_for(fused_backend):
         assert np.array_equal(clf.predict(x1), want)
         assert clf._row.fast is not fast and clf._row.valid_for(clf)
 
-    replaced(lambda c: setattr(c, "network_", copy.deepcopy(c.network_)))
-    replaced(lambda c: setattr(c.network_, "network_", copy.deepcopy(c.network_).network_))
+    replaced(lambda c: setattr(c, "network_", copy.copy(c.network_)))
+    replaced(lambda c: setattr(c.network_, "network_", copy.copy(c.network_.network_)))
     replaced(lambda c: setattr(c.transform_, "_into", None))
     replaced(lambda c: setattr(c.standardizer_, "mean_", c.standardizer_.mean_.copy()))
     replaced(lambda c: setattr(c, "standardizer_", copy.deepcopy(c.standardizer_)))
