@@ -153,10 +153,14 @@ class ExecutionPaths:
             path converts or raises).  A parameter set since is not checked here: setting
             one drops this call (``__setattr__``), and ``_fast_stream`` checks them."""
             if type(X) is not ndarray or X.dtype is not dt or X.shape != shape \
-                    or not X.flags.c_contiguous or d["n_atoms_"] != lmax:
+                    or d["n_atoms_"] != lmax:
                 return False
-            dep = fn(st, rfb(ct, X, False))  # the kernel: < 0 for a NaN or Inf, else the
-            if dep:                          # samples OMP stopped early (0 or 1)
+            try:  # the row's pointer: cffi refuses an array that is not C-contiguous
+                x = rfb(ct, X, False)  # (a check of X.flags costs as much again)
+            except (ValueError, BufferError):
+                return False
+            dep = fn(st, x)  # the kernel: < 0 for a NaN or Inf, else the samples OMP
+            if dep:          # stopped early (0 or 1)
                 if dep < 0:
                     return False
                 warn_stopped_early(dep, 1, lmax, k, m)

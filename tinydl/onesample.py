@@ -144,8 +144,7 @@ class OneSample:
         l, k, m = self.fused.l, self.fused.k, self.fused.m
 
         def fast(learner, X):
-            if type(X) is not ndarray or X.dtype is not dt or X.shape != shape \
-                    or not X.flags.c_contiguous:
+            if type(X) is not ndarray or X.dtype is not dt or X.shape != shape:
                 return None
             d = learner.__dict__
             try:  # valid_for's identities (a KeyError: not trained, the checked path says)
@@ -158,7 +157,11 @@ class OneSample:
                     return None
             except KeyError:
                 return None
-            j = fn(b, rfb(xt, X, False))  # -1: a NaN or Inf (the batch path says)
+            try:  # the row's pointer: cffi refuses an array that is not C-contiguous
+                x = rfb(xt, X, False)
+            except (ValueError, BufferError):
+                return None
+            j = fn(b, x)  # -1: a NaN or Inf (the batch path says)
             if j < 0:
                 return None
             if p.dep:
