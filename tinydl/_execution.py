@@ -57,10 +57,12 @@ class ExecutionPaths:
         into = self.__dict__.get("_into")
         if into is None or into[0] is not self.k or into[1] is not self.tol:
             into = self._prepare_into()
-        self._encode_into(X, indices, values, into)
+        one = into[7]
+        if one is None or not one(X, indices, values):
+            self._encode_into(X, indices, values, into)
 
     def _encode_into(self, X, indices, values, into) -> None:
-        _, _, kc, m, dt, pfx, plan = into
+        _, _, kc, m, dt, pfx, plan, _ = into
         if not (type(X) is np.ndarray and X.ndim == 2 and X.shape[1] == m and X.dtype == dt
                 and X.flags.c_contiguous and X.shape[0] >= 1):
             raise ValueError(f"{pfx}X must be a C-contiguous {dt} ndarray of shape (n >= 1, "
@@ -90,7 +92,9 @@ class ExecutionPaths:
             self._prepared(np.zeros((1, self.n_features_in_), self.dtype_), "transform")
         kc = min(p["k"], self._fit_params["l"])
         plan = self._exec_plan(p) if self.n_atoms_ else None
-        into = (self.k, self.tol, kc, self.n_features_in_, self.dtype_, "transform_into: ", plan)
+        m, dt = self.n_features_in_, self.dtype_
+        into = (self.k, self.tol, kc, m, dt, "transform_into: ", plan,
+                _one_row_into(plan, m, dt, kc))
         if store:
             self._into = into
         return into
@@ -207,6 +211,39 @@ _params_key = operator.attrgetter(*_PARAMS)
 #: attributes, as an estimator's parameters are; a KeyError otherwise)
 _params_in = operator.itemgetter(*_PARAMS)
 _PARAM_NAMES = frozenset(_PARAMS)
+
+
+def _one_row_into(plan, m, dt, kc):
+    """``transform_into`` of one row in one Python frame, or None where the plan has no
+    kernel call to offer (``kernel_rows``): ``one(X, indices, values) -> bool``, False
+    (nothing written) where the checked path must run - an array not of the shape and dtype
+    asked (or, as cffi refuses its pointer, not C-contiguous, or read-only codes), a NaN or
+    Inf - which converts nothing and raises naming the problem."""
+    make = getattr(plan, "kernel_rows", None)
+    if make is None:
+        return None
+    fn, st, rt, it, rfb = make()
+    ndarray, shape, kshape, i32 = np.ndarray, (1, m), (1, kc), _INT32
+    l, k = plan.l, plan.k
+
+    def one(X, indices, values) -> bool:
+        if type(X) is not ndarray or X.dtype is not dt or X.shape != shape \
+                or type(indices) is not ndarray or indices.dtype is not i32 \
+                or indices.shape != kshape or type(values) is not ndarray \
+                or values.dtype is not dt or values.shape != kshape:
+            return False
+        try:
+            x, pi, pv = rfb(rt, X, False), rfb(it, indices, True), rfb(rt, values, True)
+        except (ValueError, BufferError):
+            return False
+        dep = fn(st, 1, x, pi, pv)
+        if dep:
+            if dep < 0:
+                return False
+            warn_stopped_early(dep, 1, l, k, m)
+        return True
+    one.keep = plan  # what the kernel's struct points into
+    return one
 
 
 def _never(X) -> bool:

@@ -152,3 +152,34 @@ def test_copies_bind_their_own_one_row_call(backend):
             other.partial_fit(X[i:i + 1])
         assert other.n_samples_seen_ == seen + 5 and sd.n_samples_seen_ == seen
         assert _same_state(_state(other), _state(sd))
+
+
+def test_one_row_transform_into_is_transform_and_refuses_what_it_did(backend):
+    """transform_into of one row (one bound kernel call where the plan offers it): the codes
+    of transform, bit for bit; anything not asked for raises as on the checked path, with
+    nothing written."""
+    X = _rows(4)
+    sd, _ = _full(backend, X, standardize=True, n_standardize=40, alpha=0.2)
+    ref = sd.transform(X[120:180], dense=False)
+    idx, val = np.full((1, 4), 9, np.int32), np.full((1, 4), 9.0, np.float32)
+    for i in range(60):
+        sd.transform_into(X[120 + i:121 + i], idx, val)
+        assert np.array_equal(idx[0], ref.indices[i]) and np.array_equal(val[0], ref.values[i])
+    assert (sd._into[7] is None) == (backend == "numpy")
+    x = X[200:201].copy()
+    idx[:], val[:] = 9, 9.0
+    ro = val.copy()
+    ro.flags.writeable = False
+    nan = x.copy()
+    nan[0, 2] = np.nan
+    for a, i, v, msg in (
+            (x.astype(np.float64), idx, val, r"X must be .*float32.*float64"),
+            (np.asfortranarray(X[200:202])[:1], idx, val, r"C-contiguous"),
+            (x, idx.astype(np.int64), val, r"indices .*int32"),
+            (x, np.full((2, 4), 9, np.int32)[:1, ::-1], val, r"indices .*C-contiguous"),
+            (x, idx, ro, r"values .*writeable"),
+            (x, idx, val[:, :3], r"values .*\(1, 4\)"),
+            (nan, idx, val, r"NaN or Inf .*\(0, 2\)")):
+        with pytest.raises(ValueError, match=msg):
+            sd.transform_into(a, i, v)
+        assert (idx == 9).all() and (val == 9).all()

@@ -225,6 +225,14 @@ class EncodePlan:
         """``rows_into(indices, values, one=True)``: the call for exactly one row."""
         return self.rows_into(indices, values, one=True)
 
+    def kernel_rows(self):
+        """:meth:`encode_rows` of raw rows as a kernel call for a caller to make itself:
+        ``(fn, plan, real, int, rfb)``, ``fn(plan, n, rfb(real, X, False), rfb(int,
+        indices, True), rfb(real, values, True))`` returns the samples OMP stopped early, or
+        a negative number (nothing written) for a NaN or Inf (``rfb`` refuses an array
+        that is not C-contiguous, or read-only where True is passed)."""
+        return self._fn, self._plan, self._rt, self._it, self._rfb
+
     def encode_rows(self, X, indices, values, raw: bool = True) -> bool:
         """:meth:`encode`, returning False for an ``X`` with a NaN or Inf (nothing written)
         instead of raising: the streaming transform's steady state codes a conforming raw
