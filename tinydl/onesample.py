@@ -35,7 +35,10 @@ same bits as above (written into ``indices`` / ``values``); its outputs agree wi
 :meth:`OneSample.outputs` to rounding (the dense layers after the first sum in input order,
 tanh is libm's: within 1e-5 of the largest output's size in float32, tested), so its label
 is ``outputs``' argmax except on a tie within rounding.  ``outputs`` (``predict_proba``,
-``decision_function``) keeps the bit-identical path above.
+``decision_function``) keeps the bit-identical path above.  The learner's ``predict`` of
+one sample first tries :attr:`OneSample.fast`: the same kernel call in one Python frame (the
+checks of :meth:`OneSample.valid_for` and :meth:`OneSample.predict` written out, the
+kernel's two-argument ``predict1b``).
 
 The buffers belong to one state: :meth:`OneSample.valid_for` compares the objects they were
 made from (the network, the transform and its prepared execution state, the standardization
