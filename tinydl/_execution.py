@@ -125,6 +125,10 @@ class ExecutionPaths:
             r = f[3](X, idx, val, self.n_atoms_)
         else:  # the codes go to the runner's own scratch
             idx = val = None
+            if n == 1 and self.n_atoms_ == f[6] and d.get("_one") is None:
+                self._bind_one(f)  # full: this row and the next take the one-row call
+                if self._one(X):   # (bound before anything changes: a failure to bind
+                    return None, None  # leaves the state as it was)
             r = f[5](X, self.n_atoms_)
         if r < 0:
             return None
@@ -132,8 +136,6 @@ class ExecutionPaths:
         if r != self.n_atoms_:
             self.n_atoms_ = r
             self._ready(self._check_params())
-        if r == f[6] and idx is None and n == 1 and d.get("_one") is None:
-            self._bind_one(f)  # full: later one-row calls take the one-row path
         return idx, val
 
     def _bind_one(self, f) -> None:

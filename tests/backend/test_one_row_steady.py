@@ -183,3 +183,23 @@ def test_one_row_transform_into_is_transform_and_refuses_what_it_did(backend):
         with pytest.raises(ValueError, match=msg):
             sd.transform_into(a, i, v)
         assert (idx == 9).all() and (val == 9).all()
+
+
+def test_binding_happens_before_the_row_changes_anything(backend, monkeypatch):
+    """The one-row call is bound on the first one-row call of the steady state, before that
+    row is counted: a failure to bind raises with nothing changed, and the next call binds."""
+    X = _rows(5)
+    sd, _ = _full(backend, X)
+    run = sd._fast[3]
+
+    def broken():
+        raise MemoryError("no room for the one-row call")
+    monkeypatch.setattr(run, "steady_row", broken)
+    seen, state = sd.n_samples_seen_, _state(sd)
+    with pytest.raises(MemoryError):
+        sd.partial_fit(X[120:121])
+    assert sd.n_samples_seen_ == seen and _same_state(_state(sd), state)
+    monkeypatch.undo()
+    sd.partial_fit(X[120:121])
+    assert sd.n_samples_seen_ == seen + 1
+    assert sd._one.__name__ == ("_never" if backend == "numpy" else "one")
