@@ -203,3 +203,28 @@ def test_binding_happens_before_the_row_changes_anything(backend, monkeypatch):
     sd.partial_fit(X[120:121])
     assert sd.n_samples_seen_ == seen + 1
     assert sd._one.__name__ == ("_never" if backend == "numpy" else "one")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_rows_and_overflowing_rows_as_the_batch(backend):
+    """A NaN or Inf anywhere in the row (the first feature, the last) is refused with
+    nothing changed; a finite row whose |x|^2 overflows is not refused, and its codes are
+    those of the same row in a batch."""
+    X = _rows(6)
+    sd, kw = _full(backend, X)
+    sd.partial_fit(X[120:121])
+    seen = sd.n_samples_seen_
+    for t, v in ((0, np.nan), (23, np.inf), (11, -np.inf)):
+        bad = X[121:122].copy()
+        bad[0, t] = v
+        with pytest.raises(ValueError, match=rf"NaN or Inf.*\(0, {t}\)"):
+            sd.partial_fit(bad)
+    assert sd.n_samples_seen_ == seen
+    big = np.full((1, 24), 3e19, np.float32)  # |x|^2 = 24 * 9e38: inf in float32
+    idx, val = np.full((1, 4), 9, np.int32), np.full((1, 4), 9.0, np.float32)
+    sd.partial_fit(big)
+    sd.transform_into(big, idx, val)
+    ref = sd.transform(np.repeat(big, 2, axis=0), dense=False)
+    assert np.array_equal(idx[0], ref.indices[0], equal_nan=False)
+    assert np.array_equal(val[0], ref.values[0], equal_nan=True)
+    assert sd.n_samples_seen_ == seen + 1
