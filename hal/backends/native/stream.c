@@ -178,14 +178,25 @@ long F(stream_bound)(struct CAT(tdl_stream, SUF) *s, long n, long N, const REAL 
 }
 
 /* stream_bound of one raw row in the steady state (s->lmax atoms: no Wp test, nothing
-   joins: the row's finiteness check, standardization and OMP code, into s->bidx / s->bval):
+   joins: the row's standardization, finiteness check and OMP code, into s->bidx / s->bval):
    a one-row partial_fit once the dictionary is full, in a two-argument call.  Returns, as
    encode1 does, 1 if OMP stopped early on it (s->dep), else 0, or a negative number
    (nothing done) for a non-finite row. */
 long F(stream1)(struct CAT(tdl_stream, SUF) *s, const REAL *X)
 {
-    const long r = F(stream_raw)(s, s->lmax, s->lmax, 1, X, s->thr, s->bidx, s->bval);
-    return r < 0 ? r : s->dep;
+    /* stream's steady state (n >= lmax) for one row, with the finiteness check after the
+       correlations as in encode1 */
+    const long m = s->m, n = s->lmax, kk = s->k < n ? s->k : n;
+    const REAL *x = F(standardized)(1, m, X, s->mean, s->scale, s->xs);
+    F(correlate)(1, n, m, x, m, s->DT, s->ldt, s->corr, n, s->xx, s->acc);
+    const REAL xx = s->xx[0];
+    if (!(xx - xx == 0)) {
+        const long bad = F(nonfinite)(1, m, X);
+        if (bad) return -bad;
+    }
+    s->dep = F(omp)(1, n, kk, s->ldo, s->corr, s->xx, s->G, s->lb, s->tol2, s->eps, s->ows,
+                    s->bidx, s->bval, s->nnz, s->resid);
+    return s->dep;
 }
 
 /* encode of one raw row with the plan and the codes' arrays bound (b): the one-row
