@@ -153,7 +153,8 @@ F(cblock)(long t0, long t1, const REAL *const *x, const void *dt, long ldt, REAL
     for (int s = 0; s < NS; s++)
         for (int v = 0; v < NV; v++) A[s][v] = F(vload)(acc + s * lda + v * VL);
     for (long t = t0; t < t1; t++) {
-        const char *row = (const char *)dt + t * ldt * es;
+        const void *row = KIND ? (const void *)((const char *)dt + t * ldt * es)
+                               : (const void *)((const REAL *)dt + t * ldt);
         if (NS == 1 && pfn)
             for (long b = 0; b < pfn; b += 64)
                 __builtin_prefetch((const void *)((uintptr_t)pf + (uintptr_t)(
@@ -219,8 +220,8 @@ static void F(cblock_any)(long t0, long t1, const REAL *const *xs, const REAL *d
 /* a lone sample's block of nv <= 14 vectors (values of KIND), its lines of DT prefetched
    PFD rows of REAL ahead */
 static inline __attribute__((always_inline)) void
-F(cblock1_any)(long t0, long t1, const REAL *x, const void *dt, long ldt, REAL *acc, int nv,
-               const int KIND)
+F(cblock1_anyk)(long t0, long t1, const REAL *x, const void *dt, long ldt, REAL *acc, int nv,
+                const int KIND)
 {
     enum { VL = (int)(VBYTES / sizeof(REAL)) };
     const long es = TDL_ESIZE(KIND, sizeof(REAL));
@@ -231,6 +232,13 @@ F(cblock1_any)(long t0, long t1, const REAL *x, const void *dt, long ldt, REAL *
     }
 }
 #undef CB1
+
+/* a lone sample's block over float atoms (a function of its own, as the batch's) */
+static void F(cblock1_any)(long t0, long t1, const REAL *x, const REAL *dt, long ldt,
+                           REAL *acc, int nv)
+{
+    F(cblock1_anyk)(t0, t1, x, dt, ldt, acc, nv, 0);
+}
 
 /* correlate's acc (lw values) for one sample x from DT of KIND: groups of at most 14
    vectors, as even as possible; chunks of LONE_CKC features where there are two groups or
@@ -247,8 +255,11 @@ F(correlate1)(long m, const REAL *x, const void *DT, long ldt, REAL *acc, long n
         const long t1 = t0 + ckc < m ? t0 + ckc : m;
         for (long v0 = 0; v0 < nvec; v0 += nvb) {
             const int nv = nvec - v0 < nvb ? (int)(nvec - v0) : (int)nvb;
-            F(cblock1_any)(t0, t1, x, (const char *)DT + v0 * VL * es, ldt, acc + v0 * VL,
-                           nv, KIND);
+            if (!KIND)
+                F(cblock1_any)(t0, t1, x, (const REAL *)DT + v0 * VL, ldt, acc + v0 * VL, nv);
+            else
+                F(cblock1_anyk)(t0, t1, x, (const char *)DT + v0 * VL * es, ldt, acc + v0 * VL,
+                                nv, KIND);
         }
     }
 }
