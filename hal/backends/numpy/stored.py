@@ -250,8 +250,9 @@ class StoredBasisWorkspace(BasisWorkspace):
         return norm
 
     # the execution phase (BasisWorkspace.exec_plan) on a compiled_execution backend:
-    # stored.c's one-call encode reads these stored atoms in place (no copy; float32
-    # compute), a fixed order per row, so the stream's codes stay independent of the split
+    # stored.c's one-call encode over these stored atoms (a transposed copy in their stored
+    # dtype, refreshed by _join; float32 compute), a fixed order per row, so the stream's
+    # codes stay independent of the split
     def _exec_ok(self, xbe) -> bool:
         return self.dtype == np.float32 and hasattr(xbe, "prepare_stored_basis")
 
