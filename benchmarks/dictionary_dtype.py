@@ -27,7 +27,10 @@ round starting at another dtype; ``--repeat`` rounds, median); the ratio against
 is the median over rounds of the ratio within a round (the machine's load hits neighbours
 alike).  Narrower storage runs
 ``hal.backends.numpy.stored`` (16 atoms decoded at a time) on numpy and blas, and
-``hal/backends/native/stored.c`` (the atoms read as stored, decoded in registers) on native.
+``hal/backends/native/stored.c`` on native (float32's correlation kernels over the atoms kept
+transposed in their stored dtype: a lone row decodes them in registers, a batch decodes a
+chunk at a time into a float tile per group of up to 48 rows; blas's transform runs there
+too, by the execution rule).
 
 Data: UJIIndoorLoc (UCI's split, the documented RSSI conversion of ``tinydl.data.load_real``);
 the Daily and Sports subset on ``tinydl reproduce``'s split (20% stratified test, seed 0).

@@ -7,12 +7,14 @@ What is bit-identical and what agrees within a tolerance:
 * ``correlate`` (``X @ decode(D).T``): within ``1e-5 * (|X| @ |decode(D)|.T)`` of a float64
   product of the decoded atoms (another summation order; the int8 scale applied once to the
   finished sum); each value bit-identical alone, in any batch, with any number of atoms after
-  it (a lone row decodes in registers, a batch from a decoded tile: the same sums);
+  it (a lone row decodes in registers, a batch from a decoded tile: the same sums), and the
+  same bits as float32's own kernel on the decoded atoms (one kernel, correlate.c);
 * ``combine`` (``out -= W @ decode(D)``): within ``1e-5 * (|out| + |W| @ |decode(D)|)``;
 * the one-call encode: the codes of the NumPy reference's plan (same supports, values within
   1e-4 of the largest);
 * a StreamingDictionary on the native backend with a float16 / int8 dictionary: the same joins
-  as on NumPy, the same bits however the stream is cut.
+  as on NumPy, the same bits however the stream is cut; atoms that join after the kernels
+  were bound reach their transposed copy (the same codes as a dictionary loaded afresh).
 """
 import numpy as np
 import pytest
@@ -43,16 +45,33 @@ def _atoms(rng, l, m, storage):
     return q, sc, decode(q, sc, np.float32)
 
 
+def _f32_correlate(native, X, D):
+    """``X @ D.T`` by correlate.c's float32 kernel (correlate_f32), atoms transposed and
+    padded as it reads them."""
+    ffi, lib = native._nffi, native._nlib
+    n, (l, m) = len(X), D.shape
+    DT = np.zeros((m, int(lib.correlate_width_f32(l))), np.float32)
+    DT[:, :l] = D.T
+    C = np.empty((n, l), np.float32)
+    acc = np.empty(int(lib.correlate_scratch_f32(l)), np.float32)
+    X = np.ascontiguousarray(X, np.float32)
+    fb = ffi.from_buffer
+    lib.correlate_f32(n, l, m, fb("float[]", X), m, fb("float[]", DT), DT.shape[1],
+                      fb("float[]", C), l, ffi.NULL, fb("float[]", acc))
+    return C
+
+
 def _tiles(native, q, sc):
     from hal.backends.native.stored import StoredTiles
     return StoredTiles(native._nffi, native._nlib, q, sc)
 
 
 @pytest.mark.parametrize("storage", STORAGE)
-@pytest.mark.parametrize("m", LENGTHS)
-def test_correlate_agrees_and_each_value_is_stable(native, storage, m):
+@pytest.mark.parametrize("m,l", [(m, 37) for m in LENGTHS] + [(300, 130)])
+def test_correlate_agrees_and_each_value_is_stable(native, storage, m, l):
+    # l = 130: 17 vectors of atoms, which a lone row takes in two register blocks over
+    # chunks of features (correlate.c's correlate1), a batch in blocks of 2 (the tile)
     rng = np.random.default_rng(m)
-    l = 37
     q, sc, Dd = _atoms(rng, l, m, storage)
     t = _tiles(native, q, sc)
     X = rng.standard_normal((53, m)).astype(np.float32)  # more than one 48-row group
@@ -71,6 +90,9 @@ def test_correlate_agrees_and_each_value_is_stable(native, storage, m):
     part = np.empty((6, l), np.float32)
     t.correlate(X[3:9], l, part)
     np.testing.assert_array_equal(part, C[3:9])
+    # float32's own kernel over the decoded atoms (the int8 scale on the finished sum)
+    want = _f32_correlate(native, X, decode(q, None, np.float32))
+    np.testing.assert_array_equal(C, want if sc is None else want * sc)
 
 
 @settings(max_examples=25, deadline=None)
@@ -244,3 +266,28 @@ def test_blas_codes_stored_atoms_on_the_native_kernels(native, storage, require_
     rows = StreamingDictionary(backend="blas", **kw)
     singles = np.concatenate([rows.partial_fit_transform(X[i:i + 1]) for i in range(40)])
     np.testing.assert_array_equal(singles, whole[:40])
+
+
+@pytest.mark.parametrize("backend", ["native", "blas"])
+@pytest.mark.parametrize("storage", STORAGE)
+def test_atoms_joining_after_the_kernels_are_bound(native, backend, storage, require_backend,
+                                                   tmp_path):
+    """The kernels keep the atoms transposed (stored.c): a transform before more joins binds
+    them (the native workspace's tiles; blas: the execution plan's), the joins after it
+    must reach that copy - the codes then equal those of the same dictionary loaded afresh
+    (its copy made from the stored atoms at once)."""
+    require_backend(backend)
+    # rank 10, then rows off that subspace (new atoms)
+    X = np.concatenate([_stream_data(4)[:60], _stream_data(5)[:100]])
+    kw = dict(l=30, k=4, alpha=0.3, dictionary_dtype=storage)
+    sd = StreamingDictionary(backend=backend, **kw).fit(X[:60])
+    before = sd.n_atoms_
+    sd.transform(X[:5])
+    sd.transform(X[:1])
+    sd.partial_fit(X[60:])
+    assert sd.n_atoms_ > before
+    path = str(tmp_path / "d.npz")
+    sd.save(path)
+    fresh = StreamingDictionary.load(path, backend=backend)
+    np.testing.assert_array_equal(sd.transform(X[:50]), fresh.transform(X[:50]))
+    np.testing.assert_array_equal(sd.transform(X[7:8]), fresh.transform(X[7:8]))

@@ -164,20 +164,23 @@ def test_portable_build_of_the_stored_kernels(tmp_path, require_backend):
     D /= np.linalg.norm(D, axis=1, keepdims=True)
     X = rng.standard_normal((9, m)).astype(np.float32)
     fb = ffi.from_buffer
-    for kind, storage in enumerate(("float16", "int8")):
+    for kind, storage in ((1, "float16"), (2, "int8")):
         q, sc = quantize(D, storage)
         Dd = decode(q, sc, np.float32)
+        # the correlations read the atoms transposed, padded to whole vectors (stored.c)
+        qt = np.zeros((m, int(lib.correlate_width_f32(l))), q.dtype)
+        qt[:, :l] = q.T
         C = np.empty((9, l), np.float32)
         acc = np.empty(int(lib.stored_scratch(l, m, 9)), np.float32)
         scp = ffi.NULL if sc is None else fb("float[]", sc)
-        lib.stored_correlate(9, l, m, fb("float[]", X), m, fb("char[]", q), kind, scp,
-                             fb("float[]", C), l, fb("float[]", acc), 9)
+        lib.stored_correlate(9, l, m, fb("float[]", X), m, fb("char[]", qt), qt.shape[1], kind,
+                             scp, fb("float[]", C), l, fb("float[]", acc), 9)
         ref = X.astype(np.float64) @ Dd.T.astype(np.float64)
         bound = np.abs(X).astype(np.float64) @ np.abs(Dd).T.astype(np.float64)
         assert np.all(np.abs(C - ref) <= 1e-5 * bound)
         one = np.empty((1, l), np.float32)
-        lib.stored_correlate(1, l, m, fb("float[]", X[4:5]), m, fb("char[]", q), kind, scp,
-                             fb("float[]", one), l, fb("float[]", acc), 1)
+        lib.stored_correlate(1, l, m, fb("float[]", X[4:5]), m, fb("char[]", qt), qt.shape[1],
+                             kind, scp, fb("float[]", one), l, fb("float[]", acc), 1)
         np.testing.assert_array_equal(one[0], C[4])
         W = rng.standard_normal((3, l)).astype(np.float32)
         R = X[:3].copy()

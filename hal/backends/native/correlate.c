@@ -14,10 +14,85 @@
    the streaming transform's results independent of the batch split without the zero-padded
    16-row tiles a BLAS GEMM needs.  |X[i]|^2 has an order of its own (F(sqnorm)).
 
+   The atoms may be stored narrower than REAL (float instantiation only: stored.c): DT's
+   values are then read by F(vload_as) as KIND 1 float16 or 2 int8 and converted exactly to
+   float, in registers, before the same multiply-adds (KIND 0: REAL itself).  The order above
+   does not depend on the kind: a product over decoded atoms is the product over the float
+   atoms they decode to, so one kernel serves every storage (and stored.c's batches, which
+   decode a chunk of DT into a float tile once per group of rows and run the float kernel on
+   it, give a row the bits its lone product over the stored values gives).
+
    The blocking is for speed only: NS samples x NV vectors of atoms per register block
    (NS * NV <= 12 accumulators: 6 x 2 for batches; up to 1 x 14 for a lone sample, so that a
    lone sample has enough independent FMA chains and reads each row of DT in one pass), chunks of CKC features (the DT rows of a chunk stay
    in L2 while the samples of a block of CSB pass over them). */
+
+#ifndef TDL_DECODE_ONCE
+#define TDL_DECODE_ONCE
+/* The storage kinds' exact conversion to float, 8 values at a time (shared by both
+   instantiations, defined once). */
+typedef float tdl_v8 __attribute__((vector_size(32)));
+
+/* IEEE binary16 bits to float (normal, subnormal, zero, Inf and NaN): the scalar fallback */
+static inline float tdl_half(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, f = h & 0x3ffu, bits;
+    if (e == 0x1f)
+        bits = sign | 0x7f800000u | (f << 13);
+    else if (e)
+        bits = sign | ((e + 112u) << 23) | (f << 13);
+    else if (f) {  /* subnormal: f * 2^-24, exact in float */
+        float v = (float)f * 5.9604644775390625e-8f;
+        __builtin_memcpy(&bits, &v, 4);
+        bits |= sign;
+    } else
+        bits = sign;
+    float out;
+    __builtin_memcpy(&out, &bits, 4);
+    return out;
+}
+
+/* 8 float16 values (F16C's vcvtph2ps where the target has it) */
+static inline tdl_v8 tdl_load_f16(const uint16_t *p)
+{
+#if defined(__F16C__)
+    return (tdl_v8)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#else
+    tdl_v8 v;
+    for (int u = 0; u < 8; u++) {
+        uint16_t h;
+        __builtin_memcpy(&h, p + u, sizeof h);
+        v[u] = tdl_half(h);
+    }
+    return v;
+#endif
+}
+
+/* 8 int8 values, sign-extended and converted (exact) */
+static inline tdl_v8 tdl_load_i8(const int8_t *p)
+{
+#if defined(__AVX2__)
+    return (tdl_v8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+#else
+    tdl_v8 v;
+    for (int u = 0; u < 8; u++) v[u] = (float)p[u];
+    return v;
+#endif
+}
+
+/* the bytes of one value of KIND (0: the compute type, of size r) */
+#define TDL_ESIZE(KIND, r) ((KIND) == 1 ? 2L : (KIND) == 2 ? 1L : (long)(r))
+#endif
+
+/* VL values of KIND from element i of p on, as REAL (KIND 1 float16, 2 int8: the float
+   instantiation only, VL = 8) */
+static inline F(VEC) F(vload_as)(const void *p, long i, const int KIND)
+{
+    if (KIND == 1) return (F(VEC))tdl_load_f16((const uint16_t *)p + i);
+    if (KIND == 2) return (F(VEC))tdl_load_i8((const int8_t *)p + i);
+    return F(vload)((const REAL *)p + i);
+}
 
 /* acc + x * d with one rounding, the same in every block shape: explicit where the target
    has an FMA (GCC contracts a + b * c in some inlined variants of a loop and not in others:
@@ -62,25 +137,44 @@ static inline REAL F(lanes)(F(VEC) a)
 #define LONE_CKC 32
 
 /* NS samples x NV vectors of atoms over the features [t0, t1): x[s] the sample rows, dt the
-   first DT column of the block (rows of ldt values), acc[s * lda + v * VL] the accumulators
-   carried between calls; pfn > 0 (a lone sample): the pfn bytes from pf of the row PFD ahead
-   are prefetched (an address, never read: it may lie past DT's end) */
+   first DT column of the block (rows of ldt values of KIND), acc[s * lda + v * VL] the
+   accumulators carried between calls; pfn > 0 (a lone sample): the pfn bytes from pf of the
+   row PFD values of REAL's size ahead are prefetched (an address, never read: it may lie
+   past DT's end); WRITE: each vector read is also stored, as REAL, at w + t * ldw + v * VL
+   (a decoded tile the next blocks read) */
 static inline __attribute__((always_inline)) void
-F(cblock)(long t0, long t1, const REAL *const *x, const REAL *dt, long ldt, REAL *acc,
-          long lda, const char *pf, long pfn, const int NS, const int NV)
+F(cblock)(long t0, long t1, const REAL *const *x, const void *dt, long ldt, REAL *acc,
+          long lda, const char *pf, long pfn, REAL *w, long ldw, const int NS, const int NV,
+          const int KIND, const int WRITE)
 {
     enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    const long es = TDL_ESIZE(KIND, sizeof(REAL)), ahead = PFD * (long)sizeof(REAL) / es;
     F(VEC) A[6][14];
     for (int s = 0; s < NS; s++)
         for (int v = 0; v < NV; v++) A[s][v] = F(vload)(acc + s * lda + v * VL);
     for (long t = t0; t < t1; t++) {
-        const REAL *row = dt + t * ldt;
+        const void *row = KIND ? (const void *)((const char *)dt + t * ldt * es)
+                               : (const void *)((const REAL *)dt + t * ldt);
         if (NS == 1 && pfn)
             for (long b = 0; b < pfn; b += 64)
                 __builtin_prefetch((const void *)((uintptr_t)pf + (uintptr_t)(
-                    ((t + PFD) * ldt) * (long)sizeof(REAL) + b)));
+                    ((t + ahead) * ldt) * es + b)));
+        if (KIND && NS == 1) {  /* each decoded vector used at once: NV accumulators, the
+                                   broadcast and one decoded vector fill the 16 registers
+                                   (decoding all NV first spilled the accumulators) */
+            const F(VEC) xb = F(splat)(x[0][t]);
+            for (int v = 0; v < NV; v++) {
+                const F(VEC) d = F(vload_as)(row, v * VL, KIND);
+                if (WRITE) F(vstore)(w + t * ldw + v * VL, d);
+                A[0][v] = F(madd)(A[0][v], xb, d);
+            }
+            continue;
+        }
         F(VEC) dv[14];
-        for (int v = 0; v < NV; v++) dv[v] = F(vload)(row + v * VL);
+        for (int v = 0; v < NV; v++) {
+            dv[v] = F(vload_as)(row, v * VL, KIND);
+            if (WRITE) F(vstore)(w + t * ldw + v * VL, dv[v]);
+        }
         for (int s = 0; s < NS; s++) {
             const F(VEC) xb = F(splat)(x[s][t]);
             for (int v = 0; v < NV; v++) A[s][v] = F(madd)(A[s][v], xb, dv[v]);
@@ -91,52 +185,123 @@ F(cblock)(long t0, long t1, const REAL *const *x, const REAL *dt, long ldt, REAL
 }
 
 #define CB(NS_, NV_) \
-    case (NS_) * 16 + (NV_): F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, NS_, NV_); break;
+    case (NS_) * 16 + (NV_): \
+        F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, w, ldw, NS_, NV_, KIND, WRITE); break;
 
 /* the register block for ns samples (<= 6) and nv vectors (<= 12 / ns; 14 for a lone
    sample: 14 FMA chains and the broadcast fill the 16 AVX2 registers) */
-static void F(cblock_any)(long t0, long t1, const REAL *const *xs, const REAL *dt, long ldt,
-                           REAL *acc, long lda, int ns, int nv)
+static inline __attribute__((always_inline)) void
+F(cblock_anyk)(long t0, long t1, const REAL *const *xs, const void *dt, long ldt, REAL *acc,
+               long lda, int ns, int nv, REAL *w, long ldw, const int KIND, const int WRITE)
 {
     switch (ns * 16 + nv) {
     CB(6, 2) CB(6, 1) CB(5, 2) CB(5, 1) CB(4, 3) CB(4, 2) CB(4, 1)
     CB(3, 4) CB(3, 3) CB(3, 2) CB(3, 1) CB(2, 6) CB(2, 5) CB(2, 4) CB(2, 3) CB(2, 2) CB(2, 1)
     CB(1, 14) CB(1, 13) CB(1, 12) CB(1, 11) CB(1, 10) CB(1, 9) CB(1, 8) CB(1, 7) CB(1, 6) CB(1, 5) CB(1, 4)
-    CB(1, 3) CB(1, 2) default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, 1, 1);
+    CB(1, 3) CB(1, 2)
+    default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, w, ldw, 1, 1, KIND, WRITE);
     }
 }
 #undef CB
 
-#define CB1(NV_) \
-    case NV_: F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, NV_ * VBYTES, 1, NV_); \
-    break;
-
-/* a lone sample's block of nv <= 14 vectors, its lines of DT prefetched PFD rows ahead */
-static void F(cblock1_any)(long t0, long t1, const REAL *x, const REAL *dt, long ldt,
-                           REAL *acc, int nv)
+/* the register block over float atoms */
+static void F(cblock_any)(long t0, long t1, const REAL *const *xs, const REAL *dt, long ldt,
+                           REAL *acc, long lda, int ns, int nv)
 {
+    F(cblock_anyk)(t0, t1, xs, dt, ldt, acc, lda, ns, nv, 0, 0, 0, 0);
+}
+
+#define CB1(NV_) \
+    case NV_: \
+        F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, NV_ * VL * es, 0, 0, 1, NV_, \
+                  KIND, 0); \
+        break;
+
+/* a lone sample's block of nv <= 14 vectors (values of KIND), its lines of DT prefetched
+   PFD rows of REAL ahead */
+static inline __attribute__((always_inline)) void
+F(cblock1_anyk)(long t0, long t1, const REAL *x, const void *dt, long ldt, REAL *acc, int nv,
+                const int KIND)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    const long es = TDL_ESIZE(KIND, sizeof(REAL));
     switch (nv) {
     CB1(14) CB1(13) CB1(12) CB1(11) CB1(10) CB1(9) CB1(8) CB1(7) CB1(6) CB1(5) CB1(4) CB1(3)
-    CB1(2) default: F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, VBYTES, 1, 1);
+    CB1(2) default: F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, VL * es, 0, 0, 1, 1,
+                              KIND, 0);
     }
 }
 #undef CB1
 
-/* correlate's acc (lw values) for one sample x: groups of at most 14 vectors, as even as
-   possible; chunks of LONE_CKC features where there are two groups or more (see PFD) */
-static void F(correlate1)(long m, const REAL *x, const REAL *DT, long ldt, REAL *acc,
-                          long nvec)
+/* a lone sample's block over float atoms (a function of its own, as the batch's) */
+static void F(cblock1_any)(long t0, long t1, const REAL *x, const REAL *dt, long ldt,
+                           REAL *acc, int nv)
+{
+    F(cblock1_anyk)(t0, t1, x, dt, ldt, acc, nv, 0);
+}
+
+/* correlate's acc (lw values) for one sample x from DT of KIND: groups of at most 14
+   vectors, as even as possible; chunks of LONE_CKC features where there are two groups or
+   more (see PFD) */
+static inline __attribute__((always_inline)) void
+F(correlate1)(long m, const REAL *x, const void *DT, long ldt, REAL *acc, long nvec,
+              const int KIND)
 {
     enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    const long es = TDL_ESIZE(KIND, sizeof(REAL));
     const long ng = (nvec + 13) / 14, nvb = (nvec + ng - 1) / ng;
     const long ckc = ng > 1 ? LONE_CKC : CKC;
     for (long t0 = 0; t0 < m; t0 += ckc) {
         const long t1 = t0 + ckc < m ? t0 + ckc : m;
         for (long v0 = 0; v0 < nvec; v0 += nvb) {
             const int nv = nvec - v0 < nvb ? (int)(nvec - v0) : (int)nvb;
-            F(cblock1_any)(t0, t1, x, DT + v0 * VL, ldt, acc + v0 * VL, nv);
+            if (!KIND)
+                F(cblock1_any)(t0, t1, x, (const REAL *)DT + v0 * VL, ldt, acc + v0 * VL, nv);
+            else
+                F(cblock1_anyk)(t0, t1, x, (const char *)DT + v0 * VL * es, ldt, acc + v0 * VL,
+                                nv, KIND);
         }
     }
+}
+
+/* acc (nb rows of lw values, lw / VL vectors) += the products of the nb samples at X (rows
+   at stride ldx) with the atoms of DT (values of KIND) over the features [t0, t1): blocks of
+   up to 6 samples.  Stored atoms (KIND 1, 2): the first block also decodes them into the
+   float tile w (rows of lw values, from feature t0 at row t0), as it reads them (the
+   decoding overlaps its multiply-adds), and the blocks after it read the tile. */
+static inline __attribute__((always_inline)) void
+F(correlate_chunkk)(long nb, long t0, long t1, const REAL *X, long ldx, const void *DT,
+                    long ldt, REAL *acc, long lw, REAL *w, const int KIND)
+{
+    enum { VL = (int)(VBYTES / sizeof(REAL)) };
+    const long nvec = lw / VL, es = TDL_ESIZE(KIND, sizeof(REAL));
+    for (long s0 = 0; nvec && s0 < nb; s0 += 6) {  /* (no atoms: |x|^2 only) */
+        const int ns = nb - s0 < 6 ? (int)(nb - s0) : 6;
+        /* groups of at most 12 / ns vectors, as even as possible (13 vectors as 7 + 6, not
+           12 + 1: a lone vector is one FMA chain, latency-bound) */
+        const long cap = ns == 1 ? 14 : 12 / ns, ng = (nvec + cap - 1) / cap;
+        const int nvb = (int)((nvec + ng - 1) / ng);
+        const REAL *xs[6];
+        for (int s = 0; s < ns; s++) xs[s] = X + (s0 + s) * ldx;
+        for (long v0 = 0; v0 < nvec; v0 += nvb) {
+            const int nv = nvec - v0 < nvb ? (int)(nvec - v0) : nvb;
+            REAL *a = acc + s0 * lw + v0 * VL;
+            if (!KIND)
+                F(cblock_any)(t0, t1, xs, (const REAL *)DT + v0 * VL, ldt, a, lw, ns, nv);
+            else if (!s0)
+                F(cblock_anyk)(t0, t1, xs, (const char *)DT + v0 * VL * es, ldt, a, lw, ns, nv,
+                               w + v0 * VL, lw, KIND, 1);
+            else
+                F(cblock_any)(t0, t1, xs, w + v0 * VL, lw, a, lw, ns, nv);
+        }
+    }
+}
+
+/* correlate_chunkk over float atoms */
+static void F(correlate_chunk)(long nb, long t0, long t1, const REAL *X, long ldx,
+                               const REAL *DT, long ldt, REAL *acc, long lw)
+{
+    F(correlate_chunkk)(nb, t0, t1, X, ldx, DT, ldt, acc, lw, 0, 0);
 }
 
 /* |x|^2 in a fixed order of its own: VL lanes stepping VL features at a time, the tail
@@ -182,24 +347,10 @@ void F(correlate)(long n, long l, long m, const REAL *X, long ldx, const REAL *D
         const long nb = n - i0 < CSB ? n - i0 : CSB;
         __builtin_memset(acc, 0, (unsigned long)(nb * lw) * sizeof(REAL));
         if (nb == 1 && nvec)
-            F(correlate1)(m, X + i0 * ldx, DT, ldt, acc, nvec);
-        else for (long t0 = 0; t0 < m; t0 += CKC) {
-            const long t1 = t0 + CKC < m ? t0 + CKC : m;
-            for (long s0 = 0; nvec && s0 < nb; s0 += 6) {  /* (no atoms: |x|^2 only) */
-                const int ns = nb - s0 < 6 ? (int)(nb - s0) : 6;
-                /* groups of at most 12 / ns vectors, as even as possible (13 vectors as 7 + 6,
-                   not 12 + 1: a lone vector is one FMA chain, latency-bound) */
-                const long cap = ns == 1 ? 14 : 12 / ns, ng = (nvec + cap - 1) / cap;
-                const int nvb = (int)((nvec + ng - 1) / ng);
-                const REAL *xs[6];
-                for (int s = 0; s < ns; s++) xs[s] = X + (i0 + s0 + s) * ldx;
-                for (long v0 = 0; v0 < nvec; v0 += nvb) {
-                    const int nv = nvec - v0 < nvb ? (int)(nvec - v0) : nvb;
-                    F(cblock_any)(t0, t1, xs, DT + v0 * VL, ldt, acc + s0 * lw + v0 * VL, lw,
-                                  ns, nv);
-                }
-            }
-        }
+            F(correlate1)(m, X + i0 * ldx, DT, ldt, acc, nvec, 0);
+        else for (long t0 = 0; t0 < m; t0 += CKC)
+            F(correlate_chunk)(nb, t0, t0 + CKC < m ? t0 + CKC : m, X + i0 * ldx, ldx, DT, ldt,
+                               acc, lw);
         for (long s = 0; s < nb; s++) {
             __builtin_memcpy(C + (i0 + s) * ldc, acc + s * lw, (unsigned long)l * sizeof(REAL));
             if (xx) xx[i0 + s] = F(sqnorm)(m, X + (i0 + s) * ldx);

@@ -152,18 +152,19 @@ struct tdl_predict1_f64 {
 long predict1b_f32(const struct tdl_predict1_f32 *, const float *);
 long predict1b_f64(const struct tdl_predict1_f64 *, const double *);
 
-/* a dictionary stored narrower than float32, bound for stored_encode (stored.c): kind 0
-   float16 atoms (binary16 bits), 1 int8 atoms with ascale (one float32 scale per atom) */
+/* a dictionary stored narrower than float32, bound for stored_encode (stored.c): kind 1
+   float16 atoms (binary16 bits), 2 int8 atoms with ascale (one float32 scale per atom);
+   DqT the atoms transposed (m rows of ldt values) */
 struct tdl_stored {
-    long m, l, k, ldo, ldg, kind, rows;  /* rows: what acc holds (stored_scratch) */
+    long m, l, k, ldo, ldg, kind, rows, ldt;  /* rows: what acc holds (stored_scratch) */
     float tol2, eps;
-    const void *Dq;
+    const void *DqT;
     const float *ascale, *G, *mean, *scale;
     float *xs, *corr, *xx, *acc, *ows, *resid;
     int *nnz;
 };
-void stored_correlate(long, long, long, const float *, long, const void *, long, const float *,
-                      float *, long, float *, long);
+void stored_correlate(long, long, long, const float *, long, const void *, long, long,
+                      const float *, float *, long, float *, long);
 long stored_scratch(long, long, long);
 void stored_combine(long, long, long, const float *, long, const void *, long, const float *,
                     float *, long);

@@ -2,17 +2,20 @@
 (float16, or int8 with one float32 scale per atom; compute in float32).
 
 The specification is :mod:`hal.backends.numpy.stored`, which decodes 16 atoms at a time into
-a float32 tile and multiplies it.  Here the products read the stored atoms directly
-(``stored.c``: each value decoded in a register as it is read, F16C's ``vcvtph2ps`` for
-float16, a sign extension and conversion for int8, the atom's scale applied once to the
-finished dot product), so a one-sample encode - a matrix-vector product over the whole
-dictionary, bound by the bytes it reads - reads 2 or 1 bytes per atom value instead of 4,
-and no float32 copy of any atom exists (a batch's group of up to 48 rows keeps a decoded
-float tile of 4 atoms x 1024 features, written by its first rows as they decode).
+a float32 tile and multiplies it.  Here the correlations run float32's own kernels
+(``correlate.c``) on the atoms kept transposed in their stored dtype (``DqT``, (m, lw), the
+layout of float32's ``DT``; ``stored.c``): a lone row reads them as stored, each value
+decoded in a register (F16C's ``vcvtph2ps`` for float16, a sign extension and conversion for
+int8), so a one-sample encode - a matrix-vector product over the whole dictionary, bound by
+the bytes it reads - reads 2 or 1 bytes per atom value instead of 4; a batch decodes each
+chunk of 256 features into a float tile once per group of up to 48 rows and runs float32's
+register-blocked batch kernel on it.  The atom's int8 scale multiplies the finished sum.
+The transposed copy costs ``m * lw`` stored values (as the float32 kernels' ``DT`` does);
+no float32 copy of the dictionary exists.
 
 * :class:`StoredTiles`: the products the Wp test, the joins and OMP need
   (``correlate``: ``X @ D.T``; ``combine``: ``out -= W @ D``), the interface of the NumPy
-  reference's tiles;
+  reference's tiles, and ``refresh`` (an atom rewritten: its transposed copy follows);
 * :class:`StoredEncodePlan`: the execution phase's encode (finiteness check,
   standardization, correlations, Batch-OMP) in one kernel call, as
   :class:`~hal.backends.native.bound.EncodePlan` for float atoms;
@@ -22,7 +25,7 @@ float tile of 4 atoms x 1024 features, written by its first rows as they decode)
 Tolerance against the NumPy reference (tests/backend/test_native_stored.py): correlations
 ``|got - ref| <= 1e-5 * (|X| @ |decode(D)|.T)`` (other summation order; the int8 scale is
 applied after the sum instead of to each decoded value).  Each correlation is summed in a
-fixed order of its own (see ``stored.c``), so results do not depend on the batch split.
+fixed order of its own (``correlate.c``'s), so results do not depend on the batch split.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from .bound import ptr, raw_from_buffer
 __all__ = ["StoredTiles", "StoredEncodePlan", "StoredBasisWorkspace", "KINDS"]
 
 #: the storage dtypes the kernels read, and their kind number in ``stored.c``
-KINDS = {np.dtype(np.float16): 0, np.dtype(np.int8): 1}
+#: (``correlate.c``'s KIND; 0 is the compute type itself)
+KINDS = {np.dtype(np.float16): 1, np.dtype(np.int8): 2}
 #: rows per kernel block of stored_encode (CSB in kernels.c)
 _ROWS = 48
 
@@ -65,6 +69,11 @@ class StoredTiles:
         self._ffi, self._lib = ffi, lib
         self._dq = ffi.from_buffer("char[]", Dq)
         self._sc = ffi.NULL if scale is None else ptr(ffi, None, scale)
+        # the atoms transposed, as correlate.c reads them (padding columns zero)
+        lb, m = Dq.shape
+        self.DqT = np.zeros((m, int(lib.correlate_width_f32(lb))), Dq.dtype)
+        self.DqT[:, :lb] = Dq.T
+        self._dqt = ffi.from_buffer("char[]", self.DqT)
         # the kernel's scratch, for as many atoms as are stored: one row's accumulators
         # until a call of more rows grows it (a batch group's, and a decoded tile)
         self.rows = 0
@@ -80,6 +89,10 @@ class StoredTiles:
             self._acc = ptr(self._ffi, None, self.acc)
             self.rows = want
         return self._acc, self.rows
+
+    def refresh(self, j: int) -> None:
+        """Atom ``j`` of ``Dq`` (and its scale) was rewritten: its transposed copy follows."""
+        self.DqT[:, j] = self.Dq[j]
 
     def _check(self, name, a, rows, cols):
         if not _rows_ok(a) or a.shape[0] != rows or a.shape[1] < cols:
@@ -100,8 +113,8 @@ class StoredTiles:
             return out
         fb = self._ffi.from_buffer
         acc, cap = self.scratch(n)
-        self._lib.stored_correlate(n, nq, m, fb("float[]", X), X.strides[0] // 4, self._dq,
-                                   self.kind, self._sc, fb("float[]", out),
+        self._lib.stored_correlate(n, nq, m, fb("float[]", X), X.strides[0] // 4, self._dqt,
+                                   self.DqT.shape[1], self.kind, self._sc, fb("float[]", out),
                                    out.strides[0] // 4 if n > 1 else nq, acc, cap)
         return out
 
@@ -160,8 +173,9 @@ class StoredEncodePlan:
             "resid": np.empty(_ROWS, dt), "nnz": np.empty(_ROWS, np.int32)}
         null = ffi.NULL
         fields = {"m": m, "l": l, "k": k, "ldo": width, "ldg": G.shape[1], "kind": tiles.kind,
+                  "ldt": tiles.DqT.shape[1], "DqT": tiles._dqt,
                   "tol2": -1.0 if tol is None else float(tol) ** 2,
-                  "eps": float(np.finfo(dt).eps), "Dq": tiles._dq, "ascale": tiles._sc,
+                  "eps": float(np.finfo(dt).eps), "ascale": tiles._sc,
                   "G": ptr(ffi, None, G),
                   "mean": null if mean is None else ptr(ffi, None, mean),
                   "scale": null if scale is None else ptr(ffi, None, scale),

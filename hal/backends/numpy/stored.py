@@ -14,10 +14,12 @@ Li's row by the Cholesky update ``h = Li[:n, :n] G[:n, n]``, ``L[n, n] = sqrt(G[
 :func:`quantize` and :func:`decode` are the storage arithmetic (int8: the per-atom clip
 factor of :mod:`hal.quantize` with the least reconstruction error).
 
-The native backend reads the stored atoms directly instead (``hal/backends/native/stored.c``,
-:mod:`hal.backends.native.stored`: decoded in registers, no float32 tile per call); this
-module is its specification.  A workspace takes its products from :meth:`_make_tiles` and
-its encode plans from :meth:`_make_plan`: what a backend with kernels of its own replaces.
+The native backend runs float32's correlation kernels on the stored atoms instead
+(``hal/backends/native/stored.c``, :mod:`hal.backends.native.stored`: a transposed copy in
+the stored dtype, decoded in registers for a lone row, a chunk at a time into a float tile
+for a batch); this module is its specification.  A workspace takes its products from
+:meth:`_make_tiles` and its encode plans from :meth:`_make_plan`: what a backend with kernels
+of its own replaces.
 """
 from __future__ import annotations
 
@@ -109,6 +111,10 @@ class _Tiles:
     def tile(self, t, e):
         sc = None if self.scale is None else self.scale[t:e]
         return decode(self.Dq[t:e], sc, self.dtype, out=self.buf[:e - t])
+
+    def refresh(self, j):
+        """Atom ``j`` was rewritten: nothing to follow (the tiles decode ``Dq`` as it
+        stands; the native tiles keep a transposed copy)."""
 
     def correlate(self, X, nq, out):
         """``out[:, :nq] = X @ decode(D[:nq]).T`` (row-independent)."""
@@ -223,6 +229,9 @@ class StoredBasisWorkspace(BasisWorkspace):
         self.D[n] = q[0]
         if sc is not None:
             self.scale[n] = sc[0]
+        for tiles in (self._tiles, self._xdt):  # (the execution plan's, if made)
+            if tiles is not None:
+                tiles.refresh(n)
         d = decode(self.D[n:n + 1], None if sc is None else self.scale[n:n + 1], self.dtype)
         G, Li = self.G, self.Li
         gnn = np.dot(d[0], d[0])
@@ -241,8 +250,9 @@ class StoredBasisWorkspace(BasisWorkspace):
         return norm
 
     # the execution phase (BasisWorkspace.exec_plan) on a compiled_execution backend:
-    # stored.c's one-call encode reads these stored atoms in place (no copy; float32
-    # compute), a fixed order per row, so the stream's codes stay independent of the split
+    # stored.c's one-call encode over these stored atoms (a transposed copy in their stored
+    # dtype, refreshed by _join; float32 compute), a fixed order per row, so the stream's
+    # codes stay independent of the split
     def _exec_ok(self, xbe) -> bool:
         return self.dtype == np.float32 and hasattr(xbe, "prepare_stored_basis")
 
