@@ -43,11 +43,12 @@ Splits and the rule for every setting (stated here, never chosen on the test spl
   ``auto+refine`` (``auto`` with label-free refinement, ``REFINE``, of a data-aware form
   its plain factors fail at, towards the original network's outputs on the training stream's
   inputs: dense factors and the convolutions' separated or reduced kernels; ranks on a
-  doubling grid, docs/compress.md),
-  ``svd+refine`` (the MLPs: ``auto+refine`` without the sparse dictionary, data-aware and
-  plain SVD only: its product is a gather and a segmented sum, which at batch 1 costs NumPy
-  about twice the SVD of the same rank, 63 against 31 us on ``dsa-mlp``'s second layer at
-  r = 128, k = 22, so this row is the one for speed and ``auto+refine`` the one for bytes),
+  doubling grid; a refined form must pass under two refinement seeds, docs/compress.md),
+  ``svd+refine`` (every model: ``auto+refine`` without the sparse dictionary, its dense
+  layers by data-aware and plain SVD only: the sparse product is a gather and a segmented
+  sum, which at batch 1 costs NumPy about twice the SVD of the same rank, 63 against 31 us
+  on ``dsa-mlp``'s second layer at r = 128, k = 22, so this row is the one for speed and
+  ``auto+refine`` the one for bytes),
   ``auto+refine/no-margin`` (the same at 1% with the drop seen held to the budget, no
   margin: what the margin costs, and whether the budget then holds on test),
   ``separation`` (convolutions by kernel separation only,
@@ -55,7 +56,11 @@ Splits and the rule for every setting (stated here, never chosen on the test spl
   contrast); budgets 1% and 5% (accuracy points as fractions).
 
 Each row: ``accuracy_before`` / ``accuracy_after`` on test, the validation figures, whether the
-budget held on test (``budget_held_on_test``: a broken budget is shown, not hidden),
+budget held on test (``budget_held_on_test``: a broken budget is shown, not hidden), the raw
+model's own validation minus test accuracy (``raw_val_test_gap_points``) and whether that gap
+is beyond sampling (``test_split_shifted``, more than ``SHIFT_Z`` = 3 standard errors): the
+budget is a promise about data like the validation part, and UJIIndoorLoc's test split is
+another collection campaign,
 ``memory_reduction`` (all stored arrays, indices and scales included), ``speedup_b1`` and
 ``speedup_b256`` (the same NumPy layer code, original vs compressed, one BLAS thread, timed
 back to back in each of several rounds, the median ratio) and the layer-at-a-time runtime's
@@ -87,8 +92,13 @@ BUDGETS = (0.01, 0.05)
 #: validation data only (lost validation samples of one refined layer): the Daily and Sports
 #: CNN's first convolution reduced to K = 8 lost 7 of 380 with 100 steps of 256 at 1e-3, 1
 #: with 300 steps of 64 at 3e-3 (a quarter of the time per step); its MLP's first layer at
-#: rank 16, 10 and 8
-REFINE = dict(refine=300, refine_batch=64, refine_lr=3e-3)
+#: rank 16, 10 and 8.  ``refine_seeds`` = 2: a refined form passes only if it passes refined
+#: under two seeds (its verdict varies with the refinement's draw: one seed's pass of the
+#: MLP's rank-16 first layer at 1% was luck, other seeds and other BLAS rounding kept the layer
+#: or broke the budget on test).  Where a factored layer's inputs outnumber the fitting rows
+#: (``dsa-mlp``'s 5,625 and 2,000 against 1,083) its input-side factor is not refined
+#: (:func:`tinydl.compress.search.refine_fixed`, the same rule for every model)
+REFINE = dict(refine=300, refine_batch=64, refine_lr=3e-3, refine_seeds=2)
 #: what the search bounds on validation (compress_model's ``criterion``): the paired drop
 CRITERION = "paired"
 #: standard errors of margin: every search holds its validation drop plus one paired standard
@@ -106,7 +116,7 @@ RUNS = [("auto", dict(method="auto"), BUDGETS, "all"),
         ("auto+int8", dict(method="auto", quantize="int8"), BUDGETS, "all"),
         ("auto+refine", dict(method="auto", **REFINE), BUDGETS, "all"),
         # the same without the sparse dictionary: the dense factors' products only
-        ("svd+refine", dict(method="auto", sparse_max_weights=0, **REFINE), BUDGETS, "mlp"),
+        ("svd+refine", dict(method="auto", sparse_max_weights=0, **REFINE), BUDGETS, "all"),
         # the same search without the margin (the rate seen held to the budget), for contrast
         ("auto+refine/no-margin", dict(method="auto", confidence=0.0, **REFINE), (0.01,),
          "all"),
@@ -192,6 +202,11 @@ def compress_rows(net, tmp, log, methods=None, budgets=None):
                                      **opts)
             comp_s = time.perf_counter() - t0
             acc_after = cm.score(Xt, yt)
+            # how far the compressed model departs from the original on test, beside
+            # validation's val_flips: on a shifted test split a form can agree on data like
+            # the validation part and not on the test data
+            test_flips = float(np.mean(np.argmax(cm.decision_function(Xt), axis=1)
+                                       != np.argmax(model.decision_function(Xt), axis=1)))
             # the original and the compressed model timed alternately, in one process
             s1 = speedup(lambda: model.forward_range(X1), lambda: cm.forward_range(X1))
             s256 = speedup(lambda: model.forward_range(X256), lambda: cm.forward_range(X256),
@@ -205,6 +220,7 @@ def compress_rows(net, tmp, log, methods=None, budgets=None):
                    "val_accuracy_before": rep.accuracy_before,
                    "val_accuracy_after": rep.accuracy_after, "val_lost": rep.val_lost,
                    "val_flips": rep.val_flips, "val_gained": rep.val_gained,
+                   "test_flips": test_flips,
                    "criterion": rep.criterion,
                    "val_lost_upper": wilson_upper(rep.val_lost, len(net.y_val),
                                                   opts["confidence"]),
@@ -345,14 +361,15 @@ def main(argv=None):
     print("\nAccuracy on the test split (the search saw only the validation part); memory = "
           "every stored array")
     print_table(["model", "method", "budget", "test before %", "test after %", "held",
-                 "raw val-test", "val drop", "memory", "speed-up b1", "speed-up b256",
-                 "compile s"],
+                 "raw val-test", "val drop", "flips val/test %", "memory", "speed-up b1",
+                 "speed-up b256", "compile s"],
                 [[r["model"], r["method"], f"{r['budget']:.2f}",
                   f"{100 * r['accuracy_before']:.2f}", f"{100 * r['accuracy_after']:.2f}",
                   ("yes" if r["budget_held_on_test"] else "BROKEN")
                   + (" (shifted test)" if r["test_split_shifted"] else ""),
                   f"{r['raw_val_test_gap_points']:+.2f}",
                   f"{100 * (r['val_accuracy_before'] - r['val_accuracy_after']):.2f}",
+                  f"{100 * r['val_flips']:.1f}/{100 * r['test_flips']:.1f}",
                   f"{r['memory_reduction']:.1f}x", f"{r['speedup_b1']:.1f}x",
                   f"{r['speedup_b256']:.1f}x", f"{r['compile_s']:.0f}"] for r in rows])
     print("\nLayer-at-a-time runtime: predicted vs measured (tracemalloc) peak bytes")
