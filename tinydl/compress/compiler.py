@@ -38,7 +38,9 @@ With ``refine`` > 0, a data-aware SVD rank whose plain factors fail gets its fac
 towards the original network's outputs on ``X_fit`` (:mod:`.refine`, no labels) and checked
 again; its rank is then the smallest passing one of the doubling grid 1, 2, 4, ... (a refined
 form's pass is far from monotone in the rank, and each extra candidate checked on a small
-validation set is one more chance to pass by luck).
+validation set is one more chance to pass by luck); with ``refine_seeds`` > 1 it must pass
+refined under that many seeds, and a layer whose inputs outnumber the fitting rows keeps its
+input-side factor (:func:`~.search.refine_fixed`).
 
 Each layer keeps the smallest form that passes (the report says which).  ``quantize="int8"``
 stacks int8 weights with per-output-channel scales (:mod:`.quantize`) on every candidate

@@ -7,7 +7,9 @@ layers are sensitive to are lost first.  :func:`refine_factored` adjusts the fac
 the whole network's final outputs (logits) match the original network's on those inputs
 (knowledge distillation with the original as the teacher).  No label is used, the later
 layers are kept fixed, and the result is checked by the compiler against its budget on the
-validation data like any other candidate.
+validation data like any other candidate.  ``fixed`` names arrays left as they are (the
+compiler keeps a factored layer's input-side ``U`` where the inputs outnumber the fitting
+rows: there its gradient only spans those rows, and refining it overfits them).
 
 Only tails of dense, factored, ReLU and flatten layers are differentiated here (the MLPs);
 for any other tail :func:`refinable` is False and the compiler keeps the plain factors.
