@@ -57,7 +57,7 @@ def test_compress_cli_int8_auto_with_fit_data(tmp_path, trained_mlp, digits_spli
     np.savez(tmp_path / "fit.npz", X_fit=Xtr)
     rc = main(["compress", str(tmp_path / "mlp.npz"), "--data", str(tmp_path / "val.npz"),
                "--method", "auto", "--quantize", "int8", "--criterion", "flips",
-               "--confidence", "0.5", "--refine", "5",
+               "--confidence", "0.5", "--refine", "5", "--refine-seeds", "2",
                "--fit-data", str(tmp_path / "fit.npz"), "--max-accuracy-loss", "0.03",
                "-o", str(tmp_path / "q.npz")])
     assert rc == 0

@@ -70,3 +70,19 @@ def test_validation_mask_floor_and_protocol_rows():
     # the floor only adds rows: the protocol's rows of every class are kept
     assert not (proto & ~mask).any()
     assert split_digest(np.flatnonzero(mask)) != split_digest(np.flatnonzero(proto))
+
+
+def test_split_gap_flags_a_shift_beyond_three_standard_errors():
+    """benchmarks.compress.split_gap: the raw model's validation - test accuracy and whether it
+    exceeds SHIFT_Z standard errors of the difference of two independent proportions (the
+    textbook unpooled form, written out here)."""
+    import math
+
+    from benchmarks.compress import SHIFT_Z, split_gap
+    for a, n, b, m in ((0.9953, 2989, 0.9145, 1111), (0.9132, 380, 0.9224, 361)):
+        gap, shifted = split_gap(a, n, b, m)
+        se = math.sqrt(a * (1 - a) / n + b * (1 - b) / m)
+        assert gap == pytest.approx(a - b)
+        assert shifted == (abs(a - b) > SHIFT_Z * se)
+    assert split_gap(0.9953, 2989, 0.9145, 1111)[1]        # UJIIndoorLoc's campaigns
+    assert not split_gap(0.9132, 380, 0.9224, 361)[1]      # Daily and Sports' random split

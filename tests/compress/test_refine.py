@@ -138,3 +138,82 @@ def test_refine_keeps_the_best_fit_not_a_diverged_last_step():
     kept = refine_factored(U, V, b, x, tail, near, steps=12, batch=8, lr=0.5)
     assert loss(near, *wild) > 10 * start
     assert loss(near, *kept) <= start * (1 + 1e-5)
+
+
+def test_refine_with_u_fixed_matches_torch_adam_on_v_and_b():
+    """fixed=("U",): U is left as it is and V, b take PyTorch's Adam steps with U constant."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    m, r, n, o, s = 9, 2, 5, 3, 16
+    U, V, b = (rng.standard_normal(q).astype(np.float32) for q in ((m, r), (r, n), (n,)))
+    W2 = rng.standard_normal((n, o)).astype(np.float32)
+    tail = [make_layer("relu"), make_layer("dense", W=W2, b=np.zeros(o, np.float32))]
+    x = rng.standard_normal((s, m)).astype(np.float32)
+    target = rng.standard_normal((s, o)).astype(np.float32)
+    from tinydl.compress.refine import refine_layers
+    got = refine_layers([make_layer("factored", U=U, V=V, b=b)], x, tail, target, steps=3,
+                        batch=s, lr=1e-2, keep_best=False, fixed=("U",))[0].arrays
+    np.testing.assert_array_equal(got["U"], U)
+    T = torch.tensor
+    p = [T(V).requires_grad_(), T(b).requires_grad_()]
+    opt = torch.optim.Adam(p, lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        out = torch.relu(T(x) @ T(U) @ p[0] + p[1]) @ T(W2)
+        (((out - T(target)) ** 2).sum(dim=1).mean()).backward()
+        opt.step()
+    for name, q in zip(("V", "b"), p):
+        np.testing.assert_allclose(got[name], q.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_refine_fixed_rule_keeps_u_only_where_inputs_outnumber_fitting_rows():
+    from tinydl.compress.search import refine_fixed
+    f32 = np.float32
+    wide = [make_layer("factored", U=np.zeros((50, 2), f32), V=np.zeros((2, 3), f32),
+                       b=np.zeros(3, f32))]
+    assert refine_fixed(wide, 49) == ("U",)
+    assert refine_fixed(wide, 50) == ()
+    assert refine_fixed([make_layer("relu")], 1) == ()
+
+
+def test_refined_form_must_pass_under_every_refinement_seed(monkeypatch):
+    """refine_seeds: value v passes only if its refinement passes under each seed.  A stub
+    refinement passes from v = 2 under seed 0 and from v = 4 under seed 1: one seed keeps
+    v = 2, two seeds v = 4 (seed 0's form), and the plain form is never refined."""
+    from tinydl.compress import search
+
+    def fake_refine(start, x, tail, target, steps, seed, fixed, **kw):
+        return [("refined", start[0][1], seed)]
+    monkeypatch.setattr(search, "refine_layers", fake_refine)
+    monkeypatch.setattr(search, "built", lambda layers, shape: layers)
+    monkeypatch.setattr(search, "refine_fixed", lambda layers, n_fit: ())
+
+    class Ctx:
+        layer = type("L", (), {"in_shape": (3,)})()
+        x_fit, tail, target, refine_kw = np.zeros((5, 3)), [], np.zeros((5, 2)), {}
+
+        def __init__(self, seeds):
+            self.refine_seeds = seeds
+
+        def passes(self, lay):
+            _, v, seed = lay[0]
+            return v >= (2, 4)[seed]
+
+        def ok_of(self, make):
+            return lambda v: False
+    monkeypatch.setattr(search, "refinable", lambda tail: True)
+    make = lambda v: [("plain", v)]  # noqa: E731
+    assert search.form_search(Ctx(1), make, 64, 10, 0) == (2, [("refined", 2, 0)], True)
+    assert search.form_search(Ctx(2), make, 64, 10, 0) == (4, [("refined", 4, 0)], True)
+    with pytest.raises(ValueError, match="refine_seeds must be in .1, 100., got 0"):
+        from tinydl.compress import compress_model as cmp
+        cmp(_tiny_model(), np.zeros((2, 3), np.float32), np.array([0, 1]), 0.01,
+            refine=5, refine_seeds=0)
+
+
+def _tiny_model():
+    from tinydl.compress.model import CompressedModel
+    f32 = np.float32
+    m = CompressedModel([make_layer("dense", W=np.eye(3, 2, dtype=f32), b=np.zeros(2, f32))],
+                        (3,), np.array([0, 1]))
+    return m

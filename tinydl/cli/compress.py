@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
                         help="Adam steps of label-free refinement of a data-aware SVD rank "
                              "whose plain factors miss the budget, towards the original "
                              "network's outputs on the fitting inputs (MLPs; default 0: off)")
+    parser.add_argument("--refine-seeds", type=int, default=1, metavar="S",
+                        help="a refined form passes only if it passes under each of S "
+                             "refinement seeds (default 1)")
     parser.add_argument("--fit-data", metavar="FIT.npz",
                         help="unlabelled inputs (X_fit, or X / X_train) the data-aware forms "
                              "are fitted to (default: the validation inputs)")
@@ -97,7 +100,8 @@ def run(args) -> int:
                              data_aware=not args.weights_only, profile=args.profile,
                              max_memory=args.max_memory, max_time=args.max_time,
                              quantize=args.quantize, criterion=args.criterion, X_fit=X_fit,
-                             confidence=args.confidence, refine=args.refine)
+                             confidence=args.confidence, refine=args.refine,
+                             refine_seeds=args.refine_seeds)
     if out_ext == ".onnx":
         export_onnx(cm, args.output)
     else:

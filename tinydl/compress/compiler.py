@@ -38,7 +38,9 @@ With ``refine`` > 0, a data-aware SVD rank whose plain factors fail gets its fac
 towards the original network's outputs on ``X_fit`` (:mod:`.refine`, no labels) and checked
 again; its rank is then the smallest passing one of the doubling grid 1, 2, 4, ... (a refined
 form's pass is far from monotone in the rank, and each extra candidate checked on a small
-validation set is one more chance to pass by luck).
+validation set is one more chance to pass by luck); with ``refine_seeds`` > 1 it must pass
+refined under that many seeds, and a layer whose inputs outnumber the fitting rows keeps its
+input-side factor (:func:`~.search.refine_fixed`).
 
 Each layer keeps the smallest form that passes (the report says which).  ``quantize="int8"``
 stacks int8 weights with per-output-channel scales (:mod:`.quantize`) on every candidate
@@ -50,8 +52,7 @@ model that was reached.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -68,6 +69,7 @@ from .conv import (
 from .factorize import DenseFactorizer, SparseFactorizer, sparse_index_dtype, svd_max_rank
 from .model import CompressedModel, make_layer
 from .quantize import QUANTIZABLE, quantize_layer
+from .report import CompressionReport, LayerReport
 from .search import built as _built
 from .search import form_search as _form_search
 from .search import search as _search
@@ -80,91 +82,6 @@ METHODS = ("svd", "sparse", "auto")
 CRITERIA = ("flips", "lost", "accuracy", "paired")
 QUANTIZE = (None, "int8")
 ALLOCATE = ("bytes", "flops")
-
-@dataclass
-class LayerReport:
-    """What the compiler did to one layer (kind before and after, bytes, FLOPs, method, rank)."""
-    index: int
-    kind: str
-    shape: str
-    choice: str
-    bytes_before: int
-    bytes_after: int
-    flops_before: int
-    flops_after: int
-    accuracy_after: float
-
-
-@dataclass
-class CompressionReport:
-    """What the compiler chose for each layer, and the totals.  ``text()`` renders a table."""
-
-    method: str
-    budget: float
-    data_aware: bool
-    accuracy_before: float
-    accuracy_after: float
-    bytes_before: int
-    bytes_after: int
-    flops_before: int
-    flops_after: int
-    layers: List[LayerReport] = field(default_factory=list)
-    profile: Optional[str] = None
-    predicted_time_s: Optional[float] = None
-    predicted_peak_bytes: Optional[int] = None
-    targets: dict = field(default_factory=dict)
-    criterion: str = "accuracy"
-    quantize: Optional[str] = None
-    val_lost: Optional[float] = None   # validation samples right before, wrong after
-    val_flips: Optional[float] = None  # validation samples whose predicted class changed
-    confidence: float = 0.0            # standard errors of the margin (0: the rate itself)
-    val_gained: Optional[float] = None  # validation samples wrong before, right after
-
-    @property
-    def memory_reduction(self) -> float:
-        """Bytes before over bytes after."""
-        return self.bytes_before / max(self.bytes_after, 1)
-
-    @property
-    def flops_reduction(self) -> float:
-        """FLOPs per sample before over after."""
-        return self.flops_before / max(self.flops_after, 1)
-
-    def to_dict(self) -> dict:
-        """The report as a JSON-ready dict."""
-        d = asdict(self)
-        d["memory_reduction"] = self.memory_reduction
-        d["flops_reduction"] = self.flops_reduction
-        return d
-
-    def text(self) -> str:
-        """The report as a human-readable table (one line per layer)."""
-        rows = [("layer", "kind", "shape", "choice", "bytes before", "bytes after",
-                 "FLOPs before", "FLOPs after", "val acc")]
-        for r in sorted(self.layers, key=lambda r: r.index):
-            rows.append((str(r.index), r.kind, r.shape, r.choice, f"{r.bytes_before:,}",
-                         f"{r.bytes_after:,}", f"{r.flops_before:,}", f"{r.flops_after:,}",
-                         f"{100 * r.accuracy_after:.2f}%"))
-        rows.append(("total", "", "", "", f"{self.bytes_before:,}", f"{self.bytes_after:,}",
-                     f"{self.flops_before:,}", f"{self.flops_after:,}",
-                     f"{100 * self.accuracy_after:.2f}%"))
-        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i, c in enumerate(r))
-                 for r in rows]
-        lines.insert(1, "  ".join("-" * x for x in w))
-        lines.append(f"method {self.method} ({'data-aware' if self.data_aware else 'weights only'}"
-                     f"{', ' + self.quantize if self.quantize else ''}), criterion "
-                     f"{self.criterion}, budget {100 * self.budget:.2f} points: validation "
-                     f"accuracy "
-                     f"{100 * self.accuracy_before:.2f}% -> {100 * self.accuracy_after:.2f}%, "
-                     f"memory {self.memory_reduction:.1f}x smaller, FLOPs "
-                     f"{self.flops_reduction:.1f}x fewer")
-        if self.profile:
-            lines.append(f"on {self.profile}: predicted {self.predicted_time_s:.4g} s per batch, "
-                         f"runtime peak {self.predicted_peak_bytes:,} bytes"
-                         + (f"; targets {self.targets}" if self.targets else ""))
-        return "\n".join(lines)
-
 
 # -- helpers -----------------------------------------------------------------------------------
 def _labels_to_index(model, y):
@@ -227,6 +144,7 @@ class _Layer:
         self.layer, self.x_val, self.x_fit, self.tail = layer, x_val, x_fit, tail
         self.ok_new, self.quantize, self.target = ok_new, quantize, target
         self.refine_kw = {}  # refine_layers' batch and lr
+        self.refine_seeds = 1  # refinement seeds a refined form must pass under
 
     def finish(self, layers):
         layers = _built(layers, self.layer.in_shape)
@@ -340,7 +258,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                    quantize: Optional[str] = None, criterion: str = "lost", X_fit=None,
                    shrinkage=None, sparse_max_weights: int = 4_000_000,
                    confidence: float = 0.0, refine: int = 0, allocate: str = "bytes",
-                   refine_batch: int = 256, refine_lr: float = 1e-3):
+                   refine_batch: int = 256, refine_lr: float = 1e-3, refine_seeds: int = 1):
     """Compress ``model`` so that it loses at most ``max_accuracy_loss`` on validation data.
 
     Parameters
@@ -401,6 +319,10 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         Fitting inputs per refinement step.
     refine_lr : float
         Adam's step size in the refinement.
+    refine_seeds : int
+        A refined form passes only if it passes refined under each of the seeds ``seed``,
+        ``seed + 1``, ... (this many); the form kept is ``seed``'s.  A refined form's verdict
+        varies with the refinement's draw, and one draw's pass can be luck.
     allocate : {"bytes", "flops"}
         What orders the layers (largest first) and shares the budget among them: their
         stored bytes (the default) or their FLOPs per sample (module docstring).
@@ -445,6 +367,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
     refine = int(refine)
     if refine < 0:
         raise ValueError(f"refine must be a number of steps >= 0, got {refine}")
+    if not 1 <= int(refine_seeds) <= 100:
+        raise ValueError(f"refine_seeds must be in [1, 100], got {refine_seeds}")
     if int(refine_batch) < 1 or not 0.0 < float(refine_lr) < 1.0:
         raise ValueError(f"refine_batch must be >= 1 and refine_lr in (0, 1), got "
                          f"{refine_batch} and {refine_lr}")
@@ -497,6 +421,7 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         ctx = _Layer(layer, x_val, x_fit, cur.layers[idx + 1:],
                      lambda pred, allowed=allowed: spent(pred) <= allowed, quantize, target)
         ctx.refine_kw = dict(batch=int(refine_batch), lr=float(refine_lr))
+        ctx.refine_seeds = int(refine_seeds)
         if layer.kind == "dense":
             best = _dense_candidates(ctx, method, data_aware, n_iter, seed, quantize, shrinkage,
                                     sparse_max_weights, refine)

@@ -7,7 +7,9 @@ layers are sensitive to are lost first.  :func:`refine_factored` adjusts the fac
 the whole network's final outputs (logits) match the original network's on those inputs
 (knowledge distillation with the original as the teacher).  No label is used, the later
 layers are kept fixed, and the result is checked by the compiler against its budget on the
-validation data like any other candidate.
+validation data like any other candidate.  ``fixed`` names arrays left as they are (the
+compiler keeps a factored layer's input-side ``U`` where the inputs outnumber the fitting
+rows: there its gradient only spans those rows, and refining it overfits them).
 
 Only tails of dense, factored, ReLU and flatten layers are differentiated here (the MLPs);
 for any other tail :func:`refinable` is False and the compiler keeps the plain factors.
@@ -156,7 +158,7 @@ def _fit_loss(layers, x_fit, target, chunk=256):
 
 
 def refine_layers(new, x_fit, tail, target, steps: int = 100, batch: int = 256,
-                  lr: float = 1e-3, seed: int = 0, keep_best: bool = True):
+                  lr: float = 1e-3, seed: int = 0, keep_best: bool = True, fixed=()):
     """Adam on the arrays of ``new`` so that ``tail(new(x))`` matches ``target``.
 
     Parameters
@@ -177,6 +179,9 @@ def refine_layers(new, x_fit, tail, target, steps: int = 100, batch: int = 256,
     lr : float
         Adam's step size.
     seed : int
+    fixed : tuple of str
+        Names of arrays left as they are (e.g. ``("U",)``: only ``V`` and the bias of a
+        factored layer move).
     keep_best : bool
         Return the arrays with the lowest loss on **all** of ``x_fit`` among the start and
         every ``max(1, steps // 6)``-th step (the last included), not the last step's: Adam at
@@ -205,7 +210,8 @@ def refine_layers(new, x_fit, tail, target, steps: int = 100, batch: int = 256,
         raise ValueError(f"x_fit has {len(x_fit)} samples, target {len(target)}")
     work = [make_layer(la.kind, **la.cfg, **{k: np.array(v, np.float32)
                                              for k, v in la.arrays.items()}) for la in new]
-    params = [(i, name) for i, la in enumerate(work) for name in la.arrays]
+    params = [(i, name) for i, la in enumerate(work) for name in la.arrays
+              if name not in fixed]
     m1 = [np.zeros_like(work[i].arrays[k]) for i, k in params]
     m2 = [np.zeros_like(work[i].arrays[k]) for i, k in params]
     b1, b2, eps = 0.9, 0.999, 1e-8
