@@ -169,7 +169,7 @@ class NetworkClassifier(Trainer, InputChecks):
         self
         """
         self._validate_params()
-        data, n, m, sparse = self._check_X(X)
+        data, n, m, sparse = self._check_X(X, train=True)
         y = self._check_y(y, n)
         self.classes_ = np.unique(y)
         yenc = self._encode(y)
@@ -177,7 +177,7 @@ class NetworkClassifier(Trainer, InputChecks):
         self._train(data, yenc, n, sparse, self.epochs)
         return self
 
-    def partial_fit(self, X, y, classes=None, epochs=1):
+    def partial_fit(self, X, y, classes=None, epochs=1, rows=None):
         """Passes over ``(X, y)`` continuing from the current weights (and optimizer state).
 
         Parameters
@@ -190,6 +190,9 @@ class NetworkClassifier(Trainer, InputChecks):
             Passes over ``(X, y)``; ``X`` is validated and converted once for all of them.
             The same model as ``epochs`` calls with one pass each (each pass shuffles with
             its own seed, from the number of passes made so far).
+        rows : array-like of int, optional
+            Train on these rows of ``(X, y)`` only (the whole of ``X`` and ``y`` is still
+            validated; a code window's occupied slots, without a copy of them).
 
         Returns
         -------
@@ -197,7 +200,8 @@ class NetworkClassifier(Trainer, InputChecks):
         """
         _check_param("epochs", epochs, "int", low=1)
         first = not hasattr(self, "network_")
-        data, n, m, sparse = self._check_X(X, None if first else self.n_features_in_)
+        data, n, m, sparse = self._check_X(X, None if first else self.n_features_in_,
+                                           train=True)
         y = self._check_y(y, n)
         if first:
             if classes is None:
@@ -212,8 +216,14 @@ class NetworkClassifier(Trainer, InputChecks):
                 raise ValueError(f"classes={np.asarray(classes).tolist()} differs from the "
                                  f"classes of the first call {self.classes_.tolist()}")
             yenc = self._encode(y)
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or rows.dtype.kind not in "iu" or (rows.size and (
+                    int(rows.min()) < 0 or int(rows.max()) >= n)):
+                raise ValueError(f"rows must be a 1-D array of row indices in [0, {n}), got "
+                                 f"{rows.dtype} of shape {rows.shape}")
         for _ in range(int(epochs)):
-            self._train(data, yenc, n, sparse, 1)
+            self._train(data, yenc, n, sparse, 1, rows=rows)
         return self
 
     # -- inference -----------------------------------------------------------------------
