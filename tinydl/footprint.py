@@ -50,8 +50,8 @@ def dictionary_itemsize(dictionary_dtype, dtype="float32") -> int:
     return np.dtype(dictionary_dtype or dtype).itemsize
 
 
-_ITEM = {"float64": 8, "float32": 4, "float16": 2, "int8": 1, "int32": 4, "int64": 8,
-         "uint8": 1}
+_ITEM = {"float64": 8, "float32": 4, "float16": 2, "int8": 1, "int16": 2, "int32": 4,
+         "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4}
 
 
 def _buf(name, shape, dtype, term, phase, note=""):
@@ -168,13 +168,17 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  "coef, u, ru, b, cj, nrho, gamma, vec, xx"),
             _buf("omp.index", (kk + 2, b), "int64", "overhead", S, "j, fj, rowoff"),
             _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, ""),
+            # while the dictionary fills, the encode plan holds a contiguous copy of G's
+            # leading (n, n) block (a view of G once it is full)
             _buf("omp.G", (lb, lb), dt, "overhead", S, "the plan's contiguous Gram copy")]
     if dt_copy:
         out.append(_buf("omp.DT", (m, lb), dt, "overhead", S, "contiguous copy of D^T"))
-    # the window: compact codes (the paper's l*n dense codes, stored as k indices + values)
-    out += [_buf("window.indices", (slots, kk), "int32", "l*n", S, "compact codes"),
+    # the window: compact codes (the paper's l*n dense codes, stored as k indices + values),
+    # the indices and labels in the narrowest integers that hold them (tinydl.window)
+    out += [_buf("window.indices", (slots, kk), _index_dtype(int(l)), "l*n", S,
+                 "compact codes"),
             _buf("window.values", (slots, kk), dt, "l*n", S, "compact codes"),
-            _buf("window.labels", (slots,), "int64", "overhead", S, "")]
+            _buf("window.labels", (slots,), _label_dtype(int(n_classes)), "overhead", S, "")]
     if rebuild == "new-class":
         out.append(_buf("window.raw", (slots, m), dt, "overhead", S,
                         "raw-sample reservoir a rebuild re-learns from"))
@@ -204,19 +208,21 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
                 _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
                      "the chunk's squared deviations")]
-    # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
-    # copy and the network's per-call buffers (measured: 16 B a sample; the window's codes are
-    # trained on in place: no padded-index or values copy per non-zero, tinydl.nn.trainer)
+    # (stream) one chunk read, standardized and coded, then a retraining on views of the
+    # window (no copy of it: CodeWindow.train_view) and the network's per-call buffers
+    # (measured: 16 B a sample); a reservoir that has not filled every class's share passes
+    # its occupied slots (8 B a slot), priced for "auto" too (it may resolve to a reservoir)
     rows = max(chunk, n_standardize) if (rebuild == "never" and standardize == "hold") \
         else chunk
     out += [_buf("stream.read", (chunk, m), dt, "overhead", "stream", "the chunk read"),
             _buf("stream.standardized", (rows, m), dt, "overhead", "stream", ""),
             _buf("stream.codes", (2 * rows, kk * code), "uint8", "overhead", "stream",
-                 "the chunk's codes and their scaled copy"),
-            _buf("stream.window copy", (slots, kk * code + 16), "uint8", "overhead", "stream",
-                 "the ordered window (and its slot index) the network retrains on"),
-            _buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
-                 "overhead", "stream", "the network's per-call buffers")]
+                 "the chunk's codes and their scaled copy")]
+    if window_policy != "sliding":
+        out.append(_buf("stream.window rows", (slots,), "int64", "overhead", "stream",
+                        "a filling reservoir's occupied slots the network retrains on"))
+    out.append(_buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
+                    "overhead", "stream", "the network's per-call buffers"))
     ob = max(int(omp_batch), 1)
     if chunk == 1 or ob == 1 or chunk % ob == 1:
         # a lone row is coded as a pair (its concatenation with itself), so that its code is
@@ -232,6 +238,18 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("rebuild.codes", (2 * slots, kk * code), "uint8", "overhead",
                      "rebuild", "")]
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _index_dtype(l: int) -> str:
+    from .window import index_dtype
+    return index_dtype(l).name
+
+
+@functools.lru_cache(maxsize=None)
+def _label_dtype(n_classes: int) -> str:
+    from .window import label_dtype
+    return label_dtype(n_classes).name
 
 
 @functools.lru_cache(maxsize=None)
@@ -255,7 +273,7 @@ def _network_parts(l, k, hidden, window, n_classes, dtype, batch_size) -> Dict[s
     from .nn import MLPClassifier
     # the learner's default optimizer (Adam: two state buffers per parameter)
     net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype,
-                        optimizer="adam")
+                        optimizer="adam", sparse_product="gather")
     return dict(net.footprint(batch_size, l, n_classes, n_samples=window, sparse_k=k))
 
 
@@ -371,7 +389,10 @@ def measured_buffers(learner) -> Dict[str, int]:
         put("omp.pad_in", arrays.get("pad_in"))
         put("omp.pad_out", arrays.get("pad_out"))
         put("omp.DT", arrays.get("DT"))
-        put("omp.G", getattr(plan, "G", None))
+        pg = getattr(plan, "G", None)
+        if isinstance(pg, np.ndarray) and not (isinstance(d.get("_G"), np.ndarray)
+                                               and np.shares_memory(pg, d["_G"])):
+            put("omp.G", pg)  # a copy of its own, not a view of the transform's G
     be = getattr(learner, "_backend_obj", None)
     bd = getattr(be, "__dict__", {})
     tiles = []

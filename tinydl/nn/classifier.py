@@ -356,10 +356,22 @@ class NetworkClassifier(Trainer, InputChecks):
             batch = b * int(np.prod(net.input_shape)) * it + b * 8
         fp = {"parameters": net.params.nbytes, "gradients": net.grads.nbytes,
               "optimizer": OPTIMIZERS[self.optimizer].state_bytes(net.n_params, it),
-              "activations": net.workspace_bytes(b, sparse) + loss_ws,
+              "activations": self._workspace_bytes(net, b, sparse) + loss_ws,
               "batch": batch, "labels": 16 * int(n_samples)}
         fp["total"] = int(sum(fp.values()))
         return fp
+
+    def _workspace_bytes(self, net, b, sparse) -> int:
+        """The layers' workspaces as training allocates them: a fixed first-layer product
+        ("gather") set first, as the trainer does."""
+        first = net.layers[0]
+        if not (sparse and isinstance(first, Dense) and self.sparse_product != "auto"):
+            return net.workspace_bytes(b, sparse)
+        saved, first.sparse_product = first.sparse_product, self.sparse_product
+        try:
+            return net.workspace_bytes(b, sparse)
+        finally:
+            first.sparse_product = saved
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path) -> None:

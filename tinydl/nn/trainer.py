@@ -194,6 +194,10 @@ class Trainer:
         net = self.network_
         hook = self.grad_hook
         b = self.batch_size
+        first = net.layers[0]
+        if sparse and isinstance(first, Dense) and self.sparse_product != "auto":
+            # before the workspaces: a "gather" layer allocates no scatter block
+            first.sparse_product = self.sparse_product
         net.ensure(b, sparse)
         ws = getattr(self.loss_fn_, "ws", None)
         if ws is None or ws["grad"].shape[0] < b:
@@ -208,9 +212,6 @@ class Trainer:
         n = len(order)
         loss_fn, opt = self.loss_fn_, self.optimizer_
         params, grads = net.params, net.grads
-        first = net.layers[0]
-        if sparse and isinstance(first, Dense) and self.sparse_product != "auto":
-            first.sparse_product = self.sparse_product
         fused = self._fused_step(net, opt, hook)
         for epoch in range(epochs):
             rng.shuffle(order)
