@@ -167,10 +167,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
             _buf("omp.state", (kk * kk + 6 * kk + 1 + 5, b), dt, "overhead", S,
                  "coef, u, ru, b, cj, nrho, gamma, vec, xx"),
             _buf("omp.index", (kk + 2, b), "int64", "overhead", S, "j, fj, rowoff"),
-            _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, ""),
-            # while the dictionary fills, the encode plan holds a contiguous copy of G's
-            # leading (n, n) block (a view of G once it is full)
-            _buf("omp.G", (lb, lb), dt, "overhead", S, "the plan's contiguous Gram copy")]
+            _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, "")]
+    if ddt == dt:
+        # while the dictionary fills, the float dictionary's encode plan holds a contiguous
+        # copy of G's leading (n, n) block (a view of G once it is full); a stored (float16
+        # / int8) one reads the block in place (hal.backends.numpy.stored)
+        out.append(_buf("omp.G", (lb, lb), dt, "overhead", S,
+                        "the plan's contiguous Gram copy"))
     if dt_copy:
         out.append(_buf("omp.DT", (m, lb), dt, "overhead", S, "contiguous copy of D^T"))
     # the window: compact codes (the paper's l*n dense codes, stored as k indices + values),
