@@ -75,7 +75,7 @@ from ._plan_options import (  # noqa: F401 - BATCH_LADDER etc. stay importable f
 )
 from .errors import BudgetInfeasible
 from .footprint import plan_total
-from .lowmem import DECODE_ROWS
+from .lowmem import DECODE_ROWS, PRODUCT_ROWS
 from .plan import (
     BATCH_SIZE,
     CHUNK,
@@ -100,7 +100,7 @@ __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load
            "plan_export_footprint"]
 
 #: candidate ladders (the paper's setting, l = 100 and k = 20, is on them)
-L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
+L_LADDER = (8, 16, 32, 50, 64, 80, 100, 128, 200, 256)
 K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
 WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
 HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
@@ -115,7 +115,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
                    window_policy: str = WINDOW_POLICY, backend: str = "numpy",
                    dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
-                   buffers: bool = False):
+                   buffers: bool = False, product_rows: int = PRODUCT_ROWS):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
@@ -139,7 +139,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                        chunk, n_standardize, standardize, rebuild, window_policy,
                        dictionary_dtype, ob,
                        dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False,
-                       decode_rows=decode_rows)
+                       decode_rows=decode_rows, product_rows=product_rows)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -306,7 +306,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             "new-class" if opt["raw"] else "never", WINDOW_POLICY,
                             opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
                             _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"],
-                            decode_rows=opt["decode"])
+                            decode_rows=opt["decode"], product_rows=opt["rows"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
                     key = (sizes, window, k, opt["batch"])
@@ -347,7 +347,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             n_standardize=opt["n_standardize"],
                             dictionary_dtype=opt["ddtype"] or dt.name,
                             dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
-                            decode_rows=opt["decode"],
+                            decode_rows=opt["decode"], product_rows=opt["rows"],
                             batch_size=opt["batch"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
@@ -372,6 +372,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  dictionary_dtype=best.dictionary_dtype, backend=be,
                                  dt_copy=best.dt_copy, batch_size=best.batch_size,
                                  decode_rows=best.decode_rows,
+                                 product_rows=best.product_rows,
                                  window_policy=WINDOW_POLICY, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
@@ -390,7 +391,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 window_policy=WINDOW_POLICY, standardize=best.standardize,
                 n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
                 omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
-                decode_rows=best.decode_rows,
+                decode_rows=best.decode_rows, product_rows=best.product_rows,
                 buffers=tuple(buffers),
                 candidates=tuple(cands))
 

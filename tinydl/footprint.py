@@ -100,7 +100,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  n_standardize: int = 256, standardize="hold", rebuild: str = "never",
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
                  omp_batch: int = 256, dt_copy: bool = False,
-                 alpha: float = 0.3, decode_rows: int = _TILE) -> List[tuple]:
+                 alpha: float = 0.3, decode_rows: int = _TILE,
+                 product_rows: int = _TILE) -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -124,6 +125,9 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         The Wp threshold (below ~0.14 the explicit residual's tiles are counted).
     decode_rows : int
         Atoms a stored dictionary decodes at a time (:func:`tinydl.lowmem.plan_backend`).
+    product_rows : int
+        Rows of the backend's product tiles, also the Wp test's block
+        (:func:`tinydl.lowmem.plan_backend`).
 
     Returns
     -------
@@ -139,6 +143,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     if window_policy == "reservoir":
         slots = max(1, int(window) // int(n_classes)) * int(n_classes)
     hidden = tuple(int(h) for h in hidden_layer_sizes)
+    rt = int(product_rows)  # product tile rows (16 by default: _TILE, _SCAN)
     S = "steady"
     out = [_buf("transform.D", (lb, m), ddt, "m*l", S, "the atoms, in their stored dtype")]
     if ddt == "int8":
@@ -147,13 +152,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
             _buf("transform.Li", (lb, lb), dt, "overhead", S,
                  "inverse Cholesky factor of G: Wp from D a"),
-            _buf("basis.c,z", (2, _SCAN, lb), dt, "overhead", S, "D a and Li D a"),
+            _buf("basis.c,z", (2, rt, lb), dt, "overhead", S, "D a and Li D a"),
             # the row-independent products' tiles, grown to the widest operands: (16, m) in
             # and (16, l) out, and (16, m) out too where the Wp test takes the explicit
             # residual (alpha^2 below 2 x 0.01, hal.backends.numpy.basis); the in tile is
             # also the Wp test's padded rows and OMP's padded chunk rows (one tile, not
             # three: NumpyBackend.product_tiles)
-            _buf("backend.tiles", (_TILE, m + (m if alpha * alpha < 0.02 else lb)), dt,
+            _buf("backend.tiles", (rt, m + (m if alpha * alpha < 0.02 else lb)), dt,
                  "overhead", S, "the row-independent product tiles (in, out)")]
     if ddt != dt:
         out.append(_buf("transform.decode", (min(int(decode_rows), lb), m), dt, "overhead", S,
@@ -167,7 +172,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
             _buf("omp.state", (kk * kk + 6 * kk + 1 + 5, b), dt, "overhead", S,
                  "coef, u, ru, b, cj, nrho, gamma, vec, xx"),
             _buf("omp.index", (kk + 2, b), "int64", "overhead", S, "j, fj, rowoff"),
-            _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, "")]
+            _buf("omp.pad_out", (lb, rt), dt, "overhead", S, "")]
     if ddt == dt:
         # while the dictionary fills, the float dictionary's encode plan holds a contiguous
         # copy of G's leading (n, n) block (a view of G once it is full); a stored (float16
@@ -195,6 +200,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     h1 = hidden[0] if hidden else int(n_classes)
     out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
                     "the sparse first layer's gather scratch"))
+    # the sparse first layer's plan (hal.backend SparseLayerPlan): the block its backward
+    # scatters a mini-batch's codes into, and the row offsets of that block
+    out.append(_buf("backend.scatter", (int(batch_size), int(l) + 2), dt, "overhead", S,
+                    "the sparse first layer's scatter block and row offsets"))
     code = 4 + it
     # (stats) fixing the standardization (rebuild="never"; a rebuild fixes its own)
     if rebuild == "never" and standardize == "hold":

@@ -13,7 +13,7 @@ state to save, and the same slots however the stream is cut into calls.
 
 The stored arrays are as narrow as what they hold allows, exactly: the indices in the
 narrowest signed integer that holds ``n_atoms - 1`` and the padding ``-1``
-(:func:`index_dtype`: int8 up to 127 atoms, int16 up to 32,767), the labels (indices into the
+(:func:`index_dtype`: int8 up to 128 atoms, int16 up to 32,768), the labels (indices into the
 classes) in the narrowest unsigned one (:func:`label_dtype`: uint8 up to 256 classes), so a
 sample's code costs ``k`` bytes of indices where int32 took ``4 k`` (the values stay in the
 compute dtype: the codes the network trains on are those the transform gave, bit for bit).
