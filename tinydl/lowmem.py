@@ -20,13 +20,14 @@ __all__ = ["plan_backend", "DECODE_ROWS", "DECODE_LADDER", "PRODUCT_ROWS", "PROD
 DECODE_ROWS = 16
 DECODE_LADDER = (16, 1)
 #: rows of the backend's product tiles by default (hal.backends.numpy.PRODUCT_ROWS), and the
-#: customizer's options: 16, then 4 when the (16, m + l) tiles, the Wp test's (16, l)
-#: correlations and OMP's (l, 16) output tile do not fit (at m=520, l=100: 57 KB against
-#: 14 KB).  Each row's products stay independent of its neighbours at 4 rows too (the
-#: property the 16-row tiles were chosen for, checked in tests/core/test_small_memory.py),
-#: so the codes still do not depend on how the stream is cut
+#: customizer's options: 16, then 4, then 1 when the (16, m + l) tiles, the Wp test's
+#: (16, l) correlations and OMP's (l, 16) output tile do not fit (at m=520, l=100: 57 KB
+#: against 14 KB at 4 rows; at m=5625, l=80: 365 KB, 91 KB, 23 KB).  Each row's products
+#: stay independent of its neighbours at 4 and 1 rows too (the property the 16-row tiles
+#: were chosen for, checked in tests/core/test_small_memory.py), so the codes still do not
+#: depend on how the stream is cut; fewer rows are slower (more, smaller products)
 PRODUCT_ROWS = 16
-PRODUCT_LADDER = (16, 4)
+PRODUCT_LADDER = (16, 4, 1)
 
 
 @functools.lru_cache(maxsize=None)

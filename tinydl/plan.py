@@ -368,10 +368,10 @@ class Plan:
                                             self.n_classes))
         if ranked:
             out.append(f"best {min(top, len(ranked))} that fit (winner first):")
-            out.append(f"  {'candidate':<58}{'memory':>10}{'us/sample':>11}{'uJ/sample':>11}"
+            out.append(f"  {'candidate':<58} {'memory':>10}{'us/sample':>11}{'uJ/sample':>11}"
                        + ("  error" if self.error is not None else ""))
             for c in ranked[:top]:
-                out.append(f"  {c.label():<58}{_fmt_bytes(c.footprint_bytes):>10}"
+                out.append(f"  {c.label():<58} {_fmt_bytes(c.footprint_bytes):>10}"
                            f"{c.transform_seconds * 1e6:>11.1f}"
                            f"{c.energy_per_sample * 1e6:>11.2f}"
                            + (f"  {c.error:.4f}" if c.error is not None else ""))

@@ -163,7 +163,7 @@ def test_adam_matches_pytorch_with_two_state_buffers():
 
 
 @pytest.mark.parametrize("backend", ["numpy", "blas"])
-@pytest.mark.parametrize("rows", [4, 16])
+@pytest.mark.parametrize("rows", [1, 4, 16])
 def test_product_tiles_of_fewer_rows_keep_rows_independent(backend, rows):
     """The property 16-row tiles were chosen for holds at 4 rows: a row's product is the
     same bits wherever it sits in a batch (so codes do not depend on how a stream is cut)."""
