@@ -43,6 +43,10 @@ _TILE = 16
 _SCAN = 16
 #: the NumPy backend's OMP cache (hal.backends.numpy.NumpyBackend.cache_bytes)
 _CACHE = 5 * 2 ** 19
+#: the learner's small Python objects and a checkpoint write's transient (measured, see
+#: _buffers)
+_OBJECTS = 28 * 1024
+_CHECKPOINT = 24 * 1024
 
 
 def dictionary_itemsize(dictionary_dtype, dtype="float32") -> int:
@@ -197,6 +201,12 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                     "MLPClassifier.footprint"))
     out.append(("network.loss_curve", (), "object", _loss_curve_bytes(),
                 "overhead", S, "the last passes' mean loss (Python floats)"))
+    # the learner's small Python objects: array headers and views (each layer's parameter
+    # and gradient views, the workspaces' slices), plans, dicts (measured with tracemalloc
+    # in `tinydl fit` on UJIIndoorLoc's 256 KiB plan: 28 KB in 256 allocations under 500 B;
+    # about as many whatever the sizes: negligible at m=5625, a tenth of a 256 KiB budget)
+    out.append(("learner.objects", (), "object", _OBJECTS, "overhead", S,
+                "small Python objects: array headers, views, plans, dicts"))
     h1 = hidden[0] if hidden else int(n_classes)
     out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
                     "the sparse first layer's gather scratch"))
@@ -235,6 +245,12 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                         "a filling reservoir's occupied slots the network retrains on"))
     out.append(_buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
                     "overhead", "stream", "the network's per-call buffers"))
+    # (checkpoint) writing a checkpoint (tinydl.checkpoint, every 16 x n_batch samples in
+    # `tinydl fit`, and at the end): the zip member and file buffers and the arrays' dicts
+    # (measured: 21-25 KB from m=520 to m=5625); the arrays are written from their own
+    # memory (a block of G or Li row by row, tinydl.io)
+    out.append(_buf("checkpoint.write", (_CHECKPOINT,), "uint8", "overhead", "checkpoint",
+                    "zip and file buffers, the state's dicts"))
     ob = max(int(omp_batch), 1)
     if chunk == 1 or ob == 1 or chunk % ob == 1:
         # a lone row is coded as a pair (its concatenation with itself), so that its code is
