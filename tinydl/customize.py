@@ -42,8 +42,10 @@ whole footprint fits the memory budget, in this order --
    fit``) only ``rebuild="never"`` without standardization (``standardize="off"``);
 3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
    (:mod:`tinydl.lowmem`) -- for a float16 / int8 dictionary, its float32 decode tile of 16
-   atoms, then of 1 --; then the largest chunk of 256, 128, 64, 32, 16, 8, 4, 2, 1 rows (the
-   OMP workspace is sized for the chunk);
+   atoms, then of 1 --, then the backend's product tiles of 4 rows, then 1, instead of 16
+   (:data:`tinydl.lowmem.PRODUCT_LADDER`: the tiles, the Wp test's block and OMP's output
+   tile shrink with them; rows stay independent, the products get slower); then the largest
+   chunk of 256, 128, 64, 32, 16, 8, 4, 2, 1 rows (the OMP workspace is sized for the chunk);
 
 and all of that first at the network's default minibatch of 64 samples, then at 32, then 16
 (:data:`BATCH_LADDER`: the sparse first layer's gather scratch, the activations and the
@@ -121,11 +123,12 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
     transform's state (atoms ``D`` in their storage dtype, the Gram matrix and its Cholesky
     factor, the scan buffers, the backend's product tiles), the OMP workspace for
-    ``omp_batch`` rows (default: ``chunk``), the compact code window (``k`` int32 indices and
-    ``k`` values per sample, one int64 label, and with ``raw_rows`` -- ``rebuild="new-class"``
-    -- each stored sample's raw row), the network's parameters, gradients, Adam state and
-    training buffers, and the largest transient phase (fixing the statistics, streaming a
-    chunk, a rebuild).
+    ``omp_batch`` rows (default: ``chunk``), the compact code window (``k`` indices in the
+    narrowest integer that holds them and ``k`` values per sample, one narrow label, and with
+    ``raw_rows`` -- ``rebuild="new-class"`` -- each stored sample's raw row), the network's
+    parameters, gradients, Adam's two moments and training buffers, the learner's small
+    Python objects, and the largest transient phase (fixing the statistics, streaming a
+    chunk and retraining, writing a checkpoint, a rebuild).
 
     Returns
     -------

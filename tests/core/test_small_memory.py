@@ -219,3 +219,22 @@ def test_small_plan_footprint_matches_the_measured_peak():
     peak, predicted, rows, l = map(int, r.stdout.split())
     assert predicted <= 256 * 1024
     assert 0.9 * predicted <= peak <= 1.1 * predicted, (peak, predicted, rows, l)
+
+
+def test_a_block_of_a_matrix_is_saved_row_by_row_without_a_copy(tmp_path):
+    """save_npz writes a 2-D block whose rows are contiguous (a checkpoint's G[:n, :n]) from
+    its own memory: the file reads back as the block, and no block-sized copy is made."""
+    import tracemalloc
+
+    from tinydl.io import load_npz, save_npz
+    G = np.arange(400 * 400, dtype=np.float32).reshape(400, 400)
+    block = G[:300, :300]
+    assert not block.flags.c_contiguous
+    tracemalloc.start()
+    save_npz(tmp_path / "g.npz", {"G": block, "T": G[:3, :5].T}, kind="test")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < block.nbytes // 4, peak
+    back = load_npz(tmp_path / "g.npz", "test")
+    np.testing.assert_array_equal(back["G"], block)
+    np.testing.assert_array_equal(back["T"], G[:3, :5].T)
