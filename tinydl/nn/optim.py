@@ -147,13 +147,14 @@ class Adam(Optimizer):
         m, v = self.state["m"], self.state["v"]
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        # m = b1 m + (1 - b1) g without a temporary: m = b1 (m - g) + g
-        m -= g
+        # m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2 with g as the only scratch:
+        # g' = (1 - b1) g goes into m, then (1 - b2) g^2 = g'^2 (1 - b2) / (1 - b1)^2 into v
+        # (products only: no difference of nearly equal terms, which would lose digits)
         m *= b1
+        g *= 1 - b1
         m += g
-        # v = b2 v + (1 - b2) g^2 = b2 (v - g^2) + g^2, g squared in place (not needed again)
         np.multiply(g, g, out=g)
-        v -= g
+        g *= (1 - b2) / ((1 - b1) * (1 - b1))
         v *= b2
         v += g
         # the step: g = m / (sqrt(v) / sqrt(1 - b2^t) + eps) * lr / (1 - b1^t)
