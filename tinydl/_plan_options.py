@@ -8,7 +8,7 @@ from typing import Dict
 
 import numpy as np
 
-from .lowmem import DECODE_LADDER, DECODE_ROWS
+from .lowmem import DECODE_LADDER, DECODE_ROWS, PRODUCT_LADDER
 from .plan import BATCH_SIZE, N_STANDARDIZE
 
 __all__ = ["CHUNK_LADDER", "BATCH_LADDER", "SCALE_SPREAD", "scaling_rule"]
@@ -79,12 +79,17 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
         for dd in ddts:
             for raw, stdz, nstd in policies:
                 # a stored (narrower) dictionary keeps no D.T copy; it decodes 16 atoms at a
-                # time, then 1 (tinydl.lowmem.DECODE_LADDER)
+                # time, then 1 (tinydl.lowmem.DECODE_LADDER); last, the backend's product
+                # tiles of 4 rows instead of 16 (tinydl.lowmem.PRODUCT_LADDER)
                 stored = dd in ("float16", "int8")
-                for dtc, dec in (((False, r) for r in DECODE_LADDER) if stored else
-                                 ((True, DECODE_ROWS), (False, DECODE_ROWS))):
+                tiles = [(False, r) for r in DECODE_LADDER] if stored else \
+                    [(True, DECODE_ROWS), (False, DECODE_ROWS)]
+                tiles = [t + (PRODUCT_LADDER[0],) for t in tiles] + \
+                    [tiles[-1] + (rows,) for rows in PRODUCT_LADDER[1:]]
+                for dtc, dec, rows in tiles:
                     out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
-                                     chunk=ch, dt_copy=dtc, batch=batch, decode=dec)
+                                     chunk=ch, dt_copy=dtc, batch=batch, decode=dec,
+                                     rows=rows)
                                 for ch in chunks])
     return out
 

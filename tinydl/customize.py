@@ -42,8 +42,10 @@ whole footprint fits the memory budget, in this order --
    fit``) only ``rebuild="never"`` without standardization (``standardize="off"``);
 3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
    (:mod:`tinydl.lowmem`) -- for a float16 / int8 dictionary, its float32 decode tile of 16
-   atoms, then of 1 --; then the largest chunk of 256, 128, 64, 32, 16, 8, 4, 2, 1 rows (the
-   OMP workspace is sized for the chunk);
+   atoms, then of 1 --, then the backend's product tiles of 4 rows, then 1, instead of 16
+   (:data:`tinydl.lowmem.PRODUCT_LADDER`: the tiles, the Wp test's block and OMP's output
+   tile shrink with them; rows stay independent, the products get slower); then the largest
+   chunk of 256, 128, 64, 32, 16, 8, 4, 2, 1 rows (the OMP workspace is sized for the chunk);
 
 and all of that first at the network's default minibatch of 64 samples, then at 32, then 16
 (:data:`BATCH_LADDER`: the sparse first layer's gather scratch, the activations and the
@@ -75,7 +77,7 @@ from ._plan_options import (  # noqa: F401 - BATCH_LADDER etc. stay importable f
 )
 from .errors import BudgetInfeasible
 from .footprint import plan_total
-from .lowmem import DECODE_ROWS
+from .lowmem import DECODE_ROWS, PRODUCT_ROWS
 from .plan import (
     BATCH_SIZE,
     CHUNK,
@@ -100,7 +102,7 @@ __all__ = ["Plan", "Budget", "BudgetInfeasible", "plan", "plan_footprint", "load
            "plan_export_footprint"]
 
 #: candidate ladders (the paper's setting, l = 100 and k = 20, is on them)
-L_LADDER = (8, 16, 32, 50, 64, 100, 128, 200, 256)
+L_LADDER = (8, 16, 32, 50, 64, 80, 100, 128, 200, 256)
 K_LADDER = (2, 3, 5, 10, 15, 20, 30, 40)
 WINDOW_LADDER = (128, 256, 512, 1024, 2048, 4096)
 HIDDEN_LADDER = ((16,), (32,), (64,), (64, 32), (128,), (128, 64), (256, 128))
@@ -115,17 +117,18 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
                    window_policy: str = WINDOW_POLICY, backend: str = "numpy",
                    dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
-                   buffers: bool = False):
+                   buffers: bool = False, product_rows: int = PRODUCT_ROWS):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
     transform's state (atoms ``D`` in their storage dtype, the Gram matrix and its Cholesky
     factor, the scan buffers, the backend's product tiles), the OMP workspace for
-    ``omp_batch`` rows (default: ``chunk``), the compact code window (``k`` int32 indices and
-    ``k`` values per sample, one int64 label, and with ``raw_rows`` -- ``rebuild="new-class"``
-    -- each stored sample's raw row), the network's parameters, gradients, Adam state and
-    training buffers, and the largest transient phase (fixing the statistics, streaming a
-    chunk, a rebuild).
+    ``omp_batch`` rows (default: ``chunk``), the compact code window (``k`` indices in the
+    narrowest integer that holds them and ``k`` values per sample, one narrow label, and with
+    ``raw_rows`` -- ``rebuild="new-class"`` -- each stored sample's raw row), the network's
+    parameters, gradients, Adam's two moments and training buffers, the learner's small
+    Python objects, and the largest transient phase (fixing the statistics, streaming a
+    chunk and retraining, writing a checkpoint, a rebuild).
 
     Returns
     -------
@@ -139,7 +142,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                        chunk, n_standardize, standardize, rebuild, window_policy,
                        dictionary_dtype, ob,
                        dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False,
-                       decode_rows=decode_rows)
+                       decode_rows=decode_rows, product_rows=product_rows)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -306,7 +309,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             "new-class" if opt["raw"] else "never", WINDOW_POLICY,
                             opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
                             _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"],
-                            decode_rows=opt["decode"])
+                            decode_rows=opt["decode"], product_rows=opt["rows"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
                     key = (sizes, window, k, opt["batch"])
@@ -347,7 +350,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             n_standardize=opt["n_standardize"],
                             dictionary_dtype=opt["ddtype"] or dt.name,
                             dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
-                            decode_rows=opt["decode"],
+                            decode_rows=opt["decode"], product_rows=opt["rows"],
                             batch_size=opt["batch"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
@@ -372,6 +375,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  dictionary_dtype=best.dictionary_dtype, backend=be,
                                  dt_copy=best.dt_copy, batch_size=best.batch_size,
                                  decode_rows=best.decode_rows,
+                                 product_rows=best.product_rows,
                                  window_policy=WINDOW_POLICY, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
@@ -390,7 +394,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 window_policy=WINDOW_POLICY, standardize=best.standardize,
                 n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
                 omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
-                decode_rows=best.decode_rows,
+                decode_rows=best.decode_rows, product_rows=best.product_rows,
                 buffers=tuple(buffers),
                 candidates=tuple(cands))
 

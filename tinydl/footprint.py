@@ -43,6 +43,10 @@ _TILE = 16
 _SCAN = 16
 #: the NumPy backend's OMP cache (hal.backends.numpy.NumpyBackend.cache_bytes)
 _CACHE = 5 * 2 ** 19
+#: the learner's small Python objects and a checkpoint write's transient (measured, see
+#: _buffers)
+_OBJECTS = 28 * 1024
+_CHECKPOINT = 24 * 1024
 
 
 def dictionary_itemsize(dictionary_dtype, dtype="float32") -> int:
@@ -50,8 +54,8 @@ def dictionary_itemsize(dictionary_dtype, dtype="float32") -> int:
     return np.dtype(dictionary_dtype or dtype).itemsize
 
 
-_ITEM = {"float64": 8, "float32": 4, "float16": 2, "int8": 1, "int32": 4, "int64": 8,
-         "uint8": 1}
+_ITEM = {"float64": 8, "float32": 4, "float16": 2, "int8": 1, "int16": 2, "int32": 4,
+         "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4}
 
 
 def _buf(name, shape, dtype, term, phase, note=""):
@@ -100,7 +104,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  n_standardize: int = 256, standardize="hold", rebuild: str = "never",
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
                  omp_batch: int = 256, dt_copy: bool = False,
-                 alpha: float = 0.3, decode_rows: int = _TILE) -> List[tuple]:
+                 alpha: float = 0.3, decode_rows: int = _TILE,
+                 product_rows: int = _TILE) -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -124,6 +129,9 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         The Wp threshold (below ~0.14 the explicit residual's tiles are counted).
     decode_rows : int
         Atoms a stored dictionary decodes at a time (:func:`tinydl.lowmem.plan_backend`).
+    product_rows : int
+        Rows of the backend's product tiles, also the Wp test's block
+        (:func:`tinydl.lowmem.plan_backend`).
 
     Returns
     -------
@@ -139,6 +147,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     if window_policy == "reservoir":
         slots = max(1, int(window) // int(n_classes)) * int(n_classes)
     hidden = tuple(int(h) for h in hidden_layer_sizes)
+    rt = int(product_rows)  # product tile rows (16 by default: _TILE, _SCAN)
     S = "steady"
     out = [_buf("transform.D", (lb, m), ddt, "m*l", S, "the atoms, in their stored dtype")]
     if ddt == "int8":
@@ -147,13 +156,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
             _buf("transform.Li", (lb, lb), dt, "overhead", S,
                  "inverse Cholesky factor of G: Wp from D a"),
-            _buf("basis.c,z", (2, _SCAN, lb), dt, "overhead", S, "D a and Li D a"),
+            _buf("basis.c,z", (2, rt, lb), dt, "overhead", S, "D a and Li D a"),
             # the row-independent products' tiles, grown to the widest operands: (16, m) in
             # and (16, l) out, and (16, m) out too where the Wp test takes the explicit
             # residual (alpha^2 below 2 x 0.01, hal.backends.numpy.basis); the in tile is
             # also the Wp test's padded rows and OMP's padded chunk rows (one tile, not
             # three: NumpyBackend.product_tiles)
-            _buf("backend.tiles", (_TILE, m + (m if alpha * alpha < 0.02 else lb)), dt,
+            _buf("backend.tiles", (rt, m + (m if alpha * alpha < 0.02 else lb)), dt,
                  "overhead", S, "the row-independent product tiles (in, out)")]
     if ddt != dt:
         out.append(_buf("transform.decode", (min(int(decode_rows), lb), m), dt, "overhead", S,
@@ -167,14 +176,21 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
             _buf("omp.state", (kk * kk + 6 * kk + 1 + 5, b), dt, "overhead", S,
                  "coef, u, ru, b, cj, nrho, gamma, vec, xx"),
             _buf("omp.index", (kk + 2, b), "int64", "overhead", S, "j, fj, rowoff"),
-            _buf("omp.pad_out", (lb, _TILE), dt, "overhead", S, ""),
-            _buf("omp.G", (lb, lb), dt, "overhead", S, "the plan's contiguous Gram copy")]
+            _buf("omp.pad_out", (lb, rt), dt, "overhead", S, "")]
+    if ddt == dt:
+        # while the dictionary fills, the float dictionary's encode plan holds a contiguous
+        # copy of G's leading (n, n) block (a view of G once it is full); a stored (float16
+        # / int8) one reads the block in place (hal.backends.numpy.stored)
+        out.append(_buf("omp.G", (lb, lb), dt, "overhead", S,
+                        "the plan's contiguous Gram copy"))
     if dt_copy:
         out.append(_buf("omp.DT", (m, lb), dt, "overhead", S, "contiguous copy of D^T"))
-    # the window: compact codes (the paper's l*n dense codes, stored as k indices + values)
-    out += [_buf("window.indices", (slots, kk), "int32", "l*n", S, "compact codes"),
+    # the window: compact codes (the paper's l*n dense codes, stored as k indices + values),
+    # the indices and labels in the narrowest integers that hold them (tinydl.window)
+    out += [_buf("window.indices", (slots, kk), _index_dtype(int(l)), "l*n", S,
+                 "compact codes"),
             _buf("window.values", (slots, kk), dt, "l*n", S, "compact codes"),
-            _buf("window.labels", (slots,), "int64", "overhead", S, "")]
+            _buf("window.labels", (slots,), _label_dtype(int(n_classes)), "overhead", S, "")]
     if rebuild == "new-class":
         out.append(_buf("window.raw", (slots, m), dt, "overhead", S,
                         "raw-sample reservoir a rebuild re-learns from"))
@@ -185,9 +201,19 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                     "MLPClassifier.footprint"))
     out.append(("network.loss_curve", (), "object", _loss_curve_bytes(),
                 "overhead", S, "the last passes' mean loss (Python floats)"))
+    # the learner's small Python objects: array headers and views (each layer's parameter
+    # and gradient views, the workspaces' slices), plans, dicts (measured with tracemalloc
+    # in `tinydl fit` on UJIIndoorLoc's 256 KiB plan: 28 KB in 256 allocations under 500 B;
+    # about as many whatever the sizes: negligible at m=5625, a tenth of a 256 KiB budget)
+    out.append(("learner.objects", (), "object", _OBJECTS, "overhead", S,
+                "small Python objects: array headers, views, plans, dicts"))
     h1 = hidden[0] if hidden else int(n_classes)
     out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
                     "the sparse first layer's gather scratch"))
+    # the sparse first layer's plan (hal.backend SparseLayerPlan): the block its backward
+    # scatters a mini-batch's codes into, and the row offsets of that block
+    out.append(_buf("backend.scatter", (int(batch_size), int(l) + 2), dt, "overhead", S,
+                    "the sparse first layer's scatter block and row offsets"))
     code = 4 + it
     # (stats) fixing the standardization (rebuild="never"; a rebuild fixes its own)
     if rebuild == "never" and standardize == "hold":
@@ -204,19 +230,27 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("stats.read", (chunk, m), dt, "overhead", "stats", "the chunk read"),
                 _buf("stats.deviations", (chunk, m), dt, "overhead", "stats",
                      "the chunk's squared deviations")]
-    # (stream) one chunk read, standardized and coded, then a retraining: the window's ordered
-    # copy and the network's per-call buffers (measured: 16 B a sample; the window's codes are
-    # trained on in place: no padded-index or values copy per non-zero, tinydl.nn.trainer)
+    # (stream) one chunk read, standardized and coded, then a retraining on views of the
+    # window (no copy of it: CodeWindow.train_view) and the network's per-call buffers
+    # (measured: 16 B a sample); a reservoir that has not filled every class's share passes
+    # its occupied slots (8 B a slot), priced for "auto" too (it may resolve to a reservoir)
     rows = max(chunk, n_standardize) if (rebuild == "never" and standardize == "hold") \
         else chunk
     out += [_buf("stream.read", (chunk, m), dt, "overhead", "stream", "the chunk read"),
             _buf("stream.standardized", (rows, m), dt, "overhead", "stream", ""),
             _buf("stream.codes", (2 * rows, kk * code), "uint8", "overhead", "stream",
-                 "the chunk's codes and their scaled copy"),
-            _buf("stream.window copy", (slots, kk * code + 16), "uint8", "overhead", "stream",
-                 "the ordered window (and its slot index) the network retrains on"),
-            _buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
-                 "overhead", "stream", "the network's per-call buffers")]
+                 "the chunk's codes and their scaled copy")]
+    if window_policy != "sliding":
+        out.append(_buf("stream.window rows", (slots,), "int64", "overhead", "stream",
+                        "a filling reservoir's occupied slots the network retrains on"))
+    out.append(_buf("stream.training", (22 * 1024 + slots * 16,), "uint8",
+                    "overhead", "stream", "the network's per-call buffers"))
+    # (checkpoint) writing a checkpoint (tinydl.checkpoint, every 16 x n_batch samples in
+    # `tinydl fit`, and at the end): the zip member and file buffers and the arrays' dicts
+    # (measured: 21-25 KB from m=520 to m=5625); the arrays are written from their own
+    # memory (a block of G or Li row by row, tinydl.io)
+    out.append(_buf("checkpoint.write", (_CHECKPOINT,), "uint8", "overhead", "checkpoint",
+                    "zip and file buffers, the state's dicts"))
     ob = max(int(omp_batch), 1)
     if chunk == 1 or ob == 1 or chunk % ob == 1:
         # a lone row is coded as a pair (its concatenation with itself), so that its code is
@@ -232,6 +266,18 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                 _buf("rebuild.codes", (2 * slots, kk * code), "uint8", "overhead",
                      "rebuild", "")]
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _index_dtype(l: int) -> str:
+    from .window import index_dtype
+    return index_dtype(l).name
+
+
+@functools.lru_cache(maxsize=None)
+def _label_dtype(n_classes: int) -> str:
+    from .window import label_dtype
+    return label_dtype(n_classes).name
 
 
 @functools.lru_cache(maxsize=None)
@@ -255,7 +301,7 @@ def _network_parts(l, k, hidden, window, n_classes, dtype, batch_size) -> Dict[s
     from .nn import MLPClassifier
     # the learner's default optimizer (Adam: two state buffers per parameter)
     net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype,
-                        optimizer="adam")
+                        optimizer="adam", sparse_product="gather")
     return dict(net.footprint(batch_size, l, n_classes, n_samples=window, sparse_k=k))
 
 
@@ -371,7 +417,10 @@ def measured_buffers(learner) -> Dict[str, int]:
         put("omp.pad_in", arrays.get("pad_in"))
         put("omp.pad_out", arrays.get("pad_out"))
         put("omp.DT", arrays.get("DT"))
-        put("omp.G", getattr(plan, "G", None))
+        pg = getattr(plan, "G", None)
+        if isinstance(pg, np.ndarray) and not (isinstance(d.get("_G"), np.ndarray)
+                                               and np.shares_memory(pg, d["_G"])):
+            put("omp.G", pg)  # a copy of its own, not a view of the transform's G
     be = getattr(learner, "_backend_obj", None)
     bd = getattr(be, "__dict__", {})
     tiles = []

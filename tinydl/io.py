@@ -75,17 +75,23 @@ def _write_npz(fh, payload: Mapping[str, np.ndarray]) -> None:
     with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED,
                          allowZip64=True) as zf:
         for key, arr in payload.items():
-            if not arr.flags.c_contiguous:  # a copy only of a non-contiguous view
+            # a 2-D view whose rows are contiguous (a block of a larger matrix) is written
+            # row by row: the same bytes as its contiguous copy, without the copy
+            by_rows = (not arr.flags.c_contiguous and arr.ndim == 2 and arr.size
+                       and arr.strides[1] == arr.itemsize and arr.dtype.kind != "U")
+            if not arr.flags.c_contiguous and not by_rows:  # a copy only of such a view
                 arr = np.ascontiguousarray(arr)
             with zf.open(key + ".npy", "w", force_zip64=True) as fid:
                 header = fmt.header_data_from_array_1_0(arr)
+                header["fortran_order"] = False
                 try:
                     fmt.write_array_header_1_0(fid, header)
                 except ValueError:  # a header too long for format 1.0
                     fmt.write_array_header_2_0(fid, header)
-                flat = arr.reshape(-1).view(np.uint8)
-                for s in range(0, flat.size, _WRITE_BYTES):
-                    fid.write(flat[s:s + _WRITE_BYTES])
+                for part in (arr if by_rows else (arr.reshape(-1),)):
+                    flat = part.view(np.uint8)
+                    for s in range(0, flat.size, _WRITE_BYTES):
+                        fid.write(flat[s:s + _WRITE_BYTES])
 
 
 def read_npy_header(fh, where: str = "array"):
@@ -231,7 +237,8 @@ def array_digest(arrays) -> str:
     for key in sorted(arrays):
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes() if a.dtype.kind != "U" else str(a).encode())
+        # the array's own buffer (contiguous): no bytes copy of a model-sized array
+        h.update(a.reshape(-1).view(np.uint8) if a.dtype.kind != "U" else str(a).encode())
     return h.hexdigest()
 
 

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["plan_backend", "DECODE_ROWS", "DECODE_LADDER"]
+__all__ = ["plan_backend", "DECODE_ROWS", "DECODE_LADDER", "PRODUCT_ROWS", "PRODUCT_LADDER"]
 
 #: atoms a stored (float16 / int8) dictionary decodes at a time by default
 #: (hal.backends.numpy.stored._TILE), and the customizer's options: 16, then 1 when the
 #: (16, m) float32 tile does not fit (at m=5625 it is 360 KB: 64 int8 atoms)
 DECODE_ROWS = 16
 DECODE_LADDER = (16, 1)
+#: rows of the backend's product tiles by default (hal.backends.numpy.PRODUCT_ROWS), and the
+#: customizer's options: 16, then 4, then 1 when the (16, m + l) tiles, the Wp test's
+#: (16, l) correlations and OMP's (l, 16) output tile do not fit (at m=520, l=100: 57 KB
+#: against 14 KB at 4 rows; at m=5625, l=80: 365 KB, 91 KB, 23 KB).  Each row's products
+#: stay independent of its neighbours at 4 and 1 rows too (the property the 16-row tiles
+#: were chosen for, checked in tests/core/test_small_memory.py), so the codes still do not
+#: depend on how the stream is cut; fewer rows are slower (more, smaller products)
+PRODUCT_ROWS = 16
+PRODUCT_LADDER = (16, 4, 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,7 +46,7 @@ def _lean_class(cls):
 
 
 def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
-                 decode_rows: int = DECODE_ROWS):
+                 decode_rows: int = DECODE_ROWS, product_rows: int = PRODUCT_ROWS):
     """The backend ``name`` with OMP workspaces for ``batch`` rows (and, with
     ``dt_copy=False``, without the copy of ``D.T``; with ``decode_rows`` below 16, a stored
     float16 / int8 dictionary decoded that many atoms at a time).
@@ -51,6 +60,9 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
     decode_rows : int
         Atoms a stored dictionary decodes at a time into its float32 tile
         (:mod:`hal.backends.numpy.stored`: ``decode_rows x m`` values; 16 by default).
+    product_rows : int
+        Rows of the backend's row-independent product tiles (NumPy and BLAS backends; 16
+        by default): also the Wp test's block (:mod:`hal.backends.numpy.basis`).
 
     Returns
     -------
@@ -59,7 +71,8 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
         a backend sized here has ``compiled_execution`` off (see :mod:`hal.execution`).
     """
     import hal
-    if batch >= 256 and dt_copy and decode_rows == DECODE_ROWS:
+    if batch >= 256 and dt_copy and decode_rows == DECODE_ROWS \
+            and product_rows == PRODUCT_ROWS:
         return name
     try:
         be = hal.get_backend(name, batch=int(batch))
@@ -69,6 +82,8 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
         be.__class__ = _lean_class(type(be))
     if decode_rows != DECODE_ROWS:
         be.stored_tile_rows = int(decode_rows)  # read by the stored-atom tiles
+    if product_rows != PRODUCT_ROWS and hasattr(be, "product_tiles"):
+        be.product_rows = int(product_rows)  # read by rows_matmul, OMP and the Wp test
     # the plan priced this backend's own OMP workspaces, sized above; the execution rule's
     # native kernels (hal.execution) keep a transposed copy of the atoms and 48-row scratch
     # of their own (measured at m=5625, l=100: +3.3 MB, a peak 1.57x the plan's), so a

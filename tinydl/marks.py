@@ -31,10 +31,13 @@ class MarkedStream:
         return int(self.n_samples_seen_ + self.standardizer_.n_pending)
 
     def _retrain(self, epochs=None):
-        codes, labels = self.window_.view()
+        # views of the window and the rows that hold a sample, not an ordered copy (the
+        # network visits them shuffled anyway)
+        codes, labels, rows = self.window_.train_view()
         with self.train_timer or contextlib.nullcontext():
             self.network_.partial_fit(codes, labels, classes=self._class_index,
-                                      epochs=int(epochs or self.epochs_per_update))
+                                      epochs=int(epochs or self.epochs_per_update),
+                                      rows=rows)
         self.n_updates_ += 1
         if self.on_update is not None:
             self.on_update(self)

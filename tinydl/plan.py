@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .lowmem import DECODE_ROWS
+from .lowmem import DECODE_ROWS, PRODUCT_ROWS
 
 __all__ = ["Budget", "Candidate", "Plan", "load_plan"]
 
@@ -117,6 +117,7 @@ class Candidate:
     dt_copy: bool = True
     batch_size: int = BATCH_SIZE      # the network's minibatch
     decode_rows: int = DECODE_ROWS    # atoms a stored dictionary decodes at a time
+    product_rows: int = PRODUCT_ROWS  # rows of the backend's product tiles
 
     def label(self) -> str:
         """One line naming the configuration."""
@@ -125,7 +126,9 @@ class Candidate:
                 f"n_batch={self.n_batch} chunk={self.chunk} D={self.dictionary_dtype} "
                 f"rebuild={self.rebuild} std={self.standardize}"
                 + (f" batch={self.batch_size}" if self.batch_size != BATCH_SIZE else "")
-                + (f" decode={self.decode_rows}" if self.decode_rows != DECODE_ROWS else ""))
+                + (f" decode={self.decode_rows}" if self.decode_rows != DECODE_ROWS else "")
+                + (f" tiles={self.product_rows}" if self.product_rows != PRODUCT_ROWS
+                   else ""))
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,9 @@ class Plan:
     decode_rows : int
         Atoms a float16 / int8 dictionary decodes at a time into its float32 tile (16, or 1
         when that tile does not fit: :func:`tinydl.lowmem.plan_backend`).
+    product_rows : int
+        Rows of the backend's row-independent product tiles (16, or 4 when those tiles do
+        not fit: :func:`tinydl.lowmem.plan_backend`).
     buffers : list of dict
         The predicted footprint buffer by buffer (:func:`tinydl.footprint.plan_buffers`).
     m, n_classes : int
@@ -221,6 +227,7 @@ class Plan:
     omp_batch: int = CHUNK
     dt_copy: bool = True
     decode_rows: int = DECODE_ROWS
+    product_rows: int = PRODUCT_ROWS
     buffers: Tuple[Dict, ...] = field(default=(), compare=False, repr=False)
     candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
 
@@ -286,7 +293,7 @@ class Plan:
         (:func:`tinydl.lowmem.plan_backend`; the name itself when the defaults apply)."""
         from .lowmem import plan_backend
         return plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy),
-                            int(self.decode_rows))
+                            int(self.decode_rows), int(self.product_rows))
 
     def to_dict(self) -> Dict:
         """The plan as a JSON-ready dict (without the candidates).
@@ -361,10 +368,10 @@ class Plan:
                                             self.n_classes))
         if ranked:
             out.append(f"best {min(top, len(ranked))} that fit (winner first):")
-            out.append(f"  {'candidate':<58}{'memory':>10}{'us/sample':>11}{'uJ/sample':>11}"
+            out.append(f"  {'candidate':<58} {'memory':>10}{'us/sample':>11}{'uJ/sample':>11}"
                        + ("  error" if self.error is not None else ""))
             for c in ranked[:top]:
-                out.append(f"  {c.label():<58}{_fmt_bytes(c.footprint_bytes):>10}"
+                out.append(f"  {c.label():<58} {_fmt_bytes(c.footprint_bytes):>10}"
                            f"{c.transform_seconds * 1e6:>11.1f}"
                            f"{c.energy_per_sample * 1e6:>11.2f}"
                            + (f"  {c.error:.4f}" if c.error is not None else ""))
@@ -401,7 +408,7 @@ def load_plan(path) -> Plan:
                     # plans written before these fields: the learner's defaults then
                     rebuild="new-class", window_policy="reservoir", standardize="hold",
                     n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True,
-                    decode_rows=DECODE_ROWS)
+                    decode_rows=DECODE_ROWS, product_rows=PRODUCT_ROWS)
     kw.pop("buffers", None)
     kw["buffers"] = tuple(dict(b) for b in (d.get("buffers") or []) if isinstance(b, dict))
     for k, v in defaults.items():
@@ -413,7 +420,8 @@ def load_plan(path) -> Plan:
     from .footprint import DICTIONARY_DTYPES
     _check_choice(path, "dictionary_dtype", kw["dictionary_dtype"], DICTIONARY_DTYPES)
     for name in ("l", "k", "window", "n_batch", "m", "n_classes", "epochs_per_update",
-                 "batch_size", "chunk", "n_standardize", "omp_batch", "decode_rows"):
+                 "batch_size", "chunk", "n_standardize", "omp_batch", "decode_rows",
+                 "product_rows"):
         v = kw[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{path}: plan {name} must be a positive integer, got {v!r}")

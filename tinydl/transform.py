@@ -248,10 +248,12 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                "n_atoms_": np.array(n),
                # views: save writes them as they are (a copy of the atoms was a
                # dictionary-sized transient at every checkpoint)
-               "D": self._D[:n], "G": self._G[:n, :n].copy(),
+               # G and Li too (save_npz copies a non-contiguous one, one array at a time;
+               # a full dictionary's are contiguous: no copy)
+               "D": self._D[:n], "G": self._G[:n, :n],
                "D_scale": (self._D_scale[:n] if self._D_scale is not None
                            else np.zeros(0, np.float32)),
-               "Linv": self._Li[:n, :n].copy(),
+               "Linv": self._Li[:n, :n],
                "has_stats": np.array(int(self.mean_ is not None)),
                "pending": (self._pending[:self._n_pending] if self._pending is not None
                            else np.zeros((0, self.n_features_in_), self.dtype_)),

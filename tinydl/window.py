@@ -11,6 +11,13 @@ on every class seen so far, where a sliding window holds only the last block's. 
 randomness is a counter-based hash of ``(seed, class, count)`` (:func:`_draw`): no generator
 state to save, and the same slots however the stream is cut into calls.
 
+The stored arrays are as narrow as what they hold allows, exactly: the indices in the
+narrowest signed integer that holds ``n_atoms - 1`` and the padding ``-1``
+(:func:`index_dtype`: int8 up to 128 atoms, int16 up to 32,768), the labels (indices into the
+classes) in the narrowest unsigned one (:func:`label_dtype`: uint8 up to 256 classes), so a
+sample's code costs ``k`` bytes of indices where int32 took ``4 k`` (the values stay in the
+compute dtype: the codes the network trains on are those the transform gave, bit for bit).
+
 With ``n_features`` the window also keeps each stored sample's raw row (what the learner's
 ``rebuild="new-class"`` policy rebuilds the dictionary from), at the cost of
 ``size x n_features`` values.
@@ -25,12 +32,32 @@ from ._validation import check_int
 from .codes import SparseCodes
 from .errors import ModelFileError
 
-__all__ = ["CodeWindow", "POLICIES"]
+__all__ = ["CodeWindow", "POLICIES", "index_dtype", "label_dtype"]
 
 POLICIES = ("reservoir", "sliding")
 
 _M1, _M2, _M3 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9),
                  np.uint64(0x94D049BB133111EB))
+
+
+def index_dtype(n_atoms: int) -> np.dtype:
+    """The narrowest signed integer dtype holding the indices ``0..n_atoms-1`` and the
+    padding ``-1``: int8, int16 or int32."""
+    for dt in (np.int8, np.int16):
+        if int(n_atoms) - 1 <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int32)
+
+
+def label_dtype(n_classes: Optional[int]) -> np.dtype:
+    """The narrowest unsigned integer dtype holding the class indices ``0..n_classes-1``
+    (uint8, uint16, uint32); int64 when the classes are not known."""
+    if n_classes is None:
+        return np.dtype(np.int64)
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if int(n_classes) - 1 <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
 
 
 def _mix(x):
@@ -78,9 +105,9 @@ class CodeWindow:
 
     Attributes
     ----------
-    indices : ndarray of shape (slots, k), int32
+    indices : ndarray of shape (slots, k), :func:`index_dtype` of ``n_atoms``
     values : ndarray of shape (slots, k)
-    labels : ndarray of shape (slots,), int64
+    labels : ndarray of shape (slots,), :func:`label_dtype` of the classes (int64 without)
     raw : ndarray of shape (slots, n_features) or None
     fill : int
         Valid entries.
@@ -112,9 +139,10 @@ class CodeWindow:
             slots = self.size
         self.slots = slots
         self.counts = np.zeros(0 if self.classes is None else len(self.classes), np.int64)
-        self.indices = np.full((slots, self.k), -1, np.int32)
+        self.indices = np.full((slots, self.k), -1, index_dtype(self.n_atoms))
         self.values = np.zeros((slots, self.k), np.dtype(dtype))
-        self.labels = np.zeros(slots, np.int64)
+        self.labels = np.zeros(slots, label_dtype(None if self.classes is None
+                                                  else len(self.classes)))
         self.raw = None if n_features is None else np.zeros((slots, int(n_features)),
                                                             np.dtype(dtype))
         self.fill = 0
@@ -200,15 +228,22 @@ class CodeWindow:
         if self.raw is not None:
             self.raw[slots] = raw[rows]
 
-    def view(self) -> Tuple[SparseCodes, np.ndarray]:
+    def view(self, ordered: bool = True) -> Tuple[SparseCodes, np.ndarray]:
         """The stored codes and labels (in :meth:`occupied`'s order).
+
+        Parameters
+        ----------
+        ordered : bool, default=True
+            False: in slot order instead, a view of the stored arrays for any full or
+            filling sliding window (no copy of the window: what retraining takes, since the
+            network visits the samples in a shuffled order anyway).
 
         Returns
         -------
         codes : SparseCodes of ``fill`` samples
         labels : ndarray of shape (fill,)
         """
-        if self.policy == "sliding" and self.fill < self.size:
+        if self.policy == "sliding" and (self.fill < self.size or not ordered):
             sl = slice(0, self.fill)  # a view: no copy
         else:
             sl = self.occupied()
@@ -216,6 +251,26 @@ class CodeWindow:
                 # one run of slots (a full reservoir): a view, not a copy of the window
                 sl = slice(int(sl[0]), int(sl[-1]) + 1)
         return SparseCodes(self.indices[sl], self.values[sl], self.n_atoms), self.labels[sl]
+
+    def train_view(self) -> Tuple[SparseCodes, np.ndarray, Optional[np.ndarray]]:
+        """What retraining takes, without a copy of the window: the stored arrays (views) and
+        the rows of them that hold a sample (None: all of them).  A sliding window gives its
+        first ``fill`` slots (slot order: the network shuffles anyway); a reservoir all its
+        slots and, until every class fills its share, :meth:`occupied`'s slots.
+
+        Returns
+        -------
+        codes : SparseCodes
+        labels : ndarray
+        rows : ndarray of int64, or None
+        """
+        if self.policy == "sliding":
+            codes, labels = self.view(ordered=False)
+            return codes, labels, None
+        if self.fill == self.slots:
+            return SparseCodes(self.indices, self.values, self.n_atoms), self.labels, None
+        return SparseCodes(self.indices, self.values, self.n_atoms), self.labels, \
+            self.occupied()
 
     def raw_view(self) -> Tuple[np.ndarray, np.ndarray]:
         """The stored raw rows and labels (in :meth:`occupied`'s order)."""
@@ -232,7 +287,7 @@ class CodeWindow:
         """The labels of the classes with at least one stored sample."""
         if self.policy == "reservoir":
             return self.classes[self.counts > 0]
-        return np.unique(self.view()[1])
+        return np.unique(self.view(ordered=False)[1])
 
     # -- state (what a checkpoint stores) ----------------------------------------------------
     def state(self) -> Dict[str, np.ndarray]:
@@ -268,8 +323,20 @@ class CodeWindow:
             if got != want:
                 raise ModelFileError(f"{where}: {key} has shape {got}, expected {want} "
                                      "(window, k)")
-        self.indices, self.values = arrays["codes_indices"], arrays["codes_values"]
-        self.labels = arrays["labels_window"]
+        # files written before the compact dtypes held int32 indices and int64 labels:
+        # narrowed here (labels that do not fit are an older file's labels themselves, which
+        # tinydl.checkpoint maps to indices: kept as they are)
+        idx, lab = arrays["codes_indices"], arrays["labels_window"]
+        if idx.dtype.kind not in "iu" or (idx.size and (int(idx.min()) < -1 or
+                                                        int(idx.max()) >= n_atoms)):
+            raise ModelFileError(f"{where}: codes_indices must be integers in [-1, "
+                                 f"{n_atoms}), got {idx.dtype} values outside it")
+        self.indices = idx.astype(self.indices.dtype, copy=False)
+        want = self.labels.dtype
+        fits = lab.dtype.kind in "iu" and (not lab.size or (
+            int(lab.min()) >= 0 and int(lab.max()) <= np.iinfo(want).max))
+        self.labels = lab.astype(want, copy=False) if fits else lab
+        self.values = arrays["codes_values"]
         if policy == "reservoir":
             self.counts = np.array(arrays["window_counts"], np.int64)
         if n_features is not None:

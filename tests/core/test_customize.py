@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinydl.customize import BudgetInfeasible, load_plan, plan, plan_footprint
+from tinydl.footprint import by_term
 
 PROFILES = ("jetson-tk1", "raspberry-pi-4", "x86-64-host")
 MEMORY = (None, 64 * 2 ** 20, 4 * 2 ** 20, 256 * 2 ** 10)
@@ -42,7 +43,11 @@ def test_every_plan_on_the_grid_fits_its_budget(profile, m, n_classes):
         feasible += 1
         if mem is not None:
             assert p.footprint_bytes <= mem
-            assert p.paper_bytes <= p.footprint_bytes
+            # the real footprint holds the paper's dictionary and parameters at least (its
+            # codes are compact: k narrow indices and values each, below the formula's dense
+            # l*n when k is small against l)
+            terms = by_term(p.buffers)
+            assert terms["m*l"] + terms["|param|"] <= p.footprint_bytes
         if t is not None:
             assert p.transform_seconds <= t
         if rate is not None:
@@ -170,9 +175,11 @@ def test_smaller_network_batch_only_when_the_default_does_not_fit():
                  hidden_choices=((32,),), dictionary_dtype="float32")
     roomy = plan(520, 13, "x86-64-host", memory_bytes=4 * 2 ** 20, **fixed)
     assert roomy.batch_size == BATCH_SIZE == BATCH_LADDER[0]
+    from tinydl.lowmem import PRODUCT_LADDER
     least = {b: plan_footprint(520, 13, 16, 5, (32,), 128, batch_size=b, chunk=CHUNK_LADDER[-1],
                                raw_rows=False, standardize="running", backend=roomy.backend,
-                               dt_copy=False)["total"] for b in BATCH_LADDER}
+                               dt_copy=False, product_rows=PRODUCT_LADDER[-1])["total"]
+             for b in BATCH_LADDER}
     assert least[BATCH_LADDER[-1]] < least[BATCH_LADDER[0]]
     cap = least[BATCH_LADDER[-1]]      # only the smallest minibatch fits
     tight = plan(520, 13, "x86-64-host", memory_bytes=cap, **fixed)

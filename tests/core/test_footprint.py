@@ -45,7 +45,8 @@ def test_the_paper_terms_are_the_dictionary_codes_and_parameters():
     assert terms["m*l"] == 50 * 520 + 4 * 50           # int8 atoms and their scales
     assert terms["|param|"] == 4 * (50 * 32 + 32 + 32 * 13 + 13)
     slots = (256 // 13) * 13
-    assert terms["l*n"] == slots * 10 * (4 + 4)        # compact codes: indices + values
+    # compact codes: int8 indices (l = 50 <= 127) + float32 values
+    assert terms["l*n"] == slots * 10 * (1 + 4)
     assert total(buf) == sum(terms.values())
 
 

@@ -169,7 +169,7 @@ class NetworkClassifier(Trainer, InputChecks):
         self
         """
         self._validate_params()
-        data, n, m, sparse = self._check_X(X)
+        data, n, m, sparse = self._check_X(X, train=True)
         y = self._check_y(y, n)
         self.classes_ = np.unique(y)
         yenc = self._encode(y)
@@ -177,7 +177,7 @@ class NetworkClassifier(Trainer, InputChecks):
         self._train(data, yenc, n, sparse, self.epochs)
         return self
 
-    def partial_fit(self, X, y, classes=None, epochs=1):
+    def partial_fit(self, X, y, classes=None, epochs=1, rows=None):
         """Passes over ``(X, y)`` continuing from the current weights (and optimizer state).
 
         Parameters
@@ -190,6 +190,9 @@ class NetworkClassifier(Trainer, InputChecks):
             Passes over ``(X, y)``; ``X`` is validated and converted once for all of them.
             The same model as ``epochs`` calls with one pass each (each pass shuffles with
             its own seed, from the number of passes made so far).
+        rows : array-like of int, optional
+            Train on these rows of ``(X, y)`` only (the whole of ``X`` and ``y`` is still
+            validated; a code window's occupied slots, without a copy of them).
 
         Returns
         -------
@@ -197,7 +200,8 @@ class NetworkClassifier(Trainer, InputChecks):
         """
         _check_param("epochs", epochs, "int", low=1)
         first = not hasattr(self, "network_")
-        data, n, m, sparse = self._check_X(X, None if first else self.n_features_in_)
+        data, n, m, sparse = self._check_X(X, None if first else self.n_features_in_,
+                                           train=True)
         y = self._check_y(y, n)
         if first:
             if classes is None:
@@ -212,8 +216,14 @@ class NetworkClassifier(Trainer, InputChecks):
                 raise ValueError(f"classes={np.asarray(classes).tolist()} differs from the "
                                  f"classes of the first call {self.classes_.tolist()}")
             yenc = self._encode(y)
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or rows.dtype.kind not in "iu" or (rows.size and (
+                    int(rows.min()) < 0 or int(rows.max()) >= n)):
+                raise ValueError(f"rows must be a 1-D array of row indices in [0, {n}), got "
+                                 f"{rows.dtype} of shape {rows.shape}")
         for _ in range(int(epochs)):
-            self._train(data, yenc, n, sparse, 1)
+            self._train(data, yenc, n, sparse, 1, rows=rows)
         return self
 
     # -- inference -----------------------------------------------------------------------
@@ -346,10 +356,22 @@ class NetworkClassifier(Trainer, InputChecks):
             batch = b * int(np.prod(net.input_shape)) * it + b * 8
         fp = {"parameters": net.params.nbytes, "gradients": net.grads.nbytes,
               "optimizer": OPTIMIZERS[self.optimizer].state_bytes(net.n_params, it),
-              "activations": net.workspace_bytes(b, sparse) + loss_ws,
+              "activations": self._workspace_bytes(net, b, sparse) + loss_ws,
               "batch": batch, "labels": 16 * int(n_samples)}
         fp["total"] = int(sum(fp.values()))
         return fp
+
+    def _workspace_bytes(self, net, b, sparse) -> int:
+        """The layers' workspaces as training allocates them: a fixed first-layer product
+        ("gather") set first, as the trainer does."""
+        first = net.layers[0]
+        if not (sparse and isinstance(first, Dense) and self.sparse_product != "auto"):
+            return net.workspace_bytes(b, sparse)
+        saved, first.sparse_product = first.sparse_product, self.sparse_product
+        try:
+            return net.workspace_bytes(b, sparse)
+        finally:
+            first.sparse_product = saved
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path) -> None:

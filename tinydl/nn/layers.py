@@ -140,10 +140,17 @@ class Dense(Layer):
         self.p["W"][...] = rng.uniform(-bound, bound, self.p["W"].shape)
         self.p["b"][...] = rng.uniform(-bound, bound, self.units)
 
+    #: whether backward is asked for the input's gradient (a network's first layer is not:
+    #: its ``dx`` buffer, batch x inputs, is then not allocated)
+    needs_dx = True
+
     def prepare(self, batch, dtype, rng=None):
-        self.ws = {"y": np.empty((batch, self.units), dtype),
-                   "dx": np.empty((batch, self.n_in), dtype)}
-        if self.sparse_input:
+        self.ws = {"y": np.empty((batch, self.units), dtype)}
+        if self.needs_dx:
+            self.ws["dx"] = np.empty((batch, self.n_in), dtype)
+        # compact codes are scattered into a dense block only by the "dense" product (and
+        # "auto"'s timing of it): the "gather" product reads them as they are
+        if self.sparse_input and self.sparse_product != "gather":
             # codes scattered here (one dummy column absorbs the -1 padding)
             self.ws["codes"] = np.zeros((batch, self.n_in + 1), dtype)
             # flat offset of each row of "codes": one np.put scatters a whole batch
@@ -167,6 +174,10 @@ class Dense(Layer):
     def _scatter(self, sb: SparseCodes):
         n = len(sb)
         pidx = sb.padded_indices()
+        if "codes" not in self.ws:  # a "gather" layer asked to scatter (a deferred dW)
+            b = self.ws["y"].shape[0]
+            self.ws["codes"] = np.zeros((b, self.n_in + 1), self.ws["y"].dtype)
+            self.ws["rowoff"] = np.arange(b, dtype=np.intp)[:, None] * (self.n_in + 1)
         dense = self.ws["codes"][:n]
         dense.fill(0)
         flat = getattr(self, "_flat", None)
@@ -218,6 +229,8 @@ class Dense(Layer):
         if not need_dx:
             return None
         n = dy.shape[0]
+        if "dx" not in self.ws:  # asked although prepared without it
+            self.ws["dx"] = np.empty((self.ws["y"].shape[0], self.n_in), dy.dtype)
         dx = self.ws["dx"][:n]
         be.matmul(dy, self.p["W"].T, out=dx)
         return dx.reshape((n,) + self.in_shape)

@@ -94,6 +94,9 @@ class Network:
             raise ValueError(f"compact codes need a dense first layer, got {first.kind!r}")
         if isinstance(first, Dense):
             first.sparse_input = bool(sparse_input)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                layer.needs_dx = i > 0  # backward never asks the first layer for dx
         total = 0
         for layer in self.layers:
             total += sum(a.nbytes for a in layer.prepare(batch, self.dtype, self.rng).values())
@@ -109,7 +112,9 @@ class Network:
         and 2 on a shadow copy, then extrapolated; nothing of size ``batch`` is allocated)."""
         def at(b):
             total = 0
-            for layer in self.layers:
+            for i, layer in enumerate(self.layers):
+                if isinstance(layer, Dense):
+                    layer.needs_dx = i > 0
                 saved = layer.ws
                 if isinstance(layer, Dense) and layer is self.layers[0]:
                     flag, layer.sparse_input = layer.sparse_input, bool(sparse_input)

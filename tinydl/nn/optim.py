@@ -8,7 +8,8 @@ same weights up to rounding):
   ``p -= (lr / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``.
 
 ``step(p, g)`` uses ``g`` as scratch (it is recomputed by the next backward pass), so SGD holds
-one extra buffer and Adam three; :meth:`Optimizer.state_bytes` says so before training.
+one extra buffer and Adam two (its moments; the update's temporaries live in ``g``);
+:meth:`Optimizer.state_bytes` says so before training.
 
 SGD with momentum also has a fused step, :meth:`SGD.step_deferred`: the weight-gradient GEMMs
 of the large weights, left pending by ``Network.backward(dout, defer_weights=True)``, run after
@@ -133,7 +134,9 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    buffer_names = ("m", "v", "tmp")
+    #: the two moments: the step's scratch is the gradient buffer itself (a third
+    #: parameter-sized buffer would cost as much as the parameters, in a small budget)
+    buffer_names = ("m", "v")
 
     def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):
@@ -141,20 +144,24 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def step(self, p, g):
-        m, v, tmp = self.state["m"], self.state["v"], self.state["tmp"]
+        m, v = self.state["m"], self.state["v"]
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v *= b2
-        v += tmp
+        # m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2 with g as the only scratch:
+        # g' = (1 - b1) g goes into m, then (1 - b2) g^2 = g'^2 (1 - b2) / (1 - b1)^2 into v
+        # (products only: no difference of nearly equal terms, which would lose digits)
         m *= b1
         g *= 1 - b1
         m += g
-        np.sqrt(v, out=tmp)
-        tmp *= 1.0 / math.sqrt(1 - b2 ** self.t)  # a Python float: no float64 upcast
-        tmp += self.eps
-        np.divide(m, tmp, out=g)
+        np.multiply(g, g, out=g)
+        g *= (1 - b2) / ((1 - b1) * (1 - b1))
+        v *= b2
+        v += g
+        # the step: g = m / (sqrt(v) / sqrt(1 - b2^t) + eps) * lr / (1 - b1^t)
+        np.sqrt(v, out=g)
+        g *= 1.0 / math.sqrt(1 - b2 ** self.t)  # a Python float: no float64 upcast
+        g += self.eps
+        np.divide(m, g, out=g)
         g *= self.learning_rate / (1 - b1 ** self.t)
         p -= g
 

@@ -60,10 +60,13 @@ _BOTH = None
 class InputChecks:
     """Validation of a classifier's ``X`` and ``y`` (the model's ``dtype`` and ``classes_``)."""
 
-    def _check_X(self, X, n_features=None):
+    def _check_X(self, X, n_features=None, train=False):
         """Dense rows (n, n_features) in the model's dtype, or validated compact codes (a
         :class:`~tinydl.codes.SparseCodes` in the model's dtype, int32 indices, zero values in
-        the padding); returns (data, n_samples, n_features, is_sparse)."""
+        the padding); returns (data, n_samples, n_features, is_sparse).  With ``train``,
+        narrower signed indices (int8, int16: a code window's compact ones) are kept as they
+        are, not copied to int32: training gathers each mini-batch's into its own int32
+        buffer (:class:`Trainer`)."""
         dtype = np.dtype(self.dtype)
         if hasattr(X, "indices") and hasattr(X, "values") and hasattr(X, "n_atoms"):
             idx = np.asarray(X.indices)
@@ -80,7 +83,8 @@ class InputChecks:
             if idx.size and (idx.min() < -1 or idx.max() >= l):
                 raise ValueError(f"codes' indices must be in [-1, {l}), got values in "
                                  f"[{idx.min()}, {idx.max()}]")
-            idx = np.ascontiguousarray(idx, np.int32)
+            narrow = train and idx.dtype in (np.int8, np.int16)
+            idx = np.ascontiguousarray(idx, idx.dtype if narrow else np.int32)
             # the padding's values must read 0; codes whose padding already does (a window's,
             # an encoder's) are used as they are (read only here), else one zeroed copy
             pad = idx < 0
@@ -163,13 +167,15 @@ class Trainer:
 
     def _batch_buffers(self, sparse, data, m):
         b, dt = self.batch_size, self.network_.dtype
-        key = (b, sparse, m if not sparse else (data.k, data.n_atoms), dt)
+        key = (b, sparse, m if not sparse else (data.k, data.n_atoms, data.indices.dtype), dt)
         if getattr(self, "_bufkey", None) != key:
             if sparse:
                 codes = SparseCodes(np.empty((b, data.k), np.int32),
                                     np.empty((b, data.k), dt), data.n_atoms)
                 codes.padded_indices()  # the padded-index buffer, gathered into per batch
                 self._bufs = {"codes": codes, "y": np.empty(b, np.intp)}
+                if data.indices.dtype != np.int32:  # compact indices: gathered here first
+                    self._bufs["stage"] = np.empty((b, data.k), data.indices.dtype)
             else:
                 self._bufs = {"X": np.empty((b,) + self.network_.input_shape, dt),
                               "y": np.empty(b, np.intp)}
@@ -184,10 +190,14 @@ class Trainer:
     #: step.
     grad_hook = None
 
-    def _train(self, data, yenc, n, sparse, epochs):
+    def _train(self, data, yenc, n, sparse, epochs, rows=None):
         net = self.network_
         hook = self.grad_hook
         b = self.batch_size
+        first = net.layers[0]
+        if sparse and isinstance(first, Dense) and self.sparse_product != "auto":
+            # before the workspaces: a "gather" layer allocates no scatter block
+            first.sparse_product = self.sparse_product
         net.ensure(b, sparse)
         ws = getattr(self.loss_fn_, "ws", None)
         if ws is None or ws["grad"].shape[0] < b:
@@ -196,12 +206,12 @@ class Trainer:
         # seeded by the passes run so far (not the curve's length: a bounded curve stops
         # growing, the count does not)
         rng = np.random.default_rng([self.seed, self.n_epochs_])
-        order = np.arange(n)
+        # the samples a pass visits: all, or the given rows of the data (a reservoir
+        # window's occupied slots: no copy of the window gathered first)
+        order = np.arange(n) if rows is None else np.array(rows, np.intp)
+        n = len(order)
         loss_fn, opt = self.loss_fn_, self.optimizer_
         params, grads = net.params, net.grads
-        first = net.layers[0]
-        if sparse and isinstance(first, Dense) and self.sparse_product != "auto":
-            first.sparse_product = self.sparse_product
         fused = self._fused_step(net, opt, hook)
         for epoch in range(epochs):
             rng.shuffle(order)
@@ -217,7 +227,12 @@ class Trainer:
                 np.take(yenc, rows, out=yb, mode="clip")
                 if sparse:
                     xb = bufs["codes"].rows(0, nb)  # views of the buffers, padding included
-                    np.take(data.indices, rows, axis=0, out=xb.indices, mode="clip")
+                    stage = bufs.get("stage")
+                    if stage is None:
+                        np.take(data.indices, rows, axis=0, out=xb.indices, mode="clip")
+                    else:  # take's out= must have the data's dtype: widened after
+                        np.take(data.indices, rows, axis=0, out=stage[:nb], mode="clip")
+                        np.copyto(xb.indices, stage[:nb])
                     np.take(data.values, rows, axis=0, out=xb.values, mode="clip")
                     # the batch's padded indices, from its own (the padding to column
                     # n_atoms, as SparseCodes.padded_indices)

@@ -64,7 +64,10 @@ class BasisWorkspace:
         self.backend = backend
         self.G, self.Li = G, Li
         self.dtype, self.m, self.lb = dt, m, lb
-        rows = _SCAN_ROWS
+        # the Wp test's block: the backend's product tile rows where it has them (a
+        # small-memory plan's backend may tile fewer than 16, tinydl.lowmem.plan_backend)
+        rows = int(getattr(backend, "product_rows", None) or _SCAN_ROWS)
+        self._scan = rows
         # fixed buffers: the same shapes whatever the batch split
         # the Wp test's padded rows are the backend's shared input tile when it has one
         # (NumpyBackend.product_tiles: (16, m) values fewer); else a buffer of their own
@@ -129,8 +132,9 @@ class BasisWorkspace:
         """Wp of each row of ``X`` against the first ``n`` atoms (the explicit residual
         wherever the cheap formula cancels), shape (len(X),)."""
         out = np.empty(X.shape[0], self.dtype)
-        for s in range(0, X.shape[0], _SCAN_ROWS):
-            out[s:s + _SCAN_ROWS] = np.sqrt(self._test(n, X[s:s + _SCAN_ROWS], REFINE_WP2))
+        b = self._scan
+        for s in range(0, X.shape[0], b):
+            out[s:s + b] = np.sqrt(self._test(n, X[s:s + b], REFINE_WP2))
         return out
 
     def _join(self, n, a, r, wp2):
@@ -231,7 +235,7 @@ class BasisWorkspace:
                 break
             start, join = pos, -1
             while pos < N:  # a block at a time, for the first row that must join
-                e = min(N, pos + _SCAN_ROWS)
+                e = min(N, pos + self._scan)
                 wp2 = self._test(n, rows[pos:e], refine2)
                 hit = np.flatnonzero(np.sqrt(wp2) > thr)
                 if hit.size:

@@ -46,6 +46,16 @@ from ...backend import OMPWorkspace, SparseCodes
 __all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook", "warn_stopped_early"]
 
 
+
+def _take_rows(G, j, out):
+    """``out[:] = G[j]``: ``np.take`` on a C-contiguous ``G``; on a strided view (a stored
+    dictionary's plan reads G's leading block in place while the dictionary fills) the
+    rows are gathered by indexing, since ``np.take`` would first copy the whole view."""
+    if G.flags.c_contiguous:
+        np.take(G, j, axis=0, out=out, mode="clip")
+    else:
+        out[...] = G[np.clip(j, 0, G.shape[0] - 1)]  # take's mode="clip"
+
 class LinearDependenceWarning(RuntimeWarning):
     """OMP stopped early for some samples because the next atom lies in the span of the
     atoms already chosen (a rank-deficient dictionary)."""
@@ -356,11 +366,11 @@ class BatchOMP:
             if t:
                 np.copyto(coef[0], bt)
                 np.multiply(RU[:t], bt, out=coef[1:t + 1])
-                np.take(G, j, axis=0, out=Y[0], mode="clip")
+                _take_rows(G, j, Y[0])
                 # Y[t] = b (G[j] - sum_s rho_s u_s Y[s]), one matrix-vector product per sample
                 np.matmul(coefT[:, :, :t + 1], YT[:, :t + 1], out=Yt[:, None, :])
             else:
-                np.take(G, j, axis=0, out=Yt, mode="clip")
+                _take_rows(G, j, Yt)
                 Yt *= bt[:, None]
             c -= Yt
             # the chosen atom's correlation is 0 up to rounding: make it exact, so that it is

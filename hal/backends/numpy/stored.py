@@ -212,9 +212,10 @@ class StoredBasisWorkspace(BasisWorkspace):
 
     def _make_plan(self, nd, k, tol, mean, scale, width):
         """The encode plan over the first ``nd`` (>= 2) stored atoms."""
-        return StoredEncodePlan(self.backend, self._tiles, nd,
-                                np.ascontiguousarray(self.G[:nd, :nd]), k, tol=tol, mean=mean,
-                                scale=scale, width=width)
+        # G's leading block as a view, not a (nd, nd) copy held while the dictionary fills
+        # (OMP gathers its rows: hal.backends.numpy.omp._take_rows)
+        return StoredEncodePlan(self.backend, self._tiles, nd, self.G[:nd, :nd], k, tol=tol,
+                                mean=mean, scale=scale, width=width)
 
     def _correlate(self, X, nq, out):
         self._tiles.correlate(X, nq, out)

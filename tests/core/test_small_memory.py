@@ -1,0 +1,240 @@
+"""Learning in a small memory budget (issue 18): the code window's compact arrays, retraining
+on views of it, Adam's two state buffers, product tiles of fewer rows, and the footprint of a
+small plan against the learner's measured peak."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinydl.codes import SparseCodes
+from tinydl.window import CodeWindow, index_dtype, label_dtype
+
+
+def _codes(rng, n, k, l):
+    """n random compact codes: distinct indices per row, some rows padded (-1, 0)."""
+    idx = np.stack([rng.permutation(l)[:k] for _ in range(n)]).astype(np.int32)
+    val = rng.standard_normal((n, k)).astype(np.float32)
+    stop = rng.integers(1, k + 1, n)            # codes that stop early are padded
+    pad = np.arange(k)[None, :] >= stop[:, None]
+    idx[pad], val[pad] = -1, 0
+    return SparseCodes(idx, val, l)
+
+
+@pytest.mark.parametrize("l,want", [(2, np.int8), (128, np.int8), (129, np.int16),
+                                    (32768, np.int16), (32769, np.int32)])
+def test_index_dtype_holds_every_index_and_the_padding(l, want):
+    dt = index_dtype(l)
+    assert dt == want
+    assert np.iinfo(dt).min <= -1 and np.iinfo(dt).max >= l - 1
+
+
+@pytest.mark.parametrize("C,want", [(2, np.uint8), (256, np.uint8), (257, np.uint16),
+                                    (None, np.int64)])
+def test_label_dtype(C, want):
+    assert label_dtype(C) == want
+
+
+@pytest.mark.parametrize("l", [50, 200])
+def test_compact_window_round_trip_is_exact(l):
+    """The window's narrow indices and labels give back the int32 / int64 reference exactly
+    (the values stay float32: bit for bit)."""
+    rng = np.random.default_rng(0)
+    k, size, C = 5, 64, 13
+    win = CodeWindow(size, k, l, policy="sliding", classes=np.arange(C))
+    assert win.indices.dtype == index_dtype(l) and win.labels.dtype == np.uint8
+    codes = _codes(rng, 100, k, l)
+    y = rng.integers(0, C, 100)
+    for s in range(0, 100, 7):
+        win.push(codes.rows(s, min(100, s + 7)), y[s:s + 7])
+    got, lab = win.view()
+    ref = slice(100 - size, 100)                    # the last `size`, oldest first
+    np.testing.assert_array_equal(got.indices.astype(np.int32), codes.indices[ref])
+    np.testing.assert_array_equal(got.values, codes.values[ref])
+    np.testing.assert_array_equal(lab.astype(np.int64), y[ref])
+    # a checkpoint's arrays restore it; older files' int32 / int64 arrays are narrowed
+    state = win.state()
+    state = dict(state, codes_indices=state["codes_indices"].astype(np.int32),
+                 labels_window=state["labels_window"].astype(np.int64))
+    back = CodeWindow.from_state(state, size, k, l, "float32", classes=np.arange(C))
+    assert back.indices.dtype == win.indices.dtype and back.labels.dtype == win.labels.dtype
+    np.testing.assert_array_equal(back.view()[0].indices, got.indices)
+
+
+def test_a_file_with_indices_out_of_range_is_refused():
+    from tinydl.errors import ModelFileError
+    win = CodeWindow(8, 3, 50, classes=np.arange(4))
+    state = dict(win.state(), codes_indices=np.full((8, 3), 50, np.int32))
+    with pytest.raises(ModelFileError, match="codes_indices"):
+        CodeWindow.from_state(state, 8, 3, 50, "float32", classes=np.arange(4))
+
+
+@settings(max_examples=30, deadline=None)
+@given(labels=st.lists(st.integers(0, 4), min_size=1, max_size=120),
+       cuts=st.lists(st.integers(1, 17), min_size=1, max_size=10),
+       size=st.integers(5, 30), seed=st.integers(0, 3))
+def test_reservoir_invariants(labels, cuts, size, seed):
+    """A class-balanced reservoir: each class's block holds min(count, cap) of that class's
+    own samples, each a sample that arrived (never a copy of another), the same whatever the
+    calls' sizes; train_view's rows are the occupied slots."""
+    C, k, l = 5, 3, 40
+    y = np.asarray(labels)
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    codes = _codes(rng, n, k, l)
+    codes.values[:, 0] = np.arange(n) + 1.0         # an identity per sample (never padded)
+    codes.indices[:, 0] = np.abs(codes.indices[:, 0])
+    windows = []
+    for split in (cuts, [n]):
+        win = CodeWindow(size, k, l, policy="reservoir", classes=np.arange(C), seed=seed)
+        s, i = 0, 0
+        while s < n:
+            e = min(n, s + split[i % len(split)])
+            win.push(codes.rows(s, e), y[s:e])
+            s, i = e, i + 1
+        windows.append(win)
+    a, b = windows
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    cap = max(1, size // C)
+    counts = np.bincount(y, minlength=C)
+    np.testing.assert_array_equal(a.counts, counts)
+    assert a.fill == int(np.minimum(counts, cap).sum())
+    seen = set()
+    for c in range(C):
+        have = min(counts[c], cap)
+        block = slice(c * cap, c * cap + have)
+        ids = a.values[block, 0].astype(int) - 1
+        assert np.all(y[ids] == c) and np.all(a.labels[block] == c)
+        assert len(set(ids.tolist())) == have and not seen & set(ids.tolist())
+        seen |= set(ids.tolist())
+        np.testing.assert_array_equal(a.indices[block].astype(np.int32), codes.indices[ids])
+    got, lab, rows = a.train_view()
+    assert np.shares_memory(got.indices, a.indices) and np.shares_memory(lab, a.labels)
+    if a.fill < a.slots:
+        np.testing.assert_array_equal(rows, a.occupied())
+    else:
+        assert rows is None
+
+
+def test_training_on_window_rows_is_training_on_their_copy():
+    """partial_fit(rows=...) on the whole window gives the same network, bit for bit, as
+    training on the rows gathered into a copy (the copy retraining used to make)."""
+    from tinydl.nn import MLPClassifier
+    rng = np.random.default_rng(1)
+    l, k, n, C = 30, 4, 90, 3
+    codes = _codes(rng, n, k, l)
+    y = rng.integers(0, C, n)
+    rows = np.sort(rng.permutation(n)[:50])
+
+    def net():
+        return MLPClassifier(hidden_layer_sizes=(8,), optimizer="adam", batch_size=16,
+                             epochs=1, seed=0, sparse_product="gather")
+    a = net().partial_fit(SparseCodes(codes.indices.astype(np.int8), codes.values, l), y,
+                          classes=np.arange(C), epochs=3, rows=rows)
+    b = net().partial_fit(SparseCodes(codes.indices[rows], codes.values[rows], l), y[rows],
+                          classes=np.arange(C), epochs=3)
+    np.testing.assert_array_equal(a.network_.params, b.network_.params)
+    with pytest.raises(ValueError, match="rows"):
+        net().partial_fit(codes, y, classes=np.arange(C), rows=np.array([n]))
+
+
+def test_adam_matches_pytorch_with_two_state_buffers():
+    torch = pytest.importorskip("torch")
+    from tinydl.nn.optim import Adam
+    assert Adam.state_bytes(10, 4) == 2 * 10 * 4
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(64).astype(np.float32)
+    tp = torch.tensor(p.copy(), requires_grad=True)
+    ours, theirs = Adam(3e-3), torch.optim.Adam([tp], lr=3e-3)
+    ours.prepare(64, np.float32)
+    for _ in range(25):
+        g = rng.standard_normal(64).astype(np.float32)
+        tp.grad = torch.tensor(g.copy())
+        theirs.step()
+        ours.step(p, g.copy())
+    np.testing.assert_allclose(p, tp.detach().numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "blas"])
+@pytest.mark.parametrize("rows", [1, 4, 16])
+def test_product_tiles_of_fewer_rows_keep_rows_independent(backend, rows):
+    """The property 16-row tiles were chosen for holds at 4 rows: a row's product is the
+    same bits wherever it sits in a batch (so codes do not depend on how a stream is cut)."""
+    hal = pytest.importorskip("hal")
+    try:
+        be = hal.get_backend(backend)
+    except Exception as exc:  # pragma: no cover - an unavailable backend
+        pytest.skip(f"{backend}: {exc}")
+    be.product_rows = rows
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((23, 520)).astype(np.float32)
+    B = rng.standard_normal((520, 64)).astype(np.float32)
+    full = be.rows_matmul(A, B)
+    for i in range(len(A)):
+        np.testing.assert_array_equal(be.rows_matmul(A[i:i + 1], B)[0], full[i])
+    np.testing.assert_array_equal(be.rows_matmul(A[5:], B), full[5:])
+    np.testing.assert_allclose(full, A @ B, rtol=1e-4, atol=1e-3)
+
+
+_MEASURE = r"""
+import sys, tracemalloc, numpy as np
+from tinydl.customize import plan
+m, C = 520, 13
+p = plan(m, C, "x86-64-host", memory_bytes=int(sys.argv[1]), standardize=False,
+         n_samples=1200)
+rng = np.random.default_rng(0)
+B = rng.standard_normal((12, m)).astype(np.float32)
+y = rng.integers(0, C, 1200)
+X = (rng.standard_normal((1200, 12)).astype(np.float32) + y[:, None]) @ B
+warm = p.learner()
+for s in range(0, 300, p.chunk):  # the code paths run once: their lazy imports are not data
+    warm.partial_fit(X[s:s + p.chunk].copy(), y[s:s + p.chunk], classes=np.arange(C))
+del warm
+learner = p.learner()
+tracemalloc.start()
+for s in range(0, len(X), p.chunk):
+    xb = X[s:s + p.chunk].copy()  # the chunk a stream reader would hand over
+    learner.partial_fit(xb, y[s:s + p.chunk], classes=np.arange(C))
+    del xb
+print(tracemalloc.get_traced_memory()[1], p.footprint_bytes, p.product_rows, p.l)
+"""
+
+
+def test_small_plan_footprint_matches_the_measured_peak():
+    """A 256 KiB plan (UJIIndoorLoc's shape: m=520, 13 classes; int8 atoms, compact window,
+    product tiles of 4 rows) against tracemalloc's peak while its learner streams, in a
+    fresh interpreter."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root, OPENBLAS_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", _MEASURE, str(256 * 1024)], env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    peak, predicted, rows, l = map(int, r.stdout.split())
+    assert predicted <= 256 * 1024
+    assert 0.9 * predicted <= peak <= 1.1 * predicted, (peak, predicted, rows, l)
+
+
+def test_a_block_of_a_matrix_is_saved_row_by_row_without_a_copy(tmp_path):
+    """save_npz writes a 2-D block whose rows are contiguous (a checkpoint's G[:n, :n]) from
+    its own memory: the file reads back as the block, and no block-sized copy is made."""
+    import tracemalloc
+
+    from tinydl.io import load_npz, save_npz
+    G = np.arange(400 * 400, dtype=np.float32).reshape(400, 400)
+    block = G[:300, :300]
+    assert not block.flags.c_contiguous
+    tracemalloc.start()
+    save_npz(tmp_path / "g.npz", {"G": block, "T": G[:3, :5].T}, kind="test")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < block.nbytes // 4, peak
+    back = load_npz(tmp_path / "g.npz", "test")
+    np.testing.assert_array_equal(back["G"], block)
+    np.testing.assert_array_equal(back["T"], G[:3, :5].T)
