@@ -387,3 +387,20 @@ def test_fused_predict_follows_the_transform_state(_backend):
     clf.predict(X[700:701])  # prepared again on use
     assert clf._row is not stale and clf._row.fused is not None
     _fused_matches_numpy_path(clf, X[700:720])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deepcopy_of_a_trained_learner_on_any_backend(backend, _backend):
+    """A trained learner deep-copies on every backend (the native sparse-layer plan holds
+    cffi pointers: copies drop it and prepare their own), and the copy then learns and
+    predicts exactly as the original does."""
+    X, y = _stream()
+    clf = _learner(_backend(backend)).fit(X[:500], y[:500])
+    clf.predict(X[500:501])  # the one-sample buffers exist too
+    dup = copy.deepcopy(clf)
+    assert np.array_equal(dup.predict(X[500:]), clf.predict(X[500:]))
+    clf.partial_fit(X[500:650], y[500:650])
+    dup.partial_fit(X[500:650], y[500:650])
+    assert np.array_equal(dup.network_.predict_proba(dup.transform(X[650:])),
+                          clf.network_.predict_proba(clf.transform(X[650:])))
+    assert dup.network_.network_.layers[0].p["W"] is not clf.network_.network_.layers[0].p["W"]

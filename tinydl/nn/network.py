@@ -296,9 +296,11 @@ class Network:
         layers = []
         for layer in self.layers:  # views would come back as independent arrays: drop them
             c = copy.copy(layer)
+            # "_plan": a backend's prepared sparse-layer kernels, bound to these buffers (the
+            # native one holds cffi pointers, which cannot be copied): made again on use
             c.__dict__ = {k: v for k, v in layer.__dict__.items()
                           if not isinstance(v, (np.ndarray, SparseCodes, dict))
-                          and k != "_pending"}
+                          and k not in ("_pending", "_plan")}
             c.p, c.g, c.ws = {}, {}, {}
             layers.append(c)
         state["layers"] = layers
