@@ -238,3 +238,36 @@ def test_a_block_of_a_matrix_is_saved_row_by_row_without_a_copy(tmp_path):
     back = load_npz(tmp_path / "g.npz", "test")
     np.testing.assert_array_equal(back["G"], block)
     np.testing.assert_array_equal(back["T"], G[:3, :5].T)
+
+
+def test_uji_256k_plan_bounds_tinydl_fits_measured_peak(shared_data, tmp_path):
+    """`tinydl plan --memory 256KiB` on UJIIndoorLoc, then `tinydl fit --trace-memory` on a
+    slice of the file (the dictionary fills, the network retrains, checkpoints are written):
+    the plan's predicted footprint bounds the learner's measured tracemalloc peak, and is
+    close to it (a feasible plan that does not fit, or a model that prices what never
+    happens, both fail).  In fresh interpreters: the command measures its own process."""
+    data = shared_data / "ujiindoorloc.npz"
+    if not data.exists():
+        pytest.skip(f"{data} is absent")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root, OPENBLAS_NUM_THREADS="1")
+
+    def tinydl(*args):
+        r = subprocess.run([sys.executable, "-m", "tinydl", *map(str, args)], env=env,
+                           capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    budget = 256 * 1024
+    plan_path, fit_json = tmp_path / "p.json", tmp_path / "fit.json"
+    tinydl("plan", "--data", data, "--memory", "256KiB", "-o", plan_path)
+    import json
+    predicted = json.loads(plan_path.read_text())["footprint_bytes"]
+    assert predicted <= budget
+    tinydl("fit", data, "--plan", plan_path, "--shuffle", 0, "--limit", 1100,
+           "--checkpoint-every", 256, "-o", tmp_path / "model", "--quiet", "--trace-memory",
+           "--json", fit_json)
+    fit = json.loads(fit_json.read_text())
+    assert fit["n_atoms"] == fit["params"]["l"]  # the slice filled the dictionary
+    peak = fit["peak_learner_bytes"]
+    assert 0.95 * predicted <= peak <= predicted, (peak, predicted)
