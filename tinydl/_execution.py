@@ -15,7 +15,7 @@ import operator
 
 import numpy as np
 
-from hal.backends.numpy.omp import warn_stopped_early
+from hal.backends.numpy.omp import kernel_coded
 
 from ._algorithm2 import _refine_below, _wp_floor
 
@@ -166,10 +166,8 @@ class ExecutionPaths:
             except (ValueError, BufferError):
                 return False
             dep = fn(st, x)  # the kernel: < 0 for a NaN or Inf, else the samples OMP
-            if dep:          # stopped early (0 or 1)
-                if dep < 0:
-                    return False
-                warn_stopped_early(dep, 1, lmax, k, m)
+            if dep and not kernel_coded(dep, 1, lmax, k, m):  # stopped early (0 or 1)
+                return False
             d["n_samples_seen_"] += 1
             return True
         one.keep = row  # what the kernel's pointers point into
@@ -239,11 +237,7 @@ def _one_row_into(plan, m, dt, kc):
         except (ValueError, BufferError):
             return False
         dep = fn(st, 1, x, pi, pv)
-        if dep:
-            if dep < 0:
-                return False
-            warn_stopped_early(dep, 1, l, k, m)
-        return True
+        return not dep or kernel_coded(dep, 1, l, k, m)
     one.keep = plan  # what the kernel's struct points into
     return one
 

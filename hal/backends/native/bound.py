@@ -189,18 +189,11 @@ class EncodePlan:
         pi, pv = self._ffi.from_buffer("int[]", indices), self._ffi.from_buffer(
             _CTYPES[self.dtype], values)
         l, k, m = self.l, self.k, self.m
-
-        def warn(dep, n):
-            from ..numpy.omp import warn_stopped_early
-            warn_stopped_early(dep, n, l, k, m)
+        from ..numpy.omp import kernel_coded
 
         def call(X) -> bool:
             dep = fn(plan, X.shape[0], rfb(real, X, False), pi, pv)
-            if dep:
-                if dep < 0:
-                    return False
-                warn(dep, X.shape[0])
-            return True
+            return not dep or kernel_coded(dep, X.shape[0], l, k, m)
 
         # one row: the plan and the codes' pointers bound in a struct of their own, so that
         # each call passes two arguments (encode1)
@@ -210,11 +203,7 @@ class EncodePlan:
 
         def call1(X) -> bool:
             dep = fn1(b1, rfb(real, X, False))
-            if dep:
-                if dep < 0:
-                    return False
-                warn(dep, 1)
-            return True
+            return not dep or kernel_coded(dep, 1, l, k, m)
         call = call1 if one else call
         call.keep = (self, indices, values, pi, pv, b1)  # what its pointers point into
         if one:  # the call inlined by a caller (see BasisWorkspace.runner's steady_row)
@@ -242,11 +231,9 @@ class EncodePlan:
         n = X.shape[0]
         dep = self._fn(self._plan if raw else self._plan_std, n, fb(real, X, False),
                        fb(self._it, indices, False), fb(real, values, False))
-        if dep < 0:
-            return False
         if dep:
-            from ..numpy.omp import warn_stopped_early
-            warn_stopped_early(dep, n, self.l, self.k, self.m)
+            from ..numpy.omp import kernel_coded
+            return kernel_coded(dep, n, self.l, self.k, self.m)
         return True
 
 
@@ -383,10 +370,8 @@ class BasisWorkspace:
             def row(X) -> bool:
                 dep = one(st, rfb(fbt, X, False))
                 if dep:
-                    if dep < 0:
-                        return False
-                    from ..numpy.omp import warn_stopped_early
-                    warn_stopped_early(dep, 1, lm, k, m)
+                    from ..numpy.omp import kernel_coded
+                    return kernel_coded(dep, 1, lm, k, m)
                 return True
             row.keep = keep
             row.codes = (sidx[:1], sval[:1])  # where its codes go (scratch)

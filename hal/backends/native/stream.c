@@ -177,6 +177,20 @@ long F(stream_bound)(struct CAT(tdl_stream, SUF) *s, long n, long N, const REAL 
     return F(stream_raw)(s, n, s->lmax, N, X, s->thr, s->bidx, s->bval);
 }
 
+/* one raw row X's standardization (into xs), its n correlations (corr) and |x|^2 (xx[0]),
+   the steps stream1 and encode1 share; returns the count of its non-finite values, 0 for a
+   finite row.  A finite |x|^2 means a finite row (a NaN or Inf makes the sum of squares NaN
+   or Inf), so the scan of X (a second pass over it: 22 KB at m = 5625) runs only where
+   |x|^2 is not finite - then as encode's, before anything is written to the codes. */
+static inline long F(row_correlations)(long m, long n, const REAL *X, const REAL *mean,
+                                       const REAL *scale, REAL *xs, const REAL *DT, long ldt,
+                                       REAL *corr, REAL *xx, REAL *acc)
+{
+    const REAL *x = F(standardized)(1, m, X, mean, scale, xs);
+    F(correlate)(1, n, m, x, m, DT, ldt, corr, n, xx, acc);
+    return xx[0] - xx[0] == 0 ? 0 : F(nonfinite)(1, m, X);
+}
+
 /* stream_bound of one raw row in the steady state (s->lmax atoms: no Wp test, nothing
    joins: the row's standardization, finiteness check and OMP code, into s->bidx / s->bval):
    a one-row partial_fit once the dictionary is full, in a two-argument call.  Returns, as
@@ -187,13 +201,9 @@ long F(stream1)(struct CAT(tdl_stream, SUF) *s, const REAL *X)
     /* stream's steady state (n >= lmax) for one row, with the finiteness check after the
        correlations as in encode1 */
     const long m = s->m, n = s->lmax, kk = s->k < n ? s->k : n;
-    const REAL *x = F(standardized)(1, m, X, s->mean, s->scale, s->xs);
-    F(correlate)(1, n, m, x, m, s->DT, s->ldt, s->corr, n, s->xx, s->acc);
-    const REAL xx = s->xx[0];
-    if (!(xx - xx == 0)) {
-        const long bad = F(nonfinite)(1, m, X);
-        if (bad) return -bad;
-    }
+    const long bad = F(row_correlations)(m, n, X, s->mean, s->scale, s->xs, s->DT, s->ldt,
+                                         s->corr, s->xx, s->acc);
+    if (bad) return -bad;
     s->dep = F(omp)(1, n, kk, s->ldo, s->corr, s->xx, s->G, s->lb, s->tol2, s->eps, s->ows,
                     s->bidx, s->bval, s->nnz, s->resid);
     return s->dep;
@@ -205,19 +215,12 @@ long F(stream1)(struct CAT(tdl_stream, SUF) *s, const REAL *X)
    argument).  Returns encode's value. */
 long F(encode1)(const struct CAT(tdl_encode1, SUF) *b, const REAL *X)
 {
-    /* encode's steps for one row, with its finiteness check after the correlations: a
-       finite |x|^2 means a finite row (a NaN or Inf makes the sum of squares NaN or Inf),
-       so the scan of x (a second pass over it: 22 KB at m = 5625) runs only where |x|^2 is
-       not finite - then as encode's, before anything is written to the codes */
+    /* encode's steps for one row, with its finiteness check after the correlations */
     const struct CAT(tdl_encode, SUF) *p = b->p;
     const long m = p->m, l = p->l;
-    const REAL *x = F(standardized)(1, m, X, p->mean, p->scale, p->xs);
-    F(correlate)(1, l, m, x, m, p->DT, p->ldt, p->corr, l, p->xx, p->acc);
-    const REAL xx = p->xx[0];
-    if (!(xx - xx == 0)) {
-        const long bad = F(nonfinite)(1, m, X);
-        if (bad) return -bad;
-    }
+    const long bad = F(row_correlations)(m, l, X, p->mean, p->scale, p->xs, p->DT, p->ldt,
+                                         p->corr, p->xx, p->acc);
+    if (bad) return -bad;
     return F(omp)(1, l, p->k, p->ldo, p->corr, p->xx, p->G, p->ldg, p->tol2, p->eps, p->ows,
                   b->idx, b->val, p->nnz, p->resid);
 }

@@ -43,8 +43,8 @@ import numpy as np
 
 from ...backend import OMPWorkspace, SparseCodes
 
-__all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook", "warn_stopped_early"]
-
+__all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook", "warn_stopped_early",
+           "kernel_coded"]
 
 
 def _take_rows(G, j, out):
@@ -55,6 +55,7 @@ def _take_rows(G, j, out):
         np.take(G, j, axis=0, out=out, mode="clip")
     else:
         out[...] = G[np.clip(j, 0, G.shape[0] - 1)]  # take's mode="clip"
+
 
 class LinearDependenceWarning(RuntimeWarning):
     """OMP stopped early for some samples because the next atom lies in the span of the
@@ -126,6 +127,17 @@ def warn_stopped_early(stopped, n, l, k, m) -> None:
             f"OMP stopped early for {stopped} of {n} samples, with fewer than k={k} "
             f"non-zeros, at the rank of their chosen atoms: {why}", LinearDependenceWarning,
             stacklevel=caller_stacklevel())
+
+
+def kernel_coded(dep, n, l, k, m) -> bool:
+    """What a coding kernel's non-zero return ``dep`` means for its caller (the one-row
+    calls test ``dep`` first, so this runs only then): False for a NaN or Inf (negative:
+    nothing was written), else True after :func:`warn_stopped_early` for the ``dep`` of the
+    ``n`` samples OMP stopped early."""
+    if dep < 0:
+        return False
+    warn_stopped_early(dep, n, l, k, m)
+    return True
 
 
 class BatchOMP:
