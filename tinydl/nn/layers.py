@@ -151,12 +151,16 @@ class Dense(Layer):
         # compact codes are scattered into a dense block only by the "dense" product (and
         # "auto"'s timing of it): the "gather" product reads them as they are
         if self.sparse_input and self.sparse_product != "gather":
-            # codes scattered here (one dummy column absorbs the -1 padding)
-            self.ws["codes"] = np.zeros((batch, self.n_in + 1), dtype)
-            # flat offset of each row of "codes": one np.put scatters a whole batch
-            # (put_along_axis builds index tuples in Python and cost ~1.7x more)
-            self.ws["rowoff"] = np.arange(batch, dtype=np.intp)[:, None] * (self.n_in + 1)
+            self._scatter_block(batch, dtype)
         return self.ws
+
+    def _scatter_block(self, batch, dtype) -> None:
+        """The workspace compact codes are scattered into: ``codes`` (batch, n_in + 1), one
+        dummy column absorbing the -1 padding, and ``rowoff``, the flat offset of each of its
+        rows, so that one np.put scatters a whole batch (put_along_axis builds index tuples
+        in Python and cost ~1.7x more)."""
+        self.ws["codes"] = np.zeros((batch, self.n_in + 1), dtype)
+        self.ws["rowoff"] = np.arange(batch, dtype=np.intp)[:, None] * (self.n_in + 1)
 
     sparse_input = False
 
@@ -175,9 +179,7 @@ class Dense(Layer):
         n = len(sb)
         pidx = sb.padded_indices()
         if "codes" not in self.ws:  # a "gather" layer asked to scatter (a deferred dW)
-            b = self.ws["y"].shape[0]
-            self.ws["codes"] = np.zeros((b, self.n_in + 1), self.ws["y"].dtype)
-            self.ws["rowoff"] = np.arange(b, dtype=np.intp)[:, None] * (self.n_in + 1)
+            self._scatter_block(self.ws["y"].shape[0], self.ws["y"].dtype)
         dense = self.ws["codes"][:n]
         dense.fill(0)
         flat = getattr(self, "_flat", None)

@@ -94,14 +94,19 @@ class Network:
             raise ValueError(f"compact codes need a dense first layer, got {first.kind!r}")
         if isinstance(first, Dense):
             first.sparse_input = bool(sparse_input)
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense):
-                layer.needs_dx = i > 0  # backward never asks the first layer for dx
+        self._mark_dx()
         total = 0
         for layer in self.layers:
             total += sum(a.nbytes for a in layer.prepare(batch, self.dtype, self.rng).values())
         self.batch, self.sparse_input, self.ws_nbytes = int(batch), bool(sparse_input), total
         return total
+
+    def _mark_dx(self) -> None:
+        """Backward never asks the first layer for its input's gradient: its dense layers'
+        ``needs_dx`` by position (the first one allocates no ``dx`` buffer)."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                layer.needs_dx = i > 0
 
     def ensure(self, batch: int, sparse_input: bool = False) -> None:
         if batch > self.batch or bool(sparse_input) and not self.sparse_input:
@@ -110,11 +115,11 @@ class Network:
     def workspace_bytes(self, batch: int, sparse_input: bool = False) -> int:
         """Bytes :meth:`prepare` allocates for ``batch`` (linear in it: measured at sizes 1
         and 2 on a shadow copy, then extrapolated; nothing of size ``batch`` is allocated)."""
+        self._mark_dx()
+
         def at(b):
             total = 0
-            for i, layer in enumerate(self.layers):
-                if isinstance(layer, Dense):
-                    layer.needs_dx = i > 0
+            for layer in self.layers:
                 saved = layer.ws
                 if isinstance(layer, Dense) and layer is self.layers[0]:
                     flag, layer.sparse_input = layer.sparse_input, bool(sparse_input)
