@@ -71,7 +71,14 @@ class Algorithm2Scan:
         self._D = np.zeros((lb, m), store)
         self._D_scale = np.ones(lb, np.float32) if store == "int8" else None
         self._G = np.zeros((lb, lb), dtype)  # D D^T
-        self._Li = np.zeros((lb, lb), dtype)  # L^-1, G[:n, :n] = L L^T (lower triangular)
+        if store != np.dtype(dtype).name and getattr(self.backend, "packed_gram", False):
+            # a small-memory plan's backend (tinydl.lowmem.plan_backend): Li packed below G's
+            # diagonal while the dictionary fills, dropped when it is full
+            # (hal.backends.numpy.packed); G's diagonal apart
+            self._Li, self._Gd = None, np.zeros(lb, dtype)
+        else:
+            self._Li = np.zeros((lb, lb), dtype)  # L^-1, G[:n, :n] = L L^T (lower triangular)
+            self._Gd = None
 
     def _alloc_scratch(self) -> None:
         """Bind the state to the backend (after any change of the state arrays made other
@@ -86,10 +93,32 @@ class Algorithm2Scan:
                 self._be = hal.get_backend("numpy", block=self._fit_params["block"])
             make = getattr(self._be, "prepare_stored_basis", None) or (
                 lambda *a: StoredBasisWorkspace(self._be, *a))
-            self._bws = make(self._D, self._D_scale, self._G, self._Li)
+            if self._Li is None:  # packed, or dropped when full: the NumPy workspace's
+                self._bws = StoredBasisWorkspace(self._be, self._D, self._D_scale, self._G,
+                                                 None, gdiag=self._packed_diag())
+            else:
+                self._bws = make(self._D, self._D_scale, self._G, self._Li)
         else:
             self._bws = self._be.prepare_basis(self._D, self._G, self._Li)
         self._plan_p = None
+
+    def _packed_diag(self):
+        """G's diagonal while G and Li are packed in ``_G`` (the dictionary fills), else None
+        (no Li, or ``_G`` the plain Gram matrix of a full dictionary that dropped its Li)."""
+        if self._Gd is None or self.n_atoms_ >= self._fit_params["l"]:
+            return None
+        return self._Gd
+
+    def _gram_matrix(self) -> np.ndarray:
+        """``G[:n, :n]`` of the atoms in use: a view, or a new array where G is packed with
+        Li (a small-memory plan's dictionary while it fills)."""
+        n, gd = self.n_atoms_, self._packed_diag()
+        if gd is None:
+            return self._G[:n, :n]
+        G = np.triu(self._G[:n, :n], 1)
+        G += G.T
+        G[np.arange(n), np.arange(n)] = gd[:n]
+        return G
 
     def _stored(self) -> bool:
         """Whether the atoms are stored in another dtype than the compute dtype."""

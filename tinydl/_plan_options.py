@@ -16,7 +16,7 @@ __all__ = ["CHUNK_LADDER", "BATCH_LADDER", "SCALE_SPREAD", "scaling_rule"]
 CHUNK_LADDER = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 #: the network's minibatch, largest first: a smaller one only when nothing fits at the larger
 #: (its gather scratch, activations and per-call buffers scale with it)
-BATCH_LADDER = (BATCH_SIZE, 32, 16)
+BATCH_LADDER = (BATCH_SIZE, 32, 16, 8)
 #: the standardization rule (data given): per-feature standardization when the features'
 #: ranges over the sample rows spread over more than this factor (90th over 10th percentile of
 #: the features that vary), i.e. when they are on different scales (units)
@@ -79,17 +79,22 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
         for dd in ddts:
             for raw, stdz, nstd in policies:
                 # a stored (narrower) dictionary keeps no D.T copy; it decodes 16 atoms at a
-                # time, then 1 (tinydl.lowmem.DECODE_LADDER); last, the backend's product
-                # tiles of 4 rows instead of 16 (tinydl.lowmem.PRODUCT_LADDER)
+                # time, then 1 (tinydl.lowmem.DECODE_LADDER), then packs Li below G's
+                # diagonal while it fills (one l x l array fewer; only the fill's Wp test is
+                # slower: hal.backends.numpy.packed); last, the backend's product tiles of 4
+                # rows, then 1, instead of 16 (tinydl.lowmem.PRODUCT_LADDER; slower always)
                 stored = dd in ("float16", "int8")
-                tiles = [(False, r) for r in DECODE_LADDER] if stored else \
-                    [(True, DECODE_ROWS), (False, DECODE_ROWS)]
-                tiles = [t + (PRODUCT_LADDER[0],) for t in tiles] + \
-                    [tiles[-1] + (rows,) for rows in PRODUCT_LADDER[1:]]
-                for dtc, dec, rows in tiles:
+                P0 = PRODUCT_LADDER[0]
+                if stored:
+                    tiles = [(False, r, P0, False) for r in DECODE_LADDER] + \
+                        [(False, DECODE_LADDER[-1], rows, True) for rows in PRODUCT_LADDER]
+                else:
+                    tiles = [(True, DECODE_ROWS, P0, False), (False, DECODE_ROWS, P0, False)] \
+                        + [(False, DECODE_ROWS, rows, False) for rows in PRODUCT_LADDER[1:]]
+                for dtc, dec, rows, packed in tiles:
                     out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
                                      chunk=ch, dt_copy=dtc, batch=batch, decode=dec,
-                                     rows=rows)
+                                     rows=rows, packed=packed)
                                 for ch in chunks])
     return out
 

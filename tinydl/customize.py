@@ -42,12 +42,15 @@ whole footprint fits the memory budget, in this order --
    fit``) only ``rebuild="never"`` without standardization (``standardize="off"``);
 3. within those: the backend's contiguous copy of ``D.T`` kept, then dropped
    (:mod:`tinydl.lowmem`) -- for a float16 / int8 dictionary, its float32 decode tile of 16
-   atoms, then of 1 --, then the backend's product tiles of 4 rows, then 1, instead of 16
+   atoms, then of 1, then (NumPy and BLAS backends) the inverse Cholesky factor packed below
+   the Gram matrix's diagonal while the dictionary fills and dropped when it is full
+   (:mod:`hal.backends.numpy.packed`: one l x l array fewer; only the fill is slower) --,
+   then the backend's product tiles of 4 rows, then 1, instead of 16
    (:data:`tinydl.lowmem.PRODUCT_LADDER`: the tiles, the Wp test's block and OMP's output
    tile shrink with them; rows stay independent, the products get slower); then the largest
    chunk of 256, 128, 64, 32, 16, 8, 4, 2, 1 rows (the OMP workspace is sized for the chunk);
 
-and all of that first at the network's default minibatch of 64 samples, then at 32, then 16
+and all of that first at the network's default minibatch of 64 samples, then at 32, 16, then 8
 (:data:`BATCH_LADDER`: the sparse first layer's gather scratch, the activations and the
 per-call training buffers scale with the minibatch; a smaller one keeps the same epochs, with
 more, noisier steps, so it is the last resort).
@@ -117,7 +120,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    dictionary_dtype: Optional[str] = None, omp_batch: Optional[int] = None,
                    window_policy: str = WINDOW_POLICY, backend: str = "numpy",
                    dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
-                   buffers: bool = False, product_rows: int = PRODUCT_ROWS):
+                   buffers: bool = False, product_rows: int = PRODUCT_ROWS,
+                   packed_gram: bool = False):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
@@ -142,7 +146,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                        chunk, n_standardize, standardize, rebuild, window_policy,
                        dictionary_dtype, ob,
                        dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False,
-                       decode_rows=decode_rows, product_rows=product_rows)
+                       decode_rows=decode_rows, product_rows=product_rows,
+                       packed_gram=packed_gram)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -275,6 +280,10 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     hiddens = [tuple(int(u) for u in h) for h in (hidden_choices or HIDDEN_LADDER)]
     chunks = [c for c in CHUNK_LADDER if c <= chunk] or [int(chunk)]
     opts = _options(chunks, dt.name, dictionary_dtype, n_samples, standardize)
+    if str(be) not in ("numpy", "blas"):  # packed G and Li: the NumPy workspaces' option
+        for g in opts:
+            for o in g:
+                o["packed"] = False
     alphas = (0.3,)
     errors: Dict = {}
     if target_error is not None:
@@ -309,7 +318,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             "new-class" if opt["raw"] else "never", WINDOW_POLICY,
                             opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
                             _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"],
-                            decode_rows=opt["decode"], product_rows=opt["rows"])
+                            decode_rows=opt["decode"], product_rows=opt["rows"],
+                            packed_gram=opt["packed"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
                     key = (sizes, window, k, opt["batch"])
@@ -351,7 +361,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             dictionary_dtype=opt["ddtype"] or dt.name,
                             dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
                             decode_rows=opt["decode"], product_rows=opt["rows"],
-                            batch_size=opt["batch"]))
+                            packed_gram=opt["packed"], batch_size=opt["batch"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
@@ -376,6 +386,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  dt_copy=best.dt_copy, batch_size=best.batch_size,
                                  decode_rows=best.decode_rows,
                                  product_rows=best.product_rows,
+                                 packed_gram=best.packed_gram,
                                  window_policy=WINDOW_POLICY, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
@@ -395,7 +406,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
                 omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
                 decode_rows=best.decode_rows, product_rows=best.product_rows,
-                buffers=tuple(buffers),
+                packed_gram=best.packed_gram, buffers=tuple(buffers),
                 candidates=tuple(cands))
 
 

@@ -105,7 +105,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
                  omp_batch: int = 256, dt_copy: bool = False,
                  alpha: float = 0.3, decode_rows: int = _TILE,
-                 product_rows: int = _TILE) -> List[tuple]:
+                 product_rows: int = _TILE, packed_gram: bool = False) -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -132,6 +132,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     product_rows : int
         Rows of the backend's product tiles, also the Wp test's block
         (:func:`tinydl.lowmem.plan_backend`).
+    packed_gram : bool
+        A stored dictionary's Li packed below G's diagonal while it fills, dropped when
+        full (:mod:`hal.backends.numpy.packed`): no ``transform.Li``; G's diagonal and one
+        (16, l) block of Li's rows (product_rows rows if fewer) instead.
 
     Returns
     -------
@@ -153,9 +157,18 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     if ddt == "int8":
         out.append(_buf("transform.D_scale", (lb,), "float32", "m*l", S,
                         "int8 atoms: value = scale * q"))
-    out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
-            _buf("transform.Li", (lb, lb), dt, "overhead", S,
-                 "inverse Cholesky factor of G: Wp from D a"),
+    packed = bool(packed_gram) and ddt != dt
+    if packed:
+        out += [_buf("transform.G", (lb, lb), dt, "overhead", S,
+                     "Gram matrix D D^T, Li below its diagonal while D fills"),
+                _buf("transform.Gdiag", (lb,), dt, "overhead", S, "G's diagonal (packed)"),
+                _buf("basis.Li block", (min(16, rt, lb), lb), dt, "overhead", S,
+                     "packed Li's rows, a block at a time")]
+    else:
+        out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
+                _buf("transform.Li", (lb, lb), dt, "overhead", S,
+                     "inverse Cholesky factor of G: Wp from D a")]
+    out += [
             _buf("basis.c,z", (2, rt, lb), dt, "overhead", S, "D a and Li D a"),
             # the row-independent products' tiles, grown to the widest operands: (16, m) in
             # and (16, l) out, and (16, m) out too where the Wp test takes the explicit
@@ -402,10 +415,12 @@ def measured_buffers(learner) -> Dict[str, int]:
     put("transform.D_scale", d.get("_D_scale"))
     put("transform.G", d.get("_G"))
     put("transform.Li", d.get("_Li"))
+    put("transform.Gdiag", d.get("_Gd"))
     bws = d.get("_bws")
     if bws is not None:
         put("basis.rows", getattr(bws, "_xb", None))  # None: the backend's shared tile
         put("basis.c,z", getattr(bws, "_cflat", None), getattr(bws, "_zflat", None))
+        put("basis.Li block", getattr(getattr(bws, "packed", None), "_blk", None))
         plan = getattr(bws, "_plan", None)
         ws = getattr(plan, "_ws", None)
         arrays = getattr(ws, "arrays", {}) or {}

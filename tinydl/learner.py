@@ -27,6 +27,8 @@ call boundaries (:mod:`tinydl.marks`).
 """
 from __future__ import annotations
 
+from typing import Dict
+
 import numpy as np
 
 from . import checkpoint
@@ -41,18 +43,32 @@ from .rebuild import REBUILD_POLICIES
 from .warmup import check_mode, make_standardizer
 from .window import POLICIES, CodeWindow
 
-__all__ = ["TinyDLClassifier"]
+__all__ = ["TinyDLClassifier", "optimizer_params"]
 
-# the parameters a checkpoint stores (get_params adds backend and the checkpoint settings)
 #: training passes the network's ``loss_curve_`` keeps (the last ones; ``n_epochs_`` counts
 #: all): the learner retrains every ``n_batch`` samples for as long as the stream runs
 LOSS_CURVE_LEN = 64
 
+
+# the parameters a checkpoint stores (get_params adds backend and the checkpoint settings)
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
            "standardize", "n_standardize", "dropout", "loss", "optimizer", "learning_rate",
            "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed",
            "dtype", "dictionary_dtype")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
+
+#: each optimizer at its default setting: Adam at the learner's rate, SGD the paper's recipe
+#: (the customizer's choice for a budget where Adam's second state buffer does not fit)
+OPTIMIZER_DEFAULTS = {"adam": {"optimizer": "adam", "learning_rate": 3e-3},
+                      "sgd": {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9}}
+
+
+def optimizer_params(name: str) -> Dict:
+    """The learner's keyword arguments for optimizer ``name`` at its default setting."""
+    if name not in OPTIMIZER_DEFAULTS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_DEFAULTS)}, got "
+                         f"{name!r}")
+    return dict(OPTIMIZER_DEFAULTS[name])
 
 
 class TinyDLClassifier(OneSamplePath, MarkedStream):

@@ -46,7 +46,8 @@ def _lean_class(cls):
 
 
 def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
-                 decode_rows: int = DECODE_ROWS, product_rows: int = PRODUCT_ROWS):
+                 decode_rows: int = DECODE_ROWS, product_rows: int = PRODUCT_ROWS,
+                 packed_gram: bool = False):
     """The backend ``name`` with OMP workspaces for ``batch`` rows (and, with
     ``dt_copy=False``, without the copy of ``D.T``; with ``decode_rows`` below 16, a stored
     float16 / int8 dictionary decoded that many atoms at a time).
@@ -63,6 +64,10 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
     product_rows : int
         Rows of the backend's row-independent product tiles (NumPy and BLAS backends; 16
         by default): also the Wp test's block (:mod:`hal.backends.numpy.basis`).
+    packed_gram : bool
+        A stored dictionary keeps its inverse Cholesky factor below its Gram matrix's
+        diagonal while it fills and drops it when full (:mod:`hal.backends.numpy.packed`;
+        read by :class:`tinydl.transform.StreamingDictionary` from the backend).
 
     Returns
     -------
@@ -72,7 +77,7 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
     """
     import hal
     if batch >= 256 and dt_copy and decode_rows == DECODE_ROWS \
-            and product_rows == PRODUCT_ROWS:
+            and product_rows == PRODUCT_ROWS and not packed_gram:
         return name
     try:
         be = hal.get_backend(name, batch=int(batch))
@@ -84,6 +89,8 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
         be.stored_tile_rows = int(decode_rows)  # read by the stored-atom tiles
     if product_rows != PRODUCT_ROWS and hasattr(be, "product_tiles"):
         be.product_rows = int(product_rows)  # read by rows_matmul, OMP and the Wp test
+    if packed_gram and hasattr(be, "_omp_chunk"):  # the NumPy workspaces implement it
+        be.packed_gram = True
     # the plan priced this backend's own OMP workspaces, sized above; the execution rule's
     # native kernels (hal.execution) keep a transposed copy of the atoms and 48-row scratch
     # of their own (measured at m=5625, l=100: +3.3 MB, a peak 1.57x the plan's), so a

@@ -118,6 +118,7 @@ class Candidate:
     batch_size: int = BATCH_SIZE      # the network's minibatch
     decode_rows: int = DECODE_ROWS    # atoms a stored dictionary decodes at a time
     product_rows: int = PRODUCT_ROWS  # rows of the backend's product tiles
+    packed_gram: bool = False         # Li packed below G's diagonal (stored dictionary)
 
     def label(self) -> str:
         """One line naming the configuration."""
@@ -128,7 +129,7 @@ class Candidate:
                 + (f" batch={self.batch_size}" if self.batch_size != BATCH_SIZE else "")
                 + (f" decode={self.decode_rows}" if self.decode_rows != DECODE_ROWS else "")
                 + (f" tiles={self.product_rows}" if self.product_rows != PRODUCT_ROWS
-                   else ""))
+                   else "") + (" packed" if self.packed_gram else ""))
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,10 @@ class Plan:
     product_rows : int
         Rows of the backend's row-independent product tiles (16, or 4 when those tiles do
         not fit: :func:`tinydl.lowmem.plan_backend`).
+    packed_gram : bool
+        A stored dictionary's inverse Cholesky factor packed below its Gram matrix's
+        diagonal while it fills, dropped when it is full (one l x l array fewer:
+        :mod:`hal.backends.numpy.packed`, :func:`tinydl.lowmem.plan_backend`).
     buffers : list of dict
         The predicted footprint buffer by buffer (:func:`tinydl.footprint.plan_buffers`).
     m, n_classes : int
@@ -228,6 +233,7 @@ class Plan:
     dt_copy: bool = True
     decode_rows: int = DECODE_ROWS
     product_rows: int = PRODUCT_ROWS
+    packed_gram: bool = False
     buffers: Tuple[Dict, ...] = field(default=(), compare=False, repr=False)
     candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
 
@@ -293,7 +299,8 @@ class Plan:
         (:func:`tinydl.lowmem.plan_backend`; the name itself when the defaults apply)."""
         from .lowmem import plan_backend
         return plan_backend(self.backend, int(self.omp_batch), bool(self.dt_copy),
-                            int(self.decode_rows), int(self.product_rows))
+                            int(self.decode_rows), int(self.product_rows),
+                            bool(self.packed_gram))
 
     def to_dict(self) -> Dict:
         """The plan as a JSON-ready dict (without the candidates).
@@ -408,7 +415,7 @@ def load_plan(path) -> Plan:
                     # plans written before these fields: the learner's defaults then
                     rebuild="new-class", window_policy="reservoir", standardize="hold",
                     n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True,
-                    decode_rows=DECODE_ROWS, product_rows=PRODUCT_ROWS)
+                    decode_rows=DECODE_ROWS, product_rows=PRODUCT_ROWS, packed_gram=False)
     kw.pop("buffers", None)
     kw["buffers"] = tuple(dict(b) for b in (d.get("buffers") or []) if isinstance(b, dict))
     for k, v in defaults.items():
@@ -419,6 +426,9 @@ def load_plan(path) -> Plan:
     _check_choice(path, "standardize", kw["standardize"], ("hold", "running", "off"))
     from .footprint import DICTIONARY_DTYPES
     _check_choice(path, "dictionary_dtype", kw["dictionary_dtype"], DICTIONARY_DTYPES)
+    if not isinstance(kw["packed_gram"], bool):
+        raise ValueError(f"{path}: plan packed_gram must be true or false, got "
+                         f"{kw['packed_gram']!r}")
     for name in ("l", "k", "window", "n_batch", "m", "n_classes", "epochs_per_update",
                  "batch_size", "chunk", "n_standardize", "omp_batch", "decode_rows",
                  "product_rows"):

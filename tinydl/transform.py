@@ -21,6 +21,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from hal.backends.numpy.basis import inverse_factor
+
 from ._algorithm2 import _SCRATCH, Algorithm2Scan
 from ._execution import ExecutionPaths
 from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
@@ -43,7 +45,7 @@ _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype", "dictionar
 DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
-_PRIVATE_STATE = ("_D", "_D_scale", "_G", "_Li", "_fit_params", "_pending", "_n_pending")
+_PRIVATE_STATE = ("_D", "_D_scale", "_G", "_Li", "_Gd", "_fit_params", "_pending", "_n_pending")
 
 
 class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
@@ -210,7 +212,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         if self._fitted():
             # the state arrays are written by partial_fit: a read-only copy (joblib's memory
             # map) becomes a private one; transform reads only
-            for name in ("_D", "_G", "_Li", "_pending", "mean_", "scale_"):
+            for name in ("_D", "_G", "_Li", "_Gd", "_pending", "mean_", "scale_"):
                 a = self.__dict__.get(name)
                 if isinstance(a, np.ndarray) and not a.flags.writeable:
                     self.__dict__[name] = np.array(a, copy=True)
@@ -250,14 +252,20 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                # dictionary-sized transient at every checkpoint)
                # G and Li too (save_npz copies a non-contiguous one, one array at a time;
                # a full dictionary's are contiguous: no copy)
-               "D": self._D[:n], "G": self._G[:n, :n],
+               "D": self._D[:n],
                "D_scale": (self._D_scale[:n] if self._D_scale is not None
                            else np.zeros(0, np.float32)),
-               "Linv": self._Li[:n, :n],
                "has_stats": np.array(int(self.mean_ is not None)),
                "pending": (self._pending[:self._n_pending] if self._pending is not None
                            else np.zeros((0, self.n_features_in_), self.dtype_)),
                "buffering": np.array(int(self._pending is not None))}
+        gd = self._packed_diag()
+        if gd is not None:  # G and Li packed in one array while the dictionary fills
+            out["GLi"], out["Gdiag"] = self._G[:n, :n], gd[:n]
+        else:  # (a full packed dictionary dropped its Li: G alone)
+            out["G"] = self._G[:n, :n]
+            if self._Li is not None:
+                out["Linv"] = self._Li[:n, :n]
         if self.mean_ is not None:
             out["mean_"] = self.mean_.copy()
             out["scale_"] = self.scale_.copy()
@@ -553,11 +561,22 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         arrs = {}
         sdt = np.dtype(p["dictionary_dtype"] or dt)
         arrs["D"] = _finite(data, "D", (n, m), sdt)
-        arrs["G"] = _finite(data, "G", (n, n), dt)
         if sdt == np.int8:
             arrs["D_scale"] = _finite(data, "D_scale", (n,), np.dtype(np.float32))
-        if "Linv" in data:
+        if "GLi" in data:  # packed (hal.backends.numpy.packed): G's upper triangle and Li
+            P = _finite(data, "GLi", (n, n), dt)
+            G = np.triu(P, 1)
+            G += G.T
+            G[np.arange(n), np.arange(n)] = _finite(data, "Gdiag", (n,), dt)
+            arrs["G"], arrs["Linv"] = G, np.tril(P)
+        else:
+            arrs["G"] = _finite(data, "G", (n, n), dt)
+        if "Linv" in arrs:
+            pass
+        elif "Linv" in data:
             arrs["Linv"] = _finite(data, "Linv", (n, n), dt)
+        elif "L" not in data and "Q" not in data and n == p["l"]:
+            arrs["Linv"] = None  # a full dictionary that dropped its Li (computed if needed)
         else:  # version 1 kept D = L Q (Q orthonormal): L is G's Cholesky factor
             if "L" in data:
                 L = _finite(data, "L", (n, n), dt).astype(np.float64)
@@ -567,7 +586,13 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             arrs["Linv"] = np.tril(np.linalg.inv(L)).astype(dt) if n else np.zeros((0, 0), dt)
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
-        est._D[:n], est._G[:n, :n], est._Li[:n, :n] = arrs["D"], arrs["G"], arrs["Linv"]
+        est._D[:n], est._G[:n, :n] = arrs["D"], arrs["G"]
+        if est._Li is not None:
+            est._Li[:n, :n] = arrs["Linv"] if arrs["Linv"] is not None else \
+                inverse_factor(arrs["G"], dt)
+        elif n < p["l"]:  # packed: Li below G's diagonal, G's diagonal apart
+            est._Gd[:n] = np.diagonal(arrs["G"])
+            est._G[:n, :n][np.tril_indices(n)] = arrs["Linv"][np.tril_indices(n)]
         if "D_scale" in arrs:
             est._D_scale[:n] = arrs["D_scale"]
         est.n_atoms_ = n

@@ -39,7 +39,7 @@ from ._common import Progress, add_budget_arguments, make_plan, tuning_rows
 
 HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
 
-_OVERRIDES = ("l", "k", "alpha", "window", "n_batch", "epochs_per_update")
+_OVERRIDES = ("l", "k", "alpha", "window", "n_batch", "epochs_per_update", "batch_size")
 
 
 def add_arguments(p):
@@ -60,6 +60,11 @@ def add_arguments(p):
     o.add_argument("--window", type=int, help="codes kept for retraining")
     o.add_argument("--n-batch", dest="n_batch", type=int, help="retrain every N samples")
     o.add_argument("--epochs", dest="epochs_per_update", type=int, help="epochs per update")
+    o.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="the network's minibatch")
+    o.add_argument("--optimizer", choices=("adam", "sgd"),
+                   help="the network's optimizer, at its default learning rate (adam 3e-3; "
+                   "sgd: the paper's, 0.01 with momentum 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", metavar="NAME", help="HAL backend (default: automatic)")
     p.add_argument("--chunk", type=int, metavar="ROWS", help="rows read at a time "
@@ -254,6 +259,9 @@ def run(args):
                 params[name] = v
         if args.hidden:
             params["hidden_layer_sizes"] = _hidden(args.hidden)
+        if args.optimizer:
+            from ..learner import optimizer_params
+            params.update(optimizer_params(args.optimizer))
         if args.backend:
             params["backend"] = args.backend
         learner = Learner(**params, seed=args.seed)

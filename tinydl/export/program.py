@@ -96,7 +96,7 @@ def _tinydl_program(clf) -> Dict:
     tol = tr.tol
     k = int(min(clf.k, n_atoms)) if n_atoms else 0
     ops.append({"kind": "omp", "D": _rows(tr._D[:n_atoms]),
-                "G": np.ascontiguousarray(tr._G[:n_atoms, :n_atoms], np.float32),
+                "G": np.ascontiguousarray(tr._gram_matrix(), np.float32),
                 "k": k, "l": n_atoms, "m": m,
                 "tol2": -1.0 if tol is None else float(tol) ** 2})
     dense = [la for la in clf.network_.network_.layers if la.kind == "dense"]

@@ -27,12 +27,27 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BasisSpec", "BasisWorkspace", "REFINE_WP2"]
+from .packed import PackedGram
+
+__all__ = ["BasisSpec", "BasisWorkspace", "REFINE_WP2", "inverse_factor"]
 
 #: below this Wp^2 the cheap formula 1 - |z|^2/|x|^2 loses digits: the explicit residual
 REFINE_WP2 = 1e-2
 #: rows per Wp test block (the backend's product tile)
 _SCAN_ROWS = 16
+
+
+def inverse_factor(G, dtype) -> np.ndarray:
+    """``Li = L^-1`` (lower triangular, ``dtype``) of the Gram matrix ``G = L L^T`` (float64
+    arithmetic), the zero atoms past the dictionary's end (G's trailing zero diagonal)
+    left zero."""
+    n = G.shape[0]
+    while n and G[n - 1, n - 1] == 0:
+        n -= 1
+    Li = np.zeros(G.shape, dtype)
+    if n:
+        Li[:n, :n] = np.tril(np.linalg.inv(np.linalg.cholesky(G[:n, :n].astype(np.float64))))
+    return Li
 
 
 class BasisWorkspace:
@@ -58,11 +73,18 @@ class BasisWorkspace:
         self.D = D
         self._setup(backend, G, Li, dt, m, lb)
 
-    def _setup(self, backend, G, Li, dt, m, lb) -> None:
+    def _setup(self, backend, G, Li, dt, m, lb, gdiag=None) -> None:
         """The state every workspace shares (this one and the stored-atom one): the Gram
-        matrix, its inverse Cholesky factor and the Wp test's fixed buffers."""
+        matrix, its inverse Cholesky factor and the Wp test's fixed buffers.  ``Li`` None:
+        packed in ``G`` with ``gdiag`` G's diagonal (:mod:`hal.backends.numpy.packed`), or,
+        with ``gdiag`` None too, dropped (``G`` the plain Gram matrix of a full
+        dictionary)."""
         self.backend = backend
         self.G, self.Li = G, Li
+        #: the packed G and Li while the dictionary fills (None: unpacked)
+        self.packed = None
+        if Li is None and gdiag is not None:
+            self.packed = PackedGram(G, gdiag, backend)
         self.dtype, self.m, self.lb = dt, m, lb
         # the Wp test's block: the backend's product tile rows where it has them (a
         # small-memory plan's backend may tile fewer than 16, tinydl.lowmem.plan_backend)
@@ -106,18 +128,51 @@ class BasisWorkspace:
         C = self._cflat[:rows * nq].reshape(rows, nq)
         self._correlate(xb, nq, C)
         Z = self._zflat[:rows * nq].reshape(rows, nq)
-        self.backend.rows_matmul(C, self.Li[:nq, :nq].T, out=Z)
+        self._li_rows(C, nq, Z)
         self._C, self._Z = C, Z
         pp = np.einsum("ij,ij->i", Z, Z)
         with np.errstate(divide="ignore", invalid="ignore"):
             wp2 = 1 - pp[:r] / xx[:r]
             refine = live & (wp2 < refine2)
             if refine.any():
-                W = self.backend.rows_matmul(Z, self.Li[:nq, :nq])
+                W = self._li_right(Z, nq)
                 res = self._residual(W, nq, xb)
                 rr = np.einsum("ij,ij->i", res, res)[:r]
                 wp2 = np.where(refine, rr / xx[:r], wp2)
         return np.where(live, np.clip(wp2, 0, 1), 0).astype(self.dtype, copy=False)
+
+    # the test's two products with Li (packed: a block of its rows at a time)
+    def _li_rows(self, C, nq, Z):
+        """``Z = C @ Li[:nq, :nq].T`` (row-independent)."""
+        if self.packed is not None:
+            return self.packed.li_rows(C, nq, Z)
+        return self.backend.rows_matmul(C, self._li(nq).T, out=Z)
+
+    def _li_right(self, Z, nq):
+        """A new ``Z @ Li[:nq, :nq]`` (row-independent)."""
+        if self.packed is not None:
+            return self.packed.li_right(Z, nq)
+        return self.backend.rows_matmul(Z, self._li(nq))
+
+    def _li(self, nq):
+        """``Li[:nq, :nq]``: the kept factor, or, for a full dictionary that dropped it (a
+        packed one), computed here from G (only :meth:`wp` asks then: nothing joins a full
+        dictionary)."""
+        if self.Li is not None:
+            return self.Li[:nq, :nq]
+        return inverse_factor(self.G[:nq, :nq], self.dtype)
+
+    def _gram(self, nd):
+        """OMP's ``G[:nd, :nd]``: a view (the packed one's while the dictionary fills)."""
+        return self.G[:nd, :nd] if self.packed is None else self.packed.view(nd)
+
+    def _drop_li(self) -> None:
+        """The dictionary is full: a packed ``G`` is unpacked (Li dropped), and the plans
+        that read it packed are remade."""
+        if self.packed is not None:
+            self.packed.unpack()
+            self.packed = None
+            self._plan = self._plan_key = None
 
     # the test's two products with the atoms (the stored-atom workspace decodes them)
     def _correlate(self, X, nq, out):
@@ -258,6 +313,8 @@ class BasisWorkspace:
             val[join, 0] = self._join(n, rows[join], r, wp2[r])
             n += 1
             pos = join + 1
+            if n >= lmax:
+                self._drop_li()
         return n
 
 

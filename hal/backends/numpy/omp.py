@@ -50,8 +50,11 @@ __all__ = ["BatchOMP", "LinearDependenceWarning", "omp_textbook", "warn_stopped_
 def _take_rows(G, j, out):
     """``out[:] = G[j]``: ``np.take`` on a C-contiguous ``G``; on a strided view (a stored
     dictionary's plan reads G's leading block in place while the dictionary fills) the
-    rows are gathered by indexing, since ``np.take`` would first copy the whole view."""
-    if G.flags.c_contiguous:
+    rows are gathered by indexing, since ``np.take`` would first copy the whole view; a
+    packed Gram matrix (:class:`hal.backends.numpy.packed.GramView`) gathers its own."""
+    if not isinstance(G, np.ndarray):
+        G.take_rows(j, out)
+    elif G.flags.c_contiguous:
         np.take(G, j, axis=0, out=out, mode="clip")
     else:
         out[...] = G[np.clip(j, 0, G.shape[0] - 1)]  # take's mode="clip"
@@ -303,7 +306,7 @@ class BatchOMP:
         coefT = coef.T[:, None, :]               # per sample: (1, k + 1)
         U, RU = A["u"][:, :, :n], A["ru"][:, :n]
         B, CJ, NRHO, J = A["b"][:, :n], A["cj"][:, :n], A["nrho"][:, :n], A["j"][:, :n]
-        gdiag = np.ascontiguousarray(np.diagonal(G))
+        gdiag = np.ascontiguousarray(G.diagonal())  # (a method: G may be a GramView)
         # d^2 = G_jj - |w|^2 is exact to ~k eps G_jj: below a few times that, the atom lies
         # in the span of the chosen ones (an atom picked twice lands here too)
         tiny = dt.type(16 * max(k, 1) * eps)

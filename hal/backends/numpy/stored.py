@@ -193,7 +193,7 @@ class StoredBasisWorkspace(BasisWorkspace):
     """:class:`~hal.backends.numpy.basis.BasisWorkspace` over stored atoms ``Dq`` (float16,
     or int8 with ``scale``); ``G`` and ``Li`` in the compute dtype, of the decoded atoms."""
 
-    def __init__(self, backend, Dq, scale, G, Li):
+    def __init__(self, backend, Dq, scale, G, Li, gdiag=None):
         lb, m = Dq.shape
         dt = G.dtype
         if Dq.dtype.name not in STORAGE or not Dq.flags.c_contiguous:
@@ -203,7 +203,7 @@ class StoredBasisWorkspace(BasisWorkspace):
             raise ValueError("prepare_basis: int8 atoms need their per-atom scale (and only "
                              "they)")
         self.D, self.scale = Dq, scale
-        self._setup(backend, G, Li, dt, m, lb)
+        self._setup(backend, G, Li, dt, m, lb, gdiag)
         self._tiles = self._make_tiles(backend, Dq, scale, dt)
 
     # the two things a backend with kernels of its own replaces (hal.backends.native.stored)
@@ -216,7 +216,7 @@ class StoredBasisWorkspace(BasisWorkspace):
         """The encode plan over the first ``nd`` (>= 2) stored atoms."""
         # G's leading block as a view, not a (nd, nd) copy held while the dictionary fills
         # (OMP gathers its rows: hal.backends.numpy.omp._take_rows)
-        return StoredEncodePlan(self.backend, self._tiles, nd, self.G[:nd, :nd], k, tol=tol,
+        return StoredEncodePlan(self.backend, self._tiles, nd, self._gram(nd), k, tol=tol,
                                 mean=mean, scale=scale, width=width)
 
     def _correlate(self, X, nq, out):
@@ -236,17 +236,24 @@ class StoredBasisWorkspace(BasisWorkspace):
             if tiles is not None:
                 tiles.refresh(n)
         d = decode(self.D[n:n + 1], None if sc is None else self.scale[n:n + 1], self.dtype)
-        G, Li = self.G, self.Li
+        G, Li, pk = self.G, self.Li, self.packed
         gnn = np.dot(d[0], d[0])
         if n:
             g = np.empty((1, max(n, 2)), self.dtype)
             self._tiles.correlate(d, max(n, 2), g)
+            h = Li[:n, :n] @ g[0, :n] if pk is None else pk.li_vec(g[0], n)
+            lnn = np.sqrt(max(gnn - np.dot(h, h), np.finfo(self.dtype).tiny))
+            if pk is not None:
+                pk.put(n, g[0, :n], gnn, -pk.li_right(h[None, :], n, rows=False)[0] / lnn,
+                       1 / lnn)
+                return norm
             G[n, :n] = g[0, :n]
             G[:n, n] = g[0, :n]
-            h = Li[:n, :n] @ g[0, :n]
-            lnn = np.sqrt(max(gnn - np.dot(h, h), np.finfo(self.dtype).tiny))
             Li[n, :n] = -(h @ Li[:n, :n]) / lnn
             Li[n, n] = 1 / lnn
+        elif pk is not None:
+            pk.put(0, None, gnn, None, 1 / np.sqrt(gnn))
+            return norm
         else:
             Li[0, 0] = 1 / np.sqrt(gnn)
         G[n, n] = gnn
@@ -257,7 +264,8 @@ class StoredBasisWorkspace(BasisWorkspace):
     # dtype, refreshed by _join; float32 compute), a fixed order per row, so the stream's
     # codes stay independent of the split
     def _exec_ok(self, xbe) -> bool:
-        return self.dtype == np.float32 and hasattr(xbe, "prepare_stored_basis")
+        return self.dtype == np.float32 and hasattr(xbe, "prepare_stored_basis") \
+            and self.packed is None
 
     def _exec_make(self, xbe, n, k, tol, width, mean, scale):
         from ..native.stored import StoredEncodePlan as NativePlan

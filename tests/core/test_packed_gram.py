@@ -1,0 +1,153 @@
+"""G and Li packed in one array while a stored dictionary fills (hal.backends.numpy.packed,
+the small-memory plans' ``packed_gram``): the products against explicit matrices, the
+stream against the unpacked one, checkpoints both ways."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hal
+from hal.backends.numpy.basis import inverse_factor
+from hal.backends.numpy.packed import PackedGram
+from tinydl.lowmem import plan_backend
+from tinydl.transform import StreamingDictionary
+
+
+def _gram(rng, n, m=40):
+    D = rng.standard_normal((n, m))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    return (D @ D.T).astype(np.float32)
+
+
+def _pack(G, Li, lb):
+    n = G.shape[0]
+    B = np.zeros((lb, lb), np.float32)
+    gd = np.zeros(lb, np.float32)
+    B[:n, :n] = np.triu(G, 1) + np.tril(Li)
+    gd[:n] = np.diagonal(G)
+    return B, gd
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 40), extra=st.integers(0, 5), seed=st.integers(0, 2 ** 16))
+def test_packed_products_match_the_explicit_factor(n, extra, seed):
+    """``C Li^T``, ``Z Li``, ``Li g`` and G's rows from the packed array agree with the
+    same products on explicit G and Li (float64 reference, float32 rounding); G's rows are
+    copied exactly."""
+    rng = np.random.default_rng(seed)
+    G = _gram(rng, n)
+    Li = inverse_factor(G, np.float32)
+    lb = n + extra
+    B, gd = _pack(G, Li, lb)
+    pk = PackedGram(B, gd, hal.get_backend("numpy"))
+    C = rng.standard_normal((16, n)).astype(np.float32)
+    Z = np.empty((16, n), np.float32)
+    pk.li_rows(C, n, Z)
+    L64 = Li.astype(np.float64)
+    tol = dict(rtol=1e-4, atol=1e-4 * float(np.abs(L64).max()) * n)
+    np.testing.assert_allclose(Z, C @ L64.T, **tol)
+    np.testing.assert_allclose(pk.li_right(C, n), C @ L64, **tol)
+    np.testing.assert_allclose(pk.li_right(C[:1], n, rows=False)[0], C[0] @ L64, **tol)
+    np.testing.assert_allclose(pk.li_vec(C[0], n), L64 @ C[0], **tol)
+    j = rng.integers(0, n, 7)
+    out = np.empty((7, n), np.float32)
+    pk.view(n).take_rows(j, out)
+    np.testing.assert_array_equal(out, G[j])
+    np.testing.assert_array_equal(pk.view(n).diagonal(), np.diagonal(G))
+    # full: unpacking leaves G itself
+    if extra == 0:
+        np.testing.assert_array_equal(pk.unpack(), G)
+
+
+def _stream(shared_rng=0, n=600, m=64, classes=6):
+    rng = np.random.default_rng(shared_rng)
+    centers = rng.standard_normal((classes, m))
+    y = rng.integers(0, classes, n)
+    X = (centers[y] + 0.7 * rng.standard_normal((n, m))).astype(np.float32)
+    return X
+
+
+def _fit(X, packed, chunk, dtype="int8", l=24, k=4):
+    be = plan_backend("numpy", batch=4, dt_copy=False, packed_gram=packed)
+    tr = StreamingDictionary(l=l, k=k, alpha=0.3, standardize=False, backend=be,
+                             dictionary_dtype=dtype)
+    codes = [tr.partial_fit_transform(X[s:s + chunk]) for s in range(0, len(X), chunk)]
+    return tr, codes
+
+
+def _dense(codes, l):
+    return np.concatenate([c.to_dense() if hasattr(c, "to_dense") else c for c in codes])
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_packed_stream_joins_the_same_atoms_and_then_codes_bit_for_bit(dtype):
+    """A stored dictionary filled with G and Li packed keeps the same atoms as the unpacked
+    one (Wp differs by rounding only), its Li is dropped when full, and from then on its
+    state and codes are the unpacked one's, bit for bit."""
+    X = _stream()
+    a, ca = _fit(X, False, 4, dtype)
+    b, cb = _fit(X, True, 4, dtype)
+    assert b._Li is None and a.n_atoms_ == b.n_atoms_ == 24
+    np.testing.assert_array_equal(a._D, b._D)
+    np.testing.assert_array_equal(a._G, b._G)  # unpacked when full: the same Gram matrix
+    da, db = _dense(ca, 24), _dense(cb, 24)
+    np.testing.assert_allclose(da, db, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(a.transform(X[:50]),
+                                  b.transform(X[:50]))
+    # Wp of a full dictionary that dropped its factor: computed from G
+    np.testing.assert_allclose(b.projection_error(X[:20]), a.projection_error(X[:20]),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_packed_stream_does_not_depend_on_its_split():
+    """Rows one at a time and seven at a time give the same bits (the packed products keep
+    each row independent of its neighbours)."""
+    X = _stream(1, n=200)
+    a, ca = _fit(X, True, 1, l=100)
+    b, cb = _fit(X, True, 7, l=100)
+    assert 0 < a.n_atoms_ < 100  # still filling (m=64): the packed path all along
+    np.testing.assert_array_equal(a._G, b._G)
+    np.testing.assert_array_equal(a._Gd, b._Gd)
+    np.testing.assert_array_equal(_dense(ca, 100), _dense(cb, 100))
+
+
+def test_packed_checkpoint_resumes_bit_for_bit_and_loads_unpacked(tmp_path):
+    """Saved while filling (G's upper triangle with Li, and G's diagonal) and loaded onto the
+    packed backend, the stream continues as if never stopped; loaded onto a plain backend
+    it has the unpacked state (G exactly, Li to rounding) and goes on filling."""
+    X = _stream(2, n=300)
+    full, _ = _fit(X, True, 5, l=60)
+    half, _ = _fit(X[:100], True, 5, l=60)
+    assert 0 < half.n_atoms_ < 60
+    half.save(tmp_path / "t.npz")
+    back = StreamingDictionary.load(tmp_path / "t.npz", backend=plan_backend(
+        "numpy", batch=4, dt_copy=False, packed_gram=True))
+    assert back._Li is None
+    for s in range(100, 300, 5):
+        back.partial_fit(X[s:s + 5])
+    np.testing.assert_array_equal(back._D, full._D)
+    np.testing.assert_array_equal(back._G, full._G)
+    plain = StreamingDictionary.load(tmp_path / "t.npz", backend="numpy")
+    ref, _ = _fit(X[:100], False, 5, l=60)
+    n = ref.n_atoms_
+    assert plain.n_atoms_ == n and plain._Li is not None
+    np.testing.assert_array_equal(plain._G[:n, :n], ref._G[:n, :n])
+    np.testing.assert_allclose(plain._Li[:n, :n], ref._Li[:n, :n], rtol=1e-3, atol=1e-3)
+    plain.partial_fit(X[100:200])
+    assert plain.n_atoms_ > n
+
+
+def test_a_full_packed_dictionary_saves_g_alone_and_loads_anywhere(tmp_path):
+    """Full, the packed dictionary has dropped Li: its file holds G only, and a plain
+    backend loading it rebuilds Li from G (its codes are the same: Li is not read)."""
+    X = _stream(3)
+    tr, _ = _fit(X, True, 8)
+    tr.save(tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz", allow_pickle=False) as z:
+        assert "G" in z.files and "Linv" not in z.files and "GLi" not in z.files
+    plain = StreamingDictionary.load(tmp_path / "t.npz", backend="numpy")
+    np.testing.assert_array_equal(plain._G, tr._G)
+    np.testing.assert_array_equal(plain.transform(X[:40]),
+                                  tr.transform(X[:40]))
