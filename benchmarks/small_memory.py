@@ -81,7 +81,7 @@ def run_case(name, path, memory, tmp, extra=()):
     with open(ev_json) as fh:
         ev = json.load(fh)
     keys = ("l", "k", "hidden_layer_sizes", "window", "n_batch", "batch_size", "chunk",
-            "dictionary_dtype", "product_rows", "decode_rows",
+            "dictionary_dtype", "product_rows", "decode_rows", "packed_gram",
             "rebuild", "window_policy", "standardize", "n_standardize", "dt_copy",
             "footprint_bytes", "paper_bytes")
     # what the run resolved: the window policy ("auto": sliding unless the labels arrive in

@@ -151,3 +151,36 @@ def test_a_full_packed_dictionary_saves_g_alone_and_loads_anywhere(tmp_path):
     np.testing.assert_array_equal(plain._G, tr._G)
     np.testing.assert_array_equal(plain.transform(X[:40]),
                                   tr.transform(X[:40]))
+
+
+def test_the_customizer_packs_only_when_the_budget_needs_it(tmp_path):
+    """At UJIIndoorLoc's shape a roomy budget keeps Li apart; 256 KiB packs it (int8 atoms,
+    NumPy/BLAS backend) and the plan's backend carries the option; the plan file round-trips
+    it and refuses a non-boolean value."""
+    import json
+
+    from tinydl.customize import plan
+    from tinydl.plan import load_plan
+    roomy = plan(520, 13, memory_bytes=8 << 20, standardize=False, n_samples=20000)
+    tight = plan(520, 13, memory_bytes=256 << 10, standardize=False, n_samples=20000)
+    assert not roomy.packed_gram
+    assert tight.packed_gram and tight.dictionary_dtype in ("int8", "float16")
+    names = {b["name"] for b in tight.buffers}
+    assert "transform.Li" not in names and "transform.Gdiag" in names
+    assert getattr(tight.backend_object(), "packed_gram", False)
+    path = tmp_path / "p.json"
+    tight.save(path)
+    assert load_plan(path).packed_gram is True
+    d = json.loads(path.read_text())
+    d["packed_gram"] = "yes"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="packed_gram"):
+        load_plan(path)
+
+
+def test_plan_backend_packs_only_numpy_workspaces():
+    """The option is an attribute of the NumPy-family backends a plan sizes; a backend
+    without NumPy's OMP workspaces (native) is returned by name, unchanged."""
+    assert getattr(plan_backend("numpy", packed_gram=True), "packed_gram", False)
+    assert plan_backend("numpy") == "numpy"
+    assert not hasattr(plan_backend("numpy", batch=4), "packed_gram")
