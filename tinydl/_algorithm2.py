@@ -29,6 +29,7 @@ import numpy as np
 
 import hal
 from hal.backends.numpy.basis import REFINE_WP2
+from hal.backends.numpy.packed import gram_of
 
 __all__ = ["Algorithm2Scan"]
 
@@ -113,12 +114,7 @@ class Algorithm2Scan:
         """``G[:n, :n]`` of the atoms in use: a view, or a new array where G is packed with
         Li (a small-memory plan's dictionary while it fills)."""
         n, gd = self.n_atoms_, self._packed_diag()
-        if gd is None:
-            return self._G[:n, :n]
-        G = np.triu(self._G[:n, :n], 1)
-        G += G.T
-        G[np.arange(n), np.arange(n)] = gd[:n]
-        return G
+        return self._G[:n, :n] if gd is None else gram_of(self._G[:n, :n], gd[:n])
 
     def _stored(self) -> bool:
         """Whether the atoms are stored in another dtype than the compute dtype."""

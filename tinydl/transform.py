@@ -22,6 +22,7 @@ from typing import Any, Dict
 import numpy as np
 
 from hal.backends.numpy.basis import inverse_factor
+from hal.backends.numpy.packed import gram_of
 
 from ._algorithm2 import _SCRATCH, Algorithm2Scan
 from ._execution import ExecutionPaths
@@ -565,25 +566,11 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             arrs["D_scale"] = _finite(data, "D_scale", (n,), np.dtype(np.float32))
         if "GLi" in data:  # packed (hal.backends.numpy.packed): G's upper triangle and Li
             P = _finite(data, "GLi", (n, n), dt)
-            G = np.triu(P, 1)
-            G += G.T
-            G[np.arange(n), np.arange(n)] = _finite(data, "Gdiag", (n,), dt)
-            arrs["G"], arrs["Linv"] = G, np.tril(P)
+            arrs["G"] = gram_of(P, _finite(data, "Gdiag", (n,), dt))
+            arrs["Linv"] = np.tril(P)
         else:
             arrs["G"] = _finite(data, "G", (n, n), dt)
-        if "Linv" in arrs:
-            pass
-        elif "Linv" in data:
-            arrs["Linv"] = _finite(data, "Linv", (n, n), dt)
-        elif "L" not in data and "Q" not in data and n == p["l"]:
-            arrs["Linv"] = None  # a full dictionary that dropped its Li (computed if needed)
-        else:  # version 1 kept D = L Q (Q orthonormal): L is G's Cholesky factor
-            if "L" in data:
-                L = _finite(data, "L", (n, n), dt).astype(np.float64)
-            else:  # older still: L = D Q^T
-                L = np.tril(arrs["D"].astype(np.float64)
-                            @ _finite(data, "Q", (n, m), dt).T.astype(np.float64))
-            arrs["Linv"] = np.tril(np.linalg.inv(L)).astype(dt) if n else np.zeros((0, 0), dt)
+            arrs["Linv"] = _inverse_factor_of(data, arrs["D"], n, m, dt, p["l"])
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
         est._D[:n], est._G[:n, :n] = arrs["D"], arrs["G"]
@@ -612,6 +599,22 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         est._alloc_scratch()  # bind the state as loaded (a backend may keep a copy of D)
         est._ready(p)
         return est
+
+
+def _inverse_factor_of(data, D, n, m, dt, l):
+    """Li of a file that keeps G apart: its ``Linv``, None for a full dictionary that
+    dropped it (a packed one; computed from G where a backend needs it), or from the older
+    formats' factors."""
+    if "Linv" in data:
+        return _finite(data, "Linv", (n, n), dt)
+    if "L" not in data and "Q" not in data and n == l:
+        return None
+    # version 1 kept D = L Q (Q orthonormal): L is G's Cholesky factor
+    if "L" in data:
+        L = _finite(data, "L", (n, n), dt).astype(np.float64)
+    else:  # older still: L = D Q^T
+        L = np.tril(D.astype(np.float64) @ _finite(data, "Q", (n, m), dt).T.astype(np.float64))
+    return np.tril(np.linalg.inv(L)).astype(dt) if n else np.zeros((0, 0), dt)
 
 
 def _finite(data, key, shape, dt) -> np.ndarray:

@@ -22,10 +22,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PackedGram", "GramView", "LI_BLOCK"]
+__all__ = ["PackedGram", "GramView", "LI_BLOCK", "gram_of"]
 
 #: rows of Li materialized at a time (at most: the backend's product tile rows)
 LI_BLOCK = 16
+
+
+def gram_of(P, gdiag) -> np.ndarray:
+    """A new full Gram matrix from a packed ``(n, n)`` block ``P`` (G's strict upper
+    triangle, Li below) and G's diagonal ``gdiag`` (n,)."""
+    n = P.shape[0]
+    G = np.triu(P, 1)
+    G += G.T
+    G[np.arange(n), np.arange(n)] = gdiag
+    return G
 
 
 class PackedGram:
