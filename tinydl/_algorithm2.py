@@ -29,6 +29,7 @@ import numpy as np
 
 import hal
 from hal.backends.numpy.basis import REFINE_WP2
+from hal.backends.numpy.omp import BatchOMP
 from hal.backends.numpy.packed import gram_of
 
 __all__ = ["Algorithm2Scan"]
@@ -94,7 +95,12 @@ class Algorithm2Scan:
                 self._be = hal.get_backend("numpy", block=self._fit_params["block"])
             make = getattr(self._be, "prepare_stored_basis", None) or (
                 lambda *a: StoredBasisWorkspace(self._be, *a))
-            if self._Li is None:  # packed, or dropped when full: the NumPy workspace's
+            if self._Li is None:  # packed, or dropped when full: the NumPy workspace's,
+                # on NumPy's Batch-OMP (which reads a packed G; a backend with an OMP kernel
+                # of its own, native's, takes plain arrays: a transform moved there by
+                # set_params keeps its packed state)
+                if getattr(type(self._be), "_omp_chunk", None) is not BatchOMP._omp_chunk:
+                    self._be = hal.get_backend("numpy", block=self._fit_params["block"])
                 self._bws = StoredBasisWorkspace(self._be, self._D, self._D_scale, self._G,
                                                  None, gdiag=self._packed_diag())
             else:

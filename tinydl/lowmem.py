@@ -89,7 +89,7 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
         be.stored_tile_rows = int(decode_rows)  # read by the stored-atom tiles
     if product_rows != PRODUCT_ROWS and hasattr(be, "product_tiles"):
         be.product_rows = int(product_rows)  # read by rows_matmul, OMP and the Wp test
-    if packed_gram and hasattr(be, "_omp_chunk"):  # the NumPy workspaces implement it
+    if packed_gram and str(name) in ("numpy", "blas"):  # NumPy's workspaces implement it
         be.packed_gram = True
     # the plan priced this backend's own OMP workspaces, sized above; the execution rule's
     # native kernels (hal.execution) keep a transposed copy of the atoms and 48-row scratch

@@ -35,9 +35,10 @@ from .standardize import apply_stats, fit_stats
 __all__ = ["StreamingDictionary", "NotFittedError"]
 
 _KIND = "transform"
-#: 2: the inverse Cholesky factor "Linv" instead of the orthonormal basis "Q" and "L"
-#: (files of version 1 still load)
-_VERSION = 2
+#: 2: the inverse Cholesky factor "Linv" instead of the orthonormal basis "Q" and "L";
+#: 3: a small-memory plan's "GLi" and "Gdiag" (G and Li packed while the dictionary fills),
+#: or "G" without "Linv" (full: Li dropped) (files of versions 1 and 2 still load)
+_VERSION = 3
 _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
            "block", "dictionary_dtype")
 #: parameters that fix the shape of the state: changing them needs a new fit
@@ -570,7 +571,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             arrs["Linv"] = np.tril(P)
         else:
             arrs["G"] = _finite(data, "G", (n, n), dt)
-            arrs["Linv"] = _inverse_factor_of(data, arrs["D"], n, m, dt, p["l"])
+            arrs["Linv"] = _inverse_factor_of(data, arrs["D"], arrs["G"], n, m, dt, p["l"])
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
         est._D[:n], est._G[:n, :n] = arrs["D"], arrs["G"]
@@ -601,13 +602,20 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         return est
 
 
-def _inverse_factor_of(data, D, n, m, dt, l):
+def _inverse_factor_of(data, D, G, n, m, dt, l):
     """Li of a file that keeps G apart: its ``Linv``, None for a full dictionary that
     dropped it (a packed one; computed from G where a backend needs it), or from the older
     formats' factors."""
     if "Linv" in data:
         return _finite(data, "Linv", (n, n), dt)
-    if "L" not in data and "Q" not in data and n == l:
+    if "L" not in data and "Q" not in data:
+        if n < l:
+            raise ValueError(f"Linv is missing: a dictionary still filling (n_atoms_={n} < "
+                             f"l={l}) keeps it")
+        gd = np.diagonal(G)
+        if n and not (gd > 0).all():
+            raise ValueError(f"G's diagonal (the atoms' squared norms) should be positive, "
+                             f"got {float(gd.min())} at atom {int(np.argmin(gd))}")
         return None
     # version 1 kept D = L Q (Q orthonormal): L is G's Cholesky factor
     if "L" in data:

@@ -184,3 +184,68 @@ def test_plan_backend_packs_only_numpy_workspaces():
     assert getattr(plan_backend("numpy", packed_gram=True), "packed_gram", False)
     assert plan_backend("numpy") == "numpy"
     assert not hasattr(plan_backend("numpy", batch=4), "packed_gram")
+
+
+def test_a_resumed_fit_runs_on_the_backend_its_plan_sized(shared_data, tmp_path):
+    """`tinydl fit --resume` without --backend takes the plan's sized backend from the model
+    directory (before, the checkpoint's backend name: Li unpacked again, an l x l array over
+    the plan): the checkpoint the resumed run writes while the dictionary fills is packed."""
+    data = shared_data / "ujiindoorloc.npz"
+    if not data.exists():
+        pytest.skip(f"{data} is absent")
+    from tinydl.checkpoint import latest
+    from tinydl.cli import main
+    plan_path, out = tmp_path / "p.json", tmp_path / "m"
+    assert main(["plan", "--data", str(data), "--memory", "256KiB", "-o", str(plan_path)]) == 0
+    assert main(["fit", str(data), "--plan", str(plan_path), "--shuffle", "0", "--limit", "20",
+                 "-o", str(out), "--quiet"]) == 0
+    assert main(["fit", str(data), "--resume", "--shuffle", "0", "--limit", "40", "-o", str(out),
+                 "--quiet"]) == 0
+    with np.load(out / latest(out) / "transform.npz", allow_pickle=False) as z:
+        assert int(z["n_samples_seen_"]) == 40 and 0 < int(z["n_atoms_"]) < int(z["l"])
+        assert "GLi" in z.files and "Linv" not in z.files
+
+
+def test_a_packed_transform_never_runs_on_an_omp_kernel_of_its_own(require_backend):
+    """native has an OMP kernel that takes plain arrays: a plan never packs for it, and a
+    packed transform moved there (set_params, then a copy rebinds it) keeps NumPy's
+    Batch-OMP, with the same atoms as one that stayed."""
+    import copy
+    require_backend("native")
+    assert not hasattr(plan_backend("native", batch=4, dt_copy=False, packed_gram=True),
+                       "packed_gram")
+    X = _stream(4, n=300)
+    a, _ = _fit(X[:100], True, 5, l=60)
+    b = copy.deepcopy(a)
+    b.set_params(backend="native")
+    b = copy.deepcopy(b)
+    for s in range(100, 300, 5):
+        a.partial_fit(X[s:s + 5])
+        b.partial_fit(X[s:s + 5])
+    assert a.n_atoms_ == b.n_atoms_
+    np.testing.assert_array_equal(a._D, b._D)
+
+
+def test_files_missing_their_factor_are_refused_by_name(tmp_path):
+    """A dictionary still filling whose file lacks Li, or a full one whose G has a zero
+    diagonal, is refused with the reason (not an older format's missing array)."""
+    from tinydl.io import load_npz, save_npz
+    from tinydl.transform import _KIND, _VERSION
+    X = _stream(5, n=60)
+    a, _ = _fit(X, False, 5, l=60)
+    assert a.n_atoms_ < 60
+    a.save(tmp_path / "t.npz")
+    arrs = dict(load_npz(tmp_path / "t.npz", _KIND, max_version=_VERSION))
+    arrs.pop("Linv")
+    save_npz(tmp_path / "bad.npz", arrs, _KIND, _VERSION)
+    with pytest.raises(ValueError, match="Linv is missing"):
+        StreamingDictionary.load(tmp_path / "bad.npz")
+    full, _ = _fit(_stream(6), True, 8)
+    full.save(tmp_path / "f.npz")
+    arrs = dict(load_npz(tmp_path / "f.npz", _KIND, max_version=_VERSION))
+    G = arrs["G"].copy()
+    G[-1, -1] = 0
+    arrs["G"] = G
+    save_npz(tmp_path / "bad2.npz", arrs, _KIND, _VERSION)
+    with pytest.raises(ValueError, match="diagonal"):
+        StreamingDictionary.load(tmp_path / "bad2.npz")

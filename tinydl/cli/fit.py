@@ -92,6 +92,26 @@ def _learner_class(args):
     return MPITinyDLClassifier if args.mpi or under_mpi() else TinyDLClassifier
 
 
+def _plan_backend(out):
+    """For ``--resume`` without ``--backend``: the backend the run's plan sized (its OMP
+    workspace, tiles, packed Gram matrix: what the plan priced), when the checkpoint ran on
+    that backend; else None (the checkpoint's own backend, by name)."""
+    path = os.path.join(out, "plan.json")
+    if not os.path.exists(path):
+        return None
+    from ..checkpoint import latest
+    from ..customize import load_plan
+    try:
+        with np.load(os.path.join(out, latest(out), "learner.npz"),
+                     allow_pickle=False) as z:
+            saved = str(z["backend"]) if "backend" in z.files else ""
+        plan = load_plan(path)
+    except (OSError, ValueError, KeyError):  # Learner.load names what is wrong
+        return None
+    be = plan.backend_object()
+    return None if isinstance(be, str) or saved != str(plan.backend) else be
+
+
 def _hidden(text):
     from . import CommandError
     try:
@@ -225,7 +245,7 @@ def run(args):
     if seed is not None:
         st = st.shuffled(seed)
     if args.resume and has_ckpt:
-        learner = Learner.load(out, backend=args.backend)
+        learner = Learner.load(out, backend=args.backend or _plan_backend(out))
         if learner.n_features_in_ != st.n_features:
             raise CommandError(f"{out} was trained on {learner.n_features_in_} features; "
                                f"{args.data} has {st.n_features}")

@@ -104,6 +104,7 @@ class BasisWorkspace:
         # the atoms transposed as those kernels read them (columns filled as atoms join)
         self._xplan = self._xkey = self._xdt = None
         self._xfilled = 0
+        self._li_now = None
 
     # -- the Wp test ---------------------------------------------------------------------
     def _test(self, n, R, refine2):
@@ -160,7 +161,10 @@ class BasisWorkspace:
         dictionary)."""
         if self.Li is not None:
             return self.Li[:nq, :nq]
-        return inverse_factor(self.G[:nq, :nq], self.dtype)
+        li = self._li_now  # computed once per wp call, for its blocks
+        if li is None or li.shape[0] != nq:
+            li = self._li_now = inverse_factor(self.G[:nq, :nq], self.dtype)
+        return li
 
     def _gram(self, nd):
         """OMP's ``G[:nd, :nd]``: a view (the packed one's while the dictionary fills)."""
@@ -188,8 +192,11 @@ class BasisWorkspace:
         wherever the cheap formula cancels), shape (len(X),)."""
         out = np.empty(X.shape[0], self.dtype)
         b = self._scan
-        for s in range(0, X.shape[0], b):
-            out[s:s + b] = np.sqrt(self._test(n, X[s:s + b], REFINE_WP2))
+        try:
+            for s in range(0, X.shape[0], b):
+                out[s:s + b] = np.sqrt(self._test(n, X[s:s + b], REFINE_WP2))
+        finally:
+            self._li_now = None  # (a dropped Li computed for this call: not kept)
         return out
 
     def _join(self, n, a, r, wp2):
