@@ -91,19 +91,18 @@ class Algorithm2Scan:
             # narrower storage: the NumPy reference (hal.backends.numpy.stored) decodes tiles
             # (a backend with kernels for them offers prepare_stored_basis: native, stored.c)
             from hal.backends.numpy.stored import StoredBasisWorkspace
-            if not hasattr(self._be, "_omp_chunk"):
+            # NumPy's Batch-OMP where the backend has no OMP, and for Li packed or dropped
+            # (``_Li`` None): that OMP reads a packed G, an OMP kernel of its own (native's)
+            # takes plain arrays (a transform moved there by set_params keeps its state)
+            omp = getattr(type(self._be), "_omp_chunk", None)
+            if omp is None or (self._Li is None and omp is not BatchOMP._omp_chunk):
                 self._be = hal.get_backend("numpy", block=self._fit_params["block"])
-            make = getattr(self._be, "prepare_stored_basis", None) or (
-                lambda *a: StoredBasisWorkspace(self._be, *a))
-            if self._Li is None:  # packed, or dropped when full: the NumPy workspace's,
-                # on NumPy's Batch-OMP (which reads a packed G; a backend with an OMP kernel
-                # of its own, native's, takes plain arrays: a transform moved there by
-                # set_params keeps its packed state)
-                if getattr(type(self._be), "_omp_chunk", None) is not BatchOMP._omp_chunk:
-                    self._be = hal.get_backend("numpy", block=self._fit_params["block"])
+            if self._Li is None:  # the NumPy workspace's (packed, or dropped when full)
                 self._bws = StoredBasisWorkspace(self._be, self._D, self._D_scale, self._G,
                                                  None, gdiag=self._packed_diag())
             else:
+                make = getattr(self._be, "prepare_stored_basis", None) or (
+                    lambda *a: StoredBasisWorkspace(self._be, *a))
                 self._bws = make(self._D, self._D_scale, self._G, self._Li)
         else:
             self._bws = self._be.prepare_basis(self._D, self._G, self._Li)

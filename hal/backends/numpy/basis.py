@@ -205,18 +205,27 @@ class BasisWorkspace:
         norm = np.sqrt(xx)
         d = self.D[n]
         np.divide(a, norm, out=d)
+        # L's new row is z / |x| and its diagonal the row's own Wp
+        self._put(n, self._C[r, :n] / norm if n else None, np.dot(d, d),
+                  self._Z[r, :n] / norm if n else None, np.sqrt(wp2))
+        return norm
+
+    def _put(self, n, g, gnn, h, lnn) -> None:
+        """Atom ``n`` joins: G's new row and column ``g`` (n,) and diagonal ``gnn``; from L's
+        new row ``h`` (n,) and diagonal ``lnn``, Li's new row ``-(h Li[:n, :n]) / lnn`` and
+        diagonal ``1 / lnn`` (packed or not).  ``g`` and ``h`` are None for the first atom."""
+        pk = self.packed
+        if pk is not None:
+            pk.put(n, g, gnn, -pk.li_right(h[None, :], n, rows=False)[0] / lnn if n else None,
+                   1 / lnn)
+            return
         G, Li = self.G, self.Li
         if n:
-            G[n, :n] = self._C[r, :n] / norm
-            G[:n, n] = G[n, :n]
-            h = self._Z[r, :n] / norm
-            lnn = np.sqrt(wp2)
+            G[n, :n] = g
+            G[:n, n] = g
             Li[n, :n] = -(h @ Li[:n, :n]) / lnn
-            Li[n, n] = 1 / lnn
-        else:
-            Li[0, 0] = 1 / np.sqrt(wp2)
-        G[n, n] = np.dot(d, d)
-        return norm
+        Li[n, n] = 1 / lnn
+        G[n, n] = gnn
 
     # -- Algorithm 2 on a batch ----------------------------------------------------------
     def plan(self, n, k, tol=None, width=None, mean=None, scale=None):

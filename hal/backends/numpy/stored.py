@@ -236,27 +236,16 @@ class StoredBasisWorkspace(BasisWorkspace):
             if tiles is not None:
                 tiles.refresh(n)
         d = decode(self.D[n:n + 1], None if sc is None else self.scale[n:n + 1], self.dtype)
-        G, Li, pk = self.G, self.Li, self.packed
         gnn = np.dot(d[0], d[0])
         if n:
             g = np.empty((1, max(n, 2)), self.dtype)
             self._tiles.correlate(d, max(n, 2), g)
-            h = Li[:n, :n] @ g[0, :n] if pk is None else pk.li_vec(g[0], n)
+            pk = self.packed
+            h = self.Li[:n, :n] @ g[0, :n] if pk is None else pk.li_vec(g[0], n)
             lnn = np.sqrt(max(gnn - np.dot(h, h), np.finfo(self.dtype).tiny))
-            if pk is not None:
-                pk.put(n, g[0, :n], gnn, -pk.li_right(h[None, :], n, rows=False)[0] / lnn,
-                       1 / lnn)
-                return norm
-            G[n, :n] = g[0, :n]
-            G[:n, n] = g[0, :n]
-            Li[n, :n] = -(h @ Li[:n, :n]) / lnn
-            Li[n, n] = 1 / lnn
-        elif pk is not None:
-            pk.put(0, None, gnn, None, 1 / np.sqrt(gnn))
-            return norm
+            self._put(n, g[0, :n], gnn, h, lnn)
         else:
-            Li[0, 0] = 1 / np.sqrt(gnn)
-        G[n, n] = gnn
+            self._put(0, None, gnn, None, np.sqrt(gnn))
         return norm
 
     # the execution phase (BasisWorkspace.exec_plan) on a compiled_execution backend:
