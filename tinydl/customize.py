@@ -81,7 +81,7 @@ from ._plan_options import (  # noqa: F401 - BATCH_LADDER etc. stay importable f
 )
 from .errors import BudgetInfeasible
 from .footprint import plan_total
-from .lowmem import DECODE_ROWS, PRODUCT_ROWS
+from .lowmem import DECODE_ROWS, PACKED_BACKENDS, PRODUCT_ROWS
 from .plan import (
     BATCH_SIZE,
     CHUNK,
@@ -282,7 +282,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     hiddens = [tuple(int(u) for u in h) for h in (hidden_choices or HIDDEN_LADDER)]
     chunks = [c for c in CHUNK_LADDER if c <= chunk] or [int(chunk)]
     opts = _options(chunks, dt.name, dictionary_dtype, n_samples, standardize)
-    if str(be) not in ("numpy", "blas"):  # packed G and Li: the NumPy workspaces' option
+    if str(be) not in PACKED_BACKENDS:  # packed G and Li: the NumPy workspaces' option
         for g in opts:
             for o in g:
                 o["packed"] = False

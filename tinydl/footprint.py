@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from hal.backends.numpy.packed import LI_BLOCK
+
 __all__ = ["plan_buffers", "total", "counted", "parts", "format_buffers", "DICTIONARY_DTYPES",
            "dictionary_itemsize", "TERMS"]
 
@@ -162,14 +164,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         out += [_buf("transform.G", (lb, lb), dt, "overhead", S,
                      "Gram matrix D D^T, Li below its diagonal while D fills"),
                 _buf("transform.Gdiag", (lb,), dt, "overhead", S, "G's diagonal (packed)"),
-                _buf("basis.Li block", (min(16, rt, lb), lb), dt, "overhead", S,
+                _buf("basis.Li block", (min(LI_BLOCK, rt, lb), lb), dt, "overhead", S,
                      "packed Li's rows, a block at a time")]
     else:
         out += [_buf("transform.G", (lb, lb), dt, "overhead", S, "Gram matrix D D^T"),
                 _buf("transform.Li", (lb, lb), dt, "overhead", S,
                      "inverse Cholesky factor of G: Wp from D a")]
-    out += [
-            _buf("basis.c,z", (2, rt, lb), dt, "overhead", S, "D a and Li D a"),
+    out += [_buf("basis.c,z", (2, rt, lb), dt, "overhead", S, "D a and Li D a"),
             # the row-independent products' tiles, grown to the widest operands: (16, m) in
             # and (16, l) out, and (16, m) out too where the Wp test takes the explicit
             # residual (alpha^2 below 2 x 0.01, hal.backends.numpy.basis); the in tile is

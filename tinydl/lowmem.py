@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["plan_backend", "DECODE_ROWS", "DECODE_LADDER", "PRODUCT_ROWS", "PRODUCT_LADDER"]
+__all__ = ["plan_backend", "DECODE_ROWS", "DECODE_LADDER", "PRODUCT_ROWS", "PRODUCT_LADDER",
+           "PACKED_BACKENDS"]
 
 #: atoms a stored (float16 / int8) dictionary decodes at a time by default
 #: (hal.backends.numpy.stored._TILE), and the customizer's options: 16, then 1 when the
@@ -28,6 +29,9 @@ DECODE_LADDER = (16, 1)
 #: depend on how the stream is cut; fewer rows are slower (more, smaller products)
 PRODUCT_ROWS = 16
 PRODUCT_LADDER = (16, 4, 1)
+#: the backends whose workspaces can pack G and Li (NumPy's Batch-OMP reads a packed G;
+#: an OMP kernel of its own, native's, takes plain arrays)
+PACKED_BACKENDS = ("numpy", "blas")
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,7 +93,7 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
         be.stored_tile_rows = int(decode_rows)  # read by the stored-atom tiles
     if product_rows != PRODUCT_ROWS and hasattr(be, "product_tiles"):
         be.product_rows = int(product_rows)  # read by rows_matmul, OMP and the Wp test
-    if packed_gram and str(name) in ("numpy", "blas"):  # NumPy's workspaces implement it
+    if packed_gram and str(name) in PACKED_BACKENDS:
         be.packed_gram = True
     # the plan priced this backend's own OMP workspaces, sized above; the execution rule's
     # native kernels (hal.execution) keep a transposed copy of the atoms and 48-row scratch
