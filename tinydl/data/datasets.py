@@ -139,6 +139,12 @@ def load_dsa_folder(path: str, segment_shape=DSA_SEGMENT_SHAPE) -> Dataset:
                    application="smart-sensing", groups=np.array(groups, np.int64))
 
 
+def uji_valid_readings(W) -> np.ndarray:
+    """Which of UJIIndoorLoc's readings ``W`` are valid: -110 .. 0 dBm, or 100 (not
+    detected)."""
+    return (W == UJI_NO_SIGNAL) | ((W >= -110) & (W <= 0))
+
+
 def uji_rssi_to_features(W, where="UJIIndoorLoc"):
     """Map UJIIndoorLoc's RSSI readings to features in [0, 1].
 
@@ -157,7 +163,7 @@ def uji_rssi_to_features(W, where="UJIIndoorLoc"):
     ndarray of shape (n_samples, 520), float32
     """
     W = np.asarray(W, dtype=np.float64)
-    bad = ~((W == UJI_NO_SIGNAL) | ((W >= -110) & (W <= 0)))
+    bad = ~uji_valid_readings(W)
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise DataError(f"{where}: {int(bad.sum())} WAP reading(s) outside -110..0 dBm and "

@@ -91,13 +91,13 @@ def _uji_convert(X, dtype, path):
     is correctly rounded either way: such a quotient is never within float64's rounding of a
     float32 midpoint), without its float64 temporaries (three chunk-sized float64 arrays: at
     two rows of 520 features, 34 KB beside a 256 KiB learner)."""
-    from .datasets import UJI_FLOOR_DBM, UJI_NO_SIGNAL, uji_rssi_to_features
+    from .datasets import UJI_FLOOR_DBM, UJI_NO_SIGNAL, uji_rssi_to_features, uji_valid_readings
     W = np.asarray(X)
     if W.dtype.kind not in "iu":
         return uji_rssi_to_features(W, path).astype(dtype, copy=False)
-    missing = W == UJI_NO_SIGNAL
-    if not (missing | ((W >= -110) & (W <= 0))).all():
+    if not uji_valid_readings(W).all():
         return uji_rssi_to_features(W, path)  # raises, naming the first bad reading
+    missing = W == UJI_NO_SIGNAL
     out = W.astype(np.float32)  # the features are float32 (as the reference gives them)
     out[missing] = UJI_FLOOR_DBM
     out -= UJI_FLOOR_DBM
