@@ -83,7 +83,7 @@ def run_case(name, path, memory, tmp, extra=()):
     keys = ("l", "k", "hidden_layer_sizes", "window", "n_batch", "batch_size", "chunk",
             "dictionary_dtype", "product_rows", "decode_rows", "packed_gram",
             "rebuild", "window_policy", "standardize", "n_standardize", "dt_copy",
-            "footprint_bytes", "paper_bytes")
+            "optimizer", "sparse_product", "footprint_bytes", "paper_bytes")
     # what the run resolved: the window policy ("auto": sliding unless the labels arrive in
     # blocks), the network updates made
     ran = dict(window_policy=fit["params"]["window_policy"],

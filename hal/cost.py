@@ -313,7 +313,8 @@ def _layers_pass(profile, backend, sizes, rows, dtype, backward, sparse_input_k,
 def predict_training_epoch(profile, layer_sizes: Sequence[int], n_samples: int,
                            batch_size: int = 32, dtype="float32",
                            backend: Optional[str] = None,
-                           sparse_input_k: Optional[int] = None) -> Prediction:
+                           sparse_input_k: Optional[int] = None,
+                           optimizer: Optional[str] = None) -> Prediction:
     """Predict one epoch of mini-batch SGD (with momentum) on a dense network.
 
     Parameters
@@ -323,6 +324,10 @@ def predict_training_epoch(profile, layer_sizes: Sequence[int], n_samples: int,
     n_samples, batch_size : int
     sparse_input_k : int, optional
         Inputs are k-sparse codes: the first layer is a gather over ``k`` rows of W.
+    optimizer : str, optional
+        ``"adafactor"`` adds its step's small calls per tensor (:data:`ADAFACTOR_CALLS`) to
+        each batch; SGD's and Adam's few whole-buffer passes are in the calibrated per-layer
+        calls and vector work already (None: as those).
 
     Raises
     ------
@@ -349,6 +354,10 @@ def predict_training_epoch(profile, layer_sizes: Sequence[int], n_samples: int,
             mm, vec, calls = mm + count * a, vec + count * b, calls + count * c
             flops, nbytes = flops + count * f, nbytes + count * by
     n_params = sum(p * q + q for p, q in zip(sizes[:-1], sizes[1:]))
+    if optimizer == "adafactor":
+        n_layers = len(sizes) - 1
+        calls += (full + (1 if rest else 0)) * n_layers * sum(ADAFACTOR_CALLS) \
+            * profile.backend(backend).call_overhead_s
     # per batch: gathering the shuffled rows into the batch buffer and a finiteness check of
     # the flat gradient; per epoch: validating the data set (a read and a copy-sized pass)
     width = min(sparse_input_k, sizes[0]) * 2 if sparse_input_k else sizes[0]
@@ -361,6 +370,12 @@ def predict_training_epoch(profile, layer_sizes: Sequence[int], n_samples: int,
     peak = size * (3 * n_params + 3 * bs * sum(sizes) + n * width + n)
     parts = [("matmul", mm), ("vector", vec), ("data", data_t), ("call_overhead", calls)]
     return _finish(profile, backend, parts, peak, flops, nbytes)
+
+
+#: NumPy calls of one Adafactor step per (weight matrix, bias vector) of a layer
+#: (tinydl.nn.optim.Adafactor.step: its row and column statistics, factors and clip, each a
+#: small call whose overhead dominates at these sizes)
+ADAFACTOR_CALLS = (24, 11)
 
 
 def predict_inference(profile, layer_sizes: Sequence[int], n_samples: int = 1,

@@ -11,12 +11,18 @@ import numpy as np
 from .lowmem import DECODE_LADDER, DECODE_ROWS, PRODUCT_LADDER
 from .plan import BATCH_SIZE, N_STANDARDIZE
 
-__all__ = ["CHUNK_LADDER", "BATCH_LADDER", "SCALE_SPREAD", "scaling_rule"]
+__all__ = ["CHUNK_LADDER", "BATCH_LADDER", "LEAN_NETWORK", "SCALE_SPREAD", "scaling_rule"]
 
 CHUNK_LADDER = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 #: the network's minibatch, largest first: a smaller one only when nothing fits at the larger
 #: (its gather scratch, activations and per-call buffers scale with it)
 BATCH_LADDER = (BATCH_SIZE, 32, 16, 8)
+#: the network's training state when nothing fits with Adam at any minibatch: Adafactor
+#: (Adam's second moment factored per weight matrix, no first moment: r + c numbers per
+#: r x c matrix instead of 2 r c) and the first layer's dense product on the scattered codes
+#: (no (batch x k, units) gather scratch); 8 bytes per parameter (weights and gradients)
+#: instead of 16, so a budget that held a first hidden layer of 32 holds one of 64
+LEAN_NETWORK = ("adafactor", "dense")
 #: the standardization rule (data given): per-feature standardization when the features'
 #: ranges over the sample rows spread over more than this factor (90th over 10th percentile of
 #: the features that vary), i.e. when they are on different scales (units)
@@ -75,7 +81,8 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
     if standardize is False:
         policies = ((False, "off", N_STANDARDIZE),)
     out = []
-    for batch in BATCH_LADDER:
+    for lean, batch in [(lean, b) for lean in (False, True) for b in BATCH_LADDER]:
+        opt, product = LEAN_NETWORK if lean else ("adam", "gather")
         for dd in ddts:
             for raw, stdz, nstd in policies:
                 # a stored (narrower) dictionary keeps no D.T copy; it decodes 16 atoms at a
@@ -94,7 +101,8 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
                 for dtc, dec, rows, packed in tiles:
                     out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
                                      chunk=ch, dt_copy=dtc, batch=batch, decode=dec,
-                                     rows=rows, packed=packed)
+                                     rows=rows, packed=packed, optimizer=opt,
+                                     product=product)
                                 for ch in chunks])
     return out
 

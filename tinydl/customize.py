@@ -19,7 +19,7 @@ Three customizations, as in the paper:
 Among the candidates that fit, the plan with the most capacity wins (a window of up to
 :data:`~tinydl.plan.WINDOW_PER_CLASS` samples per class first -- below that the network
 retrains on too few examples of each class for more atoms to help --, then a first hidden
-layer of up to :data:`~tinydl.plan.HIDDEN_PER_CLASS` (2) units per class -- a narrower one is
+layer of up to :data:`~tinydl.plan.HIDDEN_PER_CLASS` (4) units per class -- a narrower one is
 a bottleneck --, then up to :data:`~tinydl.plan.K_FLOOR` (10) non-zeros, then more atoms,
 more non-zeros, the rest of the window, a larger network),
 capped at the paper's setting (``l = 100``,
@@ -54,7 +54,10 @@ whole footprint fits the memory budget, in this order --
 and all of that first at the network's default minibatch of 64 samples, then at 32, 16, then 8
 (:data:`BATCH_LADDER`: the sparse first layer's gather scratch, the activations and the
 per-call training buffers scale with the minibatch; a smaller one keeps the same epochs, with
-more, noisier steps, so it is the last resort).
+more, noisier steps); all of that with Adam first, then, when nothing fits with Adam at any
+minibatch, with the lean network state (:data:`LEAN_NETWORK`: Adafactor's factored second
+moment instead of Adam's two moments, and the first layer's dense product instead of the
+gather scratch: 8 bytes a parameter instead of 16).
 
 So a raw-sample reservoir is kept only when the plan budgets it.  At equal capacity the ranking
 prefers the same order.
@@ -73,6 +76,7 @@ import numpy as np
 from ._plan_options import (  # noqa: F401 - BATCH_LADDER etc. stay importable from here
     BATCH_LADDER,
     CHUNK_LADDER,
+    LEAN_NETWORK,
     SCALE_SPREAD,
     _first_fit,
     _options,
@@ -123,7 +127,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    window_policy: str = WINDOW_POLICY, backend: str = "numpy",
                    dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
                    buffers: bool = False, product_rows: int = PRODUCT_ROWS,
-                   packed_gram: bool = False):
+                   packed_gram: bool = False, optimizer: str = "adam",
+                   sparse_product: str = "gather"):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
@@ -149,7 +154,8 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                        dictionary_dtype, ob,
                        dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False,
                        decode_rows=decode_rows, product_rows=product_rows,
-                       packed_gram=packed_gram)
+                       packed_gram=packed_gram, optimizer=optimizer,
+                       sparse_product=sparse_product)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -321,13 +327,15 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             opt["ddtype"], min(opt["chunk"], N_STANDARDIZE),
                             _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"],
                             decode_rows=opt["decode"], product_rows=opt["rows"],
-                            packed_gram=opt["packed"])
+                            packed_gram=opt["packed"], optimizer=opt["optimizer"],
+                            sparse_product=opt["product"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
-                    key = (sizes, window, k, opt["batch"])
+                    key = (sizes, window, k, opt["batch"], opt["optimizer"])
                     if key not in ucache:
                         up = predict_training_epoch(prof, sizes, window, opt["batch"],
-                                                    dt.name, be, sparse_input_k=k)
+                                                    dt.name, be, sparse_input_k=k,
+                                                    optimizer=opt["optimizer"])
                         ucache[key] = (EPOCHS_PER_UPDATE * up.seconds,
                                        EPOCHS_PER_UPDATE * up.joules)
                     u_s, u_j = ucache[key]
@@ -363,7 +371,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             dictionary_dtype=opt["ddtype"] or dt.name,
                             dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
                             decode_rows=opt["decode"], product_rows=opt["rows"],
-                            packed_gram=opt["packed"], batch_size=opt["batch"]))
+                            packed_gram=opt["packed"], batch_size=opt["batch"],
+                            optimizer=opt["optimizer"], sparse_product=opt["product"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
@@ -390,6 +399,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  decode_rows=best.decode_rows,
                                  product_rows=best.product_rows,
                                  packed_gram=best.packed_gram,
+                                 optimizer=best.optimizer,
+                                 sparse_product=best.sparse_product,
                                  window_policy=WINDOW_POLICY, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
@@ -409,7 +420,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 n_standardize=best.n_standardize, dictionary_dtype=best.dictionary_dtype,
                 omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
                 decode_rows=best.decode_rows, product_rows=best.product_rows,
-                packed_gram=best.packed_gram, buffers=tuple(buffers),
+                packed_gram=best.packed_gram, optimizer=best.optimizer,
+                sparse_product=best.sparse_product, buffers=tuple(buffers),
                 candidates=tuple(cands))
 
 

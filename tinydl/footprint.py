@@ -107,7 +107,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  window_policy: str = "reservoir", dictionary_dtype: Optional[str] = None,
                  omp_batch: int = 256, dt_copy: bool = False,
                  alpha: float = 0.3, decode_rows: int = _TILE,
-                 product_rows: int = _TILE, packed_gram: bool = False) -> List[tuple]:
+                 product_rows: int = _TILE, packed_gram: bool = False,
+                 optimizer: str = "adam", sparse_product: str = "gather") -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -138,6 +139,11 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         A stored dictionary's Li packed below G's diagonal while it fills, dropped when
         full (:mod:`hal.backends.numpy.packed`): no ``transform.Li``; G's diagonal and one
         (16, l) block of Li's rows (product_rows rows if fewer) instead.
+    optimizer : {"adam", "adafactor", "sgd"}
+        The network's optimizer (its state: :meth:`tinydl.nn.optim.Optimizer.state_bytes`).
+    sparse_product : {"gather", "dense"}
+        The first layer's product on compact codes: a (batch x k, units) gather scratch and
+        the backend's scatter block, or the layer's own scatter block and index table.
 
     Returns
     -------
@@ -208,7 +214,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     if rebuild == "new-class":
         out.append(_buf("window.raw", (slots, m), dt, "overhead", S,
                         "raw-sample reservoir a rebuild re-learns from"))
-    net = _network_parts(int(l), kk, hidden, slots, int(n_classes), dt, int(batch_size))
+    net = _network_parts(int(l), kk, hidden, slots, int(n_classes), dt, int(batch_size),
+                         str(optimizer), str(sparse_product))
     for key in ("parameters", "gradients", "optimizer", "activations", "batch", "labels"):
         out.append((f"network.{key}", (), dt, int(net[key]),
                     "|param|" if key == "parameters" else "overhead", S,
@@ -222,12 +229,18 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     out.append(("learner.objects", (), "object", _OBJECTS, "overhead", S,
                 "small Python objects: array headers, views, plans, dicts"))
     h1 = hidden[0] if hidden else int(n_classes)
-    out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
-                    "the sparse first layer's gather scratch"))
-    # the sparse first layer's plan (hal.backend SparseLayerPlan): the block its backward
-    # scatters a mini-batch's codes into, and the row offsets of that block
-    out.append(_buf("backend.scatter", (int(batch_size), int(l) + 2), dt, "overhead", S,
-                    "the sparse first layer's scatter block and row offsets"))
+    if sparse_product == "gather":
+        out.append(_buf("backend.gather", (int(batch_size) * kk, h1), dt, "overhead", S,
+                        "the sparse first layer's gather scratch"))
+        # the sparse first layer's plan (hal.backend SparseLayerPlan): the block its
+        # backward scatters a mini-batch's codes into, and the row offsets of that block
+        out.append(_buf("backend.scatter", (int(batch_size), int(l) + 2), dt, "overhead", S,
+                        "the sparse first layer's scatter block and row offsets"))
+    else:
+        # "dense": the layer's own scatter block is among its workspaces (network.
+        # activations); its flat index table (batch, k) is made on first use
+        out.append(_buf("network.scatter index", (int(batch_size), kk), "int64", "overhead",
+                        S, "the dense first layer's flat scatter indices"))
     code = 4 + it
     # (stats) fixing the standardization (rebuild="never"; a rebuild fixes its own)
     if rebuild == "never" and standardize == "hold":
@@ -309,13 +322,13 @@ def _loss_curve_bytes() -> int:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _network_parts(l, k, hidden, window, n_classes, dtype, batch_size) -> Dict[str, int]:
+def _network_parts(l, k, hidden, window, n_classes, dtype, batch_size, optimizer="adam",
+                   sparse_product="gather") -> Dict[str, int]:
     """The network's training footprint on compact codes
     (:meth:`tinydl.nn.MLPClassifier.footprint`), cached: the search asks for it often."""
     from .nn import MLPClassifier
-    # the learner's default optimizer (Adam: two state buffers per parameter)
     net = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, dtype=dtype,
-                        optimizer="adam", sparse_product="gather")
+                        optimizer=optimizer, sparse_product=sparse_product)
     return dict(net.footprint(batch_size, l, n_classes, n_samples=window, sparse_k=k))
 
 
@@ -459,6 +472,8 @@ def measured_buffers(learner) -> Dict[str, int]:
     if net is not None:
         put("network.parameters", getattr(net, "params", None))
         put("network.gradients", getattr(net, "grads", None))
+        layers = getattr(net, "layers", None) or [None]
+        put("network.scatter index", getattr(layers[0], "_flat", None))
     opt = getattr(getattr(learner, "network_", None), "optimizer_", None)
     state = getattr(opt, "state", None)
     if isinstance(state, dict):

@@ -54,14 +54,21 @@ LOSS_CURVE_LEN = 64
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
            "standardize", "n_standardize", "dropout", "loss", "optimizer", "learning_rate",
            "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed",
-           "dtype", "dictionary_dtype")
+           "dtype", "dictionary_dtype", "sparse_product")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
 
 #: each optimizer at its default setting: Adam at the learner's rate, SGD the paper's recipe
 #: (``tinydl fit --optimizer``; the customizer prices Adam: SGD's one state buffer fewer did
 #: not pay on UJIIndoorLoc at 256 KiB, 64.3% vs Adam's 69.5% on phones held out)
 OPTIMIZER_DEFAULTS = {"adam": {"optimizer": "adam", "learning_rate": 3e-3},
+                      "adafactor": {"optimizer": "adafactor", "learning_rate": 1e-2},
                       "sgd": {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9}}
+
+#: the network's first-layer product on compact codes (a fixed choice, never "auto"'s timing,
+#: so that the model does not depend on one): "gather" reads the k rows of W each code names
+#: through a (batch x k, units) scratch; "dense" scatters the codes into a (batch, l + 1)
+#: block and runs one GEMM (no scratch of the layer's width: what small-memory plans take)
+SPARSE_PRODUCTS = ("gather", "dense")
 
 
 def optimizer_params(name: str) -> Dict:
@@ -97,6 +104,9 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
     n_standardize : int, default=256
         Samples the standardization statistics come from.
     dropout, loss, optimizer, learning_rate, momentum, batch_size : network training settings
+        (``optimizer`` one of ``"adam"``, ``"sgd"``, ``"adafactor"``: Adam's second moment
+        factored per weight matrix, no first moment, :class:`tinydl.nn.optim.Adafactor`,
+        what small-memory plans take)
         Defaults ``dropout=0``, ``loss="l2"``, ``optimizer="adam"``, ``learning_rate=3e-3``,
         ``batch_size=64`` (with ``epochs_per_update=10``): a measured departure from the
         paper's recipe, which stays available as ``optimizer="sgd", learning_rate=0.01,
@@ -134,6 +144,9 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
     checkpoint_every : int, optional
         Checkpoint after every ``checkpoint_every`` samples (at exact sample counts, however
         the stream is cut into calls), when ``checkpoint_dir`` is set.
+    sparse_product : {"gather", "dense"}, default="gather"
+        The network's first-layer product on compact codes (:data:`SPARSE_PRODUCTS`):
+        ``"dense"`` needs no (batch x k, units) gather scratch; the two agree up to rounding.
 
     Attributes
     ----------
@@ -144,7 +157,9 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         ``rebuild="new-class"``.
     network_ : MLPClassifier
         Trained on compact codes through a gather over the ``k`` rows of its first layer
-        (``sparse_product="gather"``, fixed so that the model does not depend on a timing).
+        (``sparse_product="gather"``), or through a scatter into a dense block and one GEMM
+        (``"dense"``; :data:`SPARSE_PRODUCTS`); fixed, so that the model does not depend on
+        a timing.
     backend_ : str
         The name of the backend the network runs on.
     classes_ : ndarray of shape (n_classes,)
@@ -196,7 +211,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
                  optimizer="adam", learning_rate=3e-3, momentum=0.9, batch_size=64,
                  window_policy="reservoir", rebuild="new-class", rebuild_epochs=30, seed=0,
                  dtype="float32", dictionary_dtype=None, backend=None, checkpoint_dir=None,
-                 checkpoint_every=None):
+                 checkpoint_every=None, sparse_product="gather"):
         self.l = l
         self.k = k
         self.alpha = alpha
@@ -221,6 +236,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.backend = backend
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.sparse_product = sparse_product
 
     # -- construction -------------------------------------------------------------------
     def _init(self, n_features, classes):
@@ -239,8 +255,12 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         if self.rebuild not in REBUILD_POLICIES:
             raise ValueError(f"rebuild must be one of {REBUILD_POLICIES}, got "
                              f"{self.rebuild!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.sparse_product not in SPARSE_PRODUCTS:
+            raise ValueError(f"sparse_product must be one of {', '.join(SPARSE_PRODUCTS)}, got "
+                             f"{self.sparse_product!r}")
+        if self.optimizer not in OPTIMIZER_DEFAULTS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_DEFAULTS)}, got "
+                             f"{self.optimizer!r}")
         # one backend decision for the transform and the network
         backend = self.backend
         if backend is None or isinstance(backend, str):
@@ -287,7 +307,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
                              learning_rate=self.learning_rate, momentum=self.momentum,
                              batch_size=self.batch_size, epochs=1, seed=self.seed,
                              dtype=self.dtype, backend=self._backend_obj,
-                             sparse_product="gather")
+                             sparse_product=self.sparse_product)
         net.loss_curve_len = LOSS_CURVE_LEN  # retrained along an unbounded stream
         return net
 

@@ -169,7 +169,7 @@ def test_smaller_network_batch_only_when_the_default_does_not_fit():
     # one configuration (m=520, l=16, k=5, net 16-32, window 128): the default minibatch
     # where it fits; where only a smaller one does, the plan takes the largest that fits and
     # its footprint is that of the learner with that batch
-    from tinydl.customize import BATCH_LADDER, CHUNK_LADDER
+    from tinydl.customize import BATCH_LADDER, CHUNK_LADDER, LEAN_NETWORK
     from tinydl.plan import BATCH_SIZE
     fixed = dict(l_choices=(16,), k_choices=(5,), window_choices=(128,),
                  hidden_choices=((32,),), dictionary_dtype="float32")
@@ -184,9 +184,23 @@ def test_smaller_network_batch_only_when_the_default_does_not_fit():
     cap = least[BATCH_LADDER[-1]]      # only the smallest minibatch fits
     tight = plan(520, 13, "x86-64-host", memory_bytes=cap, **fixed)
     assert tight.batch_size == BATCH_LADDER[-1] and tight.footprint_bytes <= cap
+    assert tight.optimizer == "adam"  # Adam at the smallest minibatch before the lean state
     assert tight.learner().batch_size == BATCH_LADDER[-1]
+    # a byte less: nothing fits with Adam; the lean network state (Adafactor, the dense
+    # first-layer product) does, at the largest minibatch that fits, and the learner takes it
+    lean = plan(520, 13, "x86-64-host", memory_bytes=cap - 1, **fixed)
+    assert (lean.optimizer, lean.sparse_product) == LEAN_NETWORK
+    assert lean.footprint_bytes <= cap - 1 and lean.batch_size > BATCH_LADDER[-1]
+    learner = lean.learner()
+    assert learner.optimizer == "adafactor" and learner.sparse_product == "dense"
+    least_lean = plan_footprint(520, 13, 16, 5, (32,), 128, batch_size=BATCH_LADDER[-1],
+                                chunk=CHUNK_LADDER[-1], raw_rows=False, standardize="running",
+                                backend=roomy.backend, dt_copy=False,
+                                product_rows=PRODUCT_LADDER[-1], optimizer=LEAN_NETWORK[0],
+                                sparse_product=LEAN_NETWORK[1])["total"]
+    assert least_lean < cap
     with pytest.raises(BudgetInfeasible):
-        plan(520, 13, "x86-64-host", memory_bytes=cap - 1, **fixed)
+        plan(520, 13, "x86-64-host", memory_bytes=least_lean - 1, **fixed)
 
 
 def _least_memory(l, window, **fixed):

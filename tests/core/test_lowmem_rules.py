@@ -55,7 +55,7 @@ def test_window_policy_auto_follows_the_stream_order(tmp_path):
     assert not label_runs(np.random.default_rng(0).permutation(y), p.n_batch)["blocked"]
 
 
-def test_ranking_takes_a_hidden_layer_of_two_units_per_class_before_atoms():
+def test_ranking_takes_a_hidden_layer_of_its_units_per_class_before_atoms():
     import dataclasses
 
     from tinydl.plan import _rank_key
@@ -68,14 +68,15 @@ def test_ranking_takes_a_hidden_layer_of_two_units_per_class_before_atoms():
         sizes = (l, h, 19)
         return dataclasses.replace(base, l=l, hidden_layer_sizes=(h,), n_params=sum(
             a * b + b for a, b in zip(sizes[:-1], sizes[1:])))
-    narrow_more_atoms, wide_fewer_atoms = cand(32, 16), cand(16, 64)
-    wide_more_atoms, at_floor = cand(32, 64), cand(32, HIDDEN_PER_CLASS * 19)
+    floor = HIDDEN_PER_CLASS * 19
+    narrow_more_atoms, wide_fewer_atoms = cand(32, floor // 2), cand(16, floor)
+    at_floor, beyond_fewer_atoms, beyond = cand(32, floor), cand(16, 2 * floor), cand(32, 2 * floor)
     key = _rank_key(False, 19)
-    # below the floor (2 x 19 = 38 units) a wider layer wins over more atoms ...
+    # below the floor (HIDDEN_PER_CLASS x 19 units) a wider layer wins over more atoms ...
     assert min([narrow_more_atoms, wide_fewer_atoms], key=key) is wide_fewer_atoms
     # ... past it, atoms win, then the wider network
-    assert min([wide_fewer_atoms, at_floor], key=key) is at_floor
-    assert min([at_floor, wide_more_atoms], key=key) is wide_more_atoms
+    assert min([beyond_fewer_atoms, at_floor], key=key) is at_floor
+    assert min([at_floor, beyond], key=key) is beyond
 
 
 @pytest.mark.parametrize("storage", ["float16", "int8"])

@@ -62,9 +62,13 @@ def add_arguments(p):
     o.add_argument("--epochs", dest="epochs_per_update", type=int, help="epochs per update")
     o.add_argument("--batch-size", dest="batch_size", type=int,
                    help="the network's minibatch")
-    o.add_argument("--optimizer", choices=("adam", "sgd"),
+    o.add_argument("--optimizer", choices=("adam", "sgd", "adafactor"),
                    help="the network's optimizer, at its default learning rate (adam 3e-3; "
-                   "sgd: the paper's, 0.01 with momentum 0.9)")
+                   "sgd: the paper's, 0.01 with momentum 0.9; adafactor 1e-2, a relative "
+                   "step: Adam's second moment factored per weight matrix, what small-memory "
+                   "plans take)")
+    o.add_argument("--learning-rate", type=float, metavar="LR",
+                   help="the network's learning rate (default: the optimizer's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", metavar="NAME", help="HAL backend (default: automatic)")
     p.add_argument("--chunk", type=int, metavar="ROWS", help="rows read at a time "
@@ -282,6 +286,11 @@ def run(args):
         if args.optimizer:
             from ..learner import optimizer_params
             params.update(optimizer_params(args.optimizer))
+        if args.learning_rate is not None:
+            if not args.learning_rate > 0 or args.learning_rate == float("inf"):
+                raise ValueError(f"--learning-rate must be a positive finite number, got "
+                                 f"{args.learning_rate!r}")
+            params["learning_rate"] = float(args.learning_rate)
         if args.backend:
             params["backend"] = args.backend
         learner = Learner(**params, seed=args.seed)

@@ -4,9 +4,9 @@
 * :class:`CNNClassifier` (:mod:`.cnn`): 1-D or 2-D convolution and pooling blocks, then dense
   layers.
 
-Both train by mini-batch SGD with momentum (the paper's) or Adam, on the L2 loss (the paper's)
-or softmax cross-entropy; ``partial_fit`` continues from the current weights (the paper's
-update every n_batch samples).  Input ``X`` is a dense array or compact codes
+Both train by mini-batch SGD with momentum (the paper's), Adam or Adafactor, on the L2 loss
+(the paper's) or softmax cross-entropy; ``partial_fit`` continues from the current weights
+(the paper's update every n_batch samples).  Input ``X`` is a dense array or compact codes
 (:class:`tinydl.codes.SparseCodes`).  Models are saved to ``.npz`` atomically, never pickled.
 """
 from __future__ import annotations
@@ -61,11 +61,12 @@ class NetworkClassifier(Trainer, InputChecks):
     """Shared machinery; subclasses define the layers in :meth:`_make_layers`.
 
     Parameters common to every subclass: ``loss`` ("l2" or "cross_entropy"), ``optimizer``
-    ("sgd" or "adam"), ``learning_rate``, ``momentum`` (SGD), ``batch_size``, ``epochs`` (of
-    ``fit``; ``partial_fit`` makes one pass), ``seed`` (weights, shuffling and dropout),
-    ``dtype`` ("float32" or "float64"), ``backend`` (a hal backend name or object, default
-    NumPy) and ``sparse_product`` ("auto", "gather" or "dense": the first layer's product for
-    compact-code input; "auto" times both on the first batch and keeps the faster).
+    ("sgd", "adam" or "adafactor"), ``learning_rate``, ``momentum`` (SGD), ``batch_size``,
+    ``epochs`` (of ``fit``; ``partial_fit`` makes one pass), ``seed`` (weights, shuffling and
+    dropout), ``dtype`` ("float32" or "float64"), ``backend`` (a hal backend name or object,
+    default NumPy) and ``sparse_product`` ("auto", "gather" or "dense": the first layer's
+    product for compact-code input; "auto" times both on the first batch and keeps the
+    faster).
     """
 
     #: passes kept in ``loss_curve_`` (None: all).  Not a constructor parameter: a holder
@@ -152,7 +153,8 @@ class NetworkClassifier(Trainer, InputChecks):
     def _init_optimizer(self):
         kw = {"momentum": self.momentum} if self.optimizer == "sgd" else {}
         self.optimizer_ = OPTIMIZERS[self.optimizer](self.learning_rate, **kw)
-        self.optimizer_.prepare(self.network_.n_params, self.network_.dtype)
+        self.optimizer_.prepare(self.network_.n_params, self.network_.dtype,
+                                self.network_.layout)
         self.loss_fn_ = LOSSES[self.loss]()
 
     # -- training ------------------------------------------------------------------------
@@ -355,7 +357,7 @@ class NetworkClassifier(Trainer, InputChecks):
         else:
             batch = b * int(np.prod(net.input_shape)) * it + b * 8
         fp = {"parameters": net.params.nbytes, "gradients": net.grads.nbytes,
-              "optimizer": OPTIMIZERS[self.optimizer].state_bytes(net.n_params, it),
+              "optimizer": OPTIMIZERS[self.optimizer].state_bytes(net.n_params, it, net.layout),
               "activations": self._workspace_bytes(net, b, sparse) + loss_ws,
               "batch": batch, "labels": 16 * int(n_samples)}
         fp["total"] = int(sum(fp.values()))
@@ -480,7 +482,7 @@ class MLPClassifier(NetworkClassifier):
     dropout : float in [0, 1), default=0.0
         Dropout rate after every hidden activation (the paper uses dropout).
     loss : {"l2", "cross_entropy"}, default="l2"
-    optimizer : {"sgd", "adam"}, default="sgd"
+    optimizer : {"sgd", "adam", "adafactor"}, default="sgd"
     learning_rate, momentum, batch_size, epochs, seed, dtype, backend, sparse_product
         See :class:`NetworkClassifier`.
 

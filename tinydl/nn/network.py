@@ -68,11 +68,15 @@ class Network:
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = np.zeros(self.n_params, self.dtype)
         self._views = []
+        #: (start, shape) of each parameter tensor in the flat buffer, in order (read by
+        #: optimizers whose state follows the shapes: optim.Adafactor)
+        self.layout = []
         off = 0
         for layer, spec in zip(self.layers, specs):
             p, g = {}, {}
             for name, s in spec:
                 size = int(np.prod(s))
+                self.layout.append((off, tuple(int(d) for d in s)))
                 p[name] = self.params[off:off + size].reshape(s)
                 g[name] = self.grads[off:off + size].reshape(s)
                 off += size

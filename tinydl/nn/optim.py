@@ -1,15 +1,21 @@
 """Optimizers over the flat parameter buffer: one vector operation per update term.
 
-Both follow PyTorch's update rules exactly (so identical initial weights and batches give the
+All follow PyTorch's update rules exactly (so identical initial weights and batches give the
 same weights up to rounding):
 
 * SGD with momentum ``mu`` (the TinyDL paper's): ``v = mu v + g``; ``p -= lr v``.
 * Adam: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
   ``p -= (lr / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps)``.
+* Adafactor (Shazeer and Stern, 2018) as PyTorch computes it: no first moment, Adam's second
+  moment factored per weight matrix into its row and column means (``r + c`` numbers for an
+  ``r x c`` matrix instead of ``r c``), the update clipped to an RMS of 1, a step relative to
+  the parameters' RMS; vectors (biases) keep a full second moment.  For memory-bound
+  learners (``tinydl plan --memory``): its state is a few hundred bytes where Adam's is
+  twice the parameters.
 
 ``step(p, g)`` uses ``g`` as scratch (it is recomputed by the next backward pass), so SGD holds
-one extra buffer and Adam two (its moments; the update's temporaries live in ``g``);
-:meth:`Optimizer.state_bytes` says so before training.
+one extra buffer, Adam two (its moments; the update's temporaries live in ``g``) and Adafactor
+a vector per matrix side; :meth:`Optimizer.state_bytes` says so before training.
 
 SGD with momentum also has a fused step, :meth:`SGD.step_deferred`: the weight-gradient GEMMs
 of the large weights, left pending by ``Network.backward(dout, defer_weights=True)``, run after
@@ -26,7 +32,7 @@ from typing import Dict
 
 import numpy as np
 
-__all__ = ["Optimizer", "SGD", "Adam", "OPTIMIZERS"]
+__all__ = ["Optimizer", "SGD", "Adam", "Adafactor", "OPTIMIZERS"]
 
 
 class Optimizer:
@@ -46,16 +52,21 @@ class Optimizer:
         self.state: Dict[str, np.ndarray] = {}
         self.t = 0
 
-    def prepare(self, n_params: int, dtype) -> Dict[str, np.ndarray]:
-        """Allocate the state once (zeros); calling it again keeps existing state."""
+    def prepare(self, n_params: int, dtype, layout=None) -> Dict[str, np.ndarray]:
+        """Allocate the state once (zeros); calling it again keeps existing state.
+
+        ``layout`` (the network's :attr:`~tinydl.nn.network.Network.layout`: ``(start,
+        shape)`` of each parameter tensor in the flat buffer) is read by optimizers whose
+        state follows the tensors' shapes (:class:`Adafactor`); the others ignore it."""
         for name in self.buffer_names:
             if name not in self.state or self.state[name].shape != (n_params,):
                 self.state[name] = np.zeros(n_params, dtype)
         return self.state
 
     @classmethod
-    def state_bytes(cls, n_params: int, itemsize: int) -> int:
-        """Bytes of state for ``n_params`` parameters of ``itemsize`` bytes."""
+    def state_bytes(cls, n_params: int, itemsize: int, layout=None) -> int:
+        """Bytes of state for ``n_params`` parameters of ``itemsize`` bytes (laid out as
+        ``layout``, see :meth:`prepare`)."""
         return len(cls.buffer_names) * n_params * itemsize
 
     buffer_names: tuple = ()
@@ -166,4 +177,174 @@ class Adam(Optimizer):
         p -= g
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class Adafactor(Optimizer):
+    """Adafactor (Shazeer and Stern, 2018) as PyTorch's ``torch.optim.Adafactor`` computes it:
+    Adam's second moment factored per weight matrix, no first moment, a relative step.
+
+    For a matrix gradient ``G`` (r, c) at step ``t`` it keeps ``R`` (r,) and ``C`` (c,),
+    running means of ``G**2`` over each row and each column (``R = lerp(R, mean_j G**2,
+    t**beta2_decay)``: the first step takes the means as they are, later ones weigh the past
+    more); ``V = R C^T / mean(R)`` (the rank-1 fit that keeps the row and column sums) stands
+    for Adam's ``v``.  A vector (a bias) keeps a full ``v``.  The update ``U = G /
+    max(sqrt(V), eps1)``, scaled down to an RMS of ``d`` when larger, is taken with the step
+    ``max(eps2, RMS(param)) * min(learning_rate, 1 / sqrt(t))``.  State: ``r + c`` numbers
+    per matrix, one per bias entry (at l=80, 80-32-13: 290 numbers where Adam keeps 6,042).
+
+    Why: in a learner whose memory budget is a few hundred KiB (``tinydl plan --memory``),
+    Adam's two moments cost twice the network's parameters; the bytes freed buy a wider
+    network (:data:`tinydl._plan_options.LEAN_NETWORK`, ``benchmarks/small_memory.py``).
+    Agrees with PyTorch's (``tests/core/test_nn_classifier.py``) up to rounding.
+
+    Parameters
+    ----------
+    learning_rate : float, default=1e-2
+        The relative step's cap (PyTorch's ``lr``).
+    beta2_decay : float, default=-0.8
+    eps1 : float, optional
+        Floor of ``sqrt(V)``; default: the dtype's machine epsilon.
+    eps2 : float, default=1e-3
+        Floor of the parameters' RMS in the step.
+    d : float, default=1.0
+        The RMS an update is scaled down to when larger.
+    """
+
+    name = "adafactor"
+    #: row means of the matrices, their column means, the vectors' full second moment (each
+    #: one flat buffer, views per tensor; sized by the layout, not the parameter count)
+    buffer_names = ("vr", "vc", "v1")
+
+    def __init__(self, learning_rate: float = 1e-2, beta2_decay: float = -0.8,
+                 eps1: float = None, eps2: float = 1e-3, d: float = 1.0):
+        super().__init__(learning_rate)
+        self.beta2_decay, self.eps2, self.d = float(beta2_decay), float(eps2), float(d)
+        self.eps1 = None if eps1 is None else float(eps1)
+        self._segs = None
+
+    @staticmethod
+    def _sizes(n_params, layout):
+        """(rows, cols, vector) numbers of state for ``layout`` (None: one vector)."""
+        if layout is None:
+            return 0, 0, int(n_params)
+        r = c = v = 0
+        for _, shape in layout:
+            if len(shape) >= 2:
+                r += int(shape[0])
+                c += int(np.prod(shape[1:]))
+            else:
+                v += int(np.prod(shape))
+        return r, c, v
+
+    @classmethod
+    def state_bytes(cls, n_params: int, itemsize: int, layout=None) -> int:
+        r, c, v = cls._sizes(n_params, layout)
+        # + the scratch: a matrix's row and column factors and a row, or a vector's squared
+        # gradient
+        scr = max([int(np.prod(s)) if len(s) < 2 else int(s[0]) + 2 * int(np.prod(s[1:]))
+                   for _, s in layout or ()] + [v, 1])
+        return (r + c + v + scr) * itemsize
+
+    def prepare(self, n_params: int, dtype, layout=None):
+        if layout is None:
+            layout = ((0, (int(n_params),)),)
+        r, c, v = self._sizes(n_params, layout)
+        for name, size in (("vr", r), ("vc", c), ("v1", v)):
+            if name not in self.state or self.state[name].shape != (size,):
+                self.state[name] = np.zeros(size, dtype)
+        segs, ro, co, vo = [], 0, 0, 0
+        for start, shape in layout:
+            size = int(np.prod(shape))
+            if len(shape) >= 2:
+                rows, cols = int(shape[0]), size // int(shape[0])
+                segs.append((start, rows, cols, self.state["vr"][ro:ro + rows],
+                             self.state["vc"][co:co + cols]))
+                ro, co = ro + rows, co + cols
+            else:
+                segs.append((start, size, 0, self.state["v1"][vo:vo + size], None))
+                vo += size
+        self._segs = segs
+        self._scr = np.empty(max([s[1] + 2 * s[2] for s in segs] + [1]), dtype)
+        self._eps = float(np.finfo(dtype).eps) if self.eps1 is None else self.eps1
+        return self.state
+
+    def step(self, p, g):
+        self.t += 1
+        w = float(self.t) ** self.beta2_decay      # 1 - beta2 at this step
+        rho = min(self.learning_rate, 1.0 / math.sqrt(self.t))
+        eps, eps_sq, d = self._eps, self._eps * self._eps, self.d
+        for start, rows, cols, R, C in self._segs:
+            n = rows * max(cols, 1)
+            P = p[start:start + n]
+            alpha = max(self.eps2, math.sqrt(float(np.dot(P, P)) / n)) * rho
+            if cols:
+                G = g[start:start + n].reshape(rows, cols)
+                rs, cs = self._scr[:rows], self._scr[rows:rows + cols]
+                # the row and column means of G**2 (einsum: no (r, c) temporary), into R, C
+                np.einsum("ij,ij->i", G, G, out=rs)
+                np.einsum("ij,ij->j", G, G, out=cs)
+                rs *= w / cols
+                cs *= w / rows
+                R *= 1.0 - w
+                R += rs
+                C *= 1.0 - w
+                C += cs
+                # U = G / sqrt(max(R_i C_j / mean(R), eps1^2)): the reciprocal roots of
+                # R_i / mean(R) and of C_j scale G's rows and columns in place.  A zero R_i
+                # (C_j) means that row (column) of G is zero (R >= w mean G**2): its factor
+                # is floored to a finite one, the product stays zero
+                # (np.add.reduce, min: ndarray.mean's and min(where=)'s own overhead is
+                # several times the arithmetic at these sizes)
+                mR = max(float(np.add.reduce(R)) / rows, eps)
+                np.multiply(R, 1.0 / mR, out=rs)
+                # (zero rows and columns of G have a zero update whatever the floor)
+                cpos = _least_positive(C)
+                clamp = ()
+                if _least_positive(rs) * cpos < eps_sq:
+                    # rows with R_i C_j / mean(R) under eps1**2 (a row of G far smaller than
+                    # the rest, or one whose R has decayed since: beta2 -> 1): found before
+                    # rs is overwritten (O(r) temporaries)
+                    clamp = np.flatnonzero((rs > 0) & (rs * cpos < eps_sq))
+                np.maximum(rs, _TINY, out=rs)
+                np.power(rs, -0.5, out=rs)
+                np.maximum(C, _TINY, out=cs)
+                np.power(cs, -0.5, out=cs)
+                G *= rs[:, None]
+                G *= cs
+                if len(clamp):
+                    tmp = self._scr[rows + cols:rows + 2 * cols]
+                    for i in clamp:
+                        # back to G's row (undo its factors), then PyTorch's floored root
+                        row = G[i]
+                        row /= cs
+                        row /= rs[i]
+                        np.multiply(C, float(R[i]) / mR, out=tmp)
+                        np.maximum(tmp, eps_sq, out=tmp)
+                        np.sqrt(tmp, out=tmp)
+                        row /= tmp
+            else:
+                G = g[start:start + n]
+                sq = self._scr[:n]
+                np.multiply(G, G, out=sq)
+                sq *= w
+                R *= 1.0 - w
+                R += sq
+                np.maximum(R, eps_sq, out=sq)
+                np.sqrt(sq, out=sq)
+                G /= sq
+            flat = G.reshape(-1)
+            denom = max(1.0, math.sqrt(float(np.dot(flat, flat)) / n) / d)
+            G *= alpha / denom
+        p -= g
+
+
+def _least_positive(a) -> float:
+    """The least positive entry of a non-negative array (inf if none)."""
+    v = float(a.min())
+    return v if v > 0 else float(np.min(a, where=a > 0, initial=np.inf))
+
+
+#: the floor of Adafactor's row and column factors before their reciprocal root: a zero factor
+#: belongs to a zero row or column of the gradient, whose update must stay zero (not 0 * inf)
+_TINY = 1e-30
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adafactor": Adafactor}
