@@ -249,18 +249,12 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         check_mode(self.standardize)
         if self.checkpoint_every is not None:
             check_int(self.checkpoint_every, "checkpoint_every", low=1)
-        if self.window_policy not in POLICIES:
-            raise ValueError(f"window_policy must be one of {POLICIES}, got "
-                             f"{self.window_policy!r}")
-        if self.rebuild not in REBUILD_POLICIES:
-            raise ValueError(f"rebuild must be one of {REBUILD_POLICIES}, got "
-                             f"{self.rebuild!r}")
-        if self.sparse_product not in SPARSE_PRODUCTS:
-            raise ValueError(f"sparse_product must be one of {', '.join(SPARSE_PRODUCTS)}, got "
-                             f"{self.sparse_product!r}")
-        if self.optimizer not in OPTIMIZER_DEFAULTS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_DEFAULTS)}, got "
-                             f"{self.optimizer!r}")
+        for name, choices in (("window_policy", POLICIES), ("rebuild", REBUILD_POLICIES),
+                              ("sparse_product", SPARSE_PRODUCTS),
+                              ("optimizer", tuple(OPTIMIZER_DEFAULTS))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got "
+                                 f"{getattr(self, name)!r}")
         # one backend decision for the transform and the network
         backend = self.backend
         if backend is None or isinstance(backend, str):
