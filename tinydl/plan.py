@@ -366,7 +366,9 @@ class Plan:
             f"k={self.k} non-zeros, alpha={self.alpha:g}",
             f"  network {net} (transform m->l, then the DNN on the codes), window "
             f"{self.window} samples, retrain every {self.n_batch} x {self.epochs_per_update} "
-            f"epochs",
+            f"epochs of minibatches of {self.batch_size} with {self.optimizer}"
+            + (" (the lean network state: Adam does not fit)"
+               if self.optimizer == "adafactor" else ""),
             f"  memory: paper formula (m*l + l*n + |param|) {_fmt_bytes(self.paper_bytes)}; "
             f"real footprint {_fmt_bytes(self.footprint_bytes)}"
             + (f" of {_fmt_bytes(self.budget.memory_bytes)}" if self.budget.memory_bytes

@@ -173,3 +173,25 @@ def test_learner_with_the_lean_state_checkpoints_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="sparse_product"):
         TinyDLClassifier(sparse_product="csr").partial_fit(X[:50], y[:50],
                                                            classes=np.arange(C))
+
+
+def test_a_deep_copy_trains_on_and_saves_its_own_state(tmp_path):
+    """A deep copy (sklearn.clone of a fitted model's state, joblib) holds copies of the
+    state, not views of the original's: it trains on as the original does, its saved state
+    is the one it trained with, and the original's is untouched by it."""
+    import copy
+    codes, y, classes = _codes_problem(2)
+    a = MLPClassifier(hidden_layer_sizes=(8,), optimizer="adafactor", batch_size=16,
+                      epochs=1, seed=0).partial_fit(codes, y, classes=classes, epochs=2)
+    b = copy.deepcopy(a)
+    before = {k: v.copy() for k, v in a.optimizer_.state.items()}
+    b.partial_fit(codes, y, epochs=1)
+    for k, v in a.optimizer_.state.items():
+        np.testing.assert_array_equal(v, before[k])
+    assert not np.array_equal(b.optimizer_.state["vr"], before["vr"])
+    a.partial_fit(codes, y, epochs=1)
+    np.testing.assert_array_equal(a.network_.params, b.network_.params)
+    b.save(tmp_path / "b.npz")
+    c = MLPClassifier.load(tmp_path / "b.npz")
+    for k, v in b.optimizer_.state.items():
+        np.testing.assert_array_equal(c.optimizer_.state[k], v)

@@ -218,7 +218,7 @@ class Adafactor(Optimizer):
         super().__init__(learning_rate)
         self.beta2_decay, self.eps2, self.d = float(beta2_decay), float(eps2), float(d)
         self.eps1 = None if eps1 is None else float(eps1)
-        self._segs = None
+        self._layout, self._bound = None, None
 
     @staticmethod
     def _sizes(n_params, layout):
@@ -246,38 +246,58 @@ class Adafactor(Optimizer):
     def prepare(self, n_params: int, dtype, layout=None):
         if layout is None:
             layout = ((0, (int(n_params),)),)
-        r, c, v = self._sizes(n_params, layout)
+        self._layout = tuple((int(st), tuple(int(d) for d in sh)) for st, sh in layout)
+        r, c, v = self._sizes(n_params, self._layout)
         for name, size in (("vr", r), ("vc", c), ("v1", v)):
             if name not in self.state or self.state[name].shape != (size,):
                 self.state[name] = np.zeros(size, dtype)
-        segs, ro, co, vo = [], 0, 0, 0
-        for start, shape in layout:
-            size = int(np.prod(shape))
+        self._eps = float(np.finfo(dtype).eps) if self.eps1 is None else self.eps1
+        self._bound = None
+        return self.state
+
+    def __getstate__(self):
+        # views of the state and of the network's buffers: a copy rebuilds its own (a deep
+        # copy of a view is not a view of the copied base)
+        state = dict(self.__dict__)
+        state["_bound"] = None
+        return state
+
+    def _bind(self, p, g):
+        """Each tensor's views of ``p``, ``g``, the state and a scratch, made once per set of
+        buffers (views are Python objects: made per step they were a visible share of it)."""
+        vr, vc, v1 = (self.state[k] for k in self.buffer_names)
+        scr = np.empty(max([sh[0] + 2 * (int(np.prod(sh)) // sh[0]) if len(sh) >= 2
+                            else int(np.prod(sh)) for _, sh in self._layout] + [1]), vr.dtype)
+        views, ro, co, vo = [], 0, 0, 0
+        for start, shape in self._layout:
+            n = int(np.prod(shape))
+            P, G = p[start:start + n], g[start:start + n]
             if len(shape) >= 2:
-                rows, cols = int(shape[0]), size // int(shape[0])
-                segs.append((start, rows, cols, self.state["vr"][ro:ro + rows],
-                             self.state["vc"][co:co + cols]))
+                rows, cols = shape[0], n // shape[0]
+                rs, cs = scr[:rows], scr[rows:rows + cols]
+                views.append((P, G.reshape(rows, cols), G, vr[ro:ro + rows], vc[co:co + cols],
+                              rs, rs[:, None], cs, scr[rows + cols:rows + 2 * cols], rows,
+                              cols, n))
                 ro, co = ro + rows, co + cols
             else:
-                segs.append((start, size, 0, self.state["v1"][vo:vo + size], None))
-                vo += size
-        self._segs = segs
-        self._scr = np.empty(max([s[1] + 2 * s[2] for s in segs] + [1]), dtype)
-        self._eps = float(np.finfo(dtype).eps) if self.eps1 is None else self.eps1
-        return self.state
+                views.append((P, G, G, v1[vo:vo + n], None, scr[:n], None, None, None, n, 0,
+                              n))
+                vo += n
+        self._bound = (p, g, vr, vc, v1, views)
+        return views
 
     def step(self, p, g):
         self.t += 1
         w = float(self.t) ** self.beta2_decay      # 1 - beta2 at this step
         rho = min(self.learning_rate, 1.0 / math.sqrt(self.t))
         eps, eps_sq, d = self._eps, self._eps * self._eps, self.d
-        for start, rows, cols, R, C in self._segs:
-            n = rows * max(cols, 1)
-            P = p[start:start + n]
+        b = self._bound
+        views = b[5] if (b is not None and b[0] is p and b[1] is g and b[2] is self.state["vr"]
+                         and b[3] is self.state["vc"] and b[4] is self.state["v1"]) \
+            else self._bind(p, g)
+        for P, G, flat, R, C, rs, rs_col, cs, tmp, rows, cols, n in views:
             alpha = max(self.eps2, math.sqrt(float(np.dot(P, P)) / n)) * rho
             if cols:
-                G = g[start:start + n].reshape(rows, cols)
-                rs, cs = self._scr[:rows], self._scr[rows:rows + cols]
                 # the row and column means of G**2 (einsum: no (r, c) temporary), into R, C
                 np.einsum("ij,ij->i", G, G, out=rs)
                 np.einsum("ij,ij->j", G, G, out=cs)
@@ -307,30 +327,25 @@ class Adafactor(Optimizer):
                 np.power(rs, -0.5, out=rs)
                 np.maximum(C, _TINY, out=cs)
                 np.power(cs, -0.5, out=cs)
-                G *= rs[:, None]
+                G *= rs_col
                 G *= cs
-                if len(clamp):
-                    tmp = self._scr[rows + cols:rows + 2 * cols]
-                    for i in clamp:
-                        # back to G's row (undo its factors), then PyTorch's floored root
-                        row = G[i]
-                        row /= cs
-                        row /= rs[i]
-                        np.multiply(C, float(R[i]) / mR, out=tmp)
-                        np.maximum(tmp, eps_sq, out=tmp)
-                        np.sqrt(tmp, out=tmp)
-                        row /= tmp
+                for i in clamp:
+                    # back to G's row (undo its factors), then PyTorch's floored root
+                    row = G[i]
+                    row /= cs
+                    row /= rs[i]
+                    np.multiply(C, float(R[i]) / mR, out=tmp)
+                    np.maximum(tmp, eps_sq, out=tmp)
+                    np.sqrt(tmp, out=tmp)
+                    row /= tmp
             else:
-                G = g[start:start + n]
-                sq = self._scr[:n]
-                np.multiply(G, G, out=sq)
-                sq *= w
+                np.multiply(G, G, out=rs)
+                rs *= w
                 R *= 1.0 - w
-                R += sq
-                np.maximum(R, eps_sq, out=sq)
-                np.sqrt(sq, out=sq)
-                G /= sq
-            flat = G.reshape(-1)
+                R += rs
+                np.maximum(R, eps_sq, out=rs)
+                np.sqrt(rs, out=rs)
+                G /= rs
             denom = max(1.0, math.sqrt(float(np.dot(flat, flat)) / n) / d)
             G *= alpha / denom
         p -= g
