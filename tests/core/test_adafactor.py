@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinydl.nn import MLPClassifier
-from tinydl.nn.optim import Adafactor
+from tinydl.nn.optim import _STEP_TRANSIENT, Adafactor
 
 # a network's layout: (start, shape) of each tensor in the flat buffer
 _LAYOUT = [(0, (7, 5)), (35, (5,)), (40, (5, 3)), (55, (3,))]
@@ -62,11 +62,13 @@ def test_adafactor_state_is_a_vector_per_matrix_side():
     state = opt.prepare(_N, np.float32, _LAYOUT)
     assert {k: v.shape for k, v in state.items()} == {"vr": (12,), "vc": (8,), "v1": (8,)}
     scratch = 7 + 2 * 5
-    assert Adafactor.state_bytes(_N, 4, _LAYOUT) == (12 + 8 + 8 + scratch) * 4
+    assert Adafactor.state_bytes(_N, 4, _LAYOUT) == (12 + 8 + 8 + scratch) * 4 \
+        + _STEP_TRANSIENT + 2 * 4 * 5
     assert Adam.state_bytes(_N, 4, _LAYOUT) == 2 * _N * 4
     net = MLPClassifier(hidden_layer_sizes=(32,), optimizer="adafactor")
     fp = net.footprint(8, 80, 13, n_samples=256, sparse_k=15)
-    assert fp["optimizer"] == ((80 + 32) + (32 + 13) + (32 + 13) + (80 + 2 * 32)) * 4
+    assert fp["optimizer"] == ((80 + 32) + (32 + 13) + (32 + 13) + (80 + 2 * 32)) * 4 \
+        + _STEP_TRANSIENT + 2 * 4 * 32
 
 
 def _codes_problem(seed=0, n=120, l=30, k=4, C=3):
@@ -195,3 +197,36 @@ def test_a_deep_copy_trains_on_and_saves_its_own_state(tmp_path):
     c = MLPClassifier.load(tmp_path / "b.npz")
     for k, v in b.optimizer_.state.items():
         np.testing.assert_array_equal(c.optimizer_.state[k], v)
+
+
+@pytest.mark.parametrize("units", [32, 128, 512])
+def test_adafactor_step_transient_does_not_grow_with_the_matrices(units):
+    """A step's transient memory (tracemalloc) stays under the constant the footprint prices
+    at any width: the row and column scalings must not be buffered matrix-sized by NumPy's
+    broadcasting (its default 8,192-element buffer: 16-32 KB at these sizes)."""
+    import tracemalloc
+    layout = [(0, (80, units)), (80 * units, (units,)), (81 * units, (units, 13)),
+              (94 * units, (13,))]
+    n = 94 * units + 13
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n).astype(np.float32)
+    opt = Adafactor()
+    opt.prepare(n, np.float32, layout)
+    for _ in range(3):
+        g = rng.standard_normal(n).astype(np.float32)
+        g[:units] = 0  # a zero row (and, below, rows the eps1 floor decides)
+        g[units:3 * units] *= 1e-12
+        opt.step(p, g)
+    g = rng.standard_normal(n).astype(np.float32)
+    g[units:3 * units] *= 1e-12
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        opt.step(p, g)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    priced = Adafactor.state_bytes(n, 4, layout) - (80 + units + units + 13 + 80 + 2 * units
+                                                    + units + 13) * 4
+    assert peak <= priced, (peak, priced)
+    assert np.getbufsize() == 8192  # the caller's buffer size is restored

@@ -252,3 +252,25 @@ def test_conv1d_matches_pytorch_after_10_sgd_momentum_steps():
                            nn.Flatten(), nn.Linear(3 * 6, 4))
     _parity([Conv1D(3, 5, 1, 2), ReLU(), MaxPool1D(2), Dense(4)], tmodel, (2, 12), 4, "l2",
             torch)
+
+
+def test_weights_are_drawn_in_blocks_with_the_whole_draws_numbers():
+    """fill_uniform: the numbers (and the generator's state after) of one whole
+    rng.uniform draw, without its float64 temporary of the layer's size."""
+    import tracemalloc
+
+    from tinydl.nn.layers import fill_uniform
+    for shape in [(80, 128), (7,), (3, 2, 5, 5)]:
+        ours, whole = np.random.default_rng(3), np.random.default_rng(3)
+        a = np.empty(shape, np.float32)
+        fill_uniform(a, 0.1, ours)
+        np.testing.assert_array_equal(a, whole.uniform(-0.1, 0.1, shape).astype(np.float32))
+        assert ours.random() == whole.random()
+    W = np.empty((400, 256), np.float32)
+    tracemalloc.start()
+    try:
+        fill_uniform(W, 0.1, np.random.default_rng(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < W.nbytes // 16, peak

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .layers import Layer
+from .layers import Layer, fill_uniform
 
 __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "MaxPool1D"]
 
@@ -75,8 +75,8 @@ class Conv2D(Layer):
     def init_params(self, rng):
         fan_in = self.c * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / np.sqrt(fan_in)  # torch's default (kaiming_uniform with a=sqrt(5))
-        self.p["W"][...] = rng.uniform(-bound, bound, self.p["W"].shape)
-        self.p["b"][...] = rng.uniform(-bound, bound, self.filters)
+        fill_uniform(self.p["W"], bound, rng)
+        fill_uniform(self.p["b"], bound, rng)
 
     def prepare(self, batch, dtype, rng=None):
         kh, kw = self.kernel_size
