@@ -49,6 +49,8 @@ _CACHE = 5 * 2 ** 19
 #: _buffers)
 _OBJECTS = 28 * 1024
 _CHECKPOINT = 24 * 1024
+#: the learner's small objects fewer with the dense first-layer product (measured, _buffers)
+_DENSE_FEWER = 6 * 1024
 
 
 def dictionary_itemsize(dictionary_dtype, dtype="float32") -> int:
@@ -226,7 +228,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     # and gradient views, the workspaces' slices), plans, dicts (measured with tracemalloc
     # in `tinydl fit` on UJIIndoorLoc's 256 KiB plan: 28 KB in 256 allocations under 500 B;
     # about as many whatever the sizes: negligible at m=5625, a tenth of a 256 KiB budget)
-    out.append(("learner.objects", (), "object", _OBJECTS, "overhead", S,
+    # (the dense first-layer product makes no sparse-layer plan nor its views: measured
+    # 6.1 KB fewer, the same 256 KiB-class plan streamed with either product)
+    out.append(("learner.objects", (), "object",
+                _OBJECTS - (_DENSE_FEWER if sparse_product == "dense" else 0), "overhead", S,
                 "small Python objects: array headers, views, plans, dicts"))
     h1 = hidden[0] if hidden else int(n_classes)
     if sparse_product == "gather":

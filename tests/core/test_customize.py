@@ -190,14 +190,18 @@ def test_smaller_network_batch_only_when_the_default_does_not_fit():
     # first-layer product) does, at the largest minibatch that fits, and the learner takes it
     lean = plan(520, 13, "x86-64-host", memory_bytes=cap - 1, **fixed)
     assert (lean.optimizer, lean.sparse_product) == LEAN_NETWORK
-    assert lean.footprint_bytes <= cap - 1 and lean.batch_size > BATCH_LADDER[-1]
+    assert lean.footprint_bytes <= cap - 1
     learner = lean.learner()
     assert learner.optimizer == "adafactor" and learner.sparse_product == "dense"
-    least_lean = plan_footprint(520, 13, 16, 5, (32,), 128, batch_size=BATCH_LADDER[-1],
-                                chunk=CHUNK_LADDER[-1], raw_rows=False, standardize="running",
-                                backend=roomy.backend, dt_copy=False,
-                                product_rows=PRODUCT_LADDER[-1], optimizer=LEAN_NETWORK[0],
-                                sparse_product=LEAN_NETWORK[1])["total"]
+    lean_least = {b: plan_footprint(520, 13, 16, 5, (32,), 128, batch_size=b,
+                                    chunk=CHUNK_LADDER[-1], raw_rows=False,
+                                    standardize="running", backend=roomy.backend,
+                                    dt_copy=False, product_rows=PRODUCT_LADDER[-1],
+                                    optimizer=LEAN_NETWORK[0],
+                                    sparse_product=LEAN_NETWORK[1])["total"]
+                  for b in BATCH_LADDER}
+    assert lean.batch_size == max(b for b in BATCH_LADDER if lean_least[b] <= cap - 1)
+    least_lean = lean_least[BATCH_LADDER[-1]]
     assert least_lean < cap
     with pytest.raises(BudgetInfeasible):
         plan(520, 13, "x86-64-host", memory_bytes=least_lean - 1, **fixed)
