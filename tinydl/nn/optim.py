@@ -188,7 +188,7 @@ class Adafactor(Optimizer):
     for Adam's ``v``.  A vector (a bias) keeps a full ``v``.  The update ``U = G /
     max(sqrt(V), eps1)``, scaled down to an RMS of ``d`` when larger, is taken with the step
     ``max(eps2, RMS(param)) * min(learning_rate, 1 / sqrt(t))``.  State: ``r + c`` numbers
-    per matrix, one per bias entry (at l=80, 80-32-13: 290 numbers where Adam keeps 6,042).
+    per matrix, one per bias entry (at l=80, 80-32-13: 202 numbers where Adam keeps 6,042).
 
     Why: in a learner whose memory budget is a few hundred KiB (``tinydl plan --memory``),
     Adam's two moments cost twice the network's parameters; the bytes freed buy a wider
