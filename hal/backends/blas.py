@@ -181,10 +181,14 @@ class BlasBackend(NumpyBackend):
         if lb is None:
             b = np.ascontiguousarray(b)
             lb = (_NO_TRANS, max(n, 1))
+        # the addresses from ``ndarray.ctypes.data``, not ``__array_interface__``: on NumPy
+        # 2.4 each ``__array_interface__`` call interns a new string, so a training run
+        # churned the interpreter's interned-string table, whose rebuilds (0.96-1.9 MB, one
+        # piece) landed in a long stream's measured peak (benchmarks/memory.py)
         fn(_CBLAS_ROW_MAJOR, la[0], lb[0], m, n, k, alpha,
-           ffi.cast(ctype, a.__array_interface__["data"][0]), la[1],
-           ffi.cast(ctype, b.__array_interface__["data"][0]), lb[1], beta,
-           ffi.cast(ctype, out.__array_interface__["data"][0]),
+           ffi.cast(ctype, a.ctypes.data), la[1],
+           ffi.cast(ctype, b.ctypes.data), lb[1], beta,
+           ffi.cast(ctype, out.ctypes.data),
            max(n, 1) if m == 1 else out.strides[0] // out.itemsize)
 
     def _product(self, a, b, out, beta, alpha=1.0):

@@ -263,7 +263,7 @@ class OpenCLBackend(NumpyBackend):
         cl = self._cl
         key = None
         if self._resident is not None:
-            key = (arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str,
+            key = (arr.ctypes.data, arr.shape, arr.strides, arr.dtype.str,
                    rows, cols)
             buf = self._resident.get(key)
             if buf is not None:
