@@ -464,8 +464,9 @@ def load_plan(path) -> Plan:
     _check_choice(path, "standardize", kw["standardize"], ("hold", "running", "off"))
     from .footprint import DICTIONARY_DTYPES
     _check_choice(path, "dictionary_dtype", kw["dictionary_dtype"], DICTIONARY_DTYPES)
-    _check_choice(path, "optimizer", kw["optimizer"], ("adam", "adafactor", "sgd"))
-    _check_choice(path, "sparse_product", kw["sparse_product"], ("gather", "dense"))
+    from .learner import OPTIMIZER_DEFAULTS, SPARSE_PRODUCTS
+    _check_choice(path, "optimizer", kw["optimizer"], tuple(OPTIMIZER_DEFAULTS))
+    _check_choice(path, "sparse_product", kw["sparse_product"], SPARSE_PRODUCTS)
     if not isinstance(kw["packed_gram"], bool):
         raise ValueError(f"{path}: plan packed_gram must be true or false, got "
                          f"{kw['packed_gram']!r}")

@@ -238,3 +238,15 @@ def test_help_lists_every_command():
         assert cmd in r.stdout
         h = tinydl(cmd, "--help")
         assert h.returncode == 0 and "--json" in h.stdout, cmd
+
+
+@pytest.mark.parametrize("lr", ["0", "-1e-3", "inf", "nan"])
+def test_a_bad_learning_rate_stops_before_any_work(stream, tmp_path, lr):
+    """`--learning-rate` must be a positive finite number: the command says so (with the
+    value) and exits 2 before it reads or writes anything."""
+    out = tmp_path / "m"
+    r = tinydl("fit", stream, "-o", out, f"--learning-rate={lr}", "--quiet")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "--learning-rate must be a positive finite number" in r.stderr, r.stderr
+    assert f"got {float(lr)!r}" in r.stderr, r.stderr
+    assert not out.exists()

@@ -230,6 +230,9 @@ def run(args):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    lr = args.learning_rate
+    if lr is not None and not (lr > 0 and lr != float("inf")):
+        raise CommandError(f"--learning-rate must be a positive finite number, got {lr!r}")
     if args.backend:
         import hal
         hal.select_backend(args.backend)  # an unknown or unavailable backend fails here
@@ -287,9 +290,6 @@ def run(args):
             from ..learner import optimizer_params
             params.update(optimizer_params(args.optimizer))
         if args.learning_rate is not None:
-            if not args.learning_rate > 0 or args.learning_rate == float("inf"):
-                raise ValueError(f"--learning-rate must be a positive finite number, got "
-                                 f"{args.learning_rate!r}")
             params["learning_rate"] = float(args.learning_rate)
         if args.backend:
             params["backend"] = args.backend

@@ -237,12 +237,19 @@ class Adafactor(Optimizer):
     @classmethod
     def state_bytes(cls, n_params: int, itemsize: int, layout=None) -> int:
         r, c, v = cls._sizes(n_params, layout)
-        # + the scratch: a matrix's row and column factors and a row, or a vector's squared
-        # gradient; + the step's transient (NumPy's small buffers and reductions' results)
-        scr = max([int(np.prod(s)) if len(s) < 2 else int(s[0]) + 2 * int(np.prod(s[1:]))
-                   for _, s in layout or ()] + [v, 1])
-        cols = max([int(np.prod(s[1:])) for _, s in layout or () if len(s) >= 2] + [0])
-        return (r + c + v + scr) * itemsize + _STEP_TRANSIENT + 2 * itemsize * cols
+        # + the scratch (:meth:`_scratch_size`) and the step's transient (NumPy's small
+        # buffers and reductions' results)
+        layout = layout if layout is not None else ((0, (int(n_params),)),)
+        cols = max([int(np.prod(s[1:])) for _, s in layout if len(s) >= 2] + [0])
+        return ((r + c + v + cls._scratch_size(layout)) * itemsize + _STEP_TRANSIENT
+                + 2 * itemsize * cols)
+
+    @staticmethod
+    def _scratch_size(layout) -> int:
+        """Numbers of the step's scratch: a matrix's row and column factors and a row, or a
+        vector's squared gradient, whichever tensor needs most."""
+        return max([int(s[0]) + 2 * (int(np.prod(s)) // int(s[0])) if len(s) >= 2
+                    else int(np.prod(s)) for _, s in layout] + [1])
 
     def prepare(self, n_params: int, dtype, layout=None):
         if layout is None:
@@ -267,8 +274,7 @@ class Adafactor(Optimizer):
         """Each tensor's views of ``p``, ``g``, the state and a scratch, made once per set of
         buffers (views are Python objects: made per step they were a visible share of it)."""
         vr, vc, v1 = (self.state[k] for k in self.buffer_names)
-        scr = np.empty(max([sh[0] + 2 * (int(np.prod(sh)) // sh[0]) if len(sh) >= 2
-                            else int(np.prod(sh)) for _, sh in self._layout] + [1]), vr.dtype)
+        scr = np.empty(self._scratch_size(self._layout), vr.dtype)
         views, ro, co, vo = [], 0, 0, 0
         for start, shape in self._layout:
             n = int(np.prod(shape))
