@@ -20,8 +20,9 @@ Among the candidates that fit, the plan with the most capacity wins (a window of
 :data:`~tinydl.plan.WINDOW_PER_CLASS` samples per class first -- below that the network
 retrains on too few examples of each class for more atoms to help --, then a first hidden
 layer of up to :data:`~tinydl.plan.HIDDEN_PER_CLASS` (4) units per class -- a narrower one is
-a bottleneck --, then up to :data:`~tinydl.plan.K_FLOOR` (10) non-zeros, then more atoms,
-more non-zeros, the rest of the window, a larger network),
+a bottleneck --, then up to :data:`~tinydl.plan.K_FLOOR` (10) non-zeros, then a second
+hidden layer (:data:`~tinydl.plan.DEPTH_FLOOR`), then more atoms, more non-zeros, the rest of
+the window, a larger network),
 capped at the paper's setting (``l = 100``,
 ``k = 20``) and a window of 2,048; the network ladder runs from (16) to (256, 128)
 (:data:`HIDDEN_LADDER`; ``hidden_choices`` narrows it, as ``tinydl demo`` does to the networks
@@ -89,6 +90,7 @@ from .lowmem import DECODE_ROWS, PACKED_BACKENDS, PRODUCT_ROWS
 from .plan import (
     BATCH_SIZE,
     CHUNK,
+    DEPTH_FLOOR,
     EPOCHS_PER_UPDATE,
     HIDDEN_PER_CLASS,
     K_CAP,
@@ -385,8 +387,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     else:
         reason = (f"the most capacity (a window of up to {WINDOW_PER_CLASS} samples per "
                   f"class, a first hidden layer of {HIDDEN_PER_CLASS} units per class, "
-                  f"{K_FLOOR} non-zeros, then atoms, non-zeros, the rest of the window, "
-                  f"network) among "
+                  f"{K_FLOOR} non-zeros, {DEPTH_FLOOR} hidden layers, then atoms, "
+                  f"non-zeros, the rest of the window, network) among "
                   f"{len(fits)} candidates that fit, capped at the paper's l={L_CAP}, "
                   f"k={K_CAP}, window={WINDOW_CAP}; ties go to the smaller footprint")
     fp, buffers = plan_footprint(m, n_classes, best.l, best.k, best.hidden_layer_sizes,

@@ -250,3 +250,20 @@ def test_a_bad_learning_rate_stops_before_any_work(stream, tmp_path, lr):
     assert "--learning-rate must be a positive finite number" in r.stderr, r.stderr
     assert f"got {float(lr)!r}" in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_budget_arguments_with_a_plan_are_refused_not_ignored(stream, tmp_path):
+    """The budget arguments choose a plan: beside ``--plan`` (or ``--resume``) they would be
+    ignored, so a dictionary dtype asked for would silently not be used.  The command names
+    them and exits 2 before it writes anything."""
+    plan = tmp_path / "p.json"
+    r = tinydl("plan", "--data", stream, "--memory", "4MiB", "-o", plan)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "m"
+    r = tinydl("fit", stream, "--plan", plan, "-o", out, "--dictionary-dtype", "float32",
+               "--memory", "1MiB", "--quiet")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "--memory, --dictionary-dtype choose a plan; with --plan" in r.stderr, r.stderr
+    assert not out.exists()
+    r = tinydl("fit", stream, "-o", out, "--resume", "--rate", "100", "--quiet")
+    assert r.returncode == 2 and "--rate chooses a plan; with --resume" in r.stderr, r.stderr

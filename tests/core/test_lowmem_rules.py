@@ -79,6 +79,36 @@ def test_ranking_takes_a_hidden_layer_of_its_units_per_class_before_atoms():
     assert min([at_floor, beyond], key=key) is beyond
 
 
+def test_ranking_takes_a_second_hidden_layer_before_atoms_not_before_the_floors():
+    import dataclasses
+
+    from tinydl.plan import DEPTH_FLOOR, K_FLOOR, _rank_key
+    assert DEPTH_FLOOR == 2
+    p = plan(600, 19, "x86-64-host", memory_bytes=64 * 2 ** 20, l_choices=(16,),
+             k_choices=(5,), window_choices=(512,), hidden_choices=((16,),),
+             dictionary_dtype="float32", standardize=False)
+    base = p.candidates[0]
+
+    def cand(l, hidden, k=K_FLOOR):
+        sizes = (l, *hidden, 19)
+        return dataclasses.replace(base, l=l, k=k, hidden_layer_sizes=tuple(hidden),
+                                   n_params=sum(a * b + b for a, b in
+                                                zip(sizes[:-1], sizes[1:])))
+    floor = HIDDEN_PER_CLASS * 19
+    key = _rank_key(False, 19)
+    deep, wide_more_atoms = cand(64, (floor, floor // 2)), cand(80, (floor,))
+    # past the width floor and K_FLOOR, a second layer wins over more atoms ...
+    assert min([wide_more_atoms, deep], key=key) is deep
+    # ... a third does not count beyond DEPTH_FLOOR: then atoms
+    deeper = cand(64, (floor, floor // 2, floor // 4))
+    assert min([deeper, cand(80, (floor, floor // 2))], key=key).l == 80
+    # ... but not at the expense of the width floor or of K_FLOOR non-zeros
+    assert min([cand(80, (floor // 2, floor // 4)), cand(64, (floor,))],
+               key=key).hidden_layer_sizes == (floor,)
+    assert min([cand(80, (floor, floor // 2), k=K_FLOOR // 2), cand(64, (floor,))],
+               key=key).k == K_FLOOR
+
+
 @pytest.mark.parametrize("storage", ["float16", "int8"])
 def test_decoding_one_atom_at_a_time_gives_the_same_codes(storage):
     from tinydl.lowmem import plan_backend

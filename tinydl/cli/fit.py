@@ -40,6 +40,9 @@ from ._common import Progress, add_budget_arguments, make_plan, tuning_rows
 HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
 
 _OVERRIDES = ("l", "k", "alpha", "window", "n_batch", "epochs_per_update", "batch_size")
+#: the budget arguments without a default (add_budget_arguments): what a plan is made from
+_BUDGET_ARGS = ("memory", "time_per_sample", "rate", "energy", "target_error",
+                "dictionary_dtype")
 
 
 def add_arguments(p):
@@ -233,6 +236,17 @@ def run(args):
     lr = args.learning_rate
     if lr is not None and not (lr > 0 and lr != float("inf")):
         raise CommandError(f"--learning-rate must be a positive finite number, got {lr!r}")
+    if args.plan or args.resume:
+        # the budget arguments choose a plan; with one given (or a run resumed) they would
+        # be ignored without a word: a dictionary dtype asked for and silently not used
+        given = [f"--{n.replace('_', '-')}" for n in _BUDGET_ARGS
+                 if getattr(args, n, None) is not None]
+        if given:
+            why = "--plan" if args.plan else "--resume"
+            raise CommandError(f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} "
+                               f"a plan; with {why} the "
+                               f"{'plan' if args.plan else 'checkpoint'}'s choices stand "
+                               "(make a new plan: tinydl plan ... -o PLAN.json)")
     if args.backend:
         import hal
         hal.select_backend(args.backend)  # an unknown or unavailable backend fails here
