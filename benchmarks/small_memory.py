@@ -14,6 +14,7 @@ The raw accuracies are those of ``tinydl reproduce`` (``--reproduce-json`` reads
 JSON; by default the figures of the last full run, :data:`RAW_ACCURACY`).
 
     python benchmarks/small_memory.py --json small_memory.json
+    python benchmarks/small_memory.py --seeds 5   # and the spread over five shuffle seeds
 """
 from __future__ import annotations
 
@@ -64,16 +65,19 @@ def dsa_file(tmp):
     return path
 
 
-def run_case(name, path, memory, tmp, extra=()):
+def run_case(name, path, memory, tmp, extra=(), seed=0):
+    """Plan for ``memory``, fit with ``--shuffle seed --seed seed``, evaluate."""
     tag = f"{name}-{memory}"   # one directory per (data set, budget): the sweep reruns a set
     plan_path = os.path.join(tmp, f"{tag}-plan.json")
-    _tinydl("plan", "--data", path, "--memory", memory, "-o", plan_path)
+    if not os.path.exists(plan_path):  # the plan reads no seed: one per (data set, budget)
+        _tinydl("plan", "--data", path, "--memory", memory, "-o", plan_path)
     with open(plan_path) as fh:
         plan = json.load(fh)
+    tag = f"{tag}-s{seed}"
     model = os.path.join(tmp, f"{tag}-model")
     fit_json = os.path.join(tmp, f"{tag}-fit.json")
-    _, fit_s = _tinydl("fit", path, "--plan", plan_path, "--shuffle", 0, "-o", model,
-                       "--quiet", "--json", fit_json, *extra)
+    _, fit_s = _tinydl("fit", path, "--plan", plan_path, "--shuffle", seed, "--seed", seed,
+                       "-o", model, "--quiet", "--json", fit_json, *extra)
     with open(fit_json) as fh:
         fit = json.load(fh)
     ev_json = os.path.join(tmp, f"{tag}-eval.json")
@@ -95,7 +99,8 @@ def run_case(name, path, memory, tmp, extra=()):
                 accuracy=float(ev["accuracy"]), n_test=int(ev["n_samples"]),
                 fit_seconds=fit_s, commands=[
                     f"tinydl plan --data {path} --memory {memory} -o p.json",
-                    f"tinydl fit {path} --plan p.json --shuffle 0 -o MODEL",
+                    f"tinydl fit {path} --plan p.json --shuffle {seed} --seed {seed} "
+                    "-o MODEL",
                     f"tinydl evaluate MODEL --data {path}"])
 
 
@@ -111,7 +116,13 @@ def main(argv=None):
     ap.add_argument("--trace-memory", action="store_true",
                     help="run `tinydl fit --trace-memory` (slower): the learner's measured "
                          "peak beside the plan's footprint")
+    ap.add_argument("--seeds", type=int, default=1, metavar="N",
+                    help="also run seeds 1 .. N-1 (--shuffle s --seed s, the same plan, no "
+                         "memory trace): the spread a single run's accuracy has; the target "
+                         "is judged on seed 0, the issue's command")
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error(f"--seeds must be >= 1, got {args.seeds}")
     extra = ("--trace-memory",) if args.trace_memory else ()
     raw = dict(RAW_ACCURACY)
     if args.reproduce_json:
@@ -167,6 +178,18 @@ def main(argv=None):
                      if "peak_learner_bytes" in r["fit"] else "")
                   + f"; fit {r['fit_seconds']:.0f} s",
                   flush=True)
+            if args.seeds > 1:
+                acc = [r["accuracy"]]
+                for seed in range(1, args.seeds):
+                    acc.append(run_case(name, path, memory, tmp, (), seed)["accuracy"])
+                a = np.array(acc)
+                r["seeds"] = {"accuracy": acc, "mean": float(a.mean()),
+                              "sd": float(a.std(ddof=1)),
+                              "gap_points_mean": float(100 * (raw[name] - a.mean()))}
+                print(f"{name} at {memory}, seeds 0-{args.seeds - 1}: accuracy "
+                      f"{' '.join(f'{100 * x:.2f}' for x in acc)}%; mean {100 * a.mean():.2f}%"
+                      f" (sd {100 * a.std(ddof=1):.2f}), {r['seeds']['gap_points_mean']:+.2f} "
+                      "points below raw", flush=True)
     if args.json:
         write_json(args.json, out)
     return 0
