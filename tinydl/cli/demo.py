@@ -9,7 +9,6 @@ the stream (the paper's Fig. 2) is written too.
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -123,7 +122,7 @@ def run(args):
     from ..customize import HIDDEN_LADDER
     from ..customize import plan as make_plan
     from ..reproduce.protocol import _n_params
-    from ._common import parse_bytes
+    from ._common import Progress, parse_bytes
     budget_mem = parse_bytes(args.memory)
     app = ds.application or ""
     raw_hidden = tuple(APPLICATIONS.get(app, APPLICATIONS[""])["raw_hidden"])
@@ -159,17 +158,16 @@ def run(args):
     runs = {}
     for scaling in (True, False):
         t = _tiny(plan, scaling, args.seed, backend, Xte, yte)
+        prog = Progress(len(Xtr), f"TinyDL ({'standardized' if scaling else 'unscaled'})")
         try:
             for s in range(0, len(Xtr), step):
                 t.partial_fit(Xtr[s:s + step], ytr[s:s + step], classes=classes)
-                print(f"\rTinyDL ({'standardized' if scaling else 'unscaled'}): "
-                      f"{min(s + step, len(Xtr))}/{len(Xtr)} samples", end="",
-                      file=sys.stderr, flush=True)
+                prog.update(min(s + step, len(Xtr)))
             t.finish()
             runs[scaling] = (t.score(Xval, yval), t)
         except DivergenceError:
             runs[scaling] = None
-        print(file=sys.stderr)
+        prog.close()
     ok = {s: r for s, r in runs.items() if r is not None}
     if not ok:
         raise CommandError("TinyDL diverged with and without standardization")
@@ -194,14 +192,14 @@ def run(args):
         curve["samples"].append(int(lr.seen))
         curve["raw_error"].append(1 - lr.net.score(Zte, yte))
     raw.on_update = on_raw
+    prog = Progress(len(Xtr), "raw network")
     for s in range(0, len(Xtr), step):
         raw.partial_fit(((Xtr[s:s + step] - mu) / sd).astype(np.float32), ytr[s:s + step],
                         classes)
-        print(f"\rraw network: {min(s + step, len(Xtr))}/{len(Xtr)} samples", end="",
-              file=sys.stderr, flush=True)
+        prog.update(min(s + step, len(Xtr)))
     if raw.seen % step:
         raw.retrain(classes)
-    print(file=sys.stderr)
+    prog.close()
     t_raw = raw.train_timer.seconds
 
     acc_tiny = tiny.score(Xte, yte)
