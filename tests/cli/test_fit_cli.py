@@ -253,9 +253,10 @@ def test_a_bad_learning_rate_stops_before_any_work(stream, tmp_path, lr):
 
 
 def test_budget_arguments_with_a_plan_are_refused_not_ignored(stream, tmp_path):
-    """The budget arguments choose a plan: beside ``--plan`` (or ``--resume``) they would be
-    ignored, so a dictionary dtype asked for would silently not be used.  The command names
-    them and exits 2 before it writes anything."""
+    """The budget arguments choose a plan: beside ``--plan`` they would be ignored, so a
+    dictionary dtype asked for would silently not be used.  The command names them and exits
+    2 before it writes anything; on ``--resume`` (often the first command run again) it warns
+    that they are ignored and continues the checkpoint."""
     plan = tmp_path / "p.json"
     r = tinydl("plan", "--data", stream, "--memory", "4MiB", "-o", plan)
     assert r.returncode == 0, r.stderr
@@ -265,5 +266,12 @@ def test_budget_arguments_with_a_plan_are_refused_not_ignored(stream, tmp_path):
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "--memory, --dictionary-dtype choose a plan; with --plan" in r.stderr, r.stderr
     assert not out.exists()
-    r = tinydl("fit", stream, "-o", out, "--resume", "--rate", "100", "--quiet")
-    assert r.returncode == 2 and "--rate chooses a plan; with --resume" in r.stderr, r.stderr
+    r = tinydl("fit", stream, "--plan", plan, "-o", out, "--rate", "100", "--quiet")
+    assert r.returncode == 2 and "--rate chooses a plan; with --plan" in r.stderr, r.stderr
+    assert not out.exists()
+    r = tinydl("fit", stream, "--plan", plan, "-o", out, "--limit", 300, "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = tinydl("fit", stream, "-o", out, "--resume", "--memory", "1MiB", "--limit", 600,
+               "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "warning: --memory ignored: --resume continues the checkpoint's plan" in r.stderr

@@ -236,17 +236,19 @@ def run(args):
     lr = args.learning_rate
     if lr is not None and not (lr > 0 and lr != float("inf")):
         raise CommandError(f"--learning-rate must be a positive finite number, got {lr!r}")
-    if args.plan or args.resume:
-        # the budget arguments choose a plan; with one given (or a run resumed) they would
-        # be ignored without a word: a dictionary dtype asked for and silently not used
-        given = [f"--{n.replace('_', '-')}" for n in _BUDGET_ARGS
-                 if getattr(args, n, None) is not None]
-        if given:
-            why = "--plan" if args.plan else "--resume"
-            raise CommandError(f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} "
-                               f"a plan; with {why} the "
-                               f"{'plan' if args.plan else 'checkpoint'}'s choices stand "
-                               "(make a new plan: tinydl plan ... -o PLAN.json)")
+    # the budget arguments choose a plan; beside one given, or a run resumed, they used to
+    # be ignored without a word (a dictionary dtype asked for and silently not used):
+    # beside --plan they are an error; on --resume (often the first command run again) a
+    # warning, as the checkpoint's choices stand
+    given = [f"--{n.replace('_', '-')}" for n in _BUDGET_ARGS
+             if getattr(args, n, None) is not None]
+    if given and args.plan:
+        raise CommandError(f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} a "
+                           "plan; with --plan the plan's choices stand (make a new plan: "
+                           "tinydl plan ... -o PLAN.json)")
+    if given and args.resume:
+        print(f"tinydl fit: warning: {', '.join(given)} ignored: --resume continues the "
+              "checkpoint's plan", file=sys.stderr, flush=True)
     if args.backend:
         import hal
         hal.select_backend(args.backend)  # an unknown or unavailable backend fails here
