@@ -183,13 +183,13 @@ def main(argv=None):
                 for seed in range(1, args.seeds):
                     acc.append(run_case(name, path, memory, tmp, (), seed)["accuracy"])
                 a = np.array(acc)
-                r["seeds"] = {"accuracy": acc, "mean": float(a.mean()),
-                              "sd": float(a.std(ddof=1)),
-                              "gap_points_mean": float(100 * (raw[name] - a.mean()))}
+                sr = r["seeds"] = {"accuracy": acc, "mean": float(a.mean()),
+                                   "sd": float(a.std(ddof=1)),
+                                   "gap_points_mean": float(100 * (raw[name] - a.mean()))}
                 print(f"{name} at {memory}, seeds 0-{args.seeds - 1}: accuracy "
-                      f"{' '.join(f'{100 * x:.2f}' for x in acc)}%; mean {100 * a.mean():.2f}%"
-                      f" (sd {100 * a.std(ddof=1):.2f}), {r['seeds']['gap_points_mean']:+.2f} "
-                      "points below raw", flush=True)
+                      f"{' '.join(f'{100 * x:.2f}' for x in acc)}%; mean "
+                      f"{100 * sr['mean']:.2f}% (sd {100 * sr['sd']:.2f}), "
+                      f"{sr['gap_points_mean']:+.2f} points below raw", flush=True)
     if args.json:
         write_json(args.json, out)
     return 0

@@ -275,3 +275,15 @@ def test_budget_arguments_with_a_plan_are_refused_not_ignored(stream, tmp_path):
                "--quiet")
     assert r.returncode == 0, r.stderr
     assert "warning: --memory ignored: --resume continues the checkpoint's plan" in r.stderr
+
+
+def test_budget_args_list_every_budget_argument_without_a_default():
+    """``BUDGET_ARGS`` (what `tinydl fit` checks beside --plan) names exactly the budget
+    arguments that have no default: one added to the group is not silently ignored."""
+    import argparse
+
+    from tinydl.cli._common import BUDGET_ARGS, add_budget_arguments
+    p = argparse.ArgumentParser()
+    add_budget_arguments(p)
+    no_default = {a.dest for a in p._actions if a.default is None and a.dest != "help"}
+    assert no_default == set(BUDGET_ARGS)

@@ -62,6 +62,12 @@ def add_budget_arguments(p, profile_default="x86-64-host"):
                         "the compute dtype unless the memory budget needs float16 or int8)")
 
 
+#: the budget arguments above without a default (their dests): what a plan is made from, so
+#: that a command given a plan can tell which of them it would ignore
+BUDGET_ARGS = ("memory", "time_per_sample", "rate", "energy", "target_error",
+               "dictionary_dtype")
+
+
 def tuning_rows(stream, fraction=0.05, cap=2000):
     """Every ``1/fraction``-th row of the stream (at least 64, at most ``cap``): a sample of
     the whole file, not its first rows (files are often grouped by class or place)."""

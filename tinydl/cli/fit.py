@@ -35,14 +35,11 @@ import time
 
 import numpy as np
 
-from ._common import Progress, add_budget_arguments, make_plan, tuning_rows
+from ._common import BUDGET_ARGS, Progress, add_budget_arguments, make_plan, tuning_rows
 
 HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
 
 _OVERRIDES = ("l", "k", "alpha", "window", "n_batch", "epochs_per_update", "batch_size")
-#: the budget arguments without a default (add_budget_arguments): what a plan is made from
-_BUDGET_ARGS = ("memory", "time_per_sample", "rate", "energy", "target_error",
-                "dictionary_dtype")
 
 
 def add_arguments(p):
@@ -240,7 +237,7 @@ def run(args):
     # be ignored without a word (a dictionary dtype asked for and silently not used):
     # beside --plan they are an error; on --resume (often the first command run again) a
     # warning, as the checkpoint's choices stand
-    given = [f"--{n.replace('_', '-')}" for n in _BUDGET_ARGS
+    given = [f"--{n.replace('_', '-')}" for n in BUDGET_ARGS
              if getattr(args, n, None) is not None]
     if given and args.plan:
         raise CommandError(f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} a "
