@@ -221,7 +221,13 @@ class Adafactor(Optimizer):
         self._layout, self._bound = None, None
 
     @staticmethod
-    def _sizes(n_params, layout):
+    def _cols(shape) -> int:
+        """Columns of a tensor of ``shape`` seen as a matrix (its first axis the rows): the
+        length of its column factor ``C`` and of the step's column scratch."""
+        return int(np.prod(shape[1:]))
+
+    @classmethod
+    def _sizes(cls, n_params, layout):
         """(rows, cols, vector) numbers of state for ``layout`` (None: one vector)."""
         if layout is None:
             return 0, 0, int(n_params)
@@ -229,7 +235,7 @@ class Adafactor(Optimizer):
         for _, shape in layout:
             if len(shape) >= 2:
                 r += int(shape[0])
-                c += int(np.prod(shape[1:]))
+                c += cls._cols(shape)
             else:
                 v += int(np.prod(shape))
         return r, c, v
@@ -240,15 +246,15 @@ class Adafactor(Optimizer):
         # + the scratch (:meth:`_scratch_size`) and the step's transient (NumPy's small
         # buffers and reductions' results)
         layout = layout if layout is not None else ((0, (int(n_params),)),)
-        cols = max([int(np.prod(s[1:])) for _, s in layout if len(s) >= 2] + [0])
+        cols = max([cls._cols(s) for _, s in layout if len(s) >= 2] + [0])
         return ((r + c + v + cls._scratch_size(layout)) * itemsize + _STEP_TRANSIENT
                 + 2 * itemsize * cols)
 
-    @staticmethod
-    def _scratch_size(layout) -> int:
+    @classmethod
+    def _scratch_size(cls, layout) -> int:
         """Numbers of the step's scratch: a matrix's row and column factors and a row, or a
         vector's squared gradient, whichever tensor needs most."""
-        return max([int(s[0]) + 2 * (int(np.prod(s)) // int(s[0])) if len(s) >= 2
+        return max([int(s[0]) + 2 * cls._cols(s) if len(s) >= 2
                     else int(np.prod(s)) for _, s in layout] + [1])
 
     def prepare(self, n_params: int, dtype, layout=None):
@@ -280,7 +286,7 @@ class Adafactor(Optimizer):
             n = int(np.prod(shape))
             P, G = p[start:start + n], g[start:start + n]
             if len(shape) >= 2:
-                rows, cols = shape[0], n // shape[0]
+                rows, cols = shape[0], self._cols(shape)
                 rs, cs = scr[:rows], scr[rows:rows + cols]
                 views.append((P, G.reshape(rows, cols), G, vr[ro:ro + rows], vc[co:co + cols],
                               rs, rs[:, None], cs, scr[rows + cols:rows + 2 * cols], rows,
