@@ -82,6 +82,7 @@ def test_ranking_takes_a_hidden_layer_of_its_units_per_class_before_atoms():
 def test_ranking_takes_a_second_hidden_layer_before_atoms_not_before_the_floors():
     import dataclasses
 
+    from tinydl.customize import _n_params
     from tinydl.plan import DEPTH_FLOOR, K_FLOOR, _rank_key
     assert DEPTH_FLOOR == 2
     p = plan(600, 19, "x86-64-host", memory_bytes=64 * 2 ** 20, l_choices=(16,),
@@ -90,10 +91,8 @@ def test_ranking_takes_a_second_hidden_layer_before_atoms_not_before_the_floors(
     base = p.candidates[0]
 
     def cand(l, hidden, k=K_FLOOR):
-        sizes = (l, *hidden, 19)
         return dataclasses.replace(base, l=l, k=k, hidden_layer_sizes=tuple(hidden),
-                                   n_params=sum(a * b + b for a, b in
-                                                zip(sizes[:-1], sizes[1:])))
+                                   n_params=_n_params((l, *hidden, 19)))
     floor = HIDDEN_PER_CLASS * 19
     key = _rank_key(False, 19)
     deep, wide_more_atoms = cand(64, (floor, floor // 2)), cand(80, (floor,))

@@ -43,6 +43,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..customize import _n_params  # noqa: F401 - also imported from here (demo, exec_timing)
 from ..data import load_real, split_dataset
 from ..errors import DataError, DivergenceError
 from .noise import add_noise, noise_experiment
@@ -152,10 +153,6 @@ class Settings:
 
 def _log(msg):
     print(f"[reproduce] {msg}", file=sys.stderr, flush=True)
-
-
-def _n_params(sizes: Sequence[int]) -> int:
-    return int(sum(p * q + q for p, q in zip(sizes[:-1], sizes[1:])))
 
 
 # -- noise ----------------------------------------------------------------------------------
