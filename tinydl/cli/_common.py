@@ -83,11 +83,16 @@ def tuning_rows(stream, fraction=0.05, cap=2000):
     return X
 
 
-def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None):
+#: rows of the file the projection threshold alpha is tuned on (tinydl.customize.tune_alpha)
+ALPHA_ROWS = 2000
+
+
+def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None, alpha_rows=None):
     """The customizer's plan for the command's budget arguments.  ``X``: the rows
     ``--target-error`` is tuned on; ``scaling_rows``: a sample of the file (:func:`tuning_rows`)
     the standardization rule reads (:func:`tinydl.customize.scaling_rule`; None: standardize,
-    the rule for data not seen)."""
+    the rule for data not seen); ``alpha_rows``: a larger sample alpha is tuned on
+    (``tuning_rows(stream, 1.0, ALPHA_ROWS)``; None: alpha 0.3)."""
     import dataclasses
 
     from ..customize import plan, scaling_rule
@@ -101,7 +106,7 @@ def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None):
              energy_per_sample=args.energy, target_error=args.target_error, X=X,
              dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples,
              dictionary_dtype=getattr(args, "dictionary_dtype", None),
-             standardize=None if rule is None else rule["standardize"])
+             standardize=None if rule is None else rule["standardize"], alpha_rows=alpha_rows)
     if rule is not None:
         p = dataclasses.replace(p, reason=f"{p.reason}; scaling: {rule['rule']}")
     return p

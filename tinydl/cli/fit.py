@@ -35,7 +35,14 @@ import time
 
 import numpy as np
 
-from ._common import BUDGET_ARGS, Progress, add_budget_arguments, make_plan, tuning_rows
+from ._common import (
+    ALPHA_ROWS,
+    BUDGET_ARGS,
+    Progress,
+    add_budget_arguments,
+    make_plan,
+    tuning_rows,
+)
 
 HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
 
@@ -283,7 +290,7 @@ def run(args):
             rows = tuning_rows(st)
             X = rows if args.target_error is not None else None
             plan = make_plan(args, st.n_features, int(classes.size), X, n_samples=n_total,
-                             scaling_rows=rows)
+                             scaling_rows=rows, alpha_rows=tuning_rows(st, 1.0, ALPHA_ROWS))
         # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
         plan = dataclasses.replace(plan, candidates=())
         from ..data import label_runs
