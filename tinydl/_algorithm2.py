@@ -70,7 +70,12 @@ class Algorithm2Scan:
         store = self._fit_params.get("dictionary_dtype") or np.dtype(dtype).name
         if store not in ("float16", "int8"):  # not narrower: stored as computed
             store = np.dtype(dtype).name
-        self._D = np.zeros((lb, m), store)
+        nnz = self._fit_params.get("dictionary_nnz")
+        if nnz is not None:  # int8 atoms as their nnz largest entries (sparse data)
+            from hal.backends.numpy.stored import SparseAtoms
+            self._D = SparseAtoms(lb, m, nnz)
+        else:
+            self._D = np.zeros((lb, m), store)
         self._D_scale = np.ones(lb, np.float32) if store == "int8" else None
         self._G = np.zeros((lb, lb), dtype)  # D D^T
         if store != np.dtype(dtype).name and getattr(self.backend, "packed_gram", False):
@@ -97,9 +102,10 @@ class Algorithm2Scan:
             omp = getattr(type(self._be), "_omp_chunk", None)
             if omp is None or (self._Li is None and omp is not BatchOMP._omp_chunk):
                 self._be = hal.get_backend("numpy", block=self._fit_params["block"])
-            if self._Li is None:  # the NumPy workspace's (packed, or dropped when full)
+            if self._Li is None or not isinstance(self._D, np.ndarray):
+                # the NumPy workspace's: Li packed (or dropped when full), or sparse atoms
                 self._bws = StoredBasisWorkspace(self._be, self._D, self._D_scale, self._G,
-                                                 None, gdiag=self._packed_diag())
+                                                 self._Li, gdiag=self._packed_diag())
             else:
                 make = getattr(self._be, "prepare_stored_basis", None) or (
                     lambda *a: StoredBasisWorkspace(self._be, *a))
@@ -123,7 +129,7 @@ class Algorithm2Scan:
 
     def _stored(self) -> bool:
         """Whether the atoms are stored in another dtype than the compute dtype."""
-        return self._D.dtype != self._G.dtype
+        return self._D.dtype != self._G.dtype  # (sparse atoms are int8)
 
     def _wp_rows(self, X: np.ndarray) -> np.ndarray:
         """Wp of each (standardized) row of ``X`` against the current dictionary."""

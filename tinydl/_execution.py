@@ -205,7 +205,7 @@ class ExecutionPaths:
 _INT32 = np.dtype(np.int32)
 #: the parameters as set, one C-level call (the one-row path checks them on every call)
 _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
-           "block", "dictionary_dtype")
+           "block", "dictionary_dtype", "dictionary_nnz")
 _params_key = operator.attrgetter(*_PARAMS)
 #: the same from an instance's ``__dict__`` (the same objects where they are plain instance
 #: attributes, as an estimator's parameters are; a KeyError otherwise)

@@ -66,15 +66,18 @@ def scaling_rule(X) -> Dict:
     return dict(standardize=bool(std), spread=spread, rule=rule)
 
 
-def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
+def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None, sparse_nnz=None):
     """The storage, rebuild, standardization and chunk options of one configuration, in the
     order of preference (the first that fits the budget is taken): groups of options that
-    differ only by chunk (largest first)."""
+    differ only by chunk (largest first).  ``sparse_nnz``: also int8 atoms kept as their
+    ``sparse_nnz`` largest entries, right after the dense int8 ones."""
     from .footprint import DICTIONARY_DTYPES
     if dictionary_dtype is not None and dictionary_dtype not in DICTIONARY_DTYPES:
         raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)}, "
                          f"got {dictionary_dtype!r}")
     ddts = [dictionary_dtype] if dictionary_dtype else [dtype, "float16", "int8"]
+    ddts = [(dd, None) for dd in ddts] + ([("int8", int(sparse_nnz))]
+                                          if sparse_nnz and "int8" in ddts else [])
     run_n = _running_warmup(n_samples)
     policies = ((True, "hold", N_STANDARDIZE), (False, "hold", N_STANDARDIZE),
                 (False, "running", run_n))
@@ -83,7 +86,7 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
     out = []
     for lean, batch in [(lean, b) for lean in (False, True) for b in BATCH_LADDER]:
         opt, product = LEAN_NETWORK if lean else ("adam", "gather")
-        for dd in ddts:
+        for dd, nnz in ddts:
             for raw, stdz, nstd in policies:
                 # a stored (narrower) dictionary keeps no D.T copy; it decodes 16 atoms at a
                 # time, then 1 (tinydl.lowmem.DECODE_LADDER), then packs Li below G's
@@ -102,7 +105,7 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None):
                     out.append([dict(ddtype=dd, raw=raw, standardize=stdz, n_standardize=nstd,
                                      chunk=ch, dt_copy=dtc, batch=batch, decode=dec,
                                      rows=rows, packed=packed, optimizer=opt,
-                                     product=product)
+                                     product=product, nnz=nnz)
                                 for ch in chunks])
     return out
 

@@ -37,7 +37,7 @@ LEARNER_VERSION = 3
 # what a learner checkpoint written before these parameters existed ran with
 LEARNER_LEGACY = dict(optimizer="sgd", window_policy="sliding", rebuild="never",
                       rebuild_epochs=30, n_standardize=256,
-                      dictionary_dtype=None, sparse_product="gather")
+                      dictionary_dtype=None, sparse_product="gather", dictionary_nnz=None)
 
 
 def latest(directory) -> str:

@@ -40,8 +40,9 @@ was weighed, and the chosen plan's footprint buffer by buffer (:mod:`tinydl.foot
 Storage and policy rule (memory): each configuration takes the *first* of these options whose
 whole footprint fits the memory budget, in this order --
 
-1. the dictionary in the compute dtype, then float16, then int8 with a float32 scale per atom
-   (the narrower storage only when the wider does not fit);
+1. the dictionary in the compute dtype, then float16, then int8 with a float32 scale per atom,
+   then (when ``dictionary_nnz`` is given) int8 atoms kept as their ``dictionary_nnz``
+   largest entries (the narrower storage only when the wider does not fit);
 2. within a storage: ``rebuild="new-class"`` with its raw-sample reservoir (``window x m``
    values), then ``rebuild="never"`` with the hold-back standardization (the first 256 rows
    held, then coded), then ``rebuild="never"`` with ``standardize="running"`` (no hold-back
@@ -136,6 +137,42 @@ ALPHA_HOLDOUT = 5
 #: (grouped by class) punishes (measured: Daily and Sports sorted by activity, alpha 0.1 from
 #: the tuning 91.4% against 94.2% shuffled, beyond issue 15's 2 points; at 0.3 within them)
 ALPHA_TUNE_LADDER = (0.3, 0.5, 0.7)
+#: sparse atoms (int8, each atom its largest entries: 3 bytes an entry) are offered when the
+#: sampled rows' widest non-zero count, rounded up to SPARSE_ROUND, is at most m / SPARSE_ATOMS
+#: (the sparse store at most half the dense int8 one)
+SPARSE_ATOMS = 6
+SPARSE_ROUND = 8
+
+
+def sparse_width(X) -> Optional[int]:
+    """The sparse-atom width for rows like ``X`` (None: store atoms dense).
+
+    The most non-zeros of any row of the sample, rounded up to a multiple of
+    :data:`SPARSE_ROUND` (headroom: an atom wider than that keeps its largest entries), when
+    that is at most ``m /`` :data:`SPARSE_ATOMS`; else None.  UJIIndoorLoc: rows of 520
+    access points with ~18 detected (at most 41 in a 2,000-row sample): width 48.
+
+    The customizer offers sparse atoms only when asked (``plan(..., dictionary_nnz=w)``), not
+    from the data on its own: measured on UJIIndoorLoc at 256 KiB, the plan they allow (l=100
+    instead of 80) scored 89.7% against 90.1% on the issue's seed-0 run (on 4 held-out phones,
+    4 seeds: 89.1% against 88.1%), and its tracemalloc peak, 266,240 B, passed both its
+    prediction (256,784 B) and the budget: the footprint model underprices l=100 plans there
+    by 2-9 KB (also with dense atoms; not found yet).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, m)
+
+    Returns
+    -------
+    int or None
+    """
+    X = np.asarray(X)
+    if X.ndim != 2 or not X.size:
+        return None
+    w = int(np.count_nonzero(X, axis=1).max())
+    w = max(SPARSE_ROUND, -(-w // SPARSE_ROUND) * SPARSE_ROUND)
+    return w if w * SPARSE_ATOMS <= X.shape[1] else None
 
 
 
@@ -148,7 +185,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                    dt_copy: Optional[bool] = None, decode_rows: int = DECODE_ROWS,
                    buffers: bool = False, product_rows: int = PRODUCT_ROWS,
                    packed_gram: bool = False, optimizer: str = "adam",
-                   sparse_product: str = "gather"):
+                   sparse_product: str = "gather", dictionary_nnz: Optional[int] = None):
     """Peak bytes a :class:`~tinydl.learner.TinyDLClassifier` holds while streaming.
 
     The buffers (:func:`tinydl.footprint.plan_buffers`) mirror the learner's allocations: the
@@ -175,7 +212,7 @@ def plan_footprint(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: S
                        dt_copy=_dt_copy(backend, dtype, dictionary_dtype) and dt_copy is not False,
                        decode_rows=decode_rows, product_rows=product_rows,
                        packed_gram=packed_gram, optimizer=optimizer,
-                       sparse_product=sparse_product)
+                       sparse_product=sparse_product, dictionary_nnz=dictionary_nnz)
     fp = parts(buf)
     return (fp, buf) if buffers else fp
 
@@ -315,7 +352,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
          window_choices: Optional[Sequence[int]] = None,
          hidden_choices: Optional[Sequence[Sequence[int]]] = None,
          dictionary_dtype: Optional[str] = None,
-         standardize: Optional[bool] = None, alpha_rows=None) -> Plan:
+         standardize: Optional[bool] = None, alpha_rows=None,
+         dictionary_nnz: Optional[int] = None) -> Plan:
     """Choose a TinyDL configuration for ``m`` features and ``n_classes`` classes.
 
     Parameters
@@ -349,6 +387,10 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         ``target_error`` (:func:`tune_alpha` at the chosen ``l`` and ``k``; ``tinydl plan
         --data`` and ``tinydl fit`` pass up to 2,000 rows spread over the file).  None, or
         fewer than ``2 * l`` rows: ``alpha`` = :data:`ALPHA`.
+    dictionary_nnz : int, optional
+        Offer int8 atoms kept as their ``dictionary_nnz`` largest entries (after the dense
+        int8 storage, at each minibatch and optimizer); :func:`sparse_width` gives a width
+        for a sample of sparse rows.  Not offered unless asked for: see :func:`sparse_width`.
 
     Returns
     -------
@@ -389,14 +431,16 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         windows = [w for w in windows if w <= n_samples] or windows[:1]
     hiddens = [tuple(int(u) for u in h) for h in (hidden_choices or HIDDEN_LADDER)]
     chunks = [c for c in CHUNK_LADDER if c <= chunk] or [int(chunk)]
-    opts = _options(chunks, dt.name, dictionary_dtype, n_samples, standardize)
+    rows = None if alpha_rows is None else check_array(alpha_rows, "alpha_rows", dtype=dt.name,
+                                                      n_features=m)
+    if dictionary_nnz is not None:
+        dictionary_nnz = check_int(dictionary_nnz, "dictionary_nnz", low=1)
+    opts = _options(chunks, dt.name, dictionary_dtype, n_samples, standardize, dictionary_nnz)
     if str(be) not in PACKED_BACKENDS:  # packed G and Li: the NumPy workspaces' option
         for g in opts:
             for o in g:
                 o["packed"] = False
     alphas = (ALPHA,)
-    rows = None if alpha_rows is None else check_array(alpha_rows, "alpha_rows", dtype=dt.name,
-                                                      n_features=m)
     errors: Dict = {}
     if target_error is not None:
         if X is None:
@@ -432,7 +476,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             _dt_copy(be, dt.name, opt["ddtype"]) and opt["dt_copy"],
                             decode_rows=opt["decode"], product_rows=opt["rows"],
                             packed_gram=opt["packed"], optimizer=opt["optimizer"],
-                            sparse_product=opt["product"])
+                            sparse_product=opt["product"], dictionary_nnz=opt["nnz"])
                     opt, fp = _first_fit(opts, fp_of, mem_cap)
                     ch = opt["chunk"]
                     key = (sizes, window, k, opt["batch"], opt["optimizer"])
@@ -476,7 +520,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             dt_copy=opt["dt_copy"] and _dt_copy(be, dt.name, opt["ddtype"]),
                             decode_rows=opt["decode"], product_rows=opt["rows"],
                             packed_gram=opt["packed"], batch_size=opt["batch"],
-                            optimizer=opt["optimizer"], sparse_product=opt["product"]))
+                            optimizer=opt["optimizer"], sparse_product=opt["product"],
+                            dictionary_nnz=opt["nnz"]))
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))
@@ -517,6 +562,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                                  packed_gram=best.packed_gram,
                                  optimizer=best.optimizer,
                                  sparse_product=best.sparse_product,
+                                 dictionary_nnz=best.dictionary_nnz,
                                  window_policy=WINDOW_POLICY, buffers=True)
     src = prof.power.measured_with
     energy_source = ("modeled from the profile's power figures" if src == "model"
@@ -537,7 +583,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                 omp_batch=min(best.chunk, N_STANDARDIZE), dt_copy=best.dt_copy,
                 decode_rows=best.decode_rows, product_rows=best.product_rows,
                 packed_gram=best.packed_gram, optimizer=best.optimizer,
-                sparse_product=best.sparse_product, buffers=tuple(buffers),
+                sparse_product=best.sparse_product, dictionary_nnz=best.dictionary_nnz,
+                buffers=tuple(buffers),
                 candidates=tuple(cands))
 
 

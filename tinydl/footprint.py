@@ -116,7 +116,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  omp_batch: int = 256, dt_copy: bool = False,
                  alpha: float = 0.3, decode_rows: int = _TILE,
                  product_rows: int = _TILE, packed_gram: bool = False,
-                 optimizer: str = "adam", sparse_product: str = "gather") -> List[tuple]:
+                 optimizer: str = "adam", sparse_product: str = "gather",
+                 dictionary_nnz: Optional[int] = None) -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -152,6 +153,10 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     sparse_product : {"gather", "dense"}
         The first layer's product on compact codes: a (batch x k, units) gather scratch and
         the backend's scatter block, or the layer's own scatter block and index table.
+    dictionary_nnz : int, optional
+        int8 atoms kept as their ``dictionary_nnz`` largest entries
+        (:class:`hal.backends.numpy.stored.SparseAtoms`): (l, nnz) uint16 columns and int8
+        values instead of (l, m) int8, and the decode's scatter indices.
 
     Returns
     -------
@@ -169,7 +174,15 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     hidden = tuple(int(h) for h in hidden_layer_sizes)
     rt = int(product_rows)  # product tile rows (16 by default: _TILE, _SCAN)
     S = "steady"
-    out = [_buf("transform.D", (lb, m), ddt, "m*l", S, "the atoms, in their stored dtype")]
+    if dictionary_nnz:
+        w = min(int(dictionary_nnz), m)
+        out = [_buf("transform.D idx", (lb, w), "uint16", "m*l", S,
+                    "sparse atoms: each one's largest entries' columns"),
+               _buf("transform.D values", (lb, w), "int8", "m*l", S, "and their int8 values"),
+               _buf("transform.scatter", (2, min(int(decode_rows), lb), w), "int64",
+                    "overhead", S, "the decode's row and column indices")]
+    else:
+        out = [_buf("transform.D", (lb, m), ddt, "m*l", S, "the atoms, in their stored dtype")]
     if ddt == "int8":
         out.append(_buf("transform.D_scale", (lb,), "float32", "m*l", S,
                         "int8 atoms: value = scale * q"))

@@ -54,7 +54,7 @@ LOSS_CURVE_LEN = 64
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
            "standardize", "n_standardize", "dropout", "loss", "optimizer", "learning_rate",
            "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed",
-           "dtype", "dictionary_dtype", "sparse_product")
+           "dtype", "dictionary_dtype", "sparse_product", "dictionary_nnz")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
 
 #: each optimizer at its default setting: Adam at the learner's rate, SGD the paper's recipe
@@ -136,6 +136,9 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
     dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
         How the transform stores its atoms (None: ``dtype``); compute stays in ``dtype``
         (see :class:`~tinydl.transform.StreamingDictionary`).
+    dictionary_nnz : int, optional
+        With ``dictionary_dtype="int8"``: each atom kept as its ``dictionary_nnz`` largest
+        entries (sparse data; see :class:`~tinydl.transform.StreamingDictionary`).
     backend : str or hal.Backend, optional
         Where the transform and the network run (``None``: :func:`hal.select_backend`'s
         choice).  :attr:`backend_` names the backend that ran.
@@ -211,7 +214,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
                  optimizer="adam", learning_rate=3e-3, momentum=0.9, batch_size=64,
                  window_policy="reservoir", rebuild="new-class", rebuild_epochs=30, seed=0,
                  dtype="float32", dictionary_dtype=None, backend=None, checkpoint_dir=None,
-                 checkpoint_every=None, sparse_product="gather"):
+                 checkpoint_every=None, sparse_product="gather", dictionary_nnz=None):
         self.l = l
         self.k = k
         self.alpha = alpha
@@ -237,6 +240,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.sparse_product = sparse_product
+        self.dictionary_nnz = dictionary_nnz
 
     # -- construction -------------------------------------------------------------------
     def _init(self, n_features, classes):
@@ -292,7 +296,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         from .transform import StreamingDictionary
         return StreamingDictionary(l=self.l, k=self.k, alpha=self.alpha, standardize=False,
                                    dtype=self.dtype, backend=self._backend_obj,
-                                   dictionary_dtype=self.dictionary_dtype)
+                                   dictionary_dtype=self.dictionary_dtype,
+                                   dictionary_nnz=self.dictionary_nnz)
 
     def _new_network(self):
         from .nn import MLPClassifier

@@ -143,6 +143,7 @@ class Candidate:
     dictionary_dtype: str = "float32"
     dt_copy: bool = True
     batch_size: int = BATCH_SIZE      # the network's minibatch
+    dictionary_nnz: Optional[int] = None  # int8 atoms kept as their nnz largest entries
     decode_rows: int = DECODE_ROWS    # atoms a stored dictionary decodes at a time
     product_rows: int = PRODUCT_ROWS  # rows of the backend's product tiles
     packed_gram: bool = False         # Li packed below G's diagonal (stored dictionary)
@@ -153,7 +154,8 @@ class Candidate:
         """One line naming the configuration."""
         net = "-".join(map(str, (self.l,) + tuple(self.hidden_layer_sizes)))
         return (f"l={self.l} k={self.k} alpha={self.alpha:g} net={net}-C window={self.window} "
-                f"n_batch={self.n_batch} chunk={self.chunk} D={self.dictionary_dtype} "
+                f"n_batch={self.n_batch} chunk={self.chunk} D={self.dictionary_dtype}"
+                + (f"/nnz{self.dictionary_nnz}" if self.dictionary_nnz else "") + " "
                 f"rebuild={self.rebuild} std={self.standardize}"
                 + (f" batch={self.batch_size}" if self.batch_size != BATCH_SIZE else "")
                 + (f" decode={self.decode_rows}" if self.decode_rows != DECODE_ROWS else "")
@@ -190,6 +192,10 @@ class Plan:
     n_standardize : int
     dictionary_dtype : {"float32", "float64", "float16", "int8"}
         How the atoms are stored (compute stays in ``dtype``).
+    dictionary_nnz : int or None
+        int8 atoms kept as their ``dictionary_nnz`` largest entries (3 bytes each: a uint16
+        column, an int8 value) instead of ``m`` bytes, where the customizer was offered them
+        (``plan(..., dictionary_nnz=w)``, :func:`tinydl.customize.sparse_width`).
     omp_batch : int
         Rows of the OMP workspace.
     dt_copy : bool
@@ -268,6 +274,7 @@ class Plan:
     standardize: str = "hold"
     n_standardize: int = N_STANDARDIZE
     dictionary_dtype: str = "float32"
+    dictionary_nnz: Optional[int] = None
     omp_batch: int = CHUNK
     dt_copy: bool = True
     decode_rows: int = DECODE_ROWS
@@ -311,6 +318,8 @@ class Plan:
                    standardize=std, n_standardize=self.n_standardize)
         if self.dictionary_dtype != self.dtype:
             out["dictionary_dtype"] = self.dictionary_dtype
+        if self.dictionary_nnz is not None:  # (learner_params)
+            out["dictionary_nnz"] = self.dictionary_nnz
         if self.optimizer != "adam":
             from .learner import optimizer_params
             out.update(optimizer_params(self.optimizer))
@@ -384,7 +393,9 @@ class Plan:
             f"real footprint {_fmt_bytes(self.footprint_bytes)}"
             + (f" of {_fmt_bytes(self.budget.memory_bytes)}" if self.budget.memory_bytes
                else ""),
-            f"  storage: dictionary {self.dictionary_dtype}, rebuild={self.rebuild} "
+            f"  storage: dictionary {self.dictionary_dtype}"
+            + (f" (sparse: each atom's {self.dictionary_nnz} largest entries)"
+               if self.dictionary_nnz else "") + f", rebuild={self.rebuild} "
             f"({'raw-sample reservoir kept' if self.rebuild == 'new-class' else 'no raw rows'}"
             f"), window {self.window_policy}, standardization {self.standardize} from "
             f"{self.n_standardize} samples, chunk {self.chunk} rows",
@@ -487,6 +498,12 @@ def load_plan(path) -> Plan:
         v = kw[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{path}: plan {name} must be a positive integer, got {v!r}")
+    nnz = kw.get("dictionary_nnz")
+    if nnz is not None and (isinstance(nnz, bool) or not isinstance(nnz, int) or nnz < 1
+                            or kw["dictionary_dtype"] != "int8"):
+        raise ValueError(f"{path}: plan dictionary_nnz must be null or a positive integer "
+                         f"with dictionary_dtype int8, got {nnz!r} with "
+                         f"{kw['dictionary_dtype']!r}")
     if not isinstance(kw["alpha"], (int, float)) or not 0 <= kw["alpha"] <= 1:
         raise ValueError(f"{path}: plan alpha must lie in [0, 1], got {kw['alpha']!r}")
     return Plan(budget=budget, **kw)
@@ -510,7 +527,8 @@ def _rank_key(with_target: bool, n_classes: int = 0):
         # at equal capacity: the widest dictionary, the raw reservoir (rebuilds), the
         # hold-back standardization (no warm-up rows lost), Adam, the default minibatch,
         # then the largest chunk
-        return (_DTYPE_RANK.get(c.dictionary_dtype, 3), c.rebuild != "new-class",
+        return (_DTYPE_RANK.get(c.dictionary_dtype, 3), c.dictionary_nnz is not None,
+                c.rebuild != "new-class",
                 c.standardize != "hold", c.optimizer != "adam", -c.batch_size, -c.chunk)
     if with_target:
         # cheapest that meets the target: time, then memory

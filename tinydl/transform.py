@@ -39,10 +39,14 @@ _KIND = "transform"
 #: 3: a small-memory plan's "GLi" and "Gdiag" (G and Li packed while the dictionary fills),
 #: or "G" without "Linv" (full: Li dropped) (files of versions 1 and 2 still load)
 _VERSION = 3
+#: 4: sparse atoms ("D_idx", "D_val" instead of "D"); written only by such a transform, so
+#: that a reader of version 3 refuses them by their version instead of a missing "D"
+_VERSION_SPARSE = 4
 _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "backend",
-           "block", "dictionary_dtype")
+           "block", "dictionary_dtype", "dictionary_nnz")
 #: parameters that fix the shape of the state: changing them needs a new fit
-_STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype", "dictionary_dtype")
+_STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype", "dictionary_dtype",
+               "dictionary_nnz")
 #: how the atoms may be stored (compute stays in ``dtype``; see hal.backends.numpy.stored)
 DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
@@ -88,6 +92,14 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         dictionary; compute stays in ``dtype``: the products decode 16 atoms at a time
         (:mod:`hal.backends.numpy.stored`, the NumPy reference, on any backend), and the Gram
         matrix and Cholesky factor are those of the stored atoms.
+    dictionary_nnz : int, optional
+        With ``dictionary_dtype="int8"``: keep each atom as its ``dictionary_nnz`` largest
+        entries (column index and int8 value, 3 bytes an entry: :class:`hal.backends.numpy.
+        stored.SparseAtoms`) instead of ``m`` bytes; for sparse data.  An atom with more
+        non-zeros loses its smallest, as quantization loses bits: the Gram matrix, Wp and
+        OMP are those of the atoms as stored.  With ``dictionary_nnz`` at least every
+        atom's non-zeros the codes are the dense int8 dictionary's, bit for bit.  The
+        NumPy reference runs it (no native kernels).
 
     Attributes
     ----------
@@ -112,7 +124,8 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
     """
 
     def __init__(self, l=100, k=20, alpha=0.3, standardize=False, n_standardize=256,
-                 tol=None, dtype=None, backend=None, block=64, dictionary_dtype=None):
+                 tol=None, dtype=None, backend=None, block=64, dictionary_dtype=None,
+                 dictionary_nnz=None):
         self.l = l
         self.k = k
         self.alpha = alpha
@@ -123,6 +136,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         self.backend = backend
         self.block = block
         self.dictionary_dtype = dictionary_dtype
+        self.dictionary_nnz = dictionary_nnz
 
     # -- scikit-learn parameter protocol ---------------------------------------------------
     def get_params(self, deep: bool = True) -> Dict[str, Any]:
@@ -174,6 +188,11 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)} "
                              f"(or None: the compute dtype), got {dd!r}")
         p["dictionary_dtype"] = None if dd is None else str(getattr(dd, "name", dd))
+        nnz = self.dictionary_nnz
+        p["dictionary_nnz"] = None if nnz is None else check_int(nnz, "dictionary_nnz", low=1)
+        if nnz is not None and p["dictionary_dtype"] != "int8":
+            raise ValueError(f"dictionary_nnz={nnz} keeps sparse int8 atoms: it needs "
+                             f"dictionary_dtype='int8', got {p['dictionary_dtype']!r}")
         return p
 
     # -- fitted state ------------------------------------------------------------------------
@@ -254,13 +273,16 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                # dictionary-sized transient at every checkpoint)
                # G and Li too (save_npz copies a non-contiguous one, one array at a time;
                # a full dictionary's are contiguous: no copy)
-               "D": self._D[:n],
+               "D": self._D[:n] if isinstance(self._D, np.ndarray) else None,
                "D_scale": (self._D_scale[:n] if self._D_scale is not None
                            else np.zeros(0, np.float32)),
                "has_stats": np.array(int(self.mean_ is not None)),
                "pending": (self._pending[:self._n_pending] if self._pending is not None
                            else np.zeros((0, self.n_features_in_), self.dtype_)),
                "buffering": np.array(int(self._pending is not None))}
+        if out["D"] is None:  # sparse atoms (dictionary_nnz): their indices and values
+            del out["D"]
+            out["D_idx"], out["D_val"] = self._D.idx[:n], self._D.val[:n]
         gd = self._packed_diag()
         if gd is not None:  # G and Li packed in one array while the dictionary fills
             out["GLi"], out["Gdiag"] = self._G[:n, :n], gd[:n]
@@ -506,9 +528,10 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                   "tol": np.array(np.nan if p["tol"] is None else p["tol"]),
                   "dtype": np.array("" if p["dtype"] is None else p["dtype"].name),
                   "backend": np.array(be), "block": np.array(p["block"]),
-                  "dictionary_dtype": np.array(p["dictionary_dtype"] or "")}
+                  "dictionary_dtype": np.array(p["dictionary_dtype"] or ""),
+                  "dictionary_nnz": np.array(p["dictionary_nnz"] or 0)}
         arrays.update(self._state_arrays())
-        save_npz(path, arrays, _KIND, _VERSION)
+        save_npz(path, arrays, _KIND, _VERSION_SPARSE if "D_idx" in arrays else _VERSION)
 
     @classmethod
     def load(cls, path, backend=None) -> "StreamingDictionary":
@@ -522,7 +545,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         path = os.fspath(path)
         data = load_npz(path, _KIND, required=("l", "k", "alpha", "standardize",
                                                "n_standardize", "tol", "dtype", "block",
-                                               "fitted"), max_version=_VERSION)
+                                               "fitted"), max_version=_VERSION_SPARSE)
         try:
             return cls._from_arrays(data, backend, path)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -550,7 +573,9 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                   backend=backend if backend is not None else (be or None),
                   block=int(num("block")),
                   dictionary_dtype=(str(data["dictionary_dtype"]) or None)
-                  if "dictionary_dtype" in data else None)
+                  if "dictionary_dtype" in data else None,
+                  dictionary_nnz=(int(num("dictionary_nnz")) or None)
+                  if "dictionary_nnz" in data else None)
         p = est._check_params()
         if not num("fitted"):
             return est
@@ -562,7 +587,16 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             raise ValueError(f"n_features_in_={m}, n_atoms_={n} with l={p['l']}")
         arrs = {}
         sdt = np.dtype(p["dictionary_dtype"] or dt)
-        arrs["D"] = _finite(data, "D", (n, m), sdt)
+        if p["dictionary_nnz"] is not None:  # sparse atoms: decoded for the checks below
+            w = int(min(p["dictionary_nnz"], m))
+            idx = _finite(data, "D_idx", (n, w), np.dtype(np.uint16))
+            if idx.size and int(idx.max()) >= m:
+                raise ValueError(f"D_idx holds column {int(idx.max())} >= m={m}")
+            sparse = (idx, _finite(data, "D_val", (n, w), sdt))
+            arrs["D"] = np.zeros((n, m), sdt)
+            arrs["D"][np.arange(n)[:, None], idx] = sparse[1]
+        else:
+            arrs["D"] = _finite(data, "D", (n, m), sdt)
         if sdt == np.int8:
             arrs["D_scale"] = _finite(data, "D_scale", (n,), np.dtype(np.float32))
         if "GLi" in data:  # packed (hal.backends.numpy.packed): G's upper triangle and Li
@@ -574,7 +608,11 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             arrs["Linv"] = _inverse_factor_of(data, arrs["D"], arrs["G"], n, m, dt, p["l"])
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
-        est._D[:n], est._G[:n, :n] = arrs["D"], arrs["G"]
+        if p["dictionary_nnz"] is not None:
+            est._D.idx[:n], est._D.val[:n] = sparse
+        else:
+            est._D[:n] = arrs["D"]
+        est._G[:n, :n] = arrs["G"]
         if est._Li is not None:
             est._Li[:n, :n] = arrs["Linv"] if arrs["Linv"] is not None else \
                 inverse_factor(arrs["G"], dt)

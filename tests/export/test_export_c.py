@@ -155,3 +155,21 @@ def test_int8_layers_of_tinydl_compress_kept(tmp_path):
     assert info["weights"] == "float32 and int8"  # kernel separation has no int8 form
     ref = cm.decision_function(X)
     np.testing.assert_allclose(res["scores"], ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("nnz", [None, 48])
+def test_a_model_with_a_stored_int8_dictionary_exports_its_decoded_atoms(uji_slice, tmp_path,
+                                                                          nnz):
+    # a dictionary stored as int8 (dense, or sparse atoms: dictionary_nnz) exports the atoms
+    # it computes with, scale included, not the raw int8 values
+    from tinydl.learner import TinyDLClassifier
+    _, Xtr, Xte, _ = uji_slice
+    ytr = uji_slice[0].predict(Xtr)  # labels: the float32 model's, enough to train on
+    clf = TinyDLClassifier(l=50, k=10, hidden_layer_sizes=(32, 16), window=1024, n_batch=500,
+                           seed=0, dictionary_dtype="int8", dictionary_nnz=nnz).fit(Xtr, ytr)
+    info, res = _host_run(clf, Xte, tmp_path)
+    got = clf.classes_[res["classes"]]
+    assert np.count_nonzero(got != clf.predict(Xte)) <= 1
+    same = got == clf.predict(Xte)
+    np.testing.assert_allclose(res["scores"][same], clf._net_outputs(Xte)[same], rtol=1e-3,
+                               atol=1e-3)

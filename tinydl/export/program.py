@@ -95,7 +95,9 @@ def _tinydl_program(clf) -> Dict:
                     "scale": np.asarray(st.scale_, np.float32), "n": m})
     tol = tr.tol
     k = int(min(clf.k, n_atoms)) if n_atoms else 0
-    ops.append({"kind": "omp", "D": _rows(tr._D[:n_atoms]),
+    # the atoms the transform computes with: a dictionary stored as float16 or int8 decoded
+    # (scale included; the raw int8 values gave other codes), sparse atoms made dense
+    ops.append({"kind": "omp", "D": _rows(tr.dictionary_ if n_atoms else tr._D[:0]),
                 "G": np.ascontiguousarray(tr._gram_matrix(), np.float32),
                 "k": k, "l": n_atoms, "m": m,
                 "tol2": -1.0 if tol is None else float(tol) ** 2})

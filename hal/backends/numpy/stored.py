@@ -31,7 +31,8 @@ from ...quantize import FINE_CLIP_FACTORS, clip_rows
 from .basis import BasisWorkspace
 from .encode import EncodePlan, nonfinite_error
 
-__all__ = ["StoredBasisWorkspace", "StoredEncodePlan", "quantize", "decode", "STORAGE"]
+__all__ = ["StoredBasisWorkspace", "StoredEncodePlan", "SparseAtoms", "quantize", "decode",
+           "STORAGE"]
 
 #: the storage dtypes this module implements
 STORAGE = ("float16", "int8")
@@ -101,6 +102,79 @@ def decode(q: np.ndarray, scale, dtype, out=None) -> np.ndarray:
     return out
 
 
+class SparseAtoms:
+    """int8 atoms kept as their ``width`` largest entries: for sparse data (UJIIndoorLoc's rows
+    have ~18 of 520 non-zeros), where a dense int8 dictionary is mostly zeros.
+
+    Each atom is a fixed-width row (ELLPACK): ``idx`` (lb, width) uint16 column indices and
+    ``val`` (lb, width) int8 values, 3 bytes an entry against ``m`` bytes a dense int8 atom.
+    An atom with fewer non-zeros repeats its last entry (a harmless rewrite of the same
+    value); one with more keeps its ``width`` largest in magnitude and drops the rest, like
+    quantization: the Gram matrix, Wp and OMP are those of the atoms *as stored*, so they
+    stay exact for the dictionary in use.  With ``width`` at least an atom's non-zeros the
+    decoded atoms are the dense int8 store's, bit for bit.
+
+    It stands in for the ``(lb, m)`` int8 array: ``shape``, ``dtype``, ``nbytes``,
+    ``D[t:e]`` (dense int8 rows, new), ``D[n] = q`` (store a dense int8 row), and
+    :meth:`decode_into` (the tiles' decode, no dense int8 transient).
+    """
+
+    dtype = np.dtype(np.int8)
+
+    def __init__(self, lb: int, m: int, width: int):
+        if not 1 <= int(m) <= 65536:
+            raise ValueError(f"SparseAtoms: m={m} columns do not fit uint16 indices "
+                             "(at most 65,536)")
+        if int(width) < 1:
+            raise ValueError(f"SparseAtoms: width must be >= 1, got {width}")
+        self.shape = (int(lb), int(m))
+        self.width = int(min(width, m))
+        self.idx = np.zeros((self.shape[0], self.width), np.uint16)
+        self.val = np.zeros((self.shape[0], self.width), np.int8)
+
+    @property
+    def nbytes(self) -> int:
+        return self.idx.nbytes + self.val.nbytes
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, n, q) -> None:
+        q = np.asarray(q)
+        if not isinstance(n, (int, np.integer)) or q.shape != (self.shape[1],) \
+                or q.dtype != np.int8:
+            raise TypeError(f"SparseAtoms: store one int8 row of {self.shape[1]} values at "
+                            f"an integer position, got {q.dtype} {q.shape} at {n!r}")
+        nz = np.flatnonzero(q)
+        if nz.size > self.width:  # the largest |q|; ties to the lower column (stable)
+            order = np.argsort(-np.abs(q[nz].astype(np.int16)), kind="stable")
+            nz = np.sort(nz[order[:self.width]])
+        if nz.size == 0:
+            self.idx[n], self.val[n] = 0, 0
+            return
+        self.idx[n, :nz.size], self.val[n, :nz.size] = nz, q[nz]
+        self.idx[n, nz.size:], self.val[n, nz.size:] = nz[-1], q[nz[-1]]
+
+    def decode_into(self, t: int, e: int, scale, out: np.ndarray) -> np.ndarray:
+        """``out[:e - t] = scale[t:e, None] * atoms[t:e]`` (``scale`` None: the int8 values)."""
+        o = out[:e - t]
+        o[...] = 0
+        rows = np.arange(e - t)[:, None]
+        o[rows, self.idx[t:e]] = self.val[t:e]
+        if scale is not None:
+            o *= scale[t:e, None].astype(o.dtype, copy=False)
+        return o
+
+    def __getitem__(self, sl) -> np.ndarray:
+        if not isinstance(sl, slice):
+            raise TypeError("SparseAtoms: index with a slice of rows (D[t:e])")
+        t, e, step = sl.indices(self.shape[0])
+        if step != 1:
+            raise TypeError("SparseAtoms: a contiguous slice of rows, please")
+        return self.decode_into(t, max(t, e), None,
+                                np.empty((max(0, e - t), self.shape[1]), np.int8))
+
+
 class _Tiles:
     """Products with the stored atoms, decoded ``_TILE`` at a time."""
 
@@ -111,6 +185,8 @@ class _Tiles:
         self.buf = np.zeros((min(self.rows, Dq.shape[0]), Dq.shape[1]), self.dtype)
 
     def tile(self, t, e):
+        if isinstance(self.Dq, SparseAtoms):  # scattered into the tile: no int8 transient
+            return self.Dq.decode_into(t, e, self.scale, self.buf)
         sc = None if self.scale is None else self.scale[t:e]
         return decode(self.Dq[t:e], sc, self.dtype, out=self.buf[:e - t])
 
@@ -196,7 +272,8 @@ class StoredBasisWorkspace(BasisWorkspace):
     def __init__(self, backend, Dq, scale, G, Li, gdiag=None):
         lb, m = Dq.shape
         dt = G.dtype
-        if Dq.dtype.name not in STORAGE or not Dq.flags.c_contiguous:
+        if not isinstance(Dq, SparseAtoms) and (Dq.dtype.name not in STORAGE
+                                                 or not Dq.flags.c_contiguous):
             raise ValueError(f"prepare_basis: stored atoms should be C-contiguous "
                              f"{' or '.join(STORAGE)}, got {Dq.dtype}")
         if (Dq.dtype == np.int8) != (scale is not None):
@@ -254,7 +331,7 @@ class StoredBasisWorkspace(BasisWorkspace):
     # codes stay independent of the split
     def _exec_ok(self, xbe) -> bool:
         return self.dtype == np.float32 and hasattr(xbe, "prepare_stored_basis") \
-            and self.packed is None
+            and self.packed is None and not isinstance(self.D, SparseAtoms)
 
     def _exec_make(self, xbe, n, k, tol, width, mean, scale):
         from ..native.stored import StoredEncodePlan as NativePlan
