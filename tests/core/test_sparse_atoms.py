@@ -227,3 +227,45 @@ def test_width_rule_and_the_plan_that_uses_it():
     assert plan(240, 5, memory_bytes=10 * 2 ** 20, dictionary_nnz=w, **args).dictionary_nnz \
         is None
     assert plan(240, 5, memory_bytes=10 * 2 ** 20, alpha_rows=X, **args).dictionary_nnz is None
+
+
+def test_command_line_plan_fit_and_evaluate_with_sparse_atoms(tmp_path):
+    """A plan with sparse atoms (the least memory that fits l=64) runs through `tinydl fit
+    --plan` (the learner, its checkpoints) and `tinydl evaluate`; `tinydl plan
+    --dictionary-nnz auto` passes the data's width to the customizer."""
+    import json
+    import os
+    import subprocess
+    import sys
+    X = _sparse_rows(6, n=900, m=240)
+    y = np.argmax(X.reshape(len(X), 12, 20).sum(2), 1) % 5
+    data = tmp_path / "sparse.npz"
+    np.savez(data, X_train=X[:700], y_train=y[:700], X_test=X[700:], y_test=y[700:])
+    w = sparse_width(X[:700])
+    kw = dict(l_choices=(64,), standardize=False, n_samples=700)
+    with pytest.raises(BudgetInfeasible) as info:
+        plan(240, 5, memory_bytes=4096, dictionary_nnz=w, **kw)
+    least = int(info.value.needs["memory"])
+    p = plan(240, 5, memory_bytes=least, dictionary_nnz=w, **kw)
+    assert p.dictionary_nnz == w
+    p.save(tmp_path / "p.json")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root, OPENBLAS_NUM_THREADS="1")
+
+    def tinydl(*args, rc=0):
+        r = subprocess.run([sys.executable, "-m", "tinydl", *map(str, args)], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == rc, r.stderr
+        return r.stdout + r.stderr
+    fit = json.loads(tinydl("fit", data, "--plan", tmp_path / "p.json", "--shuffle", 0, "-o",
+                            tmp_path / "model", "--quiet", "--json", "-"))
+    assert fit["params"]["dictionary_nnz"] == w and fit["n_atoms"] == 64
+    ev = json.loads(tinydl("evaluate", tmp_path / "model", "--data", data, "--json"))
+    assert ev["accuracy"] > 0.5
+    # the command line: the width from the data where rows are sparse, refused where not
+    out = json.loads(tinydl("plan", "--data", data, "--memory", f"{least}B",
+                            "--dictionary-nnz", "auto", "--json", "-"))
+    assert out["footprint_bytes"] <= least
+    assert out.get("dictionary_nnz") in (None, w)  # sparse atoms only at the data's width
+    assert "positive integer or 'auto'" in tinydl("plan", "--m", 240, "--classes", 5,
+                                                  "--dictionary-nnz", "0", rc=2)

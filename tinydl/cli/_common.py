@@ -60,12 +60,29 @@ def add_budget_arguments(p, profile_default="x86-64-host"):
                    choices=("float32", "float64", "float16", "int8"),
                    help="how the dictionary is stored (default: the customizer's choice: "
                         "the compute dtype unless the memory budget needs float16 or int8)")
+    g.add_argument("--dictionary-nnz", dest="dictionary_nnz", default=None, metavar="W",
+                   type=_nnz,
+                   help="also offer sparse int8 atoms, each kept as its W largest entries "
+                        "(3 bytes an entry), when dense int8 does not fit; 'auto': W from the "
+                        "data (the widest sampled row, rounded up to 8; none for dense data)")
+
+
+def _nnz(text):
+    if text == "auto":
+        return text
+    try:
+        w = int(text)
+    except ValueError:
+        w = 0
+    if w < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return w
 
 
 #: the budget arguments above without a default (their dests): what a plan is made from, so
 #: that a command given a plan can tell which of them it would ignore
 BUDGET_ARGS = ("memory", "time_per_sample", "rate", "energy", "target_error",
-               "dictionary_dtype")
+               "dictionary_dtype", "dictionary_nnz")
 
 
 def tuning_rows(stream, fraction=0.05, cap=2000):
@@ -101,12 +118,20 @@ def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None, alp
     if args.rate is not None and args.rate <= 0:
         raise CommandError(f"--rate must be positive, got {args.rate}")
     rule = scaling_rule(scaling_rows) if scaling_rows is not None else None
+    nnz = getattr(args, "dictionary_nnz", None)
+    if nnz == "auto":  # the width from the data (none for dense rows)
+        from ..customize import sparse_width
+        rows = alpha_rows if alpha_rows is not None else scaling_rows
+        if rows is None:
+            raise CommandError("--dictionary-nnz auto needs --data (the width comes from it)")
+        nnz = sparse_width(rows)
     p = plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
              time_per_sample=args.time_per_sample, rate_hz=args.rate,
              energy_per_sample=args.energy, target_error=args.target_error, X=X,
              dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples,
              dictionary_dtype=getattr(args, "dictionary_dtype", None),
-             standardize=None if rule is None else rule["standardize"], alpha_rows=alpha_rows)
+             standardize=None if rule is None else rule["standardize"], alpha_rows=alpha_rows,
+             dictionary_nnz=nnz)
     if rule is not None:
         p = dataclasses.replace(p, reason=f"{p.reason}; scaling: {rule['rule']}")
     return p
