@@ -273,15 +273,15 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                # dictionary-sized transient at every checkpoint)
                # G and Li too (save_npz copies a non-contiguous one, one array at a time;
                # a full dictionary's are contiguous: no copy)
-               "D": self._D[:n] if isinstance(self._D, np.ndarray) else None,
                "D_scale": (self._D_scale[:n] if self._D_scale is not None
                            else np.zeros(0, np.float32)),
                "has_stats": np.array(int(self.mean_ is not None)),
                "pending": (self._pending[:self._n_pending] if self._pending is not None
                            else np.zeros((0, self.n_features_in_), self.dtype_)),
                "buffering": np.array(int(self._pending is not None))}
-        if out["D"] is None:  # sparse atoms (dictionary_nnz): their indices and values
-            del out["D"]
+        if isinstance(self._D, np.ndarray):
+            out["D"] = self._D[:n]
+        else:  # sparse atoms (dictionary_nnz): their indices and values
             out["D_idx"], out["D_val"] = self._D.idx[:n], self._D.val[:n]
         gd = self._packed_diag()
         if gd is not None:  # G and Li packed in one array while the dictionary fills
@@ -587,14 +587,16 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             raise ValueError(f"n_features_in_={m}, n_atoms_={n} with l={p['l']}")
         arrs = {}
         sdt = np.dtype(p["dictionary_dtype"] or dt)
+        sparse = None
         if p["dictionary_nnz"] is not None:  # sparse atoms: decoded for the checks below
-            w = int(min(p["dictionary_nnz"], m))
-            idx = _finite(data, "D_idx", (n, w), np.dtype(np.uint16))
+            from hal.backends.numpy.stored import SparseAtoms
+            sparse = SparseAtoms(n, m, p["dictionary_nnz"])
+            idx = _finite(data, "D_idx", sparse.idx.shape, np.dtype(np.uint16))
             if idx.size and int(idx.max()) >= m:
                 raise ValueError(f"D_idx holds column {int(idx.max())} >= m={m}")
-            sparse = (idx, _finite(data, "D_val", (n, w), sdt))
-            arrs["D"] = np.zeros((n, m), sdt)
-            arrs["D"][np.arange(n)[:, None], idx] = sparse[1]
+            sparse.idx[:] = idx
+            sparse.val[:] = _finite(data, "D_val", sparse.val.shape, sdt)
+            arrs["D"] = sparse[:n]
         else:
             arrs["D"] = _finite(data, "D", (n, m), sdt)
         if sdt == np.int8:
@@ -608,8 +610,8 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             arrs["Linv"] = _inverse_factor_of(data, arrs["D"], arrs["G"], n, m, dt, p["l"])
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
-        if p["dictionary_nnz"] is not None:
-            est._D.idx[:n], est._D.val[:n] = sparse
+        if sparse is not None:
+            est._D.idx[:n], est._D.val[:n] = sparse.idx, sparse.val
         else:
             est._D[:n] = arrs["D"]
         est._G[:n, :n] = arrs["G"]

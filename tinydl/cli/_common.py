@@ -121,10 +121,9 @@ def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None, alp
     nnz = getattr(args, "dictionary_nnz", None)
     if nnz == "auto":  # the width from the data (none for dense rows)
         from ..customize import sparse_width
-        rows = alpha_rows if alpha_rows is not None else scaling_rows
-        if rows is None:
+        if alpha_rows is None:
             raise CommandError("--dictionary-nnz auto needs --data (the width comes from it)")
-        nnz = sparse_width(rows)
+        nnz = sparse_width(alpha_rows)
     p = plan(m, n_classes, profile=args.profile, memory_bytes=args.memory,
              time_per_sample=args.time_per_sample, rate_hz=args.rate,
              energy_per_sample=args.energy, target_error=args.target_error, X=X,

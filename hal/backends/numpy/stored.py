@@ -182,10 +182,13 @@ class _Tiles:
         self.backend, self.Dq, self.scale = backend, Dq, scale
         self.dtype = np.dtype(dtype)
         self.rows = max(1, int(getattr(backend, "stored_tile_rows", _TILE)))
+        # sparse atoms scatter straight into the tile (no int8 transient); decided once, the
+        # tiles are decoded a few atoms at a time on every product
+        self.sparse = isinstance(Dq, SparseAtoms)
         self.buf = np.zeros((min(self.rows, Dq.shape[0]), Dq.shape[1]), self.dtype)
 
     def tile(self, t, e):
-        if isinstance(self.Dq, SparseAtoms):  # scattered into the tile: no int8 transient
+        if self.sparse:
             return self.Dq.decode_into(t, e, self.scale, self.buf)
         sc = None if self.scale is None else self.scale[t:e]
         return decode(self.Dq[t:e], sc, self.dtype, out=self.buf[:e - t])
