@@ -31,13 +31,20 @@ CLIP_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 FINE_CLIP_FACTORS = tuple(1 - j / 64 for j in range(33))
 
 
+#: NumPy's ufunc buffer (elements) while the error widens ``a``
+_BUFSIZE = 256
+
+
 def int8_rows(a: np.ndarray, f: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
     """The rows of ``a`` (n, m) as int8 ``q`` (n, m) and float32 scales ``s`` (n,) at clip
     factor ``f``: ``s = f max|a_i| / 127`` rounded to float32 (1 for a zero row; rounded up
     where it would be subnormal, see below), ``q = clip(rint(a / s), -127, 127)`` (``a / s``
     in ``a``'s dtype, float32 or wider, with the float32 ``s``)."""
     a = np.asarray(a)
-    amax = np.max(np.abs(a), axis=1).astype(np.float64) if a.size else np.zeros(len(a))
+    # max |a| per row without an |a| temporary (a row's worth of bytes at every join of an
+    # int8 dictionary; the same value: max(max a, -min a))
+    amax = (np.maximum(a.max(axis=1), -a.min(axis=1)).astype(np.float64) if a.size
+            else np.zeros(len(a)))
     top = amax * f
     s = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
     # a row below ~1.5e-36 in magnitude: its scale is subnormal (or 0) with few bits, and
@@ -49,16 +56,32 @@ def int8_rows(a: np.ndarray, f: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
         short = sl.astype(np.float64) * 127 < top[low]
         sl[short] = np.nextafter(sl[short], np.float32(np.inf))
         s[low] = sl
-    q = np.rint(a / s[:, None]).clip(-127, 127).astype(np.int8)
-    return q, s
+    # a / s rounded and clipped in place: one temporary of a's size, not three
+    x = a / s[:, None]
+    np.rint(x, out=x)
+    np.clip(x, -127, 127, out=x)
+    return x.astype(np.int8), s
 
 
 def reconstruction_error(a: np.ndarray) -> Callable:
     """The default error of :func:`clip_rows`: ``|a_i - s_i q_i|^2`` per row (float64)."""
-    a64 = np.asarray(a, np.float64)
+    a = np.asarray(a)
 
     def err(q, s):
-        return np.square(a64 - q * s[:, None].astype(np.float64)).sum(axis=1)
+        # one float64 temporary, and no float64 copy of ``a`` held across the factors:
+        # (s q - a)^2 is (a - s q)^2 exactly (a float32 ``a`` is widened exactly by the
+        # subtraction), so the values are those of the three-temporary expression
+        t = q.astype(np.float64)
+        t *= s[:, None].astype(np.float64)
+        # NumPy's iterator widens a float32 ``a`` through a buffer of up to 8,192 values (a
+        # row-sized float64 transient at these sizes): a small buffer keeps it to a few
+        old = np.setbufsize(_BUFSIZE)
+        try:
+            np.subtract(t, a, out=t)
+        finally:
+            np.setbufsize(old)
+        np.square(t, out=t)
+        return t.sum(axis=1)
 
     return err
 
