@@ -65,6 +65,11 @@ def dsa_file(tmp):
     return path
 
 
+def _gap_words(points):
+    """``gap_points`` (raw minus TinyDL) in words: "1.20 points below", "1.92 points above"."""
+    return f"{abs(points):.2f} points {'below' if points >= 0 else 'above'}"
+
+
 def run_case(name, path, memory, tmp, extra=(), seed=0):
     """Plan for ``memory``, fit with ``--shuffle seed --seed seed``, evaluate."""
     tag = f"{name}-{memory}"   # one directory per (data set, budget): the sweep reruns a set
@@ -168,7 +173,7 @@ def main(argv=None):
             out[name] = r
             p = r["plan"]
             print(f"{name} at {memory}: accuracy {100 * r['accuracy']:.2f}% vs raw "
-                  f"{100 * raw[name]:.2f}% ({r['gap_points']:+.2f} points below; target "
+                  f"{100 * raw[name]:.2f}% ({_gap_words(r['gap_points'])}; target "
                   f"<= {gap}: {'yes' if r['ok'] else 'NO'}); plan l={p['l']} k={p['k']} "
                   f"net={p['hidden_layer_sizes']} window={p['window']} "
                   f"D={p['dictionary_dtype']} rebuild={p['rebuild']} std={p['standardize']} "
@@ -189,7 +194,7 @@ def main(argv=None):
                 print(f"{name} at {memory}, seeds 0-{args.seeds - 1}: accuracy "
                       f"{' '.join(f'{100 * x:.2f}' for x in acc)}%; mean "
                       f"{100 * sr['mean']:.2f}% (sd {100 * sr['sd']:.2f}), "
-                      f"{sr['gap_points_mean']:+.2f} points below raw", flush=True)
+                      f"mean {_gap_words(sr['gap_points_mean'])} raw", flush=True)
     if args.json:
         write_json(args.json, out)
     return 0

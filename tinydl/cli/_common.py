@@ -85,31 +85,39 @@ BUDGET_ARGS = ("memory", "time_per_sample", "rate", "energy", "target_error",
                "dictionary_dtype", "dictionary_nnz")
 
 
-def tuning_rows(stream, fraction=0.05, cap=2000):
-    """Every ``1/fraction``-th row of the stream (at least 64, at most ``cap``): a sample of
-    the whole file, not its first rows (files are often grouped by class or place)."""
+def tuning_sample(stream, fraction=0.05, cap=2000):
+    """Every ``1/fraction``-th row of the stream (at least 64, at most ``cap``) and its label:
+    a sample of the whole file, not its first rows (files are often grouped by class or
+    place)."""
     import numpy as np
     n = stream.n_samples
     want = int(min(n, max(64, min(cap, round(fraction * n)))))
     step = max(1, n // want)
-    rows = []
-    for s, X, _ in stream.chunks(4096, dtype=np.float64):
+    rows, labels = [], []
+    for s, X, y in stream.chunks(4096, dtype=np.float64):
         first = (-s) % step
         rows.append(X[first::step])
-    X = np.concatenate(rows)[:want]
-    return X
+        labels.append(np.asarray(y)[first::step])
+    return np.concatenate(rows)[:want], np.concatenate(labels)[:want]
+
+
+def tuning_rows(stream, fraction=0.05, cap=2000):
+    """The rows of :func:`tuning_sample`."""
+    return tuning_sample(stream, fraction, cap)[0]
 
 
 #: rows of the file the projection threshold alpha is tuned on (tinydl.customize.tune_alpha)
 ALPHA_ROWS = 2000
 
 
-def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None, alpha_rows=None):
+def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None, alpha_rows=None,
+              row_labels=None):
     """The customizer's plan for the command's budget arguments.  ``X``: the rows
     ``--target-error`` is tuned on; ``scaling_rows``: a sample of the file (:func:`tuning_rows`)
     the standardization rule reads (:func:`tinydl.customize.scaling_rule`; None: standardize,
     the rule for data not seen); ``alpha_rows``: a larger sample alpha is tuned on
-    (``tuning_rows(stream, 1.0, ALPHA_ROWS)``; None: alpha 0.3)."""
+    (``tuning_sample(stream, 1.0, ALPHA_ROWS)``; None: alpha 0.3), and with ``row_labels``,
+    their labels, the plan's shape (:func:`tinydl.customize.tune_shape`)."""
     import dataclasses
 
     from ..customize import plan, scaling_rule
@@ -130,10 +138,26 @@ def make_plan(args, m, n_classes, X=None, n_samples=None, scaling_rows=None, alp
              dtype=args.dtype, backend=getattr(args, "backend", None), n_samples=n_samples,
              dictionary_dtype=getattr(args, "dictionary_dtype", None),
              standardize=None if rule is None else rule["standardize"], alpha_rows=alpha_rows,
-             dictionary_nnz=nnz)
+             dictionary_nnz=nnz, row_labels=row_labels, progress=_shape_progress(args))
     if rule is not None:
         p = dataclasses.replace(p, reason=f"{p.reason}; scaling: {rule['rule']}")
     return p
+
+
+def _shape_progress(args):
+    """The progress of the shape tuning's learners (a line per run on standard error), unless
+    the command is quiet or writes its JSON to standard output."""
+    if getattr(args, "quiet", False) or getattr(args, "json", None) == "-":
+        return None
+    bar = {}
+
+    def show(done, total):
+        if "p" not in bar:
+            bar["p"] = Progress(total, "plan: scoring the two plan shapes on held-out rows")
+        bar["p"].update(done)
+        if done >= total:
+            bar["p"].close()
+    return show
 
 
 class Progress:

@@ -42,6 +42,7 @@ from ._common import (
     add_budget_arguments,
     make_plan,
     tuning_rows,
+    tuning_sample,
 )
 
 HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
@@ -289,8 +290,9 @@ def run(args):
         else:
             rows = tuning_rows(st)
             X = rows if args.target_error is not None else None
+            sample = tuning_sample(st, 1.0, ALPHA_ROWS)
             plan = make_plan(args, st.n_features, int(classes.size), X, n_samples=n_total,
-                             scaling_rows=rows, alpha_rows=tuning_rows(st, 1.0, ALPHA_ROWS))
+                             scaling_rows=rows, alpha_rows=sample[0], row_labels=sample[1])
         # the candidates weighed are for `tinydl plan --explain`; a long run need not hold them
         plan = dataclasses.replace(plan, candidates=())
         from ..data import label_runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import ALPHA_ROWS, add_budget_arguments, make_plan, tuning_rows
+from ._common import ALPHA_ROWS, add_budget_arguments, make_plan, tuning_rows, tuning_sample
 
 HELP = "choose a TinyDL configuration for a device profile and a memory/time/energy budget"
 
@@ -41,8 +41,9 @@ def run(args):
         if args.m is None or args.classes is None:
             raise CommandError("give --data, or both --m and --classes")
         m, n_classes = args.m, args.classes
+    sample = (None, None) if rows is None else tuning_sample(st, 1.0, ALPHA_ROWS)
     plan = make_plan(args, m, n_classes, X, n_samples=n_samples, scaling_rows=rows,
-                     alpha_rows=None if rows is None else tuning_rows(st, 1.0, ALPHA_ROWS))
+                     alpha_rows=sample[0], row_labels=sample[1])
     if args.output:
         plan.save(args.output)
     if args.json:
