@@ -118,6 +118,7 @@ from .plan import (
     K_FLOOR,
     L_CAP,
     N_STANDARDIZE,
+    SHAPES,
     WINDOW_CAP,
     WINDOW_PER_CLASS,
     WINDOW_POLICY,
@@ -366,7 +367,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
          hidden_choices: Optional[Sequence[Sequence[int]]] = None,
          dictionary_dtype: Optional[str] = None,
          standardize: Optional[bool] = None, alpha_rows=None,
-         dictionary_nnz: Optional[int] = None, row_labels=None, progress=None) -> Plan:
+         dictionary_nnz: Optional[int] = None, row_labels=None, progress=None,
+         shape: str = "auto") -> Plan:
     """Choose a TinyDL configuration for ``m`` features and ``n_classes`` classes.
 
     Parameters
@@ -411,6 +413,11 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         rows of the sample (the atoms-first plan unless the other is clearly better).
     progress : callable, optional
         ``progress(done, total)`` while :func:`tune_shape` trains its learners.
+    shape : {"auto", "atoms", "dense"}
+        The order of capacity (:data:`tinydl.plan.SHAPES`) without an error target:
+        ``"auto"`` chooses by :func:`tune_shape` when ``row_labels`` are given (else
+        ``"atoms"``); ``"atoms"`` and ``"dense"`` take that order's winner, untested
+        (``"dense"`` raises :class:`BudgetInfeasible` when no plan with ``2 k >= l`` fits).
 
     Returns
     -------
@@ -429,6 +436,8 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     from ._validation import check_array, check_int
 
     m = check_int(m, "m", low=1)
+    if shape not in ("auto",) + SHAPES:
+        raise ValueError(f"shape must be 'auto', 'atoms' or 'dense', got {shape!r}")
     n_classes = check_int(n_classes, "n_classes", low=2)
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if not prof.training:
@@ -612,10 +621,22 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
 
     if target_error is not None:
         return make(best, reason)
+    dense = [c for c in fits if 2 * c.k >= c.l]
+    dense_reason = (f"the most capacity among {len(dense)} candidates that fit with dense "
+                    f"codes (2k >= l: the same window, width, non-zero and depth floors, "
+                    f"then the larger network, non-zeros, atoms, the rest of the window), "
+                    f"capped at l={L_CAP}; ties go to the smaller footprint")
+    if shape == "dense":
+        if not dense:
+            raise BudgetInfeasible(f"no plan with dense codes (2k >= l) fits the budget: "
+                                   f"{len(fits)} plans fit, the least k/l among them "
+                                   f"{min(c.k / c.l for c in fits):.2f}; try --shape atoms")
+        alt, why = tuned(min(dense, key=_rank_key(False, n_classes, "dense")))
+        return make(alt, "; ".join(x for x in (dense_reason, why, "shape: dense (asked)")
+                                   if x), "dense")
     best, why = tuned(best)
     chosen = make(best, f"{reason}; {why}" if why else reason)
-    dense = [c for c in fits if 2 * c.k >= c.l]
-    if rows is None or row_labels is None or not dense:
+    if shape == "atoms" or rows is None or row_labels is None or not dense:
         return chosen
     alt = min(dense, key=_rank_key(False, n_classes, "dense"))
     if (alt.l, alt.k, alt.hidden_layer_sizes, alt.window) == \
@@ -636,10 +657,6 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
              f"standard errors, {100 * SHAPE_MARGIN * se:.1f})")
     if pick == "atoms":
         return dataclasses.replace(chosen, reason=f"{chosen.reason}; {words}")
-    dense_reason = (f"the most capacity among {len(dense)} candidates that fit with dense "
-                    f"codes (2k >= l: the same window, width, non-zero and depth floors, "
-                    f"then the larger network, non-zeros, atoms, the rest of the window), "
-                    f"capped at l={L_CAP}; ties go to the smaller footprint")
     return dataclasses.replace(
         other, reason="; ".join(x for x in (dense_reason, alt_why, words) if x))
 

@@ -160,3 +160,47 @@ def test_daily_and_sports_1mib_plan_takes_dense_codes(tmp_path):
     assert peak <= 1 << 20, peak
     assert 0.95 * p["footprint_bytes"] <= peak <= 1.05 * p["footprint_bytes"], \
         (peak, p["footprint_bytes"])
+
+
+def test_shape_asked_for_is_taken_without_scoring():
+    X, y = _blobs(0, n=300, m=24)
+    calls = []
+    atoms = plan(24, 4, memory_bytes=256 << 10, alpha_rows=X, row_labels=y, shape="atoms",
+                 progress=lambda d, t: calls.append(d))
+    dense = plan(24, 4, memory_bytes=256 << 10, alpha_rows=X, row_labels=y, shape="dense",
+                 progress=lambda d, t: calls.append(d))
+    assert not calls  # no learner trained
+    assert atoms.shape == "atoms" and "shape:" not in atoms.reason
+    assert dense.shape == "dense" and 2 * dense.k >= dense.l
+    assert "shape: dense (asked)" in dense.reason
+    fits = [c for c in dense.candidates if not c.rejected]
+    want = min((c for c in fits if 2 * c.k >= c.l), key=_rank_key(False, 4, "dense"))
+    assert (dense.l, dense.k, dense.hidden_layer_sizes) == \
+        (want.l, want.k, want.hidden_layer_sizes)
+    auto = plan(24, 4, memory_bytes=256 << 10, alpha_rows=X, row_labels=y,
+                progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 2 * SHAPE_FOLDS) and calls[-1] == (2 * SHAPE_FOLDS,) * 2
+    assert auto.shape in SHAPES
+    with pytest.raises(ValueError, match="shape must be 'auto', 'atoms' or 'dense', got 'wide'"):
+        plan(24, 4, memory_bytes=256 << 10, shape="wide")
+
+
+def test_cli_shape_flag(tmp_path):
+    X, y = _blobs(0, n=300, m=24)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = {}
+    for shape in ("atoms", "dense"):
+        r = subprocess.run([sys.executable, "-m", "tinydl", "plan", "--data", str(path),
+                            "--memory", "256KiB", "--shape", shape, "--json", "-"], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        out[shape] = json.loads(r.stdout)
+        assert out[shape]["shape"] == shape
+        assert "scoring the two plan shapes" not in r.stderr
+    assert 2 * out["dense"]["k"] >= out["dense"]["l"]
+    r = subprocess.run([sys.executable, "-m", "tinydl", "plan", "--data", str(path),
+                        "--memory", "256KiB", "--shape", "wide"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "invalid choice: 'wide'" in r.stderr
