@@ -398,7 +398,9 @@ class Plan:
                            (self.n_classes,)))
         lines = [
             f"plan for {self.profile} ({self.backend}, {self.dtype}): l={self.l} atoms, "
-            f"k={self.k} non-zeros, alpha={self.alpha:g}",
+            f"k={self.k} non-zeros, alpha={self.alpha:g}"
+            + (", dense codes (shape 'dense': see the reason)" if self.shape == "dense"
+               else ""),
             f"  network {net} (transform m->l, then the DNN on the codes), window "
             f"{self.window} samples, retrain every {self.n_batch} x {self.epochs_per_update} "
             f"epochs of minibatches of {self.batch_size} with {self.optimizer}"
