@@ -448,9 +448,11 @@ class Plan:
             from .footprint import format_buffers
             out.append(format_buffers(list(self.buffers)))
         ranked = sorted(fits, key=_rank_key(self.budget.target_error is not None,
-                                            self.n_classes))
+                                            self.n_classes, self.shape))
         if ranked:
-            out.append(f"best {min(top, len(ranked))} that fit (winner first):")
+            out.append(f"best {min(top, len(ranked))} that fit (winner first"
+                       + (", in the dense-code order" if self.shape == "dense" else "")
+                       + "; alpha before its tuning):")
             out.append(f"  {'candidate':<58} {'memory':>10}{'us/sample':>11}{'uJ/sample':>11}"
                        + ("  error" if self.error is not None else ""))
             for c in ranked[:top]:

@@ -177,6 +177,11 @@ def test_shape_asked_for_is_taken_without_scoring():
     want = min((c for c in fits if 2 * c.k >= c.l), key=_rank_key(False, 4, "dense"))
     assert (dense.l, dense.k, dense.hidden_layer_sizes) == \
         (want.l, want.k, want.hidden_layer_sizes)
+    # --explain ranks in the plan's own order: its winner heads the list
+    lines = dense.explain().splitlines()
+    head = lines[lines.index(next(x for x in lines if x.startswith("best "))) + 2]
+    assert "dense-code order" in "\n".join(lines)
+    assert head.split()[:2] == [f"l={dense.l}", f"k={dense.k}"]
     auto = plan(24, 4, memory_bytes=256 << 10, alpha_rows=X, row_labels=y,
                 progress=lambda d, t: calls.append((d, t)))
     assert calls[0] == (0, 2 * SHAPE_FOLDS) and calls[-1] == (2 * SHAPE_FOLDS,) * 2
