@@ -43,8 +43,12 @@ def int8_rows(a: np.ndarray, f: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
     a = np.asarray(a)
     # max |a| per row without an |a| temporary (a row's worth of bytes at every join of an
     # int8 dictionary; the same value: max(max a, -min a))
-    amax = (np.maximum(a.max(axis=1), -a.min(axis=1)).astype(np.float64) if a.size
-            else np.zeros(len(a)))
+    if not a.size:
+        amax = np.zeros(len(a))
+    elif a.dtype.kind == "f":
+        amax = np.maximum(a.max(axis=1), -a.min(axis=1)).astype(np.float64)
+    else:  # integers, bools: -min would wrap (unsigned) or fail (bool)
+        amax = np.max(np.abs(a), axis=1).astype(np.float64)
     top = amax * f
     s = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
     # a row below ~1.5e-36 in magnitude: its scale is subnormal (or 0) with few bits, and

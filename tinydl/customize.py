@@ -47,7 +47,8 @@ of the paired differences.  Whether more atoms or a larger network on denser cod
 property of the data, not of its size: on validation splits of the training files (never a
 test split), Daily and Sports at 1 MiB gained 5 points from the dense shape (l=32 k=30
 32-256-128 93.6% against l=80 k=20 80-128-64 88.6%, 8 seeds), UJIIndoorLoc at 256 KiB lost 26
-(62.1% against 88.1%, 4 seeds); on the sampled rows the rule measured +6.6 and -18.4 points.
+(62.1% against 88.1%, 4 seeds); on the files' own 2,000-row samples the rule measured +7.0
+points (3 standard errors: 2.4) and -21.9.
 
 Storage and policy rule (memory): each configuration takes the *first* of these options whose
 whole footprint fits the memory budget, in this order --
@@ -438,6 +439,9 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     m = check_int(m, "m", low=1)
     if shape not in ("auto",) + SHAPES:
         raise ValueError(f"shape must be 'auto', 'atoms' or 'dense', got {shape!r}")
+    if shape != "auto" and target_error is not None:
+        raise ValueError(f"shape={shape!r} does not apply with target_error: an error target "
+                         "takes the cheapest plan that meets it, in no order of capacity")
     n_classes = check_int(n_classes, "n_classes", low=2)
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     if not prof.training:
@@ -625,12 +629,13 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     dense_reason = (f"the most capacity among {len(dense)} candidates that fit with dense "
                     f"codes (2k >= l: the same window, width, non-zero and depth floors, "
                     f"then the larger network, non-zeros, atoms, the rest of the window), "
-                    f"capped at l={L_CAP}; ties go to the smaller footprint")
+                    f"capped at l={L_CAP} (k up to {max(ks)}, past the paper's {K_CAP}: "
+                    f"dense codes need it); ties go to the smaller footprint")
     if shape == "dense":
         if not dense:
             raise BudgetInfeasible(f"no plan with dense codes (2k >= l) fits the budget: "
-                                   f"{len(fits)} plans fit, the least k/l among them "
-                                   f"{min(c.k / c.l for c in fits):.2f}; try --shape atoms")
+                                   f"{len(fits)} plans fit, the largest k/l among them "
+                                   f"{max(c.k / c.l for c in fits):.2f}; try --shape atoms")
         alt, why = tuned(min(dense, key=_rank_key(False, n_classes, "dense")))
         return make(alt, "; ".join(x for x in (dense_reason, why, "shape: dense (asked)")
                                    if x), "dense")
@@ -647,7 +652,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     try:
         pick, acc, diff, se = tune_shape(rows, row_labels, {"atoms": chosen, "dense": other},
                                          seed=seed, progress=progress)
-    except ValueError as exc:  # too few rows or classes to score the shapes on
+    except ShapeSampleError as exc:  # too few rows or classes to score the shapes on
         return dataclasses.replace(chosen, reason=f"{chosen.reason}; shape: atoms ({exc})")
     words = (f"shape: {pick}, by held-out accuracy of the learner on {SHAPE_FOLDS} folds of "
              f"the {len(rows)} sampled rows (the dense-code plan l={alt.l} k={alt.k} "
@@ -663,6 +668,11 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
 
 def _net(c) -> str:
     return "-".join(map(str, (c.l,) + tuple(c.hidden_layer_sizes) + ("C",)))
+
+
+class ShapeSampleError(ValueError):
+    """The sample cannot score the plans' shapes (too few rows or classes): the customizer
+    keeps the atoms-first plan and says why."""
 
 
 #: folds of the sampled rows :func:`tune_shape` scores each shape's learner on
@@ -682,10 +692,11 @@ def tune_shape(X, y, plans: Dict[str, Plan], folds: int = SHAPE_FOLDS, seed: int
     chooses between the customizer's two orders of capacity (:data:`tinydl.plan.SHAPES`).
 
     The sample is shuffled (``seed``) and cut into ``folds`` folds; for each fold, each
-    plan's learner (:meth:`Plan.learner`, the sliding window) streams the other folds --
-    retraining at least 10 times over them (``n_batch`` from the window and their length,
-    as the customizer sets it for a stream of known length), the warm-up of running
-    statistics a sixteenth of them -- and predicts the fold.  Every sampled row is scored
+    plan's learner (:meth:`Plan.learner` on the plan's backend by name, the sliding window)
+    streams the other folds in chunks of 256 rows -- ``n_batch`` set for their length as the
+    customizer sets it for a stream of known length (10 updates over it, at least 16 rows
+    apart), the warm-up of running statistics a sixteenth of them (at least 32) -- and
+    predicts the fold.  Every sampled row is scored
     once by each plan; ``"dense"`` wins when its paired per-row gain (correct minus
     correct) averages more than :data:`SHAPE_MARGIN` (3) standard errors, else ``"atoms"``
     (the paper's order, the default).  Blind to the stream's order, as :func:`tune_alpha`
@@ -716,8 +727,11 @@ def tune_shape(X, y, plans: Dict[str, Plan], folds: int = SHAPE_FOLDS, seed: int
 
     Raises
     ------
+    ShapeSampleError
+        (a ValueError) Fewer than ``16 * folds`` rows, fewer than two classes, or too few
+        rows per fold for a plan's warm-up and first update.
     ValueError
-        Fewer than ``16 * folds`` rows, fewer than two classes, or mismatched ``X`` and ``y``.
+        Mismatched ``X`` and ``y``, or a bad array.
     """
     import warnings
 
@@ -729,11 +743,20 @@ def tune_shape(X, y, plans: Dict[str, Plan], folds: int = SHAPE_FOLDS, seed: int
     if y.shape != (len(X),):
         raise ValueError(f"tune_shape: {len(X)} rows but labels of shape {y.shape}")
     if len(X) < 16 * folds:
-        raise ValueError(f"{len(X)} sampled rows are too few to score on {folds} folds "
-                         f"(at least {16 * folds})")
+        raise ShapeSampleError(f"{len(X)} sampled rows are too few to score on {folds} folds "
+                               f"(at least {16 * folds})")
     classes = np.unique(y)
     if classes.size < 2:
-        raise ValueError(f"the sampled rows hold {classes.size} class: at least 2 are needed")
+        raise ShapeSampleError(f"the sampled rows hold {classes.size} class: at least 2 are "
+                               "needed")
+    n_least = len(X) - -(-len(X) // folds)  # the smallest fold's training rows
+    for name, p in plans.items():
+        warm = _running_warmup(n_least) if p.standardize == "running" else 0
+        if n_least - warm < _default_n_batch(p.window, n_least):
+            raise ShapeSampleError(
+                f"{len(X)} sampled rows leave {n_least} to train each fold on: the {name} "
+                f"plan's warm-up ({warm} rows) and first update "
+                f"({_default_n_batch(p.window, n_least)}) need more")
     order = np.random.default_rng(seed).permutation(len(X))
     X, y = X[order], y[order]
     fold = np.arange(len(X)) % folds

@@ -399,7 +399,7 @@ class Plan:
         lines = [
             f"plan for {self.profile} ({self.backend}, {self.dtype}): l={self.l} atoms, "
             f"k={self.k} non-zeros, alpha={self.alpha:g}"
-            + (", dense codes (shape 'dense': see the reason)" if self.shape == "dense"
+            + (", dense codes (shape 'dense': see --explain)" if self.shape == "dense"
                else ""),
             f"  network {net} (transform m->l, then the DNN on the codes), window "
             f"{self.window} samples, retrain every {self.n_batch} x {self.epochs_per_update} "
@@ -508,6 +508,7 @@ def load_plan(path) -> Plan:
     from .learner import OPTIMIZER_DEFAULTS, SPARSE_PRODUCTS
     _check_choice(path, "optimizer", kw["optimizer"], tuple(OPTIMIZER_DEFAULTS))
     _check_choice(path, "sparse_product", kw["sparse_product"], SPARSE_PRODUCTS)
+    _check_choice(path, "shape", kw.get("shape", "atoms"), SHAPES)
     if not isinstance(kw["packed_gram"], bool):
         raise ValueError(f"{path}: plan packed_gram must be true or false, got "
                          f"{kw['packed_gram']!r}")

@@ -101,6 +101,22 @@ def test_int8_join_holds_about_ten_bytes_a_feature():
     assert peak <= 10 * a.size + 8192, peak
 
 
+def test_int8_rows_of_unsigned_and_bool_input():
+    """max |a| without an |a| temporary is for floats: unsigned integers (whose -min wraps)
+    and bools (no negative) take |a| itself, and quantize like the same values signed."""
+    from hal.quantize import int8_rows
+    a = np.random.default_rng(0).integers(0, 200, (4, 50))
+    a[1] = 0
+    for dt in (np.uint8, np.uint16):
+        q, s = int8_rows(a.astype(dt))
+        q16, s16 = int8_rows(a.astype(np.int16))
+        np.testing.assert_array_equal(q, q16)
+        np.testing.assert_array_equal(s, s16)
+        assert s[0] == np.float32(a[0].max() / 127.0) and s[1] == 1
+    q, s = int8_rows(a > 100)
+    np.testing.assert_array_equal(q, np.where(a > 100, 127, 0))
+
+
 def test_quantize_int8_clips_a_long_row_and_not_a_short_one():
     """Clipping the largest value at f < 1 costs its own error and refines the step of all
     the others: worth it on a long row (m = 6000, the Daily and Sports atoms' scale: a

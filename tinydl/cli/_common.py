@@ -68,8 +68,9 @@ def add_budget_arguments(p, profile_default="x86-64-host"):
     g.add_argument("--shape", default=None, choices=("auto", "atoms", "dense"),
                    help="the plan's order of capacity: 'atoms' (the paper's: more atoms "
                         "first), 'dense' (codes of at least half the atoms, the larger "
-                        "network first), or 'auto' (default with --data: the one whose "
-                        "learner classifies held-out rows of the file better, 10-25 s)")
+                        "network first), or 'auto' (default with --data: 'dense' when its "
+                        "learner classifies held-out rows of a 2,000-row sample of the file "
+                        "better by more than 3 standard errors, else 'atoms'; 10-25 s)")
 
 
 def _nnz(text):
@@ -97,13 +98,15 @@ def tuning_sample(stream, fraction=0.05, cap=2000):
     import numpy as np
     n = stream.n_samples
     want = int(min(n, max(64, min(cap, round(fraction * n)))))
-    step = max(1, n // want)
+    # rows i * n // want: spread over the whole file (a fixed step n // want, cut at want
+    # rows, left up to half of it out: the last classes of a file sorted by class)
+    pick = (np.arange(want, dtype=np.int64) * n) // want
     rows, labels = [], []
     for s, X, y in stream.chunks(4096, dtype=np.float64):
-        first = (-s) % step
-        rows.append(X[first::step])
-        labels.append(np.asarray(y)[first::step])
-    return np.concatenate(rows)[:want], np.concatenate(labels)[:want]
+        lo, hi = np.searchsorted(pick, (s, s + len(X)))
+        rows.append(X[pick[lo:hi] - s])
+        labels.append(np.asarray(y)[pick[lo:hi] - s])
+    return np.concatenate(rows), np.concatenate(labels)
 
 
 def tuning_rows(stream, fraction=0.05, cap=2000):
