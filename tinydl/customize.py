@@ -284,6 +284,13 @@ def _relative_errors(sd, X, codes) -> np.ndarray:
     return num[live] / den[live] if live.any() else np.zeros(1)
 
 
+def _paired(d) -> Tuple[float, float]:
+    """The mean of paired per-row differences ``d`` and its standard error: the noise rule of
+    :func:`tune_alpha` and :func:`tune_shape` (a departure from the default must beat it by
+    more than a few standard errors)."""
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def tune_alpha(X, l: int, k: int, standardize: bool = False, n_standardize: int = N_STANDARDIZE,
                dtype: str = "float32", seed: int = 0,
                alphas: Sequence[float] = ALPHA_TUNE_LADDER) -> Tuple[float, Dict[float, float]]:
@@ -350,8 +357,8 @@ def tune_alpha(X, l: int, k: int, standardize: bool = False, n_standardize: int 
     if ALPHA in rows and best != ALPHA:
         # a departure from the default must beat it by more than the held-out sample's noise:
         # the paired per-row difference, more than 2 standard errors
-        d = rows[ALPHA] - rows[best]
-        if d.mean() <= 2 * d.std(ddof=1) / np.sqrt(len(d)):
+        gain, se = _paired(rows[ALPHA] - rows[best])
+        if gain <= 2 * se:
             best = ALPHA
     return best, errors
 
@@ -631,19 +638,19 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                     f"then the larger network, non-zeros, atoms, the rest of the window), "
                     f"capped at l={L_CAP} (k up to {max(ks)}, past the paper's {K_CAP}: "
                     f"dense codes need it); ties go to the smaller footprint")
+    alt = min(dense, key=_rank_key(False, n_classes, "dense")) if dense else None
     if shape == "dense":
-        if not dense:
+        if alt is None:
             raise BudgetInfeasible(f"no plan with dense codes (2k >= l) fits the budget: "
                                    f"{len(fits)} plans fit, the largest k/l among them "
                                    f"{max(c.k / c.l for c in fits):.2f}; try --shape atoms")
-        alt, why = tuned(min(dense, key=_rank_key(False, n_classes, "dense")))
+        alt, why = tuned(alt)
         return make(alt, "; ".join(x for x in (dense_reason, why, "shape: dense (asked)")
                                    if x), "dense")
     best, why = tuned(best)
     chosen = make(best, f"{reason}; {why}" if why else reason)
-    if shape == "atoms" or rows is None or row_labels is None or not dense:
+    if shape == "atoms" or rows is None or row_labels is None or alt is None:
         return chosen
-    alt = min(dense, key=_rank_key(False, n_classes, "dense"))
     if (alt.l, alt.k, alt.hidden_layer_sizes, alt.window) == \
             (best.l, best.k, best.hidden_layer_sizes, best.window):
         return chosen
@@ -749,14 +756,23 @@ def tune_shape(X, y, plans: Dict[str, Plan], folds: int = SHAPE_FOLDS, seed: int
     if classes.size < 2:
         raise ShapeSampleError(f"the sampled rows hold {classes.size} class: at least 2 are "
                                "needed")
+    def schedule(p, n_train):
+        # the learner's schedule for a stream of n_train rows (as plan() sets it for a
+        # stream of known length): n_batch, and the running statistics' warm-up
+        over = dict(n_batch=_default_n_batch(p.window, n_train))
+        if p.standardize == "running":
+            over["n_standardize"] = _running_warmup(n_train)
+        return over
+
     n_least = len(X) - -(-len(X) // folds)  # the smallest fold's training rows
     for name, p in plans.items():
-        warm = _running_warmup(n_least) if p.standardize == "running" else 0
-        if n_least - warm < _default_n_batch(p.window, n_least):
+        over = schedule(p, n_least)
+        warm = over.get("n_standardize", 0)
+        if n_least - warm < over["n_batch"]:
             raise ShapeSampleError(
                 f"{len(X)} sampled rows leave {n_least} to train each fold on: the {name} "
-                f"plan's warm-up ({warm} rows) and first update "
-                f"({_default_n_batch(p.window, n_least)}) need more")
+                f"plan's warm-up ({warm} rows) and first update ({over['n_batch']}) need "
+                "more")
     order = np.random.default_rng(seed).permutation(len(X))
     X, y = X[order], y[order]
     fold = np.arange(len(X)) % folds
@@ -766,26 +782,22 @@ def tune_shape(X, y, plans: Dict[str, Plan], folds: int = SHAPE_FOLDS, seed: int
         progress(0, total)
     for f in range(folds):
         te = fold == f
-        n_train = int((~te).sum())
+        train = np.flatnonzero(~te)
         for name, p in plans.items():
-            over = dict(n_batch=_default_n_batch(p.window, n_train))
-            if p.standardize == "running":
-                over["n_standardize"] = _running_warmup(n_train)
-            learner = p.learner(seed=seed, backend=p.backend, blocked=False, **over)
+            learner = p.learner(seed=seed, backend=p.backend, blocked=False,
+                                **schedule(p, len(train)))
             with warnings.catch_warnings():
                 # a dictionary still filling, a class not yet in the window: expected here
                 warnings.simplefilter("ignore")
-                for s in range(0, n_train, 256):
-                    rows = np.flatnonzero(~te)[s:s + 256]
+                for s in range(0, len(train), 256):
+                    rows = train[s:s + 256]
                     learner.partial_fit(X[rows], y[rows], classes=classes)
                 learner.finish()
                 correct[name][te] = learner.predict(X[te]) == y[te]
             done += 1
             if progress is not None:
                 progress(done, total)
-    d = correct["dense"] - correct["atoms"]
-    gain = float(d.mean())
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+    gain, se = _paired(correct["dense"] - correct["atoms"])
     pick = "dense" if gain > SHAPE_MARGIN * se else "atoms"
     return pick, {name: float(c.mean()) for name, c in correct.items()}, gain, se
 

@@ -559,20 +559,24 @@ def _rank_key(with_target: bool, n_classes: int = 0, shape: str = "atoms"):
     # of the window, the network
     floor = min(WINDOW_CAP, WINDOW_PER_CLASS * int(n_classes))
     hfloor = HIDDEN_PER_CLASS * int(n_classes)
+
+    def floors(c):
+        return (-min(c.window, floor),
+                -min(c.hidden_layer_sizes[0] if c.hidden_layer_sizes else 0, hfloor),
+                -min(c.k, K_FLOOR), -min(len(c.hidden_layer_sizes), DEPTH_FLOOR))
+
+    def tail(c):
+        return storage(c) + (c.footprint_bytes, c.alpha != 0.3)
     if shape == "dense":
         # the dense-code shape (SHAPES): codes of at least half the atoms first, the same
         # floors, then the larger network, more non-zeros, more atoms, the rest of the window
-        return lambda c: ((c.l > L_CAP, 2 * c.k < c.l, -min(c.window, floor),
-                           -min(c.hidden_layer_sizes[0] if c.hidden_layer_sizes else 0, hfloor),
-                           -min(c.k, K_FLOOR), -min(len(c.hidden_layer_sizes), DEPTH_FLOOR),
-                           -c.n_params, -c.k, -c.l, c.window > WINDOW_CAP, -c.window)
-                          + storage(c) + (c.footprint_bytes, c.alpha != 0.3))
-    return lambda c: ((c.l > L_CAP, -min(c.window, floor),
-                       -min(c.hidden_layer_sizes[0] if c.hidden_layer_sizes else 0, hfloor),
-                       -min(c.k, K_FLOOR), -min(len(c.hidden_layer_sizes), DEPTH_FLOOR),
-                       -c.l, c.k > K_CAP, -c.k,
-                       c.window > WINDOW_CAP, -c.window, -c.n_params)
-                      + storage(c) + (c.footprint_bytes, c.alpha != 0.3))
+        return lambda c: ((c.l > L_CAP, 2 * c.k < c.l) + floors(c)
+                          + (-c.n_params, -c.k, -c.l, c.window > WINDOW_CAP, -c.window)
+                          + tail(c))
+    return lambda c: ((c.l > L_CAP,) + floors(c)
+                      + (-c.l, c.k > K_CAP, -c.k, c.window > WINDOW_CAP, -c.window,
+                         -c.n_params)
+                      + tail(c))
 
 
 def _fmt_bytes(n) -> str:

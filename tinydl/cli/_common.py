@@ -65,7 +65,8 @@ def add_budget_arguments(p, profile_default="x86-64-host"):
                    help="also offer sparse int8 atoms, each kept as its W largest entries "
                         "(3 bytes an entry), when dense int8 does not fit; 'auto': W from the "
                         "data (the widest sampled row, rounded up to 8; none for dense data)")
-    g.add_argument("--shape", default=None, choices=("auto", "atoms", "dense"),
+    from ..plan import SHAPES
+    g.add_argument("--shape", default=None, choices=("auto",) + SHAPES,
                    help="the plan's order of capacity: 'atoms' (the paper's: more atoms "
                         "first), 'dense' (codes of at least half the atoms, the larger "
                         "network first), or 'auto' (default with --data: 'dense' when its "
