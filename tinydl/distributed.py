@@ -375,6 +375,8 @@ class MPITinyDLClassifier(TinyDLClassifier):
         mpi = self._ctx()["mpi"]
         net = self.network_
         mpi.bcast(net.network_.params, 0, "network parameters broadcast")
+        if getattr(net, "n_averaged_", 0):  # average="ema": the training weights too
+            mpi.bcast(net.network_.grads, 0, "training weights broadcast")
         for name in sorted(net.optimizer_.state):
             mpi.bcast(net.optimizer_.state[name], 0, "optimizer state broadcast")
 

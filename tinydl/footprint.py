@@ -117,7 +117,7 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  alpha: float = 0.3, decode_rows: int = _TILE,
                  product_rows: int = _TILE, packed_gram: bool = False,
                  optimizer: str = "adam", sparse_product: str = "gather",
-                 dictionary_nnz: Optional[int] = None) -> List[tuple]:
+                 dictionary_nnz: Optional[int] = None, average: str = "off") -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -157,6 +157,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         int8 atoms kept as their ``dictionary_nnz`` largest entries
         (:class:`hal.backends.numpy.stored.SparseAtoms`): (l, nnz) uint16 columns and int8
         values instead of (l, m) int8, and the decode's scatter indices.
+    average : {"off", "ema"}
+        The learner's weight average: ``"ema"`` adds ``|param|`` float16 values.
 
     Returns
     -------
@@ -241,6 +243,13 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         out.append((f"network.{key}", (), dt, int(net[key]),
                     "|param|" if key == "parameters" else "overhead", S,
                     "MLPClassifier.footprint"))
+    if average == "ema":
+        # the weight average (TinyDLClassifier average="ema"): the averaged weights stay in
+        # the parameter buffer, the training weights wait in the gradient buffer between
+        # updates, and the average waits here, in float16, while they train
+        out.append(_buf("network.average", (int(net["parameters"]) // np.dtype(dt).itemsize,),
+                        "float16", "overhead", S,
+                        "the averaged weights' float16 stash while the network trains"))
     out.append(("network.loss_curve", (), "object", _loss_curve_bytes(),
                 "overhead", S, "the last passes' mean loss (Python floats)"))
     # the learner's small Python objects: array headers and views (each layer's parameter
@@ -498,6 +507,7 @@ def measured_buffers(learner) -> Dict[str, int]:
     if net is not None:
         put("network.parameters", getattr(net, "params", None))
         put("network.gradients", getattr(net, "grads", None))
+        put("network.average", getattr(learner.network_, "_stash", None))
         layers = getattr(net, "layers", None) or [None]
         put("network.scatter index", getattr(layers[0], "_flat", None))
     opt = getattr(getattr(learner, "network_", None), "optimizer_", None)

@@ -43,7 +43,21 @@ from .rebuild import REBUILD_POLICIES
 from .warmup import check_mode, make_standardizer
 from .window import POLICIES, CodeWindow
 
-__all__ = ["TinyDLClassifier", "optimizer_params"]
+__all__ = ["TinyDLClassifier", "optimizer_params", "AVERAGES", "AVERAGE_MAX",
+           "average_beta"]
+
+#: the learner's weight-averaging choices (``average``)
+AVERAGES = ("off", "ema")
+#: the moving average's largest per-update weight on the past (a horizon of ~100 updates)
+AVERAGE_MAX = 0.99
+
+
+def average_beta(t: int) -> float:
+    """The moving average's weight on the past at the ``t``-th update since it started
+    (``t >= 2``; the first starts it): ``min(AVERAGE_MAX, (1 + t) / (10 + t))``, TensorFlow's
+    ``ExponentialMovingAverage`` warm-up, so the average spans about the last tenth of the
+    updates since it started, up to ~100."""
+    return min(AVERAGE_MAX, (1.0 + t) / (10.0 + t))
 
 #: training passes the network's ``loss_curve_`` keeps (the last ones; ``n_epochs_`` counts
 #: all): the learner retrains every ``n_batch`` samples for as long as the stream runs
@@ -53,7 +67,8 @@ LOSS_CURVE_LEN = 64
 # the parameters a checkpoint stores (get_params adds backend and the checkpoint settings)
 _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs_per_update",
            "standardize", "n_standardize", "dropout", "loss", "optimizer", "learning_rate",
-           "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "seed",
+           "momentum", "batch_size", "window_policy", "rebuild", "rebuild_epochs", "average",
+           "seed",
            "dtype", "dictionary_dtype", "sparse_product", "dictionary_nnz")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
 
@@ -131,6 +146,20 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         of ``dtype`` (:attr:`footprint_bytes_`); measurements in :mod:`tinydl.rebuild`.
     rebuild_epochs : int, default=30
         Epochs of the fresh network at a rebuild.
+    average : {"off", "ema"}, default="off"
+        ``"off"``: the paper; predictions use the weights the last update left.  ``"ema"``:
+        predictions use an exponential moving average of the weights each update leaves,
+        started at the first update after the stream has filled the window (before, each
+        update's window holds most of what was seen, and the newest weights are the best
+        summary of it), blended with ``beta = min(0.99, (1 + t) / (10 + t))`` at the
+        ``t``-th update since (:data:`AVERAGE_MAX`): over roughly the last tenth of the
+        updates.  Training continues from the un-averaged weights.  With a window much
+        shorter than the stream, each update fits the last ``window`` samples and the newest
+        weights swing with them; the average is their mean over many windows.  Memory:
+        ``|param|`` float16 values (:meth:`tinydl.nn.classifier.NetworkClassifier.partial_fit`).
+        Measured (validation split of UJIIndoorLoc's training file, 4 of 16 phones held out,
+        the 256 KiB plan l=80 k=10 80-64-32, window 256, 6 shuffles): 88.4% without, 89.4%
+        with (paired gain +1.0 +- 0.5 points).
     seed : int
     dtype : {"float32", "float64"}
     dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
@@ -212,7 +241,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
                  n_batch=256, epochs_per_update=10, standardize=True, n_standardize=256,
                  dropout=0.0, loss="l2",
                  optimizer="adam", learning_rate=3e-3, momentum=0.9, batch_size=64,
-                 window_policy="reservoir", rebuild="new-class", rebuild_epochs=30, seed=0,
+                 window_policy="reservoir", rebuild="new-class", rebuild_epochs=30,
+                 average="off", seed=0,
                  dtype="float32", dictionary_dtype=None, backend=None, checkpoint_dir=None,
                  checkpoint_every=None, sparse_product="gather", dictionary_nnz=None):
         self.l = l
@@ -233,6 +263,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.window_policy = window_policy
         self.rebuild = rebuild
         self.rebuild_epochs = rebuild_epochs
+        self.average = average
         self.seed = seed
         self.dtype = dtype
         self.dictionary_dtype = dictionary_dtype
@@ -254,6 +285,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         if self.checkpoint_every is not None:
             check_int(self.checkpoint_every, "checkpoint_every", low=1)
         for name, choices in (("window_policy", POLICIES), ("rebuild", REBUILD_POLICIES),
+                              ("average", AVERAGES),
                               ("sparse_product", SPARSE_PRODUCTS),
                               ("optimizer", tuple(OPTIMIZER_DEFAULTS))):
             if getattr(self, name) not in choices:

@@ -37,10 +37,20 @@ class MarkedStream:
         with self.train_timer or contextlib.nullcontext():
             self.network_.partial_fit(codes, labels, classes=self._class_index,
                                       epochs=int(epochs or self.epochs_per_update),
-                                      rows=rows)
+                                      rows=rows, average=self._average_beta())
         self.n_updates_ += 1
         if self.on_update is not None:
             self.on_update(self)
+
+    def _average_beta(self):
+        """The weight average's blend at this update (``average="ema"``, see
+        :class:`~tinydl.learner.TinyDLClassifier`): None before the stream has filled the
+        window (no average yet), 0 to start it, then :func:`~tinydl.learner.average_beta`."""
+        if getattr(self, "average", "off") != "ema" or self.n_samples_seen_ <= self.window:
+            return None
+        from .learner import average_beta
+        n = getattr(self.network_, "n_averaged_", 0)
+        return average_beta(n + 1) if n else 0.0
 
     def _update(self):
         """At an ``n_batch`` mark (or the end of the stream): rebuild when the window holds

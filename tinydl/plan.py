@@ -159,6 +159,7 @@ class Candidate:
     packed_gram: bool = False         # Li packed below G's diagonal (stored dictionary)
     optimizer: str = "adam"           # the network's optimizer (LEAN_NETWORK: "adafactor")
     sparse_product: str = "gather"    # its first layer's product on codes ("dense": lean)
+    average: str = "off"              # the learner's weight average ("ema": long streams)
 
     def label(self) -> str:
         """One line naming the configuration."""
@@ -173,7 +174,7 @@ class Candidate:
                    else "") + (" packed" if self.packed_gram else "")
                 + (f" {self.optimizer}" if self.optimizer != "adam" else "")
                 + (f" product={self.sparse_product}" if self.sparse_product != "gather"
-                   else ""))
+                   else "") + (f" average={self.average}" if self.average != "off" else ""))
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,13 @@ class Plan:
         The order of capacity the plan was ranked by (:data:`SHAPES`): ``"dense"`` when
         :func:`tinydl.customize.tune_shape` found the dense-code plan better on held-out
         rows of the data.
+    average : {"off", "ema"}
+        The learner's weight average (:class:`~tinydl.learner.TinyDLClassifier`):
+        ``"ema"`` for a stream known to be at least
+        :data:`~tinydl.customize.AVERAGE_WINDOWS` windows long, priced in the footprint;
+        :meth:`learner_params` turns it off for a reservoir window (a stream whose labels
+        arrive in blocks changes as it goes: an average of its past weights lags the newest
+        class).
     """
 
     l: int
@@ -299,6 +307,7 @@ class Plan:
     buffers: Tuple[Dict, ...] = field(default=(), compare=False, repr=False)
     candidates: Tuple[Candidate, ...] = field(default=(), compare=False, repr=False)
     shape: str = "atoms"
+    average: str = "off"
 
     # -- use ------------------------------------------------------------------------------
     def window_policy_for(self, blocked: Optional[bool] = None) -> str:
@@ -340,6 +349,8 @@ class Plan:
             out.update(optimizer_params(self.optimizer))
         if self.sparse_product != "gather":
             out["sparse_product"] = self.sparse_product
+        if self.average != "off" and out["window_policy"] == "sliding":
+            out["average"] = self.average
         return out
 
     def learner(self, seed: int = 0, backend=None, blocked: Optional[bool] = None,
@@ -405,7 +416,9 @@ class Plan:
             f"{self.window} samples, retrain every {self.n_batch} x {self.epochs_per_update} "
             f"epochs of minibatches of {self.batch_size} with {self.optimizer}"
             + (" (the lean network state: Adam does not fit)"
-               if self.optimizer == "adafactor" else ""),
+               if self.optimizer == "adafactor" else "")
+            + ("; predictions use the moving average of the weights (a stream of many "
+               "windows; off for a reservoir window)" if self.average == "ema" else ""),
             f"  memory: paper formula (m*l + l*n + |param|) {_fmt_bytes(self.paper_bytes)}; "
             f"real footprint {_fmt_bytes(self.footprint_bytes)}"
             + (f" of {_fmt_bytes(self.budget.memory_bytes)}" if self.budget.memory_bytes
@@ -494,7 +507,7 @@ def load_plan(path) -> Plan:
                     rebuild="new-class", window_policy="reservoir", standardize="hold",
                     n_standardize=N_STANDARDIZE, omp_batch=CHUNK, dt_copy=True,
                     decode_rows=DECODE_ROWS, product_rows=PRODUCT_ROWS, packed_gram=False,
-                    optimizer="adam", sparse_product="gather")
+                    optimizer="adam", sparse_product="gather", average="off")
     kw.pop("buffers", None)
     kw["buffers"] = tuple(dict(b) for b in (d.get("buffers") or []) if isinstance(b, dict))
     for k, v in defaults.items():
@@ -509,6 +522,8 @@ def load_plan(path) -> Plan:
     _check_choice(path, "optimizer", kw["optimizer"], tuple(OPTIMIZER_DEFAULTS))
     _check_choice(path, "sparse_product", kw["sparse_product"], SPARSE_PRODUCTS)
     _check_choice(path, "shape", kw.get("shape", "atoms"), SHAPES)
+    from .learner import AVERAGES
+    _check_choice(path, "average", kw["average"], AVERAGES)
     if not isinstance(kw["packed_gram"], bool):
         raise ValueError(f"{path}: plan packed_gram must be true or false, got "
                          f"{kw['packed_gram']!r}")

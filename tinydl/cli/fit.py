@@ -47,7 +47,8 @@ from ._common import (
 
 HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
 
-_OVERRIDES = ("l", "k", "alpha", "window", "n_batch", "epochs_per_update", "batch_size")
+_OVERRIDES = ("l", "k", "alpha", "window", "n_batch", "epochs_per_update", "batch_size",
+              "average")
 
 
 def add_arguments(p):
@@ -70,6 +71,9 @@ def add_arguments(p):
     o.add_argument("--epochs", dest="epochs_per_update", type=int, help="epochs per update")
     o.add_argument("--batch-size", dest="batch_size", type=int,
                    help="the network's minibatch")
+    o.add_argument("--average", choices=("off", "ema"),
+                   help="predict with a moving average of the weights (ema) or the last "
+                   "update's (off); a plan turns it on for a stream of many windows")
     o.add_argument("--optimizer", choices=("adam", "sgd", "adafactor"),
                    help="the network's optimizer, at its default learning rate (adam 3e-3; "
                    "sgd: the paper's, 0.01 with momentum 0.9; adafactor 1e-2, a relative "

@@ -11,6 +11,7 @@ Both train by mini-batch SGD with momentum (the paper's), Adam or Adafactor, on 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Dict, List
 
@@ -140,6 +141,8 @@ class NetworkClassifier(Trainer, InputChecks):
         self.loss_curve_ = []
         self.n_epochs_ = 0
         self.t_ = 0
+        self.n_averaged_ = 0
+        self._stash = None
 
     def _dense_layers(self, n_classes) -> List:
         """``hidden_layer_sizes`` dense layers (activation, dropout), then the output layer."""
@@ -179,7 +182,7 @@ class NetworkClassifier(Trainer, InputChecks):
         self._train(data, yenc, n, sparse, self.epochs)
         return self
 
-    def partial_fit(self, X, y, classes=None, epochs=1, rows=None):
+    def partial_fit(self, X, y, classes=None, epochs=1, rows=None, average=None):
         """Passes over ``(X, y)`` continuing from the current weights (and optimizer state).
 
         Parameters
@@ -195,12 +198,20 @@ class NetworkClassifier(Trainer, InputChecks):
         rows : array-like of int, optional
             Train on these rows of ``(X, y)`` only (the whole of ``X`` and ``y`` is still
             validated; a code window's occupied slots, without a copy of them).
+        average : float in [0, 1), optional
+            Then blend the weights this call trained into the averaged weights the model
+            predicts with: ``A = average * A + (1 - average) * W`` (the first such call
+            starts the average at ``W``; see :meth:`_averaged_training`).  Once started,
+            every call trains the training weights ``W``, not ``A``.
 
         Returns
         -------
         self
         """
         _check_param("epochs", epochs, "int", low=1)
+        if average is not None and not (isinstance(average, (float, int)) and
+                                        not isinstance(average, bool) and 0 <= average < 1):
+            raise ValueError(f"average must be a number in [0, 1), got {average!r}")
         first = not hasattr(self, "network_")
         data, n, m, sparse = self._check_X(X, None if first else self.n_features_in_,
                                            train=True)
@@ -224,9 +235,52 @@ class NetworkClassifier(Trainer, InputChecks):
                     int(rows.min()) < 0 or int(rows.max()) >= n)):
                 raise ValueError(f"rows must be a 1-D array of row indices in [0, {n}), got "
                                  f"{rows.dtype} of shape {rows.shape}")
-        for _ in range(int(epochs)):
-            self._train(data, yenc, n, sparse, 1, rows=rows)
+        with self._averaged_training(average):
+            for _ in range(int(epochs)):
+                self._train(data, yenc, n, sparse, 1, rows=rows)
         return self
+
+    # -- weight averaging ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _averaged_training(self, average):
+        """Train the training weights ``W``, then blend them into the averaged ones ``A``.
+
+        Between calls (once an average has started, ``n_averaged_ > 0``) the network's
+        parameter buffer holds ``A``, what every prediction path reads (the one-sample
+        kernels are bound to that buffer), and ``W`` waits in the gradient buffer, which only
+        training uses: the average costs ``|param|`` float16 values (``A``'s stash while
+        ``W`` trains), not a third float32 copy.  ``A`` goes through float16 once per call:
+        ``A = average * float16(A) + (1 - average) * W``, elementwise in the model's dtype
+        (a relative rounding of 2**-11 that the blend shrinks by ``average`` each time).
+        An error during training (a divergence) leaves ``W`` at the last finite step and
+        ``A`` as it was, up to that rounding.
+        """
+        net = self.network_
+        started = self.n_averaged_ > 0
+        if started:
+            np.copyto(self._stash, net.params)      # A, rounded to float16
+            np.copyto(net.params, net.grads)        # W
+        try:
+            yield
+        finally:
+            if started:
+                np.copyto(net.grads, net.params)    # W waits in the gradient buffer
+                np.copyto(net.params, self._stash)  # A
+        if average is None:
+            return
+        if not started:  # the average starts at the weights trained so far
+            self._stash = np.empty(net.n_params, np.float16)
+            np.copyto(net.grads, net.params)
+        else:
+            _blend(net.params, net.grads, float(average))
+        self.n_averaged_ += 1
+
+    @property
+    def training_params_(self) -> np.ndarray:
+        """The weights training continues from: the network's parameters, or while an
+        average runs (``n_averaged_ > 0``) the training weights ``W`` (a view)."""
+        self._check_fitted()
+        return self.network_.grads if self.n_averaged_ else self.network_.params
 
     # -- inference -----------------------------------------------------------------------
     def _check_fitted(self):
@@ -310,14 +364,21 @@ class NetworkClassifier(Trainer, InputChecks):
         state = dict(self.__dict__)
         state.pop("_bufs", None)
         state.pop("_bufkey", None)
+        if state.get("n_averaged_"):
+            # the training weights wait in the gradient buffer, which a network's copy
+            # makes anew (zeros): carried beside it
+            state["_w_copy"] = np.array(self.network_.grads, copy=True)
         return state
 
     def __setstate__(self, state):
         # a copy joblib memory-maps has read-only arrays: the ones training writes (the
         # optimizer's state, the loss's workspace) become private copies; predict reads only
+        w = state.pop("_w_copy", None)
         self.__dict__.update(state)
         for obj in (self, self.__dict__.get("optimizer_"), self.__dict__.get("loss_fn_")):
             _writable(obj)
+        if w is not None:
+            np.copyto(self.network_.grads, w)
 
     # -- memory --------------------------------------------------------------------------
     def footprint(self, batch_size=None, n_features=None, n_classes=None, n_samples=0,
@@ -388,6 +449,7 @@ class NetworkClassifier(Trainer, InputChecks):
                 "layers": [[la.kind, la.config()] for la in net.layers],
                 "input_shape": list(net.input_shape), "n_features_in": self.n_features_in_,
                 "t": self.t_, "opt_t": self.optimizer_.t, "n_epochs": self.n_epochs_,
+                "n_averaged": self.n_averaged_,
                 "loss_curve_len": self.loss_curve_len,
                 "rng": net.rng.bit_generator.state,
                 # the first layer's product for compact codes as training left it ("auto"
@@ -402,6 +464,10 @@ class NetworkClassifier(Trainer, InputChecks):
                   "meta": np.array(json.dumps(meta, default=_json_default))}
         for name, arr in self.optimizer_.state.items():
             arrays["opt_" + name] = arr
+        if self.n_averaged_:
+            # "params" are the averaged weights (what a loaded model predicts with), these
+            # the weights training continues from
+            arrays["params_train"] = net.grads
         arrays["sha256"] = np.array(array_digest(arrays))
         save_npz(path, arrays, kind=_FILE_KIND)
 
@@ -459,7 +525,33 @@ class NetworkClassifier(Trainer, InputChecks):
             if "opt_" + name in data:
                 model.optimizer_.state[name][...] = data["opt_" + name]
         model.optimizer_.t = int(meta["opt_t"])
+        model.n_averaged_ = int(meta.get("n_averaged", 0))
+        model._stash = None
+        if model.n_averaged_:
+            w = data.get("params_train")
+            if w is None or w.shape != (net.n_params,):
+                raise ModelFileError(f"{path}: an averaged model needs params_train of shape "
+                                     f"({net.n_params},), got "
+                                     f"{None if w is None else w.shape}")
+            net.grads[...] = w
+            model._stash = np.empty(net.n_params, np.float16)
         return model
+
+
+#: elements blended at a time (the blend's scratch: 16 KB of float32)
+_BLEND_CHUNK = 4096
+
+
+def _blend(a: np.ndarray, w: np.ndarray, beta: float) -> None:
+    """``a = beta * a + (1 - beta) * w`` in place, in ``a``'s dtype, a chunk at a time (no
+    temporary of the parameters' size)."""
+    scratch = np.empty(min(_BLEND_CHUNK, a.size), a.dtype)
+    for s in range(0, a.size, _BLEND_CHUNK):
+        e = min(a.size, s + _BLEND_CHUNK)
+        t = scratch[:e - s]
+        np.multiply(w[s:e], a.dtype.type(1.0 - beta), out=t)
+        a[s:e] *= a.dtype.type(beta)
+        a[s:e] += t
 
 
 def _json_default(o):
