@@ -69,7 +69,7 @@ def test_a_call_without_average_keeps_the_average_up_to_float16():
     assert not np.array_equal(net.training_params_, w)  # W trained on
 
 
-@pytest.mark.parametrize("bad", [1.0, -0.1, "0.5", True, float("nan")])
+@pytest.mark.parametrize("bad", [1.0, -0.1, "0.5", True, np.True_, float("nan")])
 def test_a_bad_average_is_refused_before_any_state_changes(bad):
     X, y = _data()
     net = _net()
@@ -97,9 +97,33 @@ def test_save_load_and_copies_keep_both_weights(tmp_path):
     # and training continues alike from each
     for other in (net, back, dup):
         other.partial_fit(X[:120], y[:120], epochs=1, average=0.9)
-    np.testing.assert_array_equal(back.network_.params, net.network_.params)
-    np.testing.assert_array_equal(dup.network_.params, net.network_.params)
-    np.testing.assert_array_equal(back.training_params_, net.training_params_)
+    for other in (back, dup):
+        np.testing.assert_array_equal(other.network_.params, net.network_.params)
+        np.testing.assert_array_equal(other.training_params_, net.training_params_)
+
+
+def test_numpy_scalars_and_stop_average():
+    X, y = _data()
+    net = _net()
+    net.partial_fit(X[:80], y[:80], classes=[0, 1, 2], average=np.float32(0.0))
+    net.partial_fit(X[80:], y[80:], average=np.float64(0.5))
+    assert net.n_averaged_ == 2
+    w = net.training_params_.copy()
+    net.stop_average()
+    assert net.n_averaged_ == 0 and net._stash is None
+    np.testing.assert_array_equal(net.network_.params, w)
+    np.testing.assert_array_equal(net.training_params_, w)
+
+
+def test_a_model_copied_before_averaging_existed_still_trains():
+    X, y = _data()
+    net = _net().partial_fit(X[:80], y[:80], classes=[0, 1, 2])
+    old = copy.deepcopy(net)
+    for key in ("n_averaged_", "_stash"):  # what a copy made by an older tinydl lacks
+        del old.__dict__[key]
+    old.partial_fit(X[80:], y[80:])
+    assert old.n_averaged_ == 0
+    np.testing.assert_array_equal(old.training_params_, old.network_.params)
 
 
 def test_average_beta_warms_up_then_caps():
@@ -134,6 +158,18 @@ def test_the_learner_averages_once_the_window_has_filled_and_cuts_do_not_matter(
     np.testing.assert_array_equal(whole.network_.training_params_,
                                   off.network_.network_.params)
     assert not np.array_equal(whole.network_.network_.params, off.network_.network_.params)
+
+
+def test_average_set_off_mid_stream_predicts_with_the_last_weights_again():
+    X, y = _data(n=320, m=12)
+    lrn = _learner(average="ema").partial_fit(X[:224], y[:224], classes=[0, 1, 2])
+    assert lrn.network_.n_averaged_ > 0
+    lrn.set_params(average="off")
+    lrn.partial_fit(X[224:], y[224:])
+    off = _learner().partial_fit(X, y, classes=[0, 1, 2])
+    assert lrn.network_.n_averaged_ == 0
+    np.testing.assert_array_equal(lrn.network_.network_.params, off.network_.network_.params)
+    np.testing.assert_array_equal(lrn.predict(X), off.predict(X))
 
 
 def test_a_learner_checkpoint_resumes_the_average(tmp_path):
@@ -180,9 +216,14 @@ def test_the_customizer_averages_a_long_stream_when_the_average_fits():
     # the learner gets it on a sliding window only
     assert long_.learner_params(blocked=False)["average"] == "ema"
     assert "average" not in long_.learner_params(blocked=True)
-    # never at the cost of capacity: a budget the plan fills exactly without it
-    tight = _plan(memory_bytes=short.footprint_bytes + n_params, n_samples=10 ** 6)
-    assert tight.average == "off" and tight.l == short.l
+    # never at the cost of capacity: a budget that holds l=32 without the average, not with
+    # it, gets l=32 without it (not l=16 with it)
+    big = _plan(memory_bytes=8 << 20, n_samples=10 ** 6, l_choices=(16, 32))
+    assert big.l == 32 and big.average == "ema"
+    n32 = 32 * 16 + 16 + 16 * 4 + 4
+    tight = _plan(memory_bytes=big.footprint_bytes - 2 * n32 + 1, n_samples=10 ** 6,
+                  l_choices=(16, 32))
+    assert (tight.l, tight.average) == (32, "off")
 
 
 def test_a_plan_file_with_a_bad_average_is_refused(tmp_path):

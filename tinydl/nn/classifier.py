@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 from typing import Dict, List
 
 import numpy as np
@@ -59,6 +60,10 @@ def _writable(obj) -> None:
 
 
 class NetworkClassifier(Trainer, InputChecks):
+    # models made before weight averaging existed (copies of them) hold no average
+    n_averaged_ = 0
+    _stash = None
+
     """Shared machinery; subclasses define the layers in :meth:`_make_layers`.
 
     Parameters common to every subclass: ``loss`` ("l2" or "cross_entropy"), ``optimizer``
@@ -209,8 +214,9 @@ class NetworkClassifier(Trainer, InputChecks):
         self
         """
         _check_param("epochs", epochs, "int", low=1)
-        if average is not None and not (isinstance(average, (float, int)) and
-                                        not isinstance(average, bool) and 0 <= average < 1):
+        if average is not None and not (isinstance(average, numbers.Real) and
+                                        not isinstance(average, (bool, np.bool_)) and
+                                        0 <= average < 1):
             raise ValueError(f"average must be a number in [0, 1), got {average!r}")
         first = not hasattr(self, "network_")
         data, n, m, sparse = self._check_X(X, None if first else self.n_features_in_,
@@ -251,7 +257,10 @@ class NetworkClassifier(Trainer, InputChecks):
         training uses: the average costs ``|param|`` float16 values (``A``'s stash while
         ``W`` trains), not a third float32 copy.  ``A`` goes through float16 once per call:
         ``A = average * float16(A) + (1 - average) * W``, elementwise in the model's dtype
-        (a relative rounding of 2**-11 that the blend shrinks by ``average`` each time).
+        (a relative rounding of 2**-11 that the blend shrinks by ``average`` each time; a
+        weight past float16's range, 65504, would become infinite: weights of networks
+        that train stay far below it).  A call without ``average`` keeps ``A`` up to that
+        rounding.
         An error during training (a divergence) leaves ``W`` at the last finite step and
         ``A`` as it was, up to that rounding.
         """
@@ -274,6 +283,14 @@ class NetworkClassifier(Trainer, InputChecks):
         else:
             _blend(net.params, net.grads, float(average))
         self.n_averaged_ += 1
+
+    def stop_average(self) -> None:
+        """End a running average: predictions use the training weights again (``W`` back in
+        the parameter buffer, the stash released)."""
+        if self.n_averaged_:
+            np.copyto(self.network_.params, self.network_.grads)
+            self.n_averaged_ = 0
+            self._stash = None
 
     @property
     def training_params_(self) -> np.ndarray:
@@ -538,8 +555,9 @@ class NetworkClassifier(Trainer, InputChecks):
         return model
 
 
-#: elements blended at a time (the blend's scratch: 16 KB of float32)
-_BLEND_CHUNK = 4096
+#: elements blended at a time (the blend's scratch: 1 KB of float32, within the footprint's
+#: allowance for a retraining's small buffers)
+_BLEND_CHUNK = 256
 
 
 def _blend(a: np.ndarray, w: np.ndarray, beta: float) -> None:
