@@ -632,12 +632,13 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         # the weight average is added to the chosen plan where it still fits: it never
         # displaces capacity (measured: UJIIndoorLoc's 256 KiB plan, l=80 without it, 88.4%
         # on the validation split over 6 shuffles, beat the l=64 plan that fits it, 87.3%)
+        average = "off"
         fp, buffers = footprint("off")
         if average_for(c.window, n_samples) == "ema":
             fa, ba = footprint("ema")
             if fa["total"] <= mem_cap:
-                fp, buffers = fa, ba
-                c = dataclasses.replace(c, average="ema", footprint_bytes=int(fa["total"]))
+                average, fp, buffers = "ema", fa, ba
+                c = dataclasses.replace(c, footprint_bytes=int(fa["total"]))
                 why += (f"; weights averaged for prediction (a stream of "
                         f"{int(n_samples):,} samples, {int(n_samples) // c.window} windows "
                         f">= {AVERAGE_WINDOWS}; it fits the budget)")
@@ -662,7 +663,7 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                     packed_gram=c.packed_gram, optimizer=c.optimizer,
                     sparse_product=c.sparse_product, dictionary_nnz=c.dictionary_nnz,
                     buffers=tuple(buffers), candidates=tuple(cands), shape=shape,
-                    average=c.average)
+                    average=average)
 
     if target_error is not None:
         return make(best, reason)

@@ -46,15 +46,13 @@ class MarkedStream:
         """The weight average's blend at this update (``average="ema"``, see
         :class:`~tinydl.learner.TinyDLClassifier`): None before the stream has filled the
         window (no average yet), 0 to start it, then :func:`~tinydl.learner.average_beta`."""
-        if getattr(self, "average", "off") != "ema":
-            stop = getattr(self.network_, "stop_average", None)
-            if stop is not None:
-                stop()  # set to "off" after an average started: the last weights again
+        if self.average != "ema":
+            self.network_.stop_average()  # set "off" after an average started: W again
             return None
         if self.n_samples_seen_ <= self.window:
             return None
         from .learner import average_beta
-        n = getattr(self.network_, "n_averaged_", 0)
+        n = self.network_.n_averaged_
         return average_beta(n + 1) if n else 0.0
 
     def _update(self):

@@ -159,7 +159,6 @@ class Candidate:
     packed_gram: bool = False         # Li packed below G's diagonal (stored dictionary)
     optimizer: str = "adam"           # the network's optimizer (LEAN_NETWORK: "adafactor")
     sparse_product: str = "gather"    # its first layer's product on codes ("dense": lean)
-    average: str = "off"              # the learner's weight average ("ema": long streams)
 
     def label(self) -> str:
         """One line naming the configuration."""
@@ -174,7 +173,7 @@ class Candidate:
                    else "") + (" packed" if self.packed_gram else "")
                 + (f" {self.optimizer}" if self.optimizer != "adam" else "")
                 + (f" product={self.sparse_product}" if self.sparse_product != "gather"
-                   else "") + (f" average={self.average}" if self.average != "off" else ""))
+                   else ""))
 
 
 @dataclass(frozen=True)
@@ -260,7 +259,8 @@ class Plan:
     average : {"off", "ema"}
         The learner's weight average (:class:`~tinydl.learner.TinyDLClassifier`):
         ``"ema"`` for a stream known to be at least
-        :data:`~tinydl.customize.AVERAGE_WINDOWS` windows long, priced in the footprint;
+        :data:`~tinydl.customize.AVERAGE_WINDOWS` windows long when the chosen plan still
+        fits the budget with it (priced in the footprint);
         :meth:`learner_params` turns it off for a reservoir window (a stream whose labels
         arrive in blocks changes as it goes: an average of its past weights lags the newest
         class).

@@ -73,7 +73,7 @@ def add_arguments(p):
                    help="the network's minibatch")
     o.add_argument("--average", choices=("off", "ema"),
                    help="predict with a moving average of the weights (ema) or the last "
-                   "update's (off); a plan turns it on for a stream of many windows")
+                   "update's (off); a plan turns it on for a stream of many windows where it fits")
     o.add_argument("--optimizer", choices=("adam", "sgd", "adafactor"),
                    help="the network's optimizer, at its default learning rate (adam 3e-3; "
                    "sgd: the paper's, 0.01 with momentum 0.9; adafactor 1e-2, a relative "

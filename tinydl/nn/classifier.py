@@ -60,10 +60,6 @@ def _writable(obj) -> None:
 
 
 class NetworkClassifier(Trainer, InputChecks):
-    # models made before weight averaging existed (copies of them) hold no average
-    n_averaged_ = 0
-    _stash = None
-
     """Shared machinery; subclasses define the layers in :meth:`_make_layers`.
 
     Parameters common to every subclass: ``loss`` ("l2" or "cross_entropy"), ``optimizer``
@@ -74,6 +70,10 @@ class NetworkClassifier(Trainer, InputChecks):
     product for compact-code input; "auto" times both on the first batch and keeps the
     faster).
     """
+
+    # models made before weight averaging existed (copies of them) hold no average
+    n_averaged_ = 0
+    _stash = None
 
     #: passes kept in ``loss_curve_`` (None: all).  Not a constructor parameter: a holder
     #: that retrains the network along a stream (the TinyDL learner) bounds it, so that a
