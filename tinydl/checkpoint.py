@@ -19,6 +19,7 @@ Parameters are stored as JSON (:func:`params_to_json`, :func:`params_from_json`)
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 from typing import Callable, Dict
@@ -105,6 +106,15 @@ def write(directory, n_samples: int, write_files: Callable[[str], None]) -> str:
     if os.path.isdir(target):  # a partial checkpoint of a run killed midway
         _rmtree(target)
     os.makedirs(target, exist_ok=True)
+    # a full collection first, so that the writing's transient buffers (zip and file
+    # buffers, the state's dicts: tinydl.footprint's checkpoint.write) are not stacked on
+    # what the interpreter still holds since its last one: objects freed into its free lists
+    # (tuples, floats, dicts: held, and traced, until a full collection) and unreachable
+    # cycles.  Measured with `tinydl fit --trace-memory` on UJIIndoorLoc's 256 KiB plan,
+    # checkpoints every 256 samples: peak 258,138 B without it, 251,163 B with it (the plan
+    # predicts 255,136 B); l=100 with sparse atoms 264,428 -> 254,670 B (259,312 B).  About
+    # 2 ms in the command's process, once per checkpoint.
+    gc.collect()
     write_files(target)
     atomic_write_text(os.path.join(directory, LATEST), name + "\n")
     for entry in os.listdir(directory):
