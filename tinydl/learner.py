@@ -390,7 +390,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
             if released is not None:
                 self._consume(*released)
         if self.n_updates_ != updates:
-            self._prepare_row()
+            self._prepare_row(streaming=True)
         return self
 
     def fit(self, X, y):

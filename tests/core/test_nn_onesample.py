@@ -72,7 +72,8 @@ def test_mlp_one_sample_is_the_batch_path_bit_for_bit(backend, activation, dtype
 
 
 @pytest.mark.parametrize("backend", ["numpy", "native"])
-def test_sparse_codes_one_sample_is_the_batch_path_bit_for_bit(backend, _backend):
+@pytest.mark.parametrize("product", ["gather", "dense"])
+def test_sparse_codes_one_sample_is_the_batch_path_bit_for_bit(backend, product, _backend):
     from tinydl.codes import SparseCodes
     rng = np.random.default_rng(2)
     idx = np.stack([rng.choice(40, 6, replace=False) for _ in range(50)]).astype(np.int32)
@@ -80,9 +81,11 @@ def test_sparse_codes_one_sample_is_the_batch_path_bit_for_bit(backend, _backend
     val = np.where(idx >= 0, rng.standard_normal(idx.shape), 0).astype(np.float32)
     y = rng.integers(0, 3, 50)
     codes = SparseCodes(idx, val, 40)
-    clf = MLPClassifier(hidden_layer_sizes=(16,), epochs=2, sparse_product="gather",
+    clf = MLPClassifier(hidden_layer_sizes=(16,), epochs=2, sparse_product=product,
                         backend=_backend(backend)).fit(codes, y)
     net = clf.network_
+    plan = net.row_plan(True)  # "dense": the codes scattered into a row of its own
+    assert plan is not None and (plan._row is None) == (product == "gather")
     for i in range(0, 50, 3):
         one = SparseCodes(idx[i:i + 1].copy(), val[i:i + 1].copy(), 40)
         fast = net.forward(one).copy()
@@ -404,3 +407,50 @@ def test_deepcopy_of_a_trained_learner_on_any_backend(backend, _backend):
     assert np.array_equal(dup.network_.predict_proba(dup.transform(X[650:])),
                           clf.network_.predict_proba(clf.transform(X[650:])))
     assert dup.network_.network_.layers[0].p["W"] is not clf.network_.network_.layers[0].p["W"]
+
+
+def test_learner_with_the_dense_product_predicts_one_sample_on_the_prepared_path():
+    """The small-memory plans' first-layer product ("dense"): the learner prepares the
+    one-sample path too, and its outputs are the batch path's on that row, bit for bit."""
+    from tinydl.learner import TinyDLClassifier
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((400, 24)).astype(np.float32)
+    y = rng.integers(0, 4, 400)
+    clf = TinyDLClassifier(l=16, k=4, hidden_layer_sizes=(12, 8), window=128, n_batch=64,
+                           sparse_product="dense", seed=0).fit(X, y)
+    row = clf._prepare_row()
+    assert row is not None and row.plan._row is not None
+    batch = clf.decision_function(X[:40]) if hasattr(clf, "decision_function") else None
+    for i in range(40):
+        one = X[i:i + 1].copy()
+        z = clf._row_outputs(one).copy()
+        codes = clf._codes(one)
+        from tinydl.codes import SparseCodes
+        codes = SparseCodes(np.ascontiguousarray(codes.indices, np.int32),
+                            codes.values * clf._code_scale, codes.n_atoms)
+        assert np.array_equal(z, _layer_by_layer(clf.network_.network_, codes))
+        assert clf.predict(one)[0] == clf.classes_[np.argmax(z)]
+        if batch is not None:
+            np.testing.assert_allclose(z[0], batch[i], rtol=1e-5, atol=1e-6)
+
+
+def test_dense_product_learner_makes_its_one_sample_path_on_first_use_while_streaming():
+    """While a learner streams, a "dense"-product network's one-sample path (not in the
+    plan's footprint) is made only when one sample is predicted; a "gather" one is made
+    after every update, as before; finish makes both."""
+    from tinydl.learner import TinyDLClassifier
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    for product in ("dense", "gather"):
+        clf = TinyDLClassifier(l=12, k=3, hidden_layer_sizes=(8,), window=64, n_batch=32,
+                               sparse_product=product, seed=0)
+        clf.partial_fit(X[:200], y[:200], classes=np.unique(y))
+        assert clf.n_updates_ > 0
+        assert (clf.__dict__.get("_row") is None) == (product == "dense")
+        label = clf.predict(X[200:201])
+        assert clf.__dict__.get("_row") is not None  # made by that call
+        assert label[0] == clf.predict(X[200:202])[0]
+        clf.partial_fit(X[200:], y[200:])
+        clf.finish()
+        assert clf.__dict__.get("_row") is not None

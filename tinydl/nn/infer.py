@@ -7,8 +7,10 @@ microseconds of Python per layer, which is most of the time of one small sample.
 :class:`RowPlan` is that pass for exactly one sample, prepared once per network: each layer's
 output buffer of shape ``(1, units)``, the weight and bias views, the activations applied in
 place on those buffers, and, for compact-code input, the backend's sparse-layer plan bound to
-the first layer's buffer.  A call then runs ~3 NumPy calls per dense layer and allocates no
-array data.
+the first layer's buffer (``sparse_product="gather"``) or, for the ``"dense"`` product, a
+(1, n_in + 1) row the codes are put into as the batch path scatters them (its last column
+takes the -1 padding) and the layer's one product.  A call then runs ~3 NumPy calls per
+dense layer and allocates no array data.
 
 Same results as the batch path, bit for bit, on the same one-row input: the plan makes the
 calls the layers make for one row (the backend's ``dense_forward`` is ``numpy.matmul`` then
@@ -78,8 +80,10 @@ class RowPlan:
     ----------
     network : Network
     sparse_input : bool
-        Compact codes into the first layer (its ``sparse_product`` must be ``"gather"``),
-        else a dense row.
+        Compact codes into the first layer (its ``sparse_product`` ``"gather"``: the
+        backend's bound kernel; ``"dense"``: the codes scattered into a (1, n_in + 1) row
+        whose last column takes the -1 padding, then the layer's product, as the batch path
+        scatters them into its block), else a dense row.
 
     Attributes
     ----------
@@ -107,17 +111,24 @@ class RowPlan:
         # ``out`` by ``**kw`` or functools.partial, measured)
         calls, bufs = [], []
         h = None  # the buffer holding the current activations
-        self._gather = self._head = None
+        self._gather = self._head = self._row = self._flat = self._pidx = None
+        self.product = first.sparse_product if sparse_input else None
         for i, layer in enumerate(layers):
             if isinstance(layer, Dense):
                 y = np.zeros((1, layer.units), dt)
                 bufs.append(y)
                 W, b = layer.p["W"], layer.p["b"]
-                if i == 0 and sparse_input:
+                if i == 0 and sparse_input and self.product == "gather":
                     # the batch path's own bound kernel, on this plan's output row
                     self._gather = be.prepare_sparse_layer(W, b, y, layer.g["W"], layer.g["b"])
+                elif i == 0 and sparse_input:
+                    # "dense": the batch path's scatter block for one row (Dense._scatter),
+                    # then the same product on its first n_in columns
+                    self._row = np.zeros((1, self.n_in + 1), dt)
+                    self._flat = self._row.reshape(-1)
+                    self._head = (self._row[:, :self.n_in], W, b, y)
                 elif i == 0:
-                    self._head = (W, b, y)
+                    self._head = (None, W, b, y)
                 elif direct:
                     calls += [(np.matmul, (h, W, y)), (np.add, (y, b, y))]
                 else:
@@ -133,19 +144,20 @@ class RowPlan:
                 raise ValueError(f"no one-sample plan for a {layer.kind!r} layer")
         self._calls = tuple(calls)
         self.out = bufs[-1]
-        self.nbytes = int(sum(b.nbytes for b in bufs))
+        self.nbytes = int(sum(b.nbytes for b in bufs)
+                          + (0 if self._row is None else self._row.nbytes))
 
     def valid_for(self, network) -> bool:
         """Whether the plan still runs ``network`` (the same object, parameters and first
         layer product)."""
         return (self.network is network and self.params is network.params
-                and (not self.sparse_input or network.layers[0].sparse_product == "gather"))
+                and (not self.sparse_input or network.layers[0].sparse_product == self.product))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Outputs (1, n_outputs) for one dense sample ``x`` of shape (1, n_in) in the
         network's dtype, C-contiguous (not checked here); a view of :attr:`out`, overwritten
         by the next call."""
-        W, b, y = self._head
+        _, W, b, y = self._head
         if self._direct:
             np.matmul(x, W, y)
             np.add(y, b, y)
@@ -158,7 +170,24 @@ class RowPlan:
     def run_codes(self, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Outputs (1, n_outputs) for one sample's compact codes (``indices`` int32 and
         ``values`` of the network's dtype, both (1, k) and C-contiguous; ``-1`` pads)."""
-        self._gather.forward(indices, values)
+        if self._row is None:
+            self._gather.forward(indices, values)
+        else:
+            flat, pidx = self._flat, self._pidx
+            if pidx is None or pidx.shape != indices.shape:
+                # once per code width: put converts other index dtypes into a temporary
+                pidx = self._pidx = np.empty(indices.shape, np.intp)
+            np.copyto(pidx, indices)
+            flat.fill(0)
+            # "wrap" sends the -1 padding to the extra last column, as Dense._scatter's
+            # padded indices do
+            np.put(flat, pidx, values, mode="wrap")
+            x, W, b, y = self._head
+            if self._direct:
+                np.matmul(x, W, y)
+                np.add(y, b, y)
+            else:
+                self._backend.dense_forward(x, W, b, out=y)
         for f, a in self._calls:
             f(*a)
         return self.out
@@ -167,11 +196,11 @@ class RowPlan:
 def build_row_plan(network, sparse_input: bool) -> Optional[RowPlan]:
     """A :class:`RowPlan` for ``network``, or None when its layers are not all of the kinds
     the plan runs (a dense first layer, then dense, activation and dropout layers; for
-    compact codes a first layer with ``sparse_product="gather"``)."""
+    compact codes a first layer with ``sparse_product`` ``"gather"`` or ``"dense"``)."""
     layers = network.layers
     if not isinstance(layers[0], Dense) or network.input_shape != (layers[0].n_in,):
         return None
-    if sparse_input and layers[0].sparse_product != "gather":
+    if sparse_input and layers[0].sparse_product not in ("gather", "dense"):
         return None
     for layer in layers:
         if type(layer) not in (Dense, ReLU, Tanh, Sigmoid, Dropout):
