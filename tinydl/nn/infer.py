@@ -153,16 +153,20 @@ class RowPlan:
         return (self.network is network and self.params is network.params
                 and (not self.sparse_input or network.layers[0].sparse_product == self.product))
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Outputs (1, n_outputs) for one dense sample ``x`` of shape (1, n_in) in the
-        network's dtype, C-contiguous (not checked here); a view of :attr:`out`, overwritten
-        by the next call."""
+    def _first(self, x) -> None:
+        """The first dense layer on one row ``x`` (1, n_in), into its output buffer."""
         _, W, b, y = self._head
         if self._direct:
             np.matmul(x, W, y)
             np.add(y, b, y)
         else:
             self._backend.dense_forward(x, W, b, out=y)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (1, n_outputs) for one dense sample ``x`` of shape (1, n_in) in the
+        network's dtype, C-contiguous (not checked here); a view of :attr:`out`, overwritten
+        by the next call."""
+        self._first(x)
         for f, a in self._calls:
             f(*a)
         return self.out
@@ -182,12 +186,7 @@ class RowPlan:
             # "wrap" sends the -1 padding to the extra last column, as Dense._scatter's
             # padded indices do
             np.put(flat, pidx, values, mode="wrap")
-            x, W, b, y = self._head
-            if self._direct:
-                np.matmul(x, W, y)
-                np.add(y, b, y)
-            else:
-                self._backend.dense_forward(x, W, b, out=y)
+            self._first(self._head[0])
         for f, a in self._calls:
             f(*a)
         return self.out
