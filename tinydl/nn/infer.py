@@ -32,7 +32,11 @@ import numpy as np
 
 from .layers import Dense, Dropout, ReLU, Sigmoid, Tanh
 
-__all__ = ["RowPlan", "build_row_plan", "layer_specs", "row_is_finite"]
+__all__ = ["ROW_PRODUCTS", "RowPlan", "build_row_plan", "layer_specs", "row_is_finite"]
+
+#: the first layer's products for compact codes that :class:`RowPlan` runs ("auto", before
+#: it has chosen one by timing, keeps the batch path)
+ROW_PRODUCTS = ("gather", "dense")
 
 
 def _relu(h):
@@ -199,7 +203,7 @@ def build_row_plan(network, sparse_input: bool) -> Optional[RowPlan]:
     layers = network.layers
     if not isinstance(layers[0], Dense) or network.input_shape != (layers[0].n_in,):
         return None
-    if sparse_input and layers[0].sparse_product not in ("gather", "dense"):
+    if sparse_input and layers[0].sparse_product not in ROW_PRODUCTS:
         return None
     for layer in layers:
         if type(layer) not in (Dense, ReLU, Tanh, Sigmoid, Dropout):

@@ -26,7 +26,7 @@ import numpy as np
 import hal
 
 from ..codes import SparseCodes
-from .infer import build_row_plan
+from .infer import ROW_PRODUCTS, build_row_plan
 from .layers import Dense, Layer
 
 __all__ = ["Network"]
@@ -153,7 +153,7 @@ class Network:
                     if plan is not None and x.shape[1] == plan.n_in:
                         return plan.run(x)
             elif type(x) is SparseCodes and x.indices.shape[0] == 1 \
-                    and getattr(self.layers[0], "sparse_product", None) in ("gather", "dense"):
+                    and getattr(self.layers[0], "sparse_product", None) in ROW_PRODUCTS:
                 plan = self.row_plan(True)
                 if plan is not None:
                     return plan.run_codes(x.indices, x.values)
