@@ -18,7 +18,7 @@ allocate nothing on the dense path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -58,11 +58,21 @@ class OMPWorkspace:
     #: then filled on the first call only, not on every call
     fixed_D: bool = False
     dt_filled: bool = False
+    #: the arrays every call writes before it reads them (the backend's pledge): their
+    #: contents are dead between calls, so an owner may lend them out while no call runs
+    #: (:meth:`scratch`; the learner's weight average keeps its stash there while the network
+    #: trains)
+    scratch_names: Tuple[str, ...] = ()
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the workspace's buffers."""
         return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def scratch(self) -> List[np.ndarray]:
+        """The arrays named by :attr:`scratch_names`: free for an owner's use between calls
+        (a call overwrites whatever they hold)."""
+        return [self.arrays[n] for n in self.scratch_names if n in self.arrays]
 
     def fits(self, n: int, m: int, l: int, k: int, dtype) -> bool:
         """Whether this workspace can serve a call with these shapes."""

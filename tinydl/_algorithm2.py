@@ -114,6 +114,12 @@ class Algorithm2Scan:
             self._bws = self._be.prepare_basis(self._D, self._G, self._Li)
         self._plan_p = None
 
+    def _idle_scratch(self) -> list:
+        """Arrays of the backend's workspace whose contents are dead between calls (what the
+        learner lends to its network while it retrains: no transform runs then)."""
+        lend = getattr(self._bws, "scratch", None)
+        return lend() if lend is not None else []
+
     def _packed_diag(self):
         """G's diagonal while G and Li are packed in ``_G`` (the dictionary fills), else None
         (no Li, or ``_G`` the plain Gram matrix of a full dictionary that dropped its Li)."""

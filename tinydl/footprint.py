@@ -117,7 +117,8 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
                  alpha: float = 0.3, decode_rows: int = _TILE,
                  product_rows: int = _TILE, packed_gram: bool = False,
                  optimizer: str = "adam", sparse_product: str = "gather",
-                 dictionary_nnz: Optional[int] = None, average: str = "off") -> List[tuple]:
+                 dictionary_nnz: Optional[int] = None, average: str = "off",
+                 lend_scratch: bool = False) -> List[tuple]:
     """Every buffer of a streaming run, as tuples (see :func:`plan_buffers`).
 
     Parameters
@@ -158,7 +159,12 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
         (:class:`hal.backends.numpy.stored.SparseAtoms`): (l, nnz) uint16 columns and int8
         values instead of (l, m) int8, and the decode's scatter indices.
     average : {"off", "ema"}
-        The learner's weight average: ``"ema"`` adds ``|param|`` float16 values.
+        The learner's weight average: ``"ema"`` adds ``|param|`` float16 values, less what
+        the OMP workspace's idle scratch holds (the learner lends it while it retrains).
+    lend_scratch : bool
+        Whether the stream is coded on NumPy's Batch-OMP, whose workspace lends its scratch
+        (:data:`hal.backends.numpy.omp.OMP_SCRATCH`; :func:`tinydl.lowmem.lends_omp_scratch`
+        says where); False prices the whole stash.
 
     Returns
     -------
@@ -246,10 +252,16 @@ def _buffers(m: int, n_classes: int, l: int, k: int, hidden_layer_sizes: Sequenc
     if average == "ema":
         # the weight average (TinyDLClassifier average="ema"): the averaged weights stay in
         # the parameter buffer, the training weights wait in the gradient buffer between
-        # updates, and the average waits here, in float16, while they train
-        out.append(_buf("network.average", (int(net["parameters"]) // np.dtype(dt).itemsize,),
-                        "float16", "overhead", S,
-                        "the averaged weights' float16 stash while the network trains"))
+        # updates, and the average waits in float16 while they train: over the OMP
+        # workspace's scratch first (hal.backends.numpy.omp.OMP_SCRATCH: Y, corr, abs and
+        # u, idle while the network trains; the learner lends them, tinydl.marks), and
+        # here for the rest
+        lent = (((kk + 1) * b * lb + 2 * b * lb + kk * kk * b) * it // 2
+                if lend_scratch else 0)
+        out.append(_buf("network.average",
+                        (max(0, int(net["parameters"]) // it - lent),), "float16", "overhead",
+                        S, "the averaged weights' float16 stash while the network trains, "
+                        "less what the OMP scratch holds"))
     out.append(("network.loss_curve", (), "object", _loss_curve_bytes(),
                 "overhead", S, "the last passes' mean loss (Python floats)"))
     # the learner's small Python objects: array headers and views (each layer's parameter
@@ -507,7 +519,6 @@ def measured_buffers(learner) -> Dict[str, int]:
     if net is not None:
         put("network.parameters", getattr(net, "params", None))
         put("network.gradients", getattr(net, "grads", None))
-        put("network.average", getattr(learner.network_, "_stash", None))
         layers = getattr(net, "layers", None) or [None]
         put("network.scatter index", getattr(layers[0], "_flat", None))
     opt = getattr(getattr(learner, "network_", None), "optimizer_", None)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["plan_backend", "DECODE_ROWS", "DECODE_LADDER", "PRODUCT_ROWS", "PRODUCT_LADDER",
-           "PACKED_BACKENDS"]
+__all__ = ["plan_backend", "sized_by_plan", "lends_omp_scratch", "DECODE_ROWS", "DECODE_LADDER",
+           "PRODUCT_ROWS", "PRODUCT_LADDER", "PACKED_BACKENDS"]
 
 #: atoms a stored (float16 / int8) dictionary decodes at a time by default
 #: (hal.backends.numpy.stored._TILE), and the customizer's options: 16, then 1 when the
@@ -49,6 +49,24 @@ def _lean_class(cls):
                                                "__module__": __name__})
 
 
+def sized_by_plan(batch: int = 256, dt_copy: bool = True, decode_rows: int = DECODE_ROWS,
+                  product_rows: int = PRODUCT_ROWS, packed_gram: bool = False) -> bool:
+    """Whether :func:`plan_backend` makes a backend of its own for these settings (one that
+    codes the stream on its own Batch-OMP, ``compiled_execution`` off), not the name itself
+    (the defaults)."""
+    return not (batch >= 256 and dt_copy and decode_rows == DECODE_ROWS
+                and product_rows == PRODUCT_ROWS and not packed_gram)
+
+
+def lends_omp_scratch(name: str, **settings) -> bool:
+    """Whether a learner on :func:`plan_backend`'s backend for ``name`` and ``settings``
+    (its arguments) codes the stream on NumPy's Batch-OMP, whose workspace lends its scratch
+    to the weight average's stash (:meth:`hal.backend.OMPWorkspace.scratch`): the NumPy
+    backend, or the BLAS one sized by a plan.  Elsewhere (the execution rule's native
+    kernels) the footprint prices the whole stash."""
+    return str(name) == "numpy" or (str(name) in PACKED_BACKENDS and sized_by_plan(**settings))
+
+
 def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
                  decode_rows: int = DECODE_ROWS, product_rows: int = PRODUCT_ROWS,
                  packed_gram: bool = False):
@@ -80,8 +98,7 @@ def plan_backend(name: str, batch: int = 256, dt_copy: bool = True,
         a backend sized here has ``compiled_execution`` off (see :mod:`hal.execution`).
     """
     import hal
-    if batch >= 256 and dt_copy and decode_rows == DECODE_ROWS \
-            and product_rows == PRODUCT_ROWS and not packed_gram:
+    if not sized_by_plan(batch, dt_copy, decode_rows, product_rows, packed_gram):
         return name
     try:
         be = hal.get_backend(name, batch=int(batch))

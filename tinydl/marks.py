@@ -37,10 +37,21 @@ class MarkedStream:
         with self.train_timer or contextlib.nullcontext():
             self.network_.partial_fit(codes, labels, classes=self._class_index,
                                       epochs=int(epochs or self.epochs_per_update),
-                                      rows=rows, average=self._average_beta())
+                                      rows=rows, average=self._average_beta(),
+                                      scratch=self._lent_scratch())
         self.n_updates_ += 1
         if self.on_update is not None:
             self.on_update(self)
+
+    def _lent_scratch(self):
+        """The transform's idle workspace arrays, lent to the network while it retrains (no
+        transform runs then): an average's float16 stash lies there (see
+        :meth:`tinydl.nn.classifier.NetworkClassifier.partial_fit`'s ``scratch``), and the
+        plan prices only what does not fit (:func:`tinydl.footprint.plan_buffers`)."""
+        if self.average != "ema":
+            return None
+        lend = getattr(self.transform_, "_idle_scratch", None)
+        return lend() if lend is not None else None
 
     def _average_beta(self):
         """The weight average's blend at this update (``average="ema"``, see

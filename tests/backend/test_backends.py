@@ -18,6 +18,7 @@ tie), values within ``OMP_RTOL`` of the largest coefficient (bit-identical ops: 
 """
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -271,6 +272,31 @@ def test_omp_encode(backend, dtype, n, reference):
     ref2 = reference.omp_encode(X, D, G, k, tol=0.5)
     np.testing.assert_array_equal(got2.indices, ref2.indices)
     assert (ref2.n_nonzero < k).any() or n == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 70, 300])
+@pytest.mark.parametrize("case", ["sparse", "k_above_rank"])
+def test_omp_workspace_scratch_is_dead_between_calls(backend, dtype, n, case):
+    """What a workspace names as scratch (OMPWorkspace.scratch: the learner lends it to its
+    network between calls) is written before it is read on every call: the same codes,
+    bit for bit, after filling it with NaN; a lone row, chunks smaller than the workspace
+    and more than one chunk, tolerance stops, and stops at the rank of the atoms (k > m)."""
+    m, l, k = (96, 80, 5) if case == "sparse" else (12, 40, 16)
+    X, D, G, _ = _sparse_data(n, m, l, min(k, m // 2), dtype, seed=n)
+    ws = backend.prepare_omp(256, m, l, k, dtype)
+    for tol in (None, 0.5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (k > m: the stops at the rank are warned of)
+            first = backend.omp_encode(X, D, G, k, tol=tol, ws=ws)
+            for a in ws.scratch():
+                assert a.dtype.kind == "f" and a.flags.c_contiguous
+                a[...] = np.nan
+            again = backend.omp_encode(X, D, G, k, tol=tol, ws=ws)
+        for name in ("indices", "values", "n_nonzero", "residual_sq"):
+            np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    if backend.name in ("numpy", "blas"):  # Batch-OMP's own workspace lends its scratch
+        assert sum(a.nbytes for a in ws.scratch()) > 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import pytest
 
+import hal
 from tinydl.learner import AVERAGE_MAX, TinyDLClassifier, average_beta
 from tinydl.nn.classifier import MLPClassifier
 
@@ -54,6 +55,81 @@ def test_average_matches_a_numpy_transcription_and_leaves_training_unchanged():
     probe.network_.params[...] = ref
     np.testing.assert_array_equal(avg.predict(X), probe.predict(X))
     assert not np.array_equal(avg.network_.params, plain.network_.params)
+
+
+def _spy_stash(net):
+    """Record the float16 views each call lays A's stash over (``[]`` before the average
+    has started)."""
+    seen, make = [], net._stash_views
+
+    def views(n, scratch):
+        seen.append(make(n, scratch))
+        return seen[-1]
+
+    net._stash_views = views
+    return seen
+
+
+def test_the_stash_over_lent_scratch_gives_the_same_bits():
+    """A's float16 stash laid over arrays a caller lends (its idle workspaces) leaves every
+    result as with the model's own stash; the lent arrays hold A while W trains, and the
+    model allocates (for the call) only what they cannot hold."""
+    X, y = _data()
+    own, lent = _net(), _net()
+    for i, beta in enumerate([0.0, 0.5, 0.9]):
+        rows = slice(40 * i, 40 * i + 80)
+        own.partial_fit(X[rows], y[rows], classes=[0, 1, 2], epochs=2, average=beta)
+        # 3 float32 arrays: room for 40 float16 values in each of the first two, 32 in
+        # the last (112 of the network's 259 parameters)
+        scratch = [np.full(20, np.nan, np.float32), np.full((4, 5), np.nan, np.float32),
+                   np.full(16, np.nan, np.float32)]
+        a_before = lent.network_.params.copy() if i else None
+        seen = _spy_stash(lent) if i else []
+        lent.partial_fit(X[rows], y[rows], classes=[0, 1, 2], epochs=2, average=beta,
+                         scratch=scratch)
+        np.testing.assert_array_equal(lent.network_.params, own.network_.params)
+        np.testing.assert_array_equal(lent.training_params_, own.training_params_)
+        if i:  # A went through the lent arrays, in order, and the rest through its own
+            n_params = own.network_.n_params
+            held = np.concatenate([a.reshape(-1).view(np.float16) for a in scratch])
+            np.testing.assert_array_equal(held, a_before[:112].astype(np.float16))
+            (views,) = seen
+            assert [v.size for v in views] == [40, 40, 32, n_params - 112]
+            assert not any(np.may_share_memory(views[-1], a) for a in scratch)
+    # enough lent: nothing of its own
+    big = [np.empty(own.network_.n_params // 2 + 1, np.float32)]
+    seen = _spy_stash(lent)
+    lent.partial_fit(X[:80], y[:80], average=0.9, scratch=big)
+    own.partial_fit(X[:80], y[:80], average=0.9)
+    assert len(seen[0]) == 1 and np.shares_memory(seen[0][0], big[0])
+    np.testing.assert_array_equal(lent.network_.params, own.network_.params)
+    np.testing.assert_array_equal(lent.predict(X), own.predict(X))
+
+
+_SHARED = np.zeros(64, np.float32)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([np.zeros((8, 8), np.float32)[:, ::2]], "C-contiguous"),
+    ([np.zeros(8, np.float32)[::-1]], "C-contiguous"),
+    ([[0.0] * 8], "C-contiguous"),
+    ([np.empty(8, object)], "C-contiguous"),
+    ([_SHARED[:32], _SHARED[16:]], r"scratch\[1\] \(192 bytes\) shares memory with scratch"),
+    ("params", "shares memory with the network's own buffers")],
+    ids=["strided", "reversed", "list", "objects", "overlapping", "the-network's"])
+def test_bad_scratch_is_refused_before_any_state_changes(bad, match):
+    X, y = _data()
+    net = _net()
+    net.partial_fit(X[:80], y[:80], classes=[0, 1, 2], average=0.0)
+    net.partial_fit(X[80:160], y[80:160], average=0.5)
+    if bad == "params":
+        bad = [net.network_.grads[10:50]]
+    before = copy.deepcopy(net)
+    with pytest.raises(ValueError, match=match):
+        net.partial_fit(X[160:], y[160:], average=0.5, scratch=bad)
+    np.testing.assert_array_equal(net.network_.params, before.network_.params)
+    np.testing.assert_array_equal(net.training_params_, before.training_params_)
+    assert net.n_averaged_ == before.n_averaged_ and net.t_ == before.t_
 
 
 def test_a_call_without_average_keeps_the_average_up_to_float16():
@@ -110,7 +186,7 @@ def test_numpy_scalars_and_stop_average():
     assert net.n_averaged_ == 2
     w = net.training_params_.copy()
     net.stop_average()
-    assert net.n_averaged_ == 0 and net._stash is None
+    assert net.n_averaged_ == 0
     np.testing.assert_array_equal(net.network_.params, w)
     np.testing.assert_array_equal(net.training_params_, w)
 
@@ -119,7 +195,7 @@ def test_a_model_copied_before_averaging_existed_still_trains():
     X, y = _data()
     net = _net().partial_fit(X[:80], y[:80], classes=[0, 1, 2])
     old = copy.deepcopy(net)
-    for key in ("n_averaged_", "_stash"):  # what a copy made by an older tinydl lacks
+    for key in ("n_averaged_",):  # what a copy made by an older tinydl lacks
         del old.__dict__[key]
     old.partial_fit(X[80:], y[80:])
     assert old.n_averaged_ == 0
@@ -158,6 +234,55 @@ def test_the_learner_averages_once_the_window_has_filled_and_cuts_do_not_matter(
     np.testing.assert_array_equal(whole.network_.training_params_,
                                   off.network_.network_.params)
     assert not np.array_equal(whole.network_.network_.params, off.network_.network_.params)
+
+
+@pytest.mark.parametrize("dictionary_dtype", [None, "int8"])
+def test_the_learner_lends_its_idle_omp_scratch_and_nothing_else_changes(dictionary_dtype):
+    """The learner lays the average's stash over its transform's OMP scratch while the
+    network retrains (hal.backend.OMPWorkspace.scratch: written before read on every call).
+    Against a learner that lends nothing, and one that fills the lent arrays with NaN first:
+    the same dictionary, window codes, weights and predictions, bit for bit (a workspace
+    array read before written would carry the stash or the NaN into the codes)."""
+    X, y = _data(n=320, m=24)
+    kw = dict(l=12, k=4, average="ema", dictionary_dtype=dictionary_dtype)
+    lends, keeps, poisoned = _learner(**kw), _learner(**kw), _learner(**kw)
+    keeps._lent_scratch = lambda: None
+    seen, spies = [], {}
+
+    def poison():
+        arrays = poisoned.transform_._idle_scratch()
+        for a in arrays:
+            a[...] = np.nan
+        seen.append(sum(a.nbytes for a in arrays))
+        return arrays
+
+    poisoned._lent_scratch = poison
+    for lrn in (lends, keeps, poisoned):
+        for s in range(0, len(X), 40):
+            lrn.partial_fit(X[s:s + 40], y[s:s + 40], classes=[0, 1, 2])
+            if s == 0:  # the network exists now (the average starts at sample 96)
+                spies[id(lrn)] = _spy_stash(lrn.network_)
+    assert lends.network_.n_averaged_ == 8 and min(seen) > 0
+    # the stash went over the transform's scratch: the network's own part is the rest
+    n_params = lends.network_.network_.n_params
+    scratch = lends.transform_._idle_scratch()
+    lent = sum(a.nbytes for a in scratch) // 2
+    assert len(spies[id(lends)]) == len(spies[id(keeps)]) == 7  # the averaged calls but one
+    assert lent >= n_params  # (a numpy backend's 256-row workspace holds it all)
+    for views in spies[id(lends)]:
+        assert sum(v.size for v in views) == n_params
+        assert all(any(np.shares_memory(v, a) for a in scratch) for v in views)
+    assert all(len(v) == 1 and v[0].size == n_params for v in spies[id(keeps)])
+    for other in (keeps, poisoned):
+        np.testing.assert_array_equal(other.transform_.dictionary_,
+                                      lends.transform_.dictionary_)
+        np.testing.assert_array_equal(other.codes_indices_, lends.codes_indices_)
+        np.testing.assert_array_equal(other.codes_values_, lends.codes_values_)
+        np.testing.assert_array_equal(other.network_.network_.params,
+                                      lends.network_.network_.params)
+        np.testing.assert_array_equal(other.network_.training_params_,
+                                      lends.network_.training_params_)
+        np.testing.assert_array_equal(other.predict(X), lends.predict(X))
 
 
 def test_average_set_off_mid_stream_predicts_with_the_last_weights_again():
@@ -209,20 +334,28 @@ def test_the_customizer_averages_a_long_stream_when_the_average_fits():
     assert (long_.average, short.average, unknown.average) == ("ema", "off", "off")
     names = {b["name"]: b["bytes"] for b in long_.buffers}
     n_params = 16 * 16 + 16 + 16 * 4 + 4
-    assert names["network.average"] == 2 * n_params
+    # the stash lies over the OMP workspace's idle scratch first: its own bytes are what
+    # that scratch cannot hold (the arrays of the workspace the plan's backend allocates)
+    ws = long_.backend_object()
+    ws = hal.get_backend(ws) if isinstance(ws, str) else ws
+    lent = sum(a.nbytes for a in ws.prepare_omp(long_.omp_batch, 64, 16, 4,
+                                                np.float32).scratch())
+    assert names["network.average"] == max(0, 2 * n_params - lent)
     assert "network.average" not in {b["name"] for b in short.buffers}
-    assert long_.footprint_bytes == short.footprint_bytes + 2 * n_params
+    assert long_.footprint_bytes == short.footprint_bytes + names["network.average"]
     assert "weights averaged" in long_.reason
     # the learner gets it on a sliding window only
     assert long_.learner_params(blocked=False)["average"] == "ema"
     assert "average" not in long_.learner_params(blocked=True)
     # never at the cost of capacity: a budget that holds l=32 without the average, not with
     # it, gets l=32 without it (not l=16 with it)
-    big = _plan(memory_bytes=8 << 20, n_samples=10 ** 6, l_choices=(16, 32))
+    # (a wide network: its stash is more than the OMP scratch holds)
+    wide = dict(n_samples=10 ** 6, l_choices=(16, 32), hidden_choices=((4096,),))
+    big = _plan(memory_bytes=8 << 20, **wide)
     assert big.l == 32 and big.average == "ema"
-    n32 = 32 * 16 + 16 + 16 * 4 + 4
-    tight = _plan(memory_bytes=big.footprint_bytes - 2 * n32 + 1, n_samples=10 ** 6,
-                  l_choices=(16, 32))
+    own = {b["name"]: b["bytes"] for b in big.buffers}["network.average"]
+    assert own > 0
+    tight = _plan(memory_bytes=big.footprint_bytes - own + 1, **wide)
     assert (tight.l, tight.average) == (32, "off")
 
 

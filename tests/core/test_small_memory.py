@@ -186,37 +186,52 @@ _MEASURE = r"""
 import sys, tracemalloc, numpy as np
 from tinydl.customize import plan
 m, C = 520, 13
+# argv[2]: the stream length the plan is told (8 windows or more: the weight average, its
+# stash over the OMP scratch), argv[3]: 1 for a sliding window (the average needs one)
 p = plan(m, C, "x86-64-host", memory_bytes=int(sys.argv[1]), standardize=False,
-         n_samples=1200)
+         n_samples=int(sys.argv[2]))
+sliding = {"blocked": False} if sys.argv[3] == "1" else {}
 rng = np.random.default_rng(0)
-B = rng.standard_normal((12, m)).astype(np.float32)
 y = rng.integers(0, C, 1200)
-X = (rng.standard_normal((1200, 12)).astype(np.float32) + y[:, None]) @ B
-warm = p.learner()
+# full rank: the dictionary fills its l atoms, the OMP workspace its full size
+X = (rng.standard_normal((1200, m)) + 2 * rng.standard_normal((C, m))[y]).astype(np.float32)
+warm = p.learner(**sliding)
 for s in range(0, 300, p.chunk):  # the code paths run once: their lazy imports are not data
     warm.partial_fit(X[s:s + p.chunk].copy(), y[s:s + p.chunk], classes=np.arange(C))
 del warm
-learner = p.learner()
+learner = p.learner(**sliding)
 tracemalloc.start()
 for s in range(0, len(X), p.chunk):
     xb = X[s:s + p.chunk].copy()  # the chunk a stream reader would hand over
     learner.partial_fit(xb, y[s:s + p.chunk], classes=np.arange(C))
     del xb
-print(tracemalloc.get_traced_memory()[1], p.footprint_bytes, p.product_rows, p.l)
+priced = {b["name"]: b["bytes"] for b in p.buffers}.get("network.average", 0)
+lent = sum(a.nbytes for a in learner.transform_._idle_scratch())
+stash = 2 * learner.network_.network_.n_params
+print(tracemalloc.get_traced_memory()[1], p.footprint_bytes, p.product_rows, p.l,
+      learner.transform_.n_atoms_, int(p.average == "ema"), learner.network_.n_averaged_,
+      priced, lent, stash)
 """
 
 
-def test_small_plan_footprint_matches_the_measured_peak():
+@pytest.mark.parametrize("n_samples, sliding", [(1200, 0), (10 ** 5, 1)],
+                         ids=["plain", "averaged"])
+def test_small_plan_footprint_matches_the_measured_peak(n_samples, sliding):
     """A 256 KiB plan (UJIIndoorLoc's shape: m=520, 13 classes; int8 atoms, compact window,
     product tiles of 4 rows) against tracemalloc's peak while its learner streams, in a
-    fresh interpreter."""
+    fresh interpreter; told of a long stream, the plan averages the weights (their stash
+    over the OMP scratch) and the run does."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=root, OPENBLAS_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", _MEASURE, str(256 * 1024)], env=env,
-                       capture_output=True, text=True, timeout=240)
+    r = subprocess.run([sys.executable, "-c", _MEASURE, str(256 * 1024), str(n_samples),
+                        str(sliding)], env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
-    peak, predicted, rows, l = map(int, r.stdout.split())
-    assert predicted <= 256 * 1024
+    peak, predicted, rows, l, atoms, averaged, n_averaged, priced, lent, stash = map(
+        int, r.stdout.split())
+    assert predicted <= 256 * 1024 and atoms == l
+    assert averaged == sliding and (n_averaged > 0) == bool(sliding)
+    if sliding:  # the plan prices what the OMP scratch the learner lends cannot hold
+        assert 0 < lent < stash and priced == stash - lent, (priced, lent, stash)
     assert 0.9 * predicted <= peak <= 1.1 * predicted, (peak, predicted, rows, l)
 
 

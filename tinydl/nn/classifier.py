@@ -73,7 +73,6 @@ class NetworkClassifier(Trainer, InputChecks):
 
     # models made before weight averaging existed (copies of them) hold no average
     n_averaged_ = 0
-    _stash = None
 
     #: passes kept in ``loss_curve_`` (None: all).  Not a constructor parameter: a holder
     #: that retrains the network along a stream (the TinyDL learner) bounds it, so that a
@@ -147,7 +146,6 @@ class NetworkClassifier(Trainer, InputChecks):
         self.n_epochs_ = 0
         self.t_ = 0
         self.n_averaged_ = 0
-        self._stash = None
 
     def _dense_layers(self, n_classes) -> List:
         """``hidden_layer_sizes`` dense layers (activation, dropout), then the output layer."""
@@ -187,7 +185,8 @@ class NetworkClassifier(Trainer, InputChecks):
         self._train(data, yenc, n, sparse, self.epochs)
         return self
 
-    def partial_fit(self, X, y, classes=None, epochs=1, rows=None, average=None):
+    def partial_fit(self, X, y, classes=None, epochs=1, rows=None, average=None,
+                    scratch=None):
         """Passes over ``(X, y)`` continuing from the current weights (and optimizer state).
 
         Parameters
@@ -208,6 +207,14 @@ class NetworkClassifier(Trainer, InputChecks):
             predicts with: ``A = average * A + (1 - average) * W`` (the first such call
             starts the average at ``W``; see :meth:`_averaged_training`).  Once started,
             every call trains the training weights ``W``, not ``A``.
+        scratch : list of ndarray, optional
+            Arrays whose contents this call may overwrite (C-contiguous, writeable; an
+            owner's workspaces that are idle while the network trains: the learner lends its
+            transform's OMP scratch).  ``A``'s float16 stash is laid over them while ``W``
+            trains; only what does not fit is the model's own memory (for the call).  The
+            results are the same bits with or without.  Nothing else may use them during
+            the call (not thread-safe: a transform in another thread that wrote them would
+            corrupt ``A``).
 
         Returns
         -------
@@ -241,21 +248,24 @@ class NetworkClassifier(Trainer, InputChecks):
                     int(rows.min()) < 0 or int(rows.max()) >= n)):
                 raise ValueError(f"rows must be a 1-D array of row indices in [0, {n}), got "
                                  f"{rows.dtype} of shape {rows.shape}")
-        with self._averaged_training(average):
+        if scratch is not None:
+            scratch = self._check_scratch(scratch)
+        with self._averaged_training(average, scratch):
             for _ in range(int(epochs)):
                 self._train(data, yenc, n, sparse, 1, rows=rows)
         return self
 
     # -- weight averaging ------------------------------------------------------------------
     @contextlib.contextmanager
-    def _averaged_training(self, average):
+    def _averaged_training(self, average, scratch=None):
         """Train the training weights ``W``, then blend them into the averaged ones ``A``.
 
         Between calls (once an average has started, ``n_averaged_ > 0``) the network's
         parameter buffer holds ``A``, what every prediction path reads (the one-sample
         kernels are bound to that buffer), and ``W`` waits in the gradient buffer, which only
         training uses: the average costs ``|param|`` float16 values (``A``'s stash while
-        ``W`` trains), not a third float32 copy.  ``A`` goes through float16 once per call:
+        ``W`` trains, laid over the caller's idle ``scratch`` first), not a third float32
+        copy.  ``A`` goes through float16 once per call:
         ``A = average * float16(A) + (1 - average) * W``, elementwise in the model's dtype
         (a relative rounding of 2**-11 that the blend shrinks by ``average`` each time; a
         weight past float16's range, 65504, would become infinite: weights of networks
@@ -267,30 +277,65 @@ class NetworkClassifier(Trainer, InputChecks):
         net = self.network_
         started = self.n_averaged_ > 0
         if started:
-            np.copyto(self._stash, net.params)      # A, rounded to float16
+            stash = self._stash_views(net.n_params, scratch)
+            _split_copy(stash, net.params)          # A, rounded to float16
             np.copyto(net.params, net.grads)        # W
         try:
             yield
         finally:
             if started:
                 np.copyto(net.grads, net.params)    # W waits in the gradient buffer
-                np.copyto(net.params, self._stash)  # A
+                _split_copy(net.params, stash)      # A
+                stash = None                        # (its own part freed before the blend)
         if average is None:
             return
         if not started:  # the average starts at the weights trained so far
-            self._stash = np.empty(net.n_params, np.float16)
             np.copyto(net.grads, net.params)
         else:
             _blend(net.params, net.grads, float(average))
         self.n_averaged_ += 1
 
+    def _check_scratch(self, scratch) -> list:
+        """``scratch`` as a list, each array checked (before any state changes): C-contiguous,
+        writeable, no Python objects, no memory shared with another of them or with the
+        network's own buffers (what the stash would overwrite)."""
+        arrays = list(scratch)
+        own = [getattr(getattr(self, "network_", None), n, None) for n in ("params", "grads")]
+        for i, a in enumerate(arrays):
+            if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable
+                    and not a.dtype.hasobject):
+                raise ValueError("scratch arrays must be C-contiguous writeable numeric "
+                                 f"ndarrays; scratch[{i}] is {type(a).__name__}"
+                                 + (f" {a.dtype}{a.shape}" if isinstance(a, np.ndarray) else ""))
+            for j, b in enumerate(arrays[:i] + [o for o in own if o is not None]):
+                if np.may_share_memory(a, b):
+                    what = f"scratch[{j}]" if j < i else "the network's own buffers"
+                    raise ValueError(f"scratch[{i}] ({a.nbytes} bytes) shares memory with "
+                                     f"{what}: lent scratch must be memory nothing else uses "
+                                     "during the call")
+        return arrays
+
+    def _stash_views(self, n, scratch):
+        """Float16 views that together hold ``n`` values: over the lent ``scratch`` arrays
+        first (their bytes reinterpreted, in order), then the model's own stash for the rest
+        (allocated for the call only: between calls the lent arrays may grow, as the
+        dictionary does, and the rest would then be larger than it needs to be)."""
+        views, left = [], int(n)
+        for a in scratch or ():
+            cap = min(a.nbytes // 2, left)
+            if cap:
+                views.append(a.reshape(-1).view(np.uint8)[:2 * cap].view(np.float16))
+                left -= cap
+        if left:
+            views.append(np.empty(left, np.float16))
+        return views
+
     def stop_average(self) -> None:
         """End a running average: predictions use the training weights again (``W`` back in
-        the parameter buffer, the stash released)."""
+        the parameter buffer)."""
         if self.n_averaged_:
             np.copyto(self.network_.params, self.network_.grads)
             self.n_averaged_ = 0
-            self._stash = None
 
     @property
     def training_params_(self) -> np.ndarray:
@@ -543,7 +588,6 @@ class NetworkClassifier(Trainer, InputChecks):
                 model.optimizer_.state[name][...] = data["opt_" + name]
         model.optimizer_.t = int(meta["opt_t"])
         model.n_averaged_ = int(meta.get("n_averaged", 0))
-        model._stash = None
         if model.n_averaged_:
             w = data.get("params_train")
             if w is None or w.shape != (net.n_params,):
@@ -551,13 +595,27 @@ class NetworkClassifier(Trainer, InputChecks):
                                      f"({net.n_params},), got "
                                      f"{None if w is None else w.shape}")
             net.grads[...] = w
-            model._stash = np.empty(net.n_params, np.float16)
         return model
 
 
 #: elements blended at a time (the blend's scratch: 1 KB of float32, within the footprint's
 #: allowance for a retraining's small buffers)
 _BLEND_CHUNK = 256
+
+
+def _split_copy(dst, src) -> None:
+    """Copy between a flat array and consecutive pieces of it (a list of 1-D arrays whose
+    sizes add up to its size), either way round, casting as ``np.copyto``."""
+    if isinstance(dst, list):
+        o = 0
+        for v in dst:
+            np.copyto(v, src[o:o + v.size])
+            o += v.size
+    else:
+        o = 0
+        for v in src:
+            np.copyto(dst[o:o + v.size], v)
+            o += v.size
 
 
 def _blend(a: np.ndarray, w: np.ndarray, beta: float) -> None:

@@ -241,6 +241,12 @@ class BasisWorkspace:
             self._plan_key = key
         return self._plan
 
+    def scratch(self) -> list:
+        """The arrays of the training encode plan's workspace that are free between calls
+        (:meth:`hal.backend.OMPWorkspace.scratch`; none before a plan is made)."""
+        lend = getattr(self._plan, "scratch", None)
+        return lend() if lend is not None else []
+
     def exec_plan(self, n, k, tol=None, width=None, mean=None, scale=None):
         """The execution phase's encode plan for the first ``n`` atoms: on the native
         backend's per-row kernels where :func:`hal.execution.execution_backend` says so

@@ -58,6 +58,10 @@ class EncodePlan:
                                        self.dtype)
         self._ws.fixed_D = True  # D never changes for this plan: a backend's D.T copy once
 
+    def scratch(self) -> list:
+        """The workspace arrays free between calls (:meth:`hal.backend.OMPWorkspace.scratch`)."""
+        return self._ws.scratch()
+
     def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
                raw: bool = True) -> None:
         """Codes of the rows of ``X`` (n, m) into ``indices`` (n, width) int32 and ``values``

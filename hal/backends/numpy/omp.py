@@ -143,6 +143,13 @@ def kernel_coded(dep, n, l, k, m) -> bool:
     return True
 
 
+#: the workspace arrays :meth:`BatchOMP._omp_chunk` writes before it reads them on every
+#: call (the correlations and their magnitudes, the directions Y, and U, whose entries the
+#: back substitution reads only where this chunk wrote them): dead between calls
+#: (:meth:`hal.backend.OMPWorkspace.scratch`)
+OMP_SCRATCH = ("Y", "corr", "abs", "u")
+
+
 class BatchOMP:
     """Mixin of :class:`~hal.backends.numpy.NumpyBackend`: Batch-OMP over its products
     (``self._rows_matmul``, ``self.block``, ``self.batch``, ``self.cache_bytes``)."""
@@ -198,7 +205,8 @@ class BatchOMP:
             # X @ D.T on a contiguous copy of D.T: measured ~1.3x faster for float32 GEMMs on
             # OpenBLAS (no gain in float64); refreshed on every call, so D may change
             a["DT"] = np.empty((m, l), dtype)
-        return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
+        return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a,
+                            scratch_names=OMP_SCRATCH)
 
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
         """Batch-OMP of each row of ``X`` on the atoms (rows) of ``D``.
