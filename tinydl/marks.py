@@ -48,10 +48,7 @@ class MarkedStream:
         transform runs then): an average's float16 stash lies there (see
         :meth:`tinydl.nn.classifier.NetworkClassifier.partial_fit`'s ``scratch``), and the
         plan prices only what does not fit (:func:`tinydl.footprint.plan_buffers`)."""
-        if self.average != "ema":
-            return None
-        lend = getattr(self.transform_, "_idle_scratch", None)
-        return lend() if lend is not None else None
+        return self.transform_._idle_scratch() if self.average == "ema" else None
 
     def _average_beta(self):
         """The weight average's blend at this update (``average="ema"``, see

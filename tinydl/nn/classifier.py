@@ -277,15 +277,17 @@ class NetworkClassifier(Trainer, InputChecks):
         net = self.network_
         started = self.n_averaged_ > 0
         if started:
-            stash = self._stash_views(net.n_params, scratch)
-            _split_copy(stash, net.params)          # A, rounded to float16
+            stash = _pieces(net.params, self._stash_views(net.n_params, scratch))
+            for a, v in stash:
+                np.copyto(v, a)                     # A, rounded to float16
             np.copyto(net.params, net.grads)        # W
         try:
             yield
         finally:
             if started:
                 np.copyto(net.grads, net.params)    # W waits in the gradient buffer
-                _split_copy(net.params, stash)      # A
+                for a, v in stash:
+                    np.copyto(a, v)                 # A
                 stash = None                        # (its own part freed before the blend)
         if average is None:
             return
@@ -603,19 +605,14 @@ class NetworkClassifier(Trainer, InputChecks):
 _BLEND_CHUNK = 256
 
 
-def _split_copy(dst, src) -> None:
-    """Copy between a flat array and consecutive pieces of it (a list of 1-D arrays whose
-    sizes add up to its size), either way round, casting as ``np.copyto``."""
-    if isinstance(dst, list):
-        o = 0
-        for v in dst:
-            np.copyto(v, src[o:o + v.size])
-            o += v.size
-    else:
-        o = 0
-        for v in src:
-            np.copyto(dst[o:o + v.size], v)
-            o += v.size
+def _pieces(flat: np.ndarray, views: list) -> list:
+    """``(piece of flat, view)`` pairs: ``flat`` cut into consecutive pieces the sizes of
+    ``views`` (1-D arrays whose sizes add up to its size), for copies either way."""
+    out, o = [], 0
+    for v in views:
+        out.append((flat[o:o + v.size], v))
+        o += v.size
+    return out
 
 
 def _blend(a: np.ndarray, w: np.ndarray, beta: float) -> None:
