@@ -41,6 +41,14 @@ Gaussian data (no file is read), one BLAS thread, medians of ``--repeat`` single
   streams ended with the same dictionary, Gram matrix and ``Li`` bits in every pass;
   ``partial_fit_atoms``: the atoms before and after a pass (equal to ``l`` both: the pass is
   the steady state, where no Wp test runs and nothing joins).
+* ``dictionary_read_us``: one pass over the bytes a one-row code must read, the dictionary's
+  correlation copy (``m`` rows of ``l`` float32 rounded up to whole 8-lane vectors, as the
+  native kernels keep it), by NumPy's SIMD ``max`` over them as int32 (no arithmetic: at
+  least as fast as a C loop of AVX2 loads here), timed in the same alternating passes and
+  reported the same way (min over passes of the per-row mean); ``partial_fit_ratio_floor``
+  = ``dictionary_read_us / partial_fit_batch_us``: the least one-row / batch ratio a
+  one-row pass could reach on this machine in this run, with nothing but that read (a batch
+  shares one read among its rows; each lone row reads the dictionary once).
 
 Peers and tinydl are timed in the same run; ratios are peer / tinydl.
 """
@@ -180,13 +188,24 @@ def run(m, l, k, raw_hidden, n_classes, backend, repeat, passes=None):
         t0 = time.perf_counter()
         s.partial_fit(Xs)
         return (time.perf_counter() - t0) / len(rows) * 1e6, s
+
+    # the bytes one row's correlations read (see dictionary_read_us), read once per row
+    dt_bytes = np.ones(m * (-(-l // 8) * 8), np.int32)
+    reduce = dt_bytes.max
+
+    def read():
+        t0 = time.perf_counter()
+        for _ in rows:
+            reduce()
+        return (time.perf_counter() - t0) / len(rows) * 1e6
     # alternated, so that a load that comes and goes weighs on both alike; the minimum over
     # the passes of each pass's mean (a pass the scheduler slowed does not stand for the
     # machine)
-    b1, batch, same = [], [], True
+    b1, batch, reads, same = [], [], [], True
     for _ in range(passes):
         t1, s1 = pf1()
         tb, sb = pfb()
+        reads.append(read())
         b1.append(t1)
         batch.append(tb)
         same &= all(np.array_equal(a, b) for a, b in ((s1._D, sb._D), (s1._G, sb._G),
@@ -199,6 +218,8 @@ def run(m, l, k, raw_hidden, n_classes, backend, repeat, passes=None):
     out["partial_fit_b1_passes_us"] = [float(v) for v in b1]
     out["partial_fit_batch_passes_us"] = [float(v) for v in batch]
     out["partial_fit_ratio"] = out["partial_fit_b1_us"] / out["partial_fit_batch_us"]
+    out["dictionary_read_us"] = float(min(reads))
+    out["partial_fit_ratio_floor"] = out["dictionary_read_us"] / out["partial_fit_batch_us"]
     out["partial_fit_bit_identical"] = bool(same)
     out["partial_fit_atoms"] = atoms + [int(s1.n_atoms_)]
     out["partial_fit_note"] = ("StreamingDictionary.partial_fit (the dictionary's stream), "
@@ -244,14 +265,16 @@ def main(argv=None):
                      f"{r['sklearn_b1_us']:.1f}", f"{r['sklearn_b1_us'] / p:.1f}",
                      "-" if r["spams_b1_us"] is None else f"{r['spams_b1_us']:.1f}",
                      f"{r['partial_fit_b1_us']:.1f}", f"{r['partial_fit_batch_us']:.1f}",
-                     f"{r['partial_fit_ratio']:.2f}", str(r["partial_fit_bit_identical"])])
+                     f"{r['partial_fit_ratio']:.2f}", f"{r['dictionary_read_us']:.1f}",
+                     f"{r['partial_fit_ratio_floor']:.2f}", str(r["partial_fit_bit_identical"])])
         print(key, "done", file=sys.stderr, flush=True)
     print(f"backend={args.backend} ({backend_name}, execution on {exec_name}) float32, BLAS "
           f"threads={blas_threads()}, us: medians (partial_fit: min over passes of the "
-          "pass mean per sample)")
+          "pass mean per sample; read: one pass over the dictionary's bytes, floor: read / "
+          "pf_batch, the least pf_b1/batch a lone row can reach here)")
     print_table(["m-l-k", "gemv", "transform", "tr/gemv", "predict", "raw", "raw/pred",
                  "sklearn", "skl/pred", "spams", "pf_b1", "pf_batch", "pf_b1/batch",
-                 "pf_same_bits"], rows)
+                 "read", "floor", "pf_same_bits"], rows)
     if args.json:
         write_json(args.json, results)
     return 0
