@@ -25,7 +25,11 @@ wall clock counts other processes' slices) or the wall clock (``--clock wall``).
 All dtypes and backends are timed in this one process, interleaved round by round (each
 round starting at another dtype; ``--repeat`` rounds, median); the ratio against float32
 is the median over rounds of the ratio within a round (the machine's load hits neighbours
-alike).  Narrower storage runs
+alike), printed with the 25th..75th percentiles of those per-round ratios
+(``*_ratio_iqr`` in the JSON: how far one round's ratio moves on this machine, so that 0.99
+and 1.01 can be told from noise or not).  A batch's product is compute-bound (each atom
+value read serves a group of up to 48 rows), so narrower storage can at best hold it at
+parity there; a lone row's is bound by the bytes it reads.  Narrower storage runs
 ``hal.backends.numpy.stored`` (16 atoms decoded at a time) on numpy and blas, and
 ``hal/backends/native/stored.c`` on native (float32's correlation kernels over the atoms kept
 transposed in their stored dtype: a lone row decodes them in registers, a batch decodes a
@@ -171,7 +175,11 @@ def timings(bound, Z, repeat):
                 batch_samples_per_s=float(np.median(r[:, 0])),
                 single_samples_per_s=float(np.median(r[:, 1])),
                 batch_throughput_ratio=float(np.median(r[:, 0] / ref[:, 0])),
-                single_throughput_ratio=float(np.median(r[:, 1] / ref[:, 1])))
+                single_throughput_ratio=float(np.median(r[:, 1] / ref[:, 1])),
+                batch_throughput_ratio_iqr=[float(v) for v in
+                                            np.percentile(r[:, 0] / ref[:, 0], [25, 75])],
+                single_throughput_ratio_iqr=[float(v) for v in
+                                             np.percentile(r[:, 1] / ref[:, 1], [25, 75])])
     return out
 
 
@@ -219,10 +227,12 @@ def run_dataset(name, args):
     print(f"{name}: transform throughput ({args.clock} clock; seed-0 models; fastest of 3 "
           f"passes, median of {args.repeat} interleaved rounds; ratio: median of the "
           f"per-round ratios)")
-    print_table(["backend", "dictionary", "batch samples/s", "x float32",
-                 "one-at-a-time samples/s", "x float32"],
+    print_table(["backend", "dictionary", "batch samples/s", "x float32", "(rounds 25..75%)",
+                 "one-at-a-time samples/s", "x float32", "(rounds 25..75%)"],
                 [(be, dt, f"{s['batch_samples_per_s']:,.0f}", f"{s['batch_throughput_ratio']:.2f}",
-                  f"{s['single_samples_per_s']:,.0f}", f"{s['single_throughput_ratio']:.2f}")
+                  "{:.2f}..{:.2f}".format(*s["batch_throughput_ratio_iqr"]),
+                  f"{s['single_samples_per_s']:,.0f}", f"{s['single_throughput_ratio']:.2f}",
+                  "{:.2f}..{:.2f}".format(*s["single_throughput_ratio_iqr"]))
                  for be, per in speed.items() for dt, s in per.items()])
     return res
 
