@@ -132,8 +132,10 @@ static inline REAL F(lanes)(F(VEC) a)
 /* a lone sample is bound by the transfer of DT (each value is used once): PFD rows ahead,
    its block's lines of DT are prefetched; where its atoms take two register blocks or
    more, chunks of LONE_CKC features, so that the blocks over a chunk read lines the first
-   one brought in (measured at m=617, l=200: -15%; one block: no change) */
-#define PFD 4
+   one brought in (measured at m=617, l=200: -15%; one block: no change).  8 rows ahead
+   rather than 4: at m=5625, l=100 (DT in L3) a bare loop of this block ran 2.5% faster
+   and a one-row partial_fit ~1%; at m=617 and 520 (DT in L2) no change */
+#define PFD 8
 #define LONE_CKC 32
 
 /* NS samples x NV vectors of atoms over the features [t0, t1): x[s] the sample rows, dt the
