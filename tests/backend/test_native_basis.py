@@ -140,3 +140,31 @@ def test_basis_workspace_checks_its_arrays(native):
         native.prepare_basis(D, np.zeros((4, 4)).T[:, :3], np.zeros((4, 4)))
     with pytest.raises(ValueError, match="prepare_basis: Li should be C-contiguous"):
         native.prepare_basis(D, np.zeros((4, 4)), np.zeros((4, 4), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8])
+@pytest.mark.parametrize("shape", [(0, 8), (1, 8), (3, 5), (5626, 104), (617, 200)])
+def test_aligned_zeros_start_on_a_cache_line(dtype, shape):
+    from hal.backends.native.bound import aligned_zeros
+    a = aligned_zeros(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+    assert a.flags.writeable and not a.any()
+    assert a.size == 0 or a.ctypes.data % 64 == 0
+    a[...] = 1  # its own memory: nothing else sees the write
+    assert a.sum() == a.size
+
+
+def test_the_transposed_atoms_the_kernels_read_start_on_a_cache_line(native):
+    # NumPy's allocator puts a large array 16 bytes past a page: the kernels' copies of D.T
+    # are placed on a line themselves (bound.aligned_zeros), so a vector load of a row does
+    # not straddle two lines
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((100, 5625)).astype(np.float32)
+    G = D @ D.T
+    assert native.prepare_basis(D, G, np.zeros_like(G)).DT.ctypes.data % 64 == 0
+    assert native.prepare_encode(D, G, 5).DT.ctypes.data % 64 == 0
+    assert native.transposed_atoms(100, 5625, np.float32).ctypes.data % 64 == 0
+    for Dq, scale in ((D.astype(np.float16), None),
+                      (np.ones(D.shape, np.int8), np.ones(100, np.float32))):
+        ws = native.prepare_stored_basis(Dq, scale, G, np.zeros_like(G))
+        assert ws._tiles.DqT.ctypes.data % 64 == 0

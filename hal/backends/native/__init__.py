@@ -43,7 +43,15 @@ import numpy as np
 
 from ...backend import BackendUnavailable, OMPWorkspace, SparseCodes
 from ..blas import BlasBackend
-from .bound import BasisWorkspace, EncodePlan, PredictPlan, SparseLayerPlan, bad_index, ptr
+from .bound import (
+    BasisWorkspace,
+    EncodePlan,
+    PredictPlan,
+    SparseLayerPlan,
+    aligned_zeros,
+    bad_index,
+    ptr,
+)
 from .build import build_library, load, load_error
 
 __all__ = ["NativeBackend", "build_library"]
@@ -113,7 +121,8 @@ class NativeBackend(BlasBackend):
             # the correlation kernel's accumulators, and D.T as it reads it: (m, lw), lw a
             # whole number of vectors, zero-padded (filled by omp_encode)
             "acc": np.zeros(int(getattr(self._nlib, "correlate_scratch_" + sfx)(l)), dtype),
-            "DTp": np.zeros((m, int(getattr(self._nlib, "correlate_width_" + sfx)(l))), dtype),
+            "DTp": aligned_zeros((m, int(getattr(self._nlib, "correlate_width_" + sfx)(l))),
+                                 dtype),
         }
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
@@ -184,8 +193,8 @@ class NativeBackend(BlasBackend):
         encode kernel reads them ((m + 1, lw), lw a whole number of vectors; the last row
         zero, see :class:`BasisWorkspace`), for :meth:`encode_plan_over`."""
         sfx = "f32" if np.dtype(dtype) == np.float32 else "f64"
-        return np.zeros((m + 1, int(getattr(self._nlib, "correlate_width_" + sfx)(lb))),
-                        dtype)
+        return aligned_zeros((m + 1, int(getattr(self._nlib, "correlate_width_" + sfx)(lb))),
+                             dtype)
 
     def encode_plan_over(self, DT, G, l, k, tol=None, mean=None, scale=None, width=None):
         """An :class:`EncodePlan` over the first ``l`` columns of ``DT`` (from
