@@ -36,7 +36,8 @@ __all__ = ["Algorithm2Scan"]
 
 #: scratch and the bound backend (``_alloc_scratch``): rebuilt on unpickling, never pickled
 #: (a copy that joblib memory-maps read-only must not be written to)
-_SCRATCH = ("_be", "_bws", "_pcache", "_into", "_into_p", "_plan_p", "_fast", "_one")
+_SCRATCH = ("_be", "_bws", "_pcache", "_into", "_into_t", "_into_p", "_plan_p", "_fast",
+            "_one")
 _FLOORS: Dict[Any, float] = {}
 
 
@@ -91,6 +92,9 @@ class Algorithm2Scan:
         """Bind the state to the backend (after any change of the state arrays made other
         than by a batch: a load, an unpickling)."""
         self._bws = self._fast = self._one = None
+        # transform's prepared call (a holder bound here: transform fills it without
+        # changing __dict__, scikit-learn's check_dict_unchanged; emptied with _into)
+        self._into_t = [None]
         self._be = hal.get_backend(self.backend, block=self._fit_params["block"])
         if self._stored():
             # narrower storage: the NumPy reference (hal.backends.numpy.stored) decodes tiles

@@ -177,7 +177,11 @@ class ExecutionPaths:
         # a parameter assigned (set_params assigns too): the one-row call, which does not
         # check the parameters itself (~0.2 us a row), goes; _fast_stream checks them
         if name in _PARAM_NAMES:
-            self.__dict__.pop("_one", None)
+            d = self.__dict__
+            d.pop("_one", None)
+            held = d.get("_into_t")  # transform's prepared call: prepared again
+            if held is not None:
+                held[0] = None
         super().__setattr__(name, value)
 
     def _params_key(self):

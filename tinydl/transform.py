@@ -440,6 +440,9 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         done.  On a ``compiled_execution`` backend the stream's own coding reuses that plan
         (``code_plan``): no second plan per join."""
         self._into = None  # transform_into's checked parameters: checked again
+        held = self.__dict__.get("_into_t")
+        if held is not None:  # and transform's
+            held[0] = None
         if self.n_atoms_ and self._pending is None:
             self._exec_plan(p)
 
@@ -474,24 +477,36 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         -------
         codes : ndarray of shape (n_samples, l), or SparseCodes (k indices and values)
         """
-        p = self._check_params(store=False)
-        self._require_fitted()
-        if self._pending is not None:
-            self._prepared(X, "transform")  # raises: the statistics are not fixed yet
+        # the checked parameters and the plan: transform_into's (_into), else transform's
+        # own, kept in a holder (transform leaves __dict__ as it is); both are emptied by a
+        # change of the state (_ready) or of a parameter (__setattr__), so either stands for
+        # the checks _prepare_into makes (parameters, fitted, statistics fixed)
+        d = self.__dict__
+        into = d.get("_into")
+        if into is None or into[0] is not self.k or into[1] is not self.tol:
+            held = d.get("_into_t")
+            into = None if held is None else held[0]
+            if into is None or into[0] is not self.k or into[1] is not self.tol:
+                self._check_params(store=False)
+                self._require_fitted()
+                if self._pending is not None:
+                    self._prepared(X, "transform")  # raises: the statistics are not fixed
+                into = self._prepare_into(store=False)
+                if held is not None:
+                    held[0] = into
         if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype_
                 and X.flags.c_contiguous and X.shape[1] == self.n_features_in_
                 and X.shape[0]):  # else converted here; transform_into takes it as it is
             X = np.ascontiguousarray(check_array(X, "X", dtype=self.dtype_,
                                                  n_features=self.n_features_in_,
                                                  owner=type(self).__name__))
-        kc = min(p["k"], self._fit_params["l"])
+        kc = into[2]
         idx = np.empty((X.shape[0], kc), np.int32)
         val = np.empty((X.shape[0], kc), self.dtype_)
-        # finiteness, standardization, codes: one call (transform leaves __dict__ as it is)
-        into = self.__dict__.get("_into")
-        if into is None or into[0] is not self.k or into[1] is not self.tol:
-            into = self._prepare_into(store=False)
-        self._encode_into(X, idx, val, into)
+        # finiteness, standardization, codes: one call (one row: the one-row kernel call)
+        one = into[7]
+        if one is None or not one(X, idx, val):
+            self._encode_into(X, idx, val, into)
         return self._codes_out(idx, val, dense)
 
     def projection_error(self, X) -> np.ndarray:

@@ -159,3 +159,39 @@ def test_one_row_partial_fit_through_the_fill_phase_is_the_batch(dtype):
     assert rows.n_atoms_ == whole.n_atoms_ and rows.n_samples_seen_ == 220
     for name in ("_D", "_G", "_Li"):
         assert _same_bits(getattr(rows, name), getattr(whole, name)), name
+
+
+def test_transform_keeps_its_prepared_call_and_follows_every_change(tmp_path):
+    # transform prepares its call once (the checks and the plan of transform_into) and
+    # keeps it without changing __dict__; a change of the state or of a parameter prepares
+    # it again: each call gives the bits a fresh copy of the state gives on its first call
+    X = _stream(2)
+    sd = StreamingDictionary(l=40, k=6, alpha=0.5, standardize=True,
+                             n_standardize=20).partial_fit(X[:30])
+    x, x1 = X[-3:].copy(), X[-1:].copy()
+
+    def fresh_codes():
+        path = tmp_path / "sd.npz"
+        sd.save(path)
+        return StreamingDictionary.load(path, backend=sd.backend).transform(x, dense=False)
+
+    before = dict(sd.__dict__)
+    sd.transform(x)
+    assert sd.__dict__ == before and all(sd.__dict__[k] is v for k, v in before.items())
+    for change in (None, lambda: sd.partial_fit(X[30:200]), lambda: sd.set_params(k=3),
+                   lambda: sd.set_params(tol=0.5), lambda: sd.partial_fit(X[200:201])):
+        if change is not None:
+            change()
+        for _ in range(2):  # prepared, then kept
+            got, one = sd.transform(x, dense=False), sd.transform(x1, dense=False)
+            ref = fresh_codes()
+            assert _same_bits(got.indices, ref.indices) and _same_bits(got.values, ref.values)
+            assert _same_bits(one.indices, ref.indices[-1:])
+            assert _same_bits(one.values, ref.values[-1:])
+    # a bad parameter set after the call was kept is still named by transform
+    sd.set_params(k=0)
+    with pytest.raises(ValueError, match="k"):
+        sd.transform(x)
+    sd.set_params(k=3, alpha=-1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        sd.transform(x)
