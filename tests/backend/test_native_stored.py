@@ -291,3 +291,30 @@ def test_atoms_joining_after_the_kernels_are_bound(native, backend, storage, req
     fresh = StreamingDictionary.load(path, backend=backend)
     np.testing.assert_array_equal(sd.transform(X[:50]), fresh.transform(X[:50]))
     np.testing.assert_array_equal(sd.transform(X[7:8]), fresh.transform(X[7:8]))
+
+
+@pytest.mark.parametrize("storage", STORAGE)
+def test_one_row_kernel_call_is_the_batch_encode(native, storage):
+    # a stored dictionary's plan offers the one-row kernel call (kernel_rows) that
+    # transform and transform_into take for a lone row: the bits of the batch encode, a NaN
+    # refused with nothing written
+    X = _stream_data(4)
+    sd = StreamingDictionary(backend="native", l=20, k=4, alpha=0.3, standardize=True,
+                             n_standardize=40, dictionary_dtype=storage).fit(X[:200])
+    into = sd._prepare_into(store=False)
+    assert type(into[6]).__name__ == "StoredEncodePlan" and into[7] is not None
+    ref = sd.transform(X[200:], dense=False)
+    idx, val = np.empty((1, 4), np.int32), np.empty((1, 4), np.float32)
+    for r in range(60):
+        one = sd.transform(X[200 + r:201 + r], dense=False)
+        assert into[7](X[200 + r:201 + r], idx, val)
+        for i, v in ((one.indices, one.values), (idx, val)):
+            np.testing.assert_array_equal(i[0], ref.indices[r])
+            np.testing.assert_array_equal(v[0].view(np.uint32), ref.values[r].view(np.uint32))
+    bad = X[200:201].copy()
+    bad[0, 7] = np.nan
+    idx[:], val[:] = 5, 2.0
+    assert not into[7](bad, idx, val)
+    assert np.all(idx == 5) and np.all(val == 2.0)
+    with pytest.raises(ValueError, match="NaN"):
+        sd.transform(bad)

@@ -191,6 +191,15 @@ class StoredEncodePlan:
         self._ft, self._it = ffi.typeof("float[]"), ffi.typeof("int[]")
         self._rfb = raw_from_buffer(ffi)  # (~1 us of a one-sample encode)
 
+    def kernel_rows(self):
+        """The encode of one raw row as a kernel call for a caller to make itself (a
+        one-row ``transform`` / ``transform_into``): ``(fn, plan, real, int, rfb)``, as
+        :meth:`hal.backends.native.bound.EncodePlan.kernel_rows` - ``fn(plan, 1, rfb(real, X,
+        False), rfb(int, indices, True), rfb(real, values, True))`` returns the samples OMP
+        stopped early, or a negative number (nothing written) for a NaN or Inf.  One row
+        only: the bound scratch holds at least one row (:meth:`encode` grows it for more)."""
+        return self._fn, self._plan, self._ft, self._it, self._rfb
+
     def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
                raw: bool = True) -> None:
         """As :meth:`hal.backends.numpy.encode.EncodePlan.encode` (C-contiguous float32 rows
