@@ -346,6 +346,32 @@ def test_compact_and_dense_agree():
     np.testing.assert_array_equal(codes_to_dense(sc.indices, sc.values, 15), omp(X, D, 4))
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 4), l=st.integers(1, 12), k=st.integers(1, 6), seed=st.integers(0, 99),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_codes_to_dense_scatters_each_row_as_a_loop_does(n, l, k, seed, dtype):
+    # distinct atoms per row, -1 pads (value 0) anywhere: a row alone (its own path) and in a
+    # batch give what a plain loop gives
+    rng = np.random.default_rng(seed)
+    idx = np.full((n, k), -1, np.int32)
+    val = np.zeros((n, k), dtype)
+    for r in range(n):
+        used = rng.permutation(l)[:rng.integers(0, min(k, l) + 1)]
+        slots = rng.permutation(k)[:len(used)]
+        idx[r, slots] = used
+        val[r, slots] = rng.standard_normal(len(used))
+    ref = np.zeros((n, l), dtype)
+    for r in range(n):
+        for j, v in zip(idx[r], val[r]):
+            if j >= 0:
+                ref[r, j] = v
+    np.testing.assert_array_equal(codes_to_dense(idx, val, l), ref)
+    for r in range(n):
+        one = codes_to_dense(idx[r:r + 1], val[r:r + 1], l)
+        assert one.shape == (1, l) and one.dtype == dtype and one.flags.c_contiguous
+        np.testing.assert_array_equal(one, ref[r:r + 1])
+
+
 def test_workspace_reuse_and_chunking():
     rng = np.random.default_rng(11)
     D = unit_dictionary(rng, 20, 30)
