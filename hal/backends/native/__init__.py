@@ -48,9 +48,9 @@ from .bound import (
     EncodePlan,
     PredictPlan,
     SparseLayerPlan,
-    aligned_zeros,
     bad_index,
     ptr,
+    transposed_zeros,
 )
 from .build import build_library, load, load_error
 
@@ -121,8 +121,7 @@ class NativeBackend(BlasBackend):
             # the correlation kernel's accumulators, and D.T as it reads it: (m, lw), lw a
             # whole number of vectors, zero-padded (filled by omp_encode)
             "acc": np.zeros(int(getattr(self._nlib, "correlate_scratch_" + sfx)(l)), dtype),
-            "DTp": aligned_zeros((m, int(getattr(self._nlib, "correlate_width_" + sfx)(l))),
-                                 dtype),
+            "DTp": transposed_zeros(self._nlib, m, l, dtype),
         }
         return OMPWorkspace(batch=batch, m=m, l=l, k=k, dtype=dtype, block=blk, arrays=a)
 
@@ -192,9 +191,7 @@ class NativeBackend(BlasBackend):
         """A zeroed array for up to ``lb`` atoms of ``m`` features transposed as the
         encode kernel reads them ((m + 1, lw), lw a whole number of vectors; the last row
         zero, see :class:`BasisWorkspace`), for :meth:`encode_plan_over`."""
-        sfx = "f32" if np.dtype(dtype) == np.float32 else "f64"
-        return aligned_zeros((m + 1, int(getattr(self._nlib, "correlate_width_" + sfx)(lb))),
-                             dtype)
+        return transposed_zeros(self._nlib, m + 1, lb, dtype)
 
     def encode_plan_over(self, DT, G, l, k, tol=None, mean=None, scale=None, width=None):
         """An :class:`EncodePlan` over the first ``l`` columns of ``DT`` (from

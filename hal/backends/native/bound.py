@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["SparseLayerPlan", "BasisWorkspace", "EncodePlan", "PredictPlan", "aligned_zeros",
-           "bad_index", "ptr"]
+           "transposed_zeros", "bad_index", "ptr"]
 
 
 def bad_index(idx: np.ndarray, pos: int, rows: int) -> IndexError:
@@ -40,6 +40,16 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
     buf = np.zeros(nbytes + align, np.uint8)
     off = -buf.ctypes.data % align
     return buf[off:off + nbytes].view(dtype).reshape(shape)
+
+
+def transposed_zeros(lib, rows: int, l: int, dtype, storage=None) -> np.ndarray:
+    """Zeros for ``l`` atoms transposed as ``correlate.c`` reads them: ``(rows,
+    correlate_width(l))`` (a whole number of vectors a row) for the ``dtype`` kernels, in
+    ``storage`` (default ``dtype``; float16 / int8 for stored atoms), on a cache line
+    (:func:`aligned_zeros`)."""
+    sfx = "f32" if np.dtype(dtype) == np.float32 else "f64"
+    lw = int(getattr(lib, "correlate_width_" + sfx)(l))
+    return aligned_zeros((rows, lw), dtype if storage is None else storage)
 
 
 def raw_from_buffer(ffi):
@@ -134,7 +144,7 @@ class EncodePlan:
                 raise ValueError(f"prepare_encode: D is {D.dtype}, G {dt}")
             # the kernel reads the atoms as DT (m, lw), lw a whole number of vectors: a
             # private, zero-padded copy made once here
-            DT = aligned_zeros((m, int(getattr(lib, "correlate_width_" + sfx)(l))), dt)
+            DT = transposed_zeros(lib, m, l, dt)
             DT[:, :l] = D.T
         m = DT.shape[0] if D is not None else DT.shape[0] - 1  # (see BasisWorkspace.DT)
         k = int(min(k, l))
@@ -273,7 +283,7 @@ class BasisWorkspace:
         self._sfx, self._ct, self._ffi, self._lib = sfx, _CTYPES[dt], ffi, lib
         # one zero row past the end: the correlations of atoms that joined within a block are
         # read from column n0 on, whole vectors at a time, which may run past a row's end
-        self.DT = aligned_zeros((m + 1, int(getattr(lib, "correlate_width_" + sfx)(lb))), dt)
+        self.DT = transposed_zeros(lib, m + 1, lb, dt)
         self.DT[:m, :lb] = D.T
         rows = 48  # CSB in kernels.c
         self._scratch = {"c": np.zeros(lb, dt), "z": np.zeros(lb, dt), "w": np.zeros(lb, dt),

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..numpy.stored import StoredBasisWorkspace as _Reference
-from .bound import aligned_zeros, ptr, raw_from_buffer
+from .bound import ptr, raw_from_buffer, transposed_zeros
 
 __all__ = ["StoredTiles", "StoredEncodePlan", "StoredBasisWorkspace", "KINDS"]
 
@@ -71,7 +71,7 @@ class StoredTiles:
         self._sc = ffi.NULL if scale is None else ptr(ffi, None, scale)
         # the atoms transposed, as correlate.c reads them (padding columns zero)
         lb, m = Dq.shape
-        self.DqT = aligned_zeros((m, int(lib.correlate_width_f32(lb))), Dq.dtype)
+        self.DqT = transposed_zeros(lib, m, lb, np.float32, Dq.dtype)
         self.DqT[:, :lb] = Dq.T
         self._dqt = ffi.from_buffer("char[]", self.DqT)
         # the kernel's scratch, for as many atoms as are stored: one row's accumulators
