@@ -482,18 +482,14 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         # change of the state (_ready) or of a parameter (__setattr__), so either stands for
         # the checks _prepare_into makes (parameters, fitted, statistics fixed)
         d = self.__dict__
-        into = d.get("_into")
-        if into is None or into[0] is not self.k or into[1] is not self.tol:
-            held = d.get("_into_t")
-            into = None if held is None else held[0]
-            if into is None or into[0] is not self.k or into[1] is not self.tol:
-                self._check_params(store=False)
-                self._require_fitted()
-                if self._pending is not None:
-                    self._prepared(X, "transform")  # raises: the statistics are not fixed
-                into = self._prepare_into(store=False)
-                if held is not None:
-                    held[0] = into
+        held = d.get("_into_t")
+        for into in (d.get("_into"), None if held is None else held[0]):
+            if into is not None and into[0] is self.k and into[1] is self.tol:
+                break
+        else:  # (the checks raise for bad parameters, no fit, statistics not fixed yet)
+            into = self._prepare_into(store=False)
+            if held is not None:
+                held[0] = into
         if not (type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype_
                 and X.flags.c_contiguous and X.shape[1] == self.n_features_in_
                 and X.shape[0]):  # else converted here; transform_into takes it as it is
