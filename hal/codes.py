@@ -103,7 +103,8 @@ class SparseCodes:
         return codes_to_dense(self.indices, self.values, self.n_atoms)
 
 
-def codes_to_dense(indices: np.ndarray, values: np.ndarray, n_atoms: int) -> np.ndarray:
+def codes_to_dense(indices: np.ndarray, values: np.ndarray, n_atoms: int,
+                   valid: bool = False) -> np.ndarray:
     """Scatter compact codes into a dense array.
 
     Parameters
@@ -111,18 +112,26 @@ def codes_to_dense(indices: np.ndarray, values: np.ndarray, n_atoms: int) -> np.
     indices : ndarray of shape (n_samples, k), integer (``-1`` pads)
     values : ndarray of shape (n_samples, k)
     n_atoms : int
+    valid : bool, default=False
+        The caller vouches that every index lies in ``[-1, n_atoms)`` (codes a backend wrote):
+        one sample then takes a scatter without masks (~2.6 us against ~8.6 at k=20).
+        Otherwise any negative index is a pad and one of ``n_atoms`` or more raises
+        IndexError.
 
     Returns
     -------
     ndarray of shape (n_samples, n_atoms), the dtype of ``values``
     """
-    if indices.shape[0] == 1:  # one sample (the execution phase): no masks
-        # (a mask and two masked reads cost ~6 us of a one-sample transform): the pads'
-        # index -1 lands in a spare last column, which is not returned
+    if valid and indices.shape[0] == 1:
+        # the pads' index -1 lands in a spare last column, which is not returned
         out = np.zeros((1, n_atoms + 1), values.dtype)
         out.put(indices[0], values[0])
         return out[:, :n_atoms]
     out = np.zeros((indices.shape[0], n_atoms), values.dtype)
+    if indices.shape[0] == 1:  # one sample: no index arrays
+        keep = indices[0] >= 0
+        out[0, indices[0, keep]] = values[0, keep]
+        return out
     rows, cols = np.nonzero(indices >= 0)
     out[rows, indices[rows, cols]] = values[rows, cols]
     return out

@@ -29,7 +29,7 @@ from ._execution import ExecutionPaths
 from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
-from .omp import SparseCodes
+from .omp import SparseCodes, codes_to_dense
 from .standardize import apply_stats, fit_stats
 
 __all__ = ["StreamingDictionary", "NotFittedError"]
@@ -351,8 +351,9 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
 
     def _codes_out(self, idx, val, dense):
         l = self._fit_params["l"]
-        codes = SparseCodes(idx, val, l)
-        return codes.to_dense() if dense else codes
+        if dense:  # codes the kernels wrote: indices in [-1, l)
+            return codes_to_dense(idx, val, l, valid=True)
+        return SparseCodes(idx, val, l)
 
     def _stream(self, X, want_codes: bool, final: bool, restart: bool = False):
         p = self._check_params()

@@ -365,11 +365,23 @@ def test_codes_to_dense_scatters_each_row_as_a_loop_does(n, l, k, seed, dtype):
         for j, v in zip(idx[r], val[r]):
             if j >= 0:
                 ref[r, j] = v
-    np.testing.assert_array_equal(codes_to_dense(idx, val, l), ref)
-    for r in range(n):
-        one = codes_to_dense(idx[r:r + 1], val[r:r + 1], l)
-        assert one.shape == (1, l) and one.dtype == dtype and one.flags.c_contiguous
-        np.testing.assert_array_equal(one, ref[r:r + 1])
+    for valid in (False, True):
+        np.testing.assert_array_equal(codes_to_dense(idx, val, l, valid=valid), ref)
+        for r in range(n):
+            one = codes_to_dense(idx[r:r + 1], val[r:r + 1], l, valid=valid)
+            assert one.shape == (1, l) and one.dtype == dtype and one.flags.c_contiguous
+            np.testing.assert_array_equal(one, ref[r:r + 1])
+
+
+def test_codes_to_dense_unvouched_indices_keep_their_meaning():
+    # without valid=True any negative index is a pad and one past the atoms raises, one row
+    # or many (the unmasked scatter is only for codes a backend wrote)
+    val = np.array([[1.0, 2.0, 3.0]])
+    for idx in (np.array([[0, -3, 4]]), np.array([[0, -3, 4], [1, -7, 2]])):
+        d = codes_to_dense(idx, np.repeat(val, len(idx), 0), 5)
+        np.testing.assert_array_equal(d[0], [1, 0, 0, 0, 3])
+    with pytest.raises(IndexError):
+        codes_to_dense(np.array([[0, 5, -1]]), val, 5)
 
 
 def test_workspace_reuse_and_chunking():
