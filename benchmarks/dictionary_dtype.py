@@ -29,12 +29,13 @@ alike), printed with the 25th..75th percentiles of those per-round ratios
 (``*_ratio_iqr`` in the JSON: how far one round's ratio moves on this machine, so that 0.99
 and 1.01 can be told from noise or not).  A batch's product is compute-bound (each atom
 value read serves a group of up to 48 rows), so narrower storage can at best hold it at
-parity there.  A lone row's reads each atom value once: over float32 atoms it is bound by
-that read (from L3 at m=5625 on the x86 host here), over stored atoms by their conversion to
-float in registers (one vector of 8 values a cycle there: bare loops of the one-row block at
-m=5625, l=100 took 26.5 us over float32 atoms, 32.5 over float16, 31.5 over int8), so on
-that host a stored lone row is the slower one; on a machine whose dictionary comes from
-DRAM the bytes would weigh more.  Narrower storage runs
+parity there (each group's decoding of a chunk into a float tile, and the tile's stores,
+cost 1-2% on this host).  A lone row reads each atom value once: over float32 atoms it is
+bound by that read (from L3 at m=5625 on the x86 host here), over stored atoms decoded by
+conversion instructions alone by those (one vector of 8 values a cycle there), so the
+native one-row kernel decodes 5 of each 14 float16 vectors (4 of 14 int8) by exact integer
+operations beside them (``benchmarks/one_row_decode.py`` times that block in bare loops).
+Narrower storage runs
 ``hal.backends.numpy.stored`` (16 atoms decoded at a time) on numpy and blas, and
 ``hal/backends/native/stored.c`` on native (float32's correlation kernels over the atoms kept
 transposed in their stored dtype: a lone row decodes them in registers, a batch decodes a

@@ -116,6 +116,84 @@ def test_correlate_property_any_split_same_bits(native, storage, n, l, m, seed, 
     np.testing.assert_array_equal(np.concatenate([A, B]), C)
 
 
+def _edge_atoms(rng, storage, l, m):
+    """Stored atoms whose values include every edge of the lone row's integer decoding
+    (correlate.c's tdl_load_f16_scaled, tdl_load_i8_int), in every lane of every vector."""
+    if storage == "float16":
+        edges = np.array([0.0, -0.0, 2.0 ** -24, -2.0 ** -24, 2.0 ** -14 - 2.0 ** -24,
+                          -(2.0 ** -14 - 2.0 ** -24), 2.0 ** -14, 65504.0, -65504.0, 1.0,
+                          -1.0, 3.0e-6, -0.33325], np.float16)
+        q = rng.choice(edges, (l, m))
+        q[:, ::3] = rng.standard_normal((l, len(range(0, m, 3)))).astype(np.float16)
+        return q, None
+    q = rng.integers(-128, 128, (l, m)).astype(np.int8)
+    q[:, 0], q[:, 1], q[:, 2] = -128, 127, 0  # the ends of the range, in every atom's lane
+    return q, rng.uniform(0.25, 4.0, l).astype(np.float32)
+
+
+@pytest.mark.parametrize("storage", STORAGE)
+def test_lone_row_integer_decoding_has_the_conversions_bits(native, storage):
+    # A lone row decodes 4 of each 14 vectors of atoms by integer ops and the rest by the
+    # conversion instructions; a batch decodes every value by conversion into a float tile.
+    # The bits must agree: edge halves (zeros, subnormals, the largest) and bytes (-128, 127)
+    # in every lane; features at the float16 path's limit (|x| < 2^16 by integer ops,
+    # 2^16 and beyond by conversion), float subnormals, -0; l = 112 and 104 (14 and 13
+    # vectors) and l = 130 (two register blocks of 9 and 8).
+    rng = np.random.default_rng(11)
+    m = 75
+    for l in (112, 104, 130):
+        q, sc = _edge_atoms(rng, storage, l, m)
+        t = _tiles(native, q, sc)
+        X = rng.standard_normal((6, m)).astype(np.float32)
+        X[0, :8] = [np.nextafter(np.float32(65536), np.float32(0)), 65536.0, -65536.0,
+                    1.0e5, -np.nextafter(np.float32(65536), np.float32(0)), 1e-40, -0.0, 0.0]
+        X[1] = rng.uniform(-7e4, 7e4, m).astype(np.float32)   # both sides of 2^16
+        X[2] = np.float32(1e-41) * rng.standard_normal(m).astype(np.float32)  # subnormal x
+        X[3] = 0.0
+        whole = np.empty((len(X), l), np.float32)
+        t.correlate(X, l, whole)  # a batch: the tile, every value by conversion
+        Dd = decode(q, sc, np.float64)
+        ref = X.astype(np.float64) @ Dd.T
+        bound = np.abs(X).astype(np.float64) @ np.abs(Dd).T
+        assert np.all(np.abs(whole - ref) <= RTOL * bound + 1e-30)
+        for i in range(len(X)):
+            one = np.empty((1, l), np.float32)
+            t.correlate(X[i:i + 1], l, one)
+            np.testing.assert_array_equal(one[0].view(np.uint32), whole[i].view(np.uint32),
+                                          err_msg=f"{storage} l={l} row {i}")
+
+
+def test_lone_float16_row_with_subnormals_flushed_takes_the_conversion(native):
+    # With MXCSR's DAZ set (PyTorch's set_flush_denormal(True) sets it), a float subnormal
+    # input reads as zero: the integer decoding's image of a subnormal half (a float
+    # subnormal, 2^-112 times the half) would be lost, so a lone row must take the
+    # conversion alone and keep the batch's bits (the tile holds the halves as normal floats).
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    l, m = 112, 40
+    q = np.full((l, m), np.float16(2.0 ** -14 - 2.0 ** -24))  # subnormal halves, every lane
+    q[:, ::2] = rng.standard_normal((l, m // 2)).astype(np.float16)
+    t = _tiles(native, q, None)
+    X = rng.uniform(0.5, 2.0, (3, m)).astype(np.float32)
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-to-zero / denormals-are-zero control")
+    try:
+        whole = np.empty((3, l), np.float32)
+        t.correlate(X, l, whole)
+        one = np.empty((1, l), np.float32)
+        t.correlate(X[1:2], l, one)
+    finally:
+        torch.set_flush_denormal(False)
+    np.testing.assert_array_equal(one[0].view(np.uint32), whole[1].view(np.uint32))
+    # and the subnormal halves counted (decoded, they are normal floats): the product over
+    # atoms without them differs
+    q0 = q.copy()
+    q0[:, 1::2] = 0
+    without = np.empty((1, l), np.float32)
+    _tiles(native, q0, None).correlate(X[1:2], l, without)
+    assert np.all(one != without)
+
+
 @pytest.mark.parametrize("storage", STORAGE)
 @pytest.mark.parametrize("m", [9, 2100])
 def test_combine_agrees(native, storage, m):

@@ -81,6 +81,52 @@ static inline tdl_v8 tdl_load_i8(const int8_t *p)
 #endif
 }
 
+/* A second exact decoding of 8 stored values, by integer operations and no conversion
+   instruction, for a lone row's product (F(cblock)): there the conversion is the bound (one
+   vector of 8 values a cycle on the x86 host measured, vcvtph2ps for float16, vcvtdq2ps for
+   int8), and decoding some of a row's vectors this way keeps other pipes busy.  Measured by
+   benchmarks/one_row_decode.py (bare loops of the one-row block, l = 112, 14 vectors): at
+   m = 5625 float16 26.9 us with 5 of 14 vectors by integer ops and int8 28.1 with 4, against
+   35.4 and 34.0 by conversion alone and float32's 30.7 (read from L3); at m = 520 (in L2)
+   2.40 and 2.61 against 3.24, 3.13 and float32's 2.22 (two loads a cycle).  3 to 7 of 14
+   were tried: fewer leave the conversion the bound, more the integer pipes.
+
+   * float16: the half's sign in bit 31 and its exponent and mantissa shifted up 13 places
+     are the bits of a float equal to the half times 2^-112, exactly (a subnormal half
+     becomes a float subnormal).  The caller multiplies by x * 2^112 instead of x: the
+     product is the same real number, so the multiply-add rounds it to the same bits.  Valid
+     for finite halves (stored atoms are), |x| < 2^16 (else x * 2^112 overflows: such a
+     feature takes the conversion) and subnormal inputs not flushed to zero (MXCSR's DAZ
+     clear: tdl_daz; with it set, a lone row takes the conversion alone).
+   * int8: q + 2^23 + 128 as integer bits is the float 2^23 + 128 + q; less 2^23 + 128 it is
+     q, exactly (integers below 2^24).  No condition. */
+#if defined(__AVX2__) && defined(__FMA__)
+#define TDL_INTDEC 1
+static inline tdl_v8 tdl_load_f16_scaled(const uint16_t *p)
+{
+    const __m256i w = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return (tdl_v8)_mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_slli_epi32(w, 13), _mm256_set1_epi32((int)0x8fffe000u)));
+}
+
+static inline tdl_v8 tdl_load_i8_int(const int8_t *p)
+{
+    const __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return (tdl_v8)_mm256_sub_ps(
+        _mm256_castsi256_ps(_mm256_add_epi32(w, _mm256_set1_epi32(0x4b000080))),
+        _mm256_set1_ps(8388736.0f));
+}
+
+/* subnormal inputs read as zero (MXCSR's DAZ bit, set by some libraries for speed) */
+static inline int tdl_daz(void) { return (_mm_getcsr() & 0x40) != 0; }
+#else
+#define TDL_INTDEC 0
+#endif
+
+/* whether vector v of a lone row's block over KIND is decoded by integer ops: float16 5 of
+   14 (v = 0, 3, 6, 9, 12), int8 4 of 14 (v = 0, 4, 7, 11), spread through the row */
+#define TDL_BY_INT(v, KIND) ((KIND) == 1 ? (5 * (v)) % 14 < 5 : (4 * (v)) % 14 < 4)
+
 /* the bytes of one value of KIND (0: the compute type, of size r) */
 #define TDL_ESIZE(KIND, r) ((KIND) == 1 ? 2L : (KIND) == 2 ? 1L : (long)(r))
 #endif
@@ -143,15 +189,17 @@ static inline REAL F(lanes)(F(VEC) a)
    accumulators carried between calls; pfn > 0 (a lone sample): the pfn bytes from pf of the
    row PFD values of REAL's size ahead are prefetched (an address, never read: it may lie
    past DT's end); WRITE: each vector read is also stored, as REAL, at w + t * ldw + v * VL
-   (a decoded tile the next blocks read) */
+   (a decoded tile the next blocks read); byint (a lone sample over stored atoms, not
+   WRITE): the vectors TDL_BY_INT picks are decoded by integer ops (see tdl_load_f16_scaled) */
 static inline __attribute__((always_inline)) void
 F(cblock)(long t0, long t1, const REAL *const *x, const void *dt, long ldt, REAL *acc,
           long lda, const char *pf, long pfn, REAL *w, long ldw, const int NS, const int NV,
-          const int KIND, const int WRITE)
+          const int KIND, const int WRITE, int byint)
 {
     enum { VL = (int)(VBYTES / sizeof(REAL)) };
     const long es = TDL_ESIZE(KIND, sizeof(REAL)), ahead = PFD * (long)sizeof(REAL) / es;
     F(VEC) A[6][14];
+    (void)byint;  /* (unused where the target has no AVX2 and FMA) */
     for (int s = 0; s < NS; s++)
         for (int v = 0; v < NV; v++) A[s][v] = F(vload)(acc + s * lda + v * VL);
     for (long t = t0; t < t1; t++) {
@@ -164,7 +212,25 @@ F(cblock)(long t0, long t1, const REAL *const *x, const void *dt, long ldt, REAL
         if (KIND && NS == 1) {  /* each decoded vector used at once: NV accumulators, the
                                    broadcast and one decoded vector fill the 16 registers
                                    (decoding all NV first spilled the accumulators) */
-            const F(VEC) xb = F(splat)(x[0][t]);
+            const REAL xt = x[0][t];
+            const F(VEC) xb = F(splat)(xt);
+#if TDL_INTDEC
+            if (!WRITE && byint && (KIND == 2 || (xt < (REAL)0x1p16 && xt > -(REAL)0x1p16))) {
+                /* float16's integer-decoded values are 2^-112 times the atom's */
+                const F(VEC) xs = KIND == 1 ? F(splat)(xt * (REAL)0x1p112) : xb;
+                for (int v = 0; v < NV; v++) {
+                    if (!TDL_BY_INT(v, KIND))
+                        A[0][v] = F(madd)(A[0][v], xb, F(vload_as)(row, v * VL, KIND));
+                    else if (KIND == 1)
+                        A[0][v] = F(madd)(A[0][v], xs, (F(VEC))tdl_load_f16_scaled(
+                                                           (const uint16_t *)row + v * VL));
+                    else
+                        A[0][v] = F(madd)(A[0][v], xb, (F(VEC))tdl_load_i8_int(
+                                                           (const int8_t *)row + v * VL));
+                }
+                continue;
+            }
+#endif
             for (int v = 0; v < NV; v++) {
                 const F(VEC) d = F(vload_as)(row, v * VL, KIND);
                 if (WRITE) F(vstore)(w + t * ldw + v * VL, d);
@@ -188,7 +254,7 @@ F(cblock)(long t0, long t1, const REAL *const *x, const void *dt, long ldt, REAL
 
 #define CB(NS_, NV_) \
     case (NS_) * 16 + (NV_): \
-        F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, w, ldw, NS_, NV_, KIND, WRITE); break;
+        F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, w, ldw, NS_, NV_, KIND, WRITE, 0); break;
 
 /* the register block for ns samples (<= 6) and nv vectors (<= 12 / ns; 14 for a lone
    sample: 14 FMA chains and the broadcast fill the 16 AVX2 registers) */
@@ -201,7 +267,7 @@ F(cblock_anyk)(long t0, long t1, const REAL *const *xs, const void *dt, long ldt
     CB(3, 4) CB(3, 3) CB(3, 2) CB(3, 1) CB(2, 6) CB(2, 5) CB(2, 4) CB(2, 3) CB(2, 2) CB(2, 1)
     CB(1, 14) CB(1, 13) CB(1, 12) CB(1, 11) CB(1, 10) CB(1, 9) CB(1, 8) CB(1, 7) CB(1, 6) CB(1, 5) CB(1, 4)
     CB(1, 3) CB(1, 2)
-    default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, w, ldw, 1, 1, KIND, WRITE);
+    default: F(cblock)(t0, t1, xs, dt, ldt, acc, lda, 0, 0, w, ldw, 1, 1, KIND, WRITE, 0);
     }
 }
 #undef CB
@@ -216,21 +282,21 @@ static void F(cblock_any)(long t0, long t1, const REAL *const *xs, const REAL *d
 #define CB1(NV_) \
     case NV_: \
         F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, NV_ * VL * es, 0, 0, 1, NV_, \
-                  KIND, 0); \
+                  KIND, 0, byint); \
         break;
 
 /* a lone sample's block of nv <= 14 vectors (values of KIND), its lines of DT prefetched
-   PFD rows of REAL ahead */
+   PFD rows of REAL ahead; byint: see F(cblock) */
 static inline __attribute__((always_inline)) void
 F(cblock1_anyk)(long t0, long t1, const REAL *x, const void *dt, long ldt, REAL *acc, int nv,
-                const int KIND)
+                const int KIND, int byint)
 {
     enum { VL = (int)(VBYTES / sizeof(REAL)) };
     const long es = TDL_ESIZE(KIND, sizeof(REAL));
     switch (nv) {
     CB1(14) CB1(13) CB1(12) CB1(11) CB1(10) CB1(9) CB1(8) CB1(7) CB1(6) CB1(5) CB1(4) CB1(3)
     CB1(2) default: F(cblock)(t0, t1, &x, dt, ldt, acc, 0, (const char *)dt, VL * es, 0, 0, 1, 1,
-                              KIND, 0);
+                              KIND, 0, byint);
     }
 }
 #undef CB1
@@ -239,7 +305,7 @@ F(cblock1_anyk)(long t0, long t1, const REAL *x, const void *dt, long ldt, REAL 
 static void F(cblock1_any)(long t0, long t1, const REAL *x, const REAL *dt, long ldt,
                            REAL *acc, int nv)
 {
-    F(cblock1_anyk)(t0, t1, x, dt, ldt, acc, nv, 0);
+    F(cblock1_anyk)(t0, t1, x, dt, ldt, acc, nv, 0, 0);
 }
 
 /* correlate's acc (lw values) for one sample x from DT of KIND: groups of at most 14
@@ -253,6 +319,11 @@ F(correlate1)(long m, const REAL *x, const void *DT, long ldt, REAL *acc, long n
     const long es = TDL_ESIZE(KIND, sizeof(REAL));
     const long ng = (nvec + 13) / 14, nvb = (nvec + ng - 1) / ng;
     const long ckc = ng > 1 ? LONE_CKC : CKC;
+#if TDL_INTDEC
+    const int byint = KIND == 2 || (KIND == 1 && !tdl_daz());
+#else
+    const int byint = 0;
+#endif
     for (long t0 = 0; t0 < m; t0 += ckc) {
         const long t1 = t0 + ckc < m ? t0 + ckc : m;
         for (long v0 = 0; v0 < nvec; v0 += nvb) {
@@ -261,7 +332,7 @@ F(correlate1)(long m, const REAL *x, const void *DT, long ldt, REAL *acc, long n
                 F(cblock1_any)(t0, t1, x, (const REAL *)DT + v0 * VL, ldt, acc + v0 * VL, nv);
             else
                 F(cblock1_anyk)(t0, t1, x, (const char *)DT + v0 * VL * es, ldt, acc + v0 * VL,
-                                nv, KIND);
+                                nv, KIND, byint);
         }
     }
 }

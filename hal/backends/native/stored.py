@@ -6,7 +6,9 @@ a float32 tile and multiplies it.  Here the correlations run float32's own kerne
 (``correlate.c``) on the atoms kept transposed in their stored dtype (``DqT``, (m, lw), the
 layout of float32's ``DT``; ``stored.c``): a lone row reads them as stored, each value
 decoded in a register (F16C's ``vcvtph2ps`` for float16, a sign extension and conversion for
-int8), so a one-sample encode - a matrix-vector product over the whole dictionary, bound by
+int8, and a few of each row's vectors by exact integer operations beside them, so that the
+one conversion pipe does not bound it: ``correlate.c``'s ``tdl_load_f16_scaled``), so a
+one-sample encode - a matrix-vector product over the whole dictionary, bound by
 the bytes it reads - reads 2 or 1 bytes per atom value instead of 4; a batch decodes each
 chunk of 256 features into a float tile once per group of up to 48 rows and runs float32's
 register-blocked batch kernel on it.  The atom's int8 scale multiplies the finished sum.
