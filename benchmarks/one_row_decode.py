@@ -5,7 +5,7 @@ A one-sample transform reads every atom value once (a gemv over the dictionary).
 float32 atoms it is bound by that read (from L3 at m=5625 on the x86 host here); over stored
 atoms decoded by their conversion instruction alone (F16C's ``vcvtph2ps``; for int8 a sign
 extension and ``vcvtdq2ps``) by the conversion, one vector of 8 values a cycle there.  The
-kernel decodes 4 of each 14 vectors by exact integer operations instead
+kernel decodes 5 of each 14 float16 vectors (4 of 14 int8) by exact integer operations instead
 (``tdl_load_f16_scaled``, ``tdl_load_i8_int``), which run beside the conversions.  This
 script builds ``benchmarks/one_row_decode.c`` for each size (``gcc -O3 -march=native``, the
 native backend's flags) and prints each variant's best time per call and its throughput

@@ -177,12 +177,17 @@ class ExecutionPaths:
         # a parameter assigned (set_params assigns too): the one-row call, which does not
         # check the parameters itself (~0.2 us a row), goes; _fast_stream checks them
         if name in _PARAM_NAMES:
-            d = self.__dict__
-            d.pop("_one", None)
-            held = d.get("_into_t")  # transform's prepared call: prepared again
-            if held is not None:
-                held[0] = None
+            self.__dict__.pop("_one", None)
+            self._drop_transform_call()
         super().__setattr__(name, value)
+
+    def _drop_transform_call(self) -> None:
+        """Empty the holder of ``transform``'s prepared call (its checks, plan and one-row
+        call), so that the next call prepares it again; the holder itself stays (transform
+        fills it without changing ``__dict__``)."""
+        held = self.__dict__.get("_into_t")
+        if held is not None:
+            held[0] = None
 
     def _params_key(self):
         """The parameters as set (what a bound runner was made for; == compares each by

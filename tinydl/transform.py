@@ -441,9 +441,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         done.  On a ``compiled_execution`` backend the stream's own coding reuses that plan
         (``code_plan``): no second plan per join."""
         self._into = None  # transform_into's checked parameters: checked again
-        held = self.__dict__.get("_into_t")
-        if held is not None:  # and transform's
-            held[0] = None
+        self._drop_transform_call()  # and transform's
         if self.n_atoms_ and self._pending is None:
             self._exec_plan(p)
 

@@ -13,10 +13,10 @@
    of float32's DT, so that they run correlate.c's kernels themselves:
 
    * a lone row: correlate1_f32 reading DqT as stored (decoded in registers as it is read,
-     4 of each 14 vectors by integer ops and the rest by the conversion instructions, so
-     that the decoding is not bound by the one conversion pipe: correlate.c's
-     tdl_load_f16_scaled; the one-sample product, a gemv over the dictionary, then reads 2
-     or 1 bytes per atom value instead of 4);
+     5 of each 14 float16 vectors (4 of 14 int8) by integer ops and the rest by the
+     conversion instructions, so that the decoding is not bound by the one conversion pipe:
+     correlate.c's tdl_load_f16_scaled; the one-sample product, a gemv over the dictionary,
+     then reads 2 or 1 bytes per atom value instead of 4);
    * a group of up to CSB rows: each chunk of CKC features of DqT decoded once into a float
      tile (CKC x lw floats) by the group's first block of rows as it reads them (the
      decoding overlaps their multiply-adds), then float32's batch kernel over the tile for
