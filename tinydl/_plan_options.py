@@ -71,10 +71,8 @@ def _options(chunks, dtype, dictionary_dtype, n_samples, standardize=None, spars
     order of preference (the first that fits the budget is taken): groups of options that
     differ only by chunk (largest first).  ``sparse_nnz``: also int8 atoms kept as their
     ``sparse_nnz`` largest entries, right after the dense int8 ones."""
-    from .footprint import DICTIONARY_DTYPES
-    if dictionary_dtype is not None and dictionary_dtype not in DICTIONARY_DTYPES:
-        raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)}, "
-                         f"got {dictionary_dtype!r}")
+    from .footprint import storage_dtype
+    storage_dtype(dictionary_dtype, dtype)
     ddts = [dictionary_dtype] if dictionary_dtype else [dtype, "float16", "int8"]
     ddts = [(dd, None) for dd in ddts] + ([("int8", int(sparse_nnz))]
                                           if sparse_nnz and "int8" in ddts else [])

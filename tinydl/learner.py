@@ -295,6 +295,9 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got "
                                  f"{getattr(self, name)!r}")
+        from ._validation import check_dtype
+        from .footprint import storage_dtype
+        storage_dtype(self.dictionary_dtype, check_dtype(self.dtype))
         # one backend decision for the transform and the network
         backend = self.backend
         if backend is None or isinstance(backend, str):

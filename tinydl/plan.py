@@ -516,8 +516,13 @@ def load_plan(path) -> Plan:
     _check_choice(path, "rebuild", kw["rebuild"], ("new-class", "never"))
     _check_choice(path, "window_policy", kw["window_policy"], WINDOW_POLICIES)
     _check_choice(path, "standardize", kw["standardize"], ("hold", "running", "off"))
-    from .footprint import DICTIONARY_DTYPES
+    from .footprint import DICTIONARY_DTYPES, storage_dtype
     _check_choice(path, "dictionary_dtype", kw["dictionary_dtype"], DICTIONARY_DTYPES)
+    if kw.get("dtype") in ("float32", "float64"):
+        try:
+            storage_dtype(kw["dictionary_dtype"], kw["dtype"])
+        except ValueError as exc:
+            raise ValueError(f"{path}: plan {exc}") from None
     from .learner import OPTIMIZER_DEFAULTS, SPARSE_PRODUCTS
     _check_choice(path, "optimizer", kw["optimizer"], tuple(OPTIMIZER_DEFAULTS))
     _check_choice(path, "sparse_product", kw["sparse_product"], SPARSE_PRODUCTS)

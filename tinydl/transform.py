@@ -349,6 +349,13 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             out = self._stream(X, want_codes=True, final=False)
         return self._codes_out(*out, dense)
 
+    def _check_structural(self, p, remedy: str) -> None:
+        """Raise if a parameter the state was built for (``_STRUCTURAL``) differs in ``p``."""
+        for name in _STRUCTURAL:
+            if p[name] != self._fit_params[name] and not (name == "dtype" and p[name] is None):
+                raise ValueError(f"{name} changed from {self._fit_params[name]!r} to "
+                                 f"{p[name]!r} since the stream started; {remedy}")
+
     def _codes_out(self, idx, val, dense):
         l = self._fit_params["l"]
         if dense:  # codes the kernels wrote: indices in [-1, l)
@@ -359,12 +366,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         p = self._check_params()
         fitted = self._fitted() and not restart
         if fitted:
-            for name in _STRUCTURAL:
-                if p[name] != self._fit_params[name] and not (
-                        name == "dtype" and p[name] is None):
-                    raise ValueError(f"{name} changed from {self._fit_params[name]!r} to "
-                                     f"{p[name]!r} since the stream started; call fit to "
-                                     "restart")
+            self._check_structural(p, "call fit to restart")
         X = check_array(X, "X", dtype=self.dtype_ if fitted else p["dtype"],
                         n_features=self.n_features_in_ if fitted else None,
                         owner=type(self).__name__)
@@ -379,6 +381,9 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                     f"{p['n_standardize']} samples, but only {before + n} have arrived; the "
                     "codes of this batch cannot exist yet (feed more samples at once, use "
                     "partial_fit for the first ones, or lower n_standardize)")
+        if not fitted:  # the storage named must be one the compute dtype keeps
+            from .footprint import storage_dtype
+            storage_dtype(p["dictionary_dtype"], X.dtype)
         # ---- validated: the state changes from here on
         if restart:
             self._reset()
@@ -527,8 +532,19 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write parameters and state to ``path`` (``.npz``, atomically, no pickle)."""
+        """Write parameters and state to ``path`` (``.npz``, atomically, no pickle).
+
+        Raises
+        ------
+        ValueError
+            If a parameter the state was built for (``l``, ``standardize``,
+            ``n_standardize``, ``block``, ``dtype``, ``dictionary_dtype``,
+            ``dictionary_nnz``) was changed since the stream started: the file would
+            pair the new value with the old state, which no load could read back.
+        """
         p = self._check_params(store=False)
+        if self._fitted():
+            self._check_structural(p, "set it back before saving, or call fit to restart")
         be = self.backend if isinstance(self.backend, str) else \
             getattr(self.backend, "name", "") if self.backend is not None else ""
         arrays = {"l": np.array(p["l"]), "k": np.array(p["k"]),
@@ -611,6 +627,14 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
             arrs["D"] = _finite(data, "D", (n, m), sdt)
         if sdt == np.int8:
             arrs["D_scale"] = _finite(data, "D_scale", (n,), np.dtype(np.float32))
+            q = sparse.val if sparse is not None else arrs["D"]
+            if q.size and int(q.min()) < -127:  # the quantizer's range is -127..127
+                raise ValueError(f"D holds int8 value {int(q.min())}; stored atoms lie in "
+                                 "-127..127")
+            bad = np.flatnonzero(~(arrs["D_scale"] > 0))
+            if bad.size:
+                raise ValueError(f"D_scale[{int(bad[0])}] = {float(arrs['D_scale'][bad[0]]):.6g}: "
+                                 f"an atom's scale must be > 0 ({bad.size} of {n} are not)")
         if "GLi" in data:  # packed (hal.backends.numpy.packed): G's upper triangle and Li
             P = _finite(data, "GLi", (n, n), dt)
             arrs["G"] = gram_of(P, _finite(data, "Gdiag", (n,), dt))
@@ -618,6 +642,7 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         else:
             arrs["G"] = _finite(data, "G", (n, n), dt)
             arrs["Linv"] = _inverse_factor_of(data, arrs["D"], arrs["G"], n, m, dt, p["l"])
+        _check_gram(arrs["D"], arrs.get("D_scale"), arrs["G"], dt)
         est._init_state(m, dt, p)
         est.n_samples_seen_ = int(num("n_samples_seen_"))
         if sparse is not None:
@@ -675,9 +700,43 @@ def _inverse_factor_of(data, D, G, n, m, dt, l):
     return np.tril(np.linalg.inv(L)).astype(dt) if n else np.zeros((0, 0), dt)
 
 
+def _check_gram(D, scale, G, dt) -> None:
+    """Raise unless ``G`` is the Gram matrix of the atoms ``D`` (decoded with ``scale``: the
+    atoms as stored) up to the compute dtype's rounding, and no atom is zero: what catches a
+    file whose atoms, scales or Gram matrix were changed apart from each other (the codes
+    would be silently wrong).  One pass in float64, n^2 m multiply-adds."""
+    n = G.shape[0]
+    if not n:
+        return
+    A = np.asarray(D[:n], np.float64)
+    if scale is not None:
+        A = A * np.asarray(scale[:n], np.float64)[:, None]
+    ref = A @ A.T
+    d = np.sqrt(np.diagonal(ref))
+    if not (d > 0).all():
+        j = int(np.argmin(d))
+        raise ValueError(f"atom {j} of {n} is zero (atoms are unit-norm samples)")
+    # the file's G was summed in the compute dtype over m products: the worst case of such a
+    # sum's rounding is about m eps |a_i| |a_j| (a tampered atom or scale is off by O(1))
+    tol = 2.0 * (A.shape[1] + 2) * float(np.finfo(dt).eps)
+    err = np.abs(np.asarray(G, np.float64) - ref) / np.outer(d, d)
+    if not err.max() <= tol:
+        i, j = np.unravel_index(int(np.argmax(err)), err.shape)
+        raise ValueError(f"G is not the Gram matrix of the stored atoms: G[{i}, {j}] = "
+                         f"{float(G[i, j]):.6g}, the atoms give {float(ref[i, j]):.6g} "
+                         f"(relative error {float(err[i, j]):.3g} > {tol:.3g})")
+
+
 def _finite(data, key, shape, dt) -> np.ndarray:
-    """``data[key]``, checked to be finite ``dt`` of ``shape``."""
+    """``data[key]``, checked to be finite ``dt`` of ``shape`` (the message gives the first
+    non-finite value's position and how many there are)."""
     a = data[key]
-    if a.shape != shape or a.dtype != dt or not np.isfinite(a).all():
+    if a.shape != shape or a.dtype != dt:
         raise ValueError(f"{key} should be finite {dt} of shape {shape}, got {a.dtype} {a.shape}")
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{key} should be finite: {int(bad.sum())} of {a.size} values are "
+                             f"not, the first {a[pos]!r} at {pos}")
     return a

@@ -262,10 +262,16 @@ class StoredEncodePlan(EncodePlan):
             self.tiles.correlate(Xc, self.l, c)
             # a code that stops early (rank deficiency) leaves its tail unwritten: pads as
             # omp_encode's (the caller's buffers may be uninitialized)
-            indices[s:e, :k] = -1
-            values[s:e, :k] = 0
-            be._omp_chunk(Xc, None, self.G, k, self.tol, ws, indices[s:e, :k],
-                          values[s:e, :k], nnz[s:e], resid[s:e], corr=c)
+            pi, pv = indices[s:e, :k], values[s:e, :k]
+            if not pi.flags.c_contiguous:  # fewer atoms than the codes' width: an OMP
+                # kernel of its own (native's) writes whole rows of k
+                pi, pv = np.empty((e - s, k), np.int32), np.empty((e - s, k), self.dtype)
+            pi[...] = -1
+            pv[...] = 0
+            be._omp_chunk(Xc, None, self.G, k, self.tol, ws, pi, pv, nnz[s:e], resid[s:e],
+                          corr=c)
+            if pi.base is None:
+                indices[s:e, :k], values[s:e, :k] = pi, pv
         indices[:, k:] = -1
         values[:, k:] = 0
 
