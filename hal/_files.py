@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer"]
@@ -38,6 +39,10 @@ def atomic_writer(path):
     except OSError as exc:
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
+        # mkstemp makes the file 0600: the file gets the mode open() would have given it
+        # (the one it replaces keeps its own)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -60,6 +65,18 @@ def atomic_writer(path):
             os.close(dfd)
     except OSError:
         pass
+
+
+def _mode_for(path) -> int:
+    """The permission bits a file written at ``path`` should have: those of the file it
+    replaces, else 0666 less the process's umask (as ``open(path, "w")`` creates it)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # read by setting (no getter); put back at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -487,7 +487,12 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     budget = Budget(memory_bytes, time_per_sample, rate_hz, energy_per_sample,
                     target_error).check()
-    mem_cap = int(memory_bytes) if memory_bytes is not None else prof.memory.capacity_bytes
+    cap = int(prof.memory.capacity_bytes)
+    if memory_bytes is not None and int(memory_bytes) > cap:
+        raise ValueError(f"a memory budget of {int(memory_bytes):,} bytes is more than "
+                         f"{prof.tag!r} has ({cap:,} bytes): give a budget within it, or a "
+                         "profile of a device with that much memory")
+    mem_cap = int(memory_bytes) if memory_bytes is not None else cap
     be = choose_backend(prof, backend)
 
     ls = sorted({min(int(v), m) for v in (l_choices or L_LADDER) if v >= 2})

@@ -39,3 +39,20 @@ def test_demo_json_keys(tmp_path, capsys):
                                                                               d["backend"])
     assert d["tinydl"]["scaling"] in ("standardize", "none")
     assert d["accuracy_tinydl"] > 0.5 and d["size_reduction"] > 1
+
+
+def test_demo_holds_out_a_test_split_of_a_file_without_one(tmp_path, capsys):
+    # X, y only (the Daily and Sports subset's layout, samples of several axes): reproduce's
+    # split, 20% stratified with seed 0, said on the way
+    with np.load(os.path.join(DATASETS, "digits.npz"), allow_pickle=False) as z:
+        X = np.concatenate([z["X_train"], z["X_test"]]).reshape(-1, 8, 8)
+        y = np.concatenate([z["y_train"], z["y_test"]])
+    np.savez(tmp_path / "xy.npz", X=X, y=y)
+    out = tmp_path / "d.json"
+    rc = main(["demo", "--data", str(tmp_path / "xy.npz"), "--json", str(out), "--plot", "",
+               "--epochs", "2", "--max-train", "300"])
+    assert rc == 0
+    assert "has no test split: 20% of its samples held out" in capsys.readouterr().err
+    from tinydl.data import load_real, split_dataset
+    want = split_dataset(load_real(str(tmp_path / "xy.npz")), 0.2, 0)
+    assert json.loads(out.read_text())["n_test"] == len(want.y_test)

@@ -136,3 +136,21 @@ def test_real_uji_stream_matches_load_real(shared_data):
     st = open_stream(path, split="test")
     X = np.concatenate([X for _, X, _ in st.chunks(512)])
     np.testing.assert_array_equal(X, ds.X_test)
+
+
+def test_streams_read_multi_axis_samples_as_rows_in_c_order(tmp_path):
+    # Daily and Sports keeps (125, 45) segments: a stream reads each as one row, as
+    # load_real does, from the mapped file (no copy); a Fortran-ordered one is refused
+    from tinydl.data import open_stream
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 5, 4)).astype(np.float16)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "seg.npz", X=X, y=y)
+    st = open_stream(str(tmp_path / "seg.npz"))
+    assert st.n_features == 20
+    rows = np.concatenate([c for _, c, _ in st.chunks(7)])
+    np.testing.assert_array_equal(rows, X.reshape(30, 20).astype(np.float32))
+    np.testing.assert_array_equal(rows, load_dataset(str(tmp_path / "seg.npz")).X_train)
+    np.save(tmp_path / "f.npy", np.asfortranarray(X))
+    with pytest.raises(DataError, match=r"3-D \(shape \(30, 5, 4\)\) in Fortran order"):
+        open_stream(str(tmp_path / "f.npy"), need_labels=False)

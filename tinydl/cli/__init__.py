@@ -89,6 +89,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    import warnings
+
+    def one_line(message, category, filename, lineno, line=None):
+        # a warning as one line of the command's own, not a source line of the entry script
+        # (which also read that script into memory under --trace-memory)
+        return f"tinydl {args.command}: warning: {message} [{category.__name__}]\n"
+    before, warnings.formatwarning = warnings.formatwarning, one_line
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -100,6 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"tinydl {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = before
 
 
 if __name__ == "__main__":  # pragma: no cover

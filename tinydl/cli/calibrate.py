@@ -56,6 +56,16 @@ def run(args):
     for dt in dtypes:
         if dt not in ("float32", "float64"):
             raise ValueError(f"--dtypes: {dt!r} is not float32 or float64")
+    # what would fail after minutes of measuring fails first
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if os.path.isdir(out_dir) and not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OSError(f"cannot write {args.output}: {out_dir} is not writable")
+    if args.power_csv:  # the meter log the user named: used, or the command stops
+        from hal.power import MeterCSV
+        why = MeterCSV(args.power_csv).probe() if os.path.isfile(args.power_csv) else \
+            "no such file"
+        if why is not None:
+            raise ValueError(f"--power-csv {args.power_csv}: {why}")
     tag = args.tag or os.path.splitext(os.path.basename(args.output))[0]
     profile, report = calibrate(tag, name=args.name, quick=args.quick,
                                 backends=_split(args.backends), dtypes=dtypes,

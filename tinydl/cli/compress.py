@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from ._common import parse_bytes, parse_seconds
+
 HELP = "compress a trained model (SparseSep: SVD, sparse dictionary, kernel separation)"
 
 
@@ -46,45 +48,40 @@ def add_arguments(parser) -> None:
                              "on the validation inputs)")
     parser.add_argument("--profile", metavar="TAG", help="device profile for the targets, "
                         "e.g. cortex-m3")
-    parser.add_argument("--max-memory", type=int, metavar="BYTES",
-                        help="bytes the compressed weights may take")
-    parser.add_argument("--max-time", type=float, metavar="SECONDS",
-                        help="seconds per sample predicted on --profile")
+    parser.add_argument("--max-memory", type=parse_bytes, metavar="SIZE",
+                        help="bytes the compressed weights may take, e.g. 65536 or 64KiB")
+    parser.add_argument("--max-time", type=parse_seconds, metavar="T",
+                        help="time per sample predicted on --profile, e.g. 0.002, 2ms or "
+                             "200us (a bare number: seconds)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.{npz,onnx}")
 
 
-def _load_val(path):
-    import numpy as np
+def _numbers(path, key, X):
+    from ..data.files import check_finite
+    from ..errors import DataError
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {key} holds {X.dtype} values; expected numbers")
+    if X.ndim >= 2 and X.dtype.kind == "f":
+        check_finite(X.reshape(len(X), -1), path, key)
+    return X
 
-    from ..io import ModelFileError
-    if not os.path.isfile(path):
-        raise OSError(f"no such data file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            for xk, yk in (("X_val", "y_val"), ("X", "y"), ("X_test", "y_test")):
-                if xk in files and yk in files:
-                    return z[xk], z[yk]
-    except (ValueError, OSError) as exc:
-        raise ModelFileError(f"{path} is not a readable .npz ({exc})") from None
-    raise ValueError(f"{path} holds {sorted(files)}; expected X_val and y_val (or X, y)")
+
+def _load_val(path):
+    from ..data.files import read_arrays
+    from ..errors import DataError
+    if str(path).lower().endswith(".npy"):
+        raise DataError(f"{path}: validation data needs labels: a .npz with X_val and y_val "
+                        "(or X, y)")
+    arrs = read_arrays(path, (("X_val", "y_val"), ("X", "y"), ("X_test", "y_test")),
+                       "validation data")
+    (xk, X), (_, y) = arrs.items()
+    return _numbers(path, xk, X), y
 
 
 def _load_fit(path):
-    import numpy as np
-
-    from ..io import ModelFileError
-    if not os.path.isfile(path):
-        raise OSError(f"no such data file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for key in ("X_fit", "X", "X_train"):
-                if key in z.files:
-                    return z[key]
-            files = sorted(z.files)
-    except (ValueError, OSError) as exc:
-        raise ModelFileError(f"{path} is not a readable .npz ({exc})") from None
-    raise ValueError(f"{path} holds {files}; expected X_fit (or X, X_train)")
+    from ..data.files import read_arrays
+    ((key, X),) = read_arrays(path, (("X_fit",), ("X",), ("X_train",)), "fit data").items()
+    return _numbers(path, key, X)
 
 
 def run(args) -> int:

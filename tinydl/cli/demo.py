@@ -9,9 +9,13 @@ the stream (the paper's Fig. 2) is written too.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 
 import numpy as np
+
+from ._common import parse_bytes
 
 HELP = "run TinyDL against a raw-feature network on a bundled real dataset and print a table"
 
@@ -23,11 +27,11 @@ def add_arguments(p):
     p.add_argument("--data", default="ujiindoorloc",
                    help="bundled dataset name (ujiindoorloc, the default: UJIIndoorLoc, "
                         "19,937 training and 1,111 test samples; or digits) or a .npz with "
-                        "X_train, y_train, X_test, y_test")
+                        "X_train, y_train, X_test, y_test (or X, y: 20%% held out)")
     p.add_argument("--profile", default="x86-64-host", metavar="TAG",
                    help="device profile the plan and the energy figures are for "
                         "(default: x86-64-host; `tinydl calibrate` measures this machine)")
-    p.add_argument("--memory", default="16MiB", metavar="SIZE",
+    p.add_argument("--memory", type=parse_bytes, default="16MiB", metavar="SIZE",
                    help="memory budget of the plan (default: 16MiB)")
     p.add_argument("--rate", type=float, default=1000.0, metavar="HZ",
                    help="sample arrival rate the plan must keep up with (default: 1000)")
@@ -44,7 +48,7 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, default=10, help="epochs per update (default: 10)")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
                    help="stream only the first N training samples (default: all)")
-    p.add_argument("--val-fraction", type=float, default=0.15,
+    p.add_argument("--val-fraction", type=_fraction, default=0.15,
                    help="stratified validation hold-out of the training set, never streamed, "
                         "on which TinyDL's input scaling is chosen (default 0.15)")
     p.add_argument("--seed", type=int, default=0,
@@ -94,6 +98,17 @@ def _tiny(plan, standardize, seed, backend, Xte, yte):
     return t
 
 
+def _fraction(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (exclusive), "
+                                         f"got {text!r}")
+    return v
+
+
 def run(args):
     from hal.threads import set_num_threads
 
@@ -106,8 +121,14 @@ def run(args):
     from . import CommandError, emit_json
     set_num_threads(args.threads)
     ds = load_real(_resolve(args.data))
-    if ds.X_test is None or ds.y_train is None:
-        raise CommandError(f"{args.data}: the demo needs X_train, y_train, X_test and y_test")
+    if ds.y_train is None:
+        raise CommandError(f"{args.data}: the demo needs labels (X_train, y_train, X_test, "
+                           "y_test, or X and y)")
+    if ds.X_test is None:  # X, y only (the Daily and Sports subset): reproduce's split
+        from ..data import split_dataset
+        ds = split_dataset(ds, 0.2, 0)
+        print(f"{args.data} has no test split: 20% of its samples held out (stratified, "
+              "seed 0, as tinydl reproduce does)", file=sys.stderr, flush=True)
     Xall, yall, Xte, yte = ds.X_train, ds.y_train, ds.X_test, ds.y_test
     m = Xall.shape[1]
     classes = np.unique(np.concatenate([yall, yte]))
@@ -122,8 +143,8 @@ def run(args):
     from ..customize import HIDDEN_LADDER
     from ..customize import plan as make_plan
     from ..reproduce.protocol import _n_params
-    from ._common import Progress, parse_bytes
-    budget_mem = parse_bytes(args.memory)
+    from ._common import Progress
+    budget_mem = int(args.memory)
     app = ds.application or ""
     raw_hidden = tuple(APPLICATIONS.get(app, APPLICATIONS[""])["raw_hidden"])
     # the plan weighs the networks at least 20x smaller than the raw one (the size limit of

@@ -21,27 +21,24 @@ def add_arguments(p) -> None:
 
 
 def _calibration(path, n_features):
-    import os
-
     import numpy as np
 
-    from ..errors import ModelFileError
-    if not os.path.isfile(path):
-        raise OSError(f"no such calibration file: {path}")
-    try:
-        if path.endswith(".npy"):
-            X = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                key = next((k for k in ("X_train", "X", "X_val") if k in z.files), None)
-                if key is None:
-                    raise ValueError(f"{path} holds {sorted(z.files)}; expected X_train, X or "
-                                     "X_val")
-                X = z[key]
-    except (OSError, EOFError) as exc:
-        raise ModelFileError(f"{path} is not a readable .npz/.npy ({exc})") from None
-    X = np.asarray(X)
-    return X.reshape(len(X), -1) if X.ndim > 2 and X[0].size == n_features else X
+    from ..data.files import check_finite, read_arrays
+    key, X = next(iter(read_arrays(path, (("X_train",), ("X",), ("X_val",)),
+                                   "calibration data").items()))
+    if X.dtype.kind not in "biuf":
+        from ..errors import DataError
+        raise DataError(f"{path}: {key} holds {X.dtype} values; calibration samples must be "
+                        "numbers")
+    X = X.reshape(len(X), -1) if X.ndim > 2 and X[0].size == n_features else X
+    if X.ndim == 2:
+        # the preprocessing fit, evaluate and predict apply to the same file (UJIIndoorLoc's
+        # RSSI coding): the scales must fit the values the model takes
+        from ..data.stream import _convert, detect_preprocessing
+        X = _convert(detect_preprocessing(X), X, np.float32 if X.dtype.itemsize <= 4
+                     else np.float64, path)
+        check_finite(X, path, key)
+    return X
 
 
 def run(args) -> int:
@@ -54,19 +51,24 @@ def run(args) -> int:
         X = _calibration(args.calibrate, program_of(model)["n_features"])
     elif args.weights == "int8":
         raise CommandError("--weights int8 needs --calibrate DATA (samples the model takes)")
-    info = export_c(model, args.output, weights=args.weights, calibrate=X)
-    if args.profile:
+    fit = {}
+    check = None
+    if args.profile:  # checked before anything is written: a refused export leaves no files
         from hal.profile import load_profile
         prof = load_profile(args.profile)
         ram = int(prof.memory.capacity_bytes)
         flash = getattr(prof.memory, "flash_bytes", None)
-        info["profile"] = prof.tag
-        info["fits"] = bool(info["ram_bytes"] <= ram and (flash is None
-                                                          or info["flash_bytes"] <= flash))
-        if not info["fits"]:
-            raise CommandError(f"the export needs {info['flash_bytes']:,} bytes of flash and "
-                               f"{info['ram_bytes']:,} of RAM; {prof.tag} has {flash or 0:,} "
-                               f"and {ram:,}")
+
+        def check(fp):
+            fit["profile"] = prof.tag
+            fit["fits"] = bool(fp["ram_bytes"] <= ram and (flash is None
+                                                           or fp["flash_bytes"] <= flash))
+            if not fit["fits"]:
+                raise CommandError(f"the export needs {fp['flash_bytes']:,} bytes of flash "
+                                   f"and {fp['ram_bytes']:,} of RAM; {prof.tag} has "
+                                   f"{flash or 0:,} and {ram:,} (nothing written)")
+    info = export_c(model, args.output, weights=args.weights, calibrate=X, check=check)
+    info.update(fit)
     if args.json is not None:
         emit_json(info, args.json)
     else:

@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -41,8 +42,10 @@ from ._common import (
     Progress,
     add_budget_arguments,
     make_plan,
+    positive_int,
     tuning_rows,
     tuning_sample,
+    unit_float,
 )
 
 HELP = "train TinyDL on a data file as a stream, with checkpoints (--resume continues)"
@@ -62,14 +65,15 @@ def add_arguments(p):
     p.add_argument("--plan", metavar="PLAN.json", help="a plan from `tinydl plan -o`")
     add_budget_arguments(p)
     o = p.add_argument_group("overrides (take precedence over the plan)")
-    o.add_argument("--l", type=int, help="dictionary atoms")
-    o.add_argument("--k", type=int, help="non-zeros per code")
-    o.add_argument("--alpha", type=float, help="projection-error threshold")
+    o.add_argument("--l", type=positive_int, help="dictionary atoms")
+    o.add_argument("--k", type=positive_int, help="non-zeros per code")
+    o.add_argument("--alpha", type=unit_float, help="projection-error threshold")
     o.add_argument("--hidden", metavar="H1,H2", help="hidden layer sizes, e.g. 64,32")
-    o.add_argument("--window", type=int, help="codes kept for retraining")
-    o.add_argument("--n-batch", dest="n_batch", type=int, help="retrain every N samples")
-    o.add_argument("--epochs", dest="epochs_per_update", type=int, help="epochs per update")
-    o.add_argument("--batch-size", dest="batch_size", type=int,
+    o.add_argument("--window", type=positive_int, help="codes kept for retraining")
+    o.add_argument("--n-batch", dest="n_batch", type=positive_int, help="retrain every N samples")
+    o.add_argument("--epochs", dest="epochs_per_update", type=positive_int,
+                   help="epochs per update")
+    o.add_argument("--batch-size", dest="batch_size", type=positive_int,
                    help="the network's minibatch")
     o.add_argument("--average", choices=("off", "ema"),
                    help="predict with a moving average of the weights (ema) or the last "
@@ -88,7 +92,9 @@ def add_arguments(p):
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="checkpoint every N samples (default: 16 x n_batch)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from MODEL_DIR's last checkpoint")
+                   help="continue from MODEL_DIR's last checkpoint (where there is none "
+                        "yet, a new run starts and says so: the same command restarts a "
+                        "killed job)")
     p.add_argument("--limit", type=int, metavar="N", help="stream only the first N samples")
     p.add_argument("--shuffle", type=int, metavar="SEED",
                    help="stream the file in a seeded permuted order (for a file that is not "
@@ -122,8 +128,8 @@ def _plan_backend(out):
                      allow_pickle=False) as z:
             saved = str(z["backend"]) if "backend" in z.files else ""
         plan = load_plan(path)
-    except (OSError, ValueError, KeyError):  # Learner.load names what is wrong
-        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # a damaged checkpoint: Learner.load names what is wrong
     be = plan.backend_object()
     return None if isinstance(be, str) or saved != str(plan.backend) else be
 
@@ -271,6 +277,9 @@ def run(args):
     if has_ckpt and not args.resume:
         raise CommandError(f"{out} already holds a checkpoint; pass --resume to continue it, "
                            "or choose another directory")
+    if args.resume and not has_ckpt:
+        print(f"tinydl fit: no checkpoint in {out} yet: starting a new run", file=sys.stderr,
+              flush=True)
     Learner = _learner_class(args)
     plan = None
     seed = _shuffle_seed(args, out, args.resume and has_ckpt)

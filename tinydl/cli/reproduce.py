@@ -100,6 +100,9 @@ def run(args):
     if args.backend:
         import hal
         hal.select_backend(args.backend)  # an unknown or unrunnable one stops here, before work
+    from hal.profile import load_profile
+    for tag in (args.profile, args.host_profile):  # likewise an unknown profile
+        load_profile(tag)
     results = reproduce(args.data, settings_from_args(args))
     for r in results.values():
         r["blas_threads"] = args.threads

@@ -26,7 +26,7 @@ from ..io import check_npy_file, check_npz, read_npy_header
 
 __all__ = ["Dataset", "load_dataset", "features", "BUNDLED", "MAX_DATA_BYTES", "bundled_path",
            "resolve", "as_features", "as_labels", "check_finite", "NpzReader", "read_npy",
-           "CsvReader", "CSV_EXTENSIONS"]
+           "CsvReader", "CSV_EXTENSIONS", "read_arrays"]
 
 #: datasets shipped inside the package (name -> file under tinydl/datasets)
 BUNDLED = {"digits": "digits.npz"}
@@ -232,6 +232,47 @@ def read_npy(path) -> np.ndarray:
         raise DataError(str(exc)) from None
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npy file ({exc})") from None
+
+
+def read_arrays(path, groups, what: str = "data") -> dict:
+    """The first group of ``groups`` whose arrays a ``.npz`` holds all of, read whole with the
+    data files' checks (a ``.npy``: its one array as the first group's first name).
+
+    Parameters
+    ----------
+    path : str
+    groups : sequence of tuple of str
+        The acceptable sets of array names, in order of preference (e.g. ``(("X_val",
+        "y_val"), ("X", "y"))``).
+    what : str
+        What the file is, for the messages (``"calibration data"``).
+
+    Returns
+    -------
+    dict
+        name -> ndarray (read into memory: the file may be replaced afterwards).
+
+    Raises
+    ------
+    DataError
+        If the file is missing, not a ``.npz``/``.npy``, damaged or truncated, holds Python
+        objects, or none of the groups.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"no such data file: {path} (the {what})")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        return {groups[0][0]: np.array(read_npy(path))}
+    if ext != ".npz":
+        raise DataError(f"{path}: {what} must be a .npz (or .npy) file, got {ext or 'no'!r} "
+                        "extension")
+    npz = NpzReader(path)
+    for group in groups:
+        if set(group) <= npz.names:
+            return {name: np.array(npz.member(name)) for name in group}
+    want = " or ".join(", ".join(g) for g in groups)
+    raise DataError(f"{path} holds arrays {sorted(npz.names)}; expected {want}")
 
 
 class CsvReader:

@@ -282,6 +282,17 @@ def label_runs(y, n_batch: int = 256):
                 blocked=bool(mean_run > BLOCKED_RUN_FACTOR * shuffled_run))
 
 
+def _flat(arr, path, key):
+    """A features array as rows: a sample of more axes (Daily and Sports' (125, 45) segments
+    of time x channels) flattened in C order, as :func:`tinydl.data.load_real` gives it; a
+    view of the mapped file, so only a C-ordered one (a Fortran-ordered one would be copied
+    whole into memory)."""
+    if getattr(arr, "ndim", 2) > 2 and not arr.flags.c_contiguous:
+        raise DataError(f"{path}: {key} is {arr.ndim}-D (shape {arr.shape}) in Fortran order; "
+                        "store it C-ordered, or as (n_samples, n_features)")
+    return as_features(arr, path, key)
+
+
 def open_stream(path, split: str = "train", labels: Optional[str] = None,
                 label_column: Optional[int] = None, need_labels: bool = True) -> Stream:
     """Open a data file for chunked reading.
@@ -320,14 +331,14 @@ def open_stream(path, split: str = "train", labels: Optional[str] = None,
             raise DataError(f"{path} has keys {sorted(npz.names)}; expected "
                             f"{' or '.join(k for k, _ in _KEYS[split])} (features) "
                             f"with {' or '.join(k for _, k in _KEYS[split])} (labels)")
-        X = as_features(npz.member(xk), path, xk, flatten=False)
+        X = _flat(npz.member(xk), path, xk)
         if yk in npz.names:
             y = as_labels(npz.member(yk), X.shape[0], path, yk, integer_only=True)
         elif need_labels:
             raise DataError(f"{path} has {xk} but no {yk}: labels are needed")
         return Stream(path, X, y)
     if ext == ".npy":
-        X = as_features(read_npy(path), path, "the array", flatten=False)
+        X = _flat(read_npy(path), path, "the array")
         if labels is not None:
             y = as_labels(read_npy(labels), X.shape[0], labels, "labels", integer_only=True)
         elif need_labels:

@@ -50,8 +50,8 @@ def load_exportable(path):
     return load_any_model(path)
 
 
-def export_c(model, out_dir, weights: str = "float32", calibrate: Optional[np.ndarray] = None
-             ) -> Dict:
+def export_c(model, out_dir, weights: str = "float32", calibrate: Optional[np.ndarray] = None,
+             check=None) -> Dict:
     """Write the C export of ``model`` into ``out_dir``.
 
     Parameters
@@ -65,6 +65,10 @@ def export_c(model, out_dir, weights: str = "float32", calibrate: Optional[np.nd
     calibrate : ndarray of shape (n_samples, n_features), required for int8
         Samples the model takes (raw features); the per-channel scales are chosen to fit the
         layers' outputs on them (the first 1,024 rows).
+    check : callable, optional
+        Called with the predicted footprint (``flash_bytes``, ``ram_bytes`` and their parts)
+        before anything is written: it raises to refuse the export (``tinydl export
+        --profile``: a board it does not fit leaves no files behind).
 
     Returns
     -------
@@ -88,6 +92,8 @@ def export_c(model, out_dir, weights: str = "float32", calibrate: Optional[np.nd
     kinds = {"int8" if name.endswith("_q") else "float32" for name, _ in L.consts
              if name.endswith(("_q", "_f"))}
     stored = kinds.pop() if len(kinds) == 1 else "float32 and int8"
+    if check is not None:
+        check(dict(fp))
     texts = {"tinydl_model.c": emit.model_c(prog, L, stored),
              "tinydl_model.h": emit.model_h(prog, L, fp),
              "tinydl_config.h": emit.config_h(L)}
