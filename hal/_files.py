@@ -9,6 +9,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import threading
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer"]
 
@@ -39,11 +40,11 @@ def atomic_writer(path):
     except OSError as exc:
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
-        # mkstemp makes the file 0600: the file gets the mode open() would have given it
-        # (the one it replaces keeps its own)
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as fh:
+            # mkstemp makes the file 0600: it gets the mode open() would have given it (the
+            # file it replaces keeps its own)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), _mode_for(path))
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -74,9 +75,27 @@ def _mode_for(path) -> int:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         pass
-    mask = os.umask(0o022)  # read by setting (no getter); put back at once
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it
+    (``/proc/self/status``); elsewhere by setting and restoring it under a lock (Python has
+    no getter: two threads doing that at once could leave the other's value)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -296,6 +296,9 @@ def parse_profile(data: Mapping[str, Any], fname: str = "<profile>") -> DevicePr
     ProfileError
         Naming ``fname``, the offending key and what was expected.
     """
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{fname}: a profile is a table of keys, got "
+                           f"{type(data).__name__}")
     top = _check("", fname, dict(data), _TOP)
     if top["schema_version"] != SCHEMA_VERSION:
         raise ProfileError(f"{fname}: schema_version is {top['schema_version']}; this tinydl "
@@ -337,6 +340,12 @@ def parse_profile(data: Mapping[str, Any], fname: str = "<profile>") -> DevicePr
                     rows.append((dt, op, sc, _value(fname, f"{where}.{sc}", val, "num>0")))
         if not rows:
             raise ProfileError(f"{fname}: [backends.{name}.gflops] lists no throughput")
+        missing = [op for op in OP_CLASSES if not any(r[1] == op for r in rows)]
+        if missing:  # the cost model prices every op class (hal.cost)
+            raise ProfileError(f"{fname}: [backends.{name}.gflops] lists no "
+                               f"{' or '.join(repr(o) for o in missing)} throughput; each of "
+                               f"{', '.join(OP_CLASSES)} needs a figure for float32 or "
+                               "float64")
         backends.append(BackendSpec(name, b["call_overhead_us"] * 1e-6, tuple(rows),
                                     b["source"], b.get("note", "")))
     if not backends:
@@ -429,6 +438,9 @@ def load_profile(tag_or_path) -> DeviceProfile:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise ProfileError(f"{path} is not valid TOML: not UTF-8 at byte {exc.start}") \
+            from None
     except RecursionError:  # arrays or inline tables nested hundreds deep
         raise ProfileError(f"{path} is not a usable profile: values nested too deeply") \
             from None

@@ -498,6 +498,18 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     ls = sorted({min(int(v), m) for v in (l_choices or L_LADDER) if v >= 2})
     ks = sorted({int(v) for v in (k_choices or K_LADDER) if v >= 1})
     windows = sorted({int(v) for v in (window_choices or WINDOW_LADDER)})
+    for name, got, least, given in (("l_choices", ls, 2, l_choices), ("k_choices", ks, 1,
+                                                                      k_choices)):
+        if not got:  # every choice was below what a dictionary can use
+            raise ValueError(f"{name} {list(given)} leaves nothing to plan: values must be "
+                             f">= {least}")
+    if not windows or windows[0] < 1:
+        raise ValueError(f"window_choices must be whole numbers >= 1, got "
+                         f"{list(window_choices)}")
+    check_int(chunk, "chunk", low=1)
+    if not (isinstance(tune_fraction, (int, float, np.integer, np.floating))
+            and 0 < tune_fraction <= 1):
+        raise ValueError(f"tune_fraction must lie in (0, 1], got {tune_fraction!r}")
     if n_samples is not None:
         n_samples = check_int(n_samples, "n_samples", low=1)
         windows = [w for w in windows if w <= n_samples] or windows[:1]

@@ -60,9 +60,10 @@ def storage_dtype(dictionary_dtype, dtype) -> str:
         raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)} "
                          f"(or None: the compute dtype), got {dictionary_dtype!r}")
     if dd in ("float32", "float64") and dd != dt:
-        raise ValueError(f"dictionary_dtype={dd!r} with compute dtype {dt}: a dictionary is "
-                         f"stored in the compute dtype ({dt!r}, or None) or narrower "
-                         "('float16', 'int8')")
+        raise ValueError(f"dictionary_dtype={dd!r} with compute dtype {dt} (the dtype "
+                         "parameter, or the data's where it is None): a dictionary is stored in "
+                         f"the compute dtype ({dt!r}, or None) or narrower ('float16', "
+                         f"'int8'); for {dd} atoms compute in {dd} (dtype={dd!r})")
     return dd or dt
 #: rows of the backend's product tiles (hal.backends.numpy.PRODUCT_ROWS)
 _TILE = 16

@@ -165,7 +165,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
     seed : int
     dtype : {"float32", "float64"}
     dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
-        How the transform stores its atoms (None: ``dtype``); compute stays in ``dtype``
+        How the transform stores its atoms (None: ``dtype``; a float other than ``dtype``
+        raises ValueError at fit); compute stays in ``dtype``
         (see :class:`~tinydl.transform.StreamingDictionary`).
     dictionary_nnz : int, optional
         With ``dictionary_dtype="int8"``: each atom kept as its ``dictionary_nnz`` largest

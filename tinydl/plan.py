@@ -122,8 +122,13 @@ class Budget:
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                     or not math.isfinite(float(v)) or v <= 0:
                 raise ValueError(f"budget {name} must be a positive finite number, got {v!r}")
-        if self.target_error is not None and not 0 < float(self.target_error) < 1:
-            raise ValueError(f"target_error must lie in (0, 1), got {self.target_error!r}")
+        if self.memory_bytes is not None and self.memory_bytes < 1:
+            raise ValueError(f"budget memory_bytes must be at least 1 byte, got "
+                             f"{self.memory_bytes!r}")
+        te = self.target_error
+        if te is not None and (isinstance(te, bool) or not isinstance(
+                te, (int, float, np.integer, np.floating)) or not 0 < float(te) < 1):
+            raise ValueError(f"target_error must be a number in (0, 1), got {te!r}")
         return self
 
 

@@ -87,7 +87,9 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
         Rows per matrix product (see the module docstring): the backend's OMP products run on
         ``block`` rows (the native backend's own kernels block their work themselves).
     dictionary_dtype : {None, "float32", "float64", "float16", "int8"}, default=None
-        How the atoms are stored (None: the compute dtype).  ``"float16"``, or ``"int8"``
+        How the atoms are stored (None: the compute dtype; ``"float32"`` or ``"float64"``
+        only as the compute dtype itself, else ``fit`` raises ValueError).  ``"float16"``,
+        or ``"int8"``
         with a float32 scale per atom (``atom = scale * q``), halve or quarter the
         dictionary; compute stays in ``dtype``: the products decode 16 atoms at a time
         (:mod:`hal.backends.numpy.stored`, the NumPy reference, on any backend), and the Gram
@@ -722,9 +724,10 @@ def _check_gram(D, scale, G, dt) -> None:
     err = np.abs(np.asarray(G, np.float64) - ref) / np.outer(d, d)
     if not err.max() <= tol:
         i, j = np.unravel_index(int(np.argmax(err)), err.shape)
-        raise ValueError(f"G is not the Gram matrix of the stored atoms: G[{i}, {j}] = "
-                         f"{float(G[i, j]):.6g}, the atoms give {float(ref[i, j]):.6g} "
-                         f"(relative error {float(err[i, j]):.3g} > {tol:.3g})")
+        raise ValueError(f"G is not the Gram matrix of the stored atoms (a packed file keeps "
+                         f"it as GLi and Gdiag): G[{i}, {j}] = {float(G[i, j]):.6g}, the atoms "
+                         f"give {float(ref[i, j]):.6g} (relative error {float(err[i, j]):.3g} "
+                         f"> {tol:.3g})")
 
 
 def _finite(data, key, shape, dt) -> np.ndarray:
@@ -738,5 +741,5 @@ def _finite(data, key, shape, dt) -> np.ndarray:
         if bad.any():
             pos = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(f"{key} should be finite: {int(bad.sum())} of {a.size} values are "
-                             f"not, the first {a[pos]!r} at {pos}")
+                             f"not, the first {float(a[pos])} at {pos}")
     return a

@@ -195,6 +195,8 @@ class MPIBackend(ShardedRows, NumpyBackend):
                                                        out=o), out)
 
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
+        from .numpy.omp import check_tol
+        check_tol(tol)  # here: a worker's error would come back as a BackendError
         n = X.shape[0]
         mode = self._mode(n)
         if mode == "local":

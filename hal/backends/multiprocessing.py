@@ -361,6 +361,8 @@ class MultiprocessingBackend(ShardedRows, NumpyBackend):
         return _deliver(res["out"], out)
 
     def omp_encode(self, X, D, G, k, tol=None, ws=None) -> SparseCodes:
+        from .numpy.omp import check_tol
+        check_tol(tol)  # here: a worker's error would come back as a BackendError
         n = X.shape[0]
         if self._local(n):
             return super().omp_encode(X, D, G, k, tol=tol, ws=ws)

@@ -52,7 +52,7 @@ def test_a_zero_atom_or_an_atom_changed_apart_from_g_is_refused(tmp_path, store)
     _refused(tmp_path, bad, "atom 3 of 20 is zero")
     bad[key] = arrs[key].copy()
     bad[key][5] = -bad[key][5]  # a unit-norm atom still, but not the one G was built from
-    _refused(tmp_path, bad, r"G is not the Gram matrix of the stored atoms: G\[")
+    _refused(tmp_path, bad, r"G is not the Gram matrix of the stored atoms .*: G\[")
     bad = dict(arrs)
     bad["G"] = arrs["G"].copy()
     bad["G"][2, 7] = bad["G"][7, 2] = bad["G"][2, 7] + 0.25
@@ -85,8 +85,8 @@ def test_a_non_finite_value_is_named_with_its_position_and_count(tmp_path):
     _, _, arrs = _saved(tmp_path, "float16")
     arrs["D"][2, 9] = np.inf
     arrs["D"][4, 1] = np.nan
-    _refused(tmp_path, arrs, r"D should be finite: 2 of 600 values are not, the first "
-                             r"np.float16\(inf\) at \(2, 9\)|the first inf at \(2, 9\)")
+    _refused(tmp_path, arrs, r"D should be finite: 2 of 600 values are not, the first inf at "
+                             r"\(2, 9\)")
 
 
 @pytest.mark.parametrize("compute,stored", [("float64", "float32"), ("float32", "float64")])

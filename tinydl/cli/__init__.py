@@ -89,13 +89,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    import threading
     import warnings
 
     def one_line(message, category, filename, lineno, line=None):
         # a warning as one line of the command's own, not a source line of the entry script
         # (which also read that script into memory under --trace-memory)
         return f"tinydl {args.command}: warning: {message} [{category.__name__}]\n"
-    before, warnings.formatwarning = warnings.formatwarning, one_line
+    before = warnings.formatwarning
+    # process-wide: swapped by the main thread only (the command line's case), so that
+    # commands run from threads of a host program cannot leave it behind
+    if threading.current_thread() is threading.main_thread():
+        warnings.formatwarning = one_line
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

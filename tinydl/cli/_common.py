@@ -80,8 +80,9 @@ def add_budget_arguments(p, profile_default="x86-64-host"):
     g.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     g.add_argument("--dictionary-dtype", dest="dictionary_dtype", default=None,
                    choices=("float32", "float64", "float16", "int8"),
-                   help="how the dictionary is stored (default: the customizer's choice: "
-                        "the compute dtype unless the memory budget needs float16 or int8)")
+                   help="how the dictionary is stored: the compute dtype (--dtype) or "
+                        "narrower (default: the customizer's choice: the compute dtype unless "
+                        "the memory budget needs float16 or int8)")
     g.add_argument("--dictionary-nnz", dest="dictionary_nnz", default=None, metavar="W",
                    type=_nnz,
                    help="also offer sparse int8 atoms, each kept as its W largest entries "

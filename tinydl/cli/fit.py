@@ -261,9 +261,7 @@ def run(args):
         raise CommandError(f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} a "
                            "plan; with --plan the plan's choices stand (make a new plan: "
                            "tinydl plan ... -o PLAN.json)")
-    if given and args.resume:
-        print(f"tinydl fit: warning: {', '.join(given)} ignored: --resume continues the "
-              "checkpoint's plan", file=sys.stderr, flush=True)
+
     if args.backend:
         import hal
         hal.select_backend(args.backend)  # an unknown or unavailable backend fails here
@@ -280,6 +278,9 @@ def run(args):
     if args.resume and not has_ckpt:
         print(f"tinydl fit: no checkpoint in {out} yet: starting a new run", file=sys.stderr,
               flush=True)
+    elif given and args.resume:
+        print(f"tinydl fit: warning: {', '.join(given)} ignored: --resume continues the "
+              "checkpoint's plan", file=sys.stderr, flush=True)
     Learner = _learner_class(args)
     plan = None
     seed = _shuffle_seed(args, out, args.resume and has_ckpt)

@@ -358,12 +358,30 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
                          f"got {max_accuracy_loss}")
     if max_time is not None and profile is None:
         raise ValueError("max_time needs a profile to predict the time on")
+    for name, v in (("max_memory", max_memory), ("max_time", max_time)):
+        if v is not None and not (isinstance(v, (int, float, np.integer, np.floating))
+                                  and np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive number (or None), got {v!r}")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a whole number of samples >= 1, got {batch!r}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+        raise ValueError(f"n_iter must be a whole number >= 1, got {n_iter!r}")
+    if not isinstance(model, CompressedModel):
+        raise TypeError(f"model must be a CompressedModel (tinydl.compress.from_network of a "
+                        f"fitted network), got {type(model).__name__}")
     model.check_finite()
     X = model._check_input(X_val)
+    if np.ndim(y_val) != 1:
+        raise ValueError(f"y_val should be one label per sample, shape (n,), got shape "
+                         f"{np.shape(y_val)}")
     yi = _labels_to_index(model, y_val)
     if len(yi) != len(X):
         raise ValueError(f"X_val has {len(X)} samples but y_val has {len(yi)}")
+    if not len(X):
+        raise ValueError("X_val is empty: compression is judged on validation samples")
     Xf = X if X_fit is None else model._check_input(X_fit)
+    if not len(Xf):
+        raise ValueError("X_fit is empty: the data-aware forms are fitted to its samples")
     refine = int(refine)
     if refine < 0:
         raise ValueError(f"refine must be a number of steps >= 0, got {refine}")

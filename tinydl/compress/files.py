@@ -60,7 +60,12 @@ def load_model(path) -> CompressedModel:
         meta = json.loads(str(data["meta"]))
     except ValueError as exc:
         raise ModelFileError(f"{path}: malformed meta ({exc})") from None
-    return model_from_arrays(meta, lambda k: data[k], data["classes"], path)
+    model = model_from_arrays(meta, lambda k: data[k], data["classes"], path)
+    try:  # a checksum proves the file is as written, not that what was written is usable
+        model.check_finite()
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    return model
 
 
 def load_any_model(path) -> CompressedModel:

@@ -435,6 +435,10 @@ def from_network(network, classes=None) -> CompressedModel:
     if hasattr(network, "network_"):
         classes = network.classes_ if classes is None else classes
         network = network.network_
+    if getattr(network, "input_shape", None) is None or not getattr(network, "layers", None):
+        from ..errors import NotFittedError
+        raise NotFittedError(f"this {type(network).__name__} has no trained layers: fit it "
+                             "before compressing it")
     in_shape = tuple(network.input_shape)
     one_d = len(in_shape) == 2
     layers: List[CLayer] = []

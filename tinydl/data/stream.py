@@ -284,10 +284,12 @@ def label_runs(y, n_batch: int = 256):
 
 def _flat(arr, path, key):
     """A features array as rows: a sample of more axes (Daily and Sports' (125, 45) segments
-    of time x channels) flattened in C order, as :func:`tinydl.data.load_real` gives it; a
-    view of the mapped file, so only a C-ordered one (a Fortran-ordered one would be copied
-    whole into memory)."""
-    if getattr(arr, "ndim", 2) > 2 and not arr.flags.c_contiguous:
+    of time x channels) flattened in C order, as :func:`tinydl.data.load_real` gives it: a
+    view of a mapped file, so a mapped one only in C order (a Fortran-ordered one would be
+    copied whole into memory; one read into memory already, from a compressed ``.npz``, is
+    copied)."""
+    if getattr(arr, "ndim", 2) > 2 and isinstance(arr, np.memmap) \
+            and not arr.flags.c_contiguous:
         raise DataError(f"{path}: {key} is {arr.ndim}-D (shape {arr.shape}) in Fortran order; "
                         "store it C-ordered, or as (n_samples, n_features)")
     return as_features(arr, path, key)

@@ -160,6 +160,9 @@ class NativeBackend(BlasBackend):
         A = ws.arrays
         l = ws.l
         dt = X.dtype
+        if G.shape != (l, l):  # the kernel reads l rows of l
+            raise ValueError(f"omp: G should be the ({l}, {l}) Gram matrix of the atoms, got "
+                             f"{G.shape}")
         c, xx = self._chunk_correlations(X, DT, A, corr)
         G = np.ascontiguousarray(G, dtype=dt)
         ffi, lib = self._nffi, self._nlib
@@ -256,6 +259,11 @@ class NativeBackend(BlasBackend):
         return SparseLayerPlan(self._nffi, self._nlib, W, b, y, gW, gb)
 
     def _sparse_args(self, indices, values, W):
+        indices = np.asarray(indices)
+        if indices.dtype.kind not in "iu" or (indices.dtype.itemsize > 4 and indices.size and (
+                int(indices.max()) > np.iinfo(np.int32).max
+                or int(indices.min()) < np.iinfo(np.int32).min)):
+            return None  # the reference's checks (an int32 cast would wrap it into range)
         dt = W.dtype
         if not (indices.dtype == np.int32 and values.dtype == dt and indices.flags.c_contiguous
                 and values.flags.c_contiguous and W.flags.c_contiguous):  # the trainer's case
@@ -277,6 +285,8 @@ class NativeBackend(BlasBackend):
         q = W.shape[1]
         if out is None:
             out = np.empty((n, q), dt)
+        elif out.shape != (n, q):
+            raise ValueError(f"gather_matmul: out should have shape {(n, q)}, got {out.shape}")
         direct = out.dtype == dt and out.flags.c_contiguous
         dst = out if direct else np.empty((n, q), dt)
         ffi, lib = self._nffi, self._nlib
@@ -297,6 +307,9 @@ class NativeBackend(BlasBackend):
             return super().scatter_matmul(indices, values, dy, out, beta=beta)
         dt, idx, val, dy = args
         n, k = idx.shape
+        if dy.shape[0] != n or out.ndim != 2 or out.shape[1] != dy.shape[1]:
+            raise ValueError(f"scatter_matmul: dy should have {n} rows (one per code) and "
+                             f"out {dy.shape[1]} columns; got dy {dy.shape}, out {out.shape}")
         ffi, lib = self._nffi, self._nlib
         fn, ct = (lib.scatter_f32, "float *") if dt == np.float32 else \
             (lib.scatter_f64, "double *")

@@ -147,6 +147,8 @@ class EncodePlan:
             DT = transposed_zeros(lib, m, l, dt)
             DT[:, :l] = D.T
         m = DT.shape[0] if D is not None else DT.shape[0] - 1  # (see BasisWorkspace.DT)
+        from ..numpy.omp import check_tol
+        check_tol(tol)
         k = int(min(k, l))
         width = k if width is None else int(width)
         if width < k:
@@ -196,8 +198,20 @@ class EncodePlan:
 
     def encode(self, X: np.ndarray, indices: np.ndarray, values: np.ndarray,
                raw: bool = True) -> None:
-        """As :meth:`hal.backends.numpy.encode.EncodePlan.encode` (the caller checked the
-        arrays' shapes, dtypes and layouts)."""
+        """As :meth:`hal.backends.numpy.encode.EncodePlan.encode`.  The arrays' shapes,
+        dtypes and layouts are checked here (the kernel would read or write past them);
+        :meth:`encode_rows` and :meth:`rows_into`, the transform's hot paths, leave that to
+        their caller."""
+        n = X.shape[0] if getattr(X, "ndim", 0) == 2 else -1
+        for name, a, shape, dt in (("X", X, (n, self.m), self.dtype),
+                                   ("indices", indices, (n, self.width), np.dtype(np.int32)),
+                                   ("values", values, (n, self.width), self.dtype)):
+            if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt \
+                    or not a.flags.c_contiguous:
+                raise ValueError(f"encode: {name} should be C-contiguous {dt} of shape "
+                                 f"{shape if n >= 0 else '(n, ' + str(shape[1]) + ')'}, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)} "
+                                 f"{getattr(a, 'shape', '')}")
         if not self.encode_rows(X, indices, values, raw):
             from ..numpy.encode import nonfinite_error
             raise nonfinite_error(X)

@@ -150,6 +150,16 @@ def kernel_coded(dep, n, l, k, m) -> bool:
 OMP_SCRATCH = ("Y", "corr", "abs", "u")
 
 
+def check_tol(tol) -> None:
+    """Raise unless ``tol`` is None or a finite number >= 0 (OMP's relative residual; the
+    kernels square it, so a negative one would act as its absolute value and NaN as 0 or as
+    no limit, by backend)."""
+    if tol is not None and not (isinstance(tol, (int, float, np.integer, np.floating))
+                                and np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"omp_encode: tol must be None or a finite number >= 0 (a relative "
+                         f"residual), got {tol!r}")
+
+
 class BatchOMP:
     """Mixin of :class:`~hal.backends.numpy.NumpyBackend`: Batch-OMP over its products
     (``self._rows_matmul``, ``self.block``, ``self.batch``, ``self.cache_bytes``)."""
@@ -231,6 +241,7 @@ class BatchOMP:
             ``indices`` (n, k) int32 in selection order (``-1`` pads), ``values`` (n, k),
             ``n_nonzero`` (n,) int32 and ``residual_sq`` (n,) filled.
         """
+        check_tol(tol)
         codes, stopped = self._omp_encode(X, D, G, k, tol, ws)
         warn_stopped_early(stopped, X.shape[0], D.shape[0], k, X.shape[1])
         return codes
