@@ -133,8 +133,8 @@ def test_fit_resume_on_a_damaged_checkpoint(made, tmp_path, capsys):
         _fails(_fit_argv(made / "stream.npz", out, resume=True), capsys, "learner.npz")
 
 
-@pytest.mark.parametrize("flag,value,needle", [("--l", "0", "must be at least 1"),
-                                               ("--k", "-1", "must be at least 1"),
+@pytest.mark.parametrize("flag,value,needle", [("--l", "0", "must be a whole number >= 1"),
+                                               ("--k", "-1", "must be a whole number >= 1"),
                                                ("--window", "x", "must be a whole number"),
                                                ("--alpha", "2", "must be a number in [0, 1]")])
 def test_fit_overrides_are_checked_before_the_directory_is_made(made, tmp_path, capsys, flag,

@@ -26,26 +26,30 @@ def _parse(text, units, what, example):
     return value
 
 
+def _typed(text, convert, ok, want):
+    """An argparse value: ``convert(text)`` where ``ok`` of it, else an error saying ``want``."""
+    try:
+        v = convert(text)
+    except ValueError:
+        v = None
+    if v is None or not ok(v):
+        raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+    return v
+
+
 def positive_int(text):
     """An argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return v
+    return _typed(text, int, lambda v: v >= 1, "a whole number >= 1")
 
 
 def unit_float(text):
     """An argparse type: a number in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return v
+    return _typed(text, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def open_fraction(text):
+    """An argparse type: a number strictly between 0 and 1."""
+    return _typed(text, float, lambda v: 0 < v < 1, "a fraction between 0 and 1 (exclusive)")
 
 
 def parse_bytes(text):

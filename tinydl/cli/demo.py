@@ -9,13 +9,12 @@ the stream (the paper's Fig. 2) is written too.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
-from ._common import parse_bytes
+from ._common import open_fraction, parse_bytes
 
 HELP = "run TinyDL against a raw-feature network on a bundled real dataset and print a table"
 
@@ -48,7 +47,7 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, default=10, help="epochs per update (default: 10)")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
                    help="stream only the first N training samples (default: all)")
-    p.add_argument("--val-fraction", type=_fraction, default=0.15,
+    p.add_argument("--val-fraction", type=open_fraction, default=0.15,
                    help="stratified validation hold-out of the training set, never streamed, "
                         "on which TinyDL's input scaling is chosen (default 0.15)")
     p.add_argument("--seed", type=int, default=0,
@@ -96,17 +95,6 @@ def _tiny(plan, standardize, seed, backend, Xte, yte):
         lr.curve["error"].append(1 - lr.score(Xte, yte))
     t.on_update = on_update
     return t
-
-
-def _fraction(text):
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (exclusive), "
-                                         f"got {text!r}")
-    return v
 
 
 def run(args):
