@@ -352,6 +352,11 @@ def parse_profile(data: Mapping[str, Any], fname: str = "<profile>") -> DevicePr
         raise ProfileError(f"{fname}: [backends] must list at least one backend")
     listed = {b.name for b in backends}
     for name in top["backend_preference"]:
+        if name == "null" and top["training"]:
+            raise ProfileError(f"{fname}: backend_preference names 'null', which computes "
+                               "zeros (it counts work for the cost model): a training "
+                               "profile's learner would train on them; name a computing "
+                               "backend")
         if name not in listed and name != "null":
             raise ProfileError(f"{fname}: backend_preference names {name!r}, which has no "
                                f"[backends.{name}] figures; listed: {', '.join(sorted(listed))}")

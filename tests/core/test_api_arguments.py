@@ -64,3 +64,14 @@ def test_a_backend_without_vector_figures_is_refused_when_parsed(tmp_path):
     with pytest.raises(ProfileError, match=r"novector.toml: \[backends\.\w+\.gflops\] lists "
                                            r"no 'vector' throughput"):
         load_profile(str(p))
+
+
+def test_a_training_profile_may_not_prefer_the_null_backend(tmp_path):
+    import re
+    text = re.sub(r"(?m)^backend_preference\s*=\s*\[", 'backend_preference = ["null", ',
+                  _profile_text(), count=1)
+    p = tmp_path / "nullpref.toml"
+    p.write_text(text)
+    with pytest.raises(ProfileError, match="backend_preference names 'null', which computes "
+                                           "zeros"):
+        load_profile(str(p))
