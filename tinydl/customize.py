@@ -517,6 +517,11 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
     chunks = [c for c in CHUNK_LADDER if c <= chunk] or [int(chunk)]
     rows = None if alpha_rows is None else check_array(alpha_rows, "alpha_rows", dtype=dt.name,
                                                       n_features=m)
+    if row_labels is not None and (rows is None or np.ndim(row_labels) != 1
+                                   or len(row_labels) != len(rows)):
+        raise ValueError(f"row_labels should be one label per row of alpha_rows "
+                         f"({'none given' if rows is None else len(rows)}), got shape "
+                         f"{np.shape(row_labels)}")
     if dictionary_nnz is not None:
         dictionary_nnz = check_int(dictionary_nnz, "dictionary_nnz", low=1)
     opts = _options(chunks, dt.name, dictionary_dtype, n_samples, standardize, dictionary_nnz)

@@ -147,6 +147,13 @@ def _shutdown(procs, conns, shms) -> None:
     shms.clear()
 
 
+def _conform(a, b, ax_a, ax_b) -> bool:
+    """Whether two 2-D operands agree on the axes a product contracts (where not, the
+    reference runs the call in this process and raises its own ValueError, not a worker's
+    BackendError)."""
+    return np.ndim(a) == 2 and np.ndim(b) == 2 and a.shape[ax_a] == b.shape[ax_b]
+
+
 class MultiprocessingBackend(ShardedRows, NumpyBackend):
     """NumPy backend sharding each batch's rows over a pool of worker processes.
 
@@ -334,14 +341,15 @@ class MultiprocessingBackend(ShardedRows, NumpyBackend):
         return _deliver(res["out"], out)
 
     def correlate(self, X, D, out=None):
-        if self._local(X.shape[0]):
+        if self._local(X.shape[0]) or not _conform(X, D, 1, 1):
             return super().correlate(X, D, out=out)
         res, _ = self._run("correlate", X.shape[0], {"X": X, "D": D},
                            {"out": ((X.shape[0], D.shape[0]), np.result_type(X, D))})
         return _deliver(res["out"], out)
 
     def dense_forward(self, X, W, b=None, out=None):
-        if self._local(X.shape[0]):
+        if self._local(X.shape[0]) or not _conform(X, W, 1, 0) or (
+                b is not None and np.shape(b) != (W.shape[1],)):
             return super().dense_forward(X, W, b, out=out)
         inputs = {"X": X, "W": W}
         if b is not None:
@@ -352,7 +360,8 @@ class MultiprocessingBackend(ShardedRows, NumpyBackend):
 
     def gather_matmul(self, indices, values, W, out=None):
         check_code_indices(indices, W.shape[0])  # here, not as a worker's BackendError
-        if self._local(indices.shape[0]):
+        if self._local(indices.shape[0]) or np.shape(values) != np.shape(indices) \
+                or np.ndim(W) != 2:
             return super().gather_matmul(indices, values, W, out=out)
         res, _ = self._run("gather_matmul", indices.shape[0],
                            {"indices": indices, "values": values, "W": W},

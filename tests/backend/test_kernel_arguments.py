@@ -80,3 +80,16 @@ def test_omp_tol_must_be_a_finite_non_negative_number(name, tol, require_backend
                 X, np.zeros((40, 5), np.int32), np.zeros((40, 5), F))
     ok = b.omp_encode(X, D, D @ D.T, 5, tol=0.0)
     assert ok.indices.shape == (40, 5)
+
+
+@pytest.mark.parametrize("call", ["dense_forward", "gather_matmul", "correlate"])
+def test_multiprocessing_refuses_mismatched_operands_as_the_reference(call, require_backend):
+    # a ValueError in this process (the reference's), not a worker's BackendError
+    require_backend("multiprocessing")
+    b = hal.get_backend("multiprocessing", workers=2, min_rows=1, block=1)
+    args = {"dense_forward": (np.ones((40, 5), F), np.ones((5, 3), F), np.ones(4, F)),
+            "gather_matmul": (np.zeros((40, 3), np.int32), np.ones((40, 2), F),
+                              np.ones((5, 3), F)),
+            "correlate": (np.ones((40, 5), F), np.ones((7, 6), F))}[call]
+    with pytest.raises(ValueError):
+        getattr(b, call)(*args)

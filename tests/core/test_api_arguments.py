@@ -24,6 +24,16 @@ def test_plan_arguments(kw, match):
         plan(20, 3, **kw)
 
 
+def test_plan_row_labels_must_match_the_rows():
+    import numpy as np
+    rows = np.random.default_rng(0).random((100, 20)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"one label per row of alpha_rows \(100\), got shape "
+                                         r"\(40,\)"):
+        plan(20, 3, alpha_rows=rows, row_labels=np.zeros(40, int))
+    with pytest.raises(ValueError, match="none given"):
+        plan(20, 3, row_labels=np.zeros(40, int))
+
+
 def test_plan_target_error_must_be_a_number():
     with pytest.raises(ValueError, match="target_error must be a number in"):
         plan(20, 3, target_error="0.5")
