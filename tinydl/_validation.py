@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 __all__ = ["check_array", "check_int", "check_float", "check_dtype", "SUPPORTED_DTYPES",
+           "DICTIONARY_DTYPES", "storage_dtype",
            "InputTypeError", "reject_sparse"]
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -154,3 +155,33 @@ def check_dtype(value, name="dtype") -> np.dtype:
     if dt not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
     return dt
+
+
+#: the dictionary's storage dtypes (compute stays in the learner's dtype)
+DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
+
+
+def storage_dtype(dictionary_dtype, dtype) -> str:
+    """The name of the dtype a dictionary is stored in, for compute ``dtype``: narrower
+    (``"float16"``, ``"int8"``) or the compute dtype itself (None, or its own name).
+
+    Raises
+    ------
+    ValueError
+        For a name not in :data:`DICTIONARY_DTYPES`, or a float other than the compute dtype
+        (float32 atoms under float64 compute, or the reverse): the kernels keep atoms as
+        they compute or narrower, so such a dictionary would be stored as computed while the
+        file, the plan and the footprint named the other dtype.
+    """
+    dt = np.dtype(dtype).name
+    dd = None if dictionary_dtype is None else str(getattr(dictionary_dtype, "name",
+                                                           dictionary_dtype))
+    if dd is not None and dd not in DICTIONARY_DTYPES:
+        raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)} "
+                         f"(or None: the compute dtype), got {dictionary_dtype!r}")
+    if dd in ("float32", "float64") and dd != dt:
+        raise ValueError(f"dictionary_dtype={dd!r} with compute dtype {dt} (the dtype "
+                         "parameter, or the data's where it is None): a dictionary is stored in "
+                         f"the compute dtype ({dt!r}, or None) or narrower ('float16', "
+                         f"'int8'); for {dd} atoms compute in {dd} (dtype={dd!r})")
+    return dd or dt

@@ -277,6 +277,27 @@ def write_learner(learner, target) -> None:
         kind=LEARNER_KIND, version=LEARNER_VERSION)
 
 
+def _check_parts(self, target, has_transform, has_network) -> None:
+    """Raise ModelFileError unless the checkpoint's transform and network are the ones its
+    parameters describe (files of another run copied in would load and predict otherwise)."""
+    tr, net = self.transform_, self.network_
+    if has_transform and getattr(tr, "n_atoms_", None) is not None:
+        got = (int(tr._fit_params["l"]), int(tr.n_features_in_))
+        if got != (int(self.l), int(self.n_features_in_)):
+            raise ModelFileError(f"{target}: transform.npz holds l={got[0]} atoms of "
+                                 f"{got[1]} features; the learner's parameters say l={self.l} "
+                                 f"and {self.n_features_in_} features")
+    if has_network and getattr(net, "n_features_in_", None) is not None:
+        got = (int(net.n_features_in_), tuple(int(h) for h in net.hidden_layer_sizes),
+               len(net.classes_))
+        want = (int(self.l), tuple(int(h) for h in self.hidden_layer_sizes),
+                len(self.classes_))
+        if got != want:
+            raise ModelFileError(f"{target}: network.npz is {got[0]}-{got[1]}-{got[2]} "
+                                 f"(inputs, hidden layers, classes); the learner's parameters "
+                                 f"say {want[0]}-{want[1]}-{want[2]}")
+
+
 def read_learner(cls, directory, backend=None):
     """The learner of class ``cls`` resumed from the checkpoint ``directory/LATEST`` names
     (see :meth:`tinydl.learner.TinyDLClassifier.load`)."""
@@ -315,6 +336,7 @@ def read_learner(cls, directory, backend=None):
                                            backend=self.network_.backend)
         if as_labels:  # its classes were the labels: the same order as their indices
             self.network_.classes_ = self._class_index
+    _check_parts(self, target, int(st["has_transform"]), int(st["has_network"]))
     self.window_ = CodeWindow.from_state(
         st, self.window, min(self.k, self.l), self.l, self.dtype, target,
         policy=self.window_policy, classes=self.classes_, seed=self.seed,

@@ -611,6 +611,10 @@ def plan(m: int, n_classes: int, profile="x86-64-host", memory_bytes: Optional[i
                             packed_gram=opt["packed"], batch_size=opt["batch"],
                             optimizer=opt["optimizer"], sparse_product=opt["product"],
                             dictionary_nnz=opt["nnz"]))
+    if not cands:
+        raise ValueError(f"nothing to plan for m={m} feature(s): the l choices {ls} (capped at "
+                         f"m) and k choices {ks} leave no k < l; pass l_choices and k_choices "
+                         "that do (for m=1, one atom: TinyDLClassifier(l=1, k=1) directly)")
     fits = [c for c in cands if not c.rejected]
     if not fits:
         raise BudgetInfeasible(*_infeasible_message(cands, budget, mem_cap, prof.tag))

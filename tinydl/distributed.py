@@ -416,9 +416,11 @@ class MPITinyDLClassifier(TinyDLClassifier):
         if bad:
             raise RuntimeError(
                 f"MPI ranks diverged: rank(s) {bad} hold (samples, atoms, updates, dictionary "
-                f"CRC) {allst[bad[0]].tolist()} where rank 0 holds {allst[0].tolist()}; ranks "
-                "need the same NumPy/BLAS build and one BLAS thread each "
-                "(OPENBLAS_NUM_THREADS=1)")
+                f"CRC) {allst[bad[0]].tolist()} where rank 0 holds {allst[0].tolist()}: "
+                "either the ranks passed different data (every rank must pass the same "
+                "batches; the check before each batch samples its rows) or they compute "
+                "differently (ranks need the same NumPy/BLAS build and one BLAS thread each, "
+                "OPENBLAS_NUM_THREADS=1)")
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, directory):

@@ -33,38 +33,14 @@ import numpy as np
 
 from hal.backends.numpy.packed import LI_BLOCK
 
+# the dictionary's storage dtypes and the rule pairing them with the compute dtype live with
+# the parameter checks (imported on every fit; this module is the customizer's)
+from ._validation import DICTIONARY_DTYPES, storage_dtype
+
 __all__ = ["plan_buffers", "total", "counted", "parts", "format_buffers", "DICTIONARY_DTYPES",
            "dictionary_itemsize", "storage_dtype", "TERMS"]
 
-#: the dictionary's storage dtypes (compute stays in the learner's dtype)
-DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
 TERMS = ("m*l", "l*n", "|param|", "overhead")
-
-
-def storage_dtype(dictionary_dtype, dtype) -> str:
-    """The name of the dtype a dictionary is stored in, for compute ``dtype``: narrower
-    (``"float16"``, ``"int8"``) or the compute dtype itself (None, or its own name).
-
-    Raises
-    ------
-    ValueError
-        For a name not in :data:`DICTIONARY_DTYPES`, or a float other than the compute dtype
-        (float32 atoms under float64 compute, or the reverse): the kernels keep atoms as
-        they compute or narrower, so such a dictionary would be stored as computed while the
-        file, the plan and the footprint named the other dtype.
-    """
-    dt = np.dtype(dtype).name
-    dd = None if dictionary_dtype is None else str(getattr(dictionary_dtype, "name",
-                                                           dictionary_dtype))
-    if dd is not None and dd not in DICTIONARY_DTYPES:
-        raise ValueError(f"dictionary_dtype must be one of {', '.join(DICTIONARY_DTYPES)} "
-                         f"(or None: the compute dtype), got {dictionary_dtype!r}")
-    if dd in ("float32", "float64") and dd != dt:
-        raise ValueError(f"dictionary_dtype={dd!r} with compute dtype {dt} (the dtype "
-                         "parameter, or the data's where it is None): a dictionary is stored in "
-                         f"the compute dtype ({dt!r}, or None) or narrower ('float16', "
-                         f"'int8'); for {dd} atoms compute in {dd} (dtype={dd!r})")
-    return dd or dt
 #: rows of the backend's product tiles (hal.backends.numpy.PRODUCT_ROWS)
 _TILE = 16
 #: rows of the projection-error scan block (tinydl._algorithm2._SCAN_ROWS)

@@ -13,11 +13,33 @@ __all__ = ["label_classes", "check_labels", "label_index"]
 
 
 def label_classes(classes) -> np.ndarray:
-    """The sorted distinct labels, in the user's type (object arrays of strings as str)."""
-    classes = np.unique(np.asarray(classes))
+    """The sorted distinct labels, in the user's type (object arrays of strings as str).
+
+    Raises
+    ------
+    ValueError
+        For no labels, labels of mixed types (strings with numbers: no order between them) or
+        a NaN label.
+    """
+    arr = np.asarray(classes)
+    if arr.size == 0:
+        raise ValueError("classes is empty: give every label the model will see")
+    _one_type(arr, "classes")
+    classes = np.unique(arr)
+    if classes.dtype.kind == "f" and not np.isfinite(classes).all():
+        raise ValueError(f"classes holds a non-finite label: {classes.tolist()[:10]}")
     if classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes):
         classes = classes.astype(str)
     return classes
+
+
+def _one_type(arr, name) -> None:
+    """Raise if an object array mixes strings with other labels (NumPy cannot sort them)."""
+    if arr.dtype.kind == "O":
+        kinds = {isinstance(v, str) for v in arr.ravel().tolist()}
+        if len(kinds) > 1:
+            types = sorted({type(v).__name__ for v in arr.ravel().tolist()})
+            raise ValueError(f"{name} mixes label types ({', '.join(types)}): use one type")
 
 
 def check_labels(est, y, n) -> np.ndarray:
@@ -25,6 +47,7 @@ def check_labels(est, y, n) -> np.ndarray:
     flattened with a DataConversionWarning, continuous floats are refused)."""
     from .nn.trainer import InputChecks
     y = InputChecks._check_y(est, y, len(y) if n is None and y is not None else n)
+    _one_type(y, "y")
     if y.dtype.kind == "O" and all(isinstance(c, str) for c in y):
         y = y.astype(str)
     return y

@@ -71,6 +71,27 @@ _PARAMS = ("l", "k", "alpha", "hidden_layer_sizes", "window", "n_batch", "epochs
            "seed",
            "dtype", "dictionary_dtype", "sparse_product", "dictionary_nnz")
 _RUNTIME_PARAMS = ("backend", "checkpoint_dir", "checkpoint_every")
+#: the parameters the state is built for (shapes of the dictionary, window, network and its
+#: optimizer state): fixed from the first call until fit restarts
+#: (``average`` may change mid-stream: it only chooses the weights predictions use)
+_STRUCTURAL = ("l", "k", "hidden_layer_sizes", "window", "window_policy", "standardize",
+               "n_standardize", "rebuild", "dtype", "dictionary_dtype", "dictionary_nnz",
+               "optimizer")
+
+
+def _normalized(name, v):
+    """A structural parameter's value in one comparable form (a list and a tuple of layer
+    sizes, a dtype and its name, compare equal)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return tuple(int(u) for u in v) if name == "hidden_layer_sizes" else tuple(v)
+    if name == "dtype" and v is not None:
+        return str(np.dtype(v))
+    if name == "dictionary_dtype" and v is not None:
+        return str(getattr(v, "name", v))
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    return v
+
 
 #: each optimizer at its default setting: Adam at the learner's rate, SGD the paper's recipe
 #: (``tinydl fit --optimizer``; the customizer prices Adam: SGD's one state buffer fewer did
@@ -279,6 +300,26 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.dictionary_nnz = dictionary_nnz
 
     # -- construction -------------------------------------------------------------------
+    def _structure(self):
+        out = []
+        for name in _STRUCTURAL:
+            out.append(_normalized(name, getattr(self, name)))
+        return tuple(out)
+
+    def _check_structural(self, remedy: str) -> None:
+        """Raise if a parameter the state was built for (``_STRUCTURAL``: the shapes of the
+        dictionary, the window, the network and its optimizer state) was changed by
+        ``set_params`` since the first call: streaming on would mix two models, and a
+        checkpoint of it would not load.  Compared only after a ``set_params`` (a flag it
+        sets): a stream of one-row calls pays nothing for it."""
+        if not self.__dict__.get("_params_set") or "_built_for" not in self.__dict__:
+            return
+        for name, a, b in zip(_STRUCTURAL, self._built_for, self._structure()):
+            if a != b:
+                raise ValueError(f"{name} changed from {a!r} to {b!r} since the stream "
+                                 f"started; {remedy}")
+        self._params_set = False
+
     def _init(self, n_features, classes):
         import hal
         check_int(self.window, "window", low=1)
@@ -296,8 +337,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got "
                                  f"{getattr(self, name)!r}")
-        from ._validation import check_dtype
-        from .footprint import storage_dtype
+        from ._validation import check_dtype, storage_dtype
         storage_dtype(self.dictionary_dtype, check_dtype(self.dtype))
         # one backend decision for the transform and the network
         backend = self.backend
@@ -322,6 +362,8 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         self.n_rebuilds_ = 0
         self.rebuilt_classes_ = self.classes_[:0]
         self.finished_at_ = -1     # n_samples_seen_ when finish() last ran
+        self._built_for = self._structure()
+        self._params_set = False
 
     @property
     def _rebuilds(self) -> bool:
@@ -383,7 +425,16 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
         if first:
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
+            classes = label_classes(classes)
+            label_index(classes, y)  # every label among them, before any state exists
             self._init(X.shape[1], classes)
+        else:
+            if classes is not None and not np.array_equal(label_classes(classes),
+                                                          self.classes_):
+                raise ValueError(f"classes={np.asarray(classes).tolist()[:20]} differs from "
+                                 f"the classes of the first call {self.classes_.tolist()[:20]}"
+                                 " (every label is declared on the first call; fit restarts)")
+            self._check_structural("call fit to restart, or set it back")
         # the stream carries each label as its index in classes_ (the window's int64)
         y = label_index(self.classes_, y)
         updates = self.n_updates_
@@ -414,7 +465,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
                 delattr(self, attr)
         X = check_array(X, "X", dtype=self.dtype, owner=type(self).__name__)
         y = check_labels(self, y, len(X))
-        self.partial_fit(X, y, classes=np.unique(y))
+        self.partial_fit(X, y, classes=y)
         return self.finish()
 
     def _check_fitted(self):
@@ -564,6 +615,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
             The checkpoint's directory (``directory/ckpt-<samples>``).
         """
         self._check_started()
+        self._check_structural("set it back before saving, or call fit to restart")
         return checkpoint.write(directory, self.n_samples_seen_, self._write_files)
 
     def _check_started(self):
@@ -619,5 +671,6 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
                 raise ValueError(f"unknown parameter {key!r}")
             setattr(self, key, value)
         self.__dict__.pop("_row", None)  # the code scale depends on k, l
+        self._params_set = True  # the next partial_fit or save compares the structure
         return self
 

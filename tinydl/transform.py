@@ -26,7 +26,15 @@ from hal.backends.numpy.packed import gram_of
 
 from ._algorithm2 import _SCRATCH, Algorithm2Scan
 from ._execution import ExecutionPaths
-from ._validation import SUPPORTED_DTYPES, check_array, check_dtype, check_float, check_int
+from ._validation import (
+    DICTIONARY_DTYPES,
+    SUPPORTED_DTYPES,
+    check_array,
+    check_dtype,
+    check_float,
+    check_int,
+    storage_dtype,
+)
 from .errors import ModelFileError, NotFittedError
 from .io import load_npz, save_npz
 from .omp import SparseCodes, codes_to_dense
@@ -48,7 +56,6 @@ _PARAMS = ("l", "k", "alpha", "standardize", "n_standardize", "tol", "dtype", "b
 _STRUCTURAL = ("l", "standardize", "n_standardize", "block", "dtype", "dictionary_dtype",
                "dictionary_nnz")
 #: how the atoms may be stored (compute stays in ``dtype``; see hal.backends.numpy.stored)
-DICTIONARY_DTYPES = ("float32", "float64", "float16", "int8")
 #: the private state a fit owns (with every public name ending in "_"): what a restart clears,
 #: never an attribute someone else set (scikit-learn's Pipeline sets its own before fit)
 _PRIVATE_STATE = ("_D", "_D_scale", "_G", "_Li", "_Gd", "_fit_params", "_pending", "_n_pending")
@@ -384,7 +391,6 @@ class StreamingDictionary(ExecutionPaths, Algorithm2Scan):
                     "codes of this batch cannot exist yet (feed more samples at once, use "
                     "partial_fit for the first ones, or lower n_standardize)")
         if not fitted:  # the storage named must be one the compute dtype keeps
-            from .footprint import storage_dtype
             storage_dtype(p["dictionary_dtype"], X.dtype)
         # ---- validated: the state changes from here on
         if restart:

@@ -25,9 +25,13 @@ int c = tinydl_predict(x, scores);   /* x: TINYDL_N_FEATURES = {info['n_features
 
 `tinydl_predict` returns the index of the largest of the {info['n_outputs']} scores (the network's
 raw outputs); the labels of the indices: {labels}.  It is not reentrant (static buffers).
+It does not check `x`: a NaN or Inf feature reads and writes nothing out of bounds but gives a
+meaningless class (`tinydl predict` refuses such a row); check inputs where a sensor can
+produce them.
 
 Build: compile `tinydl_model.c` and `tinydl_runtime.c` (C99) with your firmware; e.g. for a
-Cortex-M3: `arm-none-eabi-gcc -std=c99 -O2 -mcpu=cortex-m3 -mthumb -c tinydl_*.c`.
+Cortex-M3: `arm-none-eabi-gcc -std=c99 -O2 -mcpu=cortex-m3 -mthumb -c tinydl_*.c`; on a host,
+link the maths library: `cc -std=c99 -O2 main.c tinydl_model.c tinydl_runtime.c -lm`.
 
 ## Memory (predicted at export)
 

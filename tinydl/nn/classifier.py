@@ -550,6 +550,10 @@ class NetworkClassifier(Trainer, InputChecks):
             meta = json.loads(str(data["meta"]))
             klass = {"MLPClassifier": MLPClassifier, "CNNClassifier": CNNClassifier}[
                 meta["class"]]
+            if not issubclass(klass, cls):
+                raise ModelFileError(f"{path} holds a {meta['class']}, not a {cls.__name__} "
+                                     f"(read it with {meta['class']}.load or "
+                                     "NetworkClassifier.load)")
             params = dict(meta["params"])
             params["backend"] = backend
             params["hidden_layer_sizes"] = tuple(params.get("hidden_layer_sizes", ()))
@@ -560,6 +564,8 @@ class NetworkClassifier(Trainer, InputChecks):
             layers = [layer_from_config(kind, cfg) for kind, cfg in meta["layers"]]
             model._validate_params()
             net = Network(layers, meta["input_shape"], model.dtype, backend, model.seed)
+        except ModelFileError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: malformed model description ({exc})") from None
         if data["params"].shape != (net.n_params,):
