@@ -24,22 +24,24 @@ def label_classes(classes) -> np.ndarray:
     arr = np.asarray(classes)
     if arr.size == 0:
         raise ValueError("classes is empty: give every label the model will see")
-    _one_type(arr, "classes")
+    strings = _all_strings(arr, "classes")
     classes = np.unique(arr)
     if classes.dtype.kind == "f" and not np.isfinite(classes).all():
         raise ValueError(f"classes holds a non-finite label: {classes.tolist()[:10]}")
-    if classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes):
-        classes = classes.astype(str)
-    return classes
+    return classes.astype(str) if strings else classes
 
 
-def _one_type(arr, name) -> None:
-    """Raise if an object array mixes strings with other labels (NumPy cannot sort them)."""
-    if arr.dtype.kind == "O":
-        kinds = {isinstance(v, str) for v in arr.ravel().tolist()}
-        if len(kinds) > 1:
-            types = sorted({type(v).__name__ for v in arr.ravel().tolist()})
-            raise ValueError(f"{name} mixes label types ({', '.join(types)}): use one type")
+def _all_strings(arr, name) -> bool:
+    """Whether ``arr`` is an object array of strings only (kept as ``str``); raise if it
+    mixes strings with other labels (NumPy cannot sort them)."""
+    if arr.dtype.kind != "O":
+        return False
+    values = arr.ravel().tolist()
+    kinds = {isinstance(v, str) for v in values}
+    if len(kinds) > 1:
+        types = sorted({type(v).__name__ for v in values})
+        raise ValueError(f"{name} mixes label types ({', '.join(types)}): use one type")
+    return False not in kinds
 
 
 def check_labels(est, y, n) -> np.ndarray:
@@ -47,10 +49,7 @@ def check_labels(est, y, n) -> np.ndarray:
     flattened with a DataConversionWarning, continuous floats are refused)."""
     from .nn.trainer import InputChecks
     y = InputChecks._check_y(est, y, len(y) if n is None and y is not None else n)
-    _one_type(y, "y")
-    if y.dtype.kind == "O" and all(isinstance(c, str) for c in y):
-        y = y.astype(str)
-    return y
+    return y.astype(str) if _all_strings(y, "y") else y
 
 
 def label_index(classes: np.ndarray, y) -> np.ndarray:

@@ -426,7 +426,7 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
             classes = label_classes(classes)
-            label_index(classes, y)  # every label among them, before any state exists
+            yi = label_index(classes, y)  # every label among them, before any state exists
             self._init(X.shape[1], classes)
         else:
             if classes is not None and not np.array_equal(label_classes(classes),
@@ -435,8 +435,9 @@ class TinyDLClassifier(OneSamplePath, MarkedStream):
                                  f"the classes of the first call {self.classes_.tolist()[:20]}"
                                  " (every label is declared on the first call; fit restarts)")
             self._check_structural("call fit to restart, or set it back")
+            yi = label_index(self.classes_, y)
         # the stream carries each label as its index in classes_ (the window's int64)
-        y = label_index(self.classes_, y)
+        y = yi
         updates = self.n_updates_
         if self._rebuilds:
             self._consume_raw(X, y)

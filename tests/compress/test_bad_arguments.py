@@ -32,9 +32,9 @@ def _arrays(cm):
     (dict(max_memory=float("nan")), "max_memory must be a positive number"),
     (dict(max_memory=0), "max_memory must be a positive number"),
     (dict(max_time=float("nan"), profile="cortex-m3"), "max_time must be a positive number"),
-    (dict(batch=0), "batch must be a whole number of samples >= 1"),
-    (dict(batch=-5), "batch must be a whole number"),
-    (dict(n_iter=-3, method="sparse"), "n_iter must be a whole number >= 1")])
+    (dict(batch=0), r"batch must be in \[1, inf\], got 0"),
+    (dict(batch=-5), r"batch must be in \[1, inf\], got -5"),
+    (dict(n_iter=-3, method="sparse"), r"n_iter must be in \[1, inf\], got -3")])
 def test_refused_before_any_work_and_the_model_unchanged(small, kw, match):
     cm, Xv, yv = small
     before = _arrays(cm)

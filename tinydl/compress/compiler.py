@@ -56,6 +56,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._validation import check_int
 from ..errors import BudgetInfeasible
 from .conv import (
     conv_output_gram,
@@ -362,10 +363,8 @@ def compress_model(model: CompressedModel, X_val, y_val, max_accuracy_loss: floa
         if v is not None and not (isinstance(v, (int, float, np.integer, np.floating))
                                   and np.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive number (or None), got {v!r}")
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch must be a whole number of samples >= 1, got {batch!r}")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
-        raise ValueError(f"n_iter must be a whole number >= 1, got {n_iter!r}")
+    check_int(batch, "batch", low=1)
+    check_int(n_iter, "n_iter", low=1)
     if not isinstance(model, CompressedModel):
         raise TypeError(f"model must be a CompressedModel (tinydl.compress.from_network of a "
                         f"fitted network), got {type(model).__name__}")
